@@ -1,0 +1,21 @@
+//! The gRPC contract of Worker, package `worker.v1`.
+//!
+//! * `ControllerService`: what `workerctl`, the web UI and other applications use to
+//!   manage jobs and enqueue runs.
+//! * `AgentService`: the stream-pull protocol between agents and the controller
+//!   (design §8): `Hello`/`Welcome`, `Pull` credits, `Assignment`, `Started`,
+//!   `Heartbeat`, `Finished`, `Ack`, `Cancel`, `Drain`.
+//!
+//! Timestamps are RFC 3339 strings in UTC (empty when unset); durations are
+//! milliseconds; priorities, states and outcomes are the lower-case names of
+//! design §4, so the messages read the same in `grpcurl`, JSON and YAML.
+
+#![allow(clippy::all, missing_docs)]
+
+/// Generated messages and services of `worker.v1`.
+pub mod v1 {
+    tonic::include_proto!("worker.v1");
+}
+
+/// Encoded `FileDescriptorSet` of all Worker protos, for gRPC server reflection.
+pub const FILE_DESCRIPTOR_SET: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/worker_descriptor.bin"));
