@@ -18,7 +18,10 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     std::fs::write(out_dir.join("worker_descriptor.bin"), buf)?;
     tonic_prost_build::configure()
         .type_attribute(".worker.v1", "#[derive(serde::Serialize, serde::Deserialize)]")
-        .type_attribute(".worker.v1", "#[serde(default)]")
+        .message_attribute(".worker.v1", "#[serde(default)]")
+        // `AgentService.Connect` would clash with the generated `connect`
+        // constructor: clients build a `Channel` and call `new(channel)`.
+        .build_transport(false)
         .compile_fds(fds)?;
     Ok(())
 }

@@ -1,1 +1,111 @@
-fn main() {}
+//! `worker-controller`: parses flags, validates the configuration before binding
+//! anything, then runs the controller until SIGINT/SIGTERM.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::Parser;
+use worker_controller::duration::parse_duration;
+use worker_controller::engine::EngineSettings;
+use worker_controller::{ControllerConfig, config};
+
+/// The Worker controller: schedules, queue, retries, DLQ and history, served over gRPC.
+#[derive(Debug, Parser)]
+#[command(name = "worker-controller", version)]
+struct Args {
+    /// Configuration directory holding scheduler.yaml.
+    #[arg(long = "config", value_name = "DIR", default_value = "config")]
+    config_dir: PathBuf,
+    /// Database URL.
+    #[arg(long, env = "WORKER_DB_URL", default_value = "sqlite://worker.db")]
+    db: String,
+    /// gRPC listen address (port 0 picks a free port).
+    #[arg(long, default_value = "127.0.0.1:7070")]
+    grpc_listen: SocketAddr,
+    /// How often agents send heartbeats.
+    #[arg(long, default_value = "5s", value_parser = parse_duration)]
+    heartbeat_interval: std::time::Duration,
+    /// An attempt whose agent is silent this long is lost and retried.
+    #[arg(long, default_value = "20s", value_parser = parse_duration)]
+    lease_timeout: std::time::Duration,
+    /// Also run one in-process agent: the one-command local setup.
+    #[arg(long)]
+    dev: bool,
+    /// Capacity of the --dev agent.
+    #[arg(long, default_value_t = 4)]
+    dev_capacity: u32,
+}
+
+fn main() -> ExitCode {
+    let args = Args::parse();
+    tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()))
+        .init();
+
+    let jobs = match config::load_dir(&args.config_dir) {
+        Ok(jobs) => jobs,
+        Err(errors) => {
+            eprint!("{errors}");
+            return ExitCode::from(2);
+        }
+    };
+    if args.lease_timeout <= args.heartbeat_interval {
+        eprintln!("error: --lease-timeout ({:?}) must be longer than --heartbeat-interval ({:?})", args.lease_timeout, args.heartbeat_interval);
+        return ExitCode::from(2);
+    }
+    if !args.grpc_listen.ip().is_loopback() {
+        eprintln!("error: --grpc-listen {}: without authentication the controller listens on loopback only", args.grpc_listen);
+        return ExitCode::from(2);
+    }
+    let config = ControllerConfig {
+        config_dir: args.config_dir,
+        jobs,
+        db_url: args.db,
+        grpc_listen: args.grpc_listen,
+        engine: EngineSettings { heartbeat_interval: args.heartbeat_interval, lease_timeout: args.lease_timeout },
+        dev_agent_capacity: args.dev.then_some(args.dev_capacity.max(1)),
+    };
+
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start the runtime: {e}");
+            return ExitCode::from(1);
+        }
+    };
+    let result = runtime.block_on(worker_controller::run(config, shutdown_signal(), |addr| {
+        println!("worker-controller ready grpc={addr}");
+    }));
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::from(1)
+        }
+    }
+}
+
+/// Completes on SIGINT or SIGTERM.
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        _ = ctrl_c => {}
+        _ = term => {}
+    }
+}

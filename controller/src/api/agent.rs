@@ -1,0 +1,91 @@
+//! `AgentService.Connect`: one bidirectional stream per agent (design §8).
+//!
+//! The first message must be `Hello`; the controller answers `Welcome`, then
+//! sends assignments only against the agent's `Pull` credits. Results are
+//! committed before their `Ack` is sent.
+
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::mpsc;
+use tokio_stream::Stream;
+use tokio_stream::wrappers::UnboundedReceiverStream;
+use tonic::{Request, Response, Status, Streaming};
+use worker_proto::v1::agent_service_server::AgentService;
+use worker_proto::v1::{AgentMessage, ControllerMessage, InFlight, agent_message, controller_message};
+
+use crate::engine::Engine;
+
+/// How long a new stream may take to say `Hello`.
+const HELLO_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// The agent-facing gRPC service.
+#[derive(Clone)]
+pub struct AgentApi {
+    engine: Arc<Engine>,
+    shutdown: tokio::sync::watch::Receiver<bool>,
+}
+
+impl AgentApi {
+    /// A service over `engine`; streams end when `shutdown` turns true.
+    pub fn new(engine: Arc<Engine>, shutdown: tokio::sync::watch::Receiver<bool>) -> Self {
+        AgentApi { engine, shutdown }
+    }
+}
+
+type ControllerStream = Pin<Box<dyn Stream<Item = Result<ControllerMessage, Status>> + Send>>;
+
+#[tonic::async_trait]
+impl AgentService for AgentApi {
+    type ConnectStream = ControllerStream;
+
+    async fn connect(&self, request: Request<Streaming<AgentMessage>>) -> Result<Response<Self::ConnectStream>, Status> {
+        let mut inbound = request.into_inner();
+        let hello = match tokio::time::timeout(HELLO_TIMEOUT, inbound.message()).await {
+            Ok(Ok(Some(AgentMessage { msg: Some(agent_message::Msg::Hello(hello)) }))) => hello,
+            Ok(Ok(_)) => return Err(Status::invalid_argument("hello: the first message of a stream must be Hello")),
+            Ok(Err(status)) => return Err(status),
+            Err(_) => return Err(Status::deadline_exceeded("hello: not received within 10 s")),
+        };
+        let (tx, rx) = mpsc::unbounded_channel();
+        let connection = self.engine.register_agent(&hello, tx.clone()).await?;
+        let engine = self.engine.clone();
+        let agent_id = hello.agent_id.clone();
+        let mut shutdown = self.shutdown.clone();
+        tokio::spawn(async move {
+            loop {
+                let received = tokio::select! {
+                    received = inbound.message() => received,
+                    _ = shutdown.wait_for(|s| *s) => break,
+                };
+                let message = match received {
+                    Ok(Some(m)) => m,
+                    Ok(None) => break,
+                    Err(status) => {
+                        tracing::debug!(agent = %agent_id, %status, "agent stream error");
+                        break;
+                    }
+                };
+                match message.msg {
+                    Some(agent_message::Msg::Pull(pull)) => engine.add_credits(&agent_id, connection, pull.credits).await,
+                    Some(agent_message::Msg::Heartbeat(hb)) => engine.renew_leases(&agent_id, &hb.in_flight).await,
+                    Some(agent_message::Msg::Started(started)) => {
+                        engine.renew_leases(&agent_id, &[InFlight { run_id: started.run_id, attempt: started.attempt }]).await
+                    }
+                    Some(agent_message::Msg::Finished(finished)) => {
+                        let ack = engine.finish(&agent_id, finished).await;
+                        let _ = tx.send(Ok(ControllerMessage { msg: Some(controller_message::Msg::Ack(ack)) }));
+                    }
+                    Some(agent_message::Msg::Hello(_)) => {
+                        let _ = tx.send(Err(Status::invalid_argument("hello: sent twice on one stream")));
+                        break;
+                    }
+                    None => {}
+                }
+            }
+            engine.agent_disconnected(&agent_id, connection).await;
+        });
+        Ok(Response::new(Box::pin(UnboundedReceiverStream::new(rx))))
+    }
+}

@@ -1,0 +1,154 @@
+//! Conversions from engine records to `worker.v1` messages.
+
+use worker_proto::v1 as pb;
+
+use crate::engine::{AgentView, RunView};
+use crate::job::{ExecutorDef, JobDef};
+use crate::store::{AttemptRecord, JobStatsRecord, TransitionRecord};
+use crate::time::{rfc3339, rfc3339_opt};
+
+/// The executor of a job. `for_agent` includes secret environment values (sent
+/// only to the agent that runs the job); otherwise values are masked.
+pub fn executor_to_proto(executor: &ExecutorDef, for_agent: bool) -> pb::ExecutorSpec {
+    let kind = match executor {
+        ExecutorDef::Shell(shell) => pb::executor_spec::Kind::Shell(pb::ShellSpec {
+            argv: shell.argv.clone(),
+            script: shell.script.clone(),
+            env: shell.env.iter().map(|(k, v)| (k.clone(), if for_agent { v.clone() } else { "***".into() })).collect(),
+            cwd: shell.cwd.clone(),
+            non_retryable_exit_codes: Vec::new(),
+        }),
+        ExecutorDef::Builtin(builtin) => pb::executor_spec::Kind::Builtin(pb::BuiltinSpec {
+            name: builtin.name.clone(),
+            args: builtin.args.clone().into_iter().collect(),
+        }),
+    };
+    pb::ExecutorSpec { kind: Some(kind) }
+}
+
+/// A job definition; `next_fire` is its next schedule fire (Unix ms).
+pub fn job_to_proto(job: &JobDef, next_fire: Option<i64>) -> pb::Job {
+    let mut executor = executor_to_proto(&job.executor, false);
+    if let Some(pb::executor_spec::Kind::Shell(shell)) = &mut executor.kind {
+        shell.non_retryable_exit_codes = job.retry.non_retryable_exit_codes.clone();
+    }
+    pb::Job {
+        name: job.name.clone(),
+        description: job.description.clone(),
+        executor: Some(executor),
+        schedule: job.schedule.as_ref().map(|s| s.expr().to_string()).unwrap_or_default(),
+        timezone: job.schedule.as_ref().map(|s| s.tz().name().to_string()).unwrap_or_default(),
+        priority: job.priority.to_string(),
+        timeout_ms: job.timeout.map(|t| t.as_millis() as u64).unwrap_or(0),
+        retry: Some(pb::RetryPolicy {
+            max_attempts: job.retry.max_attempts,
+            backoff: job.retry.backoff.to_string(),
+            initial_delay_ms: job.retry.initial_delay.as_millis() as u64,
+            max_delay_ms: job.retry.max_delay.as_millis() as u64,
+            jitter: job.retry.jitter,
+        }),
+        overlap: job.overlap.to_string(),
+        catch_up: job.catch_up.to_string(),
+        selector: job.selector.clone().into_iter().collect(),
+        max_concurrency: job.max_concurrency.unwrap_or(0),
+        enabled: job.enabled,
+        tags: job.tags.clone(),
+        next_fire: rfc3339_opt(next_fire),
+        max_catch_up: job.max_catch_up,
+        jitter_ms: job.jitter.as_millis() as u64,
+    }
+}
+
+/// A run with its attempts (and transitions when present).
+pub fn run_to_proto(view: RunView) -> pb::Run {
+    let run = view.run;
+    pb::Run {
+        id: run.id,
+        job: run.job,
+        state: run.state.to_string(),
+        priority: run.priority.to_string(),
+        payload: run.payload,
+        trigger: run.trigger.to_string(),
+        scheduled_for: rfc3339_opt(run.scheduled_for),
+        created_at: rfc3339(run.created_at),
+        not_before: if run.state == crate::model::RunState::Scheduled { rfc3339_opt(run.not_before) } else { String::new() },
+        finished_at: rfc3339_opt(run.finished_at),
+        attempts: view.attempts.into_iter().map(attempt_to_proto).collect(),
+        depends_on: Vec::new(),
+        workflow_id: run.workflow_id.unwrap_or_default(),
+        max_attempts: run.max_attempts,
+        reason: run.reason.unwrap_or_default(),
+        transitions: view.transitions.into_iter().map(transition_to_proto).collect(),
+    }
+}
+
+fn attempt_to_proto(a: AttemptRecord) -> pb::Attempt {
+    pb::Attempt {
+        attempt: a.attempt,
+        agent: a.agent_name,
+        outcome: a.outcome.map(|o| o.to_string()).unwrap_or_default(),
+        exit_code: a.exit_code,
+        error: a.error.unwrap_or_default(),
+        output: a.output.unwrap_or_default(),
+        started_at: rfc3339(a.started_at),
+        finished_at: rfc3339_opt(a.finished_at),
+        duration_ms: a.duration_ms.unwrap_or(0).max(0) as u64,
+    }
+}
+
+fn transition_to_proto(t: TransitionRecord) -> pb::Transition {
+    pb::Transition {
+        from_state: t.from.map(|s| s.to_string()).unwrap_or_default(),
+        to_state: t.to.to_string(),
+        at: rfc3339(t.at),
+        reason: t.reason.unwrap_or_default(),
+    }
+}
+
+/// Job statistics; percentiles by nearest rank over the latest successes.
+pub fn stats_to_proto(stats: JobStatsRecord, next_run: Option<i64>) -> pb::JobStats {
+    let mut durations = stats.recent_durations_ms.clone();
+    durations.sort_unstable();
+    let percentile = |p: f64| -> u64 {
+        if durations.is_empty() {
+            return 0;
+        }
+        let rank = ((p * durations.len() as f64).ceil() as usize).clamp(1, durations.len());
+        durations[rank - 1].max(0) as u64
+    };
+    let finished = stats.succeeded + stats.dead;
+    pb::JobStats {
+        runs_total: stats.runs_total,
+        succeeded: stats.succeeded,
+        failed: stats.failed_attempts,
+        timed_out: stats.timed_out_attempts,
+        lost: stats.lost_attempts,
+        cancelled: stats.cancelled,
+        dead: stats.dead,
+        success_rate: if finished == 0 { 0.0 } else { stats.succeeded as f64 / finished as f64 },
+        p50_duration_ms: percentile(0.50),
+        p95_duration_ms: percentile(0.95),
+        last_run_id: stats.last_run.as_ref().map(|r| r.id.clone()).unwrap_or_default(),
+        last_run_state: stats.last_run.as_ref().map(|r| r.state.to_string()).unwrap_or_default(),
+        last_run_at: stats.last_run.as_ref().map(|r| rfc3339(r.created_at)).unwrap_or_default(),
+        next_run_at: rfc3339_opt(next_run),
+        active: stats.active,
+    }
+}
+
+/// An agent.
+pub fn agent_to_proto(a: AgentView) -> pb::Agent {
+    pb::Agent {
+        id: a.id,
+        name: a.name,
+        host: a.host,
+        labels: a.labels.into_iter().collect(),
+        executors: a.executors,
+        capacity: a.capacity,
+        state: a.state.to_string(),
+        connected_at: rfc3339(a.connected_at),
+        last_heartbeat: rfc3339(a.last_seen),
+        running: a.running,
+        version: a.version,
+    }
+}

@@ -1,0 +1,351 @@
+//! The agent side of the engine: registration, credits, dispatch (group-committed
+//! assignments) and results.
+
+use std::collections::BTreeSet;
+use std::sync::Arc;
+
+use worker_proto::v1::{Ack, Assignment, ControllerMessage, Finished, Hello, InFlight, Welcome, controller_message::Msg};
+
+use super::Engine;
+use super::MAX_OUTPUT_BYTES;
+use super::state::{AgentEntry, AgentSender, Core};
+use crate::api::convert::executor_to_proto;
+use crate::error::{Error, Result};
+use crate::model::{Outcome, RunState};
+use crate::store::{AttemptEnd, AttemptStart, StateChange};
+use crate::time::{now_ms, parse_rfc3339, rfc3339};
+
+/// Executor kinds an agent may declare.
+pub const EXECUTOR_KINDS: &[&str] = &["shell", "builtin"];
+
+/// What to do with an attempt that ended.
+struct Settlement {
+    change: StateChange,
+    end: AttemptEnd,
+    job: String,
+}
+
+impl Engine {
+    /// Registers an agent connection (new or reconnecting) and sends `Welcome`.
+    /// Runs it reports in flight that are still its current attempts stay with it.
+    /// Returns the connection number to pass to the other agent calls.
+    pub async fn register_agent(&self, hello: &Hello, sender: AgentSender) -> Result<u64> {
+        if hello.agent_id.is_empty() {
+            return Err(Error::invalid("hello.agent_id", "must not be empty"));
+        }
+        if hello.capacity == 0 {
+            return Err(Error::invalid("hello.capacity", "must be at least 1"));
+        }
+        if let Some(bad) = hello.executors.iter().find(|e| !EXECUTOR_KINDS.contains(&e.as_str())) {
+            return Err(Error::invalid("hello.executors", format!("unknown executor \"{bad}\" (expected: {})", EXECUTOR_KINDS.join(", "))));
+        }
+        let now = now_ms();
+        let lease = self.settings.lease_timeout.as_millis() as i64;
+        let mut core = self.core.lock().await;
+        core.next_connection += 1;
+        let connection = core.next_connection;
+        let welcome = ControllerMessage {
+            msg: Some(Msg::Welcome(Welcome {
+                heartbeat_interval_ms: self.settings.heartbeat_interval.as_millis() as u64,
+                lease_timeout_ms: self.settings.lease_timeout.as_millis() as u64,
+            })),
+        };
+        let _ = sender.send(Ok(welcome));
+        let mut kept = BTreeSet::new();
+        for InFlight { run_id, attempt } in &hello.in_flight {
+            if let Some(run) = core.live.get_mut(run_id)
+                && run.state == RunState::Running
+                && run.attempt == *attempt
+                && run.agent_id.as_deref().is_none_or(|a| a == hello.agent_id)
+            {
+                run.agent_id = Some(hello.agent_id.clone());
+                run.lease_until = now + lease;
+                kept.insert((run_id.clone(), *attempt));
+            }
+        }
+        let previous = core.agents.remove(&hello.agent_id);
+        let mut running = previous.map(|p| p.running).unwrap_or_default();
+        running.extend(kept.iter().cloned());
+        tracing::info!(agent = %hello.name, id = %hello.agent_id, capacity = hello.capacity, kept = kept.len(), "agent connected");
+        core.agents.insert(
+            hello.agent_id.clone(),
+            AgentEntry {
+                id: hello.agent_id.clone(),
+                name: if hello.name.is_empty() { hello.agent_id.clone() } else { hello.name.clone() },
+                host: hello.host.clone(),
+                labels: hello.labels.clone().into_iter().collect(),
+                executors: hello.executors.clone(),
+                capacity: hello.capacity,
+                version: hello.version.clone(),
+                credits: 0,
+                sender: Some(sender),
+                connection,
+                connected_at: now,
+                last_seen: now,
+                running,
+            },
+        );
+        Ok(connection)
+    }
+
+    /// The connection ended: the agent keeps its runs until their leases expire.
+    pub async fn agent_disconnected(&self, agent_id: &str, connection: u64) {
+        let mut core = self.core.lock().await;
+        if let Some(agent) = core.agents.get_mut(agent_id)
+            && agent.connection == connection
+        {
+            agent.sender = None;
+            agent.credits = 0;
+            tracing::info!(agent = %agent.name, running = agent.running.len(), "agent disconnected");
+        }
+    }
+
+    /// `Pull{credits}`: the agent can take more runs.
+    pub async fn add_credits(&self, agent_id: &str, connection: u64, credits: u32) {
+        let mut core = self.core.lock().await;
+        if let Some(agent) = core.agents.get_mut(agent_id)
+            && agent.connection == connection
+        {
+            agent.credits = agent.credits.saturating_add(credits).min(agent.capacity.saturating_mul(4).max(1));
+            agent.last_seen = now_ms();
+        }
+        drop(core);
+        self.wake_dispatch.notify_one();
+    }
+
+    /// `Heartbeat` / `Started`: renews the leases of the attempts the agent holds.
+    pub async fn renew_leases(&self, agent_id: &str, in_flight: &[InFlight]) {
+        let now = now_ms();
+        let lease_until = now + self.settings.lease_timeout.as_millis() as i64;
+        let mut core = self.core.lock().await;
+        if let Some(agent) = core.agents.get_mut(agent_id) {
+            agent.last_seen = now;
+        }
+        for item in in_flight {
+            if let Some(run) = core.live.get_mut(&item.run_id)
+                && run.state == RunState::Running
+                && run.attempt == item.attempt
+                && run.agent_id.as_deref() == Some(agent_id)
+            {
+                run.lease_until = lease_until;
+            }
+        }
+    }
+
+    /// The dispatcher loop: assigns queued runs whenever runs or credits appear.
+    pub async fn dispatch_loop(self: Arc<Self>, mut shutdown: tokio::sync::watch::Receiver<bool>) {
+        loop {
+            if let Err(e) = self.dispatch_once().await {
+                tracing::error!(error = %e, "dispatch failed; retrying");
+                tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+                continue;
+            }
+            tokio::select! {
+                _ = self.wake_dispatch.notified() => {}
+                _ = shutdown.changed() => return,
+            }
+        }
+    }
+
+    /// Assigns as many queued runs as agents have credits for, in priority order,
+    /// with one store commit for the batch. Returns the number assigned.
+    pub async fn dispatch_once(&self) -> Result<usize> {
+        let mut core = self.core.lock().await;
+        if !core.agents.values().any(|a| a.sender.is_some() && a.credits > 0) || core.ready.is_empty() {
+            return Ok(0);
+        }
+        let now = now_ms();
+        let mut picks: Vec<(String, String)> = Vec::new(); // (run id, agent id)
+        let mut extra_by_job: std::collections::HashMap<String, u32> = Default::default();
+        let mut credits_left: u32 = core.agents.values().filter(|a| a.sender.is_some()).map(|a| a.credits).sum();
+        let ready: Vec<String> = core.ready.values().cloned().collect();
+        for run_id in ready {
+            if credits_left == 0 {
+                break;
+            }
+            let Some(run) = core.live.get(&run_id) else { continue };
+            let Some(job) = self.jobs.get(&run.job) else { continue };
+            if let Some(limit) = job.max_concurrency {
+                let running = core.running_by_job.get(&run.job).copied().unwrap_or(0) + extra_by_job.get(&run.job).copied().unwrap_or(0);
+                if running >= limit {
+                    continue;
+                }
+            }
+            let kind = job.executor.kind();
+            let agent = core
+                .agents
+                .values_mut()
+                .filter(|a| a.accepts(kind, &job.selector))
+                .max_by_key(|a| (a.credits, std::cmp::Reverse(a.running.len()), std::cmp::Reverse(a.id.clone())));
+            let Some(agent) = agent else { continue };
+            agent.credits -= 1;
+            credits_left -= 1;
+            *extra_by_job.entry(job.name.clone()).or_default() += 1;
+            picks.push((run_id, agent.id.clone()));
+        }
+        if picks.is_empty() {
+            return Ok(0);
+        }
+        let mut changes = Vec::with_capacity(picks.len());
+        let mut starts = Vec::with_capacity(picks.len());
+        for (run_id, agent_id) in &picks {
+            let run = &core.live[run_id];
+            let attempt = run.attempt + 1;
+            let mut change = StateChange::new(run_id, RunState::Queued, RunState::Running, now, None);
+            change.attempt = Some(attempt);
+            changes.push(change);
+            starts.push(AttemptStart {
+                run_id: run_id.clone(),
+                attempt,
+                agent_id: agent_id.clone(),
+                agent_name: core.agents[agent_id].name.clone(),
+                started_at: now,
+            });
+        }
+        if let Err(e) = self.store.apply(&changes, &starts, &[]).await {
+            for (_, agent_id) in &picks {
+                if let Some(agent) = core.agents.get_mut(agent_id) {
+                    agent.credits += 1;
+                }
+            }
+            return Err(e);
+        }
+        let lease_until = now + self.settings.lease_timeout.as_millis() as i64;
+        for (run_id, agent_id) in &picks {
+            core.unindex(run_id);
+            let run = core.live.get_mut(run_id).expect("picked run is live");
+            run.state = RunState::Running;
+            run.attempt += 1;
+            run.agent_id = Some(agent_id.clone());
+            run.lease_until = lease_until;
+            let (job_name, attempt, payload) = (run.job.clone(), run.attempt, run.payload.to_string());
+            *core.running_by_job.entry(job_name.clone()).or_default() += 1;
+            let job = self.jobs.get(&job_name).expect("picked run's job exists");
+            let timeout_ms = job.timeout.map(|t| t.as_millis() as u64).unwrap_or(0);
+            let assignment = Assignment {
+                run_id: run_id.clone(),
+                attempt,
+                job: job_name.clone(),
+                executor: Some(executor_to_proto(&job.executor, true)),
+                payload,
+                timeout_ms,
+                deadline: if timeout_ms > 0 { rfc3339(now + timeout_ms as i64) } else { String::new() },
+            };
+            if let Some(agent) = core.agents.get_mut(agent_id) {
+                agent.running.insert((run_id.clone(), attempt));
+            }
+            // If the stream just closed, the lease expires and the run is retried.
+            core.send_to_agent(agent_id, ControllerMessage { msg: Some(Msg::Assignment(assignment)) });
+            self.emit(run_id, &job_name, RunState::Running, attempt, now, None);
+        }
+        Ok(picks.len())
+    }
+
+    /// `Finished`: commits the result, then acknowledges it. A result for an attempt
+    /// that is not current is refused (and counted in the log), never applied; a
+    /// repeated result of an attempt already recorded is acknowledged again.
+    pub async fn finish(&self, agent_id: &str, finished: Finished) -> Ack {
+        let (run_id, attempt) = (finished.run_id.clone(), finished.attempt);
+        let ack = |accepted: bool, reason: String| Ack { run_id: run_id.clone(), attempt, accepted, reason };
+        let outcome = match finished.outcome.parse::<Outcome>() {
+            Ok(Outcome::Lost) | Err(_) => return ack(false, format!("invalid outcome \"{}\"", finished.outcome)),
+            Ok(o) => o,
+        };
+        let mut core = self.core.lock().await;
+        let current = core.live.get(&run_id).is_some_and(|r| r.state == RunState::Running && r.attempt == attempt && r.agent_id.as_deref() == Some(agent_id));
+        if !current {
+            drop(core);
+            return match self.store.attempt_outcome(&run_id, attempt).await {
+                Ok(Some(recorded)) if recorded == outcome => ack(true, "duplicate result; already recorded".into()),
+                Ok(Some(recorded)) => {
+                    tracing::warn!(run = %run_id, attempt, %recorded, reported = %outcome, "stale result rejected");
+                    ack(false, format!("attempt {attempt} of run {run_id} was already recorded as {recorded}"))
+                }
+                Ok(None) => {
+                    tracing::warn!(run = %run_id, attempt, "stale result rejected");
+                    ack(false, format!("attempt {attempt} of run {run_id} is not current"))
+                }
+                Err(e) => ack(false, format!("store error: {e}")),
+            };
+        }
+        let end = AttemptEnd {
+            run_id: run_id.clone(),
+            attempt,
+            outcome,
+            exit_code: finished.exit_code,
+            error: (!finished.error.is_empty()).then(|| finished.error.clone()),
+            output: (!finished.output_tail.is_empty()).then(|| cap_output(&finished.output_tail)),
+            started_at: parse_rfc3339(&finished.started_at),
+            finished_at: parse_rfc3339(&finished.finished_at).unwrap_or_else(now_ms),
+            duration_ms: Some(finished.duration_ms as i64),
+        };
+        match self.settle(&mut core, end, finished.permanent).await {
+            Ok(()) => ack(true, String::new()),
+            Err(e) => ack(false, format!("not recorded: {e}")),
+        }
+    }
+
+    /// Decides the run's next state after an attempt ended, commits it, and
+    /// updates memory. Called with the core lock held.
+    pub(super) async fn settle(&self, core: &mut Core, end: AttemptEnd, permanent: bool) -> Result<()> {
+        let settlement = self.settlement(core, end, permanent)?;
+        self.store.apply(std::slice::from_ref(&settlement.change), &[], std::slice::from_ref(&settlement.end)).await?;
+        self.apply_settlement(core, settlement);
+        Ok(())
+    }
+
+    fn settlement(&self, core: &Core, end: AttemptEnd, permanent: bool) -> Result<Settlement> {
+        let run = core.live.get(&end.run_id).ok_or_else(|| Error::internal("settled run is not live"))?;
+        let now = now_ms();
+        let error = end.error.clone().unwrap_or_else(|| end.outcome.to_string());
+        let (to, reason, not_before) = match end.outcome {
+            Outcome::Succeeded => (RunState::Succeeded, None, None),
+            _ if run.cancel_requested || end.outcome == Outcome::Cancelled => (RunState::Cancelled, Some("cancelled by operator".to_string()), None),
+            _ if permanent => (RunState::Dead, Some(format!("non-retryable failure: {error}")), None),
+            _ if run.attempt >= run.max_attempts => (RunState::Dead, Some(format!("attempts exhausted ({}): {error}", run.attempt)), None),
+            _ => {
+                let policy = &self.jobs.get(&run.job).ok_or_else(|| Error::internal("job vanished"))?.retry;
+                let delay = policy.delay(run.attempt, &mut rand::rng()).as_millis() as i64;
+                let reason = format!("attempt {} {}: {error}; retry in {} ms", run.attempt, end.outcome, delay);
+                (RunState::Scheduled, Some(reason), Some(now + delay))
+            }
+        };
+        let mut change = StateChange::new(&end.run_id, RunState::Running, to, now, reason);
+        change.not_before = not_before;
+        Ok(Settlement { change, end, job: run.job.clone() })
+    }
+
+    fn apply_settlement(&self, core: &mut Core, s: Settlement) {
+        let id = s.change.run_id.clone();
+        core.release_running(&id);
+        let attempt = s.end.attempt;
+        match s.change.to {
+            RunState::Scheduled => {
+                let not_before = s.change.not_before.unwrap_or(s.change.at);
+                if let Some(run) = core.live.get_mut(&id) {
+                    run.state = RunState::Scheduled;
+                    run.not_before = not_before;
+                }
+                core.timers.insert((not_before, id.clone()));
+                self.wake_timers.notify_one();
+            }
+            _ => {
+                core.live.remove(&id);
+            }
+        }
+        self.wake_dispatch.notify_one();
+        self.emit(&id, &s.job, s.change.to, attempt, s.change.at, s.change.reason.as_deref());
+    }
+}
+
+/// Keeps the last [`MAX_OUTPUT_BYTES`] of an output tail (on a char boundary).
+fn cap_output(output: &str) -> String {
+    if output.len() <= MAX_OUTPUT_BYTES {
+        return output.to_string();
+    }
+    let mut start = output.len() - MAX_OUTPUT_BYTES;
+    while !output.is_char_boundary(start) {
+        start += 1;
+    }
+    output[start..].to_string()
+}

@@ -1,0 +1,169 @@
+//! The engine: the run state machine of design §4 and everything that moves runs
+//! through it.
+//!
+//! * [`state`]: in-memory indexes (live runs, ready queue, timers, agents);
+//! * [`runs`]: enqueue, cancel, retry, DLQ: what clients ask for;
+//! * [`dispatch`]: the agent side: registration, credits, assignment, results;
+//! * [`timers`]: the loop that releases backoff timers and expires leases;
+//! * [`views`]: read-only queries for the API.
+//!
+//! One lock guards the in-memory state. Every transition is committed to the
+//! store *while holding it*, and only then applied in memory and acknowledged,
+//! so memory never runs ahead of the store and two transitions of one run can
+//! never interleave. Group commits batch the dispatch of many runs into one
+//! transaction.
+
+mod dispatch;
+mod runs;
+pub mod state;
+mod timers;
+mod views;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::{Mutex, Notify, broadcast};
+use worker_proto::v1::RunEvent;
+
+pub use runs::EnqueueRequest;
+pub use views::{AgentView, QueueStatsView, RunView};
+
+use crate::config::JobSet;
+use crate::error::Result;
+use crate::model::RunState;
+use crate::store::{StateChange, Store};
+use crate::time::{now_ms, rfc3339};
+use state::{Core, LiveRun};
+
+/// Largest payload accepted, in bytes.
+pub const MAX_PAYLOAD_BYTES: usize = 1024 * 1024;
+/// Output tail kept per attempt, in bytes.
+pub const MAX_OUTPUT_BYTES: usize = 64 * 1024;
+
+/// Timing settings of the agent protocol.
+#[derive(Debug, Clone, Copy)]
+pub struct EngineSettings {
+    /// How often agents send heartbeats.
+    pub heartbeat_interval: Duration,
+    /// An attempt whose agent is silent this long is `lost`.
+    pub lease_timeout: Duration,
+}
+
+/// The controller's state machine; shared by the API, the scheduler and the loops.
+pub struct Engine {
+    store: Store,
+    jobs: JobSet,
+    settings: EngineSettings,
+    core: Mutex<Core>,
+    events: broadcast::Sender<RunEvent>,
+    wake_dispatch: Notify,
+    wake_timers: Notify,
+}
+
+impl Engine {
+    /// Builds the engine and rebuilds its in-memory indexes from the store.
+    /// Runs of jobs that are no longer defined are moved to `dead` with the reason.
+    pub async fn recover(store: Store, jobs: JobSet, settings: EngineSettings) -> Result<Arc<Engine>> {
+        let (events, _) = broadcast::channel(4096);
+        let engine = Engine { store, jobs, settings, core: Mutex::new(Core::default()), events, wake_dispatch: Notify::new(), wake_timers: Notify::new() };
+        {
+            let mut core = engine.core.lock().await;
+            let now = now_ms();
+            let lease = settings.lease_timeout.as_millis() as i64;
+            let mut orphans = Vec::new();
+            let mut recovered = [0usize; 3];
+            for record in engine.store.active_runs().await? {
+                if engine.jobs.get(&record.job).is_none() {
+                    let reason = format!("job \"{}\" is no longer defined", record.job);
+                    orphans.push(StateChange::new(&record.id, record.state, RunState::Dead, now, Some(reason)));
+                    continue;
+                }
+                let mut run = LiveRun {
+                    id: record.id.clone(),
+                    job: record.job.clone(),
+                    state: record.state,
+                    priority: record.priority,
+                    attempt: record.attempt,
+                    max_attempts: record.max_attempts,
+                    payload: record.payload.into(),
+                    not_before: record.not_before.unwrap_or(now),
+                    ready_key: None,
+                    agent_id: None,
+                    lease_until: now + lease,
+                    cancel_requested: record.cancel_requested,
+                };
+                match record.state {
+                    RunState::Queued => {
+                        core.live.insert(record.id.clone(), run);
+                        core.push_ready(&record.id, record.ready_at.unwrap_or(record.created_at));
+                        recovered[0] += 1;
+                    }
+                    RunState::Scheduled => {
+                        core.timers.insert((run.not_before, record.id.clone()));
+                        core.live.insert(record.id.clone(), run);
+                        recovered[1] += 1;
+                    }
+                    RunState::Running => {
+                        // The agent may still be running it: honour a fresh lease; a
+                        // reconnecting agent that reports it in flight keeps it.
+                        let attempts = engine.store.attempts(std::slice::from_ref(&record.id)).await?;
+                        run.agent_id = attempts.iter().find(|a| a.attempt == record.attempt).map(|a| a.agent_id.clone());
+                        *core.running_by_job.entry(record.job.clone()).or_default() += 1;
+                        core.live.insert(record.id.clone(), run);
+                        recovered[2] += 1;
+                    }
+                    _ => {
+                        core.live.insert(record.id.clone(), run);
+                    }
+                }
+            }
+            if !orphans.is_empty() {
+                tracing::warn!(count = orphans.len(), "runs of jobs no longer defined moved to the DLQ");
+                engine.store.apply(&orphans, &[], &[]).await?;
+            }
+            tracing::info!(queued = recovered[0], scheduled = recovered[1], running = recovered[2], "recovered runs from the store");
+        }
+        Ok(Arc::new(engine))
+    }
+
+    /// The job definitions.
+    pub fn jobs(&self) -> &JobSet {
+        &self.jobs
+    }
+
+    /// The store.
+    pub fn store(&self) -> &Store {
+        &self.store
+    }
+
+    /// Protocol timing settings.
+    pub fn settings(&self) -> EngineSettings {
+        self.settings
+    }
+
+    /// Lifecycle events of runs, live.
+    pub fn subscribe(&self) -> broadcast::Receiver<RunEvent> {
+        self.events.subscribe()
+    }
+
+    fn emit(&self, run_id: &str, job: &str, state: RunState, attempt: u32, at: i64, reason: Option<&str>) {
+        let _ = self.events.send(RunEvent {
+            run_id: run_id.to_string(),
+            job: job.to_string(),
+            state: state.as_str().to_string(),
+            attempt,
+            at: rfc3339(at),
+            reason: reason.unwrap_or_default().to_string(),
+        });
+    }
+
+    /// Ends every agent stream (controller shutdown): agents reconnect later and
+    /// keep their runs if they come back within the lease.
+    pub async fn disconnect_all_agents(&self) {
+        let mut core = self.core.lock().await;
+        for agent in core.agents.values_mut() {
+            agent.sender = None;
+            agent.credits = 0;
+        }
+    }
+}

@@ -1,0 +1,99 @@
+//! The timer loop: releases scheduled runs whose `not_before` has come (backoff,
+//! delayed runs, jittered fires) and expires the leases of silent agents.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use super::Engine;
+use crate::error::Result;
+use crate::model::{Outcome, RunState};
+use crate::store::{AttemptEnd, StateChange};
+use crate::time::now_ms;
+
+/// Lease expiry is checked at least this often.
+const SWEEP_INTERVAL: Duration = Duration::from_millis(250);
+/// A disconnected agent without runs is forgotten after this long.
+const FORGET_AGENT_AFTER_MS: i64 = 10 * 60 * 1000;
+
+impl Engine {
+    /// Runs until shutdown.
+    pub async fn timer_loop(self: Arc<Self>, mut shutdown: tokio::sync::watch::Receiver<bool>) {
+        loop {
+            if let Err(e) = self.release_due().await {
+                tracing::error!(error = %e, "releasing timers failed; retrying");
+            }
+            if let Err(e) = self.expire_leases().await {
+                tracing::error!(error = %e, "expiring leases failed; retrying");
+            }
+            let wait = {
+                let core = self.core.lock().await;
+                core.timers.first().map(|(t, _)| Duration::from_millis((t - now_ms()).max(0) as u64)).unwrap_or(SWEEP_INTERVAL).min(SWEEP_INTERVAL)
+            };
+            tokio::select! {
+                _ = tokio::time::sleep(wait) => {}
+                _ = self.wake_timers.notified() => {}
+                _ = shutdown.changed() => return,
+            }
+        }
+    }
+
+    /// Moves due scheduled runs to `queued`, in one commit.
+    pub async fn release_due(&self) -> Result<usize> {
+        let mut core = self.core.lock().await;
+        let now = now_ms();
+        let due: Vec<(i64, String)> = core.timers.iter().take_while(|(t, _)| *t <= now).cloned().collect();
+        if due.is_empty() {
+            return Ok(0);
+        }
+        let changes: Vec<StateChange> = due
+            .iter()
+            .map(|(_, id)| {
+                let mut c = StateChange::new(id, RunState::Scheduled, RunState::Queued, now, None);
+                c.ready_at = Some(now);
+                c
+            })
+            .collect();
+        self.store.apply(&changes, &[], &[]).await?;
+        for (t, id) in &due {
+            core.timers.remove(&(*t, id.clone()));
+            core.push_ready(id, now);
+            if let Some(run) = core.live.get(id) {
+                self.emit(id, &run.job, RunState::Queued, run.attempt, now, None);
+            }
+        }
+        drop(core);
+        self.wake_dispatch.notify_one();
+        Ok(due.len())
+    }
+
+    /// Records attempts whose lease expired as `lost` and applies the retry policy.
+    pub async fn expire_leases(&self) -> Result<usize> {
+        let mut core = self.core.lock().await;
+        let now = now_ms();
+        let expired: Vec<(String, u32, Option<String>)> = core
+            .live
+            .values()
+            .filter(|r| r.state == RunState::Running && r.lease_until <= now)
+            .map(|r| (r.id.clone(), r.attempt, r.agent_id.clone()))
+            .collect();
+        for (run_id, attempt, agent_id) in &expired {
+            let agent = agent_id.as_ref().and_then(|a| core.agents.get(a)).map(|a| a.name.clone()).unwrap_or_else(|| "unknown agent".into());
+            let error = format!("agent {agent} lost: no heartbeat within the {} s lease", self.settings.lease_timeout.as_secs_f64());
+            tracing::warn!(run = %run_id, attempt, %agent, "lease expired; attempt lost");
+            let end = AttemptEnd {
+                run_id: run_id.clone(),
+                attempt: *attempt,
+                outcome: Outcome::Lost,
+                exit_code: None,
+                error: Some(error),
+                output: None,
+                started_at: None,
+                finished_at: now,
+                duration_ms: None,
+            };
+            self.settle(&mut core, end, false).await?;
+        }
+        core.agents.retain(|_, a| a.sender.is_some() || !a.running.is_empty() || now - a.last_seen < FORGET_AGENT_AFTER_MS);
+        Ok(expired.len())
+    }
+}

@@ -1,0 +1,179 @@
+//! Read-only views for the API: runs with their attempts, the queue, agents.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use super::Engine;
+use crate::error::{Error, Result};
+use crate::model::{Priority, RunState};
+use crate::store::{AttemptRecord, RunRecord, TransitionRecord};
+use crate::time::now_ms;
+
+/// A run with its attempts (and, for a single run, its transitions).
+#[derive(Debug, Clone)]
+pub struct RunView {
+    /// The run.
+    pub run: RunRecord,
+    /// Its attempts, in order.
+    pub attempts: Vec<AttemptRecord>,
+    /// Its recorded transitions (only filled for single-run reads).
+    pub transitions: Vec<TransitionRecord>,
+}
+
+/// Queue depth by state and, for queued runs, by priority.
+#[derive(Debug, Clone, Default)]
+pub struct QueueStatsView {
+    /// (priority, queued runs, oldest wait in ms), highest priority first.
+    pub priorities: Vec<(Priority, u64, u64)>,
+    /// Runs waiting in the ready queue.
+    pub queued: u64,
+    /// Runs waiting for a timer.
+    pub scheduled: u64,
+    /// Runs waiting for dependencies.
+    pub blocked: u64,
+    /// Runs leased to agents.
+    pub running: u64,
+    /// Runs in the DLQ.
+    pub dead: u64,
+}
+
+/// An agent as shown to operators.
+#[derive(Debug, Clone)]
+pub struct AgentView {
+    /// Process-instance id.
+    pub id: String,
+    /// Display name.
+    pub name: String,
+    /// Host name.
+    pub host: String,
+    /// Labels.
+    pub labels: BTreeMap<String, String>,
+    /// Executor kinds.
+    pub executors: Vec<String>,
+    /// Capacity.
+    pub capacity: u32,
+    /// `connected` or `disconnected`.
+    pub state: &'static str,
+    /// When it connected.
+    pub connected_at: i64,
+    /// Last message.
+    pub last_seen: i64,
+    /// Runs it holds.
+    pub running: Vec<String>,
+    /// Agent version.
+    pub version: String,
+}
+
+impl Engine {
+    /// One run with attempts and transitions.
+    pub async fn run_view(&self, id: &str) -> Result<RunView> {
+        let run = self.store.run(id).await?.ok_or_else(|| Error::not_found(format!("run {id} does not exist")))?;
+        let attempts = self.store.attempts(std::slice::from_ref(&run.id)).await?;
+        let transitions = self.store.transitions(id).await?;
+        Ok(RunView { run, attempts, transitions })
+    }
+
+    /// Attaches attempts to runs (one query for all).
+    pub async fn with_attempts(&self, runs: Vec<RunRecord>) -> Result<Vec<RunView>> {
+        let ids: Vec<String> = runs.iter().map(|r| r.id.clone()).collect();
+        let mut by_run: BTreeMap<String, Vec<AttemptRecord>> = BTreeMap::new();
+        for attempt in self.store.attempts(&ids).await? {
+            by_run.entry(attempt.run_id.clone()).or_default().push(attempt);
+        }
+        Ok(runs.into_iter().map(|run| RunView { attempts: by_run.remove(&run.id).unwrap_or_default(), run, transitions: Vec::new() }).collect())
+    }
+
+    /// Waits until the run is terminal or `timeout` passes; returns it as it is then.
+    pub async fn wait_run(&self, id: &str, timeout: Option<Duration>) -> Result<RunView> {
+        let mut events = self.subscribe();
+        let deadline = timeout.map(|t| tokio::time::Instant::now() + t);
+        loop {
+            let view = self.run_view(id).await?;
+            if view.run.state.is_terminal() {
+                return Ok(view);
+            }
+            // Wait for an event of this run (or a lag, which means: look again).
+            loop {
+                let next = events.recv();
+                let received = match deadline {
+                    Some(d) => match tokio::time::timeout_at(d, next).await {
+                        Ok(r) => r,
+                        Err(_) => return self.run_view(id).await,
+                    },
+                    None => next.await,
+                };
+                match received {
+                    Ok(event) if event.run_id == id => break,
+                    Ok(_) => continue,
+                    Err(_) => break,
+                }
+            }
+        }
+    }
+
+    /// Queued runs in dispatch order.
+    pub async fn queued_runs(&self, limit: usize) -> Result<Vec<RunView>> {
+        let ids: Vec<String> = {
+            let core = self.core.lock().await;
+            core.ready.values().take(limit).cloned().collect()
+        };
+        let mut runs = Vec::with_capacity(ids.len());
+        for id in ids {
+            if let Some(run) = self.store.run(&id).await? {
+                runs.push(run);
+            }
+        }
+        self.with_attempts(runs).await
+    }
+
+    /// Queue depths.
+    pub async fn queue_stats(&self) -> Result<QueueStatsView> {
+        let now = now_ms();
+        let mut stats = QueueStatsView::default();
+        {
+            let core = self.core.lock().await;
+            let mut by_priority: BTreeMap<std::cmp::Reverse<Priority>, (u64, u64)> = Priority::ALL.iter().map(|p| (std::cmp::Reverse(*p), (0, 0))).collect();
+            for ((priority, ready_at, _), _) in core.ready.iter() {
+                let entry = by_priority.entry(*priority).or_default();
+                entry.0 += 1;
+                entry.1 = entry.1.max((now - ready_at).max(0) as u64);
+            }
+            stats.priorities = by_priority.into_iter().map(|(p, (n, wait))| (p.0, n, wait)).collect();
+            for run in core.live.values() {
+                match run.state {
+                    RunState::Queued => stats.queued += 1,
+                    RunState::Scheduled => stats.scheduled += 1,
+                    RunState::Blocked => stats.blocked += 1,
+                    RunState::Running => stats.running += 1,
+                    _ => {}
+                }
+            }
+        }
+        stats.dead = self.store.dead_run_ids().await?.len() as u64;
+        Ok(stats)
+    }
+
+    /// Known agents (connected, and disconnected ones still holding runs).
+    pub async fn agents(&self) -> Vec<AgentView> {
+        let core = self.core.lock().await;
+        let mut agents: Vec<AgentView> = core
+            .agents
+            .values()
+            .map(|a| AgentView {
+                id: a.id.clone(),
+                name: a.name.clone(),
+                host: a.host.clone(),
+                labels: a.labels.clone(),
+                executors: a.executors.clone(),
+                capacity: a.capacity,
+                state: if a.sender.is_some() { "connected" } else { "disconnected" },
+                connected_at: a.connected_at,
+                last_seen: a.last_seen,
+                running: a.running.iter().map(|(id, _)| id.clone()).collect(),
+                version: a.version.clone(),
+            })
+            .collect();
+        agents.sort_by(|a, b| a.name.cmp(&b.name).then(a.id.cmp(&b.id)));
+        agents
+    }
+}

@@ -1,0 +1,186 @@
+//! Validated job definitions: what the scheduler, the dispatcher and the retry
+//! policy work from. They are built by [`crate::config`] from `scheduler.yaml`.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use crate::model::{Backoff, CatchUp, Overlap, Priority};
+use crate::scheduler::cron::CronSchedule;
+
+/// Longest job name (design §3: `[a-z0-9][a-z0-9._-]{0,127}`).
+pub const MAX_JOB_NAME: usize = 128;
+
+/// A job definition.
+#[derive(Debug, Clone)]
+pub struct JobDef {
+    /// Unique name, `[a-z0-9][a-z0-9._-]{0,127}`.
+    pub name: String,
+    /// Free text for operators.
+    pub description: String,
+    /// How agents run it.
+    pub executor: ExecutorDef,
+    /// Cron schedule in its time zone, if the job is scheduled.
+    pub schedule: Option<CronSchedule>,
+    /// Default priority of its runs.
+    pub priority: Priority,
+    /// Bound of one attempt; `None` = no timeout.
+    pub timeout: Option<Duration>,
+    /// Retry policy.
+    pub retry: RetryPolicy,
+    /// What a fire does while a run of this job is unfinished.
+    pub overlap: Overlap,
+    /// What happens to fires missed while the controller was down.
+    pub catch_up: CatchUp,
+    /// Most missed fires run by `catch_up: all`.
+    pub max_catch_up: u32,
+    /// Random delay, up to this, added to each scheduled fire.
+    pub jitter: Duration,
+    /// Agent labels that must all match.
+    pub selector: BTreeMap<String, String>,
+    /// Most runs of this job running at once; `None` = unlimited.
+    pub max_concurrency: Option<u32>,
+    /// A disabled job keeps its history but is neither scheduled nor enqueueable.
+    pub enabled: bool,
+    /// Free labels for grouping.
+    pub tags: Vec<String>,
+}
+
+/// How a job is executed (exactly one kind).
+#[derive(Debug, Clone, PartialEq)]
+pub enum ExecutorDef {
+    /// A process on the agent's host.
+    Shell(ShellDef),
+    /// A task built into the agent.
+    Builtin(BuiltinDef),
+}
+
+impl ExecutorDef {
+    /// The executor kind an agent must accept: `shell` or `builtin`.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            ExecutorDef::Shell(_) => "shell",
+            ExecutorDef::Builtin(_) => "builtin",
+        }
+    }
+}
+
+/// A shell command: `argv` run directly, or `script` through `sh -c`.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct ShellDef {
+    /// Program and arguments; empty when `script` is used.
+    pub argv: Vec<String>,
+    /// Script for `sh -c`; empty when `argv` is used.
+    pub script: String,
+    /// Extra environment (values may come from `${ENV}` and are never shown).
+    pub env: BTreeMap<String, String>,
+    /// Working directory on the agent, empty = the agent's.
+    pub cwd: String,
+}
+
+/// A builtin task: `noop` or `sleep`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct BuiltinDef {
+    /// `noop` or `sleep`.
+    pub name: String,
+    /// Arguments (`duration` for `sleep`).
+    pub args: BTreeMap<String, String>,
+}
+
+/// Names of the builtin tasks agents provide.
+pub const BUILTINS: &[&str] = &["noop", "sleep"];
+
+/// Retry policy of a job (design §7).
+#[derive(Debug, Clone, PartialEq)]
+pub struct RetryPolicy {
+    /// Attempts in total, at least 1.
+    pub max_attempts: u32,
+    /// Growth of the delay.
+    pub backoff: Backoff,
+    /// Delay after the first failed attempt.
+    pub initial_delay: Duration,
+    /// Upper bound of any delay.
+    pub max_delay: Duration,
+    /// Random spread, as a fraction of the delay (0.2 = ±20%).
+    pub jitter: f64,
+    /// Shell exit codes that go straight to `dead`.
+    pub non_retryable_exit_codes: Vec<i32>,
+}
+
+impl Default for RetryPolicy {
+    fn default() -> Self {
+        RetryPolicy {
+            max_attempts: 3,
+            backoff: Backoff::Exponential,
+            initial_delay: Duration::from_secs(30),
+            max_delay: Duration::from_secs(3600),
+            jitter: 0.2,
+            non_retryable_exit_codes: Vec::new(),
+        }
+    }
+}
+
+impl RetryPolicy {
+    /// Delay before the attempt after failed attempt `attempt` (1-based), without jitter.
+    pub fn base_delay(&self, attempt: u32) -> Duration {
+        let n = attempt.max(1);
+        let delay = match self.backoff {
+            Backoff::Fixed => self.initial_delay,
+            Backoff::Linear => self.initial_delay.saturating_mul(n),
+            Backoff::Exponential => {
+                let factor = 1u32.checked_shl(n - 1).unwrap_or(u32::MAX);
+                self.initial_delay.saturating_mul(factor)
+            }
+        };
+        delay.min(self.max_delay)
+    }
+
+    /// Delay with jitter applied: `base * (1 + u)`, `u` uniform in `[-jitter, jitter]`,
+    /// still bounded by `max_delay`.
+    pub fn delay(&self, attempt: u32, rng: &mut impl rand::Rng) -> Duration {
+        let base = self.base_delay(attempt);
+        if self.jitter <= 0.0 {
+            return base;
+        }
+        let spread: f64 = rng.random_range(-self.jitter..=self.jitter);
+        base.mul_f64((1.0 + spread).max(0.0)).min(self.max_delay)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn policy(backoff: Backoff) -> RetryPolicy {
+        RetryPolicy {
+            backoff,
+            initial_delay: Duration::from_secs(10),
+            max_delay: Duration::from_secs(60),
+            jitter: 0.0,
+            ..RetryPolicy::default()
+        }
+    }
+
+    #[test]
+    fn exponential_doubles_up_to_max_delay() {
+        let p = policy(Backoff::Exponential);
+        let delays: Vec<u64> = (1..=5).map(|n| p.base_delay(n).as_secs()).collect();
+        assert_eq!(delays, vec![10, 20, 40, 60, 60]);
+        assert_eq!(p.base_delay(200).as_secs(), 60);
+    }
+
+    #[test]
+    fn fixed_and_linear() {
+        assert_eq!(policy(Backoff::Fixed).base_delay(4).as_secs(), 10);
+        assert_eq!(policy(Backoff::Linear).base_delay(4).as_secs(), 40);
+    }
+
+    #[test]
+    fn jitter_stays_within_its_fraction() {
+        let p = RetryPolicy { jitter: 0.2, ..policy(Backoff::Fixed) };
+        let mut rng = rand::rng();
+        for _ in 0..1000 {
+            let d = p.delay(1, &mut rng).as_secs_f64();
+            assert!((8.0..=12.0).contains(&d), "{d}");
+        }
+    }
+}

@@ -1,0 +1,139 @@
+//! Wiring: opens the store, recovers the engine, starts the loops and serves gRPC
+//! until shutdown.
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use tokio::net::TcpListener;
+use tokio_stream::wrappers::TcpListenerStream;
+use worker_proto::v1::agent_service_server::AgentServiceServer;
+use worker_proto::v1::controller_service_server::ControllerServiceServer;
+
+use crate::api::agent::AgentApi;
+use crate::api::controller::ControllerApi;
+use crate::config::JobSet;
+use crate::engine::{Engine, EngineSettings};
+use crate::store::Store;
+
+/// How long shutdown waits for in-flight requests before giving up on them.
+const SHUTDOWN_DEADLINE: Duration = Duration::from_secs(10);
+
+/// Everything `run` needs, validated by the binary before any port is bound.
+#[derive(Debug, Clone)]
+pub struct ControllerConfig {
+    /// The configuration directory (for messages; jobs are already loaded).
+    pub config_dir: PathBuf,
+    /// Validated job definitions.
+    pub jobs: JobSet,
+    /// Database URL (`sqlite://worker.db`).
+    pub db_url: String,
+    /// gRPC listen address.
+    pub grpc_listen: SocketAddr,
+    /// Agent protocol timing.
+    pub engine: EngineSettings,
+    /// Also run one in-process agent with this capacity (`--dev`).
+    pub dev_agent_capacity: Option<u32>,
+}
+
+/// Errors that stop the controller.
+#[derive(Debug, thiserror::Error)]
+pub enum RunError {
+    /// The store could not be opened or migrated.
+    #[error("cannot open the store {url}: {source}")]
+    Store {
+        /// Database URL.
+        url: String,
+        /// Cause.
+        source: crate::error::Error,
+    },
+    /// The listen address could not be bound.
+    #[error("cannot listen on {addr}: {source}")]
+    Bind {
+        /// Address.
+        addr: SocketAddr,
+        /// Cause.
+        source: std::io::Error,
+    },
+    /// The gRPC server failed.
+    #[error("gRPC server failed: {0}")]
+    Serve(#[from] tonic::transport::Error),
+    /// Reflection descriptors could not be loaded.
+    #[error("gRPC reflection: {0}")]
+    Reflection(String),
+}
+
+/// Runs the controller until `shutdown` completes. `ready` is called with the
+/// bound gRPC address once the controller serves.
+pub async fn run(config: ControllerConfig, shutdown: impl Future<Output = ()> + Send + 'static, ready: impl FnOnce(SocketAddr)) -> Result<(), RunError> {
+    let store = Store::open(&config.db_url).await.map_err(|source| RunError::Store { url: config.db_url.clone(), source })?;
+    let engine = Engine::recover(store.clone(), config.jobs.clone(), config.engine).await.map_err(|source| RunError::Store { url: config.db_url.clone(), source })?;
+    let listener = TcpListener::bind(config.grpc_listen).await.map_err(|source| RunError::Bind { addr: config.grpc_listen, source })?;
+    let addr = listener.local_addr().map_err(|source| RunError::Bind { addr: config.grpc_listen, source })?;
+
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let mut loops = tokio::task::JoinSet::new();
+    loops.spawn(engine.clone().dispatch_loop(stop_rx.clone()));
+    loops.spawn(engine.clone().timer_loop(stop_rx.clone()));
+    loops.spawn(crate::scheduler::run(engine.clone(), stop_rx.clone()));
+
+    let (health_reporter, health_service) = tonic_health::server::health_reporter();
+    health_reporter.set_serving::<ControllerServiceServer<ControllerApi>>().await;
+    let reflection = tonic_reflection::server::Builder::configure()
+        .register_encoded_file_descriptor_set(worker_proto::FILE_DESCRIPTOR_SET)
+        .build_v1()
+        .map_err(|e| RunError::Reflection(e.to_string()))?;
+
+    let server_stop = {
+        let mut stop_rx = stop_rx.clone();
+        async move {
+            let _ = stop_rx.wait_for(|s| *s).await;
+        }
+    };
+    let server = tonic::transport::Server::builder()
+        .add_service(health_service)
+        .add_service(reflection)
+        .add_service(ControllerServiceServer::new(ControllerApi::new(engine.clone(), stop_rx.clone())).max_decoding_message_size(4 * 1024 * 1024))
+        .add_service(AgentServiceServer::new(AgentApi::new(engine.clone(), stop_rx.clone())).max_decoding_message_size(4 * 1024 * 1024))
+        .serve_with_incoming_shutdown(TcpListenerStream::new(listener), server_stop);
+    let mut server = tokio::spawn(server);
+    tracing::info!(%addr, jobs = config.jobs.len(), config = %config.config_dir.display(), "controller serving");
+    ready(addr);
+
+    let dev_agent = config.dev_agent_capacity.map(|capacity| {
+        let mut agent_config = worker_agent::AgentConfig::new(format!("http://{addr}"));
+        agent_config.capacity = capacity;
+        agent_config.name = format!("{}-dev", agent_config.name);
+        let mut stop = stop_rx.clone();
+        tokio::spawn(worker_agent::run(agent_config, async move {
+            let _ = stop.wait_for(|s| *s).await;
+        }))
+    });
+
+    let served = tokio::select! {
+        result = &mut server => Some(result),
+        _ = shutdown => None,
+    };
+    tracing::info!("shutting down");
+    let _ = stop_tx.send(true);
+    engine.disconnect_all_agents().await;
+    if let Some(agent) = dev_agent {
+        let _ = tokio::time::timeout(SHUTDOWN_DEADLINE, agent).await;
+    }
+    let result = match served {
+        Some(result) => result.unwrap_or(Ok(())),
+        None => match tokio::time::timeout(SHUTDOWN_DEADLINE, &mut server).await {
+            Ok(joined) => joined.unwrap_or(Ok(())),
+            Err(_) => {
+                tracing::warn!("gRPC server did not stop within the deadline; closing anyway");
+                server.abort();
+                Ok(())
+            }
+        },
+    };
+    while loops.join_next().await.is_some() {}
+    store.close().await;
+    tracing::info!("stopped");
+    Ok(result?)
+}

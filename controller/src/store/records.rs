@@ -1,0 +1,230 @@
+//! Plain records read from and written to the store.
+
+use crate::model::{Outcome, Priority, RunState, Trigger};
+
+/// A run as stored. Timestamps are Unix milliseconds.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RunRecord {
+    /// Run id (ULID).
+    pub id: String,
+    /// Job name.
+    pub job: String,
+    /// Current state.
+    pub state: RunState,
+    /// Dispatch priority.
+    pub priority: Priority,
+    /// Payload, JSON text.
+    pub payload: String,
+    /// Why it was created.
+    pub trigger: Trigger,
+    /// Nominal fire instant of a scheduled run.
+    pub scheduled_for: Option<i64>,
+    /// Creation time.
+    pub created_at: i64,
+    /// While scheduled: when it becomes ready.
+    pub not_before: Option<i64>,
+    /// When it last became queued.
+    pub ready_at: Option<i64>,
+    /// When it reached a terminal state.
+    pub finished_at: Option<i64>,
+    /// Number of the current (or last) attempt; 0 before the first.
+    pub attempt: u32,
+    /// Attempt number limit.
+    pub max_attempts: u32,
+    /// Why the run is in its state.
+    pub reason: Option<String>,
+    /// Workflow the run belongs to.
+    pub workflow_id: Option<String>,
+    /// An operator asked to cancel it while it was running.
+    pub cancel_requested: bool,
+}
+
+/// A new run to insert.
+#[derive(Debug, Clone)]
+pub struct NewRun {
+    /// Run id.
+    pub id: String,
+    /// Job name.
+    pub job: String,
+    /// Initial state (`queued` or `scheduled`).
+    pub state: RunState,
+    /// Dispatch priority.
+    pub priority: Priority,
+    /// Payload, JSON text.
+    pub payload: String,
+    /// Why it was created.
+    pub trigger: Trigger,
+    /// Nominal fire instant of a scheduled run.
+    pub scheduled_for: Option<i64>,
+    /// Creation time.
+    pub created_at: i64,
+    /// When a `scheduled` run becomes ready.
+    pub not_before: Option<i64>,
+    /// When a `queued` run became ready.
+    pub ready_at: Option<i64>,
+    /// Attempt number limit.
+    pub max_attempts: u32,
+    /// Why it is in its initial state.
+    pub reason: Option<String>,
+    /// Workflow the run belongs to.
+    pub workflow_id: Option<String>,
+}
+
+/// A state change of a run, recorded with a transition row.
+#[derive(Debug, Clone)]
+pub struct StateChange {
+    /// The run.
+    pub run_id: String,
+    /// State before.
+    pub from: RunState,
+    /// State after.
+    pub to: RunState,
+    /// When.
+    pub at: i64,
+    /// Why (error, cancel reason, ...).
+    pub reason: Option<String>,
+    /// New `not_before` (set for `scheduled`, cleared otherwise).
+    pub not_before: Option<i64>,
+    /// New ready time (for `queued`).
+    pub ready_at: Option<i64>,
+    /// New current attempt number.
+    pub attempt: Option<u32>,
+    /// New attempt number limit.
+    pub max_attempts: Option<u32>,
+    /// Whether a cancel is pending.
+    pub cancel_requested: bool,
+}
+
+impl StateChange {
+    /// A change with no side fields set.
+    pub fn new(run_id: &str, from: RunState, to: RunState, at: i64, reason: Option<String>) -> Self {
+        StateChange {
+            run_id: run_id.to_string(),
+            from,
+            to,
+            at,
+            reason,
+            not_before: None,
+            ready_at: None,
+            attempt: None,
+            max_attempts: None,
+            cancel_requested: false,
+        }
+    }
+}
+
+/// An attempt handed to an agent.
+#[derive(Debug, Clone)]
+pub struct AttemptStart {
+    /// The run.
+    pub run_id: String,
+    /// Attempt number.
+    pub attempt: u32,
+    /// Agent (process instance) id.
+    pub agent_id: String,
+    /// Agent display name.
+    pub agent_name: String,
+    /// When it was assigned.
+    pub started_at: i64,
+}
+
+/// The end of an attempt.
+#[derive(Debug, Clone)]
+pub struct AttemptEnd {
+    /// The run.
+    pub run_id: String,
+    /// Attempt number.
+    pub attempt: u32,
+    /// How it ended.
+    pub outcome: Outcome,
+    /// Exit code of a shell job.
+    pub exit_code: Option<i32>,
+    /// Error text.
+    pub error: Option<String>,
+    /// Output tail.
+    pub output: Option<String>,
+    /// When the agent actually started it (replaces the assignment time).
+    pub started_at: Option<i64>,
+    /// When it ended.
+    pub finished_at: i64,
+    /// Run time reported by the agent.
+    pub duration_ms: Option<i64>,
+}
+
+/// An attempt as stored.
+#[derive(Debug, Clone, PartialEq)]
+pub struct AttemptRecord {
+    /// The run.
+    pub run_id: String,
+    /// Attempt number.
+    pub attempt: u32,
+    /// Agent id.
+    pub agent_id: String,
+    /// Agent name.
+    pub agent_name: String,
+    /// Start.
+    pub started_at: i64,
+    /// End.
+    pub finished_at: Option<i64>,
+    /// Outcome, `None` while running.
+    pub outcome: Option<Outcome>,
+    /// Exit code.
+    pub exit_code: Option<i32>,
+    /// Error text.
+    pub error: Option<String>,
+    /// Output tail.
+    pub output: Option<String>,
+    /// Duration.
+    pub duration_ms: Option<i64>,
+}
+
+/// A recorded transition.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TransitionRecord {
+    /// State before (`None` at creation).
+    pub from: Option<RunState>,
+    /// State after.
+    pub to: RunState,
+    /// When.
+    pub at: i64,
+    /// Why.
+    pub reason: Option<String>,
+}
+
+/// A schedule's durable cursor.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ScheduleCursor {
+    /// Job name.
+    pub job: String,
+    /// Nominal instant of the last fire handled.
+    pub last_fired: i64,
+    /// Fires missed while the controller was down.
+    pub missed: u64,
+    /// Fires skipped by the overlap policy.
+    pub skipped: u64,
+}
+
+/// Aggregates of a job's history.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct JobStatsRecord {
+    /// All runs.
+    pub runs_total: u64,
+    /// Runs that succeeded.
+    pub succeeded: u64,
+    /// Runs in the DLQ.
+    pub dead: u64,
+    /// Runs cancelled.
+    pub cancelled: u64,
+    /// Runs not terminal.
+    pub active: u64,
+    /// Attempts that failed.
+    pub failed_attempts: u64,
+    /// Attempts that timed out.
+    pub timed_out_attempts: u64,
+    /// Attempts lost with their agent.
+    pub lost_attempts: u64,
+    /// Durations of the latest (up to 1000) successful attempts.
+    pub recent_durations_ms: Vec<i64>,
+    /// The newest run.
+    pub last_run: Option<RunRecord>,
+}
