@@ -17,7 +17,9 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
         if digits == 0 {
             return Err(format!("invalid duration \"{text}\": expected a number at \"{rest}\""));
         }
-        let value: u128 = rest[..digits].parse().map_err(|_| format!("invalid duration \"{text}\": number too large"))?;
+        let value: u128 = rest[..digits]
+            .parse()
+            .map_err(|_| format!("invalid duration \"{text}\": number too large"))?;
         rest = &rest[digits..];
         let unit_len = rest.find(|c: char| c.is_ascii_digit()).unwrap_or(rest.len());
         let unit = &rest[..unit_len];
@@ -28,11 +30,23 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
             "m" => 60_000,
             "h" => 3_600_000,
             "d" => 86_400_000,
-            "" => return Err(format!("invalid duration \"{text}\": missing unit (use ms, s, m, h or d)")),
-            other => return Err(format!("invalid duration \"{text}\": unknown unit \"{other}\" (use ms, s, m, h or d)")),
+            "" => {
+                return Err(format!(
+                    "invalid duration \"{text}\": missing unit (use ms, s, m, h or d)"
+                ));
+            }
+            other => {
+                return Err(format!(
+                    "invalid duration \"{text}\": unknown unit \"{other}\" (use ms, s, m, h or d)"
+                ));
+            }
         };
         total = total
-            .checked_add(value.checked_mul(millis_per_unit).ok_or_else(|| format!("invalid duration \"{text}\": too large"))?)
+            .checked_add(
+                value
+                    .checked_mul(millis_per_unit)
+                    .ok_or_else(|| format!("invalid duration \"{text}\": too large"))?,
+            )
             .ok_or_else(|| format!("invalid duration \"{text}\": too large"))?;
     }
     // Bound durations to ~100 years so that every later addition to a timestamp fits.
@@ -50,7 +64,13 @@ pub fn format_duration(d: Duration) -> String {
         return "0s".into();
     }
     let mut out = String::new();
-    for (unit, size) in [("d", 86_400_000u128), ("h", 3_600_000), ("m", 60_000), ("s", 1_000), ("ms", 1)] {
+    for (unit, size) in [
+        ("d", 86_400_000u128),
+        ("h", 3_600_000),
+        ("m", 60_000),
+        ("s", 1_000),
+        ("ms", 1),
+    ] {
         if ms >= size {
             out.push_str(&format!("{}{unit}", ms / size));
             ms %= size;

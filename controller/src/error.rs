@@ -68,22 +68,34 @@ pub struct Error {
 impl Error {
     /// An invalid field: the message becomes `FIELD: REASON`.
     pub fn invalid(field: &str, reason: impl fmt::Display) -> Self {
-        Error { code: ErrorCode::InvalidArgument, message: format!("{field}: {reason}") }
+        Error {
+            code: ErrorCode::InvalidArgument,
+            message: format!("{field}: {reason}"),
+        }
     }
 
     /// Something named does not exist.
     pub fn not_found(message: impl Into<String>) -> Self {
-        Error { code: ErrorCode::NotFound, message: message.into() }
+        Error {
+            code: ErrorCode::NotFound,
+            message: message.into(),
+        }
     }
 
     /// The object is in the wrong state for the request.
     pub fn precondition(message: impl Into<String>) -> Self {
-        Error { code: ErrorCode::FailedPrecondition, message: message.into() }
+        Error {
+            code: ErrorCode::FailedPrecondition,
+            message: message.into(),
+        }
     }
 
     /// An internal failure (store error, broken invariant).
     pub fn internal(message: impl Into<String>) -> Self {
-        Error { code: ErrorCode::Internal, message: message.into() }
+        Error {
+            code: ErrorCode::Internal,
+            message: message.into(),
+        }
     }
 }
 
@@ -98,9 +110,10 @@ impl std::error::Error for Error {}
 impl From<sqlx::Error> for Error {
     fn from(err: sqlx::Error) -> Self {
         match err {
-            sqlx::Error::PoolTimedOut | sqlx::Error::PoolClosed | sqlx::Error::Io(_) => {
-                Error { code: ErrorCode::Unavailable, message: format!("store unavailable: {err}") }
-            }
+            sqlx::Error::PoolTimedOut | sqlx::Error::PoolClosed | sqlx::Error::Io(_) => Error {
+                code: ErrorCode::Unavailable,
+                message: format!("store unavailable: {err}"),
+            },
             other => Error::internal(format!("store error: {other}")),
         }
     }

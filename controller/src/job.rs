@@ -176,7 +176,10 @@ mod tests {
 
     #[test]
     fn jitter_stays_within_its_fraction() {
-        let p = RetryPolicy { jitter: 0.2, ..policy(Backoff::Fixed) };
+        let p = RetryPolicy {
+            jitter: 0.2,
+            ..policy(Backoff::Fixed)
+        };
         let mut rng = rand::rng();
         for _ in 0..1000 {
             let d = p.delay(1, &mut rng).as_secs_f64();

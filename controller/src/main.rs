@@ -53,11 +53,17 @@ fn main() -> ExitCode {
         }
     };
     if args.lease_timeout <= args.heartbeat_interval {
-        eprintln!("error: --lease-timeout ({:?}) must be longer than --heartbeat-interval ({:?})", args.lease_timeout, args.heartbeat_interval);
+        eprintln!(
+            "error: --lease-timeout ({:?}) must be longer than --heartbeat-interval ({:?})",
+            args.lease_timeout, args.heartbeat_interval
+        );
         return ExitCode::from(2);
     }
     if !args.grpc_listen.ip().is_loopback() {
-        eprintln!("error: --grpc-listen {}: without authentication the controller listens on loopback only", args.grpc_listen);
+        eprintln!(
+            "error: --grpc-listen {}: without authentication the controller listens on loopback only",
+            args.grpc_listen
+        );
         return ExitCode::from(2);
     }
     let config = ControllerConfig {
@@ -65,7 +71,10 @@ fn main() -> ExitCode {
         jobs,
         db_url: args.db,
         grpc_listen: args.grpc_listen,
-        engine: EngineSettings { heartbeat_interval: args.heartbeat_interval, lease_timeout: args.lease_timeout },
+        engine: EngineSettings {
+            heartbeat_interval: args.heartbeat_interval,
+            lease_timeout: args.lease_timeout,
+        },
         dev_agent_capacity: args.dev.then_some(args.dev_capacity.max(1)),
     };
 

@@ -177,12 +177,19 @@ mod tests {
 
     #[test]
     fn priorities_order_low_to_critical() {
-        assert!(Priority::Critical > Priority::High && Priority::High > Priority::Normal && Priority::Normal > Priority::Low);
+        assert!(
+            Priority::Critical > Priority::High
+                && Priority::High > Priority::Normal
+                && Priority::Normal > Priority::Low
+        );
     }
 
     #[test]
     fn unknown_name_lists_the_choices() {
         let err = "urgent".parse::<Priority>().unwrap_err();
-        assert_eq!(err, "unknown priority \"urgent\" (expected one of: low, normal, high, critical)");
+        assert_eq!(
+            err,
+            "unknown priority \"urgent\" (expected one of: low, normal, high, critical)"
+        );
     }
 }

@@ -66,11 +66,31 @@ pub enum RunError {
 
 /// Runs the controller until `shutdown` completes. `ready` is called with the
 /// bound gRPC address once the controller serves.
-pub async fn run(config: ControllerConfig, shutdown: impl Future<Output = ()> + Send + 'static, ready: impl FnOnce(SocketAddr)) -> Result<(), RunError> {
-    let store = Store::open(&config.db_url).await.map_err(|source| RunError::Store { url: config.db_url.clone(), source })?;
-    let engine = Engine::recover(store.clone(), config.jobs.clone(), config.engine).await.map_err(|source| RunError::Store { url: config.db_url.clone(), source })?;
-    let listener = TcpListener::bind(config.grpc_listen).await.map_err(|source| RunError::Bind { addr: config.grpc_listen, source })?;
-    let addr = listener.local_addr().map_err(|source| RunError::Bind { addr: config.grpc_listen, source })?;
+pub async fn run(
+    config: ControllerConfig,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+    ready: impl FnOnce(SocketAddr),
+) -> Result<(), RunError> {
+    let store = Store::open(&config.db_url).await.map_err(|source| RunError::Store {
+        url: config.db_url.clone(),
+        source,
+    })?;
+    let engine = Engine::recover(store.clone(), config.jobs.clone(), config.engine)
+        .await
+        .map_err(|source| RunError::Store {
+            url: config.db_url.clone(),
+            source,
+        })?;
+    let listener = TcpListener::bind(config.grpc_listen)
+        .await
+        .map_err(|source| RunError::Bind {
+            addr: config.grpc_listen,
+            source,
+        })?;
+    let addr = listener.local_addr().map_err(|source| RunError::Bind {
+        addr: config.grpc_listen,
+        source,
+    })?;
 
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let mut loops = tokio::task::JoinSet::new();
@@ -79,7 +99,9 @@ pub async fn run(config: ControllerConfig, shutdown: impl Future<Output = ()> + 
     loops.spawn(crate::scheduler::run(engine.clone(), stop_rx.clone()));
 
     let (health_reporter, health_service) = tonic_health::server::health_reporter();
-    health_reporter.set_serving::<ControllerServiceServer<ControllerApi>>().await;
+    health_reporter
+        .set_serving::<ControllerServiceServer<ControllerApi>>()
+        .await;
     let reflection = tonic_reflection::server::Builder::configure()
         .register_encoded_file_descriptor_set(worker_proto::FILE_DESCRIPTOR_SET)
         .build_v1()
@@ -94,8 +116,14 @@ pub async fn run(config: ControllerConfig, shutdown: impl Future<Output = ()> + 
     let server = tonic::transport::Server::builder()
         .add_service(health_service)
         .add_service(reflection)
-        .add_service(ControllerServiceServer::new(ControllerApi::new(engine.clone(), stop_rx.clone())).max_decoding_message_size(4 * 1024 * 1024))
-        .add_service(AgentServiceServer::new(AgentApi::new(engine.clone(), stop_rx.clone())).max_decoding_message_size(4 * 1024 * 1024))
+        .add_service(
+            ControllerServiceServer::new(ControllerApi::new(engine.clone(), stop_rx.clone()))
+                .max_decoding_message_size(4 * 1024 * 1024),
+        )
+        .add_service(
+            AgentServiceServer::new(AgentApi::new(engine.clone(), stop_rx.clone()))
+                .max_decoding_message_size(4 * 1024 * 1024),
+        )
         .serve_with_incoming_shutdown(TcpListenerStream::new(listener), server_stop);
     let mut server = tokio::spawn(server);
     tracing::info!(%addr, jobs = config.jobs.len(), config = %config.config_dir.display(), "controller serving");

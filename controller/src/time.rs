@@ -9,7 +9,9 @@ pub fn now_ms() -> i64 {
 
 /// RFC 3339 UTC with milliseconds (`2026-11-29T06:43:30.123Z`).
 pub fn rfc3339(ms: i64) -> String {
-    DateTime::<Utc>::from_timestamp_millis(ms).map(|t| t.to_rfc3339_opts(SecondsFormat::Millis, true)).unwrap_or_default()
+    DateTime::<Utc>::from_timestamp_millis(ms)
+        .map(|t| t.to_rfc3339_opts(SecondsFormat::Millis, true))
+        .unwrap_or_default()
 }
 
 /// [`rfc3339`] of an optional timestamp; empty when unset.

@@ -40,11 +40,20 @@ type ControllerStream = Pin<Box<dyn Stream<Item = Result<ControllerMessage, Stat
 impl AgentService for AgentApi {
     type ConnectStream = ControllerStream;
 
-    async fn connect(&self, request: Request<Streaming<AgentMessage>>) -> Result<Response<Self::ConnectStream>, Status> {
+    async fn connect(
+        &self,
+        request: Request<Streaming<AgentMessage>>,
+    ) -> Result<Response<Self::ConnectStream>, Status> {
         let mut inbound = request.into_inner();
         let hello = match tokio::time::timeout(HELLO_TIMEOUT, inbound.message()).await {
-            Ok(Ok(Some(AgentMessage { msg: Some(agent_message::Msg::Hello(hello)) }))) => hello,
-            Ok(Ok(_)) => return Err(Status::invalid_argument("hello: the first message of a stream must be Hello")),
+            Ok(Ok(Some(AgentMessage {
+                msg: Some(agent_message::Msg::Hello(hello)),
+            }))) => hello,
+            Ok(Ok(_)) => {
+                return Err(Status::invalid_argument(
+                    "hello: the first message of a stream must be Hello",
+                ));
+            }
             Ok(Err(status)) => return Err(status),
             Err(_) => return Err(Status::deadline_exceeded("hello: not received within 10 s")),
         };
@@ -68,14 +77,26 @@ impl AgentService for AgentApi {
                     }
                 };
                 match message.msg {
-                    Some(agent_message::Msg::Pull(pull)) => engine.add_credits(&agent_id, connection, pull.credits).await,
+                    Some(agent_message::Msg::Pull(pull)) => {
+                        engine.add_credits(&agent_id, connection, pull.credits).await
+                    }
                     Some(agent_message::Msg::Heartbeat(hb)) => engine.renew_leases(&agent_id, &hb.in_flight).await,
                     Some(agent_message::Msg::Started(started)) => {
-                        engine.renew_leases(&agent_id, &[InFlight { run_id: started.run_id, attempt: started.attempt }]).await
+                        engine
+                            .renew_leases(
+                                &agent_id,
+                                &[InFlight {
+                                    run_id: started.run_id,
+                                    attempt: started.attempt,
+                                }],
+                            )
+                            .await
                     }
                     Some(agent_message::Msg::Finished(finished)) => {
                         let ack = engine.finish(&agent_id, finished).await;
-                        let _ = tx.send(Ok(ControllerMessage { msg: Some(controller_message::Msg::Ack(ack)) }));
+                        let _ = tx.send(Ok(ControllerMessage {
+                            msg: Some(controller_message::Msg::Ack(ack)),
+                        }));
                     }
                     Some(agent_message::Msg::Hello(_)) => {
                         let _ = tx.send(Err(Status::invalid_argument("hello: sent twice on one stream")));

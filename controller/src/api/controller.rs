@@ -37,12 +37,19 @@ impl ControllerApi {
         if !job.enabled {
             return None;
         }
-        job.schedule.as_ref()?.next_after(Utc::now()).map(|t| t.timestamp_millis())
+        job.schedule
+            .as_ref()?
+            .next_after(Utc::now())
+            .map(|t| t.timestamp_millis())
     }
 }
 
 fn limit(requested: u32) -> u32 {
-    if requested == 0 { DEFAULT_LIMIT } else { requested.min(MAX_LIMIT) }
+    if requested == 0 {
+        DEFAULT_LIMIT
+    } else {
+        requested.min(MAX_LIMIT)
+    }
 }
 
 type EventStream = Pin<Box<dyn Stream<Item = Result<pb::RunEvent, Status>> + Send>>;
@@ -50,27 +57,51 @@ type EventStream = Pin<Box<dyn Stream<Item = Result<pb::RunEvent, Status>> + Sen
 #[tonic::async_trait]
 impl ControllerService for ControllerApi {
     async fn list_jobs(&self, _: Request<pb::ListJobsRequest>) -> Result<Response<pb::ListJobsResponse>, Status> {
-        let jobs = self.engine.jobs().iter().map(|j| job_to_proto(j, self.next_fire(j))).collect();
+        let jobs = self
+            .engine
+            .jobs()
+            .iter()
+            .map(|j| job_to_proto(j, self.next_fire(j)))
+            .collect();
         Ok(Response::new(pb::ListJobsResponse { jobs }))
     }
 
     async fn get_job(&self, request: Request<pb::GetJobRequest>) -> Result<Response<pb::JobDetail>, Status> {
         let name = request.into_inner().name;
-        let job = self.engine.jobs().get(&name).ok_or_else(|| Error::not_found(format!("job \"{name}\" is not defined")))?;
+        let job = self
+            .engine
+            .jobs()
+            .get(&name)
+            .ok_or_else(|| Error::not_found(format!("job \"{name}\" is not defined")))?;
         let next = self.next_fire(job);
         let stats = self.engine.store().job_stats(&name).await?;
-        Ok(Response::new(pb::JobDetail { job: Some(job_to_proto(job, next)), stats: Some(stats_to_proto(stats, next)) }))
+        Ok(Response::new(pb::JobDetail {
+            job: Some(job_to_proto(job, next)),
+            stats: Some(stats_to_proto(stats, next)),
+        }))
     }
 
     async fn enqueue(&self, request: Request<pb::EnqueueRequest>) -> Result<Response<pb::EnqueueResponse>, Status> {
         let r = request.into_inner();
-        let run = self.engine.enqueue(EnqueueRequest { job: r.job, payload: r.payload, priority: r.priority, trigger: r.trigger }).await?;
+        let run = self
+            .engine
+            .enqueue(EnqueueRequest {
+                job: r.job,
+                payload: r.payload,
+                priority: r.priority,
+                trigger: r.trigger,
+            })
+            .await?;
         let view = self.engine.with_attempts(vec![run]).await?.remove(0);
-        Ok(Response::new(pb::EnqueueResponse { run: Some(run_to_proto(view)) }))
+        Ok(Response::new(pb::EnqueueResponse {
+            run: Some(run_to_proto(view)),
+        }))
     }
 
     async fn get_run(&self, request: Request<pb::GetRunRequest>) -> Result<Response<pb::Run>, Status> {
-        Ok(Response::new(run_to_proto(self.engine.run_view(&request.into_inner().id).await?)))
+        Ok(Response::new(run_to_proto(
+            self.engine.run_view(&request.into_inner().id).await?,
+        )))
     }
 
     async fn wait_run(&self, request: Request<pb::WaitRunRequest>) -> Result<Response<pb::Run>, Status> {
@@ -81,10 +112,20 @@ impl ControllerService for ControllerApi {
 
     async fn list_runs(&self, request: Request<pb::ListRunsRequest>) -> Result<Response<pb::ListRunsResponse>, Status> {
         let r = request.into_inner();
-        let state = if r.state.is_empty() { None } else { Some(r.state.parse::<RunState>().map_err(|e| Error::invalid("state", e))?) };
+        let state = if r.state.is_empty() {
+            None
+        } else {
+            Some(r.state.parse::<RunState>().map_err(|e| Error::invalid("state", e))?)
+        };
         let job = (!r.job.is_empty()).then_some(r.job.as_str());
         let runs = self.engine.store().runs(job, state, limit(r.limit)).await?;
-        let runs = self.engine.with_attempts(runs).await?.into_iter().map(run_to_proto).collect();
+        let runs = self
+            .engine
+            .with_attempts(runs)
+            .await?
+            .into_iter()
+            .map(run_to_proto)
+            .collect();
         Ok(Response::new(pb::ListRunsResponse { runs }))
     }
 
@@ -105,7 +146,11 @@ impl ControllerService for ControllerApi {
             priorities: s
                 .priorities
                 .into_iter()
-                .map(|(p, queued, wait)| pb::PriorityStats { priority: p.to_string(), queued, oldest_wait_ms: wait })
+                .map(|(p, queued, wait)| pb::PriorityStats {
+                    priority: p.to_string(),
+                    queued,
+                    oldest_wait_ms: wait,
+                })
                 .collect(),
             queued: s.queued,
             scheduled: s.scheduled,
@@ -115,14 +160,32 @@ impl ControllerService for ControllerApi {
         }))
     }
 
-    async fn list_queue(&self, request: Request<pb::ListQueueRequest>) -> Result<Response<pb::ListRunsResponse>, Status> {
-        let runs = self.engine.queued_runs(limit(request.into_inner().limit) as usize).await?;
-        Ok(Response::new(pb::ListRunsResponse { runs: runs.into_iter().map(run_to_proto).collect() }))
+    async fn list_queue(
+        &self,
+        request: Request<pb::ListQueueRequest>,
+    ) -> Result<Response<pb::ListRunsResponse>, Status> {
+        let runs = self
+            .engine
+            .queued_runs(limit(request.into_inner().limit) as usize)
+            .await?;
+        Ok(Response::new(pb::ListRunsResponse {
+            runs: runs.into_iter().map(run_to_proto).collect(),
+        }))
     }
 
     async fn list_dlq(&self, request: Request<pb::ListDlqRequest>) -> Result<Response<pb::ListRunsResponse>, Status> {
-        let runs = self.engine.store().runs(None, Some(RunState::Dead), limit(request.into_inner().limit)).await?;
-        let runs = self.engine.with_attempts(runs).await?.into_iter().map(run_to_proto).collect();
+        let runs = self
+            .engine
+            .store()
+            .runs(None, Some(RunState::Dead), limit(request.into_inner().limit))
+            .await?;
+        let runs = self
+            .engine
+            .with_attempts(runs)
+            .await?
+            .into_iter()
+            .map(run_to_proto)
+            .collect();
         Ok(Response::new(pb::ListRunsResponse { runs }))
     }
 
@@ -143,7 +206,10 @@ impl ControllerService for ControllerApi {
         Ok(Response::new(pb::ListAgentsResponse { agents }))
     }
 
-    async fn list_schedules(&self, _: Request<pb::ListSchedulesRequest>) -> Result<Response<pb::ListSchedulesResponse>, Status> {
+    async fn list_schedules(
+        &self,
+        _: Request<pb::ListSchedulesRequest>,
+    ) -> Result<Response<pb::ListSchedulesResponse>, Status> {
         let cursors = self.engine.store().cursors().await?;
         let schedules = self
             .engine
@@ -161,7 +227,10 @@ impl ControllerService for ControllerApi {
                     next_fire: rfc3339_opt(next),
                     next_fire_local: next
                         .and_then(chrono::DateTime::<Utc>::from_timestamp_millis)
-                        .map(|t| t.with_timezone(&schedule.tz()).to_rfc3339_opts(chrono::SecondsFormat::Secs, false))
+                        .map(|t| {
+                            t.with_timezone(&schedule.tz())
+                                .to_rfc3339_opts(chrono::SecondsFormat::Secs, false)
+                        })
                         .unwrap_or_default(),
                     last_fired: cursor.map(|c| rfc3339(c.last_fired)).unwrap_or_default(),
                     missed: cursor.map(|c| c.missed).unwrap_or(0),
@@ -174,7 +243,10 @@ impl ControllerService for ControllerApi {
 
     type WatchEventsStream = EventStream;
 
-    async fn watch_events(&self, request: Request<pb::WatchEventsRequest>) -> Result<Response<Self::WatchEventsStream>, Status> {
+    async fn watch_events(
+        &self,
+        request: Request<pb::WatchEventsRequest>,
+    ) -> Result<Response<Self::WatchEventsStream>, Status> {
         let job = request.into_inner().job;
         let mut shutdown = self.shutdown.clone();
         let stream = BroadcastStream::new(self.engine.subscribe())
@@ -195,9 +267,18 @@ impl ControllerApi {
     async fn dlq_selection(&self, request: pb::DlqRequest) -> Result<Vec<String>, Status> {
         match (request.id.is_empty(), request.all) {
             (false, false) => {
-                let run = self.engine.store().run(&request.id).await?.ok_or_else(|| Error::not_found(format!("run {} does not exist", request.id)))?;
+                let run = self
+                    .engine
+                    .store()
+                    .run(&request.id)
+                    .await?
+                    .ok_or_else(|| Error::not_found(format!("run {} does not exist", request.id)))?;
                 if run.state != RunState::Dead {
-                    return Err(Error::precondition(format!("run {} is {}, not in the dead-letter queue", run.id, run.state)).into());
+                    return Err(Error::precondition(format!(
+                        "run {} is {}, not in the dead-letter queue",
+                        run.id, run.state
+                    ))
+                    .into());
                 }
                 Ok(vec![run.id])
             }

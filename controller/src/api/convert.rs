@@ -14,7 +14,11 @@ pub fn executor_to_proto(executor: &ExecutorDef, for_agent: bool) -> pb::Executo
         ExecutorDef::Shell(shell) => pb::executor_spec::Kind::Shell(pb::ShellSpec {
             argv: shell.argv.clone(),
             script: shell.script.clone(),
-            env: shell.env.iter().map(|(k, v)| (k.clone(), if for_agent { v.clone() } else { "***".into() })).collect(),
+            env: shell
+                .env
+                .iter()
+                .map(|(k, v)| (k.clone(), if for_agent { v.clone() } else { "***".into() }))
+                .collect(),
             cwd: shell.cwd.clone(),
             non_retryable_exit_codes: Vec::new(),
         }),
@@ -37,7 +41,11 @@ pub fn job_to_proto(job: &JobDef, next_fire: Option<i64>) -> pb::Job {
         description: job.description.clone(),
         executor: Some(executor),
         schedule: job.schedule.as_ref().map(|s| s.expr().to_string()).unwrap_or_default(),
-        timezone: job.schedule.as_ref().map(|s| s.tz().name().to_string()).unwrap_or_default(),
+        timezone: job
+            .schedule
+            .as_ref()
+            .map(|s| s.tz().name().to_string())
+            .unwrap_or_default(),
         priority: job.priority.to_string(),
         timeout_ms: job.timeout.map(|t| t.as_millis() as u64).unwrap_or(0),
         retry: Some(pb::RetryPolicy {
@@ -71,7 +79,11 @@ pub fn run_to_proto(view: RunView) -> pb::Run {
         trigger: run.trigger.to_string(),
         scheduled_for: rfc3339_opt(run.scheduled_for),
         created_at: rfc3339(run.created_at),
-        not_before: if run.state == crate::model::RunState::Scheduled { rfc3339_opt(run.not_before) } else { String::new() },
+        not_before: if run.state == crate::model::RunState::Scheduled {
+            rfc3339_opt(run.not_before)
+        } else {
+            String::new()
+        },
         finished_at: rfc3339_opt(run.finished_at),
         attempts: view.attempts.into_iter().map(attempt_to_proto).collect(),
         depends_on: Vec::new(),
@@ -125,12 +137,20 @@ pub fn stats_to_proto(stats: JobStatsRecord, next_run: Option<i64>) -> pb::JobSt
         lost: stats.lost_attempts,
         cancelled: stats.cancelled,
         dead: stats.dead,
-        success_rate: if finished == 0 { 0.0 } else { stats.succeeded as f64 / finished as f64 },
+        success_rate: if finished == 0 {
+            0.0
+        } else {
+            stats.succeeded as f64 / finished as f64
+        },
         p50_duration_ms: percentile(0.50),
         p95_duration_ms: percentile(0.95),
         last_run_id: stats.last_run.as_ref().map(|r| r.id.clone()).unwrap_or_default(),
         last_run_state: stats.last_run.as_ref().map(|r| r.state.to_string()).unwrap_or_default(),
-        last_run_at: stats.last_run.as_ref().map(|r| rfc3339(r.created_at)).unwrap_or_default(),
+        last_run_at: stats
+            .last_run
+            .as_ref()
+            .map(|r| rfc3339(r.created_at))
+            .unwrap_or_default(),
         next_run_at: rfc3339_opt(next_run),
         active: stats.active,
     }

@@ -25,7 +25,9 @@ pub struct JobSet {
 impl JobSet {
     /// Builds a set from definitions (names must be unique).
     pub fn new(jobs: impl IntoIterator<Item = JobDef>) -> Self {
-        JobSet { jobs: jobs.into_iter().map(|j| (j.name.clone(), Arc::new(j))).collect() }
+        JobSet {
+            jobs: jobs.into_iter().map(|j| (j.name.clone(), Arc::new(j))).collect(),
+        }
     }
 
     /// The job called `name`.
@@ -117,16 +119,27 @@ fn friendlier(message: &str) -> String {
     } else if message.contains("untagged enum RawCommand") {
         "expected a command string (run by sh -c) or a list of program and arguments".into()
     } else if message.contains("untagged enum RawBuiltin") {
-        format!("expected a builtin name ({}) or a mapping {{ name, duration }}", BUILTINS.join(", "))
+        format!(
+            "expected a builtin name ({}) or a mapping {{ name, duration }}",
+            BUILTINS.join(", ")
+        )
     } else {
         message.to_string()
     }
 }
 
 /// Parses and validates the text of `scheduler.yaml` (`file` is used in messages).
-pub fn parse_scheduler_yaml(file: &Path, text: &str, lookup: &dyn Fn(&str) -> Option<String>) -> Result<JobSet, ConfigErrors> {
+pub fn parse_scheduler_yaml(
+    file: &Path,
+    text: &str,
+    lookup: &dyn Fn(&str) -> Option<String>,
+) -> Result<JobSet, ConfigErrors> {
     let text = interpolate(file, text, lookup).map_err(ConfigErrors)?;
-    let mut checker = Checker { file, text: &text, errors: Vec::new() };
+    let mut checker = Checker {
+        file,
+        text: &text,
+        errors: Vec::new(),
+    };
     let document: Value = match serde_yaml_ng::from_str(&text) {
         Ok(v) => v,
         Err(err) => {
@@ -173,7 +186,10 @@ pub fn parse_scheduler_yaml(file: &Path, text: &str, lookup: &dyn Fn(&str) -> Op
             },
             Some(other) => {
                 let other = other.to_string();
-                checker.error(&[&other], format!("unknown field `{other}`, expected `defaults` or `jobs`"));
+                checker.error(
+                    &[&other],
+                    format!("unknown field `{other}`, expected `defaults` or `jobs`"),
+                );
             }
             None => checker.error(&[], format!("unexpected key {key:?}")),
         }
@@ -199,18 +215,29 @@ pub fn parse_scheduler_yaml(file: &Path, text: &str, lookup: &dyn Fn(&str) -> Op
             jobs.push(job);
         }
     }
-    if checker.errors.is_empty() { Ok(JobSet::new(jobs)) } else { Err(ConfigErrors(checker.errors)) }
+    if checker.errors.is_empty() {
+        Ok(JobSet::new(jobs))
+    } else {
+        Err(ConfigErrors(checker.errors))
+    }
 }
 
 /// Checks a job name against `[a-z0-9][a-z0-9._-]{0,127}`.
 pub fn validate_job_name(name: &str) -> Result<(), String> {
     let mut chars = name.chars();
-    let first_ok = chars.next().is_some_and(|c| c.is_ascii_lowercase() || c.is_ascii_digit());
+    let first_ok = chars
+        .next()
+        .is_some_and(|c| c.is_ascii_lowercase() || c.is_ascii_digit());
     let rest_ok = chars.all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || matches!(c, '.' | '_' | '-'));
     if name.len() > MAX_JOB_NAME {
-        Err(format!("job name is {} characters, the limit is {MAX_JOB_NAME}", name.len()))
+        Err(format!(
+            "job name is {} characters, the limit is {MAX_JOB_NAME}",
+            name.len()
+        ))
     } else if !first_ok || !rest_ok {
-        Err(format!("invalid job name \"{name}\": use a-z, 0-9, '.', '_' and '-', starting with a letter or digit"))
+        Err(format!(
+            "invalid job name \"{name}\": use a-z, 0-9, '.', '_' and '-', starting with a letter or digit"
+        ))
     } else {
         Ok(())
     }
@@ -226,11 +253,27 @@ struct Defaults {
 
 impl Defaults {
     fn check(c: &mut Checker<'_>, raw: RawDefaults) -> Defaults {
-        let timezone = c.parse(&["defaults", "timezone"], raw.timezone.as_deref(), parse_tz).unwrap_or(Tz::UTC);
-        let priority = c.parse(&["defaults", "priority"], raw.priority.as_deref(), |s| s.parse()).unwrap_or(Priority::Normal);
-        let timeout = c.parse(&["defaults", "timeout"], raw.timeout.as_deref(), parse_timeout).unwrap_or(Some(Duration::from_secs(30 * 60)));
-        let retry = check_retry(c, &["defaults", "retry"], raw.retry.unwrap_or_default(), &RetryPolicy::default());
-        Defaults { timezone, priority, timeout, retry }
+        let timezone = c
+            .parse(&["defaults", "timezone"], raw.timezone.as_deref(), parse_tz)
+            .unwrap_or(Tz::UTC);
+        let priority = c
+            .parse(&["defaults", "priority"], raw.priority.as_deref(), |s| s.parse())
+            .unwrap_or(Priority::Normal);
+        let timeout = c
+            .parse(&["defaults", "timeout"], raw.timeout.as_deref(), parse_timeout)
+            .unwrap_or(Some(Duration::from_secs(30 * 60)));
+        let retry = check_retry(
+            c,
+            &["defaults", "retry"],
+            raw.retry.unwrap_or_default(),
+            &RetryPolicy::default(),
+        );
+        Defaults {
+            timezone,
+            priority,
+            timeout,
+            retry,
+        }
     }
 }
 
@@ -283,17 +326,31 @@ fn check_job(c: &mut Checker<'_>, defaults: &Defaults, name: &str, raw: RawJob) 
     let errors_before = c.errors.len();
     let at = |field: &'static str| -> [&str; 3] { ["jobs", name, field] };
 
-    let timezone = c.parse(&at("timezone"), raw.timezone.as_deref(), parse_tz).unwrap_or(defaults.timezone);
-    let schedule = c.parse(&at("schedule"), raw.schedule.as_deref(), |s| CronSchedule::parse(s, timezone));
-    let priority = c.parse(&at("priority"), raw.priority.as_deref(), |s| s.parse()).unwrap_or(defaults.priority);
-    let timeout = c.parse(&at("timeout"), raw.timeout.as_deref(), parse_timeout).unwrap_or(defaults.timeout);
+    let timezone = c
+        .parse(&at("timezone"), raw.timezone.as_deref(), parse_tz)
+        .unwrap_or(defaults.timezone);
+    let schedule = c.parse(&at("schedule"), raw.schedule.as_deref(), |s| {
+        CronSchedule::parse(s, timezone)
+    });
+    let priority = c
+        .parse(&at("priority"), raw.priority.as_deref(), |s| s.parse())
+        .unwrap_or(defaults.priority);
+    let timeout = c
+        .parse(&at("timeout"), raw.timeout.as_deref(), parse_timeout)
+        .unwrap_or(defaults.timeout);
     let retry = match raw.retry {
         Some(r) => check_retry(c, &at("retry"), r, &defaults.retry),
         None => defaults.retry.clone(),
     };
-    let overlap = c.parse(&at("overlap"), raw.overlap.as_deref(), |s| s.parse()).unwrap_or(Overlap::Allow);
-    let catch_up = c.parse(&at("catch_up"), raw.catch_up.as_deref(), |s| s.parse()).unwrap_or(CatchUp::Skip);
-    let jitter = c.parse(&at("jitter"), raw.jitter.as_deref(), parse_duration).unwrap_or_default();
+    let overlap = c
+        .parse(&at("overlap"), raw.overlap.as_deref(), |s| s.parse())
+        .unwrap_or(Overlap::Allow);
+    let catch_up = c
+        .parse(&at("catch_up"), raw.catch_up.as_deref(), |s| s.parse())
+        .unwrap_or(CatchUp::Skip);
+    let jitter = c
+        .parse(&at("jitter"), raw.jitter.as_deref(), parse_duration)
+        .unwrap_or_default();
     if raw.max_concurrency == Some(0) {
         c.error(&at("max_concurrency"), "must be at least 1 (leave it out for no limit)");
     }
@@ -301,7 +358,11 @@ fn check_job(c: &mut Checker<'_>, defaults: &Defaults, name: &str, raw: RawJob) 
         c.error(&at("max_catch_up"), "must be at least 1");
     }
     if schedule.is_none() && raw.schedule.is_none() {
-        for (field, set) in [("overlap", raw.overlap.is_some()), ("catch_up", raw.catch_up.is_some()), ("jitter", raw.jitter.is_some())] {
+        for (field, set) in [
+            ("overlap", raw.overlap.is_some()),
+            ("catch_up", raw.catch_up.is_some()),
+            ("jitter", raw.jitter.is_some()),
+        ] {
             if set {
                 c.error(&["jobs", name, field], "only applies to a job with a `schedule`");
             }
@@ -312,7 +373,10 @@ fn check_job(c: &mut Checker<'_>, defaults: &Defaults, name: &str, raw: RawJob) 
         (Some(shell), None) => check_shell(c, name, shell),
         (None, Some(builtin)) => check_builtin(c, name, builtin),
         (Some(_), Some(_)) => {
-            c.error(&["jobs", name], "exactly one executor is allowed, found both `shell` and `builtin`");
+            c.error(
+                &["jobs", name],
+                "exactly one executor is allowed, found both `shell` and `builtin`",
+            );
             None
         }
         (None, None) => {
@@ -348,7 +412,11 @@ fn check_shell(c: &mut Checker<'_>, name: &str, raw: RawShell) -> Option<Executo
         RawShell::Script(s) => (RawCommand::Script(s), BTreeMap::new(), String::new()),
         RawShell::Full(full) => (full.command, full.env.unwrap_or_default(), full.cwd.unwrap_or_default()),
     };
-    let mut def = ShellDef { env, cwd, ..ShellDef::default() };
+    let mut def = ShellDef {
+        env,
+        cwd,
+        ..ShellDef::default()
+    };
     match command {
         RawCommand::Script(s) if s.trim().is_empty() => {
             c.error(&["jobs", name, "shell"], "the command is empty");
@@ -370,7 +438,13 @@ fn check_builtin(c: &mut Checker<'_>, name: &str, raw: RawBuiltin) -> Option<Exe
         RawBuiltin::Full(full) => (full.name, full.duration),
     };
     if !BUILTINS.contains(&builtin.as_str()) {
-        c.error(&["jobs", name, "builtin"], format!("unknown builtin \"{builtin}\" (expected one of: {})", BUILTINS.join(", ")));
+        c.error(
+            &["jobs", name, "builtin"],
+            format!(
+                "unknown builtin \"{builtin}\" (expected one of: {})",
+                BUILTINS.join(", ")
+            ),
+        );
         return None;
     }
     let mut args = BTreeMap::new();
@@ -379,7 +453,9 @@ fn check_builtin(c: &mut Checker<'_>, name: &str, raw: RawBuiltin) -> Option<Exe
             c.error(&["jobs", name, "builtin", "duration"], "only `sleep` takes a duration");
             return None;
         }
-        parse_duration(&d).map_err(|e| c.error(&["jobs", name, "builtin", "duration"], e)).ok()?;
+        parse_duration(&d)
+            .map_err(|e| c.error(&["jobs", name, "builtin", "duration"], e))
+            .ok()?;
         args.insert("duration".to_string(), d);
     }
     Some(ExecutorDef::Builtin(BuiltinDef { name: builtin, args }))
@@ -402,7 +478,13 @@ mod tests {
         let a = set.get("a").unwrap();
         assert_eq!(a.priority, Priority::Low);
         assert_eq!(a.retry.max_attempts, 5);
-        assert_eq!(a.executor, ExecutorDef::Shell(ShellDef { script: "echo a".into(), ..ShellDef::default() }));
+        assert_eq!(
+            a.executor,
+            ExecutorDef::Shell(ShellDef {
+                script: "echo a".into(),
+                ..ShellDef::default()
+            })
+        );
         let b = set.get("b").unwrap();
         assert_eq!(b.priority, Priority::Critical);
         assert_eq!(b.retry.max_attempts, 5);
@@ -417,7 +499,12 @@ mod tests {
         let located: Vec<(Option<usize>, &str)> = errors.iter().map(|e| (e.line, e.path.as_str())).collect();
         assert_eq!(
             located,
-            vec![(Some(3), "jobs.a.schedule"), (Some(6), "jobs.b.timezone"), (Some(9), "jobs.c.priority"), (Some(12), "jobs.d.shel")]
+            vec![
+                (Some(3), "jobs.a.schedule"),
+                (Some(6), "jobs.b.timezone"),
+                (Some(9), "jobs.c.priority"),
+                (Some(12), "jobs.d.shel")
+            ]
         );
         assert!(errors[2].message.contains("unknown priority \"urgent\""));
         assert!(errors[3].message.contains("unknown field `shel`"));
@@ -433,14 +520,18 @@ mod tests {
 
     #[test]
     fn executor_is_required_and_unique() {
-        let errors = parse("jobs:\n  a: {}\n  b:\n    shell: x\n    builtin: noop\n").unwrap_err().0;
+        let errors = parse("jobs:\n  a: {}\n  b:\n    shell: x\n    builtin: noop\n")
+            .unwrap_err()
+            .0;
         assert!(errors[0].message.contains("missing executor"));
         assert!(errors[1].message.contains("exactly one executor"));
     }
 
     #[test]
     fn bad_names_and_types() {
-        let errors = parse("jobs:\n  Bad_Name:\n    shell: x\n  ok:\n    shell: x\n    max_concurrency: many\n").unwrap_err().0;
+        let errors = parse("jobs:\n  Bad_Name:\n    shell: x\n  ok:\n    shell: x\n    max_concurrency: many\n")
+            .unwrap_err()
+            .0;
         assert!(errors[0].message.contains("invalid job name"));
         assert_eq!(errors[1].path, "jobs.ok.max_concurrency");
         assert_eq!(errors[1].line, Some(6));

@@ -76,7 +76,10 @@ jobs:
         assert_eq!(line_of(TEXT, &["defaults", "timezone"]), Some(2));
         assert_eq!(line_of(TEXT, &["jobs", "hello", "shell"]), Some(6));
         assert_eq!(line_of(TEXT, &["jobs", "quoted.job", "schedule"]), Some(9));
-        assert_eq!(line_of(TEXT, &["jobs", "quoted.job", "retry", "max_attempts"]), Some(11));
+        assert_eq!(
+            line_of(TEXT, &["jobs", "quoted.job", "retry", "max_attempts"]),
+            Some(11)
+        );
     }
 
     #[test]

@@ -65,7 +65,12 @@ impl fmt::Display for ConfigErrors {
 pub fn load_dir(dir: &Path) -> Result<JobSet, ConfigErrors> {
     let file = dir.join("scheduler.yaml");
     let text = std::fs::read_to_string(&file).map_err(|e| {
-        ConfigErrors(vec![ConfigError { file: file.clone(), line: None, path: String::new(), message: format!("cannot read: {e}") }])
+        ConfigErrors(vec![ConfigError {
+            file: file.clone(),
+            line: None,
+            path: String::new(),
+            message: format!("cannot read: {e}"),
+        }])
     })?;
     parse_scheduler_yaml(&file, &text, &|name| std::env::var(name).ok())
 }
@@ -74,7 +79,11 @@ pub fn load_dir(dir: &Path) -> Result<JobSet, ConfigErrors> {
 /// `$${` writes a literal `${`, and other `${...}` forms (such as a shell's
 /// `${X:-default}`) are kept as written. Unset variables are errors located at
 /// their line.
-pub fn interpolate(file: &Path, text: &str, lookup: &dyn Fn(&str) -> Option<String>) -> Result<String, Vec<ConfigError>> {
+pub fn interpolate(
+    file: &Path,
+    text: &str,
+    lookup: &dyn Fn(&str) -> Option<String>,
+) -> Result<String, Vec<ConfigError>> {
     let mut out = String::with_capacity(text.len());
     let mut errors = Vec::new();
     for (index, line) in text.split_inclusive('\n').enumerate() {
@@ -126,7 +135,10 @@ mod tests {
     fn interpolates_and_reports_unset_variables_with_lines() {
         let lookup = |name: &str| (name == "TOKEN").then(|| "s3cret".to_string());
         let file = Path::new("scheduler.yaml");
-        assert_eq!(interpolate(file, "a: ${TOKEN}\nb: $${LIT} $x ${X:-y}\n", &lookup).unwrap(), "a: s3cret\nb: ${LIT} $x ${X:-y}\n");
+        assert_eq!(
+            interpolate(file, "a: ${TOKEN}\nb: $${LIT} $x ${X:-y}\n", &lookup).unwrap(),
+            "a: s3cret\nb: ${LIT} $x ${X:-y}\n"
+        );
         let errors = interpolate(file, "a: 1\nb: ${MISSING}\n", &lookup).unwrap_err();
         assert_eq!(errors.len(), 1);
         assert_eq!(errors[0].line, Some(2));

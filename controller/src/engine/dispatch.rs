@@ -4,7 +4,9 @@
 use std::collections::BTreeSet;
 use std::sync::Arc;
 
-use worker_proto::v1::{Ack, Assignment, ControllerMessage, Finished, Hello, InFlight, Welcome, controller_message::Msg};
+use worker_proto::v1::{
+    Ack, Assignment, ControllerMessage, Finished, Hello, InFlight, Welcome, controller_message::Msg,
+};
 
 use super::Engine;
 use super::MAX_OUTPUT_BYTES;
@@ -37,7 +39,10 @@ impl Engine {
             return Err(Error::invalid("hello.capacity", "must be at least 1"));
         }
         if let Some(bad) = hello.executors.iter().find(|e| !EXECUTOR_KINDS.contains(&e.as_str())) {
-            return Err(Error::invalid("hello.executors", format!("unknown executor \"{bad}\" (expected: {})", EXECUTOR_KINDS.join(", "))));
+            return Err(Error::invalid(
+                "hello.executors",
+                format!("unknown executor \"{bad}\" (expected: {})", EXECUTOR_KINDS.join(", ")),
+            ));
         }
         let now = now_ms();
         let lease = self.settings.lease_timeout.as_millis() as i64;
@@ -71,7 +76,11 @@ impl Engine {
             hello.agent_id.clone(),
             AgentEntry {
                 id: hello.agent_id.clone(),
-                name: if hello.name.is_empty() { hello.agent_id.clone() } else { hello.name.clone() },
+                name: if hello.name.is_empty() {
+                    hello.agent_id.clone()
+                } else {
+                    hello.name.clone()
+                },
                 host: hello.host.clone(),
                 labels: hello.labels.clone().into_iter().collect(),
                 executors: hello.executors.clone(),
@@ -106,7 +115,10 @@ impl Engine {
         if let Some(agent) = core.agents.get_mut(agent_id)
             && agent.connection == connection
         {
-            agent.credits = agent.credits.saturating_add(credits).min(agent.capacity.saturating_mul(4).max(1));
+            agent.credits = agent
+                .credits
+                .saturating_add(credits)
+                .min(agent.capacity.saturating_mul(4).max(1));
             agent.last_seen = now_ms();
         }
         drop(core);
@@ -157,7 +169,12 @@ impl Engine {
         let now = now_ms();
         let mut picks: Vec<(String, String)> = Vec::new(); // (run id, agent id)
         let mut extra_by_job: std::collections::HashMap<String, u32> = Default::default();
-        let mut credits_left: u32 = core.agents.values().filter(|a| a.sender.is_some()).map(|a| a.credits).sum();
+        let mut credits_left: u32 = core
+            .agents
+            .values()
+            .filter(|a| a.sender.is_some())
+            .map(|a| a.credits)
+            .sum();
         let ready: Vec<String> = core.ready.values().cloned().collect();
         for run_id in ready {
             if credits_left == 0 {
@@ -166,7 +183,8 @@ impl Engine {
             let Some(run) = core.live.get(&run_id) else { continue };
             let Some(job) = self.jobs.get(&run.job) else { continue };
             if let Some(limit) = job.max_concurrency {
-                let running = core.running_by_job.get(&run.job).copied().unwrap_or(0) + extra_by_job.get(&run.job).copied().unwrap_or(0);
+                let running = core.running_by_job.get(&run.job).copied().unwrap_or(0)
+                    + extra_by_job.get(&run.job).copied().unwrap_or(0);
                 if running >= limit {
                     continue;
                 }
@@ -176,7 +194,13 @@ impl Engine {
                 .agents
                 .values_mut()
                 .filter(|a| a.accepts(kind, &job.selector))
-                .max_by_key(|a| (a.credits, std::cmp::Reverse(a.running.len()), std::cmp::Reverse(a.id.clone())));
+                .max_by_key(|a| {
+                    (
+                        a.credits,
+                        std::cmp::Reverse(a.running.len()),
+                        std::cmp::Reverse(a.id.clone()),
+                    )
+                });
             let Some(agent) = agent else { continue };
             agent.credits -= 1;
             credits_left -= 1;
@@ -229,13 +253,22 @@ impl Engine {
                 executor: Some(executor_to_proto(&job.executor, true)),
                 payload,
                 timeout_ms,
-                deadline: if timeout_ms > 0 { rfc3339(now + timeout_ms as i64) } else { String::new() },
+                deadline: if timeout_ms > 0 {
+                    rfc3339(now + timeout_ms as i64)
+                } else {
+                    String::new()
+                },
             };
             if let Some(agent) = core.agents.get_mut(agent_id) {
                 agent.running.insert((run_id.clone(), attempt));
             }
             // If the stream just closed, the lease expires and the run is retried.
-            core.send_to_agent(agent_id, ControllerMessage { msg: Some(Msg::Assignment(assignment)) });
+            core.send_to_agent(
+                agent_id,
+                ControllerMessage {
+                    msg: Some(Msg::Assignment(assignment)),
+                },
+            );
             self.emit(run_id, &job_name, RunState::Running, attempt, now, None);
         }
         Ok(picks.len())
@@ -246,20 +279,30 @@ impl Engine {
     /// repeated result of an attempt already recorded is acknowledged again.
     pub async fn finish(&self, agent_id: &str, finished: Finished) -> Ack {
         let (run_id, attempt) = (finished.run_id.clone(), finished.attempt);
-        let ack = |accepted: bool, reason: String| Ack { run_id: run_id.clone(), attempt, accepted, reason };
+        let ack = |accepted: bool, reason: String| Ack {
+            run_id: run_id.clone(),
+            attempt,
+            accepted,
+            reason,
+        };
         let outcome = match finished.outcome.parse::<Outcome>() {
             Ok(Outcome::Lost) | Err(_) => return ack(false, format!("invalid outcome \"{}\"", finished.outcome)),
             Ok(o) => o,
         };
         let mut core = self.core.lock().await;
-        let current = core.live.get(&run_id).is_some_and(|r| r.state == RunState::Running && r.attempt == attempt && r.agent_id.as_deref() == Some(agent_id));
+        let current = core.live.get(&run_id).is_some_and(|r| {
+            r.state == RunState::Running && r.attempt == attempt && r.agent_id.as_deref() == Some(agent_id)
+        });
         if !current {
             drop(core);
             return match self.store.attempt_outcome(&run_id, attempt).await {
                 Ok(Some(recorded)) if recorded == outcome => ack(true, "duplicate result; already recorded".into()),
                 Ok(Some(recorded)) => {
                     tracing::warn!(run = %run_id, attempt, %recorded, reported = %outcome, "stale result rejected");
-                    ack(false, format!("attempt {attempt} of run {run_id} was already recorded as {recorded}"))
+                    ack(
+                        false,
+                        format!("attempt {attempt} of run {run_id} was already recorded as {recorded}"),
+                    )
                 }
                 Ok(None) => {
                     tracing::warn!(run = %run_id, attempt, "stale result rejected");
@@ -289,30 +332,56 @@ impl Engine {
     /// updates memory. Called with the core lock held.
     pub(super) async fn settle(&self, core: &mut Core, end: AttemptEnd, permanent: bool) -> Result<()> {
         let settlement = self.settlement(core, end, permanent)?;
-        self.store.apply(std::slice::from_ref(&settlement.change), &[], std::slice::from_ref(&settlement.end)).await?;
+        self.store
+            .apply(
+                std::slice::from_ref(&settlement.change),
+                &[],
+                std::slice::from_ref(&settlement.end),
+            )
+            .await?;
         self.apply_settlement(core, settlement);
         Ok(())
     }
 
     fn settlement(&self, core: &Core, end: AttemptEnd, permanent: bool) -> Result<Settlement> {
-        let run = core.live.get(&end.run_id).ok_or_else(|| Error::internal("settled run is not live"))?;
+        let run = core
+            .live
+            .get(&end.run_id)
+            .ok_or_else(|| Error::internal("settled run is not live"))?;
         let now = now_ms();
         let error = end.error.clone().unwrap_or_else(|| end.outcome.to_string());
         let (to, reason, not_before) = match end.outcome {
             Outcome::Succeeded => (RunState::Succeeded, None, None),
-            _ if run.cancel_requested || end.outcome == Outcome::Cancelled => (RunState::Cancelled, Some("cancelled by operator".to_string()), None),
+            _ if run.cancel_requested || end.outcome == Outcome::Cancelled => {
+                (RunState::Cancelled, Some("cancelled by operator".to_string()), None)
+            }
             _ if permanent => (RunState::Dead, Some(format!("non-retryable failure: {error}")), None),
-            _ if run.attempt >= run.max_attempts => (RunState::Dead, Some(format!("attempts exhausted ({}): {error}", run.attempt)), None),
+            _ if run.attempt >= run.max_attempts => (
+                RunState::Dead,
+                Some(format!("attempts exhausted ({}): {error}", run.attempt)),
+                None,
+            ),
             _ => {
-                let policy = &self.jobs.get(&run.job).ok_or_else(|| Error::internal("job vanished"))?.retry;
+                let policy = &self
+                    .jobs
+                    .get(&run.job)
+                    .ok_or_else(|| Error::internal("job vanished"))?
+                    .retry;
                 let delay = policy.delay(run.attempt, &mut rand::rng()).as_millis() as i64;
-                let reason = format!("attempt {} {}: {error}; retry in {} ms", run.attempt, end.outcome, delay);
+                let reason = format!(
+                    "attempt {} {}: {error}; retry in {} ms",
+                    run.attempt, end.outcome, delay
+                );
                 (RunState::Scheduled, Some(reason), Some(now + delay))
             }
         };
         let mut change = StateChange::new(&end.run_id, RunState::Running, to, now, reason);
         change.not_before = not_before;
-        Ok(Settlement { change, end, job: run.job.clone() })
+        Ok(Settlement {
+            change,
+            end,
+            job: run.job.clone(),
+        })
     }
 
     fn apply_settlement(&self, core: &mut Core, s: Settlement) {
@@ -334,7 +403,14 @@ impl Engine {
             }
         }
         self.wake_dispatch.notify_one();
-        self.emit(&id, &s.job, s.change.to, attempt, s.change.at, s.change.reason.as_deref());
+        self.emit(
+            &id,
+            &s.job,
+            s.change.to,
+            attempt,
+            s.change.at,
+            s.change.reason.as_deref(),
+        );
     }
 }
 

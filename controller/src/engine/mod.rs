@@ -65,7 +65,15 @@ impl Engine {
     /// Runs of jobs that are no longer defined are moved to `dead` with the reason.
     pub async fn recover(store: Store, jobs: JobSet, settings: EngineSettings) -> Result<Arc<Engine>> {
         let (events, _) = broadcast::channel(4096);
-        let engine = Engine { store, jobs, settings, core: Mutex::new(Core::default()), events, wake_dispatch: Notify::new(), wake_timers: Notify::new() };
+        let engine = Engine {
+            store,
+            jobs,
+            settings,
+            core: Mutex::new(Core::default()),
+            events,
+            wake_dispatch: Notify::new(),
+            wake_timers: Notify::new(),
+        };
         {
             let mut core = engine.core.lock().await;
             let now = now_ms();
@@ -75,7 +83,13 @@ impl Engine {
             for record in engine.store.active_runs().await? {
                 if engine.jobs.get(&record.job).is_none() {
                     let reason = format!("job \"{}\" is no longer defined", record.job);
-                    orphans.push(StateChange::new(&record.id, record.state, RunState::Dead, now, Some(reason)));
+                    orphans.push(StateChange::new(
+                        &record.id,
+                        record.state,
+                        RunState::Dead,
+                        now,
+                        Some(reason),
+                    ));
                     continue;
                 }
                 let mut run = LiveRun {
@@ -107,7 +121,10 @@ impl Engine {
                         // The agent may still be running it: honour a fresh lease; a
                         // reconnecting agent that reports it in flight keeps it.
                         let attempts = engine.store.attempts(std::slice::from_ref(&record.id)).await?;
-                        run.agent_id = attempts.iter().find(|a| a.attempt == record.attempt).map(|a| a.agent_id.clone());
+                        run.agent_id = attempts
+                            .iter()
+                            .find(|a| a.attempt == record.attempt)
+                            .map(|a| a.agent_id.clone());
                         *core.running_by_job.entry(record.job.clone()).or_default() += 1;
                         core.live.insert(record.id.clone(), run);
                         recovered[2] += 1;
@@ -121,7 +138,12 @@ impl Engine {
                 tracing::warn!(count = orphans.len(), "runs of jobs no longer defined moved to the DLQ");
                 engine.store.apply(&orphans, &[], &[]).await?;
             }
-            tracing::info!(queued = recovered[0], scheduled = recovered[1], running = recovered[2], "recovered runs from the store");
+            tracing::info!(
+                queued = recovered[0],
+                scheduled = recovered[1],
+                running = recovered[2],
+                "recovered runs from the store"
+            );
         }
         Ok(Arc::new(engine))
     }

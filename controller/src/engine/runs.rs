@@ -28,7 +28,10 @@ pub struct EnqueueRequest {
 
 impl Engine {
     fn job_for_enqueue(&self, name: &str) -> Result<Arc<JobDef>> {
-        let job = self.jobs.get(name).ok_or_else(|| Error::not_found(format!("job \"{name}\" is not defined")))?;
+        let job = self
+            .jobs
+            .get(name)
+            .ok_or_else(|| Error::not_found(format!("job \"{name}\" is not defined")))?;
         if !job.enabled {
             return Err(Error::precondition(format!("job \"{name}\" is disabled")));
         }
@@ -41,11 +44,23 @@ impl Engine {
             return Err(Error::invalid("job", "a job name is required"));
         }
         let job = self.job_for_enqueue(&request.job)?;
-        let priority = if request.priority.is_empty() { job.priority } else { request.priority.parse::<Priority>().map_err(|e| Error::invalid("priority", e))? };
+        let priority = if request.priority.is_empty() {
+            job.priority
+        } else {
+            request
+                .priority
+                .parse::<Priority>()
+                .map_err(|e| Error::invalid("priority", e))?
+        };
         let trigger = match request.trigger.as_str() {
             "" | "api" => Trigger::Api,
             "manual" => Trigger::Manual,
-            other => return Err(Error::invalid("trigger", format!("\"{other}\" cannot be requested (use api or manual)"))),
+            other => {
+                return Err(Error::invalid(
+                    "trigger",
+                    format!("\"{other}\" cannot be requested (use api or manual)"),
+                ));
+            }
         };
         let payload = validate_payload(&request.payload)?;
         let now = now_ms();
@@ -60,7 +75,11 @@ impl Engine {
         if job.overlap != Overlap::Allow {
             let unfinished: Vec<String> = {
                 let core = self.core.lock().await;
-                core.live.values().filter(|r| r.job == job.name).map(|r| r.id.clone()).collect()
+                core.live
+                    .values()
+                    .filter(|r| r.job == job.name)
+                    .map(|r| r.id.clone())
+                    .collect()
             };
             if !unfinished.is_empty() {
                 match job.overlap {
@@ -84,7 +103,15 @@ impl Engine {
         }
         let now = now_ms();
         let not_before = (delay_ms > 0).then_some(now + delay_ms);
-        let run = new_run(job, job.priority, "null".into(), Trigger::Schedule, now, Some(instant), not_before);
+        let run = new_run(
+            job,
+            job.priority,
+            "null".into(),
+            Trigger::Schedule,
+            now,
+            Some(instant),
+            not_before,
+        );
         match self.insert(run).await {
             Ok(run) => Ok(Some(run)),
             Err(e) if e.code == crate::error::ErrorCode::FailedPrecondition => Ok(None),
@@ -97,7 +124,10 @@ impl Engine {
     async fn insert(&self, run: NewRun) -> Result<RunRecord> {
         let mut core = self.core.lock().await;
         if !self.store.insert_run(&run).await? {
-            return Err(Error::precondition(format!("job \"{}\" already fired for this instant", run.job)));
+            return Err(Error::precondition(format!(
+                "job \"{}\" already fired for this instant",
+                run.job
+            )));
         }
         let live = LiveRun {
             id: run.id.clone(),
@@ -118,7 +148,8 @@ impl Engine {
             core.push_ready(&run.id, run.created_at);
             self.wake_dispatch.notify_one();
         } else {
-            core.timers.insert((run.not_before.unwrap_or(run.created_at), run.id.clone()));
+            core.timers
+                .insert((run.not_before.unwrap_or(run.created_at), run.id.clone()));
             self.wake_timers.notify_one();
         }
         drop(core);
@@ -133,20 +164,35 @@ impl Engine {
         let mut core = self.core.lock().await;
         let Some(run) = core.live.get(id).cloned() else {
             drop(core);
-            let record = self.store.run(id).await?.ok_or_else(|| Error::not_found(format!("run {id} does not exist")))?;
+            let record = self
+                .store
+                .run(id)
+                .await?
+                .ok_or_else(|| Error::not_found(format!("run {id} does not exist")))?;
             return Err(Error::precondition(format!("run {id} is already {}", record.state)));
         };
         let now = now_ms();
         if run.state == RunState::Running {
             if !run.cancel_requested {
-                let mut change = StateChange::new(id, RunState::Running, RunState::Running, now, Some(format!("cancel requested: {reason}")));
+                let mut change = StateChange::new(
+                    id,
+                    RunState::Running,
+                    RunState::Running,
+                    now,
+                    Some(format!("cancel requested: {reason}")),
+                );
                 change.cancel_requested = true;
                 self.store.apply(&[change], &[], &[]).await?;
                 if let Some(live) = core.live.get_mut(id) {
                     live.cancel_requested = true;
                 }
                 if let Some(agent) = &run.agent_id {
-                    let message = ControllerMessage { msg: Some(Msg::Cancel(Cancel { run_id: id.to_string(), attempt: run.attempt })) };
+                    let message = ControllerMessage {
+                        msg: Some(Msg::Cancel(Cancel {
+                            run_id: id.to_string(),
+                            attempt: run.attempt,
+                        })),
+                    };
                     core.send_to_agent(agent, message);
                 }
             }
@@ -158,25 +204,45 @@ impl Engine {
             self.emit(id, &run.job, RunState::Cancelled, run.attempt, now, Some(reason));
         }
         drop(core);
-        self.store.run(id).await?.ok_or_else(|| Error::internal(format!("run {id} vanished")))
+        self.store
+            .run(id)
+            .await?
+            .ok_or_else(|| Error::internal(format!("run {id} vanished")))
     }
 
     /// Retries a finished run: a dead one is queued again with a renewed attempt
     /// budget; a cancelled or succeeded one is copied into a new run.
     pub async fn retry(&self, id: &str) -> Result<RunRecord> {
-        let record = self.store.run(id).await?.ok_or_else(|| Error::not_found(format!("run {id} does not exist")))?;
+        let record = self
+            .store
+            .run(id)
+            .await?
+            .ok_or_else(|| Error::not_found(format!("run {id} does not exist")))?;
         match record.state {
             RunState::Dead => {
                 self.requeue_dead(&[record.id.clone()]).await?;
-                self.store.run(id).await?.ok_or_else(|| Error::internal(format!("run {id} vanished")))
+                self.store
+                    .run(id)
+                    .await?
+                    .ok_or_else(|| Error::internal(format!("run {id} vanished")))
             }
             RunState::Cancelled | RunState::Succeeded => {
                 let job = self.job_for_enqueue(&record.job)?;
-                let mut run = new_run(&job, record.priority, record.payload.clone(), Trigger::Retry, now_ms(), None, None);
+                let mut run = new_run(
+                    &job,
+                    record.priority,
+                    record.payload.clone(),
+                    Trigger::Retry,
+                    now_ms(),
+                    None,
+                    None,
+                );
                 run.reason = Some(format!("retry of run {id}"));
                 self.insert(run).await
             }
-            state => Err(Error::precondition(format!("run {id} is {state}; only finished runs can be retried"))),
+            state => Err(Error::precondition(format!(
+                "run {id} is {state}; only finished runs can be retried"
+            ))),
         }
     }
 
@@ -188,13 +254,23 @@ impl Engine {
         let mut changes = Vec::new();
         let mut lives = Vec::new();
         for id in ids {
-            let Some(record) = self.store.run(id).await? else { continue };
+            let Some(record) = self.store.run(id).await? else {
+                continue;
+            };
             if record.state != RunState::Dead {
                 continue;
             }
-            let job = self.jobs.get(&record.job).ok_or_else(|| Error::precondition(format!("job \"{}\" of run {id} is no longer defined", record.job)))?;
+            let job = self.jobs.get(&record.job).ok_or_else(|| {
+                Error::precondition(format!("job \"{}\" of run {id} is no longer defined", record.job))
+            })?;
             let max_attempts = record.attempt + job.retry.max_attempts;
-            let mut change = StateChange::new(id, RunState::Dead, RunState::Queued, now, Some("retried from the dead-letter queue".into()));
+            let mut change = StateChange::new(
+                id,
+                RunState::Dead,
+                RunState::Queued,
+                now,
+                Some("retried from the dead-letter queue".into()),
+            );
             change.ready_at = Some(now);
             change.max_attempts = Some(max_attempts);
             changes.push(change);
@@ -219,7 +295,14 @@ impl Engine {
             let (id, job, attempt) = (live.id.clone(), live.job.clone(), live.attempt);
             core.live.insert(id.clone(), live);
             core.push_ready(&id, now);
-            self.emit(&id, &job, RunState::Queued, attempt, now, Some("retried from the dead-letter queue"));
+            self.emit(
+                &id,
+                &job,
+                RunState::Queued,
+                attempt,
+                now,
+                Some("retried from the dead-letter queue"),
+            );
             requeued.push(id);
         }
         drop(core);
@@ -236,17 +319,36 @@ impl Engine {
 /// Checks size and syntax; returns the payload text to store ("null" when empty).
 pub fn validate_payload(payload: &str) -> Result<String> {
     if payload.len() > MAX_PAYLOAD_BYTES {
-        return Err(Error::invalid("payload", format!("{} bytes is over the limit of {MAX_PAYLOAD_BYTES} bytes (1 MiB)", payload.len())));
+        return Err(Error::invalid(
+            "payload",
+            format!(
+                "{} bytes is over the limit of {MAX_PAYLOAD_BYTES} bytes (1 MiB)",
+                payload.len()
+            ),
+        ));
     }
     if payload.trim().is_empty() {
         return Ok("null".into());
     }
-    serde_json::from_str::<serde::de::IgnoredAny>(payload).map_err(|e| Error::invalid("payload", format!("not valid JSON: {e}")))?;
+    serde_json::from_str::<serde::de::IgnoredAny>(payload)
+        .map_err(|e| Error::invalid("payload", format!("not valid JSON: {e}")))?;
     Ok(payload.to_string())
 }
 
-fn new_run(job: &JobDef, priority: Priority, payload: String, trigger: Trigger, now: i64, scheduled_for: Option<i64>, not_before: Option<i64>) -> NewRun {
-    let state = if not_before.is_some() { RunState::Scheduled } else { RunState::Queued };
+fn new_run(
+    job: &JobDef,
+    priority: Priority,
+    payload: String,
+    trigger: Trigger,
+    now: i64,
+    scheduled_for: Option<i64>,
+    not_before: Option<i64>,
+) -> NewRun {
+    let state = if not_before.is_some() {
+        RunState::Scheduled
+    } else {
+        RunState::Queued
+    };
     NewRun {
         id: ulid::Ulid::new().to_string().to_lowercase(),
         job: job.name.clone(),
@@ -297,6 +399,11 @@ mod tests {
         assert!(err.message.starts_with("payload: not valid JSON"), "{}", err.message);
         let big = format!("\"{}\"", "x".repeat(MAX_PAYLOAD_BYTES - 1));
         let err = validate_payload(&big).unwrap_err();
-        assert!(err.message.starts_with("payload: 1048577 bytes is over the limit of 1048576"), "{}", err.message);
+        assert!(
+            err.message
+                .starts_with("payload: 1048577 bytes is over the limit of 1048576"),
+            "{}",
+            err.message
+        );
     }
 }

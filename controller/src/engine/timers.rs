@@ -27,7 +27,11 @@ impl Engine {
             }
             let wait = {
                 let core = self.core.lock().await;
-                core.timers.first().map(|(t, _)| Duration::from_millis((t - now_ms()).max(0) as u64)).unwrap_or(SWEEP_INTERVAL).min(SWEEP_INTERVAL)
+                core.timers
+                    .first()
+                    .map(|(t, _)| Duration::from_millis((t - now_ms()).max(0) as u64))
+                    .unwrap_or(SWEEP_INTERVAL)
+                    .min(SWEEP_INTERVAL)
             };
             tokio::select! {
                 _ = tokio::time::sleep(wait) => {}
@@ -77,8 +81,15 @@ impl Engine {
             .map(|r| (r.id.clone(), r.attempt, r.agent_id.clone()))
             .collect();
         for (run_id, attempt, agent_id) in &expired {
-            let agent = agent_id.as_ref().and_then(|a| core.agents.get(a)).map(|a| a.name.clone()).unwrap_or_else(|| "unknown agent".into());
-            let error = format!("agent {agent} lost: no heartbeat within the {} s lease", self.settings.lease_timeout.as_secs_f64());
+            let agent = agent_id
+                .as_ref()
+                .and_then(|a| core.agents.get(a))
+                .map(|a| a.name.clone())
+                .unwrap_or_else(|| "unknown agent".into());
+            let error = format!(
+                "agent {agent} lost: no heartbeat within the {} s lease",
+                self.settings.lease_timeout.as_secs_f64()
+            );
             tracing::warn!(run = %run_id, attempt, %agent, "lease expired; attempt lost");
             let end = AttemptEnd {
                 run_id: run_id.clone(),
@@ -93,7 +104,8 @@ impl Engine {
             };
             self.settle(&mut core, end, false).await?;
         }
-        core.agents.retain(|_, a| a.sender.is_some() || !a.running.is_empty() || now - a.last_seen < FORGET_AGENT_AFTER_MS);
+        core.agents
+            .retain(|_, a| a.sender.is_some() || !a.running.is_empty() || now - a.last_seen < FORGET_AGENT_AFTER_MS);
         Ok(expired.len())
     }
 }

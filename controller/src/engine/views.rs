@@ -67,10 +67,18 @@ pub struct AgentView {
 impl Engine {
     /// One run with attempts and transitions.
     pub async fn run_view(&self, id: &str) -> Result<RunView> {
-        let run = self.store.run(id).await?.ok_or_else(|| Error::not_found(format!("run {id} does not exist")))?;
+        let run = self
+            .store
+            .run(id)
+            .await?
+            .ok_or_else(|| Error::not_found(format!("run {id} does not exist")))?;
         let attempts = self.store.attempts(std::slice::from_ref(&run.id)).await?;
         let transitions = self.store.transitions(id).await?;
-        Ok(RunView { run, attempts, transitions })
+        Ok(RunView {
+            run,
+            attempts,
+            transitions,
+        })
     }
 
     /// Attaches attempts to runs (one query for all).
@@ -80,7 +88,14 @@ impl Engine {
         for attempt in self.store.attempts(&ids).await? {
             by_run.entry(attempt.run_id.clone()).or_default().push(attempt);
         }
-        Ok(runs.into_iter().map(|run| RunView { attempts: by_run.remove(&run.id).unwrap_or_default(), run, transitions: Vec::new() }).collect())
+        Ok(runs
+            .into_iter()
+            .map(|run| RunView {
+                attempts: by_run.remove(&run.id).unwrap_or_default(),
+                run,
+                transitions: Vec::new(),
+            })
+            .collect())
     }
 
     /// Waits until the run is terminal or `timeout` passes; returns it as it is then.
@@ -132,7 +147,8 @@ impl Engine {
         let mut stats = QueueStatsView::default();
         {
             let core = self.core.lock().await;
-            let mut by_priority: BTreeMap<std::cmp::Reverse<Priority>, (u64, u64)> = Priority::ALL.iter().map(|p| (std::cmp::Reverse(*p), (0, 0))).collect();
+            let mut by_priority: BTreeMap<std::cmp::Reverse<Priority>, (u64, u64)> =
+                Priority::ALL.iter().map(|p| (std::cmp::Reverse(*p), (0, 0))).collect();
             for ((priority, ready_at, _), _) in core.ready.iter() {
                 let entry = by_priority.entry(*priority).or_default();
                 entry.0 += 1;
@@ -166,7 +182,11 @@ impl Engine {
                 labels: a.labels.clone(),
                 executors: a.executors.clone(),
                 capacity: a.capacity,
-                state: if a.sender.is_some() { "connected" } else { "disconnected" },
+                state: if a.sender.is_some() {
+                    "connected"
+                } else {
+                    "disconnected"
+                },
                 connected_at: a.connected_at,
                 last_seen: a.last_seen,
                 running: a.running.iter().map(|(id, _)| id.clone()).collect(),

@@ -36,9 +36,18 @@ impl CronSchedule {
                 "invalid cron expression \"{expr}\": expected 5 fields (minute hour day-of-month month day-of-week) or 6 with a leading seconds field, found {fields}"
             ));
         }
-        let parser = CronParser::builder().seconds(Seconds::Optional).year(Year::Disallowed).build();
-        let cron = parser.parse(trimmed).map_err(|e| format!("invalid cron expression \"{expr}\": {e}"))?;
-        Ok(CronSchedule { expr: trimmed.to_string(), cron, tz })
+        let parser = CronParser::builder()
+            .seconds(Seconds::Optional)
+            .year(Year::Disallowed)
+            .build();
+        let cron = parser
+            .parse(trimmed)
+            .map_err(|e| format!("invalid cron expression \"{expr}\": {e}"))?;
+        Ok(CronSchedule {
+            expr: trimmed.to_string(),
+            cron,
+            tz,
+        })
     }
 
     /// The expression as written.
@@ -54,7 +63,10 @@ impl CronSchedule {
     /// The first fire strictly after `after`, if there is one.
     pub fn next_after(&self, after: DateTime<Utc>) -> Option<DateTime<Utc>> {
         let local = after.with_timezone(&self.tz);
-        self.cron.find_next_occurrence(&local, false).ok().map(|t| t.with_timezone(&Utc))
+        self.cron
+            .find_next_occurrence(&local, false)
+            .ok()
+            .map(|t| t.with_timezone(&Utc))
     }
 
     /// Fires in `(after, until]`, at most `limit` of the latest ones, oldest first,
@@ -80,7 +92,8 @@ impl CronSchedule {
 
 /// Parses an IANA zone name with a clear error.
 pub fn parse_tz(name: &str) -> Result<Tz, String> {
-    name.parse::<Tz>().map_err(|_| format!("unknown time zone \"{name}\" (expected an IANA name such as Europe/Berlin or UTC)"))
+    name.parse::<Tz>()
+        .map_err(|_| format!("unknown time zone \"{name}\" (expected an IANA name such as Europe/Berlin or UTC)"))
 }
 
 #[cfg(test)]
@@ -94,7 +107,10 @@ mod tests {
         let s = CronSchedule::parse("30 15 10 * * *", tz).unwrap();
         let after = Utc.with_ymd_and_hms(2026, 3, 1, 0, 0, 0).unwrap();
         // 10:15:30 in Kolkata (+05:30) is 04:45:30 UTC.
-        assert_eq!(s.next_after(after).unwrap(), Utc.with_ymd_and_hms(2026, 3, 1, 4, 45, 30).unwrap());
+        assert_eq!(
+            s.next_after(after).unwrap(),
+            Utc.with_ymd_and_hms(2026, 3, 1, 4, 45, 30).unwrap()
+        );
     }
 
     #[test]
@@ -104,13 +120,20 @@ mod tests {
         assert!(CronSchedule::parse("@hourly", utc).is_ok());
         let daily = CronSchedule::parse("@daily", utc).unwrap();
         let after = Utc.with_ymd_and_hms(2026, 3, 1, 5, 0, 0).unwrap();
-        assert_eq!(daily.next_after(after).unwrap(), Utc.with_ymd_and_hms(2026, 3, 2, 0, 0, 0).unwrap());
+        assert_eq!(
+            daily.next_after(after).unwrap(),
+            Utc.with_ymd_and_hms(2026, 3, 2, 0, 0, 0).unwrap()
+        );
     }
 
     #[test]
     fn bad_expressions_say_why() {
         let utc = parse_tz("UTC").unwrap();
-        assert!(CronSchedule::parse("61 * * * *", utc).unwrap_err().contains("invalid cron expression"));
+        assert!(
+            CronSchedule::parse("61 * * * *", utc)
+                .unwrap_err()
+                .contains("invalid cron expression")
+        );
         assert!(CronSchedule::parse("* * *", utc).unwrap_err().contains("found 3"));
         assert!(parse_tz("Mars/Olympus").unwrap_err().contains("unknown time zone"));
     }

@@ -108,7 +108,11 @@ fn next_fire(job: &JobDef, after_ms: i64) -> Option<i64> {
 
 async fn fire(engine: &Engine, job: &Arc<JobDef>, instant: i64) -> Result<()> {
     let jitter = job.jitter.as_millis() as i64;
-    let delay = if jitter > 0 { rand::rng().random_range(0..=jitter) } else { 0 };
+    let delay = if jitter > 0 {
+        rand::rng().random_range(0..=jitter)
+    } else {
+        0
+    };
     if let Some(run) = engine.fire(job, instant, delay).await? {
         tracing::info!(job = %job.name, run = %run.id, "schedule fired");
     }

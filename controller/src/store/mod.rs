@@ -16,7 +16,10 @@ use std::time::Duration;
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteRow, SqliteSynchronous};
 use sqlx::{AssertSqlSafe, Row, Sqlite, SqlitePool, Transaction};
 
-pub use records::{AttemptEnd, AttemptRecord, AttemptStart, JobStatsRecord, NewRun, RunRecord, ScheduleCursor, StateChange, TransitionRecord};
+pub use records::{
+    AttemptEnd, AttemptRecord, AttemptStart, JobStatsRecord, NewRun, RunRecord, ScheduleCursor, StateChange,
+    TransitionRecord,
+};
 
 use crate::error::{Error, Result};
 use crate::model::{Outcome, RunState};
@@ -40,7 +43,10 @@ impl Store {
             .synchronous(SqliteSynchronous::Normal)
             .foreign_keys(true)
             .busy_timeout(Duration::from_secs(10));
-        let pool = SqlitePoolOptions::new().max_connections(4).connect_with(options).await?;
+        let pool = SqlitePoolOptions::new()
+            .max_connections(4)
+            .connect_with(options)
+            .await?;
         let store = Store { pool };
         store.migrate().await?;
         Ok(store)
@@ -112,14 +118,16 @@ impl Store {
     pub async fn apply(&self, changes: &[StateChange], starts: &[AttemptStart], ends: &[AttemptEnd]) -> Result<()> {
         let mut tx = self.pool.begin().await?;
         for start in starts {
-            sqlx::query("INSERT INTO attempts (run_id, attempt, agent_id, agent_name, started_at) VALUES (?, ?, ?, ?, ?)")
-                .bind(&start.run_id)
-                .bind(start.attempt)
-                .bind(&start.agent_id)
-                .bind(&start.agent_name)
-                .bind(start.started_at)
-                .execute(&mut *tx)
-                .await?;
+            sqlx::query(
+                "INSERT INTO attempts (run_id, attempt, agent_id, agent_name, started_at) VALUES (?, ?, ?, ?, ?)",
+            )
+            .bind(&start.run_id)
+            .bind(start.attempt)
+            .bind(&start.agent_id)
+            .bind(&start.agent_name)
+            .bind(start.started_at)
+            .execute(&mut *tx)
+            .await?;
         }
         for end in ends {
             sqlx::query(
@@ -155,7 +163,15 @@ impl Store {
             .execute(&mut *tx)
             .await?;
             if change.from != change.to {
-                insert_transition(&mut tx, &change.run_id, Some(change.from), change.to, change.at, change.reason.as_deref()).await?;
+                insert_transition(
+                    &mut tx,
+                    &change.run_id,
+                    Some(change.from),
+                    change.to,
+                    change.at,
+                    change.reason.as_deref(),
+                )
+                .await?;
             }
         }
         tx.commit().await?;
@@ -180,16 +196,25 @@ impl Store {
 
     /// Every schedule cursor.
     pub async fn cursors(&self) -> Result<Vec<ScheduleCursor>> {
-        let rows = sqlx::query("SELECT job, last_fired, missed, skipped FROM schedule_cursors").fetch_all(&self.pool).await?;
+        let rows = sqlx::query("SELECT job, last_fired, missed, skipped FROM schedule_cursors")
+            .fetch_all(&self.pool)
+            .await?;
         Ok(rows
             .iter()
-            .map(|r| ScheduleCursor { job: r.get(0), last_fired: r.get(1), missed: r.get::<i64, _>(2) as u64, skipped: r.get::<i64, _>(3) as u64 })
+            .map(|r| ScheduleCursor {
+                job: r.get(0),
+                last_fired: r.get(1),
+                missed: r.get::<i64, _>(2) as u64,
+                skipped: r.get::<i64, _>(3) as u64,
+            })
             .collect())
     }
 
     /// Runs that are not terminal, oldest first (to rebuild in-memory indexes).
     pub async fn active_runs(&self) -> Result<Vec<RunRecord>> {
-        let sql = format!("SELECT {RUN_COLUMNS} FROM runs WHERE state NOT IN ('succeeded', 'dead', 'cancelled') ORDER BY created_at, id");
+        let sql = format!(
+            "SELECT {RUN_COLUMNS} FROM runs WHERE state NOT IN ('succeeded', 'dead', 'cancelled') ORDER BY created_at, id"
+        );
         let rows = sqlx::query(AssertSqlSafe(sql)).fetch_all(&self.pool).await?;
         rows.iter().map(run_from_row).collect()
     }
@@ -197,7 +222,10 @@ impl Store {
     /// One run.
     pub async fn run(&self, id: &str) -> Result<Option<RunRecord>> {
         let sql = format!("SELECT {RUN_COLUMNS} FROM runs WHERE id = ?");
-        let row = sqlx::query(AssertSqlSafe(sql)).bind(id).fetch_optional(&self.pool).await?;
+        let row = sqlx::query(AssertSqlSafe(sql))
+            .bind(id)
+            .fetch_optional(&self.pool)
+            .await?;
         row.as_ref().map(run_from_row).transpose()
     }
 
@@ -206,7 +234,12 @@ impl Store {
         let sql = format!(
             "SELECT {RUN_COLUMNS} FROM runs WHERE (?1 IS NULL OR job = ?1) AND (?2 IS NULL OR state = ?2) ORDER BY created_at DESC, id DESC LIMIT ?3"
         );
-        let rows = sqlx::query(AssertSqlSafe(sql)).bind(job).bind(state.map(|s| s.as_str())).bind(limit).fetch_all(&self.pool).await?;
+        let rows = sqlx::query(AssertSqlSafe(sql))
+            .bind(job)
+            .bind(state.map(|s| s.as_str()))
+            .bind(limit)
+            .fetch_all(&self.pool)
+            .await?;
         rows.iter().map(run_from_row).collect()
     }
 
@@ -247,20 +280,22 @@ impl Store {
 
     /// The outcome recorded for (run, attempt), if it has finished.
     pub async fn attempt_outcome(&self, run_id: &str, attempt: u32) -> Result<Option<Outcome>> {
-        let outcome: Option<Option<String>> = sqlx::query_scalar("SELECT outcome FROM attempts WHERE run_id = ? AND attempt = ?")
-            .bind(run_id)
-            .bind(attempt)
-            .fetch_optional(&self.pool)
-            .await?;
+        let outcome: Option<Option<String>> =
+            sqlx::query_scalar("SELECT outcome FROM attempts WHERE run_id = ? AND attempt = ?")
+                .bind(run_id)
+                .bind(attempt)
+                .fetch_optional(&self.pool)
+                .await?;
         outcome.flatten().map(|o| parse_column::<Outcome>(&o)).transpose()
     }
 
     /// Recorded transitions of a run, in order.
     pub async fn transitions(&self, run_id: &str) -> Result<Vec<TransitionRecord>> {
-        let rows = sqlx::query("SELECT from_state, to_state, at, reason FROM transitions WHERE run_id = ? ORDER BY seq")
-            .bind(run_id)
-            .fetch_all(&self.pool)
-            .await?;
+        let rows =
+            sqlx::query("SELECT from_state, to_state, at, reason FROM transitions WHERE run_id = ? ORDER BY seq")
+                .bind(run_id)
+                .fetch_all(&self.pool)
+                .await?;
         rows.iter()
             .map(|r| {
                 let from: Option<String> = r.get(0);
@@ -276,7 +311,11 @@ impl Store {
 
     /// Ids of all runs in the dead-letter queue.
     pub async fn dead_run_ids(&self) -> Result<Vec<String>> {
-        Ok(sqlx::query_scalar("SELECT id FROM runs WHERE state = 'dead' ORDER BY created_at").fetch_all(&self.pool).await?)
+        Ok(
+            sqlx::query_scalar("SELECT id FROM runs WHERE state = 'dead' ORDER BY created_at")
+                .fetch_all(&self.pool)
+                .await?,
+        )
     }
 
     /// Deletes dead runs (with their attempts and transitions). Returns the ids deleted.
@@ -284,7 +323,11 @@ impl Store {
         let mut tx = self.pool.begin().await?;
         let mut purged = Vec::new();
         for id in ids {
-            let n = sqlx::query("DELETE FROM runs WHERE id = ? AND state = 'dead'").bind(id).execute(&mut *tx).await?.rows_affected();
+            let n = sqlx::query("DELETE FROM runs WHERE id = ? AND state = 'dead'")
+                .bind(id)
+                .execute(&mut *tx)
+                .await?
+                .rows_affected();
             if n == 1 {
                 purged.push(id.clone());
             }
@@ -296,7 +339,10 @@ impl Store {
     /// Statistics of one job's history.
     pub async fn job_stats(&self, job: &str) -> Result<JobStatsRecord> {
         let mut stats = JobStatsRecord::default();
-        let rows = sqlx::query("SELECT state, COUNT(*) FROM runs WHERE job = ? GROUP BY state").bind(job).fetch_all(&self.pool).await?;
+        let rows = sqlx::query("SELECT state, COUNT(*) FROM runs WHERE job = ? GROUP BY state")
+            .bind(job)
+            .fetch_all(&self.pool)
+            .await?;
         for r in &rows {
             let state: RunState = parse_column(&r.get::<String, _>(0))?;
             let n = r.get::<i64, _>(1) as u64;
@@ -331,7 +377,10 @@ impl Store {
         .fetch_all(&self.pool)
         .await?;
         let sql = format!("SELECT {RUN_COLUMNS} FROM runs WHERE job = ? ORDER BY created_at DESC, id DESC LIMIT 1");
-        let last = sqlx::query(AssertSqlSafe(sql)).bind(job).fetch_optional(&self.pool).await?;
+        let last = sqlx::query(AssertSqlSafe(sql))
+            .bind(job)
+            .fetch_optional(&self.pool)
+            .await?;
         stats.last_run = last.as_ref().map(run_from_row).transpose()?;
         Ok(stats)
     }
@@ -366,7 +415,8 @@ fn run_from_row(r: &SqliteRow) -> Result<RunRecord> {
 }
 
 fn parse_column<T: FromStr<Err = String>>(text: &str) -> Result<T> {
-    text.parse().map_err(|e| Error::internal(format!("corrupt value in store: {e}")))
+    text.parse()
+        .map_err(|e| Error::internal(format!("corrupt value in store: {e}")))
 }
 
 async fn insert_transition(
