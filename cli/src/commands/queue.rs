@@ -1,0 +1,61 @@
+//! `queue stats|list`.
+
+use worker_proto::v1 as pb;
+
+use super::Ctx;
+use super::runs::emit_runs;
+use crate::cli::QueueCmd;
+use crate::duration::fmt_ms;
+use crate::model::QueueStats;
+use crate::output::{Table, emit, key_values};
+
+/// Runs a `queue` subcommand.
+pub async fn run(ctx: &mut Ctx, cmd: QueueCmd) -> anyhow::Result<()> {
+    match cmd {
+        QueueCmd::Stats => {
+            let stats: QueueStats = ctx
+                .client
+                .queue_stats(pb::QueueStatsRequest {})
+                .await?
+                .into_inner()
+                .into();
+            emit(ctx.format, &stats, || stats_text(&stats))
+        }
+        QueueCmd::List { limit } => {
+            let runs = ctx
+                .client
+                .list_queue(pb::ListQueueRequest {
+                    limit: limit.unwrap_or(0),
+                })
+                .await?
+                .into_inner()
+                .runs;
+            emit_runs(ctx, runs)
+        }
+    }
+}
+
+/// `queue stats` for people: counts per state, then per priority.
+pub fn stats_text(stats: &QueueStats) -> String {
+    let mut out = key_values(&[
+        ("queued", stats.queued.to_string()),
+        ("scheduled", stats.scheduled.to_string()),
+        ("blocked", stats.blocked.to_string()),
+        ("running", stats.running.to_string()),
+        ("dead", stats.dead.to_string()),
+    ]);
+    if !stats.priorities.is_empty() {
+        let mut table = Table::new(["PRIORITY", "QUEUED", "OLDEST WAIT"]);
+        for p in &stats.priorities {
+            let wait = if p.queued == 0 {
+                "-".into()
+            } else {
+                fmt_ms(p.oldest_wait_ms)
+            };
+            table.row([p.priority.clone(), p.queued.to_string(), wait]);
+        }
+        out.push('\n');
+        out.push_str(&table.render());
+    }
+    out
+}

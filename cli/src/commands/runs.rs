@@ -1,0 +1,189 @@
+//! `runs list|get|cancel|retry`, and the run renderings shared with `enqueue`,
+//! `queue list` and `dlq list`.
+
+use worker_proto::v1 as pb;
+
+use super::Ctx;
+use crate::cli::RunsCmd;
+use crate::duration::fmt_ms;
+use crate::model::Run;
+use crate::output::{Table, dash, emit, joined, key_values, time, truncate};
+
+/// Runs a `runs` subcommand.
+pub async fn run(ctx: &mut Ctx, cmd: RunsCmd) -> anyhow::Result<()> {
+    let run: Run = match cmd {
+        RunsCmd::List { job, state, limit } => {
+            let request = pb::ListRunsRequest {
+                job: job.unwrap_or_default(),
+                state: state.unwrap_or_default(),
+                limit: limit.unwrap_or(0),
+            };
+            let runs = ctx.client.list_runs(request).await?.into_inner().runs;
+            return emit_runs(ctx, runs);
+        }
+        RunsCmd::Get { id } => ctx
+            .client
+            .get_run(pb::GetRunRequest { id })
+            .await?
+            .into_inner()
+            .into(),
+        RunsCmd::Cancel { id } => ctx
+            .client
+            .cancel_run(pb::RunRequest { id })
+            .await?
+            .into_inner()
+            .into(),
+        RunsCmd::Retry { id } => ctx
+            .client
+            .retry_run(pb::RunRequest { id })
+            .await?
+            .into_inner()
+            .into(),
+    };
+    emit(ctx.format, &run, || run_detail(&run))
+}
+
+/// Prints a list of runs (an array, or [`runs_table`]).
+pub fn emit_runs(ctx: &Ctx, runs: Vec<pb::Run>) -> anyhow::Result<()> {
+    let runs: Vec<Run> = runs.into_iter().map(Run::from).collect();
+    emit(ctx.format, &runs, || runs_table(&runs))
+}
+
+/// Runs as a table, one line each.
+pub fn runs_table(runs: &[Run]) -> String {
+    let mut table = Table::new([
+        "ID", "JOB", "STATE", "PRIORITY", "TRIGGER", "ATTEMPTS", "CREATED", "FINISHED", "REASON",
+    ]);
+    for run in runs {
+        table.row([
+            run.id.clone(),
+            run.job.clone(),
+            run.state.clone(),
+            run.priority.clone(),
+            run.trigger.clone(),
+            attempts(run),
+            time(run.created_at.as_deref()),
+            time(run.finished_at.as_deref()),
+            truncate(run.reason.as_deref().unwrap_or("-"), 60),
+        ]);
+    }
+    table.render()
+}
+
+/// One run for people: its fields as `key: value` lines, its attempts and
+/// transitions as tables, then the output tail of the last attempt.
+pub fn run_detail(run: &Run) -> String {
+    let payload = if run.payload.is_null() {
+        "-".to_string()
+    } else {
+        truncate(&run.payload.to_string(), 200)
+    };
+    let mut out = key_values(&[
+        ("id", run.id.clone()),
+        ("job", run.job.clone()),
+        ("state", run.state.clone()),
+        ("reason", dash(run.reason.as_deref())),
+        ("priority", run.priority.clone()),
+        ("trigger", run.trigger.clone()),
+        ("payload", payload),
+        ("attempts", attempts(run)),
+        ("created at", time(run.created_at.as_deref())),
+        ("scheduled for", time(run.scheduled_for.as_deref())),
+        ("not before", time(run.not_before.as_deref())),
+        ("finished at", time(run.finished_at.as_deref())),
+        ("depends on", joined(&run.depends_on)),
+        ("workflow", dash(run.workflow_id.as_deref())),
+    ]);
+    if !run.attempts.is_empty() {
+        let mut table = Table::new([
+            "ATTEMPT", "AGENT", "OUTCOME", "EXIT", "STARTED", "DURATION", "ERROR",
+        ]);
+        for a in &run.attempts {
+            table.row([
+                a.attempt.to_string(),
+                dash(a.agent.as_deref()),
+                a.outcome.clone().unwrap_or_else(|| "running".into()),
+                a.exit_code
+                    .map(|c| c.to_string())
+                    .unwrap_or_else(|| "-".into()),
+                time(a.started_at.as_deref()),
+                if a.finished_at.is_some() {
+                    fmt_ms(a.duration_ms)
+                } else {
+                    "-".into()
+                },
+                truncate(a.error.as_deref().unwrap_or("-"), 60),
+            ]);
+        }
+        out.push('\n');
+        out.push_str(&table.render());
+    }
+    if !run.transitions.is_empty() {
+        let mut table = Table::new(["AT", "FROM", "TO", "REASON"]);
+        for t in &run.transitions {
+            table.row([
+                time(t.at.as_deref()),
+                dash(t.from.as_deref()),
+                t.to.clone(),
+                truncate(t.reason.as_deref().unwrap_or("-"), 80),
+            ]);
+        }
+        out.push('\n');
+        out.push_str(&table.render());
+    }
+    if let Some(last) = run.attempts.iter().max_by_key(|a| a.attempt)
+        && let Some(output) = &last.output
+    {
+        out.push_str(&format!("\noutput of attempt {}:\n", last.attempt));
+        out.push_str(output);
+        if !output.ends_with('\n') {
+            out.push('\n');
+        }
+    }
+    out
+}
+
+/// `attempts used/max`.
+fn attempts(run: &Run) -> String {
+    format!("{}/{}", run.attempts.len(), run.max_attempts)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn detail_shows_fields_attempts_and_output_tail() {
+        let run = Run::from(pb::Run {
+            id: "r1".into(),
+            job: "backup".into(),
+            state: "dead".into(),
+            max_attempts: 2,
+            attempts: vec![
+                pb::Attempt {
+                    attempt: 1,
+                    outcome: "failed".into(),
+                    exit_code: Some(1),
+                    output: "first".into(),
+                    finished_at: "2025-01-01T00:00:02Z".into(),
+                    duration_ms: 2000,
+                    ..Default::default()
+                },
+                pb::Attempt {
+                    attempt: 2,
+                    outcome: "timed_out".into(),
+                    output: "second\n".into(),
+                    ..Default::default()
+                },
+            ],
+            ..Default::default()
+        });
+        let text = run_detail(&run);
+        assert!(text.starts_with("id:"), "{text}");
+        assert!(text.contains("attempts:      2/2"), "{text}");
+        assert!(text.contains("ATTEMPT  AGENT  OUTCOME"), "{text}");
+        assert!(text.contains("2.0s"), "{text}");
+        assert!(text.ends_with("output of attempt 2:\nsecond\n"), "{text}");
+        assert!(!text.contains("first"), "{text}");
+    }
+}

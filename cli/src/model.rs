@@ -1,0 +1,569 @@
+//! The stable JSON/YAML shapes printed by `-o json|yaml` (documented in
+//! `docs/cli-json.md`).
+//!
+//! Proto messages are mapped into these structs so the output does not change
+//! with the generated code: empty strings for unset timestamps and optional texts
+//! become `null`, a run's payload is the parsed JSON value, maps are sorted.
+
+use std::collections::{BTreeMap, HashMap};
+
+use serde::Serialize;
+use worker_proto::v1 as pb;
+
+/// `""` becomes `None`.
+fn opt(text: String) -> Option<String> {
+    if text.is_empty() { None } else { Some(text) }
+}
+
+/// A proto map, sorted by key.
+fn sorted(map: HashMap<String, String>) -> BTreeMap<String, String> {
+    map.into_iter().collect()
+}
+
+/// The payload JSON text as a value: `null` when empty; text that is not JSON
+/// (the controller never stores such) is kept as a JSON string.
+pub fn parse_payload(text: &str) -> serde_json::Value {
+    if text.trim().is_empty() {
+        return serde_json::Value::Null;
+    }
+    serde_json::from_str(text).unwrap_or_else(|_| serde_json::Value::String(text.to_string()))
+}
+
+/// One run (design §11).
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Run {
+    pub id: String,
+    pub job: String,
+    pub state: String,
+    pub priority: String,
+    pub payload: serde_json::Value,
+    pub trigger: String,
+    pub scheduled_for: Option<String>,
+    pub created_at: Option<String>,
+    pub not_before: Option<String>,
+    pub finished_at: Option<String>,
+    pub max_attempts: u32,
+    pub reason: Option<String>,
+    pub attempts: Vec<Attempt>,
+    pub depends_on: Vec<String>,
+    pub workflow_id: Option<String>,
+    pub transitions: Vec<Transition>,
+}
+
+/// One try of a run on one agent.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Attempt {
+    pub attempt: u32,
+    pub agent: Option<String>,
+    /// `null` while the attempt runs.
+    pub outcome: Option<String>,
+    pub exit_code: Option<i32>,
+    pub error: Option<String>,
+    pub output: Option<String>,
+    pub started_at: Option<String>,
+    pub finished_at: Option<String>,
+    pub duration_ms: u64,
+}
+
+/// One recorded state change of a run.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Transition {
+    /// `null` for the creation of the run.
+    pub from: Option<String>,
+    pub to: String,
+    pub at: Option<String>,
+    pub reason: Option<String>,
+}
+
+impl From<pb::Run> for Run {
+    fn from(run: pb::Run) -> Self {
+        Self {
+            payload: parse_payload(&run.payload),
+            id: run.id,
+            job: run.job,
+            state: run.state,
+            priority: run.priority,
+            trigger: run.trigger,
+            scheduled_for: opt(run.scheduled_for),
+            created_at: opt(run.created_at),
+            not_before: opt(run.not_before),
+            finished_at: opt(run.finished_at),
+            max_attempts: run.max_attempts,
+            reason: opt(run.reason),
+            attempts: run.attempts.into_iter().map(Attempt::from).collect(),
+            depends_on: run.depends_on,
+            workflow_id: opt(run.workflow_id),
+            transitions: run.transitions.into_iter().map(Transition::from).collect(),
+        }
+    }
+}
+
+impl From<pb::Attempt> for Attempt {
+    fn from(a: pb::Attempt) -> Self {
+        Self {
+            attempt: a.attempt,
+            agent: opt(a.agent),
+            outcome: opt(a.outcome),
+            exit_code: a.exit_code,
+            error: opt(a.error),
+            output: opt(a.output),
+            started_at: opt(a.started_at),
+            finished_at: opt(a.finished_at),
+            duration_ms: a.duration_ms,
+        }
+    }
+}
+
+impl From<pb::Transition> for Transition {
+    fn from(t: pb::Transition) -> Self {
+        Self {
+            from: opt(t.from_state),
+            to: t.to_state,
+            at: opt(t.at),
+            reason: opt(t.reason),
+        }
+    }
+}
+
+/// A job definition.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Job {
+    pub name: String,
+    pub description: Option<String>,
+    pub executor: Option<Executor>,
+    pub schedule: Option<String>,
+    pub timezone: Option<String>,
+    pub priority: String,
+    pub timeout_ms: u64,
+    pub retry: Option<Retry>,
+    pub overlap: Option<String>,
+    pub catch_up: Option<String>,
+    pub max_catch_up: u32,
+    pub jitter_ms: u64,
+    pub selector: BTreeMap<String, String>,
+    pub max_concurrency: u32,
+    pub enabled: bool,
+    pub tags: Vec<String>,
+    pub next_fire: Option<String>,
+}
+
+/// How a job runs: `{"shell": {...}}` or `{"builtin": {...}}`.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Executor {
+    Shell(Shell),
+    Builtin(Builtin),
+}
+
+/// A process started by the agent.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Shell {
+    pub argv: Vec<String>,
+    pub script: Option<String>,
+    pub env: BTreeMap<String, String>,
+    pub cwd: Option<String>,
+    pub non_retryable_exit_codes: Vec<i32>,
+}
+
+/// A task built into the agent.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Builtin {
+    pub name: String,
+    pub args: BTreeMap<String, String>,
+}
+
+/// Retry policy of a job.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Retry {
+    pub max_attempts: u32,
+    pub backoff: String,
+    pub initial_delay_ms: u64,
+    pub max_delay_ms: u64,
+    pub jitter: f64,
+}
+
+impl From<pb::Job> for Job {
+    fn from(job: pb::Job) -> Self {
+        Self {
+            name: job.name,
+            description: opt(job.description),
+            executor: job.executor.and_then(|e| e.kind).map(Executor::from),
+            schedule: opt(job.schedule),
+            timezone: opt(job.timezone),
+            priority: job.priority,
+            timeout_ms: job.timeout_ms,
+            retry: job.retry.map(|r| Retry {
+                max_attempts: r.max_attempts,
+                backoff: r.backoff,
+                initial_delay_ms: r.initial_delay_ms,
+                max_delay_ms: r.max_delay_ms,
+                jitter: r.jitter,
+            }),
+            overlap: opt(job.overlap),
+            catch_up: opt(job.catch_up),
+            max_catch_up: job.max_catch_up,
+            jitter_ms: job.jitter_ms,
+            selector: sorted(job.selector),
+            max_concurrency: job.max_concurrency,
+            enabled: job.enabled,
+            tags: job.tags,
+            next_fire: opt(job.next_fire),
+        }
+    }
+}
+
+impl From<pb::executor_spec::Kind> for Executor {
+    fn from(kind: pb::executor_spec::Kind) -> Self {
+        match kind {
+            pb::executor_spec::Kind::Shell(s) => Executor::Shell(Shell {
+                argv: s.argv,
+                script: opt(s.script),
+                env: sorted(s.env),
+                cwd: opt(s.cwd),
+                non_retryable_exit_codes: s.non_retryable_exit_codes,
+            }),
+            pb::executor_spec::Kind::Builtin(b) => Executor::Builtin(Builtin {
+                name: b.name,
+                args: sorted(b.args),
+            }),
+        }
+    }
+}
+
+impl Executor {
+    /// Short description for tables: `shell: backup.sh --all`, `builtin: sleep`.
+    pub fn summary(&self) -> String {
+        match self {
+            Executor::Shell(s) => match &s.script {
+                Some(script) if s.argv.is_empty() => format!("shell: {}", first_line(script)),
+                _ => format!("shell: {}", s.argv.join(" ")),
+            },
+            Executor::Builtin(b) => format!("builtin: {}", b.name),
+        }
+    }
+}
+
+/// The first line of `text`, with `…` when more follows.
+fn first_line(text: &str) -> String {
+    let mut lines = text.trim().lines();
+    let first = lines.next().unwrap_or_default().to_string();
+    if lines.next().is_some() {
+        format!("{first} …")
+    } else {
+        first
+    }
+}
+
+/// `jobs get`: the job's fields plus its statistics under `stats`.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct JobDetail {
+    #[serde(flatten)]
+    pub job: Job,
+    pub stats: Option<JobStats>,
+}
+
+/// Run statistics of one job.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct JobStats {
+    pub runs_total: u64,
+    pub succeeded: u64,
+    pub failed: u64,
+    pub timed_out: u64,
+    pub lost: u64,
+    pub cancelled: u64,
+    pub dead: u64,
+    pub active: u64,
+    pub success_rate: f64,
+    pub p50_duration_ms: u64,
+    pub p95_duration_ms: u64,
+    pub last_run_id: Option<String>,
+    pub last_run_state: Option<String>,
+    pub last_run_at: Option<String>,
+    pub next_run_at: Option<String>,
+}
+
+impl From<pb::JobStats> for JobStats {
+    fn from(s: pb::JobStats) -> Self {
+        Self {
+            runs_total: s.runs_total,
+            succeeded: s.succeeded,
+            failed: s.failed,
+            timed_out: s.timed_out,
+            lost: s.lost,
+            cancelled: s.cancelled,
+            dead: s.dead,
+            active: s.active,
+            success_rate: s.success_rate,
+            p50_duration_ms: s.p50_duration_ms,
+            p95_duration_ms: s.p95_duration_ms,
+            last_run_id: opt(s.last_run_id),
+            last_run_state: opt(s.last_run_state),
+            last_run_at: opt(s.last_run_at),
+            next_run_at: opt(s.next_run_at),
+        }
+    }
+}
+
+impl JobDetail {
+    /// Maps a `GetJob` answer; a detail without a job (never sent by the
+    /// controller) yields an empty job named `name`.
+    pub fn from_proto(detail: pb::JobDetail, name: &str) -> Self {
+        let job = detail.job.unwrap_or_else(|| pb::Job {
+            name: name.to_string(),
+            ..Default::default()
+        });
+        Self {
+            job: job.into(),
+            stats: detail.stats.map(JobStats::from),
+        }
+    }
+}
+
+/// `queue stats`.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct QueueStats {
+    pub priorities: Vec<PriorityStats>,
+    pub queued: u64,
+    pub scheduled: u64,
+    pub blocked: u64,
+    pub running: u64,
+    pub dead: u64,
+}
+
+/// Queued runs of one priority.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct PriorityStats {
+    pub priority: String,
+    pub queued: u64,
+    pub oldest_wait_ms: u64,
+}
+
+impl From<pb::QueueStatsResponse> for QueueStats {
+    fn from(s: pb::QueueStatsResponse) -> Self {
+        Self {
+            priorities: s
+                .priorities
+                .into_iter()
+                .map(|p| PriorityStats {
+                    priority: p.priority,
+                    queued: p.queued,
+                    oldest_wait_ms: p.oldest_wait_ms,
+                })
+                .collect(),
+            queued: s.queued,
+            scheduled: s.scheduled,
+            blocked: s.blocked,
+            running: s.running,
+            dead: s.dead,
+        }
+    }
+}
+
+/// One agent.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Agent {
+    pub id: String,
+    pub name: Option<String>,
+    pub host: Option<String>,
+    pub labels: BTreeMap<String, String>,
+    pub executors: Vec<String>,
+    pub capacity: u32,
+    pub state: String,
+    pub connected_at: Option<String>,
+    pub last_heartbeat: Option<String>,
+    pub running: Vec<String>,
+    pub version: Option<String>,
+}
+
+impl From<pb::Agent> for Agent {
+    fn from(a: pb::Agent) -> Self {
+        Self {
+            id: a.id,
+            name: opt(a.name),
+            host: opt(a.host),
+            labels: sorted(a.labels),
+            executors: a.executors,
+            capacity: a.capacity,
+            state: a.state,
+            connected_at: opt(a.connected_at),
+            last_heartbeat: opt(a.last_heartbeat),
+            running: a.running,
+            version: opt(a.version),
+        }
+    }
+}
+
+/// One job schedule.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Schedule {
+    pub job: String,
+    pub cron: String,
+    pub timezone: Option<String>,
+    pub enabled: bool,
+    pub next_fire: Option<String>,
+    pub next_fire_local: Option<String>,
+    pub last_fired: Option<String>,
+}
+
+impl From<pb::Schedule> for Schedule {
+    fn from(s: pb::Schedule) -> Self {
+        Self {
+            job: s.job,
+            cron: s.cron,
+            timezone: opt(s.timezone),
+            enabled: s.enabled,
+            next_fire: opt(s.next_fire),
+            next_fire_local: opt(s.next_fire_local),
+            last_fired: opt(s.last_fired),
+        }
+    }
+}
+
+/// `enqueue` / `jobs run` without `--wait`.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct RunId {
+    pub id: String,
+}
+
+/// `dlq retry|purge`: the runs acted on.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct RunIds {
+    pub run_ids: Vec<String>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn sample_run() -> pb::Run {
+        pb::Run {
+            id: "01J0RUN".into(),
+            job: "backup".into(),
+            state: "running".into(),
+            priority: "normal".into(),
+            payload: r#"{"a": [1, 2]}"#.into(),
+            trigger: "api".into(),
+            created_at: "2025-01-01T00:00:00Z".into(),
+            max_attempts: 3,
+            attempts: vec![pb::Attempt {
+                attempt: 1,
+                agent: "agent-1".into(),
+                started_at: "2025-01-01T00:00:01Z".into(),
+                ..Default::default()
+            }],
+            transitions: vec![pb::Transition {
+                from_state: "".into(),
+                to_state: "queued".into(),
+                at: "2025-01-01T00:00:00Z".into(),
+                reason: "".into(),
+            }],
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn run_json_shape_is_exact() {
+        let value = serde_json::to_value(Run::from(sample_run())).unwrap();
+        assert_eq!(
+            value,
+            json!({
+                "id": "01J0RUN",
+                "job": "backup",
+                "state": "running",
+                "priority": "normal",
+                "payload": {"a": [1, 2]},
+                "trigger": "api",
+                "scheduled_for": null,
+                "created_at": "2025-01-01T00:00:00Z",
+                "not_before": null,
+                "finished_at": null,
+                "max_attempts": 3,
+                "reason": null,
+                "attempts": [{
+                    "attempt": 1,
+                    "agent": "agent-1",
+                    "outcome": null,
+                    "exit_code": null,
+                    "error": null,
+                    "output": null,
+                    "started_at": "2025-01-01T00:00:01Z",
+                    "finished_at": null,
+                    "duration_ms": 0
+                }],
+                "depends_on": [],
+                "workflow_id": null,
+                "transitions": [{"from": null, "to": "queued", "at": "2025-01-01T00:00:00Z", "reason": null}]
+            })
+        );
+    }
+
+    #[test]
+    fn exit_code_zero_is_kept() {
+        let attempt = Attempt::from(pb::Attempt {
+            exit_code: Some(0),
+            outcome: "succeeded".into(),
+            ..Default::default()
+        });
+        let value = serde_json::to_value(attempt).unwrap();
+        assert_eq!(value["exit_code"], json!(0));
+        assert_eq!(value["outcome"], json!("succeeded"));
+    }
+
+    #[test]
+    fn payload_parsing() {
+        assert_eq!(parse_payload(""), serde_json::Value::Null);
+        assert_eq!(parse_payload("  "), serde_json::Value::Null);
+        assert_eq!(parse_payload("null"), serde_json::Value::Null);
+        assert_eq!(parse_payload("42"), json!(42));
+        assert_eq!(parse_payload(r#"{"x":"y"}"#), json!({"x": "y"}));
+        assert_eq!(parse_payload("not json"), json!("not json"));
+    }
+
+    #[test]
+    fn job_detail_flattens_stats() {
+        let detail = pb::JobDetail {
+            job: Some(pb::Job {
+                name: "backup".into(),
+                priority: "high".into(),
+                enabled: true,
+                executor: Some(pb::ExecutorSpec {
+                    kind: Some(pb::executor_spec::Kind::Builtin(pb::BuiltinSpec {
+                        name: "sleep".into(),
+                        args: [("duration".to_string(), "2s".to_string())].into(),
+                    })),
+                }),
+                ..Default::default()
+            }),
+            stats: Some(pb::JobStats {
+                runs_total: 4,
+                success_rate: 0.5,
+                ..Default::default()
+            }),
+        };
+        let value = serde_json::to_value(JobDetail::from_proto(detail, "backup")).unwrap();
+        assert_eq!(value["name"], json!("backup"));
+        assert_eq!(value["description"], json!(null));
+        assert_eq!(
+            value["executor"],
+            json!({"builtin": {"name": "sleep", "args": {"duration": "2s"}}})
+        );
+        assert_eq!(value["retry"], json!(null));
+        assert_eq!(value["stats"]["runs_total"], json!(4));
+        assert_eq!(value["stats"]["last_run_id"], json!(null));
+        assert_eq!(value["stats"]["success_rate"], json!(0.5));
+    }
+
+    #[test]
+    fn shell_executor_shape() {
+        let executor = Executor::from(pb::executor_spec::Kind::Shell(pb::ShellSpec {
+            script: "echo hi\necho there".into(),
+            ..Default::default()
+        }));
+        assert_eq!(executor.summary(), "shell: echo hi …");
+        assert_eq!(
+            serde_json::to_value(&executor).unwrap(),
+            json!({"shell": {"argv": [], "script": "echo hi\necho there", "env": {}, "cwd": null, "non_retryable_exit_codes": []}})
+        );
+    }
+}

@@ -1,0 +1,254 @@
+//! Output formats: aligned tables for people, pretty JSON or YAML for scripts.
+
+use std::fmt::Write as _;
+use std::io::Write as _;
+
+use clap::ValueEnum;
+use serde::Serialize;
+
+/// The `-o/--output` choice.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Format {
+    /// Aligned columns / `key: value` lines.
+    Table,
+    /// Pretty-printed JSON (shapes in docs/cli-json.md).
+    Json,
+    /// The same values as YAML.
+    Yaml,
+}
+
+/// Renders `value` as JSON or YAML, or as the text `table` builds for `Table`.
+pub fn render<T: Serialize>(
+    format: Format,
+    value: &T,
+    table: impl FnOnce() -> String,
+) -> anyhow::Result<String> {
+    let mut text = match format {
+        Format::Table => table(),
+        Format::Json => serde_json::to_string_pretty(value)?,
+        Format::Yaml => serde_yaml_ng::to_string(value)?,
+    };
+    if !text.is_empty() && !text.ends_with('\n') {
+        text.push('\n');
+    }
+    Ok(text)
+}
+
+/// Prints `value` in `format` on stdout (see [`render`]). A closed pipe
+/// (`workerctl runs list | head`) is not an error.
+pub fn emit<T: Serialize>(
+    format: Format,
+    value: &T,
+    table: impl FnOnce() -> String,
+) -> anyhow::Result<()> {
+    let text = render(format, value, table)?;
+    let mut stdout = std::io::stdout().lock();
+    match stdout
+        .write_all(text.as_bytes())
+        .and_then(|()| stdout.flush())
+    {
+        Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => Err(e.into()),
+        _ => Ok(()),
+    }
+}
+
+/// A tiny column aligner: columns are padded to their widest cell and separated
+/// by two spaces; the last column is not padded.
+#[derive(Debug, Clone, Default)]
+pub struct Table {
+    rows: Vec<Vec<String>>,
+}
+
+impl Table {
+    /// A table with a header row.
+    pub fn new<S: Into<String>>(headers: impl IntoIterator<Item = S>) -> Self {
+        Self {
+            rows: vec![headers.into_iter().map(Into::into).collect()],
+        }
+    }
+
+    /// Appends a row; cells are kept on one line (newlines become spaces).
+    pub fn row<S: Into<String>>(&mut self, cells: impl IntoIterator<Item = S>) -> &mut Self {
+        self.rows
+            .push(cells.into_iter().map(|c| one_line(&c.into())).collect());
+        self
+    }
+
+    /// The aligned text, one line per row, each ending with a newline.
+    pub fn render(&self) -> String {
+        let columns = self.rows.iter().map(Vec::len).max().unwrap_or(0);
+        let mut widths = vec![0; columns];
+        for row in &self.rows {
+            for (i, cell) in row.iter().enumerate() {
+                widths[i] = widths[i].max(cell.chars().count());
+            }
+        }
+        let mut out = String::new();
+        for row in &self.rows {
+            let mut line = String::new();
+            for (i, cell) in row.iter().enumerate() {
+                if i > 0 {
+                    line.push_str("  ");
+                }
+                line.push_str(cell);
+                if i + 1 < row.len() {
+                    let pad = widths[i] - cell.chars().count();
+                    line.extend(std::iter::repeat_n(' ', pad));
+                }
+            }
+            out.push_str(line.trim_end());
+            out.push('\n');
+        }
+        out
+    }
+}
+
+/// Aligned `key: value` lines (keys padded to the longest).
+pub fn key_values(pairs: &[(&str, String)]) -> String {
+    let width = pairs
+        .iter()
+        .map(|(k, _)| k.chars().count() + 1)
+        .max()
+        .unwrap_or(0);
+    let mut out = String::new();
+    for (key, value) in pairs {
+        let key = format!("{key}:");
+        let _ = writeln!(out, "{key:<width$} {value}");
+    }
+    out
+}
+
+/// Newlines and tabs become spaces, so a cell stays on its line.
+fn one_line(text: &str) -> String {
+    if text.contains(['\n', '\r', '\t']) {
+        text.split(['\n', '\r', '\t'])
+            .filter(|s| !s.is_empty())
+            .collect::<Vec<_>>()
+            .join(" ")
+    } else {
+        text.to_string()
+    }
+}
+
+/// `-` for a missing value.
+pub fn dash(value: Option<&str>) -> String {
+    match value {
+        Some(v) if !v.is_empty() => v.to_string(),
+        _ => "-".to_string(),
+    }
+}
+
+/// An RFC 3339 timestamp as `2025-01-02 03:04:05Z` (UTC), `-` when missing.
+pub fn time(value: Option<&str>) -> String {
+    match value {
+        None | Some("") => "-".to_string(),
+        Some(v) => chrono::DateTime::parse_from_rfc3339(v)
+            .map(|t| {
+                t.with_timezone(&chrono::Utc)
+                    .format("%Y-%m-%d %H:%M:%SZ")
+                    .to_string()
+            })
+            .unwrap_or_else(|_| v.to_string()),
+    }
+}
+
+/// `text` cut to `max` characters, with `…` when cut.
+pub fn truncate(text: &str, max: usize) -> String {
+    let text = one_line(text);
+    if text.chars().count() <= max {
+        text
+    } else {
+        let mut cut: String = text.chars().take(max.saturating_sub(1)).collect();
+        cut.push('…');
+        cut
+    }
+}
+
+/// A map as `k=v,k2=v2`, `-` when empty.
+pub fn pairs<'a>(map: impl IntoIterator<Item = (&'a String, &'a String)>) -> String {
+    let text = map
+        .into_iter()
+        .map(|(k, v)| format!("{k}={v}"))
+        .collect::<Vec<_>>()
+        .join(",");
+    if text.is_empty() {
+        "-".to_string()
+    } else {
+        text
+    }
+}
+
+/// A list joined with `,`, `-` when empty.
+pub fn joined(items: &[String]) -> String {
+    if items.is_empty() {
+        "-".to_string()
+    } else {
+        items.join(",")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn aligns_columns() {
+        let mut table = Table::new(["ID", "STATE", "JOB"]);
+        table.row(["1", "running", "backup"]);
+        table.row(["12345", "ok", "x"]);
+        assert_eq!(
+            table.render(),
+            "ID     STATE    JOB\n1      running  backup\n12345  ok       x\n"
+        );
+    }
+
+    #[test]
+    fn last_column_is_not_padded_and_unicode_counts_chars() {
+        let mut table = Table::new(["A", "B"]);
+        table.row(["héé", ""]);
+        table.row(["x", "multi\nline"]);
+        assert_eq!(table.render(), "A    B\nhéé\nx    multi line\n");
+    }
+
+    #[test]
+    fn empty_table_prints_headers() {
+        assert_eq!(Table::new(["NAME", "STATE"]).render(), "NAME  STATE\n");
+    }
+
+    #[test]
+    fn key_value_lines_align() {
+        let text = key_values(&[("id", "1".into()), ("state", "queued".into())]);
+        assert_eq!(text, "id:    1\nstate: queued\n");
+    }
+
+    #[test]
+    fn helpers() {
+        assert_eq!(
+            time(Some("2025-01-02T03:04:05.123Z")),
+            "2025-01-02 03:04:05Z"
+        );
+        assert_eq!(time(Some("")), "-");
+        assert_eq!(time(Some("garbage")), "garbage");
+        assert_eq!(truncate("abcdef", 4), "abc…");
+        assert_eq!(truncate("abc", 4), "abc");
+        assert_eq!(dash(None), "-");
+    }
+
+    #[test]
+    fn json_and_yaml_render_the_same_value() {
+        #[derive(Serialize)]
+        struct V {
+            id: String,
+            n: Option<u32>,
+        }
+        let v = V {
+            id: "x".into(),
+            n: None,
+        };
+        let json = render(Format::Json, &v, String::new).unwrap();
+        assert_eq!(json, "{\n  \"id\": \"x\",\n  \"n\": null\n}\n");
+        let yaml = render(Format::Yaml, &v, String::new).unwrap();
+        assert_eq!(yaml, "id: x\nn: null\n");
+        assert_eq!(render(Format::Table, &v, || "t".into()).unwrap(), "t\n");
+    }
+}
