@@ -175,37 +175,30 @@ impl Engine {
             .filter(|a| a.sender.is_some())
             .map(|a| a.credits)
             .sum();
-        let ready: Vec<String> = core.ready.values().cloned().collect();
-        for run_id in ready {
+        let Core { ready, live, agents, running_by_job, .. } = &mut *core;
+        for run_id in ready.values() {
             if credits_left == 0 {
                 break;
             }
-            let Some(run) = core.live.get(&run_id) else { continue };
+            let Some(run) = live.get(run_id) else { continue };
             let Some(job) = self.jobs.get(&run.job) else { continue };
             if let Some(limit) = job.max_concurrency {
-                let running = core.running_by_job.get(&run.job).copied().unwrap_or(0)
+                let running = running_by_job.get(&run.job).copied().unwrap_or(0)
                     + extra_by_job.get(&run.job).copied().unwrap_or(0);
                 if running >= limit {
                     continue;
                 }
             }
             let kind = job.executor.kind();
-            let agent = core
-                .agents
+            let agent = agents
                 .values_mut()
                 .filter(|a| a.accepts(kind, &job.selector))
-                .max_by_key(|a| {
-                    (
-                        a.credits,
-                        std::cmp::Reverse(a.running.len()),
-                        std::cmp::Reverse(a.id.clone()),
-                    )
-                });
+                .max_by_key(|a| (a.credits, std::cmp::Reverse(a.running.len()), std::cmp::Reverse(a.id.clone())));
             let Some(agent) = agent else { continue };
             agent.credits -= 1;
             credits_left -= 1;
             *extra_by_job.entry(job.name.clone()).or_default() += 1;
-            picks.push((run_id, agent.id.clone()));
+            picks.push((run_id.clone(), agent.id.clone()));
         }
         if picks.is_empty() {
             return Ok(0);

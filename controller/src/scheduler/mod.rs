@@ -83,15 +83,15 @@ async fn catch_up(engine: &Engine) -> Result<BTreeSet<(i64, String)>> {
                 CatchUp::Latest => 1,
                 CatchUp::All => job.max_catch_up as usize,
             };
-            let (fires, count) = schedule.fires_between(last, now, limit);
-            for instant in &fires {
+            let (fires, count) = schedule.fires_between(last, now, limit.max(1));
+            let to_run = &fires[fires.len() - limit.min(fires.len())..];
+            for instant in to_run {
                 fire(engine, job, instant.timestamp_millis()).await?;
             }
-            let missed = count - fires.len() as u64;
-            if count > 0 {
-                let newest = schedule.fires_between(last, now, 1).0[0].timestamp_millis();
-                engine.store().advance_cursor(&job.name, newest, missed, 0).await?;
-                tracing::info!(job = %job.name, missed, caught_up = fires.len(), policy = %job.catch_up, "fires missed while the controller was down");
+            if let Some(newest) = fires.last() {
+                let missed = count - to_run.len() as u64;
+                engine.store().advance_cursor(&job.name, newest.timestamp_millis(), missed, 0).await?;
+                tracing::info!(job = %job.name, missed, caught_up = to_run.len(), policy = %job.catch_up, "fires missed while the controller was down");
             }
         }
         if let Some(next) = next_fire(job, now.timestamp_millis()) {
