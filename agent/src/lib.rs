@@ -1,1 +1,76 @@
-//! placeholder
+//! The Worker agent: pulls assignments from the controller and runs them.
+//!
+//! An agent opens **one** bidirectional gRPC stream to the controller
+//! (`AgentService.Connect`, design §8), introduces itself with `Hello`, and then
+//! asks for work with `Pull{credits}` whenever it has free slots. Each
+//! `Assignment` runs on its own task; the agent reports `Started` and
+//! `Finished`, and keeps every result until the controller acknowledges it
+//! with `Ack`, re-sending unacknowledged results after a reconnect. Heartbeats
+//! travel on the same stream, so a live heartbeat means a live assignment path.
+//!
+//! # Layout
+//!
+//! * [`config`] — [`AgentConfig`] and the parsers for its command-line form.
+//! * `connection` — opening a session (`Hello` → `Welcome`) and reconnect
+//!   backoff. A session is disposable.
+//! * `agent` — the event loop that owns everything that outlives a session:
+//!   running attempts, unacknowledged results, credits, drain.
+//! * [`executor`] — running one attempt: [`executor::shell`] (a process group)
+//!   and [`executor::builtin`] (`noop`, `sleep`).
+//! * [`output`] — the capped output tail kept per attempt.
+//! * [`duration`] — `250ms` / `5s` / `2m` parsing and formatting.
+//!
+//! # Why this shape
+//!
+//! Work must survive the connection: a network blip must not kill jobs or lose
+//! results. So the stream is a thin, replaceable pipe, and all state lives in a
+//! single task that reacts to events (no locks, one place that decides
+//! credits). Executors never fail the agent: every problem is an outcome the
+//! controller records and retries by policy.
+//!
+//! # Use
+//!
+//! The `worker-agent` binary is a thin wrapper over [`run`]; the controller's
+//! `--dev` mode calls [`run`] in-process:
+//!
+//! ```no_run
+//! # async fn example() -> Result<(), worker_agent::AgentError> {
+//! let config = worker_agent::AgentConfig::new("http://127.0.0.1:7070");
+//! worker_agent::run(config, async {
+//!     let _ = tokio::signal::ctrl_c().await;
+//! })
+//! .await
+//! # }
+//! ```
+
+mod agent;
+pub mod config;
+mod connection;
+pub mod duration;
+mod error;
+pub mod executor;
+pub mod output;
+
+use std::future::Future;
+
+pub use config::{AgentConfig, parse_executors, parse_labels};
+pub use duration::{format_duration, parse_duration};
+pub use error::AgentError;
+
+/// Runs an agent until `shutdown` resolves (or the controller sends `Drain`)
+/// and the drain has finished.
+///
+/// Connection problems are retried forever with backoff and never returned.
+/// On shutdown the agent stops pulling, lets in-flight work finish for up to
+/// `drain_grace`, cancels what is left, reports the results, waits briefly for
+/// their `Ack`s, and returns `Ok(())`.
+///
+/// # Errors
+///
+/// [`AgentError`] when the configuration or controller address is invalid;
+/// nothing is started in that case.
+pub async fn run(config: AgentConfig, shutdown: impl Future<Output = ()> + Send + 'static) -> Result<(), AgentError> {
+    config.validate()?;
+    let connector = connection::Connector::new(&config)?;
+    agent::Agent::run(config, connector, shutdown).await
+}

@@ -1,1 +1,138 @@
-fn main() {}
+//! `worker-agent`: command-line front end of the [`worker_agent`] library.
+//!
+//! Parses flags, sets up logging (stderr, `RUST_LOG`, default `info`), validates
+//! the configuration, and runs the agent until SIGTERM or SIGINT, which start a
+//! graceful drain. A second signal exits at once.
+//!
+//! Exit codes: 0 after a clean drain, 1 on a runtime error, 2 on bad flags or
+//! configuration.
+
+use std::collections::BTreeMap;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use anyhow::Context as _;
+use clap::Parser;
+use tokio::signal::unix::{SignalKind, signal};
+use worker_agent::{AgentConfig, AgentError, parse_duration, parse_executors, parse_labels};
+
+/// Runs jobs for a Worker controller.
+#[derive(Debug, Parser)]
+#[command(name = "worker-agent", version, about)]
+struct Args {
+    /// Controller gRPC address.
+    #[arg(long, env = "WORKER_CONTROLLER", default_value = "http://127.0.0.1:7070")]
+    controller: String,
+
+    /// Display name of this agent [default: host name].
+    #[arg(long)]
+    name: Option<String>,
+
+    /// Labels for job selectors, `k=v,k2=v2` (may be repeated).
+    #[arg(long, value_parser = parse_labels)]
+    labels: Vec<BTreeMap<String, String>>,
+
+    /// Attempts run at the same time.
+    #[arg(long, default_value_t = 4, value_parser = clap::value_parser!(u32).range(1..))]
+    capacity: u32,
+
+    /// Executor kinds to run, comma-separated.
+    #[arg(long, default_value = "shell,builtin", value_parser = parse_executors)]
+    executors: Vec<Vec<String>>,
+
+    /// Bearer token for the controller.
+    #[arg(long, env = "WORKER_TOKEN", hide_env_values = true)]
+    token: Option<String>,
+
+    /// Grace between SIGTERM and SIGKILL when a job's process group is killed.
+    #[arg(long, default_value = "5s", value_parser = parse_duration)]
+    kill_grace: Duration,
+
+    /// On shutdown, how long in-flight jobs may still run before they are cancelled.
+    #[arg(long, default_value = "30s", value_parser = parse_duration)]
+    drain_grace: Duration,
+}
+
+fn main() -> ExitCode {
+    let args = Args::parse();
+    tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .init();
+
+    let config = config_from(args);
+    if let Err(error) = config.validate() {
+        eprintln!("error: {error}");
+        return ExitCode::from(2);
+    }
+    match run(config) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            // Configuration problems are usage errors; anything else is a failure.
+            let code = if error.downcast_ref::<AgentError>().is_some() {
+                2
+            } else {
+                1
+            };
+            eprintln!("error: {error:#}");
+            ExitCode::from(code)
+        }
+    }
+}
+
+fn config_from(args: Args) -> AgentConfig {
+    let mut config = AgentConfig::new(args.controller);
+    if let Some(name) = args.name {
+        config.name = name;
+    }
+    config.labels = args.labels.into_iter().flatten().collect();
+    config.capacity = args.capacity;
+    // clap gives one list per occurrence of the flag; merge them.
+    let mut executors: Vec<String> = Vec::new();
+    for executor in args.executors.into_iter().flatten() {
+        if !executors.contains(&executor) {
+            executors.push(executor);
+        }
+    }
+    config.executors = executors;
+    config.token = args.token;
+    config.kill_grace = args.kill_grace;
+    config.drain_grace = args.drain_grace;
+    config
+}
+
+fn run(config: AgentConfig) -> anyhow::Result<()> {
+    let runtime = tokio::runtime::Runtime::new().context("starting the tokio runtime")?;
+    runtime.block_on(async {
+        let shutdown = shutdown_signal().context("installing signal handlers")?;
+        worker_agent::run(config, shutdown).await?;
+        Ok(())
+    })
+}
+
+/// Resolves on the first SIGTERM or SIGINT; a second one exits immediately.
+fn shutdown_signal() -> anyhow::Result<impl Future<Output = ()> + Send + 'static> {
+    let mut term = signal(SignalKind::terminate())?;
+    let mut int = signal(SignalKind::interrupt())?;
+    let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+    tokio::spawn(async move {
+        tokio::select! {
+            _ = term.recv() => tracing::info!("SIGTERM received"),
+            _ = int.recv() => tracing::info!("SIGINT received"),
+        }
+        let _ = tx.send(());
+        tokio::select! {
+            _ = term.recv() => {}
+            _ = int.recv() => {}
+        }
+        tracing::warn!("second signal received; exiting without finishing the drain");
+        std::process::exit(1);
+    });
+    Ok(async move {
+        let _ = rx.await;
+    })
+}

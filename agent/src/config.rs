@@ -1,0 +1,241 @@
+//! What an agent is told at start-up, and the parsers the binary uses for it.
+//!
+//! [`AgentConfig`] is plain data so that the controller's `--dev` mode can build
+//! one in-process without going through command-line parsing. The parsers
+//! ([`parse_labels`], [`parse_executors`]) return messages that name the bad
+//! entry, because they end up in front of an operator.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use crate::AgentError;
+
+/// Executor kinds this agent implements.
+pub const KNOWN_EXECUTORS: &[&str] = &["shell", "builtin"];
+
+/// Longest label key accepted.
+const MAX_LABEL_KEY: usize = 63;
+/// Longest label value accepted.
+const MAX_LABEL_VALUE: usize = 255;
+
+/// Configuration of one agent process.
+#[derive(Debug, Clone)]
+pub struct AgentConfig {
+    /// Controller gRPC address, e.g. `http://127.0.0.1:7070`.
+    pub controller: String,
+    /// Display name shown in `workerctl agents list`; defaults to the host name.
+    pub name: String,
+    /// Labels that job selectors match against.
+    pub labels: BTreeMap<String, String>,
+    /// How many attempts may run at the same time; at least 1.
+    pub capacity: u32,
+    /// Executor kinds this agent runs, a subset of [`KNOWN_EXECUTORS`].
+    pub executors: Vec<String>,
+    /// Bearer token sent as `authorization: Bearer <token>` metadata when set.
+    pub token: Option<String>,
+    /// Time between SIGTERM and SIGKILL when a process group is killed.
+    pub kill_grace: Duration,
+    /// On shutdown or drain: how long in-flight work may still run before it is
+    /// cancelled.
+    pub drain_grace: Duration,
+    /// Bytes of output tail kept per attempt.
+    pub output_cap: usize,
+}
+
+impl AgentConfig {
+    /// A configuration with defaults: name = host name, no labels, capacity 4,
+    /// executors `shell` and `builtin`, no token, kill grace 5s, drain grace
+    /// 30s, output cap 64 KiB.
+    pub fn new(controller: impl Into<String>) -> Self {
+        Self {
+            controller: controller.into(),
+            name: host_name(),
+            labels: BTreeMap::new(),
+            capacity: 4,
+            executors: KNOWN_EXECUTORS.iter().map(|e| e.to_string()).collect(),
+            token: None,
+            kill_grace: Duration::from_secs(5),
+            drain_grace: Duration::from_secs(30),
+            output_cap: 64 * 1024,
+        }
+    }
+
+    /// Checks every field; the error names the offending one.
+    pub fn validate(&self) -> Result<(), AgentError> {
+        let bad = |msg: String| Err(AgentError::Config(msg));
+        if self.controller.trim().is_empty() {
+            return bad("controller: address is empty".into());
+        }
+        if self.name.trim().is_empty() {
+            return bad("name: must not be empty".into());
+        }
+        if self.capacity == 0 {
+            return bad("capacity: must be at least 1".into());
+        }
+        if self.executors.is_empty() {
+            return bad("executors: at least one executor must be enabled".into());
+        }
+        for executor in &self.executors {
+            check_executor(executor).map_err(|e| AgentError::Config(format!("executors: {e}")))?;
+        }
+        for (key, value) in &self.labels {
+            check_label(key, value).map_err(|e| AgentError::Config(format!("labels: {e}")))?;
+        }
+        if let Some(token) = &self.token
+            && (token.is_empty() || !token.chars().all(|c| c.is_ascii_graphic()))
+        {
+            return bad("token: must be non-empty printable ASCII without spaces".into());
+        }
+        Ok(())
+    }
+}
+
+/// Parses `k=v,k2=v2` into labels. Empty input gives no labels; whitespace
+/// around entries is ignored. Keys are 1–63 characters of `[A-Za-z0-9._/-]`,
+/// values up to 255 characters; a key may appear once.
+pub fn parse_labels(text: &str) -> Result<BTreeMap<String, String>, String> {
+    let mut labels = BTreeMap::new();
+    for entry in text.split(',').map(str::trim).filter(|e| !e.is_empty()) {
+        let Some((key, value)) = entry.split_once('=') else {
+            return Err(format!("label `{entry}` must be key=value"));
+        };
+        let (key, value) = (key.trim(), value.trim());
+        check_label(key, value)?;
+        if labels.insert(key.to_string(), value.to_string()).is_some() {
+            return Err(format!("label `{key}` is given twice"));
+        }
+    }
+    Ok(labels)
+}
+
+/// Parses a comma-separated executor list such as `shell,builtin`; duplicates
+/// are merged, unknown names rejected.
+pub fn parse_executors(text: &str) -> Result<Vec<String>, String> {
+    let mut executors: Vec<String> = Vec::new();
+    for name in text.split(',').map(str::trim).filter(|e| !e.is_empty()) {
+        check_executor(name)?;
+        if !executors.iter().any(|e| e == name) {
+            executors.push(name.to_string());
+        }
+    }
+    if executors.is_empty() {
+        return Err(format!(
+            "no executor given (choose from {})",
+            KNOWN_EXECUTORS.join(", ")
+        ));
+    }
+    Ok(executors)
+}
+
+fn check_executor(name: &str) -> Result<(), String> {
+    if KNOWN_EXECUTORS.contains(&name) {
+        Ok(())
+    } else {
+        Err(format!(
+            "unknown executor `{name}` (this agent supports {})",
+            KNOWN_EXECUTORS.join(", ")
+        ))
+    }
+}
+
+fn check_label(key: &str, value: &str) -> Result<(), String> {
+    if key.is_empty() {
+        return Err(format!("label `{key}={value}` has an empty key"));
+    }
+    if key.len() > MAX_LABEL_KEY {
+        return Err(format!("label key `{key}` is longer than {MAX_LABEL_KEY} characters"));
+    }
+    if let Some(c) = key
+        .chars()
+        .find(|c| !(c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-' | '/')))
+    {
+        return Err(format!(
+            "label key `{key}` contains `{c}` (allowed: A-Z a-z 0-9 . _ - /)"
+        ));
+    }
+    if value.chars().count() > MAX_LABEL_VALUE {
+        return Err(format!(
+            "value of label `{key}` is longer than {MAX_LABEL_VALUE} characters"
+        ));
+    }
+    if value.chars().any(char::is_control) {
+        return Err(format!("value of label `{key}` contains a control character"));
+    }
+    Ok(())
+}
+
+/// The machine's host name, or `localhost` when it cannot be read.
+pub fn host_name() -> String {
+    if let Ok(name) = std::fs::read_to_string("/proc/sys/kernel/hostname") {
+        let name = name.trim();
+        if !name.is_empty() {
+            return name.to_string();
+        }
+    }
+    let mut buf = [0u8; 256];
+    // SAFETY: the pointer and length describe `buf`, which outlives the call.
+    let rc = unsafe { libc::gethostname(buf.as_mut_ptr().cast(), buf.len()) };
+    if rc == 0 {
+        let len = buf.iter().position(|&b| b == 0).unwrap_or(buf.len());
+        let name = String::from_utf8_lossy(&buf[..len]).trim().to_string();
+        if !name.is_empty() {
+            return name;
+        }
+    }
+    "localhost".to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_labels() {
+        let labels = parse_labels("region=eu, tier = gpu ,empty=").unwrap();
+        assert_eq!(labels.len(), 3);
+        assert_eq!(labels["region"], "eu");
+        assert_eq!(labels["tier"], "gpu");
+        assert_eq!(labels["empty"], "");
+        assert!(parse_labels("").unwrap().is_empty());
+        assert!(parse_labels(" , ").unwrap().is_empty());
+        assert_eq!(parse_labels("a=b=c").unwrap()["a"], "b=c");
+    }
+
+    #[test]
+    fn label_errors_name_the_entry() {
+        let err = parse_labels("region=eu,gpu").unwrap_err();
+        assert!(err.contains("`gpu`"), "{err}");
+        let err = parse_labels("=x").unwrap_err();
+        assert!(err.contains("empty key"), "{err}");
+        let err = parse_labels("a b=x").unwrap_err();
+        assert!(err.contains("`a b`"), "{err}");
+        let err = parse_labels("a=1,a=2").unwrap_err();
+        assert!(err.contains("twice"), "{err}");
+        assert!(parse_labels(&format!("{}=x", "k".repeat(64))).is_err());
+    }
+
+    #[test]
+    fn parses_executors() {
+        assert_eq!(parse_executors("shell,builtin").unwrap(), ["shell", "builtin"]);
+        assert_eq!(parse_executors(" builtin , builtin ").unwrap(), ["builtin"]);
+        let err = parse_executors("shell,http").unwrap_err();
+        assert!(err.contains("`http`"), "{err}");
+        assert!(parse_executors("").is_err());
+    }
+
+    #[test]
+    fn validates_config() {
+        let config = AgentConfig::new("http://127.0.0.1:7070");
+        assert!(config.validate().is_ok());
+        assert!(!config.name.is_empty());
+        let mut bad = config.clone();
+        bad.capacity = 0;
+        assert!(bad.validate().unwrap_err().to_string().contains("capacity"));
+        let mut bad = config.clone();
+        bad.executors = vec!["http".into()];
+        assert!(bad.validate().unwrap_err().to_string().contains("http"));
+        let mut bad = config;
+        bad.token = Some("has space".into());
+        assert!(bad.validate().unwrap_err().to_string().contains("token"));
+    }
+}
