@@ -1,1 +1,643 @@
-//! placeholder
+//! Harness of the end-to-end tests: it builds and starts the real
+//! `worker-controller`, `worker-agent` and `workerctl` binaries on loopback,
+//! each test in its own temporary directory with its own SQLite file and ports.
+//!
+//! * [`TestEnv`]: a temp dir holding `config/scheduler.yaml`, the database and
+//!   the logs of the processes started from it.
+//! * [`Controller`] / [`Agent`]: running processes, killed (and reaped) on drop.
+//! * [`Controller::cli`]: runs `workerctl --controller URL -o json ...`.
+//! * [`Controller::client`]: a gRPC `ControllerServiceClient`.
+//! * [`wait_for`]: polls a condition every 50 ms until an overall deadline.
+//!
+//! When a test fails, the guards print the tail of every process' stderr and keep
+//! the temp dir, so the failure can be investigated.
+
+pub mod json;
+mod process;
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::sync::OnceLock;
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use tonic::transport::Channel;
+use worker_proto::v1::controller_service_client::ControllerServiceClient;
+use worker_proto::v1::{self as pb};
+
+pub use process::ProcGuard;
+pub use serde_json::Value;
+
+/// Heartbeat interval passed to every controller the harness starts.
+pub const HEARTBEAT: &str = "1s";
+/// Lease timeout passed to every controller the harness starts.
+pub const LEASE_TIMEOUT: &str = "3s";
+
+/// How long a controller may take to print its ready line.
+const READY_TIMEOUT: Duration = Duration::from_secs(30);
+
+// ---------------------------------------------------------------------------
+// Binaries
+// ---------------------------------------------------------------------------
+
+/// Paths of the three binaries under test.
+#[derive(Debug)]
+pub struct Bins {
+    pub controller: PathBuf,
+    pub agent: PathBuf,
+    pub cli: PathBuf,
+    /// Whether `worker-controller` accepts `--http-listen` (then the harness
+    /// passes `127.0.0.1:0`, so parallel controllers do not fight for a port).
+    pub controller_has_http_listen: bool,
+}
+
+/// The binaries, built once per test process (`cargo build --bins ...`) so they
+/// are never stale. Set `WORKER_TESTS_SKIP_BUILD=1` to use them as they are.
+pub fn bins() -> &'static Bins {
+    static BINS: OnceLock<Bins> = OnceLock::new();
+    BINS.get_or_init(build_bins)
+}
+
+fn build_bins() -> Bins {
+    let exe = std::env::current_exe().expect("current_exe");
+    // The test executable is target/<profile>/deps/<name>-<hash>.
+    let mut profile_dir = exe.parent().expect("exe dir").to_path_buf();
+    if profile_dir.file_name().is_some_and(|n| n == "deps") {
+        profile_dir = profile_dir.parent().expect("profile dir").to_path_buf();
+    }
+    let target_dir = profile_dir.parent().expect("target dir").to_path_buf();
+    let profile = profile_dir
+        .file_name()
+        .and_then(|n| n.to_str())
+        .unwrap_or("debug")
+        .to_string();
+    let root = workspace_root();
+
+    if std::env::var_os("WORKER_TESTS_SKIP_BUILD").is_none() {
+        let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+        let mut cmd = Command::new(cargo);
+        cmd.current_dir(&root)
+            .args(["build", "--bins"])
+            .args(["-p", "worker-controller", "-p", "worker-agent", "-p", "workerctl"])
+            .arg("--target-dir")
+            .arg(&target_dir)
+            .stdin(Stdio::null());
+        match profile.as_str() {
+            "debug" => {}
+            "release" => {
+                cmd.arg("--release");
+            }
+            other => {
+                cmd.args(["--profile", other]);
+            }
+        }
+        let started = Instant::now();
+        let out = cmd.output().expect("running cargo build");
+        assert!(
+            out.status.success(),
+            "building the binaries failed ({}):\n{}",
+            out.status,
+            String::from_utf8_lossy(&out.stderr)
+        );
+        eprintln!("[harness] binaries built in {:?}", started.elapsed());
+    }
+
+    let bin = |name: &str| {
+        let p = profile_dir.join(name);
+        assert!(p.is_file(), "binary {} not found", p.display());
+        p
+    };
+    let controller = bin("worker-controller");
+    let help = Command::new(&controller)
+        .arg("--help")
+        .stdin(Stdio::null())
+        .output()
+        .expect("worker-controller --help");
+    let help = String::from_utf8_lossy(&help.stdout).into_owned() + &String::from_utf8_lossy(&help.stderr);
+    Bins {
+        controller_has_http_listen: help.contains("--http-listen"),
+        controller,
+        agent: bin("worker-agent"),
+        cli: bin("workerctl"),
+    }
+}
+
+/// The workspace root (parent of this package).
+pub fn workspace_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("workspace root")
+        .to_path_buf()
+}
+
+// ---------------------------------------------------------------------------
+// Test environment
+// ---------------------------------------------------------------------------
+
+/// One test's world: a temp dir with `config/scheduler.yaml`, `worker.db` and
+/// the logs of the processes. Kept on disk when the test panics.
+pub struct TestEnv {
+    dir: Option<tempfile::TempDir>,
+    path: PathBuf,
+    seq: std::sync::atomic::AtomicUsize,
+}
+
+impl Default for TestEnv {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl TestEnv {
+    pub fn new() -> Self {
+        // Build first, so the build time never counts against a test's deadlines.
+        bins();
+        let dir = tempfile::Builder::new()
+            .prefix("worker-e2e-")
+            .tempdir()
+            .expect("tempdir");
+        let path = dir.path().to_path_buf();
+        std::fs::create_dir_all(path.join("config")).expect("config dir");
+        Self {
+            dir: Some(dir),
+            path,
+            seq: Default::default(),
+        }
+    }
+
+    /// The temp dir.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// `DIR/config`, passed as `--config`.
+    pub fn config_dir(&self) -> PathBuf {
+        self.path.join("config")
+    }
+
+    /// `DIR/config/scheduler.yaml`.
+    pub fn config_file(&self) -> PathBuf {
+        self.config_dir().join("scheduler.yaml")
+    }
+
+    /// `DIR/worker.db`.
+    pub fn db_path(&self) -> PathBuf {
+        self.path.join("worker.db")
+    }
+
+    /// `sqlite://DIR/worker.db`.
+    pub fn db_url(&self) -> String {
+        format!("sqlite://{}", self.db_path().display())
+    }
+
+    /// Writes `scheduler.yaml`.
+    pub fn write_config(&self, yaml: &str) {
+        std::fs::write(self.config_file(), yaml).expect("write scheduler.yaml");
+    }
+
+    fn log_file(&self, name: &str) -> PathBuf {
+        let n = self.seq.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        self.path.join(format!("{n:02}-{name}.stderr"))
+    }
+
+    fn controller_command(&self, extra: &[&str]) -> Command {
+        self.controller_command_on("127.0.0.1:0", extra)
+    }
+
+    fn controller_command_on(&self, grpc_listen: &str, extra: &[&str]) -> Command {
+        let b = bins();
+        let mut cmd = Command::new(&b.controller);
+        cmd.arg("--config")
+            .arg(self.config_dir())
+            .arg("--db")
+            .arg(self.db_url())
+            .args(["--grpc-listen", grpc_listen])
+            .args(["--heartbeat-interval", HEARTBEAT])
+            .args(["--lease-timeout", LEASE_TIMEOUT]);
+        if b.controller_has_http_listen {
+            cmd.args(["--http-listen", "127.0.0.1:0"]);
+        }
+        cmd.args(extra).current_dir(&self.path).env_remove("WORKER_DB_URL");
+        cmd
+    }
+
+    /// Starts `worker-controller` and waits for its ready line.
+    pub async fn start_controller(&self) -> Controller {
+        self.start_controller_with(&[]).await
+    }
+
+    /// Starts `worker-controller` with extra arguments (e.g. `--dev`).
+    pub async fn start_controller_with(&self, extra: &[&str]) -> Controller {
+        self.spawn_controller(self.controller_command(extra)).await
+    }
+
+    /// Starts `worker-controller` on a given gRPC address (e.g. the address of a
+    /// controller that was just killed, so its agents find the new one).
+    pub async fn start_controller_on(&self, addr: SocketAddr) -> Controller {
+        self.spawn_controller(self.controller_command_on(&addr.to_string(), &[]))
+            .await
+    }
+
+    async fn spawn_controller(&self, cmd: Command) -> Controller {
+        let (mut proc, lines) = ProcGuard::spawn("worker-controller", cmd, self.log_file("controller"));
+        let deadline = Instant::now() + READY_TIMEOUT;
+        let addr = loop {
+            match lines.try_recv() {
+                Ok(line) => {
+                    if let Some(rest) = line.trim().strip_prefix("worker-controller ready grpc=") {
+                        let addr: SocketAddr = rest
+                            .trim()
+                            .parse()
+                            .unwrap_or_else(|e| panic!("bad address in ready line {line:?}: {e}"));
+                        break addr;
+                    }
+                }
+                Err(mpsc::TryRecvError::Empty) => {}
+                Err(mpsc::TryRecvError::Disconnected) => {
+                    let status = proc.wait_timeout(Duration::from_secs(5));
+                    panic!(
+                        "worker-controller closed stdout without a ready line (exit {status:?}); stderr:\n{}",
+                        proc.stderr_tail(4000)
+                    );
+                }
+            }
+            if let Some(status) = proc.try_wait() {
+                panic!(
+                    "worker-controller exited before ready ({status}); stderr:\n{}",
+                    proc.stderr_tail(4000)
+                );
+            }
+            if Instant::now() > deadline {
+                panic!(
+                    "worker-controller printed no ready line within {READY_TIMEOUT:?}; stderr:\n{}",
+                    proc.stderr_tail(4000)
+                );
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        };
+        // Keep draining stdout in the background so the controller never blocks on it.
+        std::thread::spawn(move || for _ in lines {});
+        Controller {
+            url: format!("http://{addr}"),
+            addr,
+            proc,
+        }
+    }
+
+    /// Runs `worker-controller` expecting it to exit by itself (bad config), and
+    /// returns its exit code, stdout and stderr.
+    pub async fn run_controller_to_exit(&self, extra: &[&str], timeout: Duration) -> Exited {
+        let cmd = self.controller_command(extra);
+        let (mut proc, lines) = ProcGuard::spawn("worker-controller", cmd, self.log_file("controller"));
+        let deadline = Instant::now() + timeout;
+        let mut stdout = String::new();
+        let status = loop {
+            while let Ok(line) = lines.try_recv() {
+                stdout.push_str(&line);
+                stdout.push('\n');
+            }
+            if let Some(status) = proc.try_wait() {
+                break status;
+            }
+            if Instant::now() > deadline {
+                panic!(
+                    "worker-controller did not exit within {timeout:?}; stdout:\n{stdout}\nstderr:\n{}",
+                    proc.stderr_tail(4000)
+                );
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        };
+        // Remaining stdout (the reader thread ends at EOF).
+        for line in lines.iter() {
+            stdout.push_str(&line);
+            stdout.push('\n');
+        }
+        Exited {
+            code: status.code(),
+            stdout,
+            stderr: proc.stderr_all(),
+        }
+    }
+
+    /// Starts `worker-agent` and waits until the controller lists it as connected.
+    pub async fn start_agent(&self, ctl: &Controller, name: &str, capacity: u32) -> Agent {
+        self.start_agent_with(ctl, name, capacity, &[]).await
+    }
+
+    /// Like [`TestEnv::start_agent`], with extra arguments (e.g. `--labels k=v`).
+    pub async fn start_agent_with(&self, ctl: &Controller, name: &str, capacity: u32, extra: &[&str]) -> Agent {
+        let mut cmd = Command::new(&bins().agent);
+        cmd.args(["--controller", &ctl.url, "--name", name])
+            .args(["--capacity", &capacity.to_string()])
+            .args(extra)
+            .current_dir(&self.path);
+        let (proc, lines) = ProcGuard::spawn(
+            &format!("worker-agent {name}"),
+            cmd,
+            self.log_file(&format!("agent-{name}")),
+        );
+        std::thread::spawn(move || for _ in lines {});
+        let mut agent = Agent {
+            name: name.to_string(),
+            proc,
+        };
+        let mut client = ctl.client().await;
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            if let Some(status) = agent.proc.try_wait() {
+                panic!(
+                    "worker-agent {name} exited ({status}) before connecting; stderr:\n{}",
+                    agent.proc.stderr_tail(4000)
+                );
+            }
+            let agents = client
+                .list_agents(pb::ListAgentsRequest {})
+                .await
+                .expect("ListAgents")
+                .into_inner()
+                .agents;
+            if agents.iter().any(|a| a.name == name && a.state == "connected") {
+                break;
+            }
+            if Instant::now() > deadline {
+                panic!(
+                    "agent {name} not listed as connected within 20s (agents: {agents:?}); agent stderr:\n{}",
+                    agent.proc.stderr_tail(4000)
+                );
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        agent
+    }
+}
+
+impl Drop for TestEnv {
+    fn drop(&mut self) {
+        if std::thread::panicking()
+            && let Some(dir) = self.dir.take()
+        {
+            let kept = dir.keep();
+            eprintln!("[harness] test failed; its files are kept in {}", kept.display());
+        }
+    }
+}
+
+/// A process that exited by itself.
+#[derive(Debug)]
+pub struct Exited {
+    pub code: Option<i32>,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+// ---------------------------------------------------------------------------
+// Controller and agent handles
+// ---------------------------------------------------------------------------
+
+/// A running `worker-controller`.
+pub struct Controller {
+    pub addr: SocketAddr,
+    /// `http://127.0.0.1:PORT`, for agents, workerctl and the gRPC client.
+    pub url: String,
+    pub proc: ProcGuard,
+}
+
+/// A running `worker-agent`.
+pub struct Agent {
+    pub name: String,
+    pub proc: ProcGuard,
+}
+
+impl Agent {
+    /// SIGTERM, then waits for the exit (SIGKILL after `grace`).
+    pub fn stop(&mut self, grace: Duration) -> std::process::ExitStatus {
+        self.proc.terminate(grace)
+    }
+}
+
+/// Output of one `workerctl` invocation.
+#[derive(Debug, Clone)]
+pub struct CliOutput {
+    pub args: Vec<String>,
+    pub code: i32,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+impl CliOutput {
+    /// Parses stdout as JSON (panics with the whole output if it is not).
+    pub fn json(&self) -> Value {
+        serde_json::from_str(&self.stdout).unwrap_or_else(|e| {
+            panic!(
+                "workerctl {:?}: stdout is not JSON ({e}):\nstdout: {}\nstderr: {}",
+                self.args, self.stdout, self.stderr
+            )
+        })
+    }
+
+    /// Panics unless the exit code is `code`.
+    pub fn expect_code(self, code: i32) -> Self {
+        assert_eq!(
+            self.code, code,
+            "workerctl {:?} exited {} (expected {code})\nstdout: {}\nstderr: {}",
+            self.args, self.code, self.stdout, self.stderr
+        );
+        self
+    }
+}
+
+impl Controller {
+    /// A gRPC client connected to this controller.
+    pub async fn client(&self) -> ControllerServiceClient<Channel> {
+        let channel = Channel::from_shared(self.url.clone())
+            .expect("controller url")
+            .connect()
+            .await
+            .unwrap_or_else(|e| panic!("connecting to {}: {e}", self.url));
+        ControllerServiceClient::new(channel)
+            .max_decoding_message_size(64 << 20)
+            .max_encoding_message_size(64 << 20)
+    }
+
+    /// Runs `workerctl --controller URL -o json ARGS...` (30 s limit).
+    pub async fn cli(&self, args: &[&str]) -> CliOutput {
+        let mut full = vec!["--controller", self.url.as_str(), "-o", "json"];
+        full.extend_from_slice(args);
+        run_cli(&full).await
+    }
+
+    /// `cli` that must exit 0 and print JSON.
+    pub async fn cli_json(&self, args: &[&str]) -> Value {
+        self.cli(args).await.expect_code(0).json()
+    }
+
+    /// `workerctl enqueue JOB [extra...]`, returns the new run id.
+    pub async fn cli_enqueue(&self, job: &str, extra: &[&str]) -> String {
+        let mut args = vec!["enqueue", job];
+        args.extend_from_slice(extra);
+        let v = self.cli_json(&args).await;
+        json::str_field(&v, "id").to_string()
+    }
+
+    /// `workerctl runs get ID` as JSON.
+    pub async fn cli_run(&self, id: &str) -> Value {
+        self.cli_json(&["runs", "get", id]).await
+    }
+
+    /// The run, over gRPC.
+    pub async fn get_run(&self, id: &str) -> pb::Run {
+        self.client()
+            .await
+            .get_run(pb::GetRunRequest { id: id.to_string() })
+            .await
+            .unwrap_or_else(|e| panic!("GetRun {id}: {e}"))
+            .into_inner()
+    }
+
+    /// Waits (WaitRun RPC) until the run is terminal, at most `timeout`.
+    pub async fn wait_run(&self, id: &str, timeout: Duration) -> pb::Run {
+        let mut client = self.client().await;
+        let deadline = Instant::now() + timeout;
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            let slice = left.min(Duration::from_secs(5));
+            let mut req = tonic::Request::new(pb::WaitRunRequest {
+                id: id.to_string(),
+                timeout_ms: slice.as_millis().max(1) as u64,
+            });
+            req.set_timeout(slice + Duration::from_secs(5));
+            let run = client
+                .wait_run(req)
+                .await
+                .unwrap_or_else(|e| panic!("WaitRun {id}: {e}"))
+                .into_inner();
+            if is_terminal(&run.state) {
+                return run;
+            }
+            if Instant::now() >= deadline {
+                panic!(
+                    "run {id} not terminal within {timeout:?}: state {:?}, reason {:?}, attempts {:?}\ncontroller stderr:\n{}",
+                    run.state,
+                    run.reason,
+                    run.attempts,
+                    self.proc.stderr_tail(3000)
+                );
+            }
+            // WaitRun returned early without a terminal state: do not spin.
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    /// Waits until the run is in `state` (polling GetRun every 50 ms).
+    pub async fn wait_state(&self, id: &str, state: &str, timeout: Duration) -> pb::Run {
+        let client = self.client().await;
+        wait_for(&format!("run {id} to be {state}"), timeout, || {
+            let mut client = client.clone();
+            let id = id.to_string();
+            async move {
+                let run = client
+                    .get_run(pb::GetRunRequest { id: id.clone() })
+                    .await
+                    .map_err(|e| format!("GetRun: {e}"))?
+                    .into_inner();
+                if run.state == state {
+                    Ok(run)
+                } else {
+                    Err(format!("state {:?}, reason {:?}", run.state, run.reason))
+                }
+            }
+        })
+        .await
+    }
+
+    /// Agents as the controller lists them.
+    pub async fn agents(&self) -> Vec<pb::Agent> {
+        self.client()
+            .await
+            .list_agents(pb::ListAgentsRequest {})
+            .await
+            .expect("ListAgents")
+            .into_inner()
+            .agents
+    }
+
+    /// Waits until no agent is listed as `connected`.
+    pub async fn wait_no_connected_agents(&self, timeout: Duration) {
+        let client = self.client().await;
+        wait_for("no connected agents", timeout, || {
+            let mut client = client.clone();
+            async move {
+                let agents = client
+                    .list_agents(pb::ListAgentsRequest {})
+                    .await
+                    .map_err(|e| e.to_string())?
+                    .into_inner()
+                    .agents;
+                if agents.iter().any(|a| a.state == "connected") {
+                    Err(format!("agents: {agents:?}"))
+                } else {
+                    Ok(())
+                }
+            }
+        })
+        .await
+    }
+}
+
+/// Runs `workerctl` with exactly these arguments (30 s limit).
+pub async fn run_cli(args: &[&str]) -> CliOutput {
+    let mut cmd = tokio::process::Command::new(&bins().cli);
+    cmd.args(args)
+        .env_remove("WORKER_CONTROLLER")
+        .env_remove("WORKER_TOKEN")
+        .stdin(Stdio::null())
+        .kill_on_drop(true);
+    let out = tokio::time::timeout(Duration::from_secs(30), cmd.output())
+        .await
+        .unwrap_or_else(|_| panic!("workerctl {args:?} did not finish within 30s"))
+        .unwrap_or_else(|e| panic!("spawning workerctl: {e}"));
+    CliOutput {
+        args: args.iter().map(|s| s.to_string()).collect(),
+        code: out.status.code().unwrap_or(-1),
+        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+    }
+}
+
+/// `succeeded`, `dead` and `cancelled` are terminal.
+pub fn is_terminal(state: &str) -> bool {
+    matches!(state, "succeeded" | "dead" | "cancelled")
+}
+
+// ---------------------------------------------------------------------------
+// Waiting
+// ---------------------------------------------------------------------------
+
+/// Polls `check` every 50 ms until it returns `Ok`, or panics after `timeout`
+/// with `what` and the last `Err` message (what was seen instead).
+pub async fn wait_for<T, F, Fut>(what: &str, timeout: Duration, mut check: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Result<T, String>>,
+{
+    let deadline = Instant::now() + timeout;
+    loop {
+        let last = match check().await {
+            Ok(v) => return v,
+            Err(e) => e,
+        };
+        if Instant::now() >= deadline {
+            panic!("timed out after {timeout:?} waiting for {what}; last seen: {last}");
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// Parses an RFC 3339 timestamp (panics with `what` when it is not one).
+pub fn parse_ts(what: &str, s: &str) -> chrono::DateTime<chrono::Utc> {
+    chrono::DateTime::parse_from_rfc3339(s)
+        .unwrap_or_else(|e| panic!("{what}: {s:?} is not RFC 3339: {e}"))
+        .with_timezone(&chrono::Utc)
+}

@@ -220,7 +220,7 @@ impl Engine {
             .ok_or_else(|| Error::not_found(format!("run {id} does not exist")))?;
         match record.state {
             RunState::Dead => {
-                self.requeue_dead(&[record.id.clone()]).await?;
+                self.requeue_dead(std::slice::from_ref(&record.id)).await?;
                 self.store
                     .run(id)
                     .await?
