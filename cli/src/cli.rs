@@ -209,8 +209,7 @@ mod tests {
     #[test]
     fn timeout_requires_wait() {
         assert!(Cli::try_parse_from(["workerctl", "enqueue", "j", "--timeout", "5s"]).is_err());
-        let cli = Cli::try_parse_from(["workerctl", "enqueue", "j", "--wait", "--timeout", "5s"])
-            .unwrap();
+        let cli = Cli::try_parse_from(["workerctl", "enqueue", "j", "--wait", "--timeout", "5s"]).unwrap();
         match cli.command {
             Command::Enqueue(args) => assert_eq!(args.timeout, Some(5000)),
             other => panic!("unexpected {other:?}"),

@@ -29,23 +29,20 @@ impl Auth {
     pub fn new(token: Option<&str>) -> Result<Self, CliError> {
         let header = match token.map(str::trim).filter(|t| !t.is_empty()) {
             None => None,
-            Some(token) => Some(format!("Bearer {token}").parse().map_err(|_| {
-                CliError::usage("--token: the token contains characters not allowed in a header")
-            })?),
+            Some(token) => Some(
+                format!("Bearer {token}")
+                    .parse()
+                    .map_err(|_| CliError::usage("--token: the token contains characters not allowed in a header"))?,
+            ),
         };
         Ok(Self { header })
     }
 }
 
 impl Interceptor for Auth {
-    fn call(
-        &mut self,
-        mut request: tonic::Request<()>,
-    ) -> Result<tonic::Request<()>, tonic::Status> {
+    fn call(&mut self, mut request: tonic::Request<()>) -> Result<tonic::Request<()>, tonic::Status> {
         if let Some(header) = &self.header {
-            request
-                .metadata_mut()
-                .insert("authorization", header.clone());
+            request.metadata_mut().insert("authorization", header.clone());
         }
         Ok(request)
     }
@@ -71,10 +68,8 @@ pub fn connect(url: &str, token: Option<&str>) -> Result<Client, CliError> {
         .connect_timeout(CONNECT_TIMEOUT)
         .tcp_nodelay(true);
     let channel = endpoint.connect_lazy();
-    Ok(
-        ControllerServiceClient::with_interceptor(channel, Auth::new(token)?)
-            .max_decoding_message_size(64 * 1024 * 1024),
-    )
+    Ok(ControllerServiceClient::with_interceptor(channel, Auth::new(token)?)
+        .max_decoding_message_size(64 * 1024 * 1024))
 }
 
 #[cfg(test)]
@@ -85,10 +80,7 @@ mod tests {
     fn token_becomes_bearer_header() {
         let mut auth = Auth::new(Some("s3cret")).unwrap();
         let request = auth.call(tonic::Request::new(())).unwrap();
-        assert_eq!(
-            request.metadata().get("authorization").unwrap(),
-            "Bearer s3cret"
-        );
+        assert_eq!(request.metadata().get("authorization").unwrap(), "Bearer s3cret");
 
         let mut auth = Auth::new(None).unwrap();
         let request = auth.call(tonic::Request::new(())).unwrap();

@@ -62,10 +62,7 @@ impl std::error::Error for CliError {}
 pub fn exit_code(code: Code) -> u8 {
     match code {
         Code::Ok => OK,
-        Code::InvalidArgument
-        | Code::FailedPrecondition
-        | Code::AlreadyExists
-        | Code::OutOfRange => USAGE,
+        Code::InvalidArgument | Code::FailedPrecondition | Code::AlreadyExists | Code::OutOfRange => USAGE,
         Code::NotFound => NOT_FOUND,
         Code::Unavailable | Code::Unauthenticated | Code::PermissionDenied => UNREACHABLE,
         _ => FAILED,
@@ -124,11 +121,7 @@ mod tests {
             assert_eq!(exit_code(code), 2, "{code:?}");
         }
         assert_eq!(exit_code(Code::NotFound), 3);
-        for code in [
-            Code::Unavailable,
-            Code::Unauthenticated,
-            Code::PermissionDenied,
-        ] {
+        for code in [Code::Unavailable, Code::Unauthenticated, Code::PermissionDenied] {
             assert_eq!(exit_code(code), 4, "{code:?}");
         }
         for code in [
@@ -145,15 +138,9 @@ mod tests {
     #[test]
     fn server_message_is_printed_verbatim() {
         let err = anyhow::Error::new(tonic::Status::invalid_argument("payload: expected JSON"));
-        assert_eq!(
-            describe(&err, "http://x"),
-            (2, "payload: expected JSON".to_string())
-        );
+        assert_eq!(describe(&err, "http://x"), (2, "payload: expected JSON".to_string()));
         let err = anyhow::Error::new(tonic::Status::not_found("job `nope` not found"));
-        assert_eq!(
-            describe(&err, "http://x"),
-            (3, "job `nope` not found".to_string())
-        );
+        assert_eq!(describe(&err, "http://x"), (3, "job `nope` not found".to_string()));
     }
 
     #[test]

@@ -18,11 +18,7 @@ pub enum Format {
 }
 
 /// Renders `value` as JSON or YAML, or as the text `table` builds for `Table`.
-pub fn render<T: Serialize>(
-    format: Format,
-    value: &T,
-    table: impl FnOnce() -> String,
-) -> anyhow::Result<String> {
+pub fn render<T: Serialize>(format: Format, value: &T, table: impl FnOnce() -> String) -> anyhow::Result<String> {
     let mut text = match format {
         Format::Table => table(),
         Format::Json => serde_json::to_string_pretty(value)?,
@@ -36,17 +32,10 @@ pub fn render<T: Serialize>(
 
 /// Prints `value` in `format` on stdout (see [`render`]). A closed pipe
 /// (`workerctl runs list | head`) is not an error.
-pub fn emit<T: Serialize>(
-    format: Format,
-    value: &T,
-    table: impl FnOnce() -> String,
-) -> anyhow::Result<()> {
+pub fn emit<T: Serialize>(format: Format, value: &T, table: impl FnOnce() -> String) -> anyhow::Result<()> {
     let text = render(format, value, table)?;
     let mut stdout = std::io::stdout().lock();
-    match stdout
-        .write_all(text.as_bytes())
-        .and_then(|()| stdout.flush())
-    {
+    match stdout.write_all(text.as_bytes()).and_then(|()| stdout.flush()) {
         Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => Err(e.into()),
         _ => Ok(()),
     }
@@ -69,8 +58,7 @@ impl Table {
 
     /// Appends a row; cells are kept on one line (newlines become spaces).
     pub fn row<S: Into<String>>(&mut self, cells: impl IntoIterator<Item = S>) -> &mut Self {
-        self.rows
-            .push(cells.into_iter().map(|c| one_line(&c.into())).collect());
+        self.rows.push(cells.into_iter().map(|c| one_line(&c.into())).collect());
         self
     }
 
@@ -105,11 +93,7 @@ impl Table {
 
 /// Aligned `key: value` lines (keys padded to the longest).
 pub fn key_values(pairs: &[(&str, String)]) -> String {
-    let width = pairs
-        .iter()
-        .map(|(k, _)| k.chars().count() + 1)
-        .max()
-        .unwrap_or(0);
+    let width = pairs.iter().map(|(k, _)| k.chars().count() + 1).max().unwrap_or(0);
     let mut out = String::new();
     for (key, value) in pairs {
         let key = format!("{key}:");
@@ -143,11 +127,7 @@ pub fn time(value: Option<&str>) -> String {
     match value {
         None | Some("") => "-".to_string(),
         Some(v) => chrono::DateTime::parse_from_rfc3339(v)
-            .map(|t| {
-                t.with_timezone(&chrono::Utc)
-                    .format("%Y-%m-%d %H:%M:%SZ")
-                    .to_string()
-            })
+            .map(|t| t.with_timezone(&chrono::Utc).format("%Y-%m-%d %H:%M:%SZ").to_string())
             .unwrap_or_else(|_| v.to_string()),
     }
 }
@@ -171,11 +151,7 @@ pub fn pairs<'a>(map: impl IntoIterator<Item = (&'a String, &'a String)>) -> Str
         .map(|(k, v)| format!("{k}={v}"))
         .collect::<Vec<_>>()
         .join(",");
-    if text.is_empty() {
-        "-".to_string()
-    } else {
-        text
-    }
+    if text.is_empty() { "-".to_string() } else { text }
 }
 
 /// A list joined with `,`, `-` when empty.
@@ -223,10 +199,7 @@ mod tests {
 
     #[test]
     fn helpers() {
-        assert_eq!(
-            time(Some("2025-01-02T03:04:05.123Z")),
-            "2025-01-02 03:04:05Z"
-        );
+        assert_eq!(time(Some("2025-01-02T03:04:05.123Z")), "2025-01-02 03:04:05Z");
         assert_eq!(time(Some("")), "-");
         assert_eq!(time(Some("garbage")), "garbage");
         assert_eq!(truncate("abcdef", 4), "abc…");

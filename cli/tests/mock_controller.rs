@@ -49,15 +49,8 @@ fn unimplemented<T>() -> Result<Response<T>, Status> {
 impl ControllerService for Mock {
     type WatchEventsStream = tokio_stream::Empty<Result<pb::RunEvent, Status>>;
 
-    async fn list_jobs(
-        &self,
-        request: Request<pb::ListJobsRequest>,
-    ) -> Result<Response<pb::ListJobsResponse>, Status> {
-        match request
-            .metadata()
-            .get("authorization")
-            .and_then(|v| v.to_str().ok())
-        {
+    async fn list_jobs(&self, request: Request<pb::ListJobsRequest>) -> Result<Response<pb::ListJobsResponse>, Status> {
+        match request.metadata().get("authorization").and_then(|v| v.to_str().ok()) {
             Some("Bearer secret") => Ok(Response::new(pb::ListJobsResponse {
                 jobs: vec![pb::Job {
                     name: "backup".into(),
@@ -68,31 +61,20 @@ impl ControllerService for Mock {
             _ => Err(Status::unauthenticated("missing or invalid token")),
         }
     }
-    async fn get_job(
-        &self,
-        _: Request<pb::GetJobRequest>,
-    ) -> Result<Response<pb::JobDetail>, Status> {
+    async fn get_job(&self, _: Request<pb::GetJobRequest>) -> Result<Response<pb::JobDetail>, Status> {
         unimplemented()
     }
-    async fn enqueue(
-        &self,
-        request: Request<pb::EnqueueRequest>,
-    ) -> Result<Response<pb::EnqueueResponse>, Status> {
+    async fn enqueue(&self, request: Request<pb::EnqueueRequest>) -> Result<Response<pb::EnqueueResponse>, Status> {
         let request = request.into_inner();
         if request.payload == "bad" {
-            return Err(Status::invalid_argument(
-                "payload: expected value at line 1 column 1",
-            ));
+            return Err(Status::invalid_argument("payload: expected value at line 1 column 1"));
         }
         self.enqueued.lock().unwrap().push(request);
         Ok(Response::new(pb::EnqueueResponse {
             run: Some(sample_run("r2", "queued")),
         }))
     }
-    async fn get_run(
-        &self,
-        request: Request<pb::GetRunRequest>,
-    ) -> Result<Response<pb::Run>, Status> {
+    async fn get_run(&self, request: Request<pb::GetRunRequest>) -> Result<Response<pb::Run>, Status> {
         let id = request.into_inner().id;
         if id == "r1" {
             Ok(Response::new(sample_run("r1", "succeeded")))
@@ -100,16 +82,10 @@ impl ControllerService for Mock {
             Err(Status::not_found(format!("run `{id}` not found")))
         }
     }
-    async fn wait_run(
-        &self,
-        request: Request<pb::WaitRunRequest>,
-    ) -> Result<Response<pb::Run>, Status> {
+    async fn wait_run(&self, request: Request<pb::WaitRunRequest>) -> Result<Response<pb::Run>, Status> {
         Ok(Response::new(sample_run(&request.into_inner().id, "dead")))
     }
-    async fn list_runs(
-        &self,
-        _: Request<pb::ListRunsRequest>,
-    ) -> Result<Response<pb::ListRunsResponse>, Status> {
+    async fn list_runs(&self, _: Request<pb::ListRunsRequest>) -> Result<Response<pb::ListRunsResponse>, Status> {
         Ok(Response::new(pb::ListRunsResponse {
             runs: vec![sample_run("r1", "succeeded")],
         }))
@@ -120,44 +96,26 @@ impl ControllerService for Mock {
     async fn retry_run(&self, _: Request<pb::RunRequest>) -> Result<Response<pb::Run>, Status> {
         unimplemented()
     }
-    async fn queue_stats(
-        &self,
-        _: Request<pb::QueueStatsRequest>,
-    ) -> Result<Response<pb::QueueStatsResponse>, Status> {
+    async fn queue_stats(&self, _: Request<pb::QueueStatsRequest>) -> Result<Response<pb::QueueStatsResponse>, Status> {
         unimplemented()
     }
-    async fn list_queue(
-        &self,
-        _: Request<pb::ListQueueRequest>,
-    ) -> Result<Response<pb::ListRunsResponse>, Status> {
+    async fn list_queue(&self, _: Request<pb::ListQueueRequest>) -> Result<Response<pb::ListRunsResponse>, Status> {
         unimplemented()
     }
-    async fn list_dlq(
-        &self,
-        _: Request<pb::ListDlqRequest>,
-    ) -> Result<Response<pb::ListRunsResponse>, Status> {
+    async fn list_dlq(&self, _: Request<pb::ListDlqRequest>) -> Result<Response<pb::ListRunsResponse>, Status> {
         unimplemented()
     }
-    async fn retry_dlq(
-        &self,
-        request: Request<pb::DlqRequest>,
-    ) -> Result<Response<pb::DlqResponse>, Status> {
+    async fn retry_dlq(&self, request: Request<pb::DlqRequest>) -> Result<Response<pb::DlqResponse>, Status> {
         let request = request.into_inner();
         assert!(request.all && request.id.is_empty());
         Ok(Response::new(pb::DlqResponse {
             run_ids: vec!["d1".into(), "d2".into()],
         }))
     }
-    async fn purge_dlq(
-        &self,
-        _: Request<pb::DlqRequest>,
-    ) -> Result<Response<pb::DlqResponse>, Status> {
+    async fn purge_dlq(&self, _: Request<pb::DlqRequest>) -> Result<Response<pb::DlqResponse>, Status> {
         unimplemented()
     }
-    async fn list_agents(
-        &self,
-        _: Request<pb::ListAgentsRequest>,
-    ) -> Result<Response<pb::ListAgentsResponse>, Status> {
+    async fn list_agents(&self, _: Request<pb::ListAgentsRequest>) -> Result<Response<pb::ListAgentsResponse>, Status> {
         unimplemented()
     }
     async fn list_schedules(
@@ -294,10 +252,7 @@ async fn commands_against_a_mock_controller() {
         "backup"
     );
     let (code, _, err) = workerctl(addr, &["jobs", "list"], "").await;
-    assert_eq!(
-        (code, err.as_str()),
-        (4, "error: missing or invalid token\n")
-    );
+    assert_eq!((code, err.as_str()), (4, "error: missing or invalid token\n"));
 
     // dlq retry --all.
     let (code, out, _) = workerctl(addr, &["dlq", "retry", "--all", "-o", "json"], "").await;
@@ -322,9 +277,7 @@ async fn unreachable_controller_exits_4_naming_the_url() {
     let (code, _, err) = workerctl(addr, &["runs", "list"], "").await;
     assert_eq!(code, 4);
     assert!(
-        err.starts_with(&format!(
-            "error: cannot reach the controller at http://{addr}"
-        )),
+        err.starts_with(&format!("error: cannot reach the controller at http://{addr}")),
         "{err}"
     );
 }

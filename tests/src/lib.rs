@@ -35,6 +35,10 @@ pub const HEARTBEAT: &str = "1s";
 /// Lease timeout passed to every controller the harness starts.
 pub const LEASE_TIMEOUT: &str = "3s";
 
+/// Environment variable set on every process a [`TestEnv`] starts (value: its
+/// temp dir), so what they leave behind can be found and killed.
+pub const ENV_TAG: &str = "WORKER_E2E_ENV";
+
 /// How long a controller may take to print its ready line.
 const READY_TIMEOUT: Duration = Duration::from_secs(30);
 
@@ -219,7 +223,10 @@ impl TestEnv {
         if b.controller_has_http_listen {
             cmd.args(["--http-listen", "127.0.0.1:0"]);
         }
-        cmd.args(extra).current_dir(&self.path).env_remove("WORKER_DB_URL");
+        cmd.args(extra)
+            .current_dir(&self.path)
+            .env_remove("WORKER_DB_URL")
+            .env(ENV_TAG, &self.path);
         cmd
     }
 
@@ -247,8 +254,11 @@ impl TestEnv {
             match lines.try_recv() {
                 Ok(line) => {
                     if let Some(rest) = line.trim().strip_prefix("worker-controller ready grpc=") {
+                        // The address is the first token (more fields may follow).
                         let addr: SocketAddr = rest
-                            .trim()
+                            .split_whitespace()
+                            .next()
+                            .unwrap_or("")
                             .parse()
                             .unwrap_or_else(|e| panic!("bad address in ready line {line:?}: {e}"));
                         break addr;
@@ -332,7 +342,8 @@ impl TestEnv {
         cmd.args(["--controller", &ctl.url, "--name", name])
             .args(["--capacity", &capacity.to_string()])
             .args(extra)
-            .current_dir(&self.path);
+            .current_dir(&self.path)
+            .env(ENV_TAG, &self.path);
         let (proc, lines) = ProcGuard::spawn(
             &format!("worker-agent {name}"),
             cmd,
@@ -373,8 +384,37 @@ impl TestEnv {
     }
 }
 
+impl TestEnv {
+    /// Kills what is left of the processes started from this environment: jobs
+    /// that agents spawned in their own process groups inherit [`ENV_TAG`].
+    fn sweep(&self) {
+        let needle = format!("{ENV_TAG}={}\0", self.path.display()).into_bytes();
+        let Ok(procs) = std::fs::read_dir("/proc") else {
+            return;
+        };
+        for entry in procs.flatten() {
+            let Some(pid) = entry.file_name().to_str().and_then(|n| n.parse::<i32>().ok()) else {
+                continue;
+            };
+            if pid == std::process::id() as i32 {
+                continue;
+            }
+            let Ok(environ) = std::fs::read(entry.path().join("environ")) else {
+                continue;
+            };
+            if environ.windows(needle.len()).any(|w| w == needle.as_slice()) {
+                // SAFETY: kill(2) on a process started (indirectly) by this test.
+                unsafe {
+                    libc::kill(pid, libc::SIGKILL);
+                }
+            }
+        }
+    }
+}
+
 impl Drop for TestEnv {
     fn drop(&mut self) {
+        self.sweep();
         if std::thread::panicking()
             && let Some(dir) = self.dir.take()
         {

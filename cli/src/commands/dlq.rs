@@ -23,21 +23,11 @@ pub async fn run(ctx: &mut Ctx, cmd: DlqCmd) -> anyhow::Result<()> {
             emit_runs(ctx, runs)
         }
         DlqCmd::Retry(target) => {
-            let ids = ctx
-                .client
-                .retry_dlq(request(target))
-                .await?
-                .into_inner()
-                .run_ids;
+            let ids = ctx.client.retry_dlq(request(target)).await?.into_inner().run_ids;
             print_ids(ctx, "retried", ids)
         }
         DlqCmd::Purge(target) => {
-            let ids = ctx
-                .client
-                .purge_dlq(request(target))
-                .await?
-                .into_inner()
-                .run_ids;
+            let ids = ctx.client.purge_dlq(request(target)).await?.into_inner().run_ids;
             print_ids(ctx, "purged", ids)
         }
     }
@@ -73,10 +63,7 @@ mod tests {
 
     #[test]
     fn ids_text_counts_and_lists() {
-        assert_eq!(
-            ids_text("purged", &["a".into(), "b".into()]),
-            "purged 2 run(s)\na\nb\n"
-        );
+        assert_eq!(ids_text("purged", &["a".into(), "b".into()]), "purged 2 run(s)\na\nb\n");
         assert_eq!(ids_text("retried", &[]), "retried 0 run(s)\n");
     }
 }

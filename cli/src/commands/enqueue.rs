@@ -58,10 +58,7 @@ pub async fn run(ctx: &mut Ctx, args: EnqueueArgs, trigger: Trigger) -> anyhow::
     let timeout_ms = args.timeout.unwrap_or(0);
     let run: Run = ctx
         .client
-        .wait_run(pb::WaitRunRequest {
-            id: run.id,
-            timeout_ms,
-        })
+        .wait_run(pb::WaitRunRequest { id: run.id, timeout_ms })
         .await?
         .into_inner()
         .into();
@@ -75,24 +72,12 @@ pub fn check_outcome(run: &Run, timeout_ms: u64) -> anyhow::Result<()> {
         return Ok(());
     }
     let message = if TERMINAL_STATES.contains(&run.state.as_str()) {
-        let reason = run
-            .reason
-            .as_deref()
-            .map(|r| format!(": {r}"))
-            .unwrap_or_default();
+        let reason = run.reason.as_deref().map(|r| format!(": {r}")).unwrap_or_default();
         format!("run {} ended {}{reason}", run.id, run.state)
     } else if timeout_ms == 0 {
-        format!(
-            "run {} is still {} (the controller ended the wait)",
-            run.id, run.state
-        )
+        format!("run {} is still {} (the controller ended the wait)", run.id, run.state)
     } else {
-        format!(
-            "run {} is still {} after {}",
-            run.id,
-            run.state,
-            fmt_ms(timeout_ms)
-        )
+        format!("run {} is still {} after {}", run.id, run.state, fmt_ms(timeout_ms))
     };
     Err(CliError::failed(message).into())
 }
@@ -109,8 +94,9 @@ pub fn read_payload(value: &str) -> Result<String, CliError> {
                 .map_err(|e| CliError::usage(format!("--payload: cannot read stdin: {e}")))?;
             Ok(text)
         }
-        Some(path) => std::fs::read_to_string(path)
-            .map_err(|e| CliError::usage(format!("--payload: cannot read `{path}`: {e}"))),
+        Some(path) => {
+            std::fs::read_to_string(path).map_err(|e| CliError::usage(format!("--payload: cannot read `{path}`: {e}")))
+        }
     }
 }
 
@@ -121,8 +107,7 @@ mod tests {
     #[test]
     fn payload_is_passed_as_is_or_read_from_a_file() {
         assert_eq!(read_payload("{not json").unwrap(), "{not json");
-        let path =
-            std::env::temp_dir().join(format!("workerctl-payload-{}.json", std::process::id()));
+        let path = std::env::temp_dir().join(format!("workerctl-payload-{}.json", std::process::id()));
         std::fs::write(&path, "{\"big\": true}").unwrap();
         assert_eq!(
             read_payload(&format!("@{}", path.display())).unwrap(),

@@ -55,10 +55,7 @@ pub fn jobs_table(jobs: &[Job]) -> String {
             schedule(job),
             job.priority.clone(),
             truncate(
-                &job.executor
-                    .as_ref()
-                    .map(|e| e.summary())
-                    .unwrap_or_else(|| "-".into()),
+                &job.executor.as_ref().map(|e| e.summary()).unwrap_or_else(|| "-".into()),
                 40,
             ),
             time(job.next_fire.as_deref()),
@@ -75,11 +72,7 @@ pub fn job_detail(detail: &JobDetail) -> String {
         Some(r) => format!(
             "{} attempts, {} backoff {}..{}, jitter {}",
             r.max_attempts,
-            if r.backoff.is_empty() {
-                "default"
-            } else {
-                &r.backoff
-            },
+            if r.backoff.is_empty() { "default" } else { &r.backoff },
             fmt_ms(r.initial_delay_ms),
             fmt_ms(r.max_delay_ms),
             r.jitter
@@ -92,10 +85,7 @@ pub fn job_detail(detail: &JobDetail) -> String {
         ("enabled", yes_no(job.enabled)),
         (
             "executor",
-            job.executor
-                .as_ref()
-                .map(|e| e.summary())
-                .unwrap_or_else(|| "-".into()),
+            job.executor.as_ref().map(|e| e.summary()).unwrap_or_else(|| "-".into()),
         ),
         ("schedule", schedule(job)),
         ("next fire", time(job.next_fire.as_deref())),
@@ -112,11 +102,7 @@ pub fn job_detail(detail: &JobDetail) -> String {
         ("overlap", dash(job.overlap.as_deref())),
         (
             "catch up",
-            format!(
-                "{} (max {})",
-                dash(job.catch_up.as_deref()),
-                job.max_catch_up
-            ),
+            format!("{} (max {})", dash(job.catch_up.as_deref()), job.max_catch_up),
         ),
         ("jitter", fmt_ms(job.jitter_ms)),
         ("selector", pairs(&job.selector)),
@@ -167,10 +153,7 @@ fn stats_lines(s: &JobStats) -> String {
         ("cancelled", s.cancelled.to_string()),
         (
             "failed attempts",
-            format!(
-                "{} failed, {} timed out, {} lost",
-                s.failed, s.timed_out, s.lost
-            ),
+            format!("{} failed, {} timed out, {} lost", s.failed, s.timed_out, s.lost),
         ),
         ("success rate", rate),
         ("duration p50", duration(s.p50_duration_ms)),

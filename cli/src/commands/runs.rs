@@ -21,24 +21,9 @@ pub async fn run(ctx: &mut Ctx, cmd: RunsCmd) -> anyhow::Result<()> {
             let runs = ctx.client.list_runs(request).await?.into_inner().runs;
             return emit_runs(ctx, runs);
         }
-        RunsCmd::Get { id } => ctx
-            .client
-            .get_run(pb::GetRunRequest { id })
-            .await?
-            .into_inner()
-            .into(),
-        RunsCmd::Cancel { id } => ctx
-            .client
-            .cancel_run(pb::RunRequest { id })
-            .await?
-            .into_inner()
-            .into(),
-        RunsCmd::Retry { id } => ctx
-            .client
-            .retry_run(pb::RunRequest { id })
-            .await?
-            .into_inner()
-            .into(),
+        RunsCmd::Get { id } => ctx.client.get_run(pb::GetRunRequest { id }).await?.into_inner().into(),
+        RunsCmd::Cancel { id } => ctx.client.cancel_run(pb::RunRequest { id }).await?.into_inner().into(),
+        RunsCmd::Retry { id } => ctx.client.retry_run(pb::RunRequest { id }).await?.into_inner().into(),
     };
     emit(ctx.format, &run, || run_detail(&run))
 }
@@ -95,17 +80,13 @@ pub fn run_detail(run: &Run) -> String {
         ("workflow", dash(run.workflow_id.as_deref())),
     ]);
     if !run.attempts.is_empty() {
-        let mut table = Table::new([
-            "ATTEMPT", "AGENT", "OUTCOME", "EXIT", "STARTED", "DURATION", "ERROR",
-        ]);
+        let mut table = Table::new(["ATTEMPT", "AGENT", "OUTCOME", "EXIT", "STARTED", "DURATION", "ERROR"]);
         for a in &run.attempts {
             table.row([
                 a.attempt.to_string(),
                 dash(a.agent.as_deref()),
                 a.outcome.clone().unwrap_or_else(|| "running".into()),
-                a.exit_code
-                    .map(|c| c.to_string())
-                    .unwrap_or_else(|| "-".into()),
+                a.exit_code.map(|c| c.to_string()).unwrap_or_else(|| "-".into()),
                 time(a.started_at.as_deref()),
                 if a.finished_at.is_some() {
                     fmt_ms(a.duration_ms)

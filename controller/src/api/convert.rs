@@ -7,10 +7,11 @@ use crate::job::{ExecutorDef, JobDef};
 use crate::store::{AttemptRecord, JobStatsRecord, TransitionRecord};
 use crate::time::{rfc3339, rfc3339_opt};
 
-/// The executor of a job. `for_agent` includes secret environment values (sent
-/// only to the agent that runs the job); otherwise values are masked.
-pub fn executor_to_proto(executor: &ExecutorDef, for_agent: bool) -> pb::ExecutorSpec {
-    let kind = match executor {
+/// The executor of a job, with its non-retryable exit codes. `for_agent`
+/// includes secret environment values (sent only to the agent that runs the
+/// job); otherwise values are masked.
+pub fn executor_to_proto(job: &JobDef, for_agent: bool) -> pb::ExecutorSpec {
+    let kind = match &job.executor {
         ExecutorDef::Shell(shell) => pb::executor_spec::Kind::Shell(pb::ShellSpec {
             argv: shell.argv.clone(),
             script: shell.script.clone(),
@@ -20,7 +21,7 @@ pub fn executor_to_proto(executor: &ExecutorDef, for_agent: bool) -> pb::Executo
                 .map(|(k, v)| (k.clone(), if for_agent { v.clone() } else { "***".into() }))
                 .collect(),
             cwd: shell.cwd.clone(),
-            non_retryable_exit_codes: Vec::new(),
+            non_retryable_exit_codes: job.retry.non_retryable_exit_codes.clone(),
         }),
         ExecutorDef::Builtin(builtin) => pb::executor_spec::Kind::Builtin(pb::BuiltinSpec {
             name: builtin.name.clone(),
@@ -32,10 +33,7 @@ pub fn executor_to_proto(executor: &ExecutorDef, for_agent: bool) -> pb::Executo
 
 /// A job definition; `next_fire` is its next schedule fire (Unix ms).
 pub fn job_to_proto(job: &JobDef, next_fire: Option<i64>) -> pb::Job {
-    let mut executor = executor_to_proto(&job.executor, false);
-    if let Some(pb::executor_spec::Kind::Shell(shell)) = &mut executor.kind {
-        shell.non_retryable_exit_codes = job.retry.non_retryable_exit_codes.clone();
-    }
+    let executor = executor_to_proto(job, false);
     pb::Job {
         name: job.name.clone(),
         description: job.description.clone(),

@@ -175,7 +175,13 @@ impl Engine {
             .filter(|a| a.sender.is_some())
             .map(|a| a.credits)
             .sum();
-        let Core { ready, live, agents, running_by_job, .. } = &mut *core;
+        let Core {
+            ready,
+            live,
+            agents,
+            running_by_job,
+            ..
+        } = &mut *core;
         for run_id in ready.values() {
             if credits_left == 0 {
                 break;
@@ -193,7 +199,13 @@ impl Engine {
             let agent = agents
                 .values_mut()
                 .filter(|a| a.accepts(kind, &job.selector))
-                .max_by_key(|a| (a.credits, std::cmp::Reverse(a.running.len()), std::cmp::Reverse(a.id.clone())));
+                .max_by_key(|a| {
+                    (
+                        a.credits,
+                        std::cmp::Reverse(a.running.len()),
+                        std::cmp::Reverse(a.id.clone()),
+                    )
+                });
             let Some(agent) = agent else { continue };
             agent.credits -= 1;
             credits_left -= 1;
@@ -243,7 +255,7 @@ impl Engine {
                 run_id: run_id.clone(),
                 attempt,
                 job: job_name.clone(),
-                executor: Some(executor_to_proto(&job.executor, true)),
+                executor: Some(executor_to_proto(job, true)),
                 payload,
                 timeout_ms,
                 deadline: if timeout_ms > 0 {

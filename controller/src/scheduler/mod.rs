@@ -90,7 +90,10 @@ async fn catch_up(engine: &Engine) -> Result<BTreeSet<(i64, String)>> {
             }
             if let Some(newest) = fires.last() {
                 let missed = count - to_run.len() as u64;
-                engine.store().advance_cursor(&job.name, newest.timestamp_millis(), missed, 0).await?;
+                engine
+                    .store()
+                    .advance_cursor(&job.name, newest.timestamp_millis(), missed, 0)
+                    .await?;
                 tracing::info!(job = %job.name, missed, caught_up = to_run.len(), policy = %job.catch_up, "fires missed while the controller was down");
             }
         }
