@@ -143,6 +143,8 @@ jobs:
   eu-only:
     shell: "echo in-eu"
     selector: { region: eu }
+  anywhere:
+    shell: "echo anywhere"
 "#,
     );
     let ctl = env.start_controller().await;
@@ -153,8 +155,13 @@ jobs:
         ctl.cli_enqueue("eu-only", &[]).await,
         ctl.cli_enqueue("eu-only", &[]).await,
     ];
-    // Negative check: give a wrong dispatch a moment to happen.
-    tokio::time::sleep(Duration::from_millis(700)).await;
+    // A run without a selector, queued after them at the same priority: the
+    // dispatcher reaches it only after considering the eu-only runs, so once it
+    // has run on us-agent, a wrong dispatch of those would already have happened.
+    let probe = ctl.cli_enqueue("anywhere", &[]).await;
+    let probe = ctl.wait_run(&probe, Duration::from_secs(15)).await;
+    assert_eq!(probe.state, "succeeded", "{probe:?}");
+    assert_eq!(probe.attempts[0].agent, "us-agent", "{probe:?}");
     for id in &ids {
         let run = ctl.get_run(id).await;
         assert_eq!(run.state, "queued", "ran on an agent without region=eu: {run:?}");

@@ -105,8 +105,22 @@ jobs:
     assert_eq!(parse_ts("scheduled_for", sf), target);
     assert_eq!(worker_tests::json::str_field(&json, "trigger"), "schedule");
 
-    // Daily: nothing else fires.
-    tokio::time::sleep(Duration::from_millis(1200)).await;
+    // Daily: the next fire is the same local time tomorrow, and only one run exists.
+    let schedules = ctl
+        .client()
+        .await
+        .list_schedules(pb::ListSchedulesRequest {})
+        .await
+        .expect("ListSchedules")
+        .into_inner()
+        .schedules;
+    let s = schedules.iter().find(|s| s.job == "kolkata.daily").expect("schedule");
+    assert_eq!(
+        parse_ts("next_fire", &s.next_fire),
+        target + chrono::Duration::days(1),
+        "{s:?}"
+    );
+    assert_eq!(parse_ts("last_fired", &s.last_fired), target, "{s:?}");
     assert_eq!(scheduled_runs(&ctl, "kolkata.daily").await.unwrap().len(), 1);
 }
 
