@@ -27,6 +27,23 @@ async fn scheduled_runs(ctl: &Controller, job: &str) -> Result<Vec<pb::Run>, Str
     Ok(runs.into_iter().filter(|r| r.trigger == "schedule").collect())
 }
 
+/// The schedule of `job` as `ListSchedules` reports it.
+async fn schedule_of(ctl: &Controller, job: &str) -> pb::Schedule {
+    let schedules = ctl
+        .client()
+        .await
+        .list_schedules(pb::ListSchedulesRequest {})
+        .await
+        .expect("ListSchedules")
+        .into_inner()
+        .schedules;
+    schedules
+        .iter()
+        .find(|s| s.job == job)
+        .unwrap_or_else(|| panic!("schedule missing: {schedules:?}"))
+        .clone()
+}
+
 /// `S M H * * *` in Asia/Kolkata (UTC+05:30) fires at that local instant.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn cron_with_seconds_in_kolkata_fires_at_the_local_instant() {
@@ -51,18 +68,7 @@ jobs:
     let _agent = env.start_agent(&ctl, "clock", 1).await;
 
     if Utc::now() + chrono::Duration::milliseconds(300) < target {
-        let schedules = ctl
-            .client()
-            .await
-            .list_schedules(pb::ListSchedulesRequest {})
-            .await
-            .expect("ListSchedules")
-            .into_inner()
-            .schedules;
-        let s = schedules
-            .iter()
-            .find(|s| s.job == "kolkata.daily")
-            .unwrap_or_else(|| panic!("schedule missing: {schedules:?}"));
+        let s = schedule_of(&ctl, "kolkata.daily").await;
         assert_eq!(s.timezone, "Asia/Kolkata", "{s:?}");
         assert_eq!(parse_ts("next_fire", &s.next_fire), target, "{s:?}");
         assert!(s.next_fire_local.ends_with("+05:30"), "next_fire_local {s:?}");
@@ -106,15 +112,7 @@ jobs:
     assert_eq!(worker_tests::json::str_field(&json, "trigger"), "schedule");
 
     // Daily: the next fire is the same local time tomorrow, and only one run exists.
-    let schedules = ctl
-        .client()
-        .await
-        .list_schedules(pb::ListSchedulesRequest {})
-        .await
-        .expect("ListSchedules")
-        .into_inner()
-        .schedules;
-    let s = schedules.iter().find(|s| s.job == "kolkata.daily").expect("schedule");
+    let s = schedule_of(&ctl, "kolkata.daily").await;
     assert_eq!(
         parse_ts("next_fire", &s.next_fire),
         target + chrono::Duration::days(1),

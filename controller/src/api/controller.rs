@@ -118,15 +118,7 @@ impl ControllerService for ControllerApi {
             Some(r.state.parse::<RunState>().map_err(|e| Error::invalid("state", e))?)
         };
         let job = (!r.job.is_empty()).then_some(r.job.as_str());
-        let runs = self.engine.store().runs(job, state, limit(r.limit)).await?;
-        let runs = self
-            .engine
-            .with_attempts(runs)
-            .await?
-            .into_iter()
-            .map(run_to_proto)
-            .collect();
-        Ok(Response::new(pb::ListRunsResponse { runs }))
+        Ok(Response::new(self.runs_page(job, state, r.limit).await?))
     }
 
     async fn cancel_run(&self, request: Request<pb::RunRequest>) -> Result<Response<pb::Run>, Status> {
@@ -174,19 +166,10 @@ impl ControllerService for ControllerApi {
     }
 
     async fn list_dlq(&self, request: Request<pb::ListDlqRequest>) -> Result<Response<pb::ListRunsResponse>, Status> {
-        let runs = self
-            .engine
-            .store()
-            .runs(None, Some(RunState::Dead), limit(request.into_inner().limit))
-            .await?;
-        let runs = self
-            .engine
-            .with_attempts(runs)
-            .await?
-            .into_iter()
-            .map(run_to_proto)
-            .collect();
-        Ok(Response::new(pb::ListRunsResponse { runs }))
+        Ok(Response::new(
+            self.runs_page(None, Some(RunState::Dead), request.into_inner().limit)
+                .await?,
+        ))
     }
 
     async fn retry_dlq(&self, request: Request<pb::DlqRequest>) -> Result<Response<pb::DlqResponse>, Status> {
@@ -264,6 +247,24 @@ impl ControllerService for ControllerApi {
 }
 
 impl ControllerApi {
+    /// Runs, newest first, with their attempts.
+    async fn runs_page(
+        &self,
+        job: Option<&str>,
+        state: Option<RunState>,
+        requested: u32,
+    ) -> Result<pb::ListRunsResponse, Status> {
+        let runs = self.engine.store().runs(job, state, limit(requested)).await?;
+        let runs = self
+            .engine
+            .with_attempts(runs)
+            .await?
+            .into_iter()
+            .map(run_to_proto)
+            .collect();
+        Ok(pb::ListRunsResponse { runs })
+    }
+
     async fn dlq_selection(&self, request: pb::DlqRequest) -> Result<Vec<String>, Status> {
         match (request.id.is_empty(), request.all) {
             (false, false) => {
