@@ -40,8 +40,8 @@ pub enum Command {
     /// Same as `jobs list`.
     List,
     /// Same as `jobs run NAME`.
-    Job(EnqueueArgs),
-    /// Enqueue one run of a job (trigger `api`).
+    Job(JobRunArgs),
+    /// Enqueue one run of a job (trigger `api`), or a batch of runs (`--batch`).
     Enqueue(EnqueueArgs),
     /// Runs: list, inspect, cancel, retry.
     #[command(subcommand)]
@@ -61,6 +61,15 @@ pub enum Command {
         #[command(subcommand)]
         command: Option<SchedulesCmd>,
     },
+    /// Create or replace the jobs a scheduler.yaml document defines (atomically).
+    Apply {
+        /// The document; `-` reads stdin.
+        #[arg(short = 'f', long = "file", value_name = "FILE")]
+        file: String,
+    },
+    /// Print the current job definitions as a document `apply` accepts (YAML,
+    /// whatever `-o` says).
+    Export,
 }
 
 /// `workerctl jobs ...`
@@ -74,15 +83,58 @@ pub enum JobsCmd {
         name: String,
     },
     /// Run a job now (trigger `manual`).
-    Run(EnqueueArgs),
+    Run(JobRunArgs),
+    /// Enable a job (its schedule fires again).
+    Enable {
+        /// Job name.
+        name: String,
+    },
+    /// Disable a job (its schedule stops firing).
+    Disable {
+        /// Job name.
+        name: String,
+    },
+    /// Delete a job definition.
+    Delete {
+        /// Job name.
+        name: String,
+    },
 }
 
-/// Arguments of `enqueue`, `jobs run` and `job`.
+/// Arguments of `jobs run` and `job`.
 #[derive(Debug, Clone, Args)]
-pub struct EnqueueArgs {
+pub struct JobRunArgs {
     /// Job name.
     pub job: String,
 
+    /// Options of the run.
+    #[command(flatten)]
+    pub run: RunOptions,
+}
+
+/// Arguments of `enqueue`: one job, or `--batch FILE`.
+#[derive(Debug, Clone, Args)]
+pub struct EnqueueArgs {
+    /// Job name (absent with --batch).
+    #[arg(required_unless_present = "batch")]
+    pub job: Option<String>,
+
+    /// Enqueue the runs described in FILE (a JSON array, `-` = stdin) atomically.
+    #[arg(
+        long,
+        value_name = "FILE",
+        conflicts_with_all = ["job", "payload", "priority", "depends_on", "key", "delay", "at", "wait", "timeout"]
+    )]
+    pub batch: Option<String>,
+
+    /// Options of the run.
+    #[command(flatten)]
+    pub run: RunOptions,
+}
+
+/// Options of one run, shared by `enqueue`, `jobs run` and `job`.
+#[derive(Debug, Clone, Default, Args)]
+pub struct RunOptions {
     /// Payload: JSON text passed to the controller as is; `@FILE` reads it from a
     /// file, `@-` from stdin.
     #[arg(long, value_name = "JSON")]
@@ -91,6 +143,23 @@ pub struct EnqueueArgs {
     /// Priority of this run: low | normal | high | critical (default: the job's).
     #[arg(long, value_name = "P")]
     pub priority: Option<String>,
+
+    /// A run id that must succeed before this run starts (repeatable).
+    #[arg(long = "depends-on", value_name = "ID")]
+    pub depends_on: Vec<String>,
+
+    /// Idempotency key: while a run with this key is unfinished (or within the
+    /// controller's window), enqueueing again returns that run.
+    #[arg(long, value_name = "K")]
+    pub key: Option<String>,
+
+    /// Run no earlier than this long from now (e.g. 250ms, 30s, 5m, 1h30m).
+    #[arg(long, value_name = "DUR", value_parser = crate::duration::parse_ms)]
+    pub delay: Option<u64>,
+
+    /// Run no earlier than this RFC 3339 instant (checked by the controller).
+    #[arg(long, value_name = "TS", conflicts_with = "delay")]
+    pub at: Option<String>,
 
     /// Wait until the run ends and print it; exit 1 unless it succeeded.
     #[arg(long)]
@@ -122,17 +191,25 @@ pub enum RunsCmd {
         /// Run id.
         id: String,
     },
-    /// Cancel a run that has not ended.
-    Cancel {
-        /// Run id.
-        id: String,
-    },
+    /// Cancel a run that has not ended, or every unfinished run of a workflow.
+    Cancel(CancelTarget),
     /// Retry a run: a dead run is queued again, a cancelled or succeeded run is
     /// copied into a new run.
     Retry {
         /// Run id.
         id: String,
     },
+}
+
+/// What `runs cancel` acts on: exactly one of ID or `--workflow`.
+#[derive(Debug, Clone, Args)]
+#[group(required = true, multiple = false)]
+pub struct CancelTarget {
+    /// Run id.
+    pub id: Option<String>,
+    /// Cancel every unfinished run of this workflow.
+    #[arg(long, value_name = "WID")]
+    pub workflow: Option<String>,
 }
 
 /// `workerctl queue ...`
@@ -186,6 +263,44 @@ pub enum AgentsCmd {
 pub enum SchedulesCmd {
     /// List the schedules with their next fire.
     List,
+    /// Stop a job's schedule (fires while paused are not caught up).
+    Pause {
+        /// Job name.
+        name: String,
+    },
+    /// Restart a paused schedule.
+    Resume {
+        /// Job name.
+        name: String,
+    },
+    /// Preview the next fires of a job's schedule or of a cron expression.
+    Next(NextArgs),
+}
+
+/// Arguments of `schedules next`: exactly one of NAME or `--cron`.
+#[derive(Debug, Clone, Args)]
+#[command(group = clap::ArgGroup::new("source").required(true).multiple(false).args(["name", "cron"]))]
+pub struct NextArgs {
+    /// Job name.
+    pub name: Option<String>,
+    /// A cron expression instead of a job.
+    #[arg(long, value_name = "EXPR")]
+    pub cron: Option<String>,
+    /// With --cron: IANA time zone (default UTC).
+    #[arg(long, value_name = "TZ", conflicts_with = "name")]
+    pub tz: Option<String>,
+    /// Start after this RFC 3339 instant (default now).
+    #[arg(long, value_name = "TS")]
+    pub from: Option<String>,
+    /// How many fires (default 10, at most 1000).
+    #[arg(long, value_name = "N")]
+    pub count: Option<u32>,
+    /// With --cron: a local time in a DST gap is shifted past it or skipped.
+    #[arg(long, value_name = "POLICY", conflicts_with = "name", value_parser = ["shift", "skip"])]
+    pub dst_gap: Option<String>,
+    /// With --cron: a local time repeated by DST fires at its first, last or both occurrences.
+    #[arg(long, value_name = "POLICY", conflicts_with = "name", value_parser = ["first", "last", "both"])]
+    pub dst_repeat: Option<String>,
 }
 
 #[cfg(test)]
@@ -211,9 +326,162 @@ mod tests {
         assert!(Cli::try_parse_from(["workerctl", "enqueue", "j", "--timeout", "5s"]).is_err());
         let cli = Cli::try_parse_from(["workerctl", "enqueue", "j", "--wait", "--timeout", "5s"]).unwrap();
         match cli.command {
-            Command::Enqueue(args) => assert_eq!(args.timeout, Some(5000)),
+            Command::Enqueue(args) => assert_eq!(args.run.timeout, Some(5000)),
             other => panic!("unexpected {other:?}"),
         }
+    }
+
+    fn parse(args: &[&str]) -> Result<Cli, clap::Error> {
+        Cli::try_parse_from(std::iter::once("workerctl").chain(args.iter().copied()))
+    }
+
+    #[test]
+    fn enqueue_run_options() {
+        let cli = parse(&[
+            "enqueue",
+            "j",
+            "--depends-on",
+            "r1",
+            "--depends-on",
+            "r2",
+            "--key",
+            "k1",
+            "--delay",
+            "1h30m",
+        ])
+        .unwrap();
+        let Command::Enqueue(args) = cli.command else {
+            panic!("not enqueue")
+        };
+        assert_eq!(args.job.as_deref(), Some("j"));
+        assert_eq!(args.run.depends_on, ["r1", "r2"]);
+        assert_eq!(args.run.key.as_deref(), Some("k1"));
+        assert_eq!(args.run.delay, Some(5_400_000));
+        assert_eq!(args.run.at, None);
+
+        let cli = parse(&["jobs", "run", "j", "--at", "2026-01-01T00:00:00Z", "--delay", "250ms"]);
+        assert_eq!(cli.unwrap_err().kind(), clap::error::ErrorKind::ArgumentConflict);
+        let cli = parse(&["job", "j", "--at", "not a time"]).unwrap();
+        assert!(matches!(cli.command, Command::Job(ref a) if a.run.at.as_deref() == Some("not a time")));
+        assert!(parse(&["enqueue", "j", "--delay", "5x"]).is_err());
+    }
+
+    #[test]
+    fn batch_excludes_job_and_run_options() {
+        let cli = parse(&["enqueue", "--batch", "-"]).unwrap();
+        assert!(matches!(cli.command, Command::Enqueue(ref a) if a.batch.as_deref() == Some("-") && a.job.is_none()));
+        assert!(parse(&["enqueue"]).is_err());
+        for extra in [
+            &["j"][..],
+            &["--payload", "{}"],
+            &["--priority", "high"],
+            &["--depends-on", "r1"],
+            &["--key", "k"],
+            &["--delay", "5s"],
+            &["--at", "2026-01-01T00:00:00Z"],
+            &["--wait"],
+        ] {
+            let mut args = vec!["enqueue", "--batch", "f.json"];
+            args.extend_from_slice(extra);
+            assert!(parse(&args).is_err(), "{extra:?}");
+        }
+        // `jobs run` has no --batch.
+        assert!(parse(&["jobs", "run", "j", "--batch", "f"]).is_err());
+    }
+
+    #[test]
+    fn cancel_takes_an_id_or_a_workflow() {
+        assert!(parse(&["runs", "cancel"]).is_err());
+        assert!(parse(&["runs", "cancel", "r1", "--workflow", "w1"]).is_err());
+        let cli = parse(&["runs", "cancel", "--workflow", "w1"]).unwrap();
+        assert!(
+            matches!(cli.command, Command::Runs(RunsCmd::Cancel(ref t)) if t.workflow.as_deref() == Some("w1") && t.id.is_none())
+        );
+        let cli = parse(&["runs", "cancel", "r1"]).unwrap();
+        assert!(matches!(cli.command, Command::Runs(RunsCmd::Cancel(ref t)) if t.id.as_deref() == Some("r1")));
+    }
+
+    fn next_args(args: &[&str]) -> Result<NextArgs, clap::Error> {
+        let mut all = vec!["schedules", "next"];
+        all.extend_from_slice(args);
+        match parse(&all)?.command {
+            Command::Schedules {
+                command: Some(SchedulesCmd::Next(args)),
+            } => Ok(args),
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+
+    #[test]
+    fn schedules_next_rules() {
+        // Exactly one of NAME / --cron.
+        assert!(next_args(&[]).is_err());
+        assert!(next_args(&["backup", "--cron", "0 3 * * *"]).is_err());
+        let a = next_args(&["backup", "--count", "3", "--from", "2026-03-29T00:00:00Z"]).unwrap();
+        assert_eq!((a.name.as_deref(), a.count, a.cron), (Some("backup"), Some(3), None));
+        // --tz and --dst-* only with --cron.
+        for extra in [
+            ["--tz", "Europe/Paris"],
+            ["--dst-gap", "skip"],
+            ["--dst-repeat", "both"],
+        ] {
+            let mut args = vec!["backup"];
+            args.extend_from_slice(&extra);
+            assert!(next_args(&args).is_err(), "{extra:?}");
+        }
+        let a = next_args(&[
+            "--cron",
+            "30 2 * * *",
+            "--tz",
+            "Europe/Paris",
+            "--dst-gap",
+            "skip",
+            "--dst-repeat",
+            "last",
+        ])
+        .unwrap();
+        assert_eq!(a.tz.as_deref(), Some("Europe/Paris"));
+        assert_eq!(
+            (a.dst_gap.as_deref(), a.dst_repeat.as_deref()),
+            (Some("skip"), Some("last"))
+        );
+        // Policies are checked.
+        assert!(next_args(&["--cron", "* * * * *", "--dst-gap", "later"]).is_err());
+        assert!(next_args(&["--cron", "* * * * *", "--dst-repeat", "none"]).is_err());
+    }
+
+    #[test]
+    fn new_commands_parse() {
+        assert!(matches!(parse(&["apply", "-f", "-"]).unwrap().command, Command::Apply { ref file } if file == "-"));
+        assert!(parse(&["apply"]).is_err());
+        assert!(matches!(
+            parse(&["export", "-o", "json"]).unwrap().command,
+            Command::Export
+        ));
+        assert!(matches!(
+            parse(&["jobs", "enable", "a"]).unwrap().command,
+            Command::Jobs(JobsCmd::Enable { .. })
+        ));
+        assert!(matches!(
+            parse(&["jobs", "disable", "a"]).unwrap().command,
+            Command::Jobs(JobsCmd::Disable { .. })
+        ));
+        assert!(matches!(
+            parse(&["jobs", "delete", "a"]).unwrap().command,
+            Command::Jobs(JobsCmd::Delete { .. })
+        ));
+        assert!(matches!(
+            parse(&["schedules", "pause", "a"]).unwrap().command,
+            Command::Schedules {
+                command: Some(SchedulesCmd::Pause { .. })
+            }
+        ));
+        assert!(matches!(
+            parse(&["schedules", "resume", "a"]).unwrap().command,
+            Command::Schedules {
+                command: Some(SchedulesCmd::Resume { .. })
+            }
+        ));
     }
 
     #[test]
@@ -224,6 +492,6 @@ mod tests {
         let cli = Cli::try_parse_from(["workerctl", "schedules"]).unwrap();
         assert!(matches!(cli.command, Command::Schedules { command: None }));
         let cli = Cli::try_parse_from(["workerctl", "job", "backup", "--wait"]).unwrap();
-        assert!(matches!(cli.command, Command::Job(ref a) if a.job == "backup" && a.wait));
+        assert!(matches!(cli.command, Command::Job(ref a) if a.job == "backup" && a.run.wait));
     }
 }

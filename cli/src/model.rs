@@ -47,6 +47,8 @@ pub struct Run {
     pub attempts: Vec<Attempt>,
     pub depends_on: Vec<String>,
     pub workflow_id: Option<String>,
+    /// `null` when the run was enqueued without a key.
+    pub idempotency_key: Option<String>,
     pub transitions: Vec<Transition>,
 }
 
@@ -93,6 +95,7 @@ impl From<pb::Run> for Run {
             attempts: run.attempts.into_iter().map(Attempt::from).collect(),
             depends_on: run.depends_on,
             workflow_id: opt(run.workflow_id),
+            idempotency_key: opt(run.idempotency_key),
             transitions: run.transitions.into_iter().map(Transition::from).collect(),
         }
     }
@@ -145,6 +148,16 @@ pub struct Job {
     pub enabled: bool,
     pub tags: Vec<String>,
     pub next_fire: Option<String>,
+    /// Jobs whose runs must succeed first when this job is triggered.
+    pub depends_on: Vec<String>,
+    /// `shift | skip`; `null` when unset.
+    pub dst_gap: Option<String>,
+    /// `first | last | both`; `null` when unset.
+    pub dst_repeat: Option<String>,
+    /// `0` = no window.
+    pub catch_up_window_ms: u64,
+    /// `config | api`; `null` when unset.
+    pub source: Option<String>,
 }
 
 /// How a job runs: `{"shell": {...}}` or `{"builtin": {...}}`.
@@ -208,6 +221,11 @@ impl From<pb::Job> for Job {
             enabled: job.enabled,
             tags: job.tags,
             next_fire: opt(job.next_fire),
+            depends_on: job.depends_on,
+            dst_gap: opt(job.dst_gap),
+            dst_repeat: opt(job.dst_repeat),
+            catch_up_window_ms: job.catch_up_window_ms,
+            source: opt(job.source),
         }
     }
 }
@@ -280,6 +298,10 @@ pub struct JobStats {
     pub last_run_state: Option<String>,
     pub last_run_at: Option<String>,
     pub next_run_at: Option<String>,
+    /// Fires missed while the controller was down.
+    pub schedule_missed: u64,
+    /// Fires skipped by the overlap policy.
+    pub schedule_skipped: u64,
 }
 
 impl From<pb::JobStats> for JobStats {
@@ -300,6 +322,8 @@ impl From<pb::JobStats> for JobStats {
             last_run_state: opt(s.last_run_state),
             last_run_at: opt(s.last_run_at),
             next_run_at: opt(s.next_run_at),
+            schedule_missed: s.schedule_missed,
+            schedule_skipped: s.schedule_skipped,
         }
     }
 }
@@ -403,6 +427,11 @@ pub struct Schedule {
     pub next_fire: Option<String>,
     pub next_fire_local: Option<String>,
     pub last_fired: Option<String>,
+    pub paused: bool,
+    /// `shift | skip`; `null` when unset.
+    pub dst_gap: Option<String>,
+    /// `first | last | both`; `null` when unset.
+    pub dst_repeat: Option<String>,
 }
 
 impl From<pb::Schedule> for Schedule {
@@ -415,14 +444,87 @@ impl From<pb::Schedule> for Schedule {
             next_fire: opt(s.next_fire),
             next_fire_local: opt(s.next_fire_local),
             last_fired: opt(s.last_fired),
+            paused: s.paused,
+            dst_gap: opt(s.dst_gap),
+            dst_repeat: opt(s.dst_repeat),
         }
     }
 }
 
 /// `enqueue` / `jobs run` without `--wait`.
 #[derive(Debug, Clone, PartialEq, Serialize)]
-pub struct RunId {
+pub struct Enqueued {
     pub id: String,
+    /// The run already existed for the idempotency key; nothing was created.
+    pub duplicate: bool,
+    pub workflow_id: Option<String>,
+    /// Ids of the runs created for the job's upstream chain, upstream first.
+    pub upstream: Vec<String>,
+}
+
+impl Enqueued {
+    /// Maps an `Enqueue` answer; `None` when it carries no run.
+    pub fn from_proto(response: pb::EnqueueResponse) -> Option<Self> {
+        let run = response.run?;
+        Some(Self {
+            id: run.id,
+            duplicate: response.duplicate,
+            workflow_id: opt(run.workflow_id),
+            upstream: response.upstream.into_iter().map(|r| r.id).collect(),
+        })
+    }
+}
+
+/// One line of `enqueue --batch`.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct BatchResult {
+    /// The item's `ref`, `null` when it had none.
+    #[serde(rename = "ref")]
+    pub reference: Option<String>,
+    pub id: String,
+    pub duplicate: bool,
+}
+
+/// One fire of `schedules next`.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Fire {
+    /// RFC 3339 UTC.
+    pub utc: String,
+    /// RFC 3339 in the schedule's zone, with its offset.
+    pub local: String,
+}
+
+impl From<pb::Fire> for Fire {
+    fn from(f: pb::Fire) -> Self {
+        Self {
+            utc: f.utc,
+            local: f.local,
+        }
+    }
+}
+
+/// `apply`: job names by what happened to them.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Applied {
+    pub created: Vec<String>,
+    pub updated: Vec<String>,
+    pub unchanged: Vec<String>,
+}
+
+impl From<pb::ApplyJobsResponse> for Applied {
+    fn from(r: pb::ApplyJobsResponse) -> Self {
+        Self {
+            created: r.created,
+            updated: r.updated,
+            unchanged: r.unchanged,
+        }
+    }
+}
+
+/// `jobs delete`.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Deleted {
+    pub deleted: String,
 }
 
 /// `dlq retry|purge`: the runs acted on.
@@ -493,6 +595,7 @@ mod tests {
                 }],
                 "depends_on": [],
                 "workflow_id": null,
+                "idempotency_key": null,
                 "transitions": [{"from": null, "to": "queued", "at": "2025-01-01T00:00:00Z", "reason": null}]
             })
         );
@@ -564,6 +667,83 @@ mod tests {
         assert_eq!(
             serde_json::to_value(&executor).unwrap(),
             json!({"shell": {"argv": [], "script": "echo hi\necho there", "env": {}, "cwd": null, "non_retryable_exit_codes": []}})
+        );
+    }
+
+    #[test]
+    fn new_job_schedule_and_stats_fields() {
+        let job = serde_json::to_value(Job::from(pb::Job {
+            name: "report".into(),
+            depends_on: vec!["extract".into(), "load".into()],
+            dst_gap: "skip".into(),
+            catch_up_window_ms: 3_600_000,
+            source: "config".into(),
+            ..Default::default()
+        }))
+        .unwrap();
+        assert_eq!(job["depends_on"], json!(["extract", "load"]));
+        assert_eq!(job["dst_gap"], json!("skip"));
+        assert_eq!(job["dst_repeat"], json!(null));
+        assert_eq!(job["catch_up_window_ms"], json!(3_600_000));
+        assert_eq!(job["source"], json!("config"));
+
+        let schedule = serde_json::to_value(Schedule::from(pb::Schedule {
+            job: "report".into(),
+            paused: true,
+            dst_repeat: "both".into(),
+            ..Default::default()
+        }))
+        .unwrap();
+        assert_eq!(schedule["paused"], json!(true));
+        assert_eq!(schedule["dst_gap"], json!(null));
+        assert_eq!(schedule["dst_repeat"], json!("both"));
+
+        let stats = serde_json::to_value(JobStats::from(pb::JobStats {
+            schedule_missed: 2,
+            schedule_skipped: 5,
+            ..Default::default()
+        }))
+        .unwrap();
+        assert_eq!(
+            (stats["schedule_missed"].clone(), stats["schedule_skipped"].clone()),
+            (json!(2), json!(5))
+        );
+
+        let mut run = sample_run();
+        run.idempotency_key = "k1".into();
+        assert_eq!(
+            serde_json::to_value(Run::from(run)).unwrap()["idempotency_key"],
+            json!("k1")
+        );
+    }
+
+    #[test]
+    fn enqueued_shape() {
+        let response = pb::EnqueueResponse {
+            run: Some(pb::Run {
+                id: "r3".into(),
+                workflow_id: "w1".into(),
+                ..Default::default()
+            }),
+            duplicate: true,
+            upstream: vec![pb::Run {
+                id: "r1".into(),
+                ..Default::default()
+            }],
+        };
+        assert_eq!(
+            serde_json::to_value(Enqueued::from_proto(response).unwrap()).unwrap(),
+            json!({"id": "r3", "duplicate": true, "workflow_id": "w1", "upstream": ["r1"]})
+        );
+        assert_eq!(Enqueued::from_proto(pb::EnqueueResponse::default()), None);
+        let result = BatchResult {
+            reference: None,
+            id: "r1".into(),
+            duplicate: false,
+        };
+        assert_eq!(
+            serde_json::to_value(result).unwrap(),
+            json!({"ref": null, "id": "r1", "duplicate": false})
         );
     }
 }

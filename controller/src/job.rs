@@ -43,6 +43,10 @@ pub struct JobDef {
     pub enabled: bool,
     /// Free labels for grouping.
     pub tags: Vec<String>,
+    /// Jobs whose runs must succeed first when this job is triggered.
+    pub depends_on: Vec<String>,
+    /// Only missed fires this recent are caught up; `None` = no window.
+    pub catch_up_window: Option<Duration>,
 }
 
 /// How a job is executed (exactly one kind).

@@ -29,6 +29,9 @@ struct Args {
     /// An attempt whose agent is silent this long is lost and retried.
     #[arg(long, default_value = "20s", value_parser = parse_duration)]
     lease_timeout: std::time::Duration,
+    /// How long an idempotency key keeps returning its run after the run finished.
+    #[arg(long, default_value = "24h", value_parser = parse_duration)]
+    idempotency_window: std::time::Duration,
     /// Also run one in-process agent: the one-command local setup.
     #[arg(long)]
     dev: bool,
@@ -45,8 +48,8 @@ fn main() -> ExitCode {
         .with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()))
         .init();
 
-    let jobs = match config::load_dir(&args.config_dir) {
-        Ok(jobs) => jobs,
+    let loaded = match config::load_dir(&args.config_dir) {
+        Ok(loaded) => loaded,
         Err(errors) => {
             eprint!("{errors}");
             return ExitCode::from(2);
@@ -68,12 +71,13 @@ fn main() -> ExitCode {
     }
     let config = ControllerConfig {
         config_dir: args.config_dir,
-        jobs,
+        config: loaded,
         db_url: args.db,
         grpc_listen: args.grpc_listen,
         engine: EngineSettings {
             heartbeat_interval: args.heartbeat_interval,
             lease_timeout: args.lease_timeout,
+            idempotency_window: args.idempotency_window,
         },
         dev_agent_capacity: args.dev.then_some(args.dev_capacity.max(1)),
     };
@@ -90,6 +94,11 @@ fn main() -> ExitCode {
     }));
     match result {
         Ok(()) => ExitCode::SUCCESS,
+        Err(worker_controller::RunError::Definitions(errors)) => {
+            eprintln!("the stored job definitions cannot be loaded:");
+            eprint!("{errors}");
+            ExitCode::from(2)
+        }
         Err(e) => {
             eprintln!("error: {e}");
             ExitCode::from(1)

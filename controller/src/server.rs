@@ -13,7 +13,7 @@ use worker_proto::v1::controller_service_server::ControllerServiceServer;
 
 use crate::api::agent::AgentApi;
 use crate::api::controller::ControllerApi;
-use crate::config::JobSet;
+use crate::config::{ConfigErrors, LoadedConfig};
 use crate::engine::{Engine, EngineSettings};
 use crate::store::Store;
 
@@ -23,10 +23,10 @@ const SHUTDOWN_DEADLINE: Duration = Duration::from_secs(10);
 /// Everything `run` needs, validated by the binary before any port is bound.
 #[derive(Debug, Clone)]
 pub struct ControllerConfig {
-    /// The configuration directory (for messages; jobs are already loaded).
+    /// The configuration directory (for messages; it is already loaded).
     pub config_dir: PathBuf,
-    /// Validated job definitions.
-    pub jobs: JobSet,
+    /// The validated `scheduler.yaml`.
+    pub config: LoadedConfig,
     /// Database URL (`sqlite://worker.db`).
     pub db_url: String,
     /// gRPC listen address.
@@ -59,6 +59,9 @@ pub enum RunError {
     /// The gRPC server failed.
     #[error("gRPC server failed: {0}")]
     Serve(#[from] tonic::transport::Error),
+    /// The stored definitions are no longer valid.
+    #[error("{0}")]
+    Definitions(ConfigErrors),
     /// Reflection descriptors could not be loaded.
     #[error("gRPC reflection: {0}")]
     Reflection(String),
@@ -75,7 +78,12 @@ pub async fn run(
         url: config.db_url.clone(),
         source,
     })?;
-    let engine = Engine::recover(store.clone(), config.jobs.clone(), config.engine)
+    let jobs = crate::engine::initial_definitions(&store, &config.config.jobs, &config.config.text).await.map_err(|e| match e {
+        crate::engine::DefinitionsError::Store(source) => RunError::Store { url: config.db_url.clone(), source },
+        crate::engine::DefinitionsError::Invalid(errors) => RunError::Definitions(errors),
+    })?;
+    let job_count = jobs.len();
+    let engine = Engine::recover(store.clone(), jobs, config.engine)
         .await
         .map_err(|source| RunError::Store {
             url: config.db_url.clone(),
@@ -126,7 +134,7 @@ pub async fn run(
         )
         .serve_with_incoming_shutdown(TcpListenerStream::new(listener), server_stop);
     let mut server = tokio::spawn(server);
-    tracing::info!(%addr, jobs = config.jobs.len(), config = %config.config_dir.display(), "controller serving");
+    tracing::info!(%addr, jobs = job_count, config = %config.config_dir.display(), "controller serving");
     ready(addr);
 
     let dev_agent = config.dev_agent_capacity.map(|capacity| {

@@ -1,7 +1,7 @@
 //! The store against a real SQLite database file.
 
 use worker_controller::model::{Outcome, Priority, RunState, Trigger};
-use worker_controller::store::{AttemptEnd, AttemptStart, NewRun, StateChange, Store};
+use worker_controller::store::{AttemptEnd, AttemptStart, InsertPlan, NewRun, StateChange, Store};
 
 async fn open() -> (tempfile::TempDir, Store) {
     let dir = tempfile::tempdir().unwrap();
@@ -29,17 +29,19 @@ fn new_run(id: &str, scheduled_for: Option<i64>) -> NewRun {
         max_attempts: 3,
         reason: None,
         workflow_id: None,
+        idempotency_key: None,
     }
+}
+
+async fn insert(store: &Store, run: NewRun) -> bool {
+    store.insert_runs(&InsertPlan { runs: vec![run], dependencies: Vec::new() }).await.unwrap()
 }
 
 #[tokio::test]
 async fn a_fire_instant_creates_one_run_and_moves_the_cursor() {
     let (_dir, store) = open().await;
-    assert!(store.insert_run(&new_run("r1", Some(60_000))).await.unwrap());
-    assert!(
-        !store.insert_run(&new_run("r2", Some(60_000))).await.unwrap(),
-        "second run for the same instant"
-    );
+    assert!(insert(&store, new_run("r1", Some(60_000))).await);
+    assert!(!insert(&store, new_run("r2", Some(60_000))).await, "second run for the same instant");
     assert!(store.run("r2").await.unwrap().is_none());
     let cursors = store.cursors().await.unwrap();
     assert_eq!(cursors.len(), 1);
@@ -49,7 +51,7 @@ async fn a_fire_instant_creates_one_run_and_moves_the_cursor() {
 #[tokio::test]
 async fn transitions_attempts_and_stats_are_recorded() {
     let (_dir, store) = open().await;
-    store.insert_run(&new_run("r1", None)).await.unwrap();
+    insert(&store, new_run("r1", None)).await;
     let mut running = StateChange::new("r1", RunState::Queued, RunState::Running, 2_000, None);
     running.attempt = Some(1);
     let start = AttemptStart {
@@ -126,8 +128,8 @@ async fn transitions_attempts_and_stats_are_recorded() {
 #[tokio::test]
 async fn purge_deletes_only_dead_runs_with_their_history() {
     let (_dir, store) = open().await;
-    store.insert_run(&new_run("dead1", None)).await.unwrap();
-    store.insert_run(&new_run("live1", None)).await.unwrap();
+    insert(&store, new_run("dead1", None)).await;
+    insert(&store, new_run("live1", None)).await;
     store
         .apply(
             &[StateChange::new(
@@ -158,10 +160,37 @@ async fn reopening_keeps_everything_and_migrations_run_once() {
     let dir = tempfile::tempdir().unwrap();
     let url = format!("sqlite://{}", dir.path().join("worker.db").display());
     let store = Store::open(&url).await.unwrap();
-    store.insert_run(&new_run("r1", None)).await.unwrap();
+    insert(&store, new_run("r1", None)).await;
     store.close().await;
     let store = Store::open(&url).await.unwrap();
     let active = store.active_runs().await.unwrap();
     assert_eq!(active.len(), 1);
     assert_eq!(active[0].payload, "{\"n\":1}");
+}
+
+#[tokio::test]
+async fn dependencies_keys_and_definitions_are_stored() {
+    let (_dir, store) = open().await;
+    let mut down = new_run("down", None);
+    down.state = RunState::Blocked;
+    down.idempotency_key = Some("k1".into());
+    let plan = InsertPlan { runs: vec![new_run("up", None), down], dependencies: vec![("down".into(), "up".into())] };
+    assert!(store.insert_runs(&plan).await.unwrap());
+    assert_eq!(store.dependencies(&["down".to_string()]).await.unwrap(), vec![("down".to_string(), "up".to_string())]);
+    assert_eq!(store.idempotency_key("k1").await.unwrap().map(|(id, _)| id), Some("down".to_string()));
+    assert_eq!(store.run("down").await.unwrap().unwrap().idempotency_key.as_deref(), Some("k1"));
+
+    store
+        .save_jobs(&[("a".into(), "shell: x\n".into(), "config".into())], &[], Some(("scheduler.yaml", "text")))
+        .await
+        .unwrap();
+    assert_eq!(store.job_specs().await.unwrap(), vec![("a".to_string(), "shell: x\n".to_string(), "config".to_string())]);
+    assert_eq!(store.applied_config("scheduler.yaml").await.unwrap().as_deref(), Some("text"));
+    store.save_jobs(&[], &["a".into()], None).await.unwrap();
+    assert!(store.job_specs().await.unwrap().is_empty());
+
+    store.set_paused("a", true).await.unwrap();
+    assert_eq!(store.paused_schedules().await.unwrap(), vec!["a".to_string()]);
+    store.set_paused("a", false).await.unwrap();
+    assert!(store.paused_schedules().await.unwrap().is_empty());
 }

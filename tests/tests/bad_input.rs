@@ -225,7 +225,7 @@ async fn bad_enqueue_requests_are_rejected() {
         job: job.into(),
         payload,
         priority: priority.into(),
-        trigger: String::new(),
+        ..Default::default()
     };
     let err = client
         .enqueue(enqueue("nosuchjob", String::new(), ""))

@@ -1,16 +1,17 @@
-//! `enqueue JOB` and `jobs run NAME`: create a run, optionally wait for its end.
+//! `enqueue JOB` and `jobs run NAME`: create a run, optionally wait for its end;
+//! `enqueue --batch FILE`: create many runs at once.
 
 use std::io::Read as _;
 
 use worker_proto::v1 as pb;
 
-use super::Ctx;
 use super::runs::run_detail;
-use crate::cli::EnqueueArgs;
+use super::{Ctx, batch};
+use crate::cli::{EnqueueArgs, RunOptions};
 use crate::duration::fmt_ms;
 use crate::error::CliError;
-use crate::model::{Run, RunId};
-use crate::output::emit;
+use crate::model::{Enqueued, Run};
+use crate::output::{Format, emit};
 
 /// The `trigger` recorded on the run.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -34,31 +35,52 @@ impl Trigger {
 /// States a run never leaves.
 pub const TERMINAL_STATES: [&str; 3] = ["succeeded", "dead", "cancelled"];
 
-/// Enqueues a run; prints its id, or with `--wait` the finished run (exit 1
-/// unless it succeeded).
-pub async fn run(ctx: &mut Ctx, args: EnqueueArgs, trigger: Trigger) -> anyhow::Result<()> {
-    let payload = match &args.payload {
+/// Note printed on stderr (table mode) when the enqueue returned an existing run.
+pub const DUPLICATE_NOTE: &str = "duplicate of an existing run (idempotency key)";
+
+/// `enqueue`: one run of a job (trigger `api`), or the runs of `--batch FILE`.
+pub async fn run(ctx: &mut Ctx, args: EnqueueArgs) -> anyhow::Result<()> {
+    match (args.batch, args.job) {
+        (Some(file), _) => batch::run(ctx, &file).await,
+        (None, Some(job)) => run_one(ctx, job, args.run, Trigger::Api).await,
+        (None, None) => Err(CliError::usage("enqueue: a JOB or --batch FILE is required").into()),
+    }
+}
+
+/// Enqueues one run of `job`; prints its id (and whether it is a duplicate), or
+/// with `--wait` the finished run (exit 1 unless it succeeded).
+pub async fn run_one(ctx: &mut Ctx, job: String, opts: RunOptions, trigger: Trigger) -> anyhow::Result<()> {
+    let payload = match &opts.payload {
         Some(text) => read_payload(text)?,
         None => String::new(),
     };
     let request = pb::EnqueueRequest {
-        job: args.job.clone(),
+        job,
         payload,
-        priority: args.priority.clone().unwrap_or_default(),
+        priority: opts.priority.clone().unwrap_or_default(),
         trigger: trigger.as_str().to_string(),
+        depends_on: opts.depends_on.clone(),
+        idempotency_key: opts.key.clone().unwrap_or_default(),
+        delay_ms: opts.delay.unwrap_or(0),
+        not_before: opts.at.clone().unwrap_or_default(),
+        r#ref: String::new(),
     };
     let response = ctx.client.enqueue(request).await?.into_inner();
-    let run = response
-        .run
-        .ok_or_else(|| CliError::failed("the controller answered without a run"))?;
-    if !args.wait {
-        let id = RunId { id: run.id };
-        return emit(ctx.format, &id, || id.id.clone());
+    let enqueued =
+        Enqueued::from_proto(response).ok_or_else(|| CliError::failed("the controller answered without a run"))?;
+    if !opts.wait {
+        if enqueued.duplicate && ctx.format == Format::Table {
+            eprintln!("{DUPLICATE_NOTE}");
+        }
+        return emit(ctx.format, &enqueued, || enqueued.id.clone());
     }
-    let timeout_ms = args.timeout.unwrap_or(0);
+    let timeout_ms = opts.timeout.unwrap_or(0);
     let run: Run = ctx
         .client
-        .wait_run(pb::WaitRunRequest { id: run.id, timeout_ms })
+        .wait_run(pb::WaitRunRequest {
+            id: enqueued.id,
+            timeout_ms,
+        })
         .await?
         .into_inner()
         .into();

@@ -1,4 +1,4 @@
-//! `jobs list|get|run`.
+//! `jobs list|get|run|enable|disable|delete`.
 
 use worker_proto::v1 as pb;
 
@@ -6,7 +6,7 @@ use super::Ctx;
 use super::enqueue::{self, Trigger};
 use crate::cli::JobsCmd;
 use crate::duration::fmt_ms;
-use crate::model::{Job, JobDetail, JobStats};
+use crate::model::{Deleted, Job, JobDetail, JobStats};
 use crate::output::{Table, dash, emit, joined, key_values, pairs, time, truncate};
 
 /// Runs a `jobs` subcommand.
@@ -33,8 +33,33 @@ pub async fn run(ctx: &mut Ctx, cmd: JobsCmd) -> anyhow::Result<()> {
             let detail = JobDetail::from_proto(detail, &name);
             emit(ctx.format, &detail, || job_detail(&detail))
         }
-        JobsCmd::Run(args) => enqueue::run(ctx, args, Trigger::Manual).await,
+        JobsCmd::Run(args) => enqueue::run_one(ctx, args.job, args.run, Trigger::Manual).await,
+        JobsCmd::Enable { name } => set_enabled(ctx, name, true).await,
+        JobsCmd::Disable { name } => set_enabled(ctx, name, false).await,
+        JobsCmd::Delete { name } => {
+            ctx.client
+                .delete_job(pb::DeleteJobRequest { name: name.clone() })
+                .await?;
+            let deleted = Deleted { deleted: name };
+            emit(ctx.format, &deleted, || format!("deleted {}", deleted.deleted))
+        }
     }
+}
+
+/// `jobs enable|disable`: prints the job (the object of `jobs list`).
+async fn set_enabled(ctx: &mut Ctx, name: String, enabled: bool) -> anyhow::Result<()> {
+    let job: Job = ctx
+        .client
+        .set_job_enabled(pb::SetJobEnabledRequest { name, enabled })
+        .await?
+        .into_inner()
+        .into();
+    emit(ctx.format, &job, || {
+        job_detail(&JobDetail {
+            job: job.clone(),
+            stats: None,
+        })
+    })
 }
 
 /// `jobs list` as a table.
@@ -46,6 +71,7 @@ pub fn jobs_table(jobs: &[Job]) -> String {
         "PRIORITY",
         "EXECUTOR",
         "NEXT FIRE",
+        "DEPENDS ON",
         "TAGS",
     ]);
     for job in jobs {
@@ -59,6 +85,7 @@ pub fn jobs_table(jobs: &[Job]) -> String {
                 40,
             ),
             time(job.next_fire.as_deref()),
+            joined(&job.depends_on),
             joined(&job.tags),
         ]);
     }
@@ -88,7 +115,16 @@ pub fn job_detail(detail: &JobDetail) -> String {
             job.executor.as_ref().map(|e| e.summary()).unwrap_or_else(|| "-".into()),
         ),
         ("schedule", schedule(job)),
+        (
+            "dst",
+            format!(
+                "gap {}, repeat {}",
+                dash(job.dst_gap.as_deref()),
+                dash(job.dst_repeat.as_deref())
+            ),
+        ),
         ("next fire", time(job.next_fire.as_deref())),
+        ("depends on", joined(&job.depends_on)),
         ("priority", job.priority.clone()),
         (
             "timeout",
@@ -100,10 +136,7 @@ pub fn job_detail(detail: &JobDetail) -> String {
         ),
         ("retry", retry),
         ("overlap", dash(job.overlap.as_deref())),
-        (
-            "catch up",
-            format!("{} (max {})", dash(job.catch_up.as_deref()), job.max_catch_up),
-        ),
+        ("catch up", catch_up(job)),
         ("jitter", fmt_ms(job.jitter_ms)),
         ("selector", pairs(&job.selector)),
         (
@@ -115,6 +148,7 @@ pub fn job_detail(detail: &JobDetail) -> String {
             },
         ),
         ("tags", joined(&job.tags)),
+        ("source", dash(job.source.as_deref())),
     ]);
     if let Some(stats) = &detail.stats {
         out.push_str("\nstats:\n");
@@ -160,7 +194,21 @@ fn stats_lines(s: &JobStats) -> String {
         ("duration p95", duration(s.p95_duration_ms)),
         ("last run", last),
         ("next run", time(s.next_run_at.as_deref())),
+        (
+            "schedule fires",
+            format!("{} missed, {} skipped", s.schedule_missed, s.schedule_skipped),
+        ),
     ])
+}
+
+/// `latest (max 1, within 1h 00m)`.
+fn catch_up(job: &Job) -> String {
+    let window = if job.catch_up_window_ms == 0 {
+        String::new()
+    } else {
+        format!(", within {}", fmt_ms(job.catch_up_window_ms))
+    };
+    format!("{} (max {}{window})", dash(job.catch_up.as_deref()), job.max_catch_up)
 }
 
 /// `cron (timezone)`, `-` when unscheduled.
@@ -193,6 +241,11 @@ mod tests {
                 job: Some(pb::Job {
                     name: "backup".into(),
                     schedule: "0 3 * * *".into(),
+                    depends_on: vec!["extract".into(), "load".into()],
+                    catch_up: "latest".into(),
+                    max_catch_up: 1,
+                    catch_up_window_ms: 3_600_000,
+                    source: "api".into(),
                     ..Default::default()
                 }),
                 stats: Some(pb::JobStats {
@@ -202,6 +255,7 @@ mod tests {
                     success_rate: 0.9,
                     p50_duration_ms: 1500,
                     p95_duration_ms: 125_000,
+                    schedule_missed: 3,
                     ..Default::default()
                 }),
             },
@@ -212,5 +266,17 @@ mod tests {
         assert!(text.contains("duration p50:    1.5s"), "{text}");
         assert!(text.contains("duration p95:    2m 05s"), "{text}");
         assert!(text.contains("schedule:        0 3 * * *"), "{text}");
+        assert!(text.contains("depends on:      extract,load"), "{text}");
+        assert!(
+            text.contains("catch up:        latest (max 1, within 1h 00m)"),
+            "{text}"
+        );
+        assert!(text.contains("source:          api"), "{text}");
+        assert!(text.contains("schedule fires:  3 missed, 0 skipped"), "{text}");
+        let table = jobs_table(std::slice::from_ref(&detail.job));
+        assert!(
+            table.contains("DEPENDS ON") && table.contains("extract,load"),
+            "{table}"
+        );
     }
 }

@@ -1,6 +1,8 @@
 //! One module per command group; [`run`] dispatches the parsed command line.
 
 pub mod agents;
+pub mod apply;
+pub mod batch;
 pub mod dlq;
 pub mod enqueue;
 pub mod jobs;
@@ -8,8 +10,11 @@ pub mod queue;
 pub mod runs;
 pub mod schedules;
 
+use std::io::Read as _;
+
 use crate::cli::{AgentsCmd, Cli, Command, JobsCmd, SchedulesCmd};
 use crate::client::{self, Client};
+use crate::error::CliError;
 use crate::output::Format;
 
 /// What every command needs: the controller client and the output format.
@@ -30,13 +35,49 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Jobs(cmd) => jobs::run(&mut ctx, cmd).await,
         Command::List => jobs::run(&mut ctx, JobsCmd::List).await,
         Command::Job(args) => jobs::run(&mut ctx, JobsCmd::Run(args)).await,
-        Command::Enqueue(args) => enqueue::run(&mut ctx, args, enqueue::Trigger::Api).await,
+        Command::Enqueue(args) => enqueue::run(&mut ctx, args).await,
         Command::Runs(cmd) => runs::run(&mut ctx, cmd).await,
         Command::Queue(cmd) => queue::run(&mut ctx, cmd).await,
         Command::Dlq(cmd) => dlq::run(&mut ctx, cmd).await,
         Command::Agents(AgentsCmd::List) => agents::list(&mut ctx).await,
-        Command::Schedules {
-            command: None | Some(SchedulesCmd::List),
-        } => schedules::list(&mut ctx).await,
+        Command::Schedules { command } => schedules::run(&mut ctx, command.unwrap_or(SchedulesCmd::List)).await,
+        Command::Apply { file } => apply::apply(&mut ctx, &file).await,
+        Command::Export => apply::export(&mut ctx).await,
+    }
+}
+
+/// The text of a file argument (`-` = stdin) and the name to show for it (the
+/// path, or `<stdin>`). `flag` names the option in error messages.
+pub fn read_input(path: &str, flag: &str) -> Result<(String, String), CliError> {
+    if path == "-" {
+        let mut text = String::new();
+        std::io::stdin()
+            .read_to_string(&mut text)
+            .map_err(|e| CliError::usage(format!("{flag}: cannot read stdin: {e}")))?;
+        Ok((text, "<stdin>".to_string()))
+    } else {
+        let text =
+            std::fs::read_to_string(path).map_err(|e| CliError::usage(format!("{flag}: cannot read `{path}`: {e}")))?;
+        Ok((text, path.to_string()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn read_input_names_the_file() {
+        let path = std::env::temp_dir().join(format!("workerctl-input-{}.yaml", std::process::id()));
+        std::fs::write(&path, "jobs: {}\n").unwrap();
+        let shown = path.display().to_string();
+        assert_eq!(
+            read_input(&shown, "-f").unwrap(),
+            ("jobs: {}\n".to_string(), shown.clone())
+        );
+        std::fs::remove_file(&path).unwrap();
+        let err = read_input(&shown, "-f").unwrap_err();
+        assert_eq!(err.code, 2);
+        assert!(err.message.starts_with("-f: cannot read"), "{}", err.message);
     }
 }

@@ -1,10 +1,10 @@
-//! `runs list|get|cancel|retry`, and the run renderings shared with `enqueue`,
+//! `runs list|get|cancel|retry` (`cancel --workflow`), and the run renderings shared with `enqueue`,
 //! `queue list` and `dlq list`.
 
 use worker_proto::v1 as pb;
 
 use super::Ctx;
-use crate::cli::RunsCmd;
+use crate::cli::{CancelTarget, RunsCmd};
 use crate::duration::fmt_ms;
 use crate::model::Run;
 use crate::output::{Table, dash, emit, joined, key_values, time, truncate};
@@ -22,7 +22,24 @@ pub async fn run(ctx: &mut Ctx, cmd: RunsCmd) -> anyhow::Result<()> {
             return emit_runs(ctx, runs);
         }
         RunsCmd::Get { id } => ctx.client.get_run(pb::GetRunRequest { id }).await?.into_inner().into(),
-        RunsCmd::Cancel { id } => ctx.client.cancel_run(pb::RunRequest { id }).await?.into_inner().into(),
+        RunsCmd::Cancel(CancelTarget { workflow: Some(id), .. }) => {
+            let runs = ctx
+                .client
+                .cancel_workflow(pb::WorkflowRequest { id })
+                .await?
+                .into_inner()
+                .runs;
+            let runs: Vec<Run> = runs.into_iter().map(Run::from).collect();
+            return emit(ctx.format, &runs, || cancelled_table(&runs));
+        }
+        RunsCmd::Cancel(CancelTarget { id, .. }) => ctx
+            .client
+            .cancel_run(pb::RunRequest {
+                id: id.unwrap_or_default(),
+            })
+            .await?
+            .into_inner()
+            .into(),
         RunsCmd::Retry { id } => ctx.client.retry_run(pb::RunRequest { id }).await?.into_inner().into(),
     };
     emit(ctx.format, &run, || run_detail(&run))
@@ -55,6 +72,15 @@ pub fn runs_table(runs: &[Run]) -> String {
     table.render()
 }
 
+/// The runs `runs cancel --workflow` cancelled: `ID JOB STATE`.
+pub fn cancelled_table(runs: &[Run]) -> String {
+    let mut table = Table::new(["ID", "JOB", "STATE"]);
+    for run in runs {
+        table.row([run.id.clone(), run.job.clone(), run.state.clone()]);
+    }
+    table.render()
+}
+
 /// One run for people: its fields as `key: value` lines, its attempts and
 /// transitions as tables, then the output tail of the last attempt.
 pub fn run_detail(run: &Run) -> String {
@@ -78,6 +104,7 @@ pub fn run_detail(run: &Run) -> String {
         ("finished at", time(run.finished_at.as_deref())),
         ("depends on", joined(&run.depends_on)),
         ("workflow", dash(run.workflow_id.as_deref())),
+        ("idempotency key", dash(run.idempotency_key.as_deref())),
     ]);
     if !run.attempts.is_empty() {
         let mut table = Table::new(["ATTEMPT", "AGENT", "OUTCOME", "EXIT", "STARTED", "DURATION", "ERROR"]);
@@ -161,7 +188,7 @@ mod tests {
         });
         let text = run_detail(&run);
         assert!(text.starts_with("id:"), "{text}");
-        assert!(text.contains("attempts:      2/2"), "{text}");
+        assert!(text.contains("attempts:        2/2"), "{text}");
         assert!(text.contains("ATTEMPT  AGENT  OUTCOME"), "{text}");
         assert!(text.contains("2.0s"), "{text}");
         assert!(text.ends_with("output of attempt 2:\nsecond\n"), "{text}");

@@ -11,9 +11,13 @@ use worker_proto::v1 as pb;
 use worker_proto::v1::controller_service_server::ControllerService;
 
 use super::convert::{agent_to_proto, job_to_proto, run_to_proto, stats_to_proto};
-use crate::engine::{Engine, EnqueueRequest};
+use crate::config::{Source, parse_document};
+use crate::engine::{Engine, EnqueueOutcome, EnqueueRequest};
 use crate::error::Error;
+use crate::job::JobDef;
 use crate::model::RunState;
+use crate::scheduler::cron::{CronSchedule, DstPolicy, parse_tz};
+use crate::store::ScheduleCursor;
 use crate::time::{rfc3339, rfc3339_opt};
 
 /// Default and largest page of list calls.
@@ -57,45 +61,99 @@ type EventStream = Pin<Box<dyn Stream<Item = Result<pb::RunEvent, Status>> + Sen
 #[tonic::async_trait]
 impl ControllerService for ControllerApi {
     async fn list_jobs(&self, _: Request<pb::ListJobsRequest>) -> Result<Response<pb::ListJobsResponse>, Status> {
-        let jobs = self
-            .engine
-            .jobs()
-            .iter()
-            .map(|j| job_to_proto(j, self.next_fire(j)))
-            .collect();
+        let jobs = self.engine.jobs().entries().map(|e| job_to_proto(e, self.next_fire(&e.def))).collect();
         Ok(Response::new(pb::ListJobsResponse { jobs }))
     }
 
     async fn get_job(&self, request: Request<pb::GetJobRequest>) -> Result<Response<pb::JobDetail>, Status> {
         let name = request.into_inner().name;
-        let job = self
-            .engine
-            .jobs()
-            .get(&name)
-            .ok_or_else(|| Error::not_found(format!("job \"{name}\" is not defined")))?;
-        let next = self.next_fire(job);
+        let jobs = self.engine.jobs();
+        let entry = jobs.entry(&name).ok_or_else(|| Error::not_found(format!("job \"{name}\" is not defined")))?;
+        let next = self.next_fire(&entry.def);
         let stats = self.engine.store().job_stats(&name).await?;
+        let cursor = self.engine.store().cursors().await?.into_iter().find(|c| c.job == name);
+        let fires = cursor.map(|c| (c.missed, c.skipped)).unwrap_or_default();
         Ok(Response::new(pb::JobDetail {
-            job: Some(job_to_proto(job, next)),
-            stats: Some(stats_to_proto(stats, next)),
+            job: Some(job_to_proto(entry, next)),
+            stats: Some(stats_to_proto(stats, next, fires)),
         }))
     }
 
     async fn enqueue(&self, request: Request<pb::EnqueueRequest>) -> Result<Response<pb::EnqueueResponse>, Status> {
+        let outcome = self.engine.enqueue(enqueue_request(request.into_inner())).await?;
+        Ok(Response::new(self.enqueue_response(outcome).await?))
+    }
+
+    async fn enqueue_batch(
+        &self,
+        request: Request<pb::EnqueueBatchRequest>,
+    ) -> Result<Response<pb::EnqueueBatchResponse>, Status> {
+        let requests = request.into_inner().runs.into_iter().map(enqueue_request).collect();
+        let outcomes = self.engine.enqueue_batch(requests).await?;
+        let mut results = Vec::with_capacity(outcomes.len());
+        for outcome in outcomes {
+            results.push(self.enqueue_response(outcome).await?);
+        }
+        Ok(Response::new(pb::EnqueueBatchResponse { results }))
+    }
+
+    async fn cancel_workflow(
+        &self,
+        request: Request<pb::WorkflowRequest>,
+    ) -> Result<Response<pb::ListRunsResponse>, Status> {
+        let runs = self.engine.cancel_workflow(&request.into_inner().id).await?;
+        let runs = self.engine.with_attempts(runs).await?.into_iter().map(run_to_proto).collect();
+        Ok(Response::new(pb::ListRunsResponse { runs }))
+    }
+
+    async fn pause_schedule(&self, request: Request<pb::ScheduleRequest>) -> Result<Response<pb::Schedule>, Status> {
+        let job = request.into_inner().job;
+        self.engine.set_schedule_paused(&job, true).await?;
+        Ok(Response::new(self.schedule(&job).await?))
+    }
+
+    async fn resume_schedule(&self, request: Request<pb::ScheduleRequest>) -> Result<Response<pb::Schedule>, Status> {
+        let job = request.into_inner().job;
+        self.engine.set_schedule_paused(&job, false).await?;
+        Ok(Response::new(self.schedule(&job).await?))
+    }
+
+    async fn preview_schedule(
+        &self,
+        request: Request<pb::PreviewScheduleRequest>,
+    ) -> Result<Response<pb::PreviewScheduleResponse>, Status> {
+        Ok(Response::new(preview(&self.engine, request.into_inner())?))
+    }
+
+    async fn apply_jobs(&self, request: Request<pb::ApplyJobsRequest>) -> Result<Response<pb::ApplyJobsResponse>, Status> {
         let r = request.into_inner();
-        let run = self
-            .engine
-            .enqueue(EnqueueRequest {
-                job: r.job,
-                payload: r.payload,
-                priority: r.priority,
-                trigger: r.trigger,
-            })
-            .await?;
-        let view = self.engine.with_attempts(vec![run]).await?.remove(0);
-        Ok(Response::new(pb::EnqueueResponse {
-            run: Some(run_to_proto(view)),
+        let name = if r.source_name.is_empty() { "<request>".to_string() } else { r.source_name };
+        let lookup = |var: &str| std::env::var(var).ok();
+        let entries = parse_document(std::path::Path::new(&name), &r.yaml, &lookup, Source::Api)
+            .map_err(|errors| Error::invalid("yaml", errors.to_string().trim_end()))?;
+        let summary = self.engine.apply_definitions(entries).await?;
+        Ok(Response::new(pb::ApplyJobsResponse {
+            created: summary.created,
+            updated: summary.updated,
+            unchanged: summary.unchanged,
         }))
+    }
+
+    async fn export_jobs(&self, _: Request<pb::ExportJobsRequest>) -> Result<Response<pb::ExportJobsResponse>, Status> {
+        Ok(Response::new(pb::ExportJobsResponse { yaml: self.engine.export_yaml() }))
+    }
+
+    async fn set_job_enabled(&self, request: Request<pb::SetJobEnabledRequest>) -> Result<Response<pb::Job>, Status> {
+        let r = request.into_inner();
+        self.engine.set_job_enabled(&r.name, r.enabled).await?;
+        let jobs = self.engine.jobs();
+        let entry = jobs.entry(&r.name).ok_or_else(|| Error::not_found(format!("job \"{}\" is not defined", r.name)))?;
+        Ok(Response::new(job_to_proto(entry, self.next_fire(&entry.def))))
+    }
+
+    async fn delete_job(&self, request: Request<pb::DeleteJobRequest>) -> Result<Response<pb::DeleteJobResponse>, Status> {
+        self.engine.delete_job(&request.into_inner().name).await?;
+        Ok(Response::new(pb::DeleteJobResponse {}))
     }
 
     async fn get_run(&self, request: Request<pb::GetRunRequest>) -> Result<Response<pb::Run>, Status> {
@@ -194,33 +252,9 @@ impl ControllerService for ControllerApi {
         _: Request<pb::ListSchedulesRequest>,
     ) -> Result<Response<pb::ListSchedulesResponse>, Status> {
         let cursors = self.engine.store().cursors().await?;
-        let schedules = self
-            .engine
-            .jobs()
-            .iter()
-            .filter_map(|job| {
-                let schedule = job.schedule.as_ref()?;
-                let cursor = cursors.iter().find(|c| c.job == job.name);
-                let next = self.next_fire(job);
-                Some(pb::Schedule {
-                    job: job.name.clone(),
-                    cron: schedule.expr().to_string(),
-                    timezone: schedule.tz().name().to_string(),
-                    enabled: job.enabled,
-                    next_fire: rfc3339_opt(next),
-                    next_fire_local: next
-                        .and_then(chrono::DateTime::<Utc>::from_timestamp_millis)
-                        .map(|t| {
-                            t.with_timezone(&schedule.tz())
-                                .to_rfc3339_opts(chrono::SecondsFormat::Secs, false)
-                        })
-                        .unwrap_or_default(),
-                    last_fired: cursor.map(|c| rfc3339(c.last_fired)).unwrap_or_default(),
-                    missed: cursor.map(|c| c.missed).unwrap_or(0),
-                    skipped: cursor.map(|c| c.skipped).unwrap_or(0),
-                })
-            })
-            .collect();
+        let paused = self.engine.store().paused_schedules().await?;
+        let schedules =
+            self.engine.jobs().iter().filter_map(|job| self.schedule_of(job, &cursors, &paused)).collect();
         Ok(Response::new(pb::ListSchedulesResponse { schedules }))
     }
 
@@ -247,6 +281,46 @@ impl ControllerService for ControllerApi {
 }
 
 impl ControllerApi {
+    /// The schedule of one job.
+    async fn schedule(&self, job: &str) -> Result<pb::Schedule, Status> {
+        let cursors = self.engine.store().cursors().await?;
+        let paused = self.engine.store().paused_schedules().await?;
+        let jobs = self.engine.jobs();
+        let def = jobs.get(job).ok_or_else(|| Error::not_found(format!("job \"{job}\" is not defined")))?;
+        self.schedule_of(def, &cursors, &paused)
+            .ok_or_else(|| Error::precondition(format!("job \"{job}\" has no schedule")).into())
+    }
+
+    fn schedule_of(&self, job: &JobDef, cursors: &[ScheduleCursor], paused: &[String]) -> Option<pb::Schedule> {
+        let schedule = job.schedule.as_ref()?;
+        let cursor = cursors.iter().find(|c| c.job == job.name);
+        let is_paused = paused.contains(&job.name);
+        let next = if is_paused { None } else { self.next_fire(job) };
+        Some(pb::Schedule {
+            job: job.name.clone(),
+            cron: schedule.expr().to_string(),
+            timezone: schedule.tz().name().to_string(),
+            enabled: job.enabled,
+            next_fire: rfc3339_opt(next),
+            next_fire_local: next
+                .and_then(chrono::DateTime::<Utc>::from_timestamp_millis)
+                .map(|t| t.with_timezone(&schedule.tz()).to_rfc3339_opts(chrono::SecondsFormat::Secs, false))
+                .unwrap_or_default(),
+            last_fired: cursor.map(|c| rfc3339(c.last_fired)).unwrap_or_default(),
+            missed: cursor.map(|c| c.missed).unwrap_or(0),
+            skipped: cursor.map(|c| c.skipped).unwrap_or(0),
+            paused: is_paused,
+            dst_gap: schedule.policy().gap.to_string(),
+            dst_repeat: schedule.policy().repeat.to_string(),
+        })
+    }
+
+    async fn enqueue_response(&self, outcome: EnqueueOutcome) -> Result<pb::EnqueueResponse, Status> {
+        let view = self.engine.with_attempts(vec![outcome.run]).await?.remove(0);
+        let upstream = self.engine.with_attempts(outcome.upstream).await?.into_iter().map(run_to_proto).collect();
+        Ok(pb::EnqueueResponse { run: Some(run_to_proto(view)), duplicate: outcome.duplicate, upstream })
+    }
+
     /// Runs, newest first, with their attempts.
     async fn runs_page(
         &self,
@@ -288,4 +362,67 @@ impl ControllerApi {
             (true, false) => Err(Error::invalid("id", "give a run id or all").into()),
         }
     }
+}
+
+fn enqueue_request(r: pb::EnqueueRequest) -> EnqueueRequest {
+    EnqueueRequest {
+        job: r.job,
+        payload: r.payload,
+        priority: r.priority,
+        trigger: r.trigger,
+        depends_on: r.depends_on,
+        idempotency_key: r.idempotency_key,
+        delay_ms: r.delay_ms,
+        not_before: r.not_before,
+        reference: r.r#ref,
+    }
+}
+
+/// Most fires one preview lists.
+const MAX_PREVIEW: u32 = 1000;
+
+/// The next fires of a job's schedule or of a cron expression.
+fn preview(engine: &Engine, r: pb::PreviewScheduleRequest) -> Result<pb::PreviewScheduleResponse, Error> {
+    let schedule = match (r.job.is_empty(), r.cron.is_empty()) {
+        (false, true) => {
+            let jobs = engine.jobs();
+            let job = jobs.get(&r.job).ok_or_else(|| Error::not_found(format!("job \"{}\" is not defined", r.job)))?;
+            job.schedule.clone().ok_or_else(|| Error::precondition(format!("job \"{}\" has no schedule", r.job)))?
+        }
+        (true, false) => {
+            let tz = if r.timezone.is_empty() { chrono_tz::Tz::UTC } else { parse_tz(&r.timezone).map_err(|e| Error::invalid("timezone", e))? };
+            let mut policy = DstPolicy::default();
+            if !r.dst_gap.is_empty() {
+                policy.gap = r.dst_gap.parse().map_err(|e| Error::invalid("dst_gap", e))?;
+            }
+            if !r.dst_repeat.is_empty() {
+                policy.repeat = r.dst_repeat.parse().map_err(|e| Error::invalid("dst_repeat", e))?;
+            }
+            CronSchedule::with_policy(&r.cron, tz, policy).map_err(|e| Error::invalid("cron", e))?
+        }
+        _ => return Err(Error::invalid("job", "give either a job name or a cron expression")),
+    };
+    let from = if r.from.is_empty() {
+        Utc::now()
+    } else {
+        chrono::DateTime::parse_from_rfc3339(&r.from)
+            .map_err(|e| Error::invalid("from", format!("\"{}\" is not an RFC 3339 timestamp: {e}", r.from)))?
+            .with_timezone(&Utc)
+    };
+    let count = match r.count {
+        0 => 10,
+        n if n > MAX_PREVIEW => return Err(Error::invalid("count", format!("{n} is over the limit of {MAX_PREVIEW}"))),
+        n => n,
+    };
+    let mut fires = Vec::new();
+    let mut cursor = from;
+    while fires.len() < count as usize {
+        let Some(next) = schedule.next_after(cursor) else { break };
+        fires.push(pb::Fire {
+            utc: next.to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+            local: next.with_timezone(&schedule.tz()).to_rfc3339_opts(chrono::SecondsFormat::Secs, false),
+        });
+        cursor = next;
+    }
+    Ok(pb::PreviewScheduleResponse { fires, timezone: schedule.tz().name().to_string() })
 }

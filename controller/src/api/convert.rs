@@ -3,6 +3,7 @@
 use worker_proto::v1 as pb;
 
 use crate::engine::{AgentView, RunView};
+use crate::config::JobEntry;
 use crate::job::{ExecutorDef, JobDef};
 use crate::store::{AttemptRecord, JobStatsRecord, TransitionRecord};
 use crate::time::{rfc3339, rfc3339_opt};
@@ -32,7 +33,8 @@ pub fn executor_to_proto(job: &JobDef, for_agent: bool) -> pb::ExecutorSpec {
 }
 
 /// A job definition; `next_fire` is its next schedule fire (Unix ms).
-pub fn job_to_proto(job: &JobDef, next_fire: Option<i64>) -> pb::Job {
+pub fn job_to_proto(entry: &JobEntry, next_fire: Option<i64>) -> pb::Job {
+    let job = &entry.def;
     let executor = executor_to_proto(job, false);
     pb::Job {
         name: job.name.clone(),
@@ -62,6 +64,11 @@ pub fn job_to_proto(job: &JobDef, next_fire: Option<i64>) -> pb::Job {
         next_fire: rfc3339_opt(next_fire),
         max_catch_up: job.max_catch_up,
         jitter_ms: job.jitter.as_millis() as u64,
+        depends_on: job.depends_on.clone(),
+        dst_gap: job.schedule.as_ref().map(|s| s.policy().gap.to_string()).unwrap_or_default(),
+        dst_repeat: job.schedule.as_ref().map(|s| s.policy().repeat.to_string()).unwrap_or_default(),
+        catch_up_window_ms: job.catch_up_window.map(|w| w.as_millis() as u64).unwrap_or(0),
+        source: entry.source.to_string(),
     }
 }
 
@@ -84,11 +91,12 @@ pub fn run_to_proto(view: RunView) -> pb::Run {
         },
         finished_at: rfc3339_opt(run.finished_at),
         attempts: view.attempts.into_iter().map(attempt_to_proto).collect(),
-        depends_on: Vec::new(),
+        depends_on: view.depends_on,
         workflow_id: run.workflow_id.unwrap_or_default(),
         max_attempts: run.max_attempts,
         reason: run.reason.unwrap_or_default(),
         transitions: view.transitions.into_iter().map(transition_to_proto).collect(),
+        idempotency_key: run.idempotency_key.unwrap_or_default(),
     }
 }
 
@@ -116,7 +124,8 @@ fn transition_to_proto(t: TransitionRecord) -> pb::Transition {
 }
 
 /// Job statistics; percentiles by nearest rank over the latest successes.
-pub fn stats_to_proto(stats: JobStatsRecord, next_run: Option<i64>) -> pb::JobStats {
+/// `schedule` holds the (missed, skipped) fire counts of its schedule.
+pub fn stats_to_proto(stats: JobStatsRecord, next_run: Option<i64>, schedule: (u64, u64)) -> pb::JobStats {
     let mut durations = stats.recent_durations_ms.clone();
     durations.sort_unstable();
     let percentile = |p: f64| -> u64 {
@@ -151,6 +160,8 @@ pub fn stats_to_proto(stats: JobStatsRecord, next_run: Option<i64>) -> pb::JobSt
             .unwrap_or_default(),
         next_run_at: rfc3339_opt(next_run),
         active: stats.active,
+        schedule_missed: schedule.0,
+        schedule_skipped: schedule.1,
     }
 }
 

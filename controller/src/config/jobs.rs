@@ -1,42 +1,99 @@
-//! Validation of `scheduler.yaml` into [`JobDef`]s, collecting every error.
+//! Validation of `scheduler.yaml` documents and stored specs into [`JobDef`]s,
+//! collecting every error with its location.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
+use std::fmt;
 use std::path::Path;
+use std::str::FromStr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use chrono_tz::Tz;
 use serde::de::DeserializeOwned;
-use serde_yaml_ng::Value;
+use serde_yaml_ng::{Mapping, Value};
 
 use super::raw::{RawBuiltin, RawCommand, RawDefaults, RawJob, RawRetry, RawShell};
-use super::{ConfigError, ConfigErrors, interpolate, lines};
+use super::{ConfigError, ConfigErrors, interpolate_str, lines};
 use crate::duration::parse_duration;
 use crate::job::{BUILTINS, BuiltinDef, ExecutorDef, JobDef, MAX_JOB_NAME, RetryPolicy, ShellDef};
 use crate::model::{Backoff, CatchUp, Overlap, Priority};
-use crate::scheduler::cron::{CronSchedule, parse_tz};
+use crate::scheduler::cron::{CronSchedule, DstPolicy, parse_tz};
 
-/// The validated job definitions, by name.
+/// Where a definition came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Source {
+    /// The `--config` directory (replaced when the file changes).
+    Config,
+    /// `workerctl apply` or another API client.
+    Api,
+}
+
+impl Source {
+    /// `config` or `api`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Source::Config => "config",
+            Source::Api => "api",
+        }
+    }
+}
+
+impl fmt::Display for Source {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl FromStr for Source {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "config" => Ok(Source::Config),
+            "api" => Ok(Source::Api),
+            other => Err(format!("unknown definition source \"{other}\"")),
+        }
+    }
+}
+
+/// One job: the validated definition and the spec it was built from.
+#[derive(Debug, Clone)]
+pub struct JobEntry {
+    /// The validated definition.
+    pub def: Arc<JobDef>,
+    /// The job's mapping with defaults merged in and `${VARS}` not interpolated.
+    pub spec: Mapping,
+    /// Where it came from.
+    pub source: Source,
+}
+
+/// The job definitions, by name.
 #[derive(Debug, Clone, Default)]
 pub struct JobSet {
-    jobs: BTreeMap<String, Arc<JobDef>>,
+    jobs: BTreeMap<String, JobEntry>,
 }
 
 impl JobSet {
-    /// Builds a set from definitions (names must be unique).
-    pub fn new(jobs: impl IntoIterator<Item = JobDef>) -> Self {
-        JobSet {
-            jobs: jobs.into_iter().map(|j| (j.name.clone(), Arc::new(j))).collect(),
-        }
+    /// Builds a set from entries (names must be unique).
+    pub fn new(entries: impl IntoIterator<Item = JobEntry>) -> Self {
+        JobSet { jobs: entries.into_iter().map(|e| (e.def.name.clone(), e)).collect() }
     }
 
     /// The job called `name`.
     pub fn get(&self, name: &str) -> Option<&Arc<JobDef>> {
+        self.jobs.get(name).map(|e| &e.def)
+    }
+
+    /// The entry (definition, spec, source) of `name`.
+    pub fn entry(&self, name: &str) -> Option<&JobEntry> {
         self.jobs.get(name)
     }
 
     /// All jobs, by name.
     pub fn iter(&self) -> impl Iterator<Item = &Arc<JobDef>> {
+        self.jobs.values().map(|e| &e.def)
+    }
+
+    /// All entries, by name.
+    pub fn entries(&self) -> impl Iterator<Item = &JobEntry> {
         self.jobs.values()
     }
 
@@ -49,12 +106,75 @@ impl JobSet {
     pub fn is_empty(&self) -> bool {
         self.jobs.is_empty()
     }
+
+    /// A copy with `upserts` added or replaced and `deletes` removed.
+    pub fn with_changes(&self, upserts: impl IntoIterator<Item = JobEntry>, deletes: &[String]) -> JobSet {
+        let mut jobs = self.jobs.clone();
+        for name in deletes {
+            jobs.remove(name);
+        }
+        for entry in upserts {
+            jobs.insert(entry.def.name.clone(), entry);
+        }
+        JobSet { jobs }
+    }
+
+    /// Problems with `depends_on` across the set: unknown jobs and cycles, as
+    /// (job name, message).
+    pub fn dependency_errors(&self) -> Vec<(String, String)> {
+        let mut errors = Vec::new();
+        for job in self.iter() {
+            for upstream in &job.depends_on {
+                if upstream == &job.name {
+                    errors.push((job.name.clone(), "a job cannot depend on itself".to_string()));
+                } else if !self.jobs.contains_key(upstream) {
+                    errors.push((job.name.clone(), format!("unknown job \"{upstream}\"")));
+                }
+            }
+        }
+        if !errors.is_empty() {
+            return errors;
+        }
+        let mut reported: BTreeSet<String> = BTreeSet::new();
+        for start in self.jobs.keys() {
+            if let Some(cycle) = self.cycle_from(start)
+                && reported.insert(cycle.iter().min().cloned().unwrap_or_default())
+            {
+                errors.push((cycle[0].clone(), format!("dependency cycle: {}", cycle.join(" -> "))));
+            }
+        }
+        errors
+    }
+
+    fn cycle_from(&self, start: &str) -> Option<Vec<String>> {
+        fn visit(set: &JobSet, name: &str, path: &mut Vec<String>, done: &mut BTreeSet<String>) -> Option<Vec<String>> {
+            if let Some(pos) = path.iter().position(|p| p == name) {
+                let mut cycle = path[pos..].to_vec();
+                cycle.push(name.to_string());
+                return Some(cycle);
+            }
+            if done.contains(name) {
+                return None;
+            }
+            path.push(name.to_string());
+            for upstream in set.get(name).map(|j| j.depends_on.clone()).unwrap_or_default() {
+                if let Some(c) = visit(set, &upstream, path, done) {
+                    return Some(c);
+                }
+            }
+            path.pop();
+            done.insert(name.to_string());
+            None
+        }
+        visit(self, start, &mut Vec::new(), &mut BTreeSet::new())
+    }
 }
 
-/// Collects errors with their locations while validating one file.
+/// Collects errors with their locations while validating one document.
 struct Checker<'a> {
     file: &'a Path,
     text: &'a str,
+    lookup: &'a dyn Fn(&str) -> Option<String>,
     errors: Vec<ConfigError>,
 }
 
@@ -104,6 +224,32 @@ impl Checker<'_> {
             }
         }
     }
+
+    /// Interpolates `${VARS}` in every string of `value`; unset ones are errors.
+    fn interpolate(&mut self, path: &mut Vec<String>, value: &Value) -> Value {
+        match value {
+            Value::String(s) => match interpolate_str(s, self.lookup) {
+                Ok(v) => Value::String(v),
+                Err(e) => {
+                    let p: Vec<&str> = path.iter().map(String::as_str).collect();
+                    self.error(&p, e);
+                    value.clone()
+                }
+            },
+            Value::Mapping(m) => {
+                let mut out = Mapping::new();
+                for (k, v) in m {
+                    path.push(k.as_str().unwrap_or("?").to_string());
+                    let v = self.interpolate(path, v);
+                    path.pop();
+                    out.insert(k.clone(), v);
+                }
+                Value::Mapping(out)
+            }
+            Value::Sequence(items) => Value::Sequence(items.iter().map(|v| self.interpolate(path, v)).collect()),
+            other => other.clone(),
+        }
+    }
 }
 
 /// The field name of serde's "unknown field `x`" message.
@@ -119,28 +265,45 @@ fn friendlier(message: &str) -> String {
     } else if message.contains("untagged enum RawCommand") {
         "expected a command string (run by sh -c) or a list of program and arguments".into()
     } else if message.contains("untagged enum RawBuiltin") {
-        format!(
-            "expected a builtin name ({}) or a mapping {{ name, duration }}",
-            BUILTINS.join(", ")
-        )
+        format!("expected a builtin name ({}) or a mapping {{ name, duration }}", BUILTINS.join(", "))
     } else {
         message.to_string()
     }
 }
 
-/// Parses and validates the text of `scheduler.yaml` (`file` is used in messages).
+/// Parses and validates a `scheduler.yaml` document from the `--config` directory:
+/// every job valid, and `depends_on` naming only jobs of the same document.
 pub fn parse_scheduler_yaml(
     file: &Path,
     text: &str,
     lookup: &dyn Fn(&str) -> Option<String>,
 ) -> Result<JobSet, ConfigErrors> {
-    let text = interpolate(file, text, lookup).map_err(ConfigErrors)?;
-    let mut checker = Checker {
-        file,
-        text: &text,
-        errors: Vec::new(),
-    };
-    let document: Value = match serde_yaml_ng::from_str(&text) {
+    let entries = parse_document(file, text, lookup, Source::Config)?;
+    let set = JobSet::new(entries);
+    let errors: Vec<ConfigError> = set
+        .dependency_errors()
+        .into_iter()
+        .map(|(job, message)| ConfigError {
+            file: file.to_path_buf(),
+            line: lines::line_of(text, &["jobs", &job, "depends_on"]),
+            path: format!("jobs.{job}.depends_on"),
+            message,
+        })
+        .collect();
+    if errors.is_empty() { Ok(set) } else { Err(ConfigErrors(errors)) }
+}
+
+/// Parses and validates a `scheduler.yaml` document (`file` is used in messages).
+/// Returns one entry per job, with the document's defaults merged into its spec.
+/// `depends_on` references are not checked here (see [`JobSet::dependency_errors`]).
+pub fn parse_document(
+    file: &Path,
+    text: &str,
+    lookup: &dyn Fn(&str) -> Option<String>,
+    source: Source,
+) -> Result<Vec<JobEntry>, ConfigErrors> {
+    let mut checker = Checker { file, text, lookup, errors: Vec::new() };
+    let document: Value = match serde_yaml_ng::from_str(text) {
         Ok(v) => v,
         Err(err) => {
             let line = err.location().map(|l| l.line());
@@ -153,7 +316,7 @@ pub fn parse_scheduler_yaml(
         }
     };
     let top = match document {
-        Value::Null => serde_yaml_ng::Mapping::new(),
+        Value::Null => Mapping::new(),
         Value::Mapping(m) => m,
         _ => {
             checker.error(&[], "expected a mapping with `defaults` and `jobs`");
@@ -161,17 +324,21 @@ pub fn parse_scheduler_yaml(
         }
     };
 
-    let mut raw_defaults = RawDefaults::default();
+    let mut defaults = Mapping::new();
     let mut raw_jobs: Vec<(String, Value)> = Vec::new();
     for (key, value) in top {
         match key.as_str() {
-            Some("defaults") => {
-                if !value.is_null()
-                    && let Some(d) = checker.deserialize::<RawDefaults>(&["defaults"], value)
-                {
-                    raw_defaults = d;
+            Some("defaults") => match value {
+                Value::Null => {}
+                Value::Mapping(m) => {
+                    let interpolated = checker.interpolate(&mut vec!["defaults".into()], &Value::Mapping(m.clone()));
+                    if let Some(raw) = checker.deserialize::<RawDefaults>(&["defaults"], interpolated) {
+                        check_defaults(&mut checker, raw);
+                    }
+                    defaults = m;
                 }
-            }
+                _ => checker.error(&["defaults"], "expected a mapping"),
+            },
             Some("jobs") => match value {
                 Value::Null => {}
                 Value::Mapping(jobs) => {
@@ -186,95 +353,115 @@ pub fn parse_scheduler_yaml(
             },
             Some(other) => {
                 let other = other.to_string();
-                checker.error(
-                    &[&other],
-                    format!("unknown field `{other}`, expected `defaults` or `jobs`"),
-                );
+                checker.error(&[&other], format!("unknown field `{other}`, expected `defaults` or `jobs`"));
             }
             None => checker.error(&[], format!("unexpected key {key:?}")),
         }
     }
+    if !checker.errors.is_empty() {
+        // Defaults are merged into every job: report them alone, once.
+        return Err(ConfigErrors(checker.errors));
+    }
 
-    let defaults = Defaults::check(&mut checker, raw_defaults);
-    let mut jobs = Vec::new();
+    let mut entries = Vec::new();
     for (name, value) in raw_jobs {
-        let base = ["jobs", name.as_str()];
-        if let Err(e) = validate_job_name(&name) {
-            checker.error(&base, e);
-            continue;
-        }
-        let raw: RawJob = if value.is_null() {
-            RawJob::default()
-        } else {
-            match checker.deserialize(&base, value) {
-                Some(raw) => raw,
-                None => continue,
+        let spec = match value {
+            Value::Null => Mapping::new(),
+            Value::Mapping(m) => m,
+            _ => {
+                checker.error(&["jobs", &name], "expected a mapping (the job's definition)");
+                continue;
             }
         };
-        if let Some(job) = check_job(&mut checker, &defaults, &name, raw) {
-            jobs.push(job);
+        if let Some(entry) = check_entry(&mut checker, &name, merge_defaults(&defaults, spec), source) {
+            entries.push(entry);
         }
     }
-    if checker.errors.is_empty() {
-        Ok(JobSet::new(jobs))
-    } else {
-        Err(ConfigErrors(checker.errors))
+    if checker.errors.is_empty() { Ok(entries) } else { Err(ConfigErrors(checker.errors)) }
+}
+
+/// Rebuilds a definition from a stored spec (interpolating `${VARS}` again).
+pub fn entry_from_spec(
+    name: &str,
+    spec_yaml: &str,
+    source: Source,
+    lookup: &dyn Fn(&str) -> Option<String>,
+) -> Result<JobEntry, ConfigErrors> {
+    let file = Path::new("stored definition");
+    let mut checker = Checker { file, text: "", lookup, errors: Vec::new() };
+    let spec: Mapping = serde_yaml_ng::from_str(spec_yaml).map_err(|e| {
+        ConfigErrors(vec![ConfigError {
+            file: file.to_path_buf(),
+            line: None,
+            path: format!("jobs.{name}"),
+            message: format!("unreadable stored spec: {e}"),
+        }])
+    })?;
+    match check_entry(&mut checker, name, spec, source) {
+        Some(entry) if checker.errors.is_empty() => Ok(entry),
+        _ => Err(ConfigErrors(checker.errors)),
     }
+}
+
+/// The YAML text of a spec, as stored and exported.
+pub fn spec_to_yaml(spec: &Mapping) -> String {
+    serde_yaml_ng::to_string(spec).unwrap_or_default()
+}
+
+/// The spec with the document's defaults filled in where the job sets nothing
+/// (`retry` is merged field by field).
+fn merge_defaults(defaults: &Mapping, mut spec: Mapping) -> Mapping {
+    for (key, value) in defaults {
+        match (key.as_str(), spec.get_mut(key)) {
+            (Some("retry"), Some(Value::Mapping(job_retry))) => {
+                if let Value::Mapping(default_retry) = value {
+                    for (k, v) in default_retry {
+                        if !job_retry.contains_key(k) {
+                            job_retry.insert(k.clone(), v.clone());
+                        }
+                    }
+                }
+            }
+            (_, Some(_)) => {}
+            (_, None) => {
+                spec.insert(key.clone(), value.clone());
+            }
+        }
+    }
+    spec
+}
+
+fn check_entry(c: &mut Checker<'_>, name: &str, spec: Mapping, source: Source) -> Option<JobEntry> {
+    let base = ["jobs", name];
+    if let Err(e) = validate_job_name(name) {
+        c.error(&base, e);
+        return None;
+    }
+    let interpolated = c.interpolate(&mut vec!["jobs".into(), name.into()], &Value::Mapping(spec.clone()));
+    let raw: RawJob = c.deserialize(&base, interpolated)?;
+    let def = check_job(c, name, raw)?;
+    Some(JobEntry { def: Arc::new(def), spec, source })
 }
 
 /// Checks a job name against `[a-z0-9][a-z0-9._-]{0,127}`.
 pub fn validate_job_name(name: &str) -> Result<(), String> {
     let mut chars = name.chars();
-    let first_ok = chars
-        .next()
-        .is_some_and(|c| c.is_ascii_lowercase() || c.is_ascii_digit());
+    let first_ok = chars.next().is_some_and(|c| c.is_ascii_lowercase() || c.is_ascii_digit());
     let rest_ok = chars.all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || matches!(c, '.' | '_' | '-'));
     if name.len() > MAX_JOB_NAME {
-        Err(format!(
-            "job name is {} characters, the limit is {MAX_JOB_NAME}",
-            name.len()
-        ))
+        Err(format!("job name is {} characters, the limit is {MAX_JOB_NAME}", name.len()))
     } else if !first_ok || !rest_ok {
-        Err(format!(
-            "invalid job name \"{name}\": use a-z, 0-9, '.', '_' and '-', starting with a letter or digit"
-        ))
+        Err(format!("invalid job name \"{name}\": use a-z, 0-9, '.', '_' and '-', starting with a letter or digit"))
     } else {
         Ok(())
     }
 }
 
-/// Validated `defaults:`.
-struct Defaults {
-    timezone: Tz,
-    priority: Priority,
-    timeout: Option<Duration>,
-    retry: RetryPolicy,
-}
-
-impl Defaults {
-    fn check(c: &mut Checker<'_>, raw: RawDefaults) -> Defaults {
-        let timezone = c
-            .parse(&["defaults", "timezone"], raw.timezone.as_deref(), parse_tz)
-            .unwrap_or(Tz::UTC);
-        let priority = c
-            .parse(&["defaults", "priority"], raw.priority.as_deref(), |s| s.parse())
-            .unwrap_or(Priority::Normal);
-        let timeout = c
-            .parse(&["defaults", "timeout"], raw.timeout.as_deref(), parse_timeout)
-            .unwrap_or(Some(Duration::from_secs(30 * 60)));
-        let retry = check_retry(
-            c,
-            &["defaults", "retry"],
-            raw.retry.unwrap_or_default(),
-            &RetryPolicy::default(),
-        );
-        Defaults {
-            timezone,
-            priority,
-            timeout,
-            retry,
-        }
-    }
+fn check_defaults(c: &mut Checker<'_>, raw: RawDefaults) {
+    c.parse(&["defaults", "timezone"], raw.timezone.as_deref(), parse_tz);
+    c.parse(&["defaults", "priority"], raw.priority.as_deref(), |s| s.parse::<Priority>());
+    c.parse(&["defaults", "timeout"], raw.timeout.as_deref(), parse_timeout);
+    check_retry(c, &["defaults", "retry"], raw.retry.unwrap_or_default());
 }
 
 /// `0s` means "no timeout".
@@ -283,13 +470,13 @@ fn parse_timeout(s: &str) -> Result<Option<Duration>, String> {
     Ok((!d.is_zero()).then_some(d))
 }
 
-fn check_retry(c: &mut Checker<'_>, base: &[&str], raw: RawRetry, inherited: &RetryPolicy) -> RetryPolicy {
+fn check_retry(c: &mut Checker<'_>, base: &[&str], raw: RawRetry) -> RetryPolicy {
     let at = |field: &'static str| -> Vec<&str> {
         let mut p = base.to_vec();
         p.push(field);
         p
     };
-    let mut policy = inherited.clone();
+    let mut policy = RetryPolicy::default();
     if let Some(n) = raw.max_attempts {
         if n == 0 || n > 1000 {
             c.error(&at("max_attempts"), format!("must be between 1 and 1000, got {n}"));
@@ -322,50 +509,58 @@ fn check_retry(c: &mut Checker<'_>, base: &[&str], raw: RawRetry, inherited: &Re
     policy
 }
 
-fn check_job(c: &mut Checker<'_>, defaults: &Defaults, name: &str, raw: RawJob) -> Option<JobDef> {
+fn check_job(c: &mut Checker<'_>, name: &str, raw: RawJob) -> Option<JobDef> {
     let errors_before = c.errors.len();
     let at = |field: &'static str| -> [&str; 3] { ["jobs", name, field] };
 
-    let timezone = c
-        .parse(&at("timezone"), raw.timezone.as_deref(), parse_tz)
-        .unwrap_or(defaults.timezone);
-    let schedule = c.parse(&at("schedule"), raw.schedule.as_deref(), |s| {
-        CronSchedule::parse(s, timezone)
-    });
-    let priority = c
-        .parse(&at("priority"), raw.priority.as_deref(), |s| s.parse())
-        .unwrap_or(defaults.priority);
-    let timeout = c
-        .parse(&at("timeout"), raw.timeout.as_deref(), parse_timeout)
-        .unwrap_or(defaults.timeout);
-    let retry = match raw.retry {
-        Some(r) => check_retry(c, &at("retry"), r, &defaults.retry),
-        None => defaults.retry.clone(),
-    };
-    let overlap = c
-        .parse(&at("overlap"), raw.overlap.as_deref(), |s| s.parse())
-        .unwrap_or(Overlap::Allow);
-    let catch_up = c
-        .parse(&at("catch_up"), raw.catch_up.as_deref(), |s| s.parse())
-        .unwrap_or(CatchUp::Skip);
-    let jitter = c
-        .parse(&at("jitter"), raw.jitter.as_deref(), parse_duration)
-        .unwrap_or_default();
+    let timezone = c.parse(&at("timezone"), raw.timezone.as_deref(), parse_tz).unwrap_or(chrono_tz::Tz::UTC);
+    let mut policy = DstPolicy::default();
+    if let Some(dst) = &raw.dst {
+        if let Some(gap) = c.parse(&["jobs", name, "dst", "gap"], dst.gap.as_deref(), |s| s.parse()) {
+            policy.gap = gap;
+        }
+        if let Some(repeat) = c.parse(&["jobs", name, "dst", "repeat"], dst.repeat.as_deref(), |s| s.parse()) {
+            policy.repeat = repeat;
+        }
+    }
+    let schedule =
+        c.parse(&at("schedule"), raw.schedule.as_deref(), |s| CronSchedule::with_policy(s, timezone, policy));
+    let priority = c.parse(&at("priority"), raw.priority.as_deref(), |s| s.parse()).unwrap_or(Priority::Normal);
+    let timeout =
+        c.parse(&at("timeout"), raw.timeout.as_deref(), parse_timeout).unwrap_or(Some(Duration::from_secs(30 * 60)));
+    let retry = check_retry(c, &at("retry"), raw.retry.unwrap_or_default());
+    let overlap = c.parse(&at("overlap"), raw.overlap.as_deref(), |s| s.parse()).unwrap_or(Overlap::Allow);
+    let catch_up = c.parse(&at("catch_up"), raw.catch_up.as_deref(), |s| s.parse()).unwrap_or(CatchUp::Skip);
+    let jitter = c.parse(&at("jitter"), raw.jitter.as_deref(), parse_duration).unwrap_or_default();
+    let catch_up_window = c.parse(&at("catch_up_window"), raw.catch_up_window.as_deref(), parse_duration);
     if raw.max_concurrency == Some(0) {
         c.error(&at("max_concurrency"), "must be at least 1 (leave it out for no limit)");
     }
     if raw.max_catch_up == Some(0) {
         c.error(&at("max_catch_up"), "must be at least 1");
     }
-    if schedule.is_none() && raw.schedule.is_none() {
-        for (field, set) in [
+    if raw.schedule.is_none() {
+        let scheduled_only = [
             ("overlap", raw.overlap.is_some()),
             ("catch_up", raw.catch_up.is_some()),
+            ("max_catch_up", raw.max_catch_up.is_some()),
+            ("catch_up_window", raw.catch_up_window.is_some()),
             ("jitter", raw.jitter.is_some()),
-        ] {
+            ("dst", raw.dst.is_some()),
+        ];
+        for (field, set) in scheduled_only {
             if set {
                 c.error(&["jobs", name, field], "only applies to a job with a `schedule`");
             }
+        }
+    }
+    let depends_on = raw.depends_on.unwrap_or_default();
+    let mut seen = BTreeSet::new();
+    for upstream in &depends_on {
+        if let Err(e) = validate_job_name(upstream) {
+            c.error(&at("depends_on"), e);
+        } else if !seen.insert(upstream) {
+            c.error(&at("depends_on"), format!("\"{upstream}\" is listed twice"));
         }
     }
 
@@ -373,10 +568,7 @@ fn check_job(c: &mut Checker<'_>, defaults: &Defaults, name: &str, raw: RawJob) 
         (Some(shell), None) => check_shell(c, name, shell),
         (None, Some(builtin)) => check_builtin(c, name, builtin),
         (Some(_), Some(_)) => {
-            c.error(
-                &["jobs", name],
-                "exactly one executor is allowed, found both `shell` and `builtin`",
-            );
+            c.error(&["jobs", name], "exactly one executor is allowed, found both `shell` and `builtin`");
             None
         }
         (None, None) => {
@@ -404,6 +596,8 @@ fn check_job(c: &mut Checker<'_>, defaults: &Defaults, name: &str, raw: RawJob) 
         max_concurrency: raw.max_concurrency,
         enabled: raw.enabled.unwrap_or(true),
         tags: raw.tags.unwrap_or_default(),
+        depends_on,
+        catch_up_window,
     })
 }
 
@@ -412,11 +606,7 @@ fn check_shell(c: &mut Checker<'_>, name: &str, raw: RawShell) -> Option<Executo
         RawShell::Script(s) => (RawCommand::Script(s), BTreeMap::new(), String::new()),
         RawShell::Full(full) => (full.command, full.env.unwrap_or_default(), full.cwd.unwrap_or_default()),
     };
-    let mut def = ShellDef {
-        env,
-        cwd,
-        ..ShellDef::default()
-    };
+    let mut def = ShellDef { env, cwd, ..ShellDef::default() };
     match command {
         RawCommand::Script(s) if s.trim().is_empty() => {
             c.error(&["jobs", name, "shell"], "the command is empty");
@@ -440,10 +630,7 @@ fn check_builtin(c: &mut Checker<'_>, name: &str, raw: RawBuiltin) -> Option<Exe
     if !BUILTINS.contains(&builtin.as_str()) {
         c.error(
             &["jobs", name, "builtin"],
-            format!(
-                "unknown builtin \"{builtin}\" (expected one of: {})",
-                BUILTINS.join(", ")
-            ),
+            format!("unknown builtin \"{builtin}\" (expected one of: {})", BUILTINS.join(", ")),
         );
         return None;
     }
@@ -453,87 +640,11 @@ fn check_builtin(c: &mut Checker<'_>, name: &str, raw: RawBuiltin) -> Option<Exe
             c.error(&["jobs", name, "builtin", "duration"], "only `sleep` takes a duration");
             return None;
         }
-        parse_duration(&d)
-            .map_err(|e| c.error(&["jobs", name, "builtin", "duration"], e))
-            .ok()?;
+        parse_duration(&d).map_err(|e| c.error(&["jobs", name, "builtin", "duration"], e)).ok()?;
         args.insert("duration".to_string(), d);
     }
     Some(ExecutorDef::Builtin(BuiltinDef { name: builtin, args }))
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn parse(text: &str) -> Result<JobSet, ConfigErrors> {
-        parse_scheduler_yaml(Path::new("scheduler.yaml"), text, &|_| None)
-    }
-
-    #[test]
-    fn defaults_apply_and_jobs_override() {
-        let set = parse(
-            "defaults:\n  timezone: Europe/Berlin\n  priority: low\n  retry: { max_attempts: 5, initial_delay: 1s }\njobs:\n  a:\n    shell: echo a\n  b:\n    priority: critical\n    schedule: '*/5 * * * * *'\n    retry: { initial_delay: 2s }\n    builtin: { name: sleep, duration: 2s }\n",
-        )
-        .unwrap();
-        let a = set.get("a").unwrap();
-        assert_eq!(a.priority, Priority::Low);
-        assert_eq!(a.retry.max_attempts, 5);
-        assert_eq!(
-            a.executor,
-            ExecutorDef::Shell(ShellDef {
-                script: "echo a".into(),
-                ..ShellDef::default()
-            })
-        );
-        let b = set.get("b").unwrap();
-        assert_eq!(b.priority, Priority::Critical);
-        assert_eq!(b.retry.max_attempts, 5);
-        assert_eq!(b.retry.initial_delay, Duration::from_secs(2));
-        assert_eq!(b.schedule.as_ref().unwrap().tz(), chrono_tz::Europe::Berlin);
-    }
-
-    #[test]
-    fn reports_every_error_with_its_line() {
-        let text = "jobs:\n  a:\n    schedule: '61 * * * *'\n    shell: x\n  b:\n    timezone: Mars/Base\n    shell: x\n  c:\n    priority: urgent\n    shell: x\n  d:\n    shel: x\n";
-        let errors = parse(text).unwrap_err().0;
-        let located: Vec<(Option<usize>, &str)> = errors.iter().map(|e| (e.line, e.path.as_str())).collect();
-        assert_eq!(
-            located,
-            vec![
-                (Some(3), "jobs.a.schedule"),
-                (Some(6), "jobs.b.timezone"),
-                (Some(9), "jobs.c.priority"),
-                (Some(12), "jobs.d.shel")
-            ]
-        );
-        assert!(errors[2].message.contains("unknown priority \"urgent\""));
-        assert!(errors[3].message.contains("unknown field `shel`"));
-    }
-
-    #[test]
-    fn syntax_errors_have_a_line() {
-        let errors = parse("jobs:\n  a:\n    shell: [unclosed\n").unwrap_err().0;
-        assert_eq!(errors.len(), 1);
-        assert!(errors[0].line.is_some());
-        assert!(errors[0].message.starts_with("invalid YAML"));
-    }
-
-    #[test]
-    fn executor_is_required_and_unique() {
-        let errors = parse("jobs:\n  a: {}\n  b:\n    shell: x\n    builtin: noop\n")
-            .unwrap_err()
-            .0;
-        assert!(errors[0].message.contains("missing executor"));
-        assert!(errors[1].message.contains("exactly one executor"));
-    }
-
-    #[test]
-    fn bad_names_and_types() {
-        let errors = parse("jobs:\n  Bad_Name:\n    shell: x\n  ok:\n    shell: x\n    max_concurrency: many\n")
-            .unwrap_err()
-            .0;
-        assert!(errors[0].message.contains("invalid job name"));
-        assert_eq!(errors[1].path, "jobs.ok.max_concurrency");
-        assert_eq!(errors[1].line, Some(6));
-    }
-}
+mod tests;

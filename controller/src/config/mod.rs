@@ -1,9 +1,11 @@
 //! Loading and validating the configuration directory (`--config DIR`).
 //!
 //! `DIR/scheduler.yaml` holds the job definitions (design §3). Loading is
-//! all-or-nothing: the whole file is read, `${ENV}` references are interpolated,
-//! every job is deserialized and validated, and *all* problems are returned
-//! together, each with file, line, key path and reason. The controller refuses to
+//! all-or-nothing: the whole file is read, every job is deserialized and
+//! validated (with `${ENV}` references in its values interpolated), and *all*
+//! problems are returned together, each with file, line, key path and reason.
+//! A job's *spec* (its mapping with the file's defaults merged in, references
+//! not interpolated) is what the store keeps and `workerctl export` prints. The controller refuses to
 //! start (exit code 2) on any error, before it opens the store or binds a port.
 //!
 //! * [`raw`]: the serde shape of the file;
@@ -17,7 +19,7 @@ pub mod raw;
 use std::fmt;
 use std::path::{Path, PathBuf};
 
-pub use jobs::{JobSet, parse_scheduler_yaml};
+pub use jobs::{JobEntry, JobSet, Source, entry_from_spec, parse_document, parse_scheduler_yaml, spec_to_yaml};
 
 /// One configuration problem, located.
 #[derive(Debug, Clone, PartialEq)]
@@ -60,9 +62,20 @@ impl fmt::Display for ConfigErrors {
     }
 }
 
+/// The validated `--config` directory.
+#[derive(Debug, Clone)]
+pub struct LoadedConfig {
+    /// Path of `scheduler.yaml`.
+    pub file: PathBuf,
+    /// Its text (to tell whether it changed since it was last applied).
+    pub text: String,
+    /// Its job definitions.
+    pub jobs: JobSet,
+}
+
 /// Loads `DIR/scheduler.yaml`. A missing file is an error: `--config` must point at
 /// a directory holding one (it may define no jobs: `jobs: {}`).
-pub fn load_dir(dir: &Path) -> Result<JobSet, ConfigErrors> {
+pub fn load_dir(dir: &Path) -> Result<LoadedConfig, ConfigErrors> {
     let file = dir.join("scheduler.yaml");
     let text = std::fs::read_to_string(&file).map_err(|e| {
         ConfigErrors(vec![ConfigError {
@@ -72,59 +85,43 @@ pub fn load_dir(dir: &Path) -> Result<JobSet, ConfigErrors> {
             message: format!("cannot read: {e}"),
         }])
     })?;
-    parse_scheduler_yaml(&file, &text, &|name| std::env::var(name).ok())
+    let jobs = parse_scheduler_yaml(&file, &text, &|name| std::env::var(name).ok())?;
+    Ok(LoadedConfig { file, text, jobs })
 }
 
 /// Replaces `${NAME}` (NAME of letters, digits and `_`) with the variable's value;
 /// `$${` writes a literal `${`, and other `${...}` forms (such as a shell's
-/// `${X:-default}`) are kept as written. Unset variables are errors located at
-/// their line.
-pub fn interpolate(
-    file: &Path,
-    text: &str,
-    lookup: &dyn Fn(&str) -> Option<String>,
-) -> Result<String, Vec<ConfigError>> {
+/// `${X:-default}`) are kept as written. The error names the first unset variable.
+pub fn interpolate_str(text: &str, lookup: &dyn Fn(&str) -> Option<String>) -> Result<String, String> {
     let mut out = String::with_capacity(text.len());
-    let mut errors = Vec::new();
-    for (index, line) in text.split_inclusive('\n').enumerate() {
-        let mut rest = line;
-        while let Some(pos) = rest.find('$') {
-            out.push_str(&rest[..pos]);
-            let after = &rest[pos..];
-            if let Some(literal) = after.strip_prefix("$${") {
-                out.push_str("${");
-                rest = literal;
-            } else if let Some(body) = after.strip_prefix("${") {
-                match body.find('}') {
-                    Some(end) => {
-                        let name = &body[..end];
-                        let valid = !name.is_empty() && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_');
-                        match (valid, lookup(name)) {
-                            (true, Some(value)) => out.push_str(&value),
-                            (true, None) => errors.push(ConfigError {
-                                file: file.to_path_buf(),
-                                line: Some(index + 1),
-                                path: String::new(),
-                                message: format!("environment variable {name} is not set (referenced as ${{{name}}})"),
-                            }),
-                            // Not a variable reference (e.g. a shell `${X:-default}`): kept as written.
-                            (false, _) => out.push_str(&after[..end + 3]),
-                        }
-                        rest = &body[end + 1..];
-                    }
-                    None => {
-                        out.push_str(after);
-                        rest = "";
-                    }
-                }
+    let mut rest = text;
+    while let Some(pos) = rest.find('$') {
+        out.push_str(&rest[..pos]);
+        let after = &rest[pos..];
+        if let Some(literal) = after.strip_prefix("$${") {
+            out.push_str("${");
+            rest = literal;
+        } else if let Some(body) = after.strip_prefix("${") {
+            let Some(end) = body.find('}') else {
+                out.push_str(after);
+                return Ok(out);
+            };
+            let name = &body[..end];
+            if !name.is_empty() && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') {
+                let value = lookup(name)
+                    .ok_or_else(|| format!("environment variable {name} is not set (referenced as ${{{name}}})"))?;
+                out.push_str(&value);
             } else {
-                out.push('$');
-                rest = &after[1..];
+                out.push_str(&after[..end + 3]);
             }
+            rest = &body[end + 1..];
+        } else {
+            out.push('$');
+            rest = &after[1..];
         }
-        out.push_str(rest);
     }
-    if errors.is_empty() { Ok(out) } else { Err(errors) }
+    out.push_str(rest);
+    Ok(out)
 }
 
 #[cfg(test)]
@@ -132,16 +129,13 @@ mod tests {
     use super::*;
 
     #[test]
-    fn interpolates_and_reports_unset_variables_with_lines() {
+    fn interpolates_variables_and_keeps_shell_forms() {
         let lookup = |name: &str| (name == "TOKEN").then(|| "s3cret".to_string());
-        let file = Path::new("scheduler.yaml");
         assert_eq!(
-            interpolate(file, "a: ${TOKEN}\nb: $${LIT} $x ${X:-y}\n", &lookup).unwrap(),
-            "a: s3cret\nb: ${LIT} $x ${X:-y}\n"
+            interpolate_str("a ${TOKEN} $${LIT} $x ${X:-y} $", &lookup).unwrap(),
+            "a s3cret ${LIT} $x ${X:-y} $"
         );
-        let errors = interpolate(file, "a: 1\nb: ${MISSING}\n", &lookup).unwrap_err();
-        assert_eq!(errors.len(), 1);
-        assert_eq!(errors[0].line, Some(2));
-        assert!(errors[0].message.contains("MISSING is not set"));
+        let err = interpolate_str("b ${MISSING}", &lookup).unwrap_err();
+        assert!(err.contains("MISSING is not set"), "{err}");
     }
 }

@@ -48,6 +48,17 @@ pub struct RawJob {
     pub tags: Option<Vec<String>>,
     pub shell: Option<RawShell>,
     pub builtin: Option<RawBuiltin>,
+    pub depends_on: Option<Vec<String>>,
+    pub dst: Option<RawDst>,
+    pub catch_up_window: Option<String>,
+}
+
+/// `dst: { gap, repeat }` of a scheduled job.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawDst {
+    pub gap: Option<String>,
+    pub repeat: Option<String>,
 }
 
 /// `shell:` as a string (run by `sh -c`) or a mapping.

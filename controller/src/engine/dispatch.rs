@@ -25,6 +25,8 @@ struct Settlement {
     change: StateChange,
     end: AttemptEnd,
     job: String,
+    /// Changes of runs blocked behind this one.
+    dependents: Vec<StateChange>,
 }
 
 impl Engine {
@@ -167,6 +169,7 @@ impl Engine {
             return Ok(0);
         }
         let now = now_ms();
+        let jobs = self.jobs();
         let mut picks: Vec<(String, String)> = Vec::new(); // (run id, agent id)
         let mut extra_by_job: std::collections::HashMap<String, u32> = Default::default();
         let mut credits_left: u32 = core
@@ -187,7 +190,7 @@ impl Engine {
                 break;
             }
             let Some(run) = live.get(run_id) else { continue };
-            let Some(job) = self.jobs.get(&run.job) else { continue };
+            let Some(job) = jobs.get(&run.job) else { continue };
             if let Some(limit) = job.max_concurrency {
                 let running = running_by_job.get(&run.job).copied().unwrap_or(0)
                     + extra_by_job.get(&run.job).copied().unwrap_or(0);
@@ -249,7 +252,7 @@ impl Engine {
             run.lease_until = lease_until;
             let (job_name, attempt, payload) = (run.job.clone(), run.attempt, run.payload.to_string());
             *core.running_by_job.entry(job_name.clone()).or_default() += 1;
-            let job = self.jobs.get(&job_name).expect("picked run's job exists");
+            let job = jobs.get(&job_name).expect("picked run's job exists");
             let timeout_ms = job.timeout.map(|t| t.as_millis() as u64).unwrap_or(0);
             let assignment = Assignment {
                 run_id: run_id.clone(),
@@ -333,26 +336,20 @@ impl Engine {
         }
     }
 
-    /// Decides the run's next state after an attempt ended, commits it, and
-    /// updates memory. Called with the core lock held.
+    /// Decides the run's next state after an attempt ended, commits it (with the
+    /// changes of runs blocked behind it), and updates memory. Called with the core
+    /// lock held.
     pub(super) async fn settle(&self, core: &mut Core, end: AttemptEnd, permanent: bool) -> Result<()> {
         let settlement = self.settlement(core, end, permanent)?;
-        self.store
-            .apply(
-                std::slice::from_ref(&settlement.change),
-                &[],
-                std::slice::from_ref(&settlement.end),
-            )
-            .await?;
+        let mut changes = vec![settlement.change.clone()];
+        changes.extend(settlement.dependents.iter().cloned());
+        self.store.apply(&changes, &[], std::slice::from_ref(&settlement.end)).await?;
         self.apply_settlement(core, settlement);
         Ok(())
     }
 
     fn settlement(&self, core: &Core, end: AttemptEnd, permanent: bool) -> Result<Settlement> {
-        let run = core
-            .live
-            .get(&end.run_id)
-            .ok_or_else(|| Error::internal("settled run is not live"))?;
+        let run = core.live.get(&end.run_id).ok_or_else(|| Error::internal("settled run is not live"))?;
         let now = now_ms();
         let error = end.error.clone().unwrap_or_else(|| end.outcome.to_string());
         let (to, reason, not_before) = match end.outcome {
@@ -361,32 +358,21 @@ impl Engine {
                 (RunState::Cancelled, Some("cancelled by operator".to_string()), None)
             }
             _ if permanent => (RunState::Dead, Some(format!("non-retryable failure: {error}")), None),
-            _ if run.attempt >= run.max_attempts => (
-                RunState::Dead,
-                Some(format!("attempts exhausted ({}): {error}", run.attempt)),
-                None,
-            ),
+            _ if run.attempt >= run.max_attempts => {
+                (RunState::Dead, Some(format!("attempts exhausted ({}): {error}", run.attempt)), None)
+            }
             _ => {
-                let policy = &self
-                    .jobs
-                    .get(&run.job)
-                    .ok_or_else(|| Error::internal("job vanished"))?
-                    .retry;
+                let jobs = self.jobs();
+                let policy = &jobs.get(&run.job).ok_or_else(|| Error::internal("job vanished"))?.retry;
                 let delay = policy.delay(run.attempt, &mut rand::rng()).as_millis() as i64;
-                let reason = format!(
-                    "attempt {} {}: {error}; retry in {} ms",
-                    run.attempt, end.outcome, delay
-                );
+                let reason = format!("attempt {} {}: {error}; retry in {} ms", run.attempt, end.outcome, delay);
                 (RunState::Scheduled, Some(reason), Some(now + delay))
             }
         };
         let mut change = StateChange::new(&end.run_id, RunState::Running, to, now, reason);
         change.not_before = not_before;
-        Ok(Settlement {
-            change,
-            end,
-            job: run.job.clone(),
-        })
+        let dependents = self.dependent_changes(core, &end.run_id, to, now);
+        Ok(Settlement { change, end, job: run.job.clone(), dependents })
     }
 
     fn apply_settlement(&self, core: &mut Core, s: Settlement) {
@@ -408,14 +394,8 @@ impl Engine {
             }
         }
         self.wake_dispatch.notify_one();
-        self.emit(
-            &id,
-            &s.job,
-            s.change.to,
-            attempt,
-            s.change.at,
-            s.change.reason.as_deref(),
-        );
+        self.emit(&id, &s.job, s.change.to, attempt, s.change.at, s.change.reason.as_deref());
+        self.apply_dependent_changes(core, &id, s.change.to, &s.dependents);
     }
 }
 

@@ -13,7 +13,10 @@
 //! never interleave. Group commits batch the dispatch of many runs into one
 //! transaction.
 
+mod definitions;
+mod deps;
 mod dispatch;
+mod enqueue;
 mod runs;
 pub mod state;
 mod timers;
@@ -25,7 +28,8 @@ use std::time::Duration;
 use tokio::sync::{Mutex, Notify, broadcast};
 use worker_proto::v1::RunEvent;
 
-pub use runs::EnqueueRequest;
+pub use definitions::{ApplySummary, CONFIG_FILE_KEY, DefinitionsError, initial_definitions};
+pub use enqueue::{EnqueueOutcome, EnqueueRequest, MAX_BATCH, validate_payload};
 pub use views::{AgentView, QueueStatsView, RunView};
 
 use crate::config::JobSet;
@@ -47,17 +51,23 @@ pub struct EngineSettings {
     pub heartbeat_interval: Duration,
     /// An attempt whose agent is silent this long is `lost`.
     pub lease_timeout: Duration,
+    /// How long an idempotency key keeps returning its run after the run finished.
+    pub idempotency_window: Duration,
 }
 
 /// The controller's state machine; shared by the API, the scheduler and the loops.
 pub struct Engine {
     store: Store,
-    jobs: JobSet,
+    jobs: std::sync::RwLock<Arc<JobSet>>,
     settings: EngineSettings,
     core: Mutex<Core>,
     events: broadcast::Sender<RunEvent>,
     wake_dispatch: Notify,
     wake_timers: Notify,
+    /// Told when job definitions or schedule pauses change (the scheduler replans).
+    schedules_changed: Notify,
+    /// Serializes changes of the definitions.
+    definitions_lock: Mutex<()>,
 }
 
 impl Engine {
@@ -67,21 +77,28 @@ impl Engine {
         let (events, _) = broadcast::channel(4096);
         let engine = Engine {
             store,
-            jobs,
+            jobs: std::sync::RwLock::new(Arc::new(jobs)),
             settings,
             core: Mutex::new(Core::default()),
             events,
             wake_dispatch: Notify::new(),
             wake_timers: Notify::new(),
+            schedules_changed: Notify::new(),
+            definitions_lock: Mutex::new(()),
         };
         {
             let mut core = engine.core.lock().await;
             let now = now_ms();
             let lease = settings.lease_timeout.as_millis() as i64;
             let mut orphans = Vec::new();
-            let mut recovered = [0usize; 3];
-            for record in engine.store.active_runs().await? {
-                if engine.jobs.get(&record.job).is_none() {
+            let mut recovered = [0usize; 4];
+            let jobs = engine.jobs();
+            let active = engine.store.active_runs().await?;
+            let blocked_ids: Vec<String> =
+                active.iter().filter(|r| r.state == RunState::Blocked).map(|r| r.id.clone()).collect();
+            let dependencies = engine.store.dependencies(&blocked_ids).await?;
+            for record in active {
+                if jobs.get(&record.job).is_none() {
                     let reason = format!("job \"{}\" is no longer defined", record.job);
                     orphans.push(StateChange::new(
                         &record.id,
@@ -105,6 +122,7 @@ impl Engine {
                     agent_id: None,
                     lease_until: now + lease,
                     cancel_requested: record.cancel_requested,
+                    waiting_on: Default::default(),
                 };
                 match record.state {
                     RunState::Queued => {
@@ -130,7 +148,16 @@ impl Engine {
                         recovered[2] += 1;
                     }
                     _ => {
+                        // Blocked: wait for the upstream runs that have not succeeded.
+                        for (_, upstream) in dependencies.iter().filter(|(r, _)| *r == record.id) {
+                            let done = engine.store.run(upstream).await?.is_some_and(|u| u.state == RunState::Succeeded);
+                            if !done {
+                                run.waiting_on.insert(upstream.clone());
+                                core.dependents.entry(upstream.clone()).or_default().push(record.id.clone());
+                            }
+                        }
                         core.live.insert(record.id.clone(), run);
+                        recovered[3] += 1;
                     }
                 }
             }
@@ -142,15 +169,16 @@ impl Engine {
                 queued = recovered[0],
                 scheduled = recovered[1],
                 running = recovered[2],
+                blocked = recovered[3],
                 "recovered runs from the store"
             );
         }
         Ok(Arc::new(engine))
     }
 
-    /// The job definitions.
-    pub fn jobs(&self) -> &JobSet {
-        &self.jobs
+    /// The current job definitions (a snapshot; changes replace the whole set).
+    pub fn jobs(&self) -> Arc<JobSet> {
+        self.jobs.read().unwrap_or_else(|e| e.into_inner()).clone()
     }
 
     /// The store.

@@ -45,6 +45,8 @@ pub struct LiveRun {
     pub lease_until: i64,
     /// An operator asked to cancel it while running.
     pub cancel_requested: bool,
+    /// While blocked: upstream runs that have not succeeded yet.
+    pub waiting_on: BTreeSet<String>,
 }
 
 /// A connected (or recently disconnected) agent.
@@ -101,6 +103,8 @@ pub struct Core {
     pub agents: HashMap<String, AgentEntry>,
     /// Running runs per job (for `max_concurrency`).
     pub running_by_job: HashMap<String, u32>,
+    /// Blocked runs by the upstream run they wait for.
+    pub dependents: HashMap<String, Vec<String>>,
     /// Arrival counter for FIFO ties.
     pub next_seq: u64,
     /// Connection counter.

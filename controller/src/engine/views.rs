@@ -18,6 +18,8 @@ pub struct RunView {
     pub attempts: Vec<AttemptRecord>,
     /// Its recorded transitions (only filled for single-run reads).
     pub transitions: Vec<TransitionRecord>,
+    /// Upstream runs it depends on.
+    pub depends_on: Vec<String>,
 }
 
 /// Queue depth by state and, for queued runs, by priority.
@@ -74,11 +76,9 @@ impl Engine {
             .ok_or_else(|| Error::not_found(format!("run {id} does not exist")))?;
         let attempts = self.store.attempts(std::slice::from_ref(&run.id)).await?;
         let transitions = self.store.transitions(id).await?;
-        Ok(RunView {
-            run,
-            attempts,
-            transitions,
-        })
+        let depends_on =
+            self.store.dependencies(std::slice::from_ref(&run.id)).await?.into_iter().map(|(_, u)| u).collect();
+        Ok(RunView { run, attempts, transitions, depends_on })
     }
 
     /// Attaches attempts to runs (one query for all).
@@ -88,10 +88,15 @@ impl Engine {
         for attempt in self.store.attempts(&ids).await? {
             by_run.entry(attempt.run_id.clone()).or_default().push(attempt);
         }
+        let mut deps: BTreeMap<String, Vec<String>> = BTreeMap::new();
+        for (run, upstream) in self.store.dependencies(&ids).await? {
+            deps.entry(run).or_default().push(upstream);
+        }
         Ok(runs
             .into_iter()
             .map(|run| RunView {
                 attempts: by_run.remove(&run.id).unwrap_or_default(),
+                depends_on: deps.remove(&run.id).unwrap_or_default(),
                 run,
                 transitions: Vec::new(),
             })

@@ -3,10 +3,13 @@
 //! At start-up it reads each schedule's durable cursor (the nominal instant of the
 //! last fire handled) and applies the job's `catch_up` policy to the fires missed
 //! while the controller was down: `skip` counts them, `latest` runs the last one,
-//! `all` runs up to `max_catch_up` of the latest. Then it sleeps until the next
-//! fire of any schedule. Each fire is created with its nominal instant; the store
-//! refuses a second run for the same (job, instant), so no fire happens twice,
-//! across restarts too.
+//! `all` runs up to `max_catch_up` of the latest, in both cases only those within
+//! `catch_up_window` when one is set. Then it sleeps until the next fire of any
+//! schedule, and plans again whenever definitions or pauses change. Each fire is
+//! created with its nominal instant; the store refuses a second run for the same
+//! (job, instant), so no fire happens twice, across restarts too. Fires of a
+//! paused schedule move its cursor without creating runs, so resuming never
+//! catches up the paused period.
 //!
 //! * [`cron`]: expression parsing and fire-time computation in a time zone.
 
@@ -39,69 +42,75 @@ pub async fn run(engine: Arc<Engine>, mut shutdown: tokio::sync::watch::Receiver
         }
     };
     loop {
-        let Some((at, name)) = pending.first().cloned() else {
-            let _ = shutdown.changed().await;
-            return;
+        let wait = match pending.first() {
+            Some((at, _)) => Duration::from_millis((at - Utc::now().timestamp_millis()).max(0) as u64),
+            None => Duration::from_secs(3600),
         };
-        let wait = (at - Utc::now().timestamp_millis()).max(0) as u64;
-        if wait > 0 {
+        if !wait.is_zero() || pending.is_empty() {
             tokio::select! {
-                _ = tokio::time::sleep(Duration::from_millis(wait)) => continue,
+                _ = tokio::time::sleep(wait) => {}
+                _ = engine.schedules_changed() => pending = plan(&engine, Utc::now().timestamp_millis()),
                 _ = shutdown.changed() => return,
             }
-        }
-        let Some(job) = engine.jobs().get(&name).cloned() else {
-            pending.remove(&(at, name));
             continue;
-        };
+        }
+        let Some((at, name)) = pending.pop_first() else { continue };
+        let Some(job) = engine.jobs().get(&name).cloned() else { continue };
         if let Err(e) = fire(&engine, &job, at).await {
             tracing::error!(job = %name, error = %e, "schedule fire failed; retrying in 1s");
+            pending.insert((at, name));
             tokio::select! {
                 _ = tokio::time::sleep(Duration::from_secs(1)) => continue,
                 _ = shutdown.changed() => return,
             }
         }
-        pending.remove(&(at, name.clone()));
         if let Some(next) = next_fire(&job, at) {
             pending.insert((next, name));
         }
     }
 }
 
+/// The next fire after `after_ms` of every enabled scheduled job.
+fn plan(engine: &Engine, after_ms: i64) -> BTreeSet<(i64, String)> {
+    engine
+        .jobs()
+        .iter()
+        .filter(|j| j.enabled)
+        .filter_map(|job| Some((next_fire(job, after_ms)?, job.name.clone())))
+        .collect()
+}
+
 /// Applies each schedule's catch-up policy and returns the next fire of each.
 async fn catch_up(engine: &Engine) -> Result<BTreeSet<(i64, String)>> {
     let cursors = engine.store().cursors().await?;
+    let paused = engine.store().paused_schedules().await?;
     let now = Utc::now();
-    let mut pending = BTreeSet::new();
     for job in engine.jobs().iter().filter(|j| j.enabled) {
         let Some(schedule) = &job.schedule else { continue };
-        if let Some(cursor) = cursors.iter().find(|c| c.job == job.name)
-            && let Some(last) = DateTime::<Utc>::from_timestamp_millis(cursor.last_fired)
-        {
-            let limit = match job.catch_up {
-                CatchUp::Skip => 0,
-                CatchUp::Latest => 1,
-                CatchUp::All => job.max_catch_up as usize,
-            };
-            let (fires, count) = schedule.fires_between(last, now, limit.max(1));
-            let to_run = &fires[fires.len() - limit.min(fires.len())..];
-            for instant in to_run {
-                fire(engine, job, instant.timestamp_millis()).await?;
-            }
-            if let Some(newest) = fires.last() {
-                let missed = count - to_run.len() as u64;
-                engine
-                    .store()
-                    .advance_cursor(&job.name, newest.timestamp_millis(), missed, 0)
-                    .await?;
-                tracing::info!(job = %job.name, missed, caught_up = to_run.len(), policy = %job.catch_up, "fires missed while the controller was down");
-            }
+        let Some(cursor) = cursors.iter().find(|c| c.job == job.name) else { continue };
+        let Some(last) = DateTime::<Utc>::from_timestamp_millis(cursor.last_fired) else { continue };
+        let limit = match job.catch_up {
+            CatchUp::Skip => 0,
+            CatchUp::Latest => 1,
+            CatchUp::All => job.max_catch_up as usize,
+        };
+        let (fires, count) = schedule.fires_between(last, now, limit.max(1));
+        let Some(newest) = fires.last().copied() else { continue };
+        if paused.contains(&job.name) {
+            engine.store().advance_cursor(&job.name, newest.timestamp_millis(), 0, 0).await?;
+            continue;
         }
-        if let Some(next) = next_fire(job, now.timestamp_millis()) {
-            pending.insert((next, job.name.clone()));
+        let oldest_allowed = job.catch_up_window.map(|w| now - chrono::Duration::milliseconds(w.as_millis() as i64));
+        let eligible: Vec<DateTime<Utc>> =
+            fires[fires.len() - limit.min(fires.len())..].iter().copied().filter(|f| oldest_allowed.is_none_or(|o| *f >= o)).collect();
+        for instant in &eligible {
+            fire(engine, job, instant.timestamp_millis()).await?;
         }
+        let missed = count - eligible.len() as u64;
+        engine.store().advance_cursor(&job.name, newest.timestamp_millis(), missed, 0).await?;
+        tracing::info!(job = %job.name, missed, caught_up = eligible.len(), policy = %job.catch_up, "fires missed while the controller was down");
     }
-    Ok(pending)
+    Ok(plan(engine, now.timestamp_millis()))
 }
 
 fn next_fire(job: &JobDef, after_ms: i64) -> Option<i64> {
@@ -110,12 +119,12 @@ fn next_fire(job: &JobDef, after_ms: i64) -> Option<i64> {
 }
 
 async fn fire(engine: &Engine, job: &Arc<JobDef>, instant: i64) -> Result<()> {
+    if engine.store().paused_schedules().await?.contains(&job.name) {
+        engine.store().advance_cursor(&job.name, instant, 0, 0).await?;
+        return Ok(());
+    }
     let jitter = job.jitter.as_millis() as i64;
-    let delay = if jitter > 0 {
-        rand::rng().random_range(0..=jitter)
-    } else {
-        0
-    };
+    let delay = if jitter > 0 { rand::rng().random_range(0..=jitter) } else { 0 };
     if let Some(run) = engine.fire(job, instant, delay).await? {
         tracing::info!(job = %job.name, run = %run.id, "schedule fired");
     }

@@ -17,7 +17,7 @@ use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, S
 use sqlx::{AssertSqlSafe, Row, Sqlite, SqlitePool, Transaction};
 
 pub use records::{
-    AttemptEnd, AttemptRecord, AttemptStart, JobStatsRecord, NewRun, RunRecord, ScheduleCursor, StateChange,
+    AttemptEnd, AttemptRecord, AttemptStart, InsertPlan, JobStatsRecord, NewRun, RunRecord, ScheduleCursor, StateChange,
     TransitionRecord,
 };
 
@@ -25,7 +25,10 @@ use crate::error::{Error, Result};
 use crate::model::{Outcome, RunState};
 
 /// Embedded migrations, applied in order at start-up.
-const MIGRATIONS: &[(i64, &str, &str)] = &[(1, "init", include_str!("../../../migrations/sqlite/0001_init.sql"))];
+const MIGRATIONS: &[(i64, &str, &str)] = &[
+    (1, "init", include_str!("../../../migrations/sqlite/0001_init.sql")),
+    (2, "definitions and dependencies", include_str!("../../../migrations/sqlite/0002_definitions_dependencies.sql")),
+];
 
 /// Handle to the database.
 #[derive(Clone)]
@@ -78,40 +81,175 @@ impl Store {
         Ok(())
     }
 
-    /// Inserts a new run and its first transition. For a scheduled fire the
-    /// schedule cursor moves in the same transaction. Returns `false` (and writes
-    /// nothing but the cursor) when a run for the same (job, fire instant) exists.
-    pub async fn insert_run(&self, run: &NewRun) -> Result<bool> {
+    /// Inserts new runs, their dependencies and idempotency keys, with their first
+    /// transitions, in one transaction. For scheduled fires the schedule cursor
+    /// moves in the same transaction. Returns `false` (and writes nothing) when a
+    /// run for the same (job, fire instant) already exists.
+    pub async fn insert_runs(&self, plan: &InsertPlan) -> Result<bool> {
         let mut tx = self.pool.begin().await?;
-        let inserted = sqlx::query(
-            "INSERT INTO runs (id, job, state, priority, payload, trigger_kind, scheduled_for, created_at, not_before, ready_at, attempt, max_attempts, reason, workflow_id)
-             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 0, ?, ?, ?) ON CONFLICT DO NOTHING",
-        )
-        .bind(&run.id)
-        .bind(&run.job)
-        .bind(run.state.as_str())
-        .bind(run.priority.as_str())
-        .bind(&run.payload)
-        .bind(run.trigger.as_str())
-        .bind(run.scheduled_for)
-        .bind(run.created_at)
-        .bind(run.not_before)
-        .bind(run.ready_at)
-        .bind(run.max_attempts)
-        .bind(&run.reason)
-        .bind(&run.workflow_id)
-        .execute(&mut *tx)
-        .await?
-        .rows_affected()
-            == 1;
-        if inserted {
+        for run in &plan.runs {
+            if let Some(instant) = run.scheduled_for {
+                let exists: Option<i64> = sqlx::query_scalar("SELECT 1 FROM runs WHERE job = ? AND scheduled_for = ?")
+                    .bind(&run.job)
+                    .bind(instant)
+                    .fetch_optional(&mut *tx)
+                    .await?;
+                if exists.is_some() {
+                    tx.rollback().await?;
+                    return Ok(false);
+                }
+            }
+            sqlx::query(
+                "INSERT INTO runs (id, job, state, priority, payload, trigger_kind, scheduled_for, created_at, not_before, ready_at,
+                 attempt, max_attempts, reason, workflow_id, idempotency_key)
+                 VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 0, ?, ?, ?, ?)",
+            )
+            .bind(&run.id)
+            .bind(&run.job)
+            .bind(run.state.as_str())
+            .bind(run.priority.as_str())
+            .bind(&run.payload)
+            .bind(run.trigger.as_str())
+            .bind(run.scheduled_for)
+            .bind(run.created_at)
+            .bind(run.not_before)
+            .bind(run.ready_at)
+            .bind(run.max_attempts)
+            .bind(&run.reason)
+            .bind(&run.workflow_id)
+            .bind(&run.idempotency_key)
+            .execute(&mut *tx)
+            .await?;
             insert_transition(&mut tx, &run.id, None, run.state, run.created_at, run.reason.as_deref()).await?;
+            if let Some(instant) = run.scheduled_for {
+                upsert_cursor(&mut tx, &run.job, instant).await?;
+            }
+            if let Some(key) = &run.idempotency_key {
+                sqlx::query(
+                    "INSERT INTO idempotency_keys (key, run_id, created_at) VALUES (?, ?, ?)
+                     ON CONFLICT (key) DO UPDATE SET run_id = excluded.run_id, created_at = excluded.created_at",
+                )
+                .bind(key)
+                .bind(&run.id)
+                .bind(run.created_at)
+                .execute(&mut *tx)
+                .await?;
+            }
         }
-        if let Some(instant) = run.scheduled_for {
-            upsert_cursor(&mut tx, &run.job, instant).await?;
+        for (run_id, upstream_id) in &plan.dependencies {
+            sqlx::query("INSERT INTO run_dependencies (run_id, upstream_id) VALUES (?, ?)")
+                .bind(run_id)
+                .bind(upstream_id)
+                .execute(&mut *tx)
+                .await?;
         }
         tx.commit().await?;
-        Ok(inserted)
+        Ok(true)
+    }
+
+    /// The run an idempotency key points at, with the time the key was recorded.
+    pub async fn idempotency_key(&self, key: &str) -> Result<Option<(String, i64)>> {
+        let row = sqlx::query("SELECT run_id, created_at FROM idempotency_keys WHERE key = ?")
+            .bind(key)
+            .fetch_optional(&self.pool)
+            .await?;
+        Ok(row.map(|r| (r.get(0), r.get(1))))
+    }
+
+    /// (run, upstream) pairs of the given runs.
+    pub async fn dependencies(&self, run_ids: &[String]) -> Result<Vec<(String, String)>> {
+        if run_ids.is_empty() {
+            return Ok(Vec::new());
+        }
+        let placeholders = vec!["?"; run_ids.len()].join(", ");
+        let sql = format!(
+            "SELECT run_id, upstream_id FROM run_dependencies WHERE run_id IN ({placeholders}) ORDER BY run_id, rowid"
+        );
+        let mut query = sqlx::query(AssertSqlSafe(sql));
+        for id in run_ids {
+            query = query.bind(id);
+        }
+        Ok(query.fetch_all(&self.pool).await?.iter().map(|r| (r.get(0), r.get(1))).collect())
+    }
+
+    /// Runs of a workflow, oldest first.
+    pub async fn workflow_runs(&self, workflow_id: &str) -> Result<Vec<RunRecord>> {
+        let sql = format!("SELECT {RUN_COLUMNS} FROM runs WHERE workflow_id = ? ORDER BY created_at, id");
+        let rows = sqlx::query(AssertSqlSafe(sql)).bind(workflow_id).fetch_all(&self.pool).await?;
+        rows.iter().map(run_from_row).collect()
+    }
+
+    /// Stored job definitions: (name, spec YAML, source).
+    pub async fn job_specs(&self) -> Result<Vec<(String, String, String)>> {
+        let rows = sqlx::query("SELECT name, spec, source FROM jobs ORDER BY name").fetch_all(&self.pool).await?;
+        Ok(rows.iter().map(|r| (r.get(0), r.get(1), r.get(2))).collect())
+    }
+
+    /// Writes job definitions (upserts and deletions) in one transaction, and,
+    /// when given, records the configuration file text they came from.
+    pub async fn save_jobs(
+        &self,
+        upserts: &[(String, String, String)],
+        deletes: &[String],
+        applied: Option<(&str, &str)>,
+    ) -> Result<()> {
+        let now = chrono::Utc::now().timestamp_millis();
+        let mut tx = self.pool.begin().await?;
+        for (name, spec, source) in upserts {
+            sqlx::query(
+                "INSERT INTO jobs (name, spec, source, updated_at) VALUES (?, ?, ?, ?)
+                 ON CONFLICT (name) DO UPDATE SET spec = excluded.spec, source = excluded.source, updated_at = excluded.updated_at",
+            )
+            .bind(name)
+            .bind(spec)
+            .bind(source)
+            .bind(now)
+            .execute(&mut *tx)
+            .await?;
+        }
+        for name in deletes {
+            sqlx::query("DELETE FROM jobs WHERE name = ?").bind(name).execute(&mut *tx).await?;
+        }
+        if let Some((file, content)) = applied {
+            sqlx::query(
+                "INSERT INTO applied_config (file, content, applied_at) VALUES (?, ?, ?)
+                 ON CONFLICT (file) DO UPDATE SET content = excluded.content, applied_at = excluded.applied_at",
+            )
+            .bind(file)
+            .bind(content)
+            .bind(now)
+            .execute(&mut *tx)
+            .await?;
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// The text of a configuration file as last applied.
+    pub async fn applied_config(&self, file: &str) -> Result<Option<String>> {
+        Ok(sqlx::query_scalar("SELECT content FROM applied_config WHERE file = ?")
+            .bind(file)
+            .fetch_optional(&self.pool)
+            .await?)
+    }
+
+    /// Names of paused schedules.
+    pub async fn paused_schedules(&self) -> Result<Vec<String>> {
+        Ok(sqlx::query_scalar("SELECT job FROM schedule_pauses ORDER BY job").fetch_all(&self.pool).await?)
+    }
+
+    /// Pauses or resumes a schedule.
+    pub async fn set_paused(&self, job: &str, paused: bool) -> Result<()> {
+        if paused {
+            sqlx::query("INSERT INTO schedule_pauses (job, paused_at) VALUES (?, ?) ON CONFLICT (job) DO NOTHING")
+                .bind(job)
+                .bind(chrono::Utc::now().timestamp_millis())
+                .execute(&self.pool)
+                .await?;
+        } else {
+            sqlx::query("DELETE FROM schedule_pauses WHERE job = ?").bind(job).execute(&self.pool).await?;
+        }
+        Ok(())
     }
 
     /// Applies state changes, new attempts and finished attempts in one transaction.
@@ -391,7 +529,7 @@ impl Store {
     }
 }
 
-const RUN_COLUMNS: &str = "id, job, state, priority, payload, trigger_kind, scheduled_for, created_at, not_before, ready_at, finished_at, attempt, max_attempts, reason, workflow_id, cancel_requested";
+const RUN_COLUMNS: &str = "id, job, state, priority, payload, trigger_kind, scheduled_for, created_at, not_before, ready_at, finished_at, attempt, max_attempts, reason, workflow_id, cancel_requested, idempotency_key";
 
 fn run_from_row(r: &SqliteRow) -> Result<RunRecord> {
     Ok(RunRecord {
@@ -411,6 +549,7 @@ fn run_from_row(r: &SqliteRow) -> Result<RunRecord> {
         reason: r.get(13),
         workflow_id: r.get(14),
         cancel_requested: r.get::<i64, _>(15) != 0,
+        idempotency_key: r.get(16),
     })
 }
 

@@ -37,6 +37,8 @@ pub struct RunRecord {
     pub workflow_id: Option<String>,
     /// An operator asked to cancel it while it was running.
     pub cancel_requested: bool,
+    /// Idempotency key it was enqueued with.
+    pub idempotency_key: Option<String>,
 }
 
 /// A new run to insert.
@@ -68,6 +70,17 @@ pub struct NewRun {
     pub reason: Option<String>,
     /// Workflow the run belongs to.
     pub workflow_id: Option<String>,
+    /// Idempotency key it was enqueued with.
+    pub idempotency_key: Option<String>,
+}
+
+/// New runs to insert together (a workflow or a batch), with their dependencies.
+#[derive(Debug, Clone, Default)]
+pub struct InsertPlan {
+    /// The runs, upstream first.
+    pub runs: Vec<NewRun>,
+    /// (run id, upstream run id) pairs.
+    pub dependencies: Vec<(String, String)>,
 }
 
 /// A state change of a run, recorded with a transition row.

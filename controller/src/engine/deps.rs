@@ -1,0 +1,106 @@
+//! Run-level dependencies: what happens to blocked runs when an upstream run
+//! succeeds (released when nothing else holds them), is cancelled (cancelled
+//! with it, transitively) or dies (stays blocked, with the reason shown).
+
+use std::collections::{BTreeSet, VecDeque};
+
+use super::Engine;
+use super::state::Core;
+use crate::model::RunState;
+use crate::store::StateChange;
+
+impl Engine {
+    /// The state changes of runs blocked behind `upstream` now that it reached
+    /// `state`. Computed from memory; nothing is changed.
+    pub(super) fn dependent_changes(&self, core: &Core, upstream: &str, state: RunState, now: i64) -> Vec<StateChange> {
+        let blocked = |id: &String| core.live.get(id).filter(|r| r.state == RunState::Blocked);
+        let direct = core.dependents.get(upstream).cloned().unwrap_or_default();
+        match state {
+            RunState::Succeeded => direct
+                .iter()
+                .filter_map(|id| blocked(id))
+                .map(|run| {
+                    let remaining = run.waiting_on.iter().filter(|u| *u != upstream).count();
+                    if remaining > 0 {
+                        let reason = format!("waiting for {remaining} upstream run(s)");
+                        StateChange::new(&run.id, RunState::Blocked, RunState::Blocked, now, Some(reason))
+                    } else if run.not_before > now {
+                        let mut c = StateChange::new(&run.id, RunState::Blocked, RunState::Scheduled, now, None);
+                        c.not_before = Some(run.not_before);
+                        c
+                    } else {
+                        let mut c = StateChange::new(&run.id, RunState::Blocked, RunState::Queued, now, None);
+                        c.ready_at = Some(now);
+                        c
+                    }
+                })
+                .collect(),
+            RunState::Cancelled => {
+                let mut changes = Vec::new();
+                let mut seen: BTreeSet<String> = BTreeSet::new();
+                let mut queue: VecDeque<String> = VecDeque::from([upstream.to_string()]);
+                while let Some(u) = queue.pop_front() {
+                    for id in core.dependents.get(&u).into_iter().flatten() {
+                        if blocked(id).is_some() && seen.insert(id.clone()) {
+                            let reason = format!("upstream run {u} was cancelled");
+                            changes.push(StateChange::new(id, RunState::Blocked, RunState::Cancelled, now, Some(reason)));
+                            queue.push_back(id.clone());
+                        }
+                    }
+                }
+                changes
+            }
+            RunState::Dead => direct
+                .iter()
+                .filter_map(|id| blocked(id))
+                .map(|run| {
+                    let reason = format!("upstream run {upstream} is dead; waiting for it to be retried and succeed");
+                    StateChange::new(&run.id, RunState::Blocked, RunState::Blocked, now, Some(reason))
+                })
+                .collect(),
+            _ => Vec::new(),
+        }
+    }
+
+    /// Applies committed [`Self::dependent_changes`] in memory.
+    pub(super) fn apply_dependent_changes(&self, core: &mut Core, upstream: &str, state: RunState, changes: &[StateChange]) {
+        match state {
+            RunState::Succeeded => {
+                for id in core.dependents.remove(upstream).unwrap_or_default() {
+                    if let Some(run) = core.live.get_mut(&id) {
+                        run.waiting_on.remove(upstream);
+                    }
+                }
+            }
+            RunState::Cancelled => {
+                core.dependents.remove(upstream);
+            }
+            _ => {}
+        }
+        for change in changes {
+            let Some(run) = core.live.get(&change.run_id) else { continue };
+            let (job, attempt) = (run.job.clone(), run.attempt);
+            match change.to {
+                RunState::Queued => {
+                    core.push_ready(&change.run_id, change.at);
+                    self.wake_dispatch.notify_one();
+                }
+                RunState::Scheduled => {
+                    let not_before = change.not_before.unwrap_or(change.at);
+                    if let Some(run) = core.live.get_mut(&change.run_id) {
+                        run.state = RunState::Scheduled;
+                        run.not_before = not_before;
+                    }
+                    core.timers.insert((not_before, change.run_id.clone()));
+                    self.wake_timers.notify_one();
+                }
+                RunState::Cancelled => {
+                    core.live.remove(&change.run_id);
+                    core.dependents.remove(&change.run_id);
+                }
+                _ => {}
+            }
+            self.emit(&change.run_id, &job, change.to, attempt, change.at, change.reason.as_deref());
+        }
+    }
+}

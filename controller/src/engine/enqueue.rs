@@ -1,0 +1,602 @@
+//! Creating runs: single and batch enqueues, schedule fires, idempotency keys,
+//! delayed runs, run-level dependencies and job-level chains (workflows).
+//!
+//! Every request is turned into an [`InsertPlan`] (all runs it creates, their
+//! dependency edges and keys) that is validated whole and committed in one
+//! transaction: a bad entry anywhere rejects everything.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::sync::Arc;
+
+use super::state::LiveRun;
+use super::{Engine, MAX_PAYLOAD_BYTES};
+use crate::config::JobSet;
+use crate::error::{Error, ErrorCode, Result};
+use crate::job::JobDef;
+use crate::model::{Priority, RunState, Trigger};
+use crate::store::{InsertPlan, NewRun, RunRecord};
+use crate::time::{now_ms, parse_rfc3339};
+
+/// Most runs in one batch.
+pub const MAX_BATCH: usize = 1000;
+/// Most dependencies of one run.
+pub const MAX_DEPENDENCIES: usize = 100;
+/// Longest idempotency key, in bytes.
+pub const MAX_KEY_BYTES: usize = 256;
+
+/// A request to create one run of a defined job.
+#[derive(Debug, Clone, Default)]
+pub struct EnqueueRequest {
+    /// Job name.
+    pub job: String,
+    /// Payload, JSON text ("" = null).
+    pub payload: String,
+    /// Priority name ("" = the job's).
+    pub priority: String,
+    /// Trigger name: "manual" or "api" ("" = api).
+    pub trigger: String,
+    /// Run ids, or refs of other items of the same batch, that must succeed first.
+    pub depends_on: Vec<String>,
+    /// Idempotency key ("" = none).
+    pub idempotency_key: String,
+    /// Delay before the run may start, in ms.
+    pub delay_ms: u64,
+    /// RFC 3339 instant before which the run may not start ("" = none).
+    pub not_before: String,
+    /// Name of this item inside a batch ("" = none).
+    pub reference: String,
+}
+
+/// What an enqueue created (or found).
+#[derive(Debug, Clone)]
+pub struct EnqueueOutcome {
+    /// The run asked for.
+    pub run: RunRecord,
+    /// The run already existed for the idempotency key.
+    pub duplicate: bool,
+    /// Upstream runs created for the job's chain, upstream first.
+    pub upstream: Vec<RunRecord>,
+}
+
+/// A validated item of a request.
+struct Item {
+    job: Arc<JobDef>,
+    priority: Priority,
+    payload: String,
+    trigger: Trigger,
+    depends_on: Vec<String>,
+    key: Option<String>,
+    not_before: Option<i64>,
+    reference: String,
+    scheduled_for: Option<i64>,
+    reason: Option<String>,
+}
+
+/// Where an item's run comes from.
+enum Resolved {
+    /// An existing run (idempotency key hit).
+    Existing(RunRecord),
+    /// A new run with this id.
+    New(String),
+}
+
+impl Engine {
+    /// Validates and commits one run (and its job's upstream chain).
+    pub async fn enqueue(&self, request: EnqueueRequest) -> Result<EnqueueOutcome> {
+        let mut outcomes = self.enqueue_many(vec![request], false).await?;
+        Ok(outcomes.remove(0))
+    }
+
+    /// Validates and commits many runs at once; they may depend on each other by
+    /// `reference`. Nothing is created if any entry is invalid.
+    pub async fn enqueue_batch(&self, requests: Vec<EnqueueRequest>) -> Result<Vec<EnqueueOutcome>> {
+        if requests.is_empty() {
+            return Err(Error::invalid("runs", "the batch is empty"));
+        }
+        if requests.len() > MAX_BATCH {
+            return Err(Error::invalid("runs", format!("{} runs is over the limit of {MAX_BATCH}", requests.len())));
+        }
+        self.enqueue_many(requests, true).await
+    }
+
+    /// Creates the run of a schedule fire at nominal instant `instant` (Unix ms),
+    /// honouring the overlap policy. Returns `Ok(None)` when the fire was skipped
+    /// or already exists: the same (job, instant) never creates two runs.
+    pub async fn fire(&self, job: &Arc<JobDef>, instant: i64, delay_ms: i64) -> Result<Option<RunRecord>> {
+        if !self.allow_overlap(job, instant).await? {
+            return Ok(None);
+        }
+        let now = now_ms();
+        let item = Item {
+            job: job.clone(),
+            priority: job.priority,
+            payload: "null".into(),
+            trigger: Trigger::Schedule,
+            depends_on: Vec::new(),
+            key: None,
+            not_before: (delay_ms > 0).then_some(now + delay_ms),
+            reference: String::new(),
+            scheduled_for: Some(instant),
+            reason: None,
+        };
+        let mut core = self.core.lock().await;
+        match self.commit_items(&mut core, vec![item], false).await {
+            Ok(mut outcomes) => Ok(Some(outcomes.remove(0).run)),
+            Err(e) if e.code == ErrorCode::FailedPrecondition && e.message.contains("already fired") => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Enqueues on the controller's own behalf (e.g. `runs retry`), with a trigger
+    /// clients cannot request and the reason recorded on the run.
+    pub(super) async fn enqueue_as(&self, request: EnqueueRequest, trigger: Trigger, reason: String) -> Result<EnqueueOutcome> {
+        let jobs = self.jobs();
+        let mut item = validate_request(&jobs, request, now_ms(), &|name| name.to_string())?;
+        item.trigger = trigger;
+        item.reason = Some(reason);
+        let mut core = self.core.lock().await;
+        Ok(self.commit_items(&mut core, vec![item], false).await?.remove(0))
+    }
+
+    async fn enqueue_many(&self, requests: Vec<EnqueueRequest>, batch: bool) -> Result<Vec<EnqueueOutcome>> {
+        let jobs = self.jobs();
+        let now = now_ms();
+        let mut items = Vec::with_capacity(requests.len());
+        for (index, request) in requests.into_iter().enumerate() {
+            let field = |name: &str| if batch { format!("runs[{index}].{name}") } else { name.to_string() };
+            items.push(validate_request(&jobs, request, now, &field)?);
+        }
+        let mut core = self.core.lock().await;
+        self.commit_items(&mut core, items, batch).await
+    }
+
+    /// Plans, commits and indexes the runs of validated items. Called with the
+    /// core lock held, so idempotency checks and inserts cannot interleave.
+    async fn commit_items(
+        &self,
+        core: &mut super::state::Core,
+        items: Vec<Item>,
+        batch: bool,
+    ) -> Result<Vec<EnqueueOutcome>> {
+        let field = |index: usize, name: &str| if batch { format!("runs[{index}].{name}") } else { name.to_string() };
+        let jobs = self.jobs();
+        let now = now_ms();
+
+        // References inside the batch.
+        let mut refs: HashMap<&str, usize> = HashMap::new();
+        for (index, item) in items.iter().enumerate() {
+            if !item.reference.is_empty() && refs.insert(item.reference.as_str(), index).is_some() {
+                return Err(Error::invalid(&field(index, "ref"), format!("\"{}\" is used twice in this batch", item.reference)));
+            }
+        }
+
+        // Idempotency keys: an existing unfinished (or recent) run is returned as is.
+        let mut resolved = Vec::with_capacity(items.len());
+        let mut keys_seen: HashMap<&str, usize> = HashMap::new();
+        for (index, item) in items.iter().enumerate() {
+            let mut existing = None;
+            if let Some(key) = &item.key {
+                if let Some(first) = keys_seen.get(key.as_str()) {
+                    return Err(Error::invalid(&field(index, "idempotency_key"), format!("\"{key}\" is also the key of runs[{first}]")));
+                }
+                keys_seen.insert(key.as_str(), index);
+                if let Some((run_id, recorded_at)) = self.store.idempotency_key(key).await?
+                    && let Some(run) = self.store.run(&run_id).await?
+                    && (!run.state.is_terminal() || now - recorded_at < self.settings.idempotency_window.as_millis() as i64)
+                {
+                    existing = Some(run);
+                }
+            }
+            resolved.push(match existing {
+                Some(run) => Resolved::Existing(run),
+                None => Resolved::New(new_id()),
+            });
+        }
+
+        // Dependencies: refs of this batch, or existing runs.
+        let mut edges: Vec<(usize, Vec<DepTarget>)> = Vec::new();
+        let mut upstream_states: HashMap<String, RunRecord> = HashMap::new();
+        for (index, item) in items.iter().enumerate() {
+            if matches!(resolved[index], Resolved::Existing(_)) {
+                continue;
+            }
+            let mut targets = Vec::new();
+            for dep in &item.depends_on {
+                if let Some(&target) = refs.get(dep.as_str()) {
+                    if target == index {
+                        return Err(Error::invalid(&field(index, "depends_on"), "a run cannot depend on itself"));
+                    }
+                    targets.push(DepTarget::Item(target));
+                } else if let Some(run) = self.store.run(dep).await? {
+                    if run.state == RunState::Cancelled {
+                        return Err(Error::invalid(
+                            &field(index, "depends_on"),
+                            format!("run {dep} is cancelled and will never succeed"),
+                        ));
+                    }
+                    upstream_states.insert(dep.clone(), run);
+                    targets.push(DepTarget::Run(dep.clone()));
+                } else {
+                    let what = if batch { "a run id or the ref of another entry of this batch" } else { "a run id" };
+                    return Err(Error::invalid(&field(index, "depends_on"), format!("unknown run \"{dep}\" (expected {what})")));
+                }
+            }
+            edges.push((index, targets));
+        }
+        if let Some(cycle) = find_cycle(items.len(), &edges) {
+            let names: Vec<String> =
+                cycle.iter().map(|i| if items[*i].reference.is_empty() { format!("runs[{i}]") } else { items[*i].reference.clone() }).collect();
+            return Err(Error::invalid("runs", format!("dependency cycle: {}", names.join(" -> "))));
+        }
+
+        // Build the plan: each new item with its job's upstream chain.
+        let mut plan = InsertPlan::default();
+        let mut upstream_of_item: Vec<Vec<usize>> = vec![Vec::new(); items.len()]; // indices into plan.runs
+        let mut plan_index_of_item: Vec<Option<usize>> = vec![None; items.len()];
+        for (index, item) in items.iter().enumerate() {
+            let Resolved::New(id) = &resolved[index] else { continue };
+            let workflow_id = (!item.job.depends_on.is_empty()).then(new_id);
+            let chain = upstream_chain(&jobs, &item.job)?;
+            let mut run_of_job: BTreeMap<String, String> = BTreeMap::new();
+            for upstream_job in &chain {
+                let run_id = new_id();
+                run_of_job.insert(upstream_job.name.clone(), run_id.clone());
+                for dep_job in &upstream_job.depends_on {
+                    plan.dependencies.push((run_id.clone(), run_of_job[dep_job].clone()));
+                }
+                upstream_of_item[index].push(plan.runs.len());
+                plan.runs.push(new_run(
+                    &run_id,
+                    upstream_job,
+                    item.priority,
+                    "null".into(),
+                    Trigger::Dependency,
+                    now,
+                    None,
+                    None,
+                    workflow_id.clone(),
+                    None,
+                ));
+            }
+            for dep_job in &item.job.depends_on {
+                plan.dependencies.push((id.clone(), run_of_job[dep_job].clone()));
+            }
+            plan_index_of_item[index] = Some(plan.runs.len());
+            let mut run = new_run(
+                id,
+                &item.job,
+                item.priority,
+                item.payload.clone(),
+                item.trigger,
+                now,
+                item.scheduled_for,
+                item.not_before,
+                workflow_id,
+                item.key.clone(),
+            );
+            run.reason = item.reason.clone();
+            plan.runs.push(run);
+        }
+        for (index, targets) in &edges {
+            let Resolved::New(id) = &resolved[*index] else { continue };
+            for target in targets {
+                let upstream = match target {
+                    DepTarget::Item(t) => match &resolved[*t] {
+                        Resolved::Existing(run) => {
+                            upstream_states.insert(run.id.clone(), run.clone());
+                            run.id.clone()
+                        }
+                        Resolved::New(uid) => uid.clone(),
+                    },
+                    DepTarget::Run(run_id) => run_id.clone(),
+                };
+                if !plan.dependencies.iter().any(|(r, u)| r == id && *u == upstream) {
+                    plan.dependencies.push((id.clone(), upstream));
+                }
+            }
+        }
+        for run in &plan.runs {
+            let deps = plan.dependencies.iter().filter(|(r, _)| *r == run.id).count();
+            if deps > MAX_DEPENDENCIES {
+                return Err(Error::invalid("depends_on", format!("{deps} dependencies is over the limit of {MAX_DEPENDENCIES}")));
+            }
+        }
+
+        // Initial states: blocked while an upstream has not succeeded.
+        let mut waiting: HashMap<String, BTreeSet<String>> = HashMap::new();
+        for (run_id, upstream) in &plan.dependencies {
+            let done = upstream_states.get(upstream).is_some_and(|u| u.state == RunState::Succeeded);
+            if !done {
+                waiting.entry(run_id.clone()).or_default().insert(upstream.clone());
+            }
+        }
+        for run in &mut plan.runs {
+            if let Some(upstreams) = waiting.get(&run.id) {
+                run.state = RunState::Blocked;
+                run.ready_at = None;
+                let dead: Vec<&String> =
+                    upstreams.iter().filter(|u| upstream_states.get(*u).is_some_and(|r| r.state == RunState::Dead)).collect();
+                run.reason = Some(match dead.first() {
+                    Some(d) => format!("upstream run {d} is dead; waiting for it to be retried and succeed"),
+                    None => format!("waiting for {} upstream run(s)", upstreams.len()),
+                });
+            }
+        }
+
+        if !self.store.insert_runs(&plan).await? {
+            let job = plan.runs.last().map(|r| r.job.clone()).unwrap_or_default();
+            return Err(Error::precondition(format!("job \"{job}\" already fired for this instant")));
+        }
+
+        // Index in memory, then tell the world.
+        for run in &plan.runs {
+            let upstreams = waiting.remove(&run.id).unwrap_or_default();
+            for upstream in &upstreams {
+                core.dependents.entry(upstream.clone()).or_default().push(run.id.clone());
+            }
+            core.live.insert(
+                run.id.clone(),
+                LiveRun {
+                    id: run.id.clone(),
+                    job: run.job.clone(),
+                    state: run.state,
+                    priority: run.priority,
+                    attempt: 0,
+                    max_attempts: run.max_attempts,
+                    payload: run.payload.as_str().into(),
+                    not_before: run.not_before.unwrap_or(run.created_at),
+                    ready_key: None,
+                    agent_id: None,
+                    lease_until: 0,
+                    cancel_requested: false,
+                    waiting_on: upstreams,
+                },
+            );
+            match run.state {
+                RunState::Queued => core.push_ready(&run.id, run.created_at),
+                RunState::Scheduled => {
+                    core.timers.insert((run.not_before.unwrap_or(run.created_at), run.id.clone()));
+                }
+                _ => {}
+            }
+            self.emit(&run.id, &run.job, run.state, 0, run.created_at, run.reason.as_deref());
+        }
+        self.wake_dispatch.notify_one();
+        self.wake_timers.notify_one();
+
+        let records: Vec<RunRecord> = plan.runs.into_iter().map(record_of_new).collect();
+        let mut outcomes = Vec::with_capacity(items.len());
+        for (index, resolved) in resolved.into_iter().enumerate() {
+            outcomes.push(match resolved {
+                Resolved::Existing(run) => EnqueueOutcome { run, duplicate: true, upstream: Vec::new() },
+                Resolved::New(_) => EnqueueOutcome {
+                    run: records[plan_index_of_item[index].expect("new item has a run")].clone(),
+                    duplicate: false,
+                    upstream: upstream_of_item[index].iter().map(|i| records[*i].clone()).collect(),
+                },
+            });
+        }
+        Ok(outcomes)
+    }
+}
+
+/// A dependency of a batch item.
+enum DepTarget {
+    /// Another item of the batch.
+    Item(usize),
+    /// An existing run.
+    Run(String),
+}
+
+/// A cycle among batch items, as item indices (first repeated at the end).
+fn find_cycle(len: usize, edges: &[(usize, Vec<DepTarget>)]) -> Option<Vec<usize>> {
+    let mut graph: Vec<Vec<usize>> = vec![Vec::new(); len];
+    for (from, targets) in edges {
+        for t in targets {
+            if let DepTarget::Item(to) = t {
+                graph[*from].push(*to);
+            }
+        }
+    }
+    // 0 = unvisited, 1 = on the stack, 2 = done
+    let mut mark = vec![0u8; len];
+    let mut stack: Vec<usize> = Vec::new();
+    fn visit(n: usize, graph: &[Vec<usize>], mark: &mut [u8], stack: &mut Vec<usize>) -> Option<Vec<usize>> {
+        mark[n] = 1;
+        stack.push(n);
+        for &m in &graph[n] {
+            if mark[m] == 1 {
+                let start = stack.iter().position(|&x| x == m).unwrap_or(0);
+                let mut cycle = stack[start..].to_vec();
+                cycle.push(m);
+                return Some(cycle);
+            }
+            if mark[m] == 0
+                && let Some(c) = visit(m, graph, mark, stack)
+            {
+                return Some(c);
+            }
+        }
+        stack.pop();
+        mark[n] = 2;
+        None
+    }
+    (0..len).find_map(|n| if mark[n] == 0 { visit(n, &graph, &mut mark, &mut stack) } else { None })
+}
+
+/// The upstream jobs of `job` (recursively, de-duplicated), upstream first.
+fn upstream_chain(jobs: &JobSet, job: &JobDef) -> Result<Vec<Arc<JobDef>>> {
+    let mut order: Vec<Arc<JobDef>> = Vec::new();
+    let mut seen: BTreeSet<String> = BTreeSet::new();
+    fn walk(jobs: &JobSet, name: &str, seen: &mut BTreeSet<String>, order: &mut Vec<Arc<JobDef>>, depth: usize) -> Result<()> {
+        if depth > 64 {
+            return Err(Error::precondition(format!("job chain through \"{name}\" is deeper than 64")));
+        }
+        let job = jobs.get(name).ok_or_else(|| Error::precondition(format!("upstream job \"{name}\" is not defined")))?;
+        for upstream in &job.depends_on {
+            if seen.insert(upstream.clone()) {
+                walk(jobs, upstream, seen, order, depth + 1)?;
+                order.push(jobs.get(upstream).expect("walked job exists").clone());
+            }
+        }
+        Ok(())
+    }
+    walk(jobs, &job.name, &mut seen, &mut order, 0)?;
+    if let Some(disabled) = order.iter().find(|j| !j.enabled) {
+        return Err(Error::precondition(format!("upstream job \"{}\" of \"{}\" is disabled", disabled.name, job.name)));
+    }
+    Ok(order)
+}
+
+fn validate_request(jobs: &JobSet, request: EnqueueRequest, now: i64, field: &dyn Fn(&str) -> String) -> Result<Item> {
+    if request.job.is_empty() {
+        return Err(Error::invalid(&field("job"), "a job name is required"));
+    }
+    let job = jobs.get(&request.job).ok_or_else(|| Error::not_found(format!("job \"{}\" is not defined", request.job)))?;
+    if !job.enabled {
+        return Err(Error::precondition(format!("job \"{}\" is disabled", request.job)));
+    }
+    let priority = if request.priority.is_empty() {
+        job.priority
+    } else {
+        request.priority.parse::<Priority>().map_err(|e| Error::invalid(&field("priority"), e))?
+    };
+    let trigger = match request.trigger.as_str() {
+        "" | "api" => Trigger::Api,
+        "manual" => Trigger::Manual,
+        other => return Err(Error::invalid(&field("trigger"), format!("\"{other}\" cannot be requested (use api or manual)"))),
+    };
+    let payload = validate_payload(&request.payload).map_err(|e| Error::invalid(&field("payload"), e))?;
+    if request.depends_on.len() > MAX_DEPENDENCIES {
+        return Err(Error::invalid(
+            &field("depends_on"),
+            format!("{} dependencies is over the limit of {MAX_DEPENDENCIES}", request.depends_on.len()),
+        ));
+    }
+    let key = (!request.idempotency_key.is_empty()).then_some(request.idempotency_key);
+    if let Some(k) = &key
+        && k.len() > MAX_KEY_BYTES
+    {
+        return Err(Error::invalid(&field("idempotency_key"), format!("{} bytes is over the limit of {MAX_KEY_BYTES}", k.len())));
+    }
+    let not_before = match (request.delay_ms, request.not_before.is_empty()) {
+        (0, true) => None,
+        (delay, true) => Some(now + delay.min(100 * 365 * 86_400_000) as i64),
+        (0, false) => {
+            let at = parse_rfc3339(&request.not_before).ok_or_else(|| {
+                Error::invalid(&field("not_before"), format!("\"{}\" is not an RFC 3339 timestamp", request.not_before))
+            })?;
+            (at > now).then_some(at)
+        }
+        (_, false) => return Err(Error::invalid(&field("not_before"), "give either a delay or a not_before instant, not both")),
+    };
+    Ok(Item {
+        job: job.clone(),
+        priority,
+        payload,
+        trigger,
+        depends_on: request.depends_on,
+        key,
+        not_before,
+        reference: request.reference,
+        scheduled_for: None,
+        reason: None,
+    })
+}
+
+/// Checks size and syntax; returns the payload text to store ("null" when empty).
+/// The error names no field: the caller adds it.
+pub fn validate_payload(payload: &str) -> std::result::Result<String, String> {
+    if payload.len() > MAX_PAYLOAD_BYTES {
+        return Err(format!("{} bytes is over the limit of {MAX_PAYLOAD_BYTES} bytes (1 MiB)", payload.len()));
+    }
+    if payload.trim().is_empty() {
+        return Ok("null".into());
+    }
+    serde_json::from_str::<serde::de::IgnoredAny>(payload).map_err(|e| format!("not valid JSON: {e}"))?;
+    Ok(payload.to_string())
+}
+
+fn new_id() -> String {
+    ulid::Ulid::new().to_string().to_lowercase()
+}
+
+#[allow(clippy::too_many_arguments)]
+pub(super) fn new_run(
+    id: &str,
+    job: &JobDef,
+    priority: Priority,
+    payload: String,
+    trigger: Trigger,
+    now: i64,
+    scheduled_for: Option<i64>,
+    not_before: Option<i64>,
+    workflow_id: Option<String>,
+    idempotency_key: Option<String>,
+) -> NewRun {
+    let state = if not_before.is_some() { RunState::Scheduled } else { RunState::Queued };
+    NewRun {
+        id: id.to_string(),
+        job: job.name.clone(),
+        state,
+        priority,
+        payload,
+        trigger,
+        scheduled_for,
+        created_at: now,
+        not_before,
+        ready_at: (state == RunState::Queued).then_some(now),
+        max_attempts: job.retry.max_attempts,
+        reason: None,
+        workflow_id,
+        idempotency_key,
+    }
+}
+
+pub(super) fn record_of_new(run: NewRun) -> RunRecord {
+    RunRecord {
+        id: run.id,
+        job: run.job,
+        state: run.state,
+        priority: run.priority,
+        payload: run.payload,
+        trigger: run.trigger,
+        scheduled_for: run.scheduled_for,
+        created_at: run.created_at,
+        not_before: run.not_before,
+        ready_at: run.ready_at,
+        finished_at: None,
+        attempt: 0,
+        max_attempts: run.max_attempts,
+        reason: run.reason,
+        workflow_id: run.workflow_id,
+        cancel_requested: false,
+        idempotency_key: run.idempotency_key,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn payload_limits_and_syntax() {
+        assert_eq!(validate_payload("").unwrap(), "null");
+        assert_eq!(validate_payload("{\"a\":1}").unwrap(), "{\"a\":1}");
+        assert!(validate_payload("{bad").unwrap_err().starts_with("not valid JSON"));
+        let big = format!("\"{}\"", "x".repeat(MAX_PAYLOAD_BYTES - 1));
+        assert!(validate_payload(&big).unwrap_err().starts_with("1048577 bytes is over the limit of 1048576"));
+    }
+
+    #[test]
+    fn cycles_are_found_with_their_path() {
+        let edges = vec![
+            (0, vec![DepTarget::Item(1)]),
+            (1, vec![DepTarget::Item(2)]),
+            (2, vec![DepTarget::Item(0), DepTarget::Run("x".into())]),
+        ];
+        assert_eq!(find_cycle(3, &edges), Some(vec![0, 1, 2, 0]));
+        let acyclic = vec![(0, vec![DepTarget::Item(1)]), (1, vec![DepTarget::Item(2)])];
+        assert_eq!(find_cycle(3, &acyclic), None);
+    }
+}
