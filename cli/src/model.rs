@@ -427,6 +427,10 @@ pub struct Schedule {
     pub next_fire: Option<String>,
     pub next_fire_local: Option<String>,
     pub last_fired: Option<String>,
+    /// Fires missed while the controller was down.
+    pub missed: u64,
+    /// Fires skipped by `overlap: forbid`.
+    pub skipped: u64,
     pub paused: bool,
     /// `shift | skip`; `null` when unset.
     pub dst_gap: Option<String>,
@@ -444,6 +448,8 @@ impl From<pb::Schedule> for Schedule {
             next_fire: opt(s.next_fire),
             next_fire_local: opt(s.next_fire_local),
             last_fired: opt(s.last_fired),
+            missed: s.missed,
+            skipped: s.skipped,
             paused: s.paused,
             dst_gap: opt(s.dst_gap),
             dst_repeat: opt(s.dst_repeat),

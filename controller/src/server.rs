@@ -78,10 +78,15 @@ pub async fn run(
         url: config.db_url.clone(),
         source,
     })?;
-    let jobs = crate::engine::initial_definitions(&store, &config.config.jobs, &config.config.text).await.map_err(|e| match e {
-        crate::engine::DefinitionsError::Store(source) => RunError::Store { url: config.db_url.clone(), source },
-        crate::engine::DefinitionsError::Invalid(errors) => RunError::Definitions(errors),
-    })?;
+    let jobs = crate::engine::initial_definitions(&store, &config.config.jobs, &config.config.text)
+        .await
+        .map_err(|e| match e {
+            crate::engine::DefinitionsError::Store(source) => RunError::Store {
+                url: config.db_url.clone(),
+                source,
+            },
+            crate::engine::DefinitionsError::Invalid(errors) => RunError::Definitions(errors),
+        })?;
     let job_count = jobs.len();
     let engine = Engine::recover(store.clone(), jobs, config.engine)
         .await

@@ -34,14 +34,23 @@ fn new_run(id: &str, scheduled_for: Option<i64>) -> NewRun {
 }
 
 async fn insert(store: &Store, run: NewRun) -> bool {
-    store.insert_runs(&InsertPlan { runs: vec![run], dependencies: Vec::new() }).await.unwrap()
+    store
+        .insert_runs(&InsertPlan {
+            runs: vec![run],
+            dependencies: Vec::new(),
+        })
+        .await
+        .unwrap()
 }
 
 #[tokio::test]
 async fn a_fire_instant_creates_one_run_and_moves_the_cursor() {
     let (_dir, store) = open().await;
     assert!(insert(&store, new_run("r1", Some(60_000))).await);
-    assert!(!insert(&store, new_run("r2", Some(60_000))).await, "second run for the same instant");
+    assert!(
+        !insert(&store, new_run("r2", Some(60_000))).await,
+        "second run for the same instant"
+    );
     assert!(store.run("r2").await.unwrap().is_none());
     let cursors = store.cursors().await.unwrap();
     assert_eq!(cursors.len(), 1);
@@ -174,18 +183,40 @@ async fn dependencies_keys_and_definitions_are_stored() {
     let mut down = new_run("down", None);
     down.state = RunState::Blocked;
     down.idempotency_key = Some("k1".into());
-    let plan = InsertPlan { runs: vec![new_run("up", None), down], dependencies: vec![("down".into(), "up".into())] };
+    let plan = InsertPlan {
+        runs: vec![new_run("up", None), down],
+        dependencies: vec![("down".into(), "up".into())],
+    };
     assert!(store.insert_runs(&plan).await.unwrap());
-    assert_eq!(store.dependencies(&["down".to_string()]).await.unwrap(), vec![("down".to_string(), "up".to_string())]);
-    assert_eq!(store.idempotency_key("k1").await.unwrap().map(|(id, _)| id), Some("down".to_string()));
-    assert_eq!(store.run("down").await.unwrap().unwrap().idempotency_key.as_deref(), Some("k1"));
+    assert_eq!(
+        store.dependencies(&["down".to_string()]).await.unwrap(),
+        vec![("down".to_string(), "up".to_string())]
+    );
+    assert_eq!(
+        store.idempotency_key("k1").await.unwrap().map(|(id, _)| id),
+        Some("down".to_string())
+    );
+    assert_eq!(
+        store.run("down").await.unwrap().unwrap().idempotency_key.as_deref(),
+        Some("k1")
+    );
 
     store
-        .save_jobs(&[("a".into(), "shell: x\n".into(), "config".into())], &[], Some(("scheduler.yaml", "text")))
+        .save_jobs(
+            &[("a".into(), "shell: x\n".into(), "config".into())],
+            &[],
+            Some(("scheduler.yaml", "text")),
+        )
         .await
         .unwrap();
-    assert_eq!(store.job_specs().await.unwrap(), vec![("a".to_string(), "shell: x\n".to_string(), "config".to_string())]);
-    assert_eq!(store.applied_config("scheduler.yaml").await.unwrap().as_deref(), Some("text"));
+    assert_eq!(
+        store.job_specs().await.unwrap(),
+        vec![("a".to_string(), "shell: x\n".to_string(), "config".to_string())]
+    );
+    assert_eq!(
+        store.applied_config("scheduler.yaml").await.unwrap().as_deref(),
+        Some("text")
+    );
     store.save_jobs(&[], &["a".into()], None).await.unwrap();
     assert!(store.job_specs().await.unwrap().is_empty());
 

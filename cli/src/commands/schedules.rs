@@ -91,6 +91,8 @@ pub fn schedules_table(schedules: &[Schedule]) -> String {
         "NEXT FIRE (UTC)",
         "NEXT FIRE (LOCAL)",
         "LAST FIRED",
+        "MISSED",
+        "SKIPPED",
     ]);
     for s in schedules {
         table.row([
@@ -102,6 +104,8 @@ pub fn schedules_table(schedules: &[Schedule]) -> String {
             time(s.next_fire.as_deref()),
             dash(s.next_fire_local.as_deref()),
             time(s.last_fired.as_deref()),
+            s.missed.to_string(),
+            s.skipped.to_string(),
         ]);
     }
     table.render()

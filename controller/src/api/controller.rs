@@ -61,14 +61,21 @@ type EventStream = Pin<Box<dyn Stream<Item = Result<pb::RunEvent, Status>> + Sen
 #[tonic::async_trait]
 impl ControllerService for ControllerApi {
     async fn list_jobs(&self, _: Request<pb::ListJobsRequest>) -> Result<Response<pb::ListJobsResponse>, Status> {
-        let jobs = self.engine.jobs().entries().map(|e| job_to_proto(e, self.next_fire(&e.def))).collect();
+        let jobs = self
+            .engine
+            .jobs()
+            .entries()
+            .map(|e| job_to_proto(e, self.next_fire(&e.def)))
+            .collect();
         Ok(Response::new(pb::ListJobsResponse { jobs }))
     }
 
     async fn get_job(&self, request: Request<pb::GetJobRequest>) -> Result<Response<pb::JobDetail>, Status> {
         let name = request.into_inner().name;
         let jobs = self.engine.jobs();
-        let entry = jobs.entry(&name).ok_or_else(|| Error::not_found(format!("job \"{name}\" is not defined")))?;
+        let entry = jobs
+            .entry(&name)
+            .ok_or_else(|| Error::not_found(format!("job \"{name}\" is not defined")))?;
         let next = self.next_fire(&entry.def);
         let stats = self.engine.store().job_stats(&name).await?;
         let cursor = self.engine.store().cursors().await?.into_iter().find(|c| c.job == name);
@@ -102,7 +109,13 @@ impl ControllerService for ControllerApi {
         request: Request<pb::WorkflowRequest>,
     ) -> Result<Response<pb::ListRunsResponse>, Status> {
         let runs = self.engine.cancel_workflow(&request.into_inner().id).await?;
-        let runs = self.engine.with_attempts(runs).await?.into_iter().map(run_to_proto).collect();
+        let runs = self
+            .engine
+            .with_attempts(runs)
+            .await?
+            .into_iter()
+            .map(run_to_proto)
+            .collect();
         Ok(Response::new(pb::ListRunsResponse { runs }))
     }
 
@@ -125,9 +138,16 @@ impl ControllerService for ControllerApi {
         Ok(Response::new(preview(&self.engine, request.into_inner())?))
     }
 
-    async fn apply_jobs(&self, request: Request<pb::ApplyJobsRequest>) -> Result<Response<pb::ApplyJobsResponse>, Status> {
+    async fn apply_jobs(
+        &self,
+        request: Request<pb::ApplyJobsRequest>,
+    ) -> Result<Response<pb::ApplyJobsResponse>, Status> {
         let r = request.into_inner();
-        let name = if r.source_name.is_empty() { "<request>".to_string() } else { r.source_name };
+        let name = if r.source_name.is_empty() {
+            "<request>".to_string()
+        } else {
+            r.source_name
+        };
         let lookup = |var: &str| std::env::var(var).ok();
         let entries = parse_document(std::path::Path::new(&name), &r.yaml, &lookup, Source::Api)
             .map_err(|errors| Error::invalid("yaml", errors.to_string().trim_end()))?;
@@ -140,18 +160,25 @@ impl ControllerService for ControllerApi {
     }
 
     async fn export_jobs(&self, _: Request<pb::ExportJobsRequest>) -> Result<Response<pb::ExportJobsResponse>, Status> {
-        Ok(Response::new(pb::ExportJobsResponse { yaml: self.engine.export_yaml() }))
+        Ok(Response::new(pb::ExportJobsResponse {
+            yaml: self.engine.export_yaml(),
+        }))
     }
 
     async fn set_job_enabled(&self, request: Request<pb::SetJobEnabledRequest>) -> Result<Response<pb::Job>, Status> {
         let r = request.into_inner();
         self.engine.set_job_enabled(&r.name, r.enabled).await?;
         let jobs = self.engine.jobs();
-        let entry = jobs.entry(&r.name).ok_or_else(|| Error::not_found(format!("job \"{}\" is not defined", r.name)))?;
+        let entry = jobs
+            .entry(&r.name)
+            .ok_or_else(|| Error::not_found(format!("job \"{}\" is not defined", r.name)))?;
         Ok(Response::new(job_to_proto(entry, self.next_fire(&entry.def))))
     }
 
-    async fn delete_job(&self, request: Request<pb::DeleteJobRequest>) -> Result<Response<pb::DeleteJobResponse>, Status> {
+    async fn delete_job(
+        &self,
+        request: Request<pb::DeleteJobRequest>,
+    ) -> Result<Response<pb::DeleteJobResponse>, Status> {
         self.engine.delete_job(&request.into_inner().name).await?;
         Ok(Response::new(pb::DeleteJobResponse {}))
     }
@@ -253,8 +280,12 @@ impl ControllerService for ControllerApi {
     ) -> Result<Response<pb::ListSchedulesResponse>, Status> {
         let cursors = self.engine.store().cursors().await?;
         let paused = self.engine.store().paused_schedules().await?;
-        let schedules =
-            self.engine.jobs().iter().filter_map(|job| self.schedule_of(job, &cursors, &paused)).collect();
+        let schedules = self
+            .engine
+            .jobs()
+            .iter()
+            .filter_map(|job| self.schedule_of(job, &cursors, &paused))
+            .collect();
         Ok(Response::new(pb::ListSchedulesResponse { schedules }))
     }
 
@@ -286,7 +317,9 @@ impl ControllerApi {
         let cursors = self.engine.store().cursors().await?;
         let paused = self.engine.store().paused_schedules().await?;
         let jobs = self.engine.jobs();
-        let def = jobs.get(job).ok_or_else(|| Error::not_found(format!("job \"{job}\" is not defined")))?;
+        let def = jobs
+            .get(job)
+            .ok_or_else(|| Error::not_found(format!("job \"{job}\" is not defined")))?;
         self.schedule_of(def, &cursors, &paused)
             .ok_or_else(|| Error::precondition(format!("job \"{job}\" has no schedule")).into())
     }
@@ -304,7 +337,10 @@ impl ControllerApi {
             next_fire: rfc3339_opt(next),
             next_fire_local: next
                 .and_then(chrono::DateTime::<Utc>::from_timestamp_millis)
-                .map(|t| t.with_timezone(&schedule.tz()).to_rfc3339_opts(chrono::SecondsFormat::Secs, false))
+                .map(|t| {
+                    t.with_timezone(&schedule.tz())
+                        .to_rfc3339_opts(chrono::SecondsFormat::Secs, false)
+                })
                 .unwrap_or_default(),
             last_fired: cursor.map(|c| rfc3339(c.last_fired)).unwrap_or_default(),
             missed: cursor.map(|c| c.missed).unwrap_or(0),
@@ -317,8 +353,18 @@ impl ControllerApi {
 
     async fn enqueue_response(&self, outcome: EnqueueOutcome) -> Result<pb::EnqueueResponse, Status> {
         let view = self.engine.with_attempts(vec![outcome.run]).await?.remove(0);
-        let upstream = self.engine.with_attempts(outcome.upstream).await?.into_iter().map(run_to_proto).collect();
-        Ok(pb::EnqueueResponse { run: Some(run_to_proto(view)), duplicate: outcome.duplicate, upstream })
+        let upstream = self
+            .engine
+            .with_attempts(outcome.upstream)
+            .await?
+            .into_iter()
+            .map(run_to_proto)
+            .collect();
+        Ok(pb::EnqueueResponse {
+            run: Some(run_to_proto(view)),
+            duplicate: outcome.duplicate,
+            upstream,
+        })
     }
 
     /// Runs, newest first, with their attempts.
@@ -386,11 +432,19 @@ fn preview(engine: &Engine, r: pb::PreviewScheduleRequest) -> Result<pb::Preview
     let schedule = match (r.job.is_empty(), r.cron.is_empty()) {
         (false, true) => {
             let jobs = engine.jobs();
-            let job = jobs.get(&r.job).ok_or_else(|| Error::not_found(format!("job \"{}\" is not defined", r.job)))?;
-            job.schedule.clone().ok_or_else(|| Error::precondition(format!("job \"{}\" has no schedule", r.job)))?
+            let job = jobs
+                .get(&r.job)
+                .ok_or_else(|| Error::not_found(format!("job \"{}\" is not defined", r.job)))?;
+            job.schedule
+                .clone()
+                .ok_or_else(|| Error::precondition(format!("job \"{}\" has no schedule", r.job)))?
         }
         (true, false) => {
-            let tz = if r.timezone.is_empty() { chrono_tz::Tz::UTC } else { parse_tz(&r.timezone).map_err(|e| Error::invalid("timezone", e))? };
+            let tz = if r.timezone.is_empty() {
+                chrono_tz::Tz::UTC
+            } else {
+                parse_tz(&r.timezone).map_err(|e| Error::invalid("timezone", e))?
+            };
             let mut policy = DstPolicy::default();
             if !r.dst_gap.is_empty() {
                 policy.gap = r.dst_gap.parse().map_err(|e| Error::invalid("dst_gap", e))?;
@@ -411,7 +465,12 @@ fn preview(engine: &Engine, r: pb::PreviewScheduleRequest) -> Result<pb::Preview
     };
     let count = match r.count {
         0 => 10,
-        n if n > MAX_PREVIEW => return Err(Error::invalid("count", format!("{n} is over the limit of {MAX_PREVIEW}"))),
+        n if n > MAX_PREVIEW => {
+            return Err(Error::invalid(
+                "count",
+                format!("{n} is over the limit of {MAX_PREVIEW}"),
+            ));
+        }
         n => n,
     };
     let mut fires = Vec::new();
@@ -420,9 +479,14 @@ fn preview(engine: &Engine, r: pb::PreviewScheduleRequest) -> Result<pb::Preview
         let Some(next) = schedule.next_after(cursor) else { break };
         fires.push(pb::Fire {
             utc: next.to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
-            local: next.with_timezone(&schedule.tz()).to_rfc3339_opts(chrono::SecondsFormat::Secs, false),
+            local: next
+                .with_timezone(&schedule.tz())
+                .to_rfc3339_opts(chrono::SecondsFormat::Secs, false),
         });
         cursor = next;
     }
-    Ok(pb::PreviewScheduleResponse { fires, timezone: schedule.tz().name().to_string() })
+    Ok(pb::PreviewScheduleResponse {
+        fires,
+        timezone: schedule.tz().name().to_string(),
+    })
 }

@@ -2,8 +2,8 @@
 
 use worker_proto::v1 as pb;
 
-use crate::engine::{AgentView, RunView};
 use crate::config::JobEntry;
+use crate::engine::{AgentView, RunView};
 use crate::job::{ExecutorDef, JobDef};
 use crate::store::{AttemptRecord, JobStatsRecord, TransitionRecord};
 use crate::time::{rfc3339, rfc3339_opt};
@@ -65,8 +65,16 @@ pub fn job_to_proto(entry: &JobEntry, next_fire: Option<i64>) -> pb::Job {
         max_catch_up: job.max_catch_up,
         jitter_ms: job.jitter.as_millis() as u64,
         depends_on: job.depends_on.clone(),
-        dst_gap: job.schedule.as_ref().map(|s| s.policy().gap.to_string()).unwrap_or_default(),
-        dst_repeat: job.schedule.as_ref().map(|s| s.policy().repeat.to_string()).unwrap_or_default(),
+        dst_gap: job
+            .schedule
+            .as_ref()
+            .map(|s| s.policy().gap.to_string())
+            .unwrap_or_default(),
+        dst_repeat: job
+            .schedule
+            .as_ref()
+            .map(|s| s.policy().repeat.to_string())
+            .unwrap_or_default(),
         catch_up_window_ms: job.catch_up_window.map(|w| w.as_millis() as u64).unwrap_or(0),
         source: entry.source.to_string(),
     }

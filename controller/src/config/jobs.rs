@@ -74,7 +74,9 @@ pub struct JobSet {
 impl JobSet {
     /// Builds a set from entries (names must be unique).
     pub fn new(entries: impl IntoIterator<Item = JobEntry>) -> Self {
-        JobSet { jobs: entries.into_iter().map(|e| (e.def.name.clone(), e)).collect() }
+        JobSet {
+            jobs: entries.into_iter().map(|e| (e.def.name.clone(), e)).collect(),
+        }
     }
 
     /// The job called `name`.
@@ -265,7 +267,10 @@ fn friendlier(message: &str) -> String {
     } else if message.contains("untagged enum RawCommand") {
         "expected a command string (run by sh -c) or a list of program and arguments".into()
     } else if message.contains("untagged enum RawBuiltin") {
-        format!("expected a builtin name ({}) or a mapping {{ name, duration }}", BUILTINS.join(", "))
+        format!(
+            "expected a builtin name ({}) or a mapping {{ name, duration }}",
+            BUILTINS.join(", ")
+        )
     } else {
         message.to_string()
     }
@@ -290,7 +295,11 @@ pub fn parse_scheduler_yaml(
             message,
         })
         .collect();
-    if errors.is_empty() { Ok(set) } else { Err(ConfigErrors(errors)) }
+    if errors.is_empty() {
+        Ok(set)
+    } else {
+        Err(ConfigErrors(errors))
+    }
 }
 
 /// Parses and validates a `scheduler.yaml` document (`file` is used in messages).
@@ -302,7 +311,12 @@ pub fn parse_document(
     lookup: &dyn Fn(&str) -> Option<String>,
     source: Source,
 ) -> Result<Vec<JobEntry>, ConfigErrors> {
-    let mut checker = Checker { file, text, lookup, errors: Vec::new() };
+    let mut checker = Checker {
+        file,
+        text,
+        lookup,
+        errors: Vec::new(),
+    };
     let document: Value = match serde_yaml_ng::from_str(text) {
         Ok(v) => v,
         Err(err) => {
@@ -353,7 +367,10 @@ pub fn parse_document(
             },
             Some(other) => {
                 let other = other.to_string();
-                checker.error(&[&other], format!("unknown field `{other}`, expected `defaults` or `jobs`"));
+                checker.error(
+                    &[&other],
+                    format!("unknown field `{other}`, expected `defaults` or `jobs`"),
+                );
             }
             None => checker.error(&[], format!("unexpected key {key:?}")),
         }
@@ -377,7 +394,11 @@ pub fn parse_document(
             entries.push(entry);
         }
     }
-    if checker.errors.is_empty() { Ok(entries) } else { Err(ConfigErrors(checker.errors)) }
+    if checker.errors.is_empty() {
+        Ok(entries)
+    } else {
+        Err(ConfigErrors(checker.errors))
+    }
 }
 
 /// Rebuilds a definition from a stored spec (interpolating `${VARS}` again).
@@ -388,7 +409,12 @@ pub fn entry_from_spec(
     lookup: &dyn Fn(&str) -> Option<String>,
 ) -> Result<JobEntry, ConfigErrors> {
     let file = Path::new("stored definition");
-    let mut checker = Checker { file, text: "", lookup, errors: Vec::new() };
+    let mut checker = Checker {
+        file,
+        text: "",
+        lookup,
+        errors: Vec::new(),
+    };
     let spec: Mapping = serde_yaml_ng::from_str(spec_yaml).map_err(|e| {
         ConfigErrors(vec![ConfigError {
             file: file.to_path_buf(),
@@ -440,18 +466,29 @@ fn check_entry(c: &mut Checker<'_>, name: &str, spec: Mapping, source: Source) -
     let interpolated = c.interpolate(&mut vec!["jobs".into(), name.into()], &Value::Mapping(spec.clone()));
     let raw: RawJob = c.deserialize(&base, interpolated)?;
     let def = check_job(c, name, raw)?;
-    Some(JobEntry { def: Arc::new(def), spec, source })
+    Some(JobEntry {
+        def: Arc::new(def),
+        spec,
+        source,
+    })
 }
 
 /// Checks a job name against `[a-z0-9][a-z0-9._-]{0,127}`.
 pub fn validate_job_name(name: &str) -> Result<(), String> {
     let mut chars = name.chars();
-    let first_ok = chars.next().is_some_and(|c| c.is_ascii_lowercase() || c.is_ascii_digit());
+    let first_ok = chars
+        .next()
+        .is_some_and(|c| c.is_ascii_lowercase() || c.is_ascii_digit());
     let rest_ok = chars.all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || matches!(c, '.' | '_' | '-'));
     if name.len() > MAX_JOB_NAME {
-        Err(format!("job name is {} characters, the limit is {MAX_JOB_NAME}", name.len()))
+        Err(format!(
+            "job name is {} characters, the limit is {MAX_JOB_NAME}",
+            name.len()
+        ))
     } else if !first_ok || !rest_ok {
-        Err(format!("invalid job name \"{name}\": use a-z, 0-9, '.', '_' and '-', starting with a letter or digit"))
+        Err(format!(
+            "invalid job name \"{name}\": use a-z, 0-9, '.', '_' and '-', starting with a letter or digit"
+        ))
     } else {
         Ok(())
     }
@@ -459,7 +496,9 @@ pub fn validate_job_name(name: &str) -> Result<(), String> {
 
 fn check_defaults(c: &mut Checker<'_>, raw: RawDefaults) {
     c.parse(&["defaults", "timezone"], raw.timezone.as_deref(), parse_tz);
-    c.parse(&["defaults", "priority"], raw.priority.as_deref(), |s| s.parse::<Priority>());
+    c.parse(&["defaults", "priority"], raw.priority.as_deref(), |s| {
+        s.parse::<Priority>()
+    });
     c.parse(&["defaults", "timeout"], raw.timeout.as_deref(), parse_timeout);
     check_retry(c, &["defaults", "retry"], raw.retry.unwrap_or_default());
 }
@@ -513,7 +552,9 @@ fn check_job(c: &mut Checker<'_>, name: &str, raw: RawJob) -> Option<JobDef> {
     let errors_before = c.errors.len();
     let at = |field: &'static str| -> [&str; 3] { ["jobs", name, field] };
 
-    let timezone = c.parse(&at("timezone"), raw.timezone.as_deref(), parse_tz).unwrap_or(chrono_tz::Tz::UTC);
+    let timezone = c
+        .parse(&at("timezone"), raw.timezone.as_deref(), parse_tz)
+        .unwrap_or(chrono_tz::Tz::UTC);
     let mut policy = DstPolicy::default();
     if let Some(dst) = &raw.dst {
         if let Some(gap) = c.parse(&["jobs", name, "dst", "gap"], dst.gap.as_deref(), |s| s.parse()) {
@@ -523,15 +564,25 @@ fn check_job(c: &mut Checker<'_>, name: &str, raw: RawJob) -> Option<JobDef> {
             policy.repeat = repeat;
         }
     }
-    let schedule =
-        c.parse(&at("schedule"), raw.schedule.as_deref(), |s| CronSchedule::with_policy(s, timezone, policy));
-    let priority = c.parse(&at("priority"), raw.priority.as_deref(), |s| s.parse()).unwrap_or(Priority::Normal);
-    let timeout =
-        c.parse(&at("timeout"), raw.timeout.as_deref(), parse_timeout).unwrap_or(Some(Duration::from_secs(30 * 60)));
+    let schedule = c.parse(&at("schedule"), raw.schedule.as_deref(), |s| {
+        CronSchedule::with_policy(s, timezone, policy)
+    });
+    let priority = c
+        .parse(&at("priority"), raw.priority.as_deref(), |s| s.parse())
+        .unwrap_or(Priority::Normal);
+    let timeout = c
+        .parse(&at("timeout"), raw.timeout.as_deref(), parse_timeout)
+        .unwrap_or(Some(Duration::from_secs(30 * 60)));
     let retry = check_retry(c, &at("retry"), raw.retry.unwrap_or_default());
-    let overlap = c.parse(&at("overlap"), raw.overlap.as_deref(), |s| s.parse()).unwrap_or(Overlap::Allow);
-    let catch_up = c.parse(&at("catch_up"), raw.catch_up.as_deref(), |s| s.parse()).unwrap_or(CatchUp::Skip);
-    let jitter = c.parse(&at("jitter"), raw.jitter.as_deref(), parse_duration).unwrap_or_default();
+    let overlap = c
+        .parse(&at("overlap"), raw.overlap.as_deref(), |s| s.parse())
+        .unwrap_or(Overlap::Allow);
+    let catch_up = c
+        .parse(&at("catch_up"), raw.catch_up.as_deref(), |s| s.parse())
+        .unwrap_or(CatchUp::Skip);
+    let jitter = c
+        .parse(&at("jitter"), raw.jitter.as_deref(), parse_duration)
+        .unwrap_or_default();
     let catch_up_window = c.parse(&at("catch_up_window"), raw.catch_up_window.as_deref(), parse_duration);
     if raw.max_concurrency == Some(0) {
         c.error(&at("max_concurrency"), "must be at least 1 (leave it out for no limit)");
@@ -568,7 +619,10 @@ fn check_job(c: &mut Checker<'_>, name: &str, raw: RawJob) -> Option<JobDef> {
         (Some(shell), None) => check_shell(c, name, shell),
         (None, Some(builtin)) => check_builtin(c, name, builtin),
         (Some(_), Some(_)) => {
-            c.error(&["jobs", name], "exactly one executor is allowed, found both `shell` and `builtin`");
+            c.error(
+                &["jobs", name],
+                "exactly one executor is allowed, found both `shell` and `builtin`",
+            );
             None
         }
         (None, None) => {
@@ -606,7 +660,11 @@ fn check_shell(c: &mut Checker<'_>, name: &str, raw: RawShell) -> Option<Executo
         RawShell::Script(s) => (RawCommand::Script(s), BTreeMap::new(), String::new()),
         RawShell::Full(full) => (full.command, full.env.unwrap_or_default(), full.cwd.unwrap_or_default()),
     };
-    let mut def = ShellDef { env, cwd, ..ShellDef::default() };
+    let mut def = ShellDef {
+        env,
+        cwd,
+        ..ShellDef::default()
+    };
     match command {
         RawCommand::Script(s) if s.trim().is_empty() => {
             c.error(&["jobs", name, "shell"], "the command is empty");
@@ -630,7 +688,10 @@ fn check_builtin(c: &mut Checker<'_>, name: &str, raw: RawBuiltin) -> Option<Exe
     if !BUILTINS.contains(&builtin.as_str()) {
         c.error(
             &["jobs", name, "builtin"],
-            format!("unknown builtin \"{builtin}\" (expected one of: {})", BUILTINS.join(", ")),
+            format!(
+                "unknown builtin \"{builtin}\" (expected one of: {})",
+                BUILTINS.join(", ")
+            ),
         );
         return None;
     }
@@ -640,7 +701,9 @@ fn check_builtin(c: &mut Checker<'_>, name: &str, raw: RawBuiltin) -> Option<Exe
             c.error(&["jobs", name, "builtin", "duration"], "only `sleep` takes a duration");
             return None;
         }
-        parse_duration(&d).map_err(|e| c.error(&["jobs", name, "builtin", "duration"], e)).ok()?;
+        parse_duration(&d)
+            .map_err(|e| c.error(&["jobs", name, "builtin", "duration"], e))
+            .ok()?;
         args.insert("duration".to_string(), d);
     }
     Some(ExecutorDef::Builtin(BuiltinDef { name: builtin, args }))

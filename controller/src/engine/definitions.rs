@@ -51,7 +51,10 @@ pub async fn initial_definitions(
 ) -> std::result::Result<JobSet, DefinitionsError> {
     let stored = load_stored(store).await?;
     if store.applied_config(CONFIG_FILE_KEY).await?.as_deref() == Some(file_text) {
-        tracing::info!(jobs = stored.len(), "configuration unchanged since last applied; using stored definitions");
+        tracing::info!(
+            jobs = stored.len(),
+            "configuration unchanged since last applied; using stored definitions"
+        );
         return Ok(stored);
     }
     let deletes: Vec<String> = stored
@@ -59,8 +62,10 @@ pub async fn initial_definitions(
         .filter(|e| e.source == Source::Config && file_jobs.get(&e.def.name).is_none())
         .map(|e| e.def.name.clone())
         .collect();
-    let upserts: Vec<(String, String, String)> =
-        file_jobs.entries().map(|e| (e.def.name.clone(), spec_to_yaml(&e.spec), Source::Config.to_string())).collect();
+    let upserts: Vec<(String, String, String)> = file_jobs
+        .entries()
+        .map(|e| (e.def.name.clone(), spec_to_yaml(&e.spec), Source::Config.to_string()))
+        .collect();
     let merged = stored.with_changes(file_jobs.entries().cloned(), &deletes);
     let problems = merged.dependency_errors();
     if !problems.is_empty() {
@@ -75,8 +80,14 @@ pub async fn initial_definitions(
             .collect();
         return Err(DefinitionsError::Invalid(ConfigErrors(errors)));
     }
-    store.save_jobs(&upserts, &deletes, Some((CONFIG_FILE_KEY, file_text))).await?;
-    tracing::info!(applied = upserts.len(), removed = deletes.len(), "configuration file applied");
+    store
+        .save_jobs(&upserts, &deletes, Some((CONFIG_FILE_KEY, file_text)))
+        .await?;
+    tracing::info!(
+        applied = upserts.len(),
+        removed = deletes.len(),
+        "configuration file applied"
+    );
     Ok(merged)
 }
 
@@ -92,7 +103,11 @@ async fn load_stored(store: &crate::store::Store) -> std::result::Result<JobSet,
             Err(e) => errors.extend(e.0),
         }
     }
-    if errors.is_empty() { Ok(JobSet::new(entries)) } else { Err(DefinitionsError::Invalid(ConfigErrors(errors))) }
+    if errors.is_empty() {
+        Ok(JobSet::new(entries))
+    } else {
+        Err(DefinitionsError::Invalid(ConfigErrors(errors)))
+    }
 }
 
 impl Engine {
@@ -114,12 +129,16 @@ impl Engine {
         let next = current.with_changes(entries.iter().cloned(), &[]);
         let problems = next.dependency_errors();
         if !problems.is_empty() {
-            let lines: Vec<String> =
-                problems.into_iter().map(|(job, message)| format!("jobs.{job}.depends_on: {message}")).collect();
+            let lines: Vec<String> = problems
+                .into_iter()
+                .map(|(job, message)| format!("jobs.{job}.depends_on: {message}"))
+                .collect();
             return Err(Error::invalid("jobs", lines.join("\n")));
         }
-        let upserts: Vec<(String, String, String)> =
-            entries.iter().map(|e| (e.def.name.clone(), spec_to_yaml(&e.spec), e.source.to_string())).collect();
+        let upserts: Vec<(String, String, String)> = entries
+            .iter()
+            .map(|e| (e.def.name.clone(), spec_to_yaml(&e.spec), e.source.to_string()))
+            .collect();
         self.store.save_jobs(&upserts, &[], None).await?;
         self.replace_jobs(next);
         Ok(summary)
@@ -127,7 +146,11 @@ impl Engine {
 
     /// Enables or disables a job (stored in its spec).
     pub async fn set_job_enabled(&self, name: &str, enabled: bool) -> Result<Arc<JobDef>> {
-        let entry = self.jobs().entry(name).cloned().ok_or_else(|| Error::not_found(format!("job \"{name}\" is not defined")))?;
+        let entry = self
+            .jobs()
+            .entry(name)
+            .cloned()
+            .ok_or_else(|| Error::not_found(format!("job \"{name}\" is not defined")))?;
         let mut spec = entry.spec.clone();
         spec.insert(Value::String("enabled".into()), Value::Bool(enabled));
         let lookup = |var: &str| std::env::var(var).ok();
@@ -146,10 +169,16 @@ impl Engine {
         if current.get(name).is_none() {
             return Err(Error::not_found(format!("job \"{name}\" is not defined")));
         }
-        let dependents: Vec<&str> =
-            current.iter().filter(|j| j.depends_on.iter().any(|d| d == name)).map(|j| j.name.as_str()).collect();
+        let dependents: Vec<&str> = current
+            .iter()
+            .filter(|j| j.depends_on.iter().any(|d| d == name))
+            .map(|j| j.name.as_str())
+            .collect();
         if !dependents.is_empty() {
-            return Err(Error::precondition(format!("job \"{name}\" is a dependency of: {}", dependents.join(", "))));
+            return Err(Error::precondition(format!(
+                "job \"{name}\" is a dependency of: {}",
+                dependents.join(", ")
+            )));
         }
         let unfinished = self.core.lock().await.live.values().filter(|r| r.job == name).count();
         if unfinished > 0 {
@@ -166,7 +195,10 @@ impl Engine {
     pub fn export_yaml(&self) -> String {
         let mut jobs = Mapping::new();
         for entry in self.jobs().entries() {
-            jobs.insert(Value::String(entry.def.name.clone()), Value::Mapping(entry.spec.clone()));
+            jobs.insert(
+                Value::String(entry.def.name.clone()),
+                Value::Mapping(entry.spec.clone()),
+            );
         }
         let mut doc = Mapping::new();
         doc.insert(Value::String("jobs".into()), Value::Mapping(jobs));
@@ -175,7 +207,11 @@ impl Engine {
 
     /// Pauses or resumes a job's schedule.
     pub async fn set_schedule_paused(&self, name: &str, paused: bool) -> Result<()> {
-        let job = self.jobs().get(name).cloned().ok_or_else(|| Error::not_found(format!("job \"{name}\" is not defined")))?;
+        let job = self
+            .jobs()
+            .get(name)
+            .cloned()
+            .ok_or_else(|| Error::not_found(format!("job \"{name}\" is not defined")))?;
         if job.schedule.is_none() {
             return Err(Error::precondition(format!("job \"{name}\" has no schedule")));
         }

@@ -18,7 +18,7 @@ impl Engine {
         match state {
             RunState::Succeeded => direct
                 .iter()
-                .filter_map(|id| blocked(id))
+                .filter_map(&blocked)
                 .map(|run| {
                     let remaining = run.waiting_on.iter().filter(|u| *u != upstream).count();
                     if remaining > 0 {
@@ -43,7 +43,13 @@ impl Engine {
                     for id in core.dependents.get(&u).into_iter().flatten() {
                         if blocked(id).is_some() && seen.insert(id.clone()) {
                             let reason = format!("upstream run {u} was cancelled");
-                            changes.push(StateChange::new(id, RunState::Blocked, RunState::Cancelled, now, Some(reason)));
+                            changes.push(StateChange::new(
+                                id,
+                                RunState::Blocked,
+                                RunState::Cancelled,
+                                now,
+                                Some(reason),
+                            ));
                             queue.push_back(id.clone());
                         }
                     }
@@ -52,7 +58,7 @@ impl Engine {
             }
             RunState::Dead => direct
                 .iter()
-                .filter_map(|id| blocked(id))
+                .filter_map(&blocked)
                 .map(|run| {
                     let reason = format!("upstream run {upstream} is dead; waiting for it to be retried and succeed");
                     StateChange::new(&run.id, RunState::Blocked, RunState::Blocked, now, Some(reason))
@@ -63,7 +69,13 @@ impl Engine {
     }
 
     /// Applies committed [`Self::dependent_changes`] in memory.
-    pub(super) fn apply_dependent_changes(&self, core: &mut Core, upstream: &str, state: RunState, changes: &[StateChange]) {
+    pub(super) fn apply_dependent_changes(
+        &self,
+        core: &mut Core,
+        upstream: &str,
+        state: RunState,
+        changes: &[StateChange],
+    ) {
         match state {
             RunState::Succeeded => {
                 for id in core.dependents.remove(upstream).unwrap_or_default() {
@@ -78,7 +90,9 @@ impl Engine {
             _ => {}
         }
         for change in changes {
-            let Some(run) = core.live.get(&change.run_id) else { continue };
+            let Some(run) = core.live.get(&change.run_id) else {
+                continue;
+            };
             let (job, attempt) = (run.job.clone(), run.attempt);
             match change.to {
                 RunState::Queued => {
@@ -100,7 +114,14 @@ impl Engine {
                 }
                 _ => {}
             }
-            self.emit(&change.run_id, &job, change.to, attempt, change.at, change.reason.as_deref());
+            self.emit(
+                &change.run_id,
+                &job,
+                change.to,
+                attempt,
+                change.at,
+                change.reason.as_deref(),
+            );
         }
     }
 }

@@ -343,13 +343,18 @@ impl Engine {
         let settlement = self.settlement(core, end, permanent)?;
         let mut changes = vec![settlement.change.clone()];
         changes.extend(settlement.dependents.iter().cloned());
-        self.store.apply(&changes, &[], std::slice::from_ref(&settlement.end)).await?;
+        self.store
+            .apply(&changes, &[], std::slice::from_ref(&settlement.end))
+            .await?;
         self.apply_settlement(core, settlement);
         Ok(())
     }
 
     fn settlement(&self, core: &Core, end: AttemptEnd, permanent: bool) -> Result<Settlement> {
-        let run = core.live.get(&end.run_id).ok_or_else(|| Error::internal("settled run is not live"))?;
+        let run = core
+            .live
+            .get(&end.run_id)
+            .ok_or_else(|| Error::internal("settled run is not live"))?;
         let now = now_ms();
         let error = end.error.clone().unwrap_or_else(|| end.outcome.to_string());
         let (to, reason, not_before) = match end.outcome {
@@ -358,21 +363,31 @@ impl Engine {
                 (RunState::Cancelled, Some("cancelled by operator".to_string()), None)
             }
             _ if permanent => (RunState::Dead, Some(format!("non-retryable failure: {error}")), None),
-            _ if run.attempt >= run.max_attempts => {
-                (RunState::Dead, Some(format!("attempts exhausted ({}): {error}", run.attempt)), None)
-            }
+            _ if run.attempt >= run.max_attempts => (
+                RunState::Dead,
+                Some(format!("attempts exhausted ({}): {error}", run.attempt)),
+                None,
+            ),
             _ => {
                 let jobs = self.jobs();
                 let policy = &jobs.get(&run.job).ok_or_else(|| Error::internal("job vanished"))?.retry;
                 let delay = policy.delay(run.attempt, &mut rand::rng()).as_millis() as i64;
-                let reason = format!("attempt {} {}: {error}; retry in {} ms", run.attempt, end.outcome, delay);
+                let reason = format!(
+                    "attempt {} {}: {error}; retry in {} ms",
+                    run.attempt, end.outcome, delay
+                );
                 (RunState::Scheduled, Some(reason), Some(now + delay))
             }
         };
         let mut change = StateChange::new(&end.run_id, RunState::Running, to, now, reason);
         change.not_before = not_before;
         let dependents = self.dependent_changes(core, &end.run_id, to, now);
-        Ok(Settlement { change, end, job: run.job.clone(), dependents })
+        Ok(Settlement {
+            change,
+            end,
+            job: run.job.clone(),
+            dependents,
+        })
     }
 
     fn apply_settlement(&self, core: &mut Core, s: Settlement) {
@@ -394,7 +409,14 @@ impl Engine {
             }
         }
         self.wake_dispatch.notify_one();
-        self.emit(&id, &s.job, s.change.to, attempt, s.change.at, s.change.reason.as_deref());
+        self.emit(
+            &id,
+            &s.job,
+            s.change.to,
+            attempt,
+            s.change.at,
+            s.change.reason.as_deref(),
+        );
         self.apply_dependent_changes(core, &id, s.change.to, &s.dependents);
     }
 }

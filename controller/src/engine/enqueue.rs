@@ -11,7 +11,7 @@ use std::sync::Arc;
 use super::state::LiveRun;
 use super::{Engine, MAX_PAYLOAD_BYTES};
 use crate::config::JobSet;
-use crate::error::{Error, ErrorCode, Result};
+use crate::error::{Error, Result};
 use crate::job::JobDef;
 use crate::model::{Priority, RunState, Trigger};
 use crate::store::{InsertPlan, NewRun, RunRecord};
@@ -75,7 +75,7 @@ struct Item {
 /// Where an item's run comes from.
 enum Resolved {
     /// An existing run (idempotency key hit).
-    Existing(RunRecord),
+    Existing(Box<RunRecord>),
     /// A new run with this id.
     New(String),
 }
@@ -94,7 +94,10 @@ impl Engine {
             return Err(Error::invalid("runs", "the batch is empty"));
         }
         if requests.len() > MAX_BATCH {
-            return Err(Error::invalid("runs", format!("{} runs is over the limit of {MAX_BATCH}", requests.len())));
+            return Err(Error::invalid(
+                "runs",
+                format!("{} runs is over the limit of {MAX_BATCH}", requests.len()),
+            ));
         }
         self.enqueue_many(requests, true).await
     }
@@ -120,22 +123,27 @@ impl Engine {
             reason: None,
         };
         let mut core = self.core.lock().await;
-        match self.commit_items(&mut core, vec![item], false).await {
-            Ok(mut outcomes) => Ok(Some(outcomes.remove(0).run)),
-            Err(e) if e.code == ErrorCode::FailedPrecondition && e.message.contains("already fired") => Ok(None),
-            Err(e) => Err(e),
-        }
+        Ok(self
+            .commit_items(&mut core, vec![item], false)
+            .await?
+            .map(|mut outcomes| outcomes.remove(0).run))
     }
 
     /// Enqueues on the controller's own behalf (e.g. `runs retry`), with a trigger
     /// clients cannot request and the reason recorded on the run.
-    pub(super) async fn enqueue_as(&self, request: EnqueueRequest, trigger: Trigger, reason: String) -> Result<EnqueueOutcome> {
+    pub(super) async fn enqueue_as(
+        &self,
+        request: EnqueueRequest,
+        trigger: Trigger,
+        reason: String,
+    ) -> Result<EnqueueOutcome> {
         let jobs = self.jobs();
         let mut item = validate_request(&jobs, request, now_ms(), &|name| name.to_string())?;
         item.trigger = trigger;
         item.reason = Some(reason);
         let mut core = self.core.lock().await;
-        Ok(self.commit_items(&mut core, vec![item], false).await?.remove(0))
+        let outcomes = self.commit_items(&mut core, vec![item], false).await?;
+        Ok(outcomes.expect("only schedule fires can collide").remove(0))
     }
 
     async fn enqueue_many(&self, requests: Vec<EnqueueRequest>, batch: bool) -> Result<Vec<EnqueueOutcome>> {
@@ -143,22 +151,36 @@ impl Engine {
         let now = now_ms();
         let mut items = Vec::with_capacity(requests.len());
         for (index, request) in requests.into_iter().enumerate() {
-            let field = |name: &str| if batch { format!("runs[{index}].{name}") } else { name.to_string() };
+            let field = |name: &str| {
+                if batch {
+                    format!("runs[{index}].{name}")
+                } else {
+                    name.to_string()
+                }
+            };
             items.push(validate_request(&jobs, request, now, &field)?);
         }
         let mut core = self.core.lock().await;
-        self.commit_items(&mut core, items, batch).await
+        let outcomes = self.commit_items(&mut core, items, batch).await?;
+        Ok(outcomes.expect("only schedule fires can collide"))
     }
 
     /// Plans, commits and indexes the runs of validated items. Called with the
     /// core lock held, so idempotency checks and inserts cannot interleave.
+    /// `Ok(None)`: a schedule fire that already exists for its instant.
     async fn commit_items(
         &self,
         core: &mut super::state::Core,
         items: Vec<Item>,
         batch: bool,
-    ) -> Result<Vec<EnqueueOutcome>> {
-        let field = |index: usize, name: &str| if batch { format!("runs[{index}].{name}") } else { name.to_string() };
+    ) -> Result<Option<Vec<EnqueueOutcome>>> {
+        let field = |index: usize, name: &str| {
+            if batch {
+                format!("runs[{index}].{name}")
+            } else {
+                name.to_string()
+            }
+        };
         let jobs = self.jobs();
         let now = now_ms();
 
@@ -166,7 +188,10 @@ impl Engine {
         let mut refs: HashMap<&str, usize> = HashMap::new();
         for (index, item) in items.iter().enumerate() {
             if !item.reference.is_empty() && refs.insert(item.reference.as_str(), index).is_some() {
-                return Err(Error::invalid(&field(index, "ref"), format!("\"{}\" is used twice in this batch", item.reference)));
+                return Err(Error::invalid(
+                    &field(index, "ref"),
+                    format!("\"{}\" is used twice in this batch", item.reference),
+                ));
             }
         }
 
@@ -177,18 +202,22 @@ impl Engine {
             let mut existing = None;
             if let Some(key) = &item.key {
                 if let Some(first) = keys_seen.get(key.as_str()) {
-                    return Err(Error::invalid(&field(index, "idempotency_key"), format!("\"{key}\" is also the key of runs[{first}]")));
+                    return Err(Error::invalid(
+                        &field(index, "idempotency_key"),
+                        format!("\"{key}\" is also the key of runs[{first}]"),
+                    ));
                 }
                 keys_seen.insert(key.as_str(), index);
                 if let Some((run_id, recorded_at)) = self.store.idempotency_key(key).await?
                     && let Some(run) = self.store.run(&run_id).await?
-                    && (!run.state.is_terminal() || now - recorded_at < self.settings.idempotency_window.as_millis() as i64)
+                    && (!run.state.is_terminal()
+                        || now - recorded_at < self.settings.idempotency_window.as_millis() as i64)
                 {
                     existing = Some(run);
                 }
             }
             resolved.push(match existing {
-                Some(run) => Resolved::Existing(run),
+                Some(run) => Resolved::Existing(Box::new(run)),
                 None => Resolved::New(new_id()),
             });
         }
@@ -204,7 +233,10 @@ impl Engine {
             for dep in &item.depends_on {
                 if let Some(&target) = refs.get(dep.as_str()) {
                     if target == index {
-                        return Err(Error::invalid(&field(index, "depends_on"), "a run cannot depend on itself"));
+                        return Err(Error::invalid(
+                            &field(index, "depends_on"),
+                            "a run cannot depend on itself",
+                        ));
                     }
                     targets.push(DepTarget::Item(target));
                 } else if let Some(run) = self.store.run(dep).await? {
@@ -217,16 +249,34 @@ impl Engine {
                     upstream_states.insert(dep.clone(), run);
                     targets.push(DepTarget::Run(dep.clone()));
                 } else {
-                    let what = if batch { "a run id or the ref of another entry of this batch" } else { "a run id" };
-                    return Err(Error::invalid(&field(index, "depends_on"), format!("unknown run \"{dep}\" (expected {what})")));
+                    let what = if batch {
+                        "a run id or the ref of another entry of this batch"
+                    } else {
+                        "a run id"
+                    };
+                    return Err(Error::invalid(
+                        &field(index, "depends_on"),
+                        format!("unknown run \"{dep}\" (expected {what})"),
+                    ));
                 }
             }
             edges.push((index, targets));
         }
         if let Some(cycle) = find_cycle(items.len(), &edges) {
-            let names: Vec<String> =
-                cycle.iter().map(|i| if items[*i].reference.is_empty() { format!("runs[{i}]") } else { items[*i].reference.clone() }).collect();
-            return Err(Error::invalid("runs", format!("dependency cycle: {}", names.join(" -> "))));
+            let names: Vec<String> = cycle
+                .iter()
+                .map(|i| {
+                    if items[*i].reference.is_empty() {
+                        format!("runs[{i}]")
+                    } else {
+                        items[*i].reference.clone()
+                    }
+                })
+                .collect();
+            return Err(Error::invalid(
+                "runs",
+                format!("dependency cycle: {}", names.join(" -> ")),
+            ));
         }
 
         // Build the plan: each new item with its job's upstream chain.
@@ -283,7 +333,7 @@ impl Engine {
                 let upstream = match target {
                     DepTarget::Item(t) => match &resolved[*t] {
                         Resolved::Existing(run) => {
-                            upstream_states.insert(run.id.clone(), run.clone());
+                            upstream_states.insert(run.id.clone(), (**run).clone());
                             run.id.clone()
                         }
                         Resolved::New(uid) => uid.clone(),
@@ -298,14 +348,19 @@ impl Engine {
         for run in &plan.runs {
             let deps = plan.dependencies.iter().filter(|(r, _)| *r == run.id).count();
             if deps > MAX_DEPENDENCIES {
-                return Err(Error::invalid("depends_on", format!("{deps} dependencies is over the limit of {MAX_DEPENDENCIES}")));
+                return Err(Error::invalid(
+                    "depends_on",
+                    format!("{deps} dependencies is over the limit of {MAX_DEPENDENCIES}"),
+                ));
             }
         }
 
         // Initial states: blocked while an upstream has not succeeded.
         let mut waiting: HashMap<String, BTreeSet<String>> = HashMap::new();
         for (run_id, upstream) in &plan.dependencies {
-            let done = upstream_states.get(upstream).is_some_and(|u| u.state == RunState::Succeeded);
+            let done = upstream_states
+                .get(upstream)
+                .is_some_and(|u| u.state == RunState::Succeeded);
             if !done {
                 waiting.entry(run_id.clone()).or_default().insert(upstream.clone());
             }
@@ -314,8 +369,10 @@ impl Engine {
             if let Some(upstreams) = waiting.get(&run.id) {
                 run.state = RunState::Blocked;
                 run.ready_at = None;
-                let dead: Vec<&String> =
-                    upstreams.iter().filter(|u| upstream_states.get(*u).is_some_and(|r| r.state == RunState::Dead)).collect();
+                let dead: Vec<&String> = upstreams
+                    .iter()
+                    .filter(|u| upstream_states.get(*u).is_some_and(|r| r.state == RunState::Dead))
+                    .collect();
                 run.reason = Some(match dead.first() {
                     Some(d) => format!("upstream run {d} is dead; waiting for it to be retried and succeed"),
                     None => format!("waiting for {} upstream run(s)", upstreams.len()),
@@ -324,15 +381,17 @@ impl Engine {
         }
 
         if !self.store.insert_runs(&plan).await? {
-            let job = plan.runs.last().map(|r| r.job.clone()).unwrap_or_default();
-            return Err(Error::precondition(format!("job \"{job}\" already fired for this instant")));
+            return Ok(None);
         }
 
         // Index in memory, then tell the world.
         for run in &plan.runs {
             let upstreams = waiting.remove(&run.id).unwrap_or_default();
             for upstream in &upstreams {
-                core.dependents.entry(upstream.clone()).or_default().push(run.id.clone());
+                core.dependents
+                    .entry(upstream.clone())
+                    .or_default()
+                    .push(run.id.clone());
             }
             core.live.insert(
                 run.id.clone(),
@@ -355,7 +414,8 @@ impl Engine {
             match run.state {
                 RunState::Queued => core.push_ready(&run.id, run.created_at),
                 RunState::Scheduled => {
-                    core.timers.insert((run.not_before.unwrap_or(run.created_at), run.id.clone()));
+                    core.timers
+                        .insert((run.not_before.unwrap_or(run.created_at), run.id.clone()));
                 }
                 _ => {}
             }
@@ -368,7 +428,11 @@ impl Engine {
         let mut outcomes = Vec::with_capacity(items.len());
         for (index, resolved) in resolved.into_iter().enumerate() {
             outcomes.push(match resolved {
-                Resolved::Existing(run) => EnqueueOutcome { run, duplicate: true, upstream: Vec::new() },
+                Resolved::Existing(run) => EnqueueOutcome {
+                    run: *run,
+                    duplicate: true,
+                    upstream: Vec::new(),
+                },
                 Resolved::New(_) => EnqueueOutcome {
                     run: records[plan_index_of_item[index].expect("new item has a run")].clone(),
                     duplicate: false,
@@ -376,7 +440,7 @@ impl Engine {
                 },
             });
         }
-        Ok(outcomes)
+        Ok(Some(outcomes))
     }
 }
 
@@ -421,18 +485,34 @@ fn find_cycle(len: usize, edges: &[(usize, Vec<DepTarget>)]) -> Option<Vec<usize
         mark[n] = 2;
         None
     }
-    (0..len).find_map(|n| if mark[n] == 0 { visit(n, &graph, &mut mark, &mut stack) } else { None })
+    (0..len).find_map(|n| {
+        if mark[n] == 0 {
+            visit(n, &graph, &mut mark, &mut stack)
+        } else {
+            None
+        }
+    })
 }
 
 /// The upstream jobs of `job` (recursively, de-duplicated), upstream first.
 fn upstream_chain(jobs: &JobSet, job: &JobDef) -> Result<Vec<Arc<JobDef>>> {
     let mut order: Vec<Arc<JobDef>> = Vec::new();
     let mut seen: BTreeSet<String> = BTreeSet::new();
-    fn walk(jobs: &JobSet, name: &str, seen: &mut BTreeSet<String>, order: &mut Vec<Arc<JobDef>>, depth: usize) -> Result<()> {
+    fn walk(
+        jobs: &JobSet,
+        name: &str,
+        seen: &mut BTreeSet<String>,
+        order: &mut Vec<Arc<JobDef>>,
+        depth: usize,
+    ) -> Result<()> {
         if depth > 64 {
-            return Err(Error::precondition(format!("job chain through \"{name}\" is deeper than 64")));
+            return Err(Error::precondition(format!(
+                "job chain through \"{name}\" is deeper than 64"
+            )));
         }
-        let job = jobs.get(name).ok_or_else(|| Error::precondition(format!("upstream job \"{name}\" is not defined")))?;
+        let job = jobs
+            .get(name)
+            .ok_or_else(|| Error::precondition(format!("upstream job \"{name}\" is not defined")))?;
         for upstream in &job.depends_on {
             if seen.insert(upstream.clone()) {
                 walk(jobs, upstream, seen, order, depth + 1)?;
@@ -443,7 +523,10 @@ fn upstream_chain(jobs: &JobSet, job: &JobDef) -> Result<Vec<Arc<JobDef>>> {
     }
     walk(jobs, &job.name, &mut seen, &mut order, 0)?;
     if let Some(disabled) = order.iter().find(|j| !j.enabled) {
-        return Err(Error::precondition(format!("upstream job \"{}\" of \"{}\" is disabled", disabled.name, job.name)));
+        return Err(Error::precondition(format!(
+            "upstream job \"{}\" of \"{}\" is disabled",
+            disabled.name, job.name
+        )));
     }
     Ok(order)
 }
@@ -452,43 +535,67 @@ fn validate_request(jobs: &JobSet, request: EnqueueRequest, now: i64, field: &dy
     if request.job.is_empty() {
         return Err(Error::invalid(&field("job"), "a job name is required"));
     }
-    let job = jobs.get(&request.job).ok_or_else(|| Error::not_found(format!("job \"{}\" is not defined", request.job)))?;
+    let job = jobs
+        .get(&request.job)
+        .ok_or_else(|| Error::not_found(format!("job \"{}\" is not defined", request.job)))?;
     if !job.enabled {
         return Err(Error::precondition(format!("job \"{}\" is disabled", request.job)));
     }
     let priority = if request.priority.is_empty() {
         job.priority
     } else {
-        request.priority.parse::<Priority>().map_err(|e| Error::invalid(&field("priority"), e))?
+        request
+            .priority
+            .parse::<Priority>()
+            .map_err(|e| Error::invalid(&field("priority"), e))?
     };
     let trigger = match request.trigger.as_str() {
         "" | "api" => Trigger::Api,
         "manual" => Trigger::Manual,
-        other => return Err(Error::invalid(&field("trigger"), format!("\"{other}\" cannot be requested (use api or manual)"))),
+        other => {
+            return Err(Error::invalid(
+                &field("trigger"),
+                format!("\"{other}\" cannot be requested (use api or manual)"),
+            ));
+        }
     };
     let payload = validate_payload(&request.payload).map_err(|e| Error::invalid(&field("payload"), e))?;
     if request.depends_on.len() > MAX_DEPENDENCIES {
         return Err(Error::invalid(
             &field("depends_on"),
-            format!("{} dependencies is over the limit of {MAX_DEPENDENCIES}", request.depends_on.len()),
+            format!(
+                "{} dependencies is over the limit of {MAX_DEPENDENCIES}",
+                request.depends_on.len()
+            ),
         ));
     }
     let key = (!request.idempotency_key.is_empty()).then_some(request.idempotency_key);
     if let Some(k) = &key
         && k.len() > MAX_KEY_BYTES
     {
-        return Err(Error::invalid(&field("idempotency_key"), format!("{} bytes is over the limit of {MAX_KEY_BYTES}", k.len())));
+        return Err(Error::invalid(
+            &field("idempotency_key"),
+            format!("{} bytes is over the limit of {MAX_KEY_BYTES}", k.len()),
+        ));
     }
     let not_before = match (request.delay_ms, request.not_before.is_empty()) {
         (0, true) => None,
         (delay, true) => Some(now + delay.min(100 * 365 * 86_400_000) as i64),
         (0, false) => {
             let at = parse_rfc3339(&request.not_before).ok_or_else(|| {
-                Error::invalid(&field("not_before"), format!("\"{}\" is not an RFC 3339 timestamp", request.not_before))
+                Error::invalid(
+                    &field("not_before"),
+                    format!("\"{}\" is not an RFC 3339 timestamp", request.not_before),
+                )
             })?;
             (at > now).then_some(at)
         }
-        (_, false) => return Err(Error::invalid(&field("not_before"), "give either a delay or a not_before instant, not both")),
+        (_, false) => {
+            return Err(Error::invalid(
+                &field("not_before"),
+                "give either a delay or a not_before instant, not both",
+            ));
+        }
     };
     Ok(Item {
         job: job.clone(),
@@ -508,7 +615,10 @@ fn validate_request(jobs: &JobSet, request: EnqueueRequest, now: i64, field: &dy
 /// The error names no field: the caller adds it.
 pub fn validate_payload(payload: &str) -> std::result::Result<String, String> {
     if payload.len() > MAX_PAYLOAD_BYTES {
-        return Err(format!("{} bytes is over the limit of {MAX_PAYLOAD_BYTES} bytes (1 MiB)", payload.len()));
+        return Err(format!(
+            "{} bytes is over the limit of {MAX_PAYLOAD_BYTES} bytes (1 MiB)",
+            payload.len()
+        ));
     }
     if payload.trim().is_empty() {
         return Ok("null".into());
@@ -534,7 +644,11 @@ pub(super) fn new_run(
     workflow_id: Option<String>,
     idempotency_key: Option<String>,
 ) -> NewRun {
-    let state = if not_before.is_some() { RunState::Scheduled } else { RunState::Queued };
+    let state = if not_before.is_some() {
+        RunState::Scheduled
+    } else {
+        RunState::Queued
+    };
     NewRun {
         id: id.to_string(),
         job: job.name.clone(),
@@ -585,7 +699,11 @@ mod tests {
         assert_eq!(validate_payload("{\"a\":1}").unwrap(), "{\"a\":1}");
         assert!(validate_payload("{bad").unwrap_err().starts_with("not valid JSON"));
         let big = format!("\"{}\"", "x".repeat(MAX_PAYLOAD_BYTES - 1));
-        assert!(validate_payload(&big).unwrap_err().starts_with("1048577 bytes is over the limit of 1048576"));
+        assert!(
+            validate_payload(&big)
+                .unwrap_err()
+                .starts_with("1048577 bytes is over the limit of 1048576")
+        );
     }
 
     #[test]

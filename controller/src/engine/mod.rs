@@ -94,8 +94,11 @@ impl Engine {
             let mut recovered = [0usize; 4];
             let jobs = engine.jobs();
             let active = engine.store.active_runs().await?;
-            let blocked_ids: Vec<String> =
-                active.iter().filter(|r| r.state == RunState::Blocked).map(|r| r.id.clone()).collect();
+            let blocked_ids: Vec<String> = active
+                .iter()
+                .filter(|r| r.state == RunState::Blocked)
+                .map(|r| r.id.clone())
+                .collect();
             let dependencies = engine.store.dependencies(&blocked_ids).await?;
             for record in active {
                 if jobs.get(&record.job).is_none() {
@@ -150,10 +153,17 @@ impl Engine {
                     _ => {
                         // Blocked: wait for the upstream runs that have not succeeded.
                         for (_, upstream) in dependencies.iter().filter(|(r, _)| *r == record.id) {
-                            let done = engine.store.run(upstream).await?.is_some_and(|u| u.state == RunState::Succeeded);
+                            let done = engine
+                                .store
+                                .run(upstream)
+                                .await?
+                                .is_some_and(|u| u.state == RunState::Succeeded);
                             if !done {
                                 run.waiting_on.insert(upstream.clone());
-                                core.dependents.entry(upstream.clone()).or_default().push(record.id.clone());
+                                core.dependents
+                                    .entry(upstream.clone())
+                                    .or_default()
+                                    .push(record.id.clone());
                             }
                         }
                         core.live.insert(record.id.clone(), run);

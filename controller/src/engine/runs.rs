@@ -22,7 +22,11 @@ impl Engine {
         }
         let unfinished: Vec<String> = {
             let core = self.core.lock().await;
-            core.live.values().filter(|r| r.job == job.name).map(|r| r.id.clone()).collect()
+            core.live
+                .values()
+                .filter(|r| r.job == job.name)
+                .map(|r| r.id.clone())
+                .collect()
         };
         if unfinished.is_empty() {
             return Ok(true);
@@ -54,7 +58,11 @@ impl Engine {
         let mut core = self.core.lock().await;
         let Some(run) = core.live.get(id).cloned() else {
             drop(core);
-            let record = self.store.run(id).await?.ok_or_else(|| Error::not_found(format!("run {id} does not exist")))?;
+            let record = self
+                .store
+                .run(id)
+                .await?
+                .ok_or_else(|| Error::not_found(format!("run {id} does not exist")))?;
             return Err(Error::precondition(format!("run {id} is already {}", record.state)));
         };
         let now = now_ms();
@@ -73,13 +81,23 @@ impl Engine {
                     live.cancel_requested = true;
                 }
                 if let Some(agent) = &run.agent_id {
-                    let message =
-                        ControllerMessage { msg: Some(Msg::Cancel(Cancel { run_id: id.to_string(), attempt: run.attempt })) };
+                    let message = ControllerMessage {
+                        msg: Some(Msg::Cancel(Cancel {
+                            run_id: id.to_string(),
+                            attempt: run.attempt,
+                        })),
+                    };
                     core.send_to_agent(agent, message);
                 }
             }
         } else {
-            let mut changes = vec![StateChange::new(id, run.state, RunState::Cancelled, now, Some(reason.to_string()))];
+            let mut changes = vec![StateChange::new(
+                id,
+                run.state,
+                RunState::Cancelled,
+                now,
+                Some(reason.to_string()),
+            )];
             changes.extend(self.dependent_changes(&core, id, RunState::Cancelled, now));
             self.store.apply(&changes, &[], &[]).await?;
             core.unindex(id);
@@ -88,7 +106,10 @@ impl Engine {
             self.apply_dependent_changes(&mut core, id, RunState::Cancelled, &changes[1..]);
         }
         drop(core);
-        self.store.run(id).await?.ok_or_else(|| Error::internal(format!("run {id} vanished")))
+        self.store
+            .run(id)
+            .await?
+            .ok_or_else(|| Error::internal(format!("run {id} vanished")))
     }
 
     /// Cancels every unfinished run of a workflow. Returns the runs affected.
@@ -116,11 +137,18 @@ impl Engine {
     /// Retries a finished run: a dead one is queued again with a renewed attempt
     /// budget; a cancelled or succeeded one is copied into a new run.
     pub async fn retry(&self, id: &str) -> Result<RunRecord> {
-        let record = self.store.run(id).await?.ok_or_else(|| Error::not_found(format!("run {id} does not exist")))?;
+        let record = self
+            .store
+            .run(id)
+            .await?
+            .ok_or_else(|| Error::not_found(format!("run {id} does not exist")))?;
         match record.state {
             RunState::Dead => {
                 self.requeue_dead(std::slice::from_ref(&record.id)).await?;
-                self.store.run(id).await?.ok_or_else(|| Error::internal(format!("run {id} vanished")))
+                self.store
+                    .run(id)
+                    .await?
+                    .ok_or_else(|| Error::internal(format!("run {id} vanished")))
             }
             RunState::Cancelled | RunState::Succeeded => {
                 let request = EnqueueRequest {
@@ -132,12 +160,19 @@ impl Engine {
                 let EnqueueOutcome { run, .. } = self.enqueue_copy(request, id).await?;
                 Ok(run)
             }
-            state => Err(Error::precondition(format!("run {id} is {state}; only finished runs can be retried"))),
+            state => Err(Error::precondition(format!(
+                "run {id} is {state}; only finished runs can be retried"
+            ))),
         }
     }
 
     async fn enqueue_copy(&self, request: EnqueueRequest, original: &str) -> Result<EnqueueOutcome> {
-        self.enqueue_as(request, crate::model::Trigger::Retry, format!("retry of run {original}")).await
+        self.enqueue_as(
+            request,
+            crate::model::Trigger::Retry,
+            format!("retry of run {original}"),
+        )
+        .await
     }
 
     /// Queues dead runs again, each with a renewed attempt budget. Returns the ids
@@ -149,7 +184,9 @@ impl Engine {
         let mut changes = Vec::new();
         let mut lives = Vec::new();
         for id in ids {
-            let Some(record) = self.store.run(id).await? else { continue };
+            let Some(record) = self.store.run(id).await? else {
+                continue;
+            };
             if record.state != RunState::Dead {
                 continue;
             }
@@ -157,8 +194,13 @@ impl Engine {
                 Error::precondition(format!("job \"{}\" of run {id} is no longer defined", record.job))
             })?;
             let max_attempts = record.attempt + job.retry.max_attempts;
-            let mut change =
-                StateChange::new(id, RunState::Dead, RunState::Queued, now, Some("retried from the dead-letter queue".into()));
+            let mut change = StateChange::new(
+                id,
+                RunState::Dead,
+                RunState::Queued,
+                now,
+                Some("retried from the dead-letter queue".into()),
+            );
             change.ready_at = Some(now);
             change.max_attempts = Some(max_attempts);
             changes.push(change);
@@ -184,7 +226,14 @@ impl Engine {
             let (id, job, attempt) = (live.id.clone(), live.job.clone(), live.attempt);
             core.live.insert(id.clone(), live);
             core.push_ready(&id, now);
-            self.emit(&id, &job, RunState::Queued, attempt, now, Some("retried from the dead-letter queue"));
+            self.emit(
+                &id,
+                &job,
+                RunState::Queued,
+                attempt,
+                now,
+                Some("retried from the dead-letter queue"),
+            );
             requeued.push(id);
         }
         drop(core);

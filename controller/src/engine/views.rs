@@ -76,9 +76,19 @@ impl Engine {
             .ok_or_else(|| Error::not_found(format!("run {id} does not exist")))?;
         let attempts = self.store.attempts(std::slice::from_ref(&run.id)).await?;
         let transitions = self.store.transitions(id).await?;
-        let depends_on =
-            self.store.dependencies(std::slice::from_ref(&run.id)).await?.into_iter().map(|(_, u)| u).collect();
-        Ok(RunView { run, attempts, transitions, depends_on })
+        let depends_on = self
+            .store
+            .dependencies(std::slice::from_ref(&run.id))
+            .await?
+            .into_iter()
+            .map(|(_, u)| u)
+            .collect();
+        Ok(RunView {
+            run,
+            attempts,
+            transitions,
+            depends_on,
+        })
     }
 
     /// Attaches attempts to runs (one query for all).

@@ -244,7 +244,6 @@ impl CronSchedule {
             .checked_add_signed(Duration::days(HORIZON_DAYS))
             .unwrap_or(DateTime::<Utc>::MAX_UTC);
         let window = Duration::seconds(WINDOW_SECS);
-        let one_second = Duration::seconds(1);
         let mut t = after;
         for _ in 0..MAX_WINDOWS {
             if t >= horizon {
@@ -271,7 +270,7 @@ impl CronSchedule {
                         best = Some(u);
                     }
                 }
-                local = match self.fields.next_match(local + one_second, last_day) {
+                local = match shift_naive(local, 1).and_then(|from| self.fields.next_match(from, last_day)) {
                     Some(next) if next <= l_end => next,
                     _ => break,
                 };
@@ -313,7 +312,6 @@ impl CronSchedule {
     /// (sorted, duplicates removed); windows are disjoint, so the whole is too.
     fn for_each_fire(&self, after: DateTime<Utc>, until: DateTime<Utc>, mut each: impl FnMut(DateTime<Utc>)) {
         let window = Duration::seconds(WINDOW_SECS);
-        let one_second = Duration::seconds(1);
         let mut fires = Vec::new();
         // Local times past this day cannot give instants up to `until` (offsets
         // are far below two days).
@@ -353,7 +351,7 @@ impl CronSchedule {
                         .flatten()
                         .filter(|u| *u > t && *u <= w_end),
                 );
-                local = match self.fields.next_match(local + one_second, last_day) {
+                local = match shift_naive(local, 1).and_then(|from| self.fields.next_match(from, last_day)) {
                     Some(next) if next <= l_end => next,
                     _ => break,
                 };

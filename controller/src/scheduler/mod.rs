@@ -54,8 +54,12 @@ pub async fn run(engine: Arc<Engine>, mut shutdown: tokio::sync::watch::Receiver
             }
             continue;
         }
-        let Some((at, name)) = pending.pop_first() else { continue };
-        let Some(job) = engine.jobs().get(&name).cloned() else { continue };
+        let Some((at, name)) = pending.pop_first() else {
+            continue;
+        };
+        let Some(job) = engine.jobs().get(&name).cloned() else {
+            continue;
+        };
         if let Err(e) = fire(&engine, &job, at).await {
             tracing::error!(job = %name, error = %e, "schedule fire failed; retrying in 1s");
             pending.insert((at, name));
@@ -87,8 +91,12 @@ async fn catch_up(engine: &Engine) -> Result<BTreeSet<(i64, String)>> {
     let now = Utc::now();
     for job in engine.jobs().iter().filter(|j| j.enabled) {
         let Some(schedule) = &job.schedule else { continue };
-        let Some(cursor) = cursors.iter().find(|c| c.job == job.name) else { continue };
-        let Some(last) = DateTime::<Utc>::from_timestamp_millis(cursor.last_fired) else { continue };
+        let Some(cursor) = cursors.iter().find(|c| c.job == job.name) else {
+            continue;
+        };
+        let Some(last) = DateTime::<Utc>::from_timestamp_millis(cursor.last_fired) else {
+            continue;
+        };
         let limit = match job.catch_up {
             CatchUp::Skip => 0,
             CatchUp::Latest => 1,
@@ -97,17 +105,28 @@ async fn catch_up(engine: &Engine) -> Result<BTreeSet<(i64, String)>> {
         let (fires, count) = schedule.fires_between(last, now, limit.max(1));
         let Some(newest) = fires.last().copied() else { continue };
         if paused.contains(&job.name) {
-            engine.store().advance_cursor(&job.name, newest.timestamp_millis(), 0, 0).await?;
+            engine
+                .store()
+                .advance_cursor(&job.name, newest.timestamp_millis(), 0, 0)
+                .await?;
             continue;
         }
-        let oldest_allowed = job.catch_up_window.map(|w| now - chrono::Duration::milliseconds(w.as_millis() as i64));
-        let eligible: Vec<DateTime<Utc>> =
-            fires[fires.len() - limit.min(fires.len())..].iter().copied().filter(|f| oldest_allowed.is_none_or(|o| *f >= o)).collect();
+        let oldest_allowed = job
+            .catch_up_window
+            .map(|w| now - chrono::Duration::milliseconds(w.as_millis() as i64));
+        let eligible: Vec<DateTime<Utc>> = fires[fires.len() - limit.min(fires.len())..]
+            .iter()
+            .copied()
+            .filter(|f| oldest_allowed.is_none_or(|o| *f >= o))
+            .collect();
         for instant in &eligible {
             fire(engine, job, instant.timestamp_millis()).await?;
         }
         let missed = count - eligible.len() as u64;
-        engine.store().advance_cursor(&job.name, newest.timestamp_millis(), missed, 0).await?;
+        engine
+            .store()
+            .advance_cursor(&job.name, newest.timestamp_millis(), missed, 0)
+            .await?;
         tracing::info!(job = %job.name, missed, caught_up = eligible.len(), policy = %job.catch_up, "fires missed while the controller was down");
     }
     Ok(plan(engine, now.timestamp_millis()))
@@ -124,7 +143,11 @@ async fn fire(engine: &Engine, job: &Arc<JobDef>, instant: i64) -> Result<()> {
         return Ok(());
     }
     let jitter = job.jitter.as_millis() as i64;
-    let delay = if jitter > 0 { rand::rng().random_range(0..=jitter) } else { 0 };
+    let delay = if jitter > 0 {
+        rand::rng().random_range(0..=jitter)
+    } else {
+        0
+    };
     if let Some(run) = engine.fire(job, instant, delay).await? {
         tracing::info!(job = %job.name, run = %run.id, "schedule fired");
     }

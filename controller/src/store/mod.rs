@@ -17,8 +17,8 @@ use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, S
 use sqlx::{AssertSqlSafe, Row, Sqlite, SqlitePool, Transaction};
 
 pub use records::{
-    AttemptEnd, AttemptRecord, AttemptStart, InsertPlan, JobStatsRecord, NewRun, RunRecord, ScheduleCursor, StateChange,
-    TransitionRecord,
+    AttemptEnd, AttemptRecord, AttemptStart, InsertPlan, JobStatsRecord, NewRun, RunRecord, ScheduleCursor,
+    StateChange, TransitionRecord,
 };
 
 use crate::error::{Error, Result};
@@ -27,7 +27,11 @@ use crate::model::{Outcome, RunState};
 /// Embedded migrations, applied in order at start-up.
 const MIGRATIONS: &[(i64, &str, &str)] = &[
     (1, "init", include_str!("../../../migrations/sqlite/0001_init.sql")),
-    (2, "definitions and dependencies", include_str!("../../../migrations/sqlite/0002_definitions_dependencies.sql")),
+    (
+        2,
+        "definitions and dependencies",
+        include_str!("../../../migrations/sqlite/0002_definitions_dependencies.sql"),
+    ),
 ];
 
 /// Handle to the database.
@@ -169,19 +173,29 @@ impl Store {
         for id in run_ids {
             query = query.bind(id);
         }
-        Ok(query.fetch_all(&self.pool).await?.iter().map(|r| (r.get(0), r.get(1))).collect())
+        Ok(query
+            .fetch_all(&self.pool)
+            .await?
+            .iter()
+            .map(|r| (r.get(0), r.get(1)))
+            .collect())
     }
 
     /// Runs of a workflow, oldest first.
     pub async fn workflow_runs(&self, workflow_id: &str) -> Result<Vec<RunRecord>> {
         let sql = format!("SELECT {RUN_COLUMNS} FROM runs WHERE workflow_id = ? ORDER BY created_at, id");
-        let rows = sqlx::query(AssertSqlSafe(sql)).bind(workflow_id).fetch_all(&self.pool).await?;
+        let rows = sqlx::query(AssertSqlSafe(sql))
+            .bind(workflow_id)
+            .fetch_all(&self.pool)
+            .await?;
         rows.iter().map(run_from_row).collect()
     }
 
     /// Stored job definitions: (name, spec YAML, source).
     pub async fn job_specs(&self) -> Result<Vec<(String, String, String)>> {
-        let rows = sqlx::query("SELECT name, spec, source FROM jobs ORDER BY name").fetch_all(&self.pool).await?;
+        let rows = sqlx::query("SELECT name, spec, source FROM jobs ORDER BY name")
+            .fetch_all(&self.pool)
+            .await?;
         Ok(rows.iter().map(|r| (r.get(0), r.get(1), r.get(2))).collect())
     }
 
@@ -208,7 +222,10 @@ impl Store {
             .await?;
         }
         for name in deletes {
-            sqlx::query("DELETE FROM jobs WHERE name = ?").bind(name).execute(&mut *tx).await?;
+            sqlx::query("DELETE FROM jobs WHERE name = ?")
+                .bind(name)
+                .execute(&mut *tx)
+                .await?;
         }
         if let Some((file, content)) = applied {
             sqlx::query(
@@ -235,7 +252,9 @@ impl Store {
 
     /// Names of paused schedules.
     pub async fn paused_schedules(&self) -> Result<Vec<String>> {
-        Ok(sqlx::query_scalar("SELECT job FROM schedule_pauses ORDER BY job").fetch_all(&self.pool).await?)
+        Ok(sqlx::query_scalar("SELECT job FROM schedule_pauses ORDER BY job")
+            .fetch_all(&self.pool)
+            .await?)
     }
 
     /// Pauses or resumes a schedule.
@@ -247,7 +266,10 @@ impl Store {
                 .execute(&self.pool)
                 .await?;
         } else {
-            sqlx::query("DELETE FROM schedule_pauses WHERE job = ?").bind(job).execute(&self.pool).await?;
+            sqlx::query("DELETE FROM schedule_pauses WHERE job = ?")
+                .bind(job)
+                .execute(&self.pool)
+                .await?;
         }
         Ok(())
     }

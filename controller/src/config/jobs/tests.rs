@@ -2,7 +2,9 @@ use super::*;
 use crate::model::Priority;
 
 fn parse(text: &str) -> Result<JobSet, ConfigErrors> {
-    parse_scheduler_yaml(Path::new("scheduler.yaml"), text, &|name| (name == "TOKEN").then(|| "s3cret".into()))
+    parse_scheduler_yaml(Path::new("scheduler.yaml"), text, &|name| {
+        (name == "TOKEN").then(|| "s3cret".into())
+    })
 }
 
 #[test]
@@ -14,7 +16,13 @@ fn defaults_apply_and_jobs_override() {
     let a = set.get("a").unwrap();
     assert_eq!(a.priority, Priority::Low);
     assert_eq!(a.retry.max_attempts, 5);
-    assert_eq!(a.executor, ExecutorDef::Shell(ShellDef { script: "echo a".into(), ..ShellDef::default() }));
+    assert_eq!(
+        a.executor,
+        ExecutorDef::Shell(ShellDef {
+            script: "echo a".into(),
+            ..ShellDef::default()
+        })
+    );
     let b = set.get("b").unwrap();
     assert_eq!(b.priority, Priority::Critical);
     assert_eq!(b.retry.max_attempts, 5);
@@ -29,7 +37,12 @@ fn reports_every_error_with_its_line() {
     let located: Vec<(Option<usize>, &str)> = errors.iter().map(|e| (e.line, e.path.as_str())).collect();
     assert_eq!(
         located,
-        vec![(Some(3), "jobs.a.schedule"), (Some(6), "jobs.b.timezone"), (Some(9), "jobs.c.priority"), (Some(12), "jobs.d.shel")]
+        vec![
+            (Some(3), "jobs.a.schedule"),
+            (Some(6), "jobs.b.timezone"),
+            (Some(9), "jobs.c.priority"),
+            (Some(12), "jobs.d.shel")
+        ]
     );
     assert!(errors[2].message.contains("unknown priority \"urgent\""));
     assert!(errors[3].message.contains("unknown field `shel`"));
@@ -45,14 +58,18 @@ fn syntax_errors_have_a_line() {
 
 #[test]
 fn executor_is_required_and_unique() {
-    let errors = parse("jobs:\n  a: {}\n  b:\n    shell: x\n    builtin: noop\n").unwrap_err().0;
+    let errors = parse("jobs:\n  a: {}\n  b:\n    shell: x\n    builtin: noop\n")
+        .unwrap_err()
+        .0;
     assert!(errors[0].message.contains("missing executor"));
     assert!(errors[1].message.contains("exactly one executor"));
 }
 
 #[test]
 fn bad_names_and_types() {
-    let errors = parse("jobs:\n  Bad_Name:\n    shell: x\n  ok:\n    shell: x\n    max_concurrency: many\n").unwrap_err().0;
+    let errors = parse("jobs:\n  Bad_Name:\n    shell: x\n  ok:\n    shell: x\n    max_concurrency: many\n")
+        .unwrap_err()
+        .0;
     assert!(errors[0].message.contains("invalid job name"));
     assert_eq!(errors[1].path, "jobs.ok.max_concurrency");
     assert_eq!(errors[1].line, Some(6));
@@ -60,14 +77,23 @@ fn bad_names_and_types() {
 
 #[test]
 fn unknown_dependencies_and_cycles_are_errors() {
-    let errors = parse("jobs:\n  a:\n    shell: x\n    depends_on: [ghost]\n").unwrap_err().0;
-    assert_eq!((errors[0].path.as_str(), errors[0].line), ("jobs.a.depends_on", Some(4)));
+    let errors = parse("jobs:\n  a:\n    shell: x\n    depends_on: [ghost]\n")
+        .unwrap_err()
+        .0;
+    assert_eq!(
+        (errors[0].path.as_str(), errors[0].line),
+        ("jobs.a.depends_on", Some(4))
+    );
     assert!(errors[0].message.contains("unknown job \"ghost\""));
 
     let cyclic = "jobs:\n  a:\n    shell: x\n    depends_on: [c]\n  b:\n    shell: x\n    depends_on: [a]\n  c:\n    shell: x\n    depends_on: [b]\n";
     let errors = parse(cyclic).unwrap_err().0;
     assert_eq!(errors.len(), 1, "{errors:?}");
-    assert!(errors[0].message.starts_with("dependency cycle: "), "{}", errors[0].message);
+    assert!(
+        errors[0].message.starts_with("dependency cycle: "),
+        "{}",
+        errors[0].message
+    );
     assert!(errors[0].message.contains("a -> c -> b -> a"), "{}", errors[0].message);
 }
 
@@ -76,14 +102,18 @@ fn specs_keep_variable_references_and_merged_defaults() {
     let text = "defaults:\n  timezone: Asia/Tokyo\njobs:\n  a:\n    schedule: '0 9 * * *'\n    shell: { command: [run], env: { T: \"${TOKEN}\" } }\n";
     let set = parse(text).unwrap();
     let entry = set.entry("a").unwrap();
-    let ExecutorDef::Shell(shell) = &entry.def.executor else { panic!() };
+    let ExecutorDef::Shell(shell) = &entry.def.executor else {
+        panic!()
+    };
     assert_eq!(shell.env["T"], "s3cret");
     let yaml = spec_to_yaml(&entry.spec);
     assert!(yaml.contains("${TOKEN}") && !yaml.contains("s3cret"), "{yaml}");
     assert!(yaml.contains("Asia/Tokyo"), "defaults are merged into the spec: {yaml}");
     let rebuilt = entry_from_spec("a", &yaml, Source::Api, &|_| Some("other".into())).unwrap();
     assert_eq!(rebuilt.def.schedule.as_ref().unwrap().tz(), chrono_tz::Asia::Tokyo);
-    let ExecutorDef::Shell(shell) = &rebuilt.def.executor else { panic!() };
+    let ExecutorDef::Shell(shell) = &rebuilt.def.executor else {
+        panic!()
+    };
     assert_eq!(shell.env["T"], "other");
     let err = entry_from_spec("a", &yaml, Source::Api, &|_| None).unwrap_err();
     assert!(err.0[0].message.contains("TOKEN is not set"), "{err}");
@@ -91,7 +121,9 @@ fn specs_keep_variable_references_and_merged_defaults() {
 
 #[test]
 fn unset_variables_name_their_place() {
-    let errors = parse("jobs:\n  a:\n    shell: { command: [x], env: { K: \"${NOPE}\" } }\n").unwrap_err().0;
+    let errors = parse("jobs:\n  a:\n    shell: { command: [x], env: { K: \"${NOPE}\" } }\n")
+        .unwrap_err()
+        .0;
     assert_eq!(errors[0].path, "jobs.a.shell.env.K");
     assert_eq!(errors[0].line, Some(3));
     assert!(errors[0].message.contains("NOPE is not set"));
@@ -99,13 +131,19 @@ fn unset_variables_name_their_place() {
 
 #[test]
 fn dst_policy_and_schedule_only_fields() {
-    let set = parse("jobs:\n  a:\n    schedule: '30 2 * * *'\n    dst: { gap: skip, repeat: both }\n    builtin: noop\n").unwrap();
+    let set =
+        parse("jobs:\n  a:\n    schedule: '30 2 * * *'\n    dst: { gap: skip, repeat: both }\n    builtin: noop\n")
+            .unwrap();
     let policy = set.get("a").unwrap().schedule.as_ref().unwrap().policy();
     assert_eq!(policy.gap.to_string(), "skip");
     assert_eq!(policy.repeat.to_string(), "both");
-    let errors = parse("jobs:\n  a:\n    dst: { gap: skip }\n    catch_up: all\n    builtin: noop\n").unwrap_err().0;
+    let errors = parse("jobs:\n  a:\n    dst: { gap: skip }\n    catch_up: all\n    builtin: noop\n")
+        .unwrap_err()
+        .0;
     let paths: Vec<&str> = errors.iter().map(|e| e.path.as_str()).collect();
     assert_eq!(paths, vec!["jobs.a.catch_up", "jobs.a.dst"]);
-    let errors = parse("jobs:\n  a:\n    schedule: '* * * * *'\n    dst: { gap: later }\n    builtin: noop\n").unwrap_err().0;
+    let errors = parse("jobs:\n  a:\n    schedule: '* * * * *'\n    dst: { gap: later }\n    builtin: noop\n")
+        .unwrap_err()
+        .0;
     assert_eq!(errors[0].path, "jobs.a.dst.gap");
 }
