@@ -11,7 +11,7 @@ use worker_proto::v1 as pb;
 use worker_proto::v1::controller_service_server::ControllerService;
 
 use super::convert::{agent_to_proto, job_to_proto, run_to_proto, stats_to_proto};
-use crate::config::{Source, parse_document};
+use crate::config::{ConfigErrors, Source, parse_document_partial};
 use crate::engine::{Engine, EnqueueOutcome, EnqueueRequest};
 use crate::error::Error;
 use crate::job::JobDef;
@@ -149,8 +149,25 @@ impl ControllerService for ControllerApi {
             r.source_name
         };
         let lookup = |var: &str| std::env::var(var).ok();
-        let entries = parse_document(std::path::Path::new(&name), &r.yaml, &lookup, Source::Api)
-            .map_err(|errors| Error::invalid("yaml", errors.to_string().trim_end()))?;
+        let path = std::path::Path::new(&name);
+        let (entries, mut errors) = parse_document_partial(path, &r.yaml, &lookup, Source::Api);
+        let merged = self.engine.jobs().with_changes(entries.iter().cloned(), &[]);
+        let applied: std::collections::BTreeSet<&str> = entries.iter().map(|e| e.def.name.as_str()).collect();
+        for (job, message) in merged.dependency_errors() {
+            if applied.contains(job.as_str()) {
+                let line = crate::config::lines::line_of(&r.yaml, &["jobs", &job, "depends_on"]);
+                let path = format!("jobs.{job}.depends_on");
+                errors.push(crate::config::ConfigError {
+                    file: name.clone().into(),
+                    line,
+                    path,
+                    message,
+                });
+            }
+        }
+        if !errors.is_empty() {
+            return Err(Error::invalid("yaml", ConfigErrors(errors).to_string().trim_end()).into());
+        }
         let summary = self.engine.apply_definitions(entries).await?;
         Ok(Response::new(pb::ApplyJobsResponse {
             created: summary.created,

@@ -311,6 +311,22 @@ pub fn parse_document(
     lookup: &dyn Fn(&str) -> Option<String>,
     source: Source,
 ) -> Result<Vec<JobEntry>, ConfigErrors> {
+    let (entries, errors) = parse_document_partial(file, text, lookup, source);
+    if errors.is_empty() {
+        Ok(entries)
+    } else {
+        Err(ConfigErrors(errors))
+    }
+}
+
+/// Like [`parse_document`], but also returns the jobs that are valid when others
+/// are not, so that later checks (dependencies) can report their problems too.
+pub fn parse_document_partial(
+    file: &Path,
+    text: &str,
+    lookup: &dyn Fn(&str) -> Option<String>,
+    source: Source,
+) -> (Vec<JobEntry>, Vec<ConfigError>) {
     let mut checker = Checker {
         file,
         text,
@@ -321,12 +337,13 @@ pub fn parse_document(
         Ok(v) => v,
         Err(err) => {
             let line = err.location().map(|l| l.line());
-            return Err(ConfigErrors(vec![ConfigError {
+            let error = ConfigError {
                 file: file.to_path_buf(),
                 line,
                 path: String::new(),
                 message: format!("invalid YAML: {err}"),
-            }]));
+            };
+            return (Vec::new(), vec![error]);
         }
     };
     let top = match document {
@@ -334,7 +351,7 @@ pub fn parse_document(
         Value::Mapping(m) => m,
         _ => {
             checker.error(&[], "expected a mapping with `defaults` and `jobs`");
-            return Err(ConfigErrors(checker.errors));
+            return (Vec::new(), checker.errors);
         }
     };
 
@@ -377,7 +394,7 @@ pub fn parse_document(
     }
     if !checker.errors.is_empty() {
         // Defaults are merged into every job: report them alone, once.
-        return Err(ConfigErrors(checker.errors));
+        return (Vec::new(), checker.errors);
     }
 
     let mut entries = Vec::new();
@@ -394,11 +411,7 @@ pub fn parse_document(
             entries.push(entry);
         }
     }
-    if checker.errors.is_empty() {
-        Ok(entries)
-    } else {
-        Err(ConfigErrors(checker.errors))
-    }
+    (entries, checker.errors)
 }
 
 /// Rebuilds a definition from a stored spec (interpolating `${VARS}` again).

@@ -19,7 +19,10 @@ pub mod raw;
 use std::fmt;
 use std::path::{Path, PathBuf};
 
-pub use jobs::{JobEntry, JobSet, Source, entry_from_spec, parse_document, parse_scheduler_yaml, spec_to_yaml};
+pub use jobs::{
+    JobEntry, JobSet, Source, entry_from_spec, parse_document, parse_document_partial, parse_scheduler_yaml,
+    spec_to_yaml,
+};
 
 /// One configuration problem, located.
 #[derive(Debug, Clone, PartialEq)]

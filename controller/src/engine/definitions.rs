@@ -117,10 +117,13 @@ impl Engine {
         let _guard = self.definitions_lock.lock().await;
         let current = self.jobs();
         let mut summary = ApplySummary::default();
-        for entry in &entries {
+        let mut entries = entries;
+        for entry in &mut entries {
             match current.entry(&entry.def.name) {
                 None => summary.created.push(entry.def.name.clone()),
-                Some(old) if old.spec == entry.spec && old.source == entry.source => {
+                Some(old) if old.spec == entry.spec => {
+                    // Same definition: it keeps its owner (a config job stays one).
+                    entry.source = old.source;
                     summary.unchanged.push(entry.def.name.clone())
                 }
                 Some(_) => summary.updated.push(entry.def.name.clone()),

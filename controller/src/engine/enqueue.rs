@@ -627,8 +627,16 @@ pub fn validate_payload(payload: &str) -> std::result::Result<String, String> {
     Ok(payload.to_string())
 }
 
+/// A new run or workflow id: a ULID, monotonic within this process so that ids
+/// created in the same millisecond still sort in creation order.
 fn new_id() -> String {
-    ulid::Ulid::new().to_string().to_lowercase()
+    static GENERATOR: std::sync::Mutex<Option<ulid::Generator>> = std::sync::Mutex::new(None);
+    let mut generator = GENERATOR.lock().unwrap_or_else(|e| e.into_inner());
+    let id = generator
+        .get_or_insert_with(ulid::Generator::new)
+        .generate()
+        .unwrap_or_else(|_| ulid::Ulid::new());
+    id.to_string().to_lowercase()
 }
 
 #[allow(clippy::too_many_arguments)]
