@@ -1,0 +1,187 @@
+//! Catch-up of schedule fires missed while the controller was down, once per
+//! policy (`skip`, `latest`, `all` with `max_catch_up`).
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use worker_tests::flow::{fires_between, runs_of, schedule_json, ts, u64_field};
+use worker_tests::json::opt_str;
+use worker_tests::{TestEnv, parse_ts, wait_for};
+
+/// The schedule fires every STEP seconds.
+const STEP: i64 = 2;
+
+/// Starts a controller and an agent with a `*/2 * * * * *` job using `policy`,
+/// lets it fire, stops the controller for at least three fires, restarts it on
+/// the same database and checks what happened to the missed fires.
+///
+/// `keep` is how many of the newest missed fires must run (0 for skip, 1 for
+/// latest, max_catch_up for all).
+async fn catch_up_across_restart(policy_yaml: &str, keep: usize) {
+    let env = TestEnv::new();
+    env.write_config(&format!(
+        r#"
+jobs:
+  tick:
+    schedule: "*/2 * * * * *"
+    builtin: noop
+    retry: {{ max_attempts: 1 }}
+{policy_yaml}
+"#
+    ));
+    let mut ctl = env.start_controller().await;
+    let _agent = env.start_agent(&ctl, "steady", 4).await;
+
+    // The schedule has fired once: its cursor exists.
+    let before = wait_for("a first fire of tick (last_fired set)", Duration::from_secs(10), || async {
+        let s = schedule_json(&ctl, "tick").await;
+        match opt_str(&s, "last_fired") {
+            Some(_) => Ok(s),
+            None => Err(format!("{s:#}")),
+        }
+    })
+    .await;
+    assert_eq!(u64_field(&before, "missed"), 0, "missed before any downtime: {before:#}");
+
+    // Stop the controller gracefully; the agent stays and reconnects later.
+    let addr = ctl.addr;
+    let status = ctl.proc.terminate(Duration::from_secs(15));
+    assert!(status.success(), "controller exited with {status} on SIGTERM");
+    let stopped_at = Utc::now();
+    drop(ctl);
+
+    // Let at least three fire instants pass while the controller is down. This
+    // wait is wall-clock time by nature (nothing runs that could be awaited).
+    // The cursor is read back after the restart (the newest run created
+    // before the stop); last_fired seen before the stop is a lower bound of it.
+    let cursor_lower = parse_ts("last_fired", opt_str(&before, "last_fired").unwrap());
+    // Any fire before the stop was handled by then, so the cursor is at most
+    // the last fire instant <= stopped_at.
+    let cursor_upper = fires_between(STEP, cursor_lower - chrono::Duration::seconds(STEP), stopped_at)
+        .last()
+        .copied()
+        .unwrap_or(cursor_lower);
+    // Restart half-way between two fires (odd second + ~100 ms), so the
+    // restart instant is far from a fire boundary.
+    let third = cursor_upper + chrono::Duration::seconds(3 * STEP);
+    let restart_target = third + chrono::Duration::milliseconds(1100);
+    let wait = (restart_target - Utc::now()).to_std().unwrap_or_default();
+    tokio::time::sleep(wait).await;
+
+    let restart_at = Utc::now();
+    let ctl = env.start_controller_on(addr).await;
+    let ready_at = Utc::now();
+
+    // Wait until two normal fires after the restart have created runs.
+    let first_normal = fires_between(STEP, ready_at + chrono::Duration::seconds(1), ready_at + chrono::Duration::seconds(10))[0];
+    let wanted = first_normal + chrono::Duration::seconds(STEP);
+    wait_for(
+        &format!("runs of tick up to {wanted} after the restart"),
+        Duration::from_secs(20),
+        || async {
+            let runs = runs_of(&ctl, "tick").await;
+            if runs.iter().any(|r| ts("scheduled_for", &r.scheduled_for) >= wanted) {
+                Ok(())
+            } else {
+                Err(format!("{} runs", runs.len()))
+            }
+        },
+    )
+    .await;
+    let sched = schedule_json(&ctl, "tick").await;
+    let missed = u64_field(&sched, "missed") as usize;
+    let runs = runs_of(&ctl, "tick").await;
+
+    // No (job, scheduled_for) twice across the whole history; all scheduled.
+    let mut by_instant: BTreeMap<DateTime<Utc>, String> = BTreeMap::new();
+    for r in &runs {
+        assert_eq!(r.trigger, "schedule", "{r:?}");
+        let at = ts("scheduled_for", &r.scheduled_for);
+        if let Some(other) = by_instant.insert(at, r.id.clone()) {
+            panic!("two runs for instant {at}: {other} and {}\nall runs: {runs:#?}", r.id);
+        }
+    }
+    // The cursor before the stop: the newest instant with a run created before the stop.
+    let cursor = runs
+        .iter()
+        .filter(|r| ts("created_at", &r.created_at) <= stopped_at)
+        .map(|r| ts("scheduled_for", &r.scheduled_for))
+        .max()
+        .expect("runs before the stop");
+    assert!(
+        cursor >= cursor_lower && cursor <= cursor_upper,
+        "cursor {cursor} outside [{cursor_lower}, {cursor_upper}]"
+    );
+    // Fires surely missed: the controller was down during (cursor, restart_at].
+    let down = fires_between(STEP, cursor, restart_at);
+    assert!(down.len() >= 3, "only {} fires while down: {down:?}", down.len());
+    let end = *by_instant.keys().last().unwrap();
+
+    // What the controller counted as missed at start-up is (cursor, S] with S
+    // its start-up instant, between restart_at and ready_at (+ slack). So the
+    // set of handled-at-start fires is `down`, or `down` plus a fire that fell
+    // during the start-up.
+    let mut candidates = vec![down.clone()];
+    if let Some(&boundary) = fires_between(STEP, restart_at, ready_at + chrono::Duration::milliseconds(1000)).first() {
+        let mut h = down.clone();
+        h.push(boundary);
+        candidates.push(h);
+    }
+    let labels = |v: &[DateTime<Utc>]| v.iter().map(|t| t.format("%H:%M:%S").to_string()).collect::<Vec<_>>();
+    let mut verdicts = Vec::new();
+    let ok = candidates.iter().any(|handled| {
+        let expected_runs: BTreeSet<DateTime<Utc>> = handled[handled.len() - keep.min(handled.len())..].iter().copied().collect();
+        let actual_runs: BTreeSet<DateTime<Utc>> = handled.iter().filter(|t| by_instant.contains_key(t)).copied().collect();
+        let expected_missed = handled.len() - expected_runs.len();
+        // Every fire after the handled ones, up to the newest run, ran normally.
+        let last = *handled.last().unwrap();
+        let normal = fires_between(STEP, last, end);
+        let gaps: Vec<_> = normal.iter().filter(|t| !by_instant.contains_key(t)).copied().collect();
+        let good = actual_runs == expected_runs && missed == expected_missed && gaps.is_empty();
+        verdicts.push(format!(
+            "handled {:?}: runs expected {:?}, got {:?}; missed expected {expected_missed}, got {missed}; normal fires without run {:?}",
+            labels(handled),
+            labels(&expected_runs.iter().copied().collect::<Vec<_>>()),
+            labels(&actual_runs.iter().copied().collect::<Vec<_>>()),
+            labels(&gaps)
+        ));
+        good
+    });
+    assert!(
+        ok,
+        "catch-up (keep {keep}) wrong; cursor {cursor}, restart {restart_at}, ready {ready_at}:\n{}\nschedule: {sched:#}\nruns: {:?}",
+        verdicts.join("\n"),
+        by_instant.iter().map(|(k, v)| format!("{} {v}", k.format("%H:%M:%S"))).collect::<Vec<_>>()
+    );
+    // Conservation: every fire in (cursor, end] has exactly one run or is counted missed.
+    let total = fires_between(STEP, cursor, end).len();
+    let ran = by_instant.keys().filter(|t| **t > cursor && **t <= end).count();
+    assert_eq!(ran + missed, total, "runs {ran} + missed {missed} != fires {total} in ({cursor}, {end}]");
+
+    // Caught-up runs were created after the restart and are executed by the
+    // agent, which reconnected by itself.
+    for r in &runs {
+        let at = ts("scheduled_for", &r.scheduled_for);
+        if down.contains(&at) {
+            assert!(ts("created_at", &r.created_at) >= restart_at, "{r:?}");
+            let done = ctl.wait_run(&r.id, Duration::from_secs(20)).await;
+            assert_eq!(done.state, "succeeded", "{done:?}");
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn catch_up_skip_counts_missed_fires_and_runs_none() {
+    catch_up_across_restart("    catch_up: skip\n", 0).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn catch_up_latest_runs_the_newest_missed_fire_once() {
+    catch_up_across_restart("    catch_up: latest\n", 1).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn catch_up_all_runs_the_newest_max_catch_up_fires() {
+    catch_up_across_restart("    catch_up: all\n    max_catch_up: 2\n", 2).await;
+}
