@@ -352,6 +352,16 @@ pub struct QueueStats {
     pub blocked: u64,
     pub running: u64,
     pub dead: u64,
+    /// Since the controller started: attempts whose agent went silent past the lease.
+    pub lost_attempts: u64,
+    /// Runs retried after a lost attempt.
+    pub rescued_runs: u64,
+    /// Results refused because their attempt was no longer current.
+    pub stale_results: u64,
+    /// Results received again after they were recorded.
+    pub duplicate_results: u64,
+    /// Attempts ended by the controller after their timeout plus the lease.
+    pub deadline_expired: u64,
 }
 
 /// Queued runs of one priority.
@@ -379,6 +389,11 @@ impl From<pb::QueueStatsResponse> for QueueStats {
             blocked: s.blocked,
             running: s.running,
             dead: s.dead,
+            lost_attempts: s.lost_attempts,
+            rescued_runs: s.rescued_runs,
+            stale_results: s.stale_results,
+            duplicate_results: s.duplicate_results,
+            deadline_expired: s.deadline_expired,
         }
     }
 }

@@ -7,6 +7,11 @@ use std::time::Duration;
 use crate::model::{Backoff, CatchUp, Overlap, Priority};
 use crate::scheduler::cron::CronSchedule;
 
+/// Longest attempt timeout a job may have: long enough for any batch job, short
+/// enough that every deadline computed from it is representable and a lost
+/// attempt is noticed within a month at worst.
+pub const MAX_TIMEOUT: Duration = Duration::from_secs(30 * 86_400);
+
 /// Longest job name (design §3: `[a-z0-9][a-z0-9._-]{0,127}`).
 pub const MAX_JOB_NAME: usize = 128;
 

@@ -34,15 +34,23 @@ jobs:
     let _agent = env.start_agent(&ctl, "steady", 4).await;
 
     // The schedule has fired once: its cursor exists.
-    let before = wait_for("a first fire of tick (last_fired set)", Duration::from_secs(10), || async {
-        let s = schedule_json(&ctl, "tick").await;
-        match opt_str(&s, "last_fired") {
-            Some(_) => Ok(s),
-            None => Err(format!("{s:#}")),
-        }
-    })
+    let before = wait_for(
+        "a first fire of tick (last_fired set)",
+        Duration::from_secs(10),
+        || async {
+            let s = schedule_json(&ctl, "tick").await;
+            match opt_str(&s, "last_fired") {
+                Some(_) => Ok(s),
+                None => Err(format!("{s:#}")),
+            }
+        },
+    )
     .await;
-    assert_eq!(u64_field(&before, "missed"), 0, "missed before any downtime: {before:#}");
+    assert_eq!(
+        u64_field(&before, "missed"),
+        0,
+        "missed before any downtime: {before:#}"
+    );
 
     // Stop the controller gracefully; the agent stays and reconnects later.
     let addr = ctl.addr;
@@ -72,10 +80,15 @@ jobs:
     let restart_at = Utc::now();
     let ctl = env.start_controller_on(addr).await;
     let ready_at = Utc::now();
+    eprintln!("[catch_up] down for {:?}", ready_at - stopped_at);
 
     // Wait until two normal fires after the restart have created runs.
-    let first_normal = fires_between(STEP, ready_at + chrono::Duration::seconds(1), ready_at + chrono::Duration::seconds(10))[0];
-    let wanted = first_normal + chrono::Duration::seconds(STEP);
+    let first_normal = fires_between(
+        STEP,
+        ready_at + chrono::Duration::seconds(1),
+        ready_at + chrono::Duration::seconds(10),
+    )[0];
+    let wanted = first_normal;
     wait_for(
         &format!("runs of tick up to {wanted} after the restart"),
         Duration::from_secs(20),
@@ -152,13 +165,21 @@ jobs:
         ok,
         "catch-up (keep {keep}) wrong; cursor {cursor}, restart {restart_at}, ready {ready_at}:\n{}\nschedule: {sched:#}\nruns: {:?}",
         verdicts.join("\n"),
-        by_instant.iter().map(|(k, v)| format!("{} {v}", k.format("%H:%M:%S"))).collect::<Vec<_>>()
+        by_instant
+            .iter()
+            .map(|(k, v)| format!("{} {v}", k.format("%H:%M:%S")))
+            .collect::<Vec<_>>()
     );
     // Conservation: every fire in (cursor, end] has exactly one run or is counted missed.
     let total = fires_between(STEP, cursor, end).len();
     let ran = by_instant.keys().filter(|t| **t > cursor && **t <= end).count();
-    assert_eq!(ran + missed, total, "runs {ran} + missed {missed} != fires {total} in ({cursor}, {end}]");
+    assert_eq!(
+        ran + missed,
+        total,
+        "runs {ran} + missed {missed} != fires {total} in ({cursor}, {end}]"
+    );
 
+    eprintln!("[catch_up] checks done {:?} after ready", Utc::now() - ready_at);
     // Caught-up runs were created after the restart and are executed by the
     // agent, which reconnected by itself.
     for r in &runs {

@@ -43,6 +43,11 @@ pub fn stats_text(stats: &QueueStats) -> String {
         ("blocked", stats.blocked.to_string()),
         ("running", stats.running.to_string()),
         ("dead", stats.dead.to_string()),
+        ("lost attempts", stats.lost_attempts.to_string()),
+        ("rescued runs", stats.rescued_runs.to_string()),
+        ("stale results", stats.stale_results.to_string()),
+        ("duplicate results", stats.duplicate_results.to_string()),
+        ("deadline expired", stats.deadline_expired.to_string()),
     ]);
     if !stats.priorities.is_empty() {
         let mut table = Table::new(["PRIORITY", "QUEUED", "OLDEST WAIT"]);

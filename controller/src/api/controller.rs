@@ -251,6 +251,11 @@ impl ControllerService for ControllerApi {
             blocked: s.blocked,
             running: s.running,
             dead: s.dead,
+            lost_attempts: counter(&self.engine.counters().lost_attempts),
+            rescued_runs: counter(&self.engine.counters().rescued_runs),
+            stale_results: counter(&self.engine.counters().stale_results),
+            duplicate_results: counter(&self.engine.counters().duplicate_results),
+            deadline_expired: counter(&self.engine.counters().deadline_expired),
         }))
     }
 
@@ -425,6 +430,10 @@ impl ControllerApi {
             (true, false) => Err(Error::invalid("id", "give a run id or all").into()),
         }
     }
+}
+
+fn counter(c: &std::sync::atomic::AtomicU64) -> u64 {
+    c.load(std::sync::atomic::Ordering::Relaxed)
 }
 
 fn enqueue_request(r: pb::EnqueueRequest) -> EnqueueRequest {

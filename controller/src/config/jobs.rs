@@ -14,7 +14,7 @@ use serde_yaml_ng::{Mapping, Value};
 use super::raw::{RawBuiltin, RawCommand, RawDefaults, RawJob, RawRetry, RawShell};
 use super::{ConfigError, ConfigErrors, interpolate_str, lines};
 use crate::duration::parse_duration;
-use crate::job::{BUILTINS, BuiltinDef, ExecutorDef, JobDef, MAX_JOB_NAME, RetryPolicy, ShellDef};
+use crate::job::{BUILTINS, BuiltinDef, ExecutorDef, JobDef, MAX_JOB_NAME, MAX_TIMEOUT, RetryPolicy, ShellDef};
 use crate::model::{Backoff, CatchUp, Overlap, Priority};
 use crate::scheduler::cron::{CronSchedule, DstPolicy, parse_tz};
 
@@ -516,9 +516,12 @@ fn check_defaults(c: &mut Checker<'_>, raw: RawDefaults) {
     check_retry(c, &["defaults", "retry"], raw.retry.unwrap_or_default());
 }
 
-/// `0s` means "no timeout".
+/// `0s` means "no timeout"; longer than [`MAX_TIMEOUT`] is refused.
 fn parse_timeout(s: &str) -> Result<Option<Duration>, String> {
     let d = parse_duration(s)?;
+    if d > MAX_TIMEOUT {
+        return Err(format!("timeout {s} is longer than the limit of 30d"));
+    }
     Ok((!d.is_zero()).then_some(d))
 }
 

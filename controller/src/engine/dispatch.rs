@@ -8,9 +8,8 @@ use worker_proto::v1::{
     Ack, Assignment, ControllerMessage, Finished, Hello, InFlight, Welcome, controller_message::Msg,
 };
 
-use super::Engine;
-use super::MAX_OUTPUT_BYTES;
 use super::state::{AgentEntry, AgentSender, Core};
+use super::{Counters, Engine, MAX_OUTPUT_BYTES};
 use crate::api::convert::executor_to_proto;
 use crate::error::{Error, Result};
 use crate::model::{Outcome, RunState};
@@ -251,6 +250,8 @@ impl Engine {
             run.agent_id = Some(agent_id.clone());
             run.lease_until = lease_until;
             let (job_name, attempt, payload) = (run.job.clone(), run.attempt, run.payload.to_string());
+            let timeout = jobs.get(&job_name).and_then(|j| j.timeout);
+            run.deadline = timeout.map(|t| now + t.as_millis() as i64 + self.settings.lease_timeout.as_millis() as i64);
             *core.running_by_job.entry(job_name.clone()).or_default() += 1;
             let job = jobs.get(&job_name).expect("picked run's job exists");
             let timeout_ms = job.timeout.map(|t| t.as_millis() as u64).unwrap_or(0);
@@ -304,8 +305,12 @@ impl Engine {
         if !current {
             drop(core);
             return match self.store.attempt_outcome(&run_id, attempt).await {
-                Ok(Some(recorded)) if recorded == outcome => ack(true, "duplicate result; already recorded".into()),
+                Ok(Some(recorded)) if recorded == outcome => {
+                    Counters::add(&self.counters.duplicate_results);
+                    ack(true, "duplicate result; already recorded".into())
+                }
                 Ok(Some(recorded)) => {
+                    Counters::add(&self.counters.stale_results);
                     tracing::warn!(run = %run_id, attempt, %recorded, reported = %outcome, "stale result rejected");
                     ack(
                         false,
@@ -313,6 +318,7 @@ impl Engine {
                     )
                 }
                 Ok(None) => {
+                    Counters::add(&self.counters.stale_results);
                     tracing::warn!(run = %run_id, attempt, "stale result rejected");
                     ack(false, format!("attempt {attempt} of run {run_id} is not current"))
                 }
@@ -381,6 +387,9 @@ impl Engine {
         };
         let mut change = StateChange::new(&end.run_id, RunState::Running, to, now, reason);
         change.not_before = not_before;
+        if end.outcome == Outcome::Lost && to == RunState::Scheduled {
+            Counters::add(&self.counters.rescued_runs);
+        }
         let dependents = self.dependent_changes(core, &end.run_id, to, now);
         Ok(Settlement {
             change,

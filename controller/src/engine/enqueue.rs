@@ -407,6 +407,7 @@ impl Engine {
                     ready_key: None,
                     agent_id: None,
                     lease_until: 0,
+                    deadline: None,
                     cancel_requested: false,
                     waiting_on: upstreams,
                 },

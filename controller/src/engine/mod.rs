@@ -23,6 +23,7 @@ mod timers;
 mod views;
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use tokio::sync::{Mutex, Notify, broadcast};
@@ -55,6 +56,27 @@ pub struct EngineSettings {
     pub idempotency_window: Duration,
 }
 
+/// Reliability counters since the controller started.
+#[derive(Debug, Default)]
+pub struct Counters {
+    /// Attempts whose agent went silent past the lease.
+    pub lost_attempts: AtomicU64,
+    /// Runs queued for another attempt after a lost one.
+    pub rescued_runs: AtomicU64,
+    /// Results refused because their attempt was no longer current.
+    pub stale_results: AtomicU64,
+    /// Results received again after they were recorded.
+    pub duplicate_results: AtomicU64,
+    /// Attempts ended by the controller after their timeout plus the lease.
+    pub deadline_expired: AtomicU64,
+}
+
+impl Counters {
+    pub(crate) fn add(counter: &AtomicU64) {
+        counter.fetch_add(1, Ordering::Relaxed);
+    }
+}
+
 /// The controller's state machine; shared by the API, the scheduler and the loops.
 pub struct Engine {
     store: Store,
@@ -68,6 +90,8 @@ pub struct Engine {
     schedules_changed: Notify,
     /// Serializes changes of the definitions.
     definitions_lock: Mutex<()>,
+    /// Reliability counters.
+    counters: Counters,
 }
 
 impl Engine {
@@ -85,6 +109,7 @@ impl Engine {
             wake_timers: Notify::new(),
             schedules_changed: Notify::new(),
             definitions_lock: Mutex::new(()),
+            counters: Counters::default(),
         };
         {
             let mut core = engine.core.lock().await;
@@ -124,6 +149,7 @@ impl Engine {
                     ready_key: None,
                     agent_id: None,
                     lease_until: now + lease,
+                    deadline: None,
                     cancel_requested: record.cancel_requested,
                     waiting_on: Default::default(),
                 };
@@ -142,10 +168,13 @@ impl Engine {
                         // The agent may still be running it: honour a fresh lease; a
                         // reconnecting agent that reports it in flight keeps it.
                         let attempts = engine.store.attempts(std::slice::from_ref(&record.id)).await?;
-                        run.agent_id = attempts
-                            .iter()
-                            .find(|a| a.attempt == record.attempt)
-                            .map(|a| a.agent_id.clone());
+                        let current = attempts.iter().find(|a| a.attempt == record.attempt);
+                        run.agent_id = current.map(|a| a.agent_id.clone());
+                        run.deadline = jobs
+                            .get(&record.job)
+                            .and_then(|j| j.timeout)
+                            .zip(current)
+                            .map(|(timeout, a)| a.started_at + timeout.as_millis() as i64 + lease);
                         *core.running_by_job.entry(record.job.clone()).or_default() += 1;
                         core.live.insert(record.id.clone(), run);
                         recovered[2] += 1;
@@ -189,6 +218,11 @@ impl Engine {
     /// The current job definitions (a snapshot; changes replace the whole set).
     pub fn jobs(&self) -> Arc<JobSet> {
         self.jobs.read().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    /// Reliability counters since start.
+    pub fn counters(&self) -> &Counters {
+        &self.counters
     }
 
     /// The store.

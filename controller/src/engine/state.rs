@@ -43,6 +43,9 @@ pub struct LiveRun {
     pub agent_id: Option<String>,
     /// While running: lease expiry (Unix ms), renewed by heartbeats.
     pub lease_until: i64,
+    /// While running: when the controller gives up on the attempt whatever the
+    /// heartbeats say (start + job timeout + lease timeout), if the job has a timeout.
+    pub deadline: Option<i64>,
     /// An operator asked to cancel it while running.
     pub cancel_requested: bool,
     /// While blocked: upstream runs that have not succeeded yet.

@@ -4,7 +4,9 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use super::Engine;
+use worker_proto::v1::{Cancel, ControllerMessage, controller_message::Msg};
+
+use super::{Counters, Engine};
 use crate::error::Result;
 use crate::model::{Outcome, RunState};
 use crate::store::{AttemptEnd, StateChange};
@@ -70,31 +72,60 @@ impl Engine {
         Ok(due.len())
     }
 
-    /// Records attempts whose lease expired as `lost` and applies the retry policy.
+    /// Ends attempts whose lease expired (recorded `lost`) or whose deadline
+    /// (start + job timeout + lease) passed without a result (recorded
+    /// `timed_out`, and the agent is told to cancel), then applies the retry policy.
     pub async fn expire_leases(&self) -> Result<usize> {
         let mut core = self.core.lock().await;
         let now = now_ms();
-        let expired: Vec<(String, u32, Option<String>)> = core
+        let expired: Vec<(String, u32, Option<String>, bool)> = core
             .live
             .values()
-            .filter(|r| r.state == RunState::Running && r.lease_until <= now)
-            .map(|r| (r.id.clone(), r.attempt, r.agent_id.clone()))
+            .filter(|r| r.state == RunState::Running)
+            .filter_map(|r| {
+                let past_deadline = r.deadline.is_some_and(|d| d <= now);
+                (past_deadline || r.lease_until <= now)
+                    .then(|| (r.id.clone(), r.attempt, r.agent_id.clone(), past_deadline))
+            })
             .collect();
-        for (run_id, attempt, agent_id) in &expired {
+        let lease_s = self.settings.lease_timeout.as_secs_f64();
+        for (run_id, attempt, agent_id, past_deadline) in &expired {
             let agent = agent_id
                 .as_ref()
                 .and_then(|a| core.agents.get(a))
                 .map(|a| a.name.clone())
                 .unwrap_or_else(|| "unknown agent".into());
-            let error = format!(
-                "agent {agent} lost: no heartbeat within the {} s lease",
-                self.settings.lease_timeout.as_secs_f64()
-            );
-            tracing::warn!(run = %run_id, attempt, %agent, "lease expired; attempt lost");
+            let (outcome, error) = if *past_deadline {
+                Counters::add(&self.counters.deadline_expired);
+                if let Some(agent_id) = agent_id {
+                    let cancel = Cancel {
+                        run_id: run_id.clone(),
+                        attempt: *attempt,
+                    };
+                    core.send_to_agent(
+                        agent_id,
+                        ControllerMessage {
+                            msg: Some(Msg::Cancel(cancel)),
+                        },
+                    );
+                }
+                tracing::warn!(run = %run_id, attempt, %agent, "no result within timeout plus lease; attempt timed out");
+                (
+                    Outcome::TimedOut,
+                    format!("no result from agent {agent} within the job's timeout plus the {lease_s} s lease"),
+                )
+            } else {
+                Counters::add(&self.counters.lost_attempts);
+                tracing::warn!(run = %run_id, attempt, %agent, "lease expired; attempt lost");
+                (
+                    Outcome::Lost,
+                    format!("agent {agent} lost: no heartbeat within the {lease_s} s lease"),
+                )
+            };
             let end = AttemptEnd {
                 run_id: run_id.clone(),
                 attempt: *attempt,
-                outcome: Outcome::Lost,
+                outcome,
                 exit_code: None,
                 error: Some(error),
                 output: None,

@@ -147,3 +147,22 @@ fn dst_policy_and_schedule_only_fields() {
         .0;
     assert_eq!(errors[0].path, "jobs.a.dst.gap");
 }
+
+#[test]
+fn timeouts_are_bounded() {
+    let errors = parse("jobs:\n  a:\n    timeout: 31d\n    shell: x\n").unwrap_err().0;
+    assert_eq!(errors[0].path, "jobs.a.timeout");
+    assert!(
+        errors[0].message.contains("longer than the limit of 30d"),
+        "{}",
+        errors[0].message
+    );
+    assert_eq!(
+        parse("jobs:\n  a:\n    timeout: 0s\n    shell: x\n")
+            .unwrap()
+            .get("a")
+            .unwrap()
+            .timeout,
+        None
+    );
+}
