@@ -32,6 +32,10 @@ struct Args {
     /// How long an idempotency key keeps returning its run after the run finished.
     #[arg(long, default_value = "24h", value_parser = parse_duration)]
     idempotency_window: std::time::Duration,
+    /// Allow a non-loopback --grpc-listen address although clients are not
+    /// authenticated yet (only for trusted networks and tests).
+    #[arg(long)]
+    insecure_no_auth: bool,
     /// Also run one in-process agent: the one-command local setup.
     #[arg(long)]
     dev: bool,
@@ -62,9 +66,10 @@ fn main() -> ExitCode {
         );
         return ExitCode::from(2);
     }
-    if !args.grpc_listen.ip().is_loopback() {
+    if !args.grpc_listen.ip().is_loopback() && !args.insecure_no_auth {
         eprintln!(
-            "error: --grpc-listen {}: without authentication the controller listens on loopback only",
+            "error: --grpc-listen {}: without authentication the controller listens on loopback only \
+             (--insecure-no-auth overrides this)",
             args.grpc_listen
         );
         return ExitCode::from(2);
