@@ -5,7 +5,7 @@ use std::collections::BTreeSet;
 use std::sync::Arc;
 
 use worker_proto::v1::{
-    Ack, Assignment, ControllerMessage, Finished, Hello, InFlight, Welcome, controller_message::Msg,
+    Ack, Assignment, Cancel, ControllerMessage, Finished, Hello, InFlight, Welcome, controller_message::Msg,
 };
 
 use super::state::{AgentEntry, AgentSender, Core};
@@ -67,6 +67,16 @@ impl Engine {
                 run.agent_id = Some(hello.agent_id.clone());
                 run.lease_until = now + lease;
                 kept.insert((run_id.clone(), *attempt));
+                if run.cancel_requested {
+                    // The Cancel may have been lost with the previous connection.
+                    let cancel = Cancel {
+                        run_id: run_id.clone(),
+                        attempt: *attempt,
+                    };
+                    let _ = sender.send(Ok(ControllerMessage {
+                        msg: Some(Msg::Cancel(cancel)),
+                    }));
+                }
             }
         }
         let previous = core.agents.remove(&hello.agent_id);
