@@ -83,7 +83,7 @@ jobs:
     // The old agent reconnects with a backoff; a fresh one runs the catch-up sooner.
     let _fresh = env.start_agent(&ctl, "fresh", 4).await;
 
-    // Wait until two normal fires after the restart have created runs.
+    // Wait until a normal fire after the restart has created its run.
     let first_normal = fires_between(
         STEP,
         ready_at + chrono::Duration::seconds(1),

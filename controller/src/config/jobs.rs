@@ -134,9 +134,6 @@ impl JobSet {
                 }
             }
         }
-        if !errors.is_empty() {
-            return errors;
-        }
         let mut reported: BTreeSet<String> = BTreeSet::new();
         for start in self.jobs.keys() {
             if let Some(cycle) = self.cycle_from(start)
@@ -283,23 +280,19 @@ pub fn parse_scheduler_yaml(
     text: &str,
     lookup: &dyn Fn(&str) -> Option<String>,
 ) -> Result<JobSet, ConfigErrors> {
-    let entries = parse_document(file, text, lookup, Source::Config)?;
+    let (entries, mut errors) = parse_document_partial(file, text, lookup, Source::Config);
     let set = JobSet::new(entries);
-    let errors: Vec<ConfigError> = set
-        .dependency_errors()
-        .into_iter()
-        .map(|(job, message)| ConfigError {
-            file: file.to_path_buf(),
-            line: lines::line_of(text, &["jobs", &job, "depends_on"]),
-            path: format!("jobs.{job}.depends_on"),
-            message,
-        })
-        .collect();
+    errors.extend(set.dependency_errors().into_iter().map(|(job, message)| ConfigError {
+        file: file.to_path_buf(),
+        line: lines::line_of(text, &["jobs", &job, "depends_on"]),
+        path: format!("jobs.{job}.depends_on"),
+        message,
+    }));
     if errors.is_empty() {
-        Ok(set)
-    } else {
-        Err(ConfigErrors(errors))
+        return Ok(set);
     }
+    errors.sort_by_key(|e| e.line.unwrap_or(usize::MAX));
+    Err(ConfigErrors(errors))
 }
 
 /// Parses and validates a `scheduler.yaml` document (`file` is used in messages).

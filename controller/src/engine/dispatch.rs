@@ -376,7 +376,11 @@ impl Engine {
         let (to, reason, not_before) = match end.outcome {
             Outcome::Succeeded => (RunState::Succeeded, None, None),
             _ if run.cancel_requested || end.outcome == Outcome::Cancelled => {
-                (RunState::Cancelled, Some("cancelled by operator".to_string()), None)
+                let reason = run.cancel_reason.clone().unwrap_or_else(|| match end.outcome {
+                    Outcome::Cancelled => "cancelled by its agent".to_string(),
+                    _ => "cancelled by operator".to_string(),
+                });
+                (RunState::Cancelled, Some(reason), None)
             }
             _ if permanent => (RunState::Dead, Some(format!("non-retryable failure: {error}")), None),
             _ if run.attempt >= run.max_attempts => (

@@ -409,6 +409,7 @@ impl Engine {
                     lease_until: 0,
                     deadline: None,
                     cancel_requested: false,
+                    cancel_reason: None,
                     waiting_on: upstreams,
                 },
             );

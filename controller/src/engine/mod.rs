@@ -151,6 +151,11 @@ impl Engine {
                     lease_until: now + lease,
                     deadline: None,
                     cancel_requested: record.cancel_requested,
+                    cancel_reason: record
+                        .reason
+                        .as_deref()
+                        .filter(|_| record.cancel_requested)
+                        .map(|r| r.strip_prefix("cancel requested: ").unwrap_or(r).to_string()),
                     waiting_on: Default::default(),
                 };
                 match record.state {

@@ -79,6 +79,7 @@ impl Engine {
                 self.store.apply(&[change], &[], &[]).await?;
                 if let Some(live) = core.live.get_mut(id) {
                     live.cancel_requested = true;
+                    live.cancel_reason = Some(reason.to_string());
                 }
                 if let Some(agent) = &run.agent_id {
                     let message = ControllerMessage {
@@ -218,6 +219,7 @@ impl Engine {
                 lease_until: 0,
                 deadline: None,
                 cancel_requested: false,
+                cancel_reason: None,
                 waiting_on: Default::default(),
             });
         }

@@ -48,6 +48,8 @@ pub struct LiveRun {
     pub deadline: Option<i64>,
     /// An operator asked to cancel it while running.
     pub cancel_requested: bool,
+    /// Why it is being cancelled (kept for its final state).
+    pub cancel_reason: Option<String>,
     /// While blocked: upstream runs that have not succeeded yet.
     pub waiting_on: BTreeSet<String>,
 }

@@ -141,7 +141,7 @@ fn dst_policy_and_schedule_only_fields() {
         .unwrap_err()
         .0;
     let paths: Vec<&str> = errors.iter().map(|e| e.path.as_str()).collect();
-    assert_eq!(paths, vec!["jobs.a.catch_up", "jobs.a.dst"]);
+    assert_eq!(paths, vec!["jobs.a.dst", "jobs.a.catch_up"], "in line order");
     let errors = parse("jobs:\n  a:\n    schedule: '* * * * *'\n    dst: { gap: later }\n    builtin: noop\n")
         .unwrap_err()
         .0;
