@@ -375,11 +375,11 @@ impl Engine {
         let error = end.error.clone().unwrap_or_else(|| end.outcome.to_string());
         let (to, reason, not_before) = match end.outcome {
             Outcome::Succeeded => (RunState::Succeeded, None, None),
-            _ if run.cancel_requested || end.outcome == Outcome::Cancelled => {
-                let reason = run.cancel_reason.clone().unwrap_or_else(|| match end.outcome {
-                    Outcome::Cancelled => "cancelled by its agent".to_string(),
-                    _ => "cancelled by operator".to_string(),
-                });
+            _ if run.cancel_requested => {
+                let reason = run
+                    .cancel_reason
+                    .clone()
+                    .unwrap_or_else(|| "cancelled by operator".to_string());
                 (RunState::Cancelled, Some(reason), None)
             }
             _ if permanent => (RunState::Dead, Some(format!("non-retryable failure: {error}")), None),
