@@ -130,7 +130,7 @@ pub async fn run(
         .add_service(health_service)
         .add_service(reflection)
         .add_service(
-            ControllerServiceServer::new(ControllerApi::new(engine.clone(), stop_rx.clone()))
+            ControllerServiceServer::new(ControllerApi::new(engine.clone(), stop_rx.clone(), &config.db_url))
                 .max_decoding_message_size(4 * 1024 * 1024),
         )
         .add_service(

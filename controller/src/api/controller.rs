@@ -29,12 +29,25 @@ const MAX_LIMIT: u32 = 10_000;
 pub struct ControllerApi {
     engine: Arc<Engine>,
     shutdown: tokio::sync::watch::Receiver<bool>,
+    started_at: i64,
+    store_kind: &'static str,
 }
 
 impl ControllerApi {
     /// A service over `engine`; streams end when `shutdown` turns true.
-    pub fn new(engine: Arc<Engine>, shutdown: tokio::sync::watch::Receiver<bool>) -> Self {
-        ControllerApi { engine, shutdown }
+    /// `db_url` tells which store is in use.
+    pub fn new(engine: Arc<Engine>, shutdown: tokio::sync::watch::Receiver<bool>, db_url: &str) -> Self {
+        let store_kind = if db_url.starts_with("postgres") {
+            "postgres"
+        } else {
+            "sqlite"
+        };
+        ControllerApi {
+            engine,
+            shutdown,
+            started_at: crate::time::now_ms(),
+            store_kind,
+        }
     }
 
     fn next_fire(&self, job: &crate::job::JobDef) -> Option<i64> {
@@ -311,6 +324,19 @@ impl ControllerService for ControllerApi {
         Ok(Response::new(pb::ListSchedulesResponse { schedules }))
     }
 
+    async fn server_info(&self, _: Request<pb::ServerInfoRequest>) -> Result<Response<pb::ServerInfoResponse>, Status> {
+        let (connected_agents, live_runs) = self.engine.census().await;
+        Ok(Response::new(pb::ServerInfoResponse {
+            version: env!("CARGO_PKG_VERSION").to_string(),
+            pid: std::process::id(),
+            rss_bytes: resident_set_bytes().unwrap_or(0),
+            store: self.store_kind.to_string(),
+            started_at: rfc3339(self.started_at),
+            connected_agents,
+            live_runs,
+        }))
+    }
+
     type WatchEventsStream = EventStream;
 
     async fn watch_events(
@@ -515,4 +541,12 @@ fn preview(engine: &Engine, r: pb::PreviewScheduleRequest) -> Result<pb::Preview
         fires,
         timezone: schedule.tz().name().to_string(),
     })
+}
+
+/// Resident set size of this process, from /proc (Linux).
+fn resident_set_bytes() -> Option<u64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmRSS:"))?;
+    let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kib * 1024)
 }

@@ -246,6 +246,9 @@ impl Engine {
     }
 
     fn emit(&self, run_id: &str, job: &str, state: RunState, attempt: u32, at: i64, reason: Option<&str>) {
+        if self.events.receiver_count() == 0 {
+            return;
+        }
         let _ = self.events.send(RunEvent {
             run_id: run_id.to_string(),
             job: job.to_string(),
@@ -253,7 +256,15 @@ impl Engine {
             attempt,
             at: rfc3339(at),
             reason: reason.unwrap_or_default().to_string(),
+            at_unix_micros: chrono::Utc::now().timestamp_micros(),
         });
+    }
+
+    /// (connected agents, live runs), for operators and benchmarks.
+    pub async fn census(&self) -> (u64, u64) {
+        let core = self.core.lock().await;
+        let agents = core.agents.values().filter(|a| a.sender.is_some()).count() as u64;
+        (agents, core.live.len() as u64)
     }
 
     /// Ends every agent stream (controller shutdown): agents reconnect later and
