@@ -70,6 +70,17 @@ pub enum Command {
     /// Print the current job definitions as a document `apply` accepts (YAML,
     /// whatever `-o` says).
     Export,
+    /// Benchmark a running controller: burn-down, rate, schedules, preload, agents.
+    ///
+    /// burn-down, rate and schedules need a controller that already runs with real
+    /// agents (executor `builtin`); preload and agents start simulated agents of
+    /// their own. The exact configuration is printed with the results (`-o json`:
+    /// one object {scenario, config, server, results, ok, problems}).
+    Bench {
+        /// The scenario.
+        #[command(subcommand)]
+        command: crate::bench::BenchCmd,
+    },
 }
 
 /// `workerctl jobs ...`

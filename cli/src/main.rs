@@ -3,6 +3,7 @@
 //! `main` only parses the command line, runs the command, and maps a failure to
 //! `error: <message>` on stderr and an exit code (see [`error`]).
 
+mod bench;
 mod cli;
 mod client;
 mod commands;

@@ -270,6 +270,9 @@ impl ControllerService for Mock {
     ) -> Result<Response<Self::WatchEventsStream>, Status> {
         unimplemented()
     }
+    async fn server_info(&self, _: Request<pb::ServerInfoRequest>) -> Result<Response<pb::ServerInfoResponse>, Status> {
+        unimplemented()
+    }
 }
 
 /// Starts the mock on a free loopback port.

@@ -75,14 +75,14 @@ pub async fn run(
     ready: impl FnOnce(SocketAddr),
 ) -> Result<(), RunError> {
     let store = Store::open(&config.db_url).await.map_err(|source| RunError::Store {
-        url: config.db_url.clone(),
+        url: crate::store::redact_url(&config.db_url),
         source,
     })?;
     let jobs = crate::engine::initial_definitions(&store, &config.config.jobs, &config.config.text)
         .await
         .map_err(|e| match e {
             crate::engine::DefinitionsError::Store(source) => RunError::Store {
-                url: config.db_url.clone(),
+                url: crate::store::redact_url(&config.db_url),
                 source,
             },
             crate::engine::DefinitionsError::Invalid(errors) => RunError::Definitions(errors),
@@ -91,7 +91,7 @@ pub async fn run(
     let engine = Engine::recover(store.clone(), jobs, config.engine)
         .await
         .map_err(|source| RunError::Store {
-            url: config.db_url.clone(),
+            url: crate::store::redact_url(&config.db_url),
             source,
         })?;
     let listener = TcpListener::bind(config.grpc_listen)
@@ -108,6 +108,8 @@ pub async fn run(
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let mut loops = tokio::task::JoinSet::new();
     loops.spawn(engine.clone().dispatch_loop(stop_rx.clone()));
+    let (results_tx, results_rx) = tokio::sync::mpsc::unbounded_channel();
+    loops.spawn(engine.clone().result_loop(results_rx, stop_rx.clone()));
     loops.spawn(engine.clone().timer_loop(stop_rx.clone()));
     loops.spawn(crate::scheduler::run(engine.clone(), stop_rx.clone()));
 
@@ -134,7 +136,7 @@ pub async fn run(
                 .max_decoding_message_size(4 * 1024 * 1024),
         )
         .add_service(
-            AgentServiceServer::new(AgentApi::new(engine.clone(), stop_rx.clone()))
+            AgentServiceServer::new(AgentApi::new(engine.clone(), stop_rx.clone(), results_tx))
                 .max_decoding_message_size(4 * 1024 * 1024),
         )
         .serve_with_incoming_shutdown(TcpListenerStream::new(listener), server_stop);

@@ -27,6 +27,9 @@ pub struct Ctx {
 
 /// Runs the parsed command line.
 pub async fn run(cli: Cli) -> anyhow::Result<()> {
+    if let Command::Bench { command } = cli.command {
+        return crate::bench::run(command, &cli.controller, cli.token, cli.output).await;
+    }
     let mut ctx = Ctx {
         client: client::connect(&cli.controller, cli.token.as_deref())?,
         format: cli.output,
@@ -43,6 +46,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Schedules { command } => schedules::run(&mut ctx, command.unwrap_or(SchedulesCmd::List)).await,
         Command::Apply { file } => apply::apply(&mut ctx, &file).await,
         Command::Export => apply::export(&mut ctx).await,
+        Command::Bench { .. } => unreachable!("handled above"),
     }
 }
 

@@ -13,9 +13,9 @@ use tokio_stream::Stream;
 use tokio_stream::wrappers::UnboundedReceiverStream;
 use tonic::{Request, Response, Status, Streaming};
 use worker_proto::v1::agent_service_server::AgentService;
-use worker_proto::v1::{AgentMessage, ControllerMessage, InFlight, agent_message, controller_message};
+use worker_proto::v1::{AgentMessage, ControllerMessage, InFlight, agent_message};
 
-use crate::engine::Engine;
+use crate::engine::{Engine, ResultMessage};
 
 /// How long a new stream may take to say `Hello`.
 const HELLO_TIMEOUT: Duration = Duration::from_secs(10);
@@ -25,12 +25,22 @@ const HELLO_TIMEOUT: Duration = Duration::from_secs(10);
 pub struct AgentApi {
     engine: Arc<Engine>,
     shutdown: tokio::sync::watch::Receiver<bool>,
+    results: mpsc::UnboundedSender<ResultMessage>,
 }
 
 impl AgentApi {
-    /// A service over `engine`; streams end when `shutdown` turns true.
-    pub fn new(engine: Arc<Engine>, shutdown: tokio::sync::watch::Receiver<bool>) -> Self {
-        AgentApi { engine, shutdown }
+    /// A service over `engine`; results go to the engine's result loop through
+    /// `results`; streams end when `shutdown` turns true.
+    pub fn new(
+        engine: Arc<Engine>,
+        shutdown: tokio::sync::watch::Receiver<bool>,
+        results: mpsc::UnboundedSender<ResultMessage>,
+    ) -> Self {
+        AgentApi {
+            engine,
+            shutdown,
+            results,
+        }
     }
 }
 
@@ -62,6 +72,7 @@ impl AgentService for AgentApi {
         let engine = self.engine.clone();
         let agent_id = hello.agent_id.clone();
         let mut shutdown = self.shutdown.clone();
+        let results = self.results.clone();
         tokio::spawn(async move {
             loop {
                 let received = tokio::select! {
@@ -93,10 +104,14 @@ impl AgentService for AgentApi {
                             .await
                     }
                     Some(agent_message::Msg::Finished(finished)) => {
-                        let ack = engine.finish(&agent_id, finished).await;
-                        let _ = tx.send(Ok(ControllerMessage {
-                            msg: Some(controller_message::Msg::Ack(ack)),
-                        }));
+                        let message = ResultMessage {
+                            agent_id: agent_id.clone(),
+                            finished,
+                            reply: tx.clone(),
+                        };
+                        if results.send(message).is_err() {
+                            break; // shutting down
+                        }
                     }
                     Some(agent_message::Msg::Hello(_)) => {
                         let _ = tx.send(Err(Status::invalid_argument("hello: sent twice on one stream")));

@@ -345,13 +345,17 @@ impl ControllerService for ControllerApi {
     ) -> Result<Response<Self::WatchEventsStream>, Status> {
         let job = request.into_inner().job;
         let mut shutdown = self.shutdown.clone();
-        let stream = BroadcastStream::new(self.engine.subscribe())
-            .filter_map(move |event| match event {
-                Ok(e) if job.is_empty() || e.job == job => Some(Ok(e)),
-                Ok(_) => None,
-                Err(_) => Some(Err(Status::data_loss("event stream lagged; some events were dropped"))),
-            })
-            .take_while(|item| item.is_ok());
+        let stream = BroadcastStream::new(self.engine.subscribe()).filter_map(move |event| match event {
+            Ok(e) if job.is_empty() || e.job == job => Some(Ok(e)),
+            Ok(_) => None,
+            Err(_) => Some(Err(Status::data_loss("event stream lagged; some events were dropped"))),
+        });
+        // A lag ends the stream, with the data_loss status as its last item.
+        let stream = futures::StreamExt::scan(stream, false, |ended, item| {
+            let next = if *ended { None } else { Some(item) };
+            *ended = *ended || next.as_ref().is_some_and(|i| i.is_err());
+            futures::future::ready(next)
+        });
         let stream = futures::StreamExt::take_until(stream, async move {
             let _ = shutdown.wait_for(|s| *s).await;
         });

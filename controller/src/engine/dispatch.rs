@@ -8,6 +8,7 @@ use worker_proto::v1::{
     Ack, Assignment, Cancel, ControllerMessage, Finished, Hello, InFlight, Welcome, controller_message::Msg,
 };
 
+use super::select::select_assignments;
 use super::state::{AgentEntry, AgentSender, Core};
 use super::{Counters, Engine, MAX_OUTPUT_BYTES};
 use crate::api::convert::executor_to_proto;
@@ -179,51 +180,7 @@ impl Engine {
         }
         let now = now_ms();
         let jobs = self.jobs();
-        let mut picks: Vec<(String, String)> = Vec::new(); // (run id, agent id)
-        let mut extra_by_job: std::collections::HashMap<String, u32> = Default::default();
-        let mut credits_left: u32 = core
-            .agents
-            .values()
-            .filter(|a| a.sender.is_some())
-            .map(|a| a.credits)
-            .sum();
-        let Core {
-            ready,
-            live,
-            agents,
-            running_by_job,
-            ..
-        } = &mut *core;
-        for run_id in ready.values() {
-            if credits_left == 0 {
-                break;
-            }
-            let Some(run) = live.get(run_id) else { continue };
-            let Some(job) = jobs.get(&run.job) else { continue };
-            if let Some(limit) = job.max_concurrency {
-                let running = running_by_job.get(&run.job).copied().unwrap_or(0)
-                    + extra_by_job.get(&run.job).copied().unwrap_or(0);
-                if running >= limit {
-                    continue;
-                }
-            }
-            let kind = job.executor.kind();
-            let agent = agents
-                .values_mut()
-                .filter(|a| a.accepts(kind, &job.selector))
-                .max_by_key(|a| {
-                    (
-                        a.credits,
-                        std::cmp::Reverse(a.running.len()),
-                        std::cmp::Reverse(a.id.clone()),
-                    )
-                });
-            let Some(agent) = agent else { continue };
-            agent.credits -= 1;
-            credits_left -= 1;
-            *extra_by_job.entry(job.name.clone()).or_default() += 1;
-            picks.push((run_id.clone(), agent.id.clone()));
-        }
+        let picks = select_assignments(&mut core, &jobs);
         if picks.is_empty() {
             return Ok(0);
         }
@@ -294,61 +251,149 @@ impl Engine {
     }
 
     /// `Finished`: commits the result, then acknowledges it. A result for an attempt
-    /// that is not current is refused (and counted in the log), never applied; a
-    /// repeated result of an attempt already recorded is acknowledged again.
+    /// that is not current is refused (and counted), never applied; a repeated
+    /// result of an attempt already recorded is acknowledged again.
     pub async fn finish(&self, agent_id: &str, finished: Finished) -> Ack {
-        let (run_id, attempt) = (finished.run_id.clone(), finished.attempt);
-        let ack = |accepted: bool, reason: String| Ack {
-            run_id: run_id.clone(),
-            attempt,
-            accepted,
-            reason,
-        };
-        let outcome = match finished.outcome.parse::<Outcome>() {
-            Ok(Outcome::Lost) | Err(_) => return ack(false, format!("invalid outcome \"{}\"", finished.outcome)),
-            Ok(o) => o,
-        };
+        let mut acks = self.finish_batch(vec![(agent_id.to_string(), finished)]).await;
+        acks.remove(0)
+    }
+
+    /// Group commit of results: every result of `batch` whose run has no blocked
+    /// dependents is settled in ONE store transaction; results of runs with
+    /// dependents are settled one by one (their dependents' changes depend on
+    /// each other). Returns one `Ack` per result, in order; an `Ack` is only
+    /// `accepted` once its result is committed.
+    pub async fn finish_batch(&self, batch: Vec<(String, Finished)>) -> Vec<Ack> {
+        let mut acks: Vec<Option<Ack>> = vec![None; batch.len()];
+        let mut stale: Vec<(usize, Outcome)> = Vec::new();
+        let mut singles: Vec<(usize, AttemptEnd, bool)> = Vec::new();
+        let mut grouped: Vec<(usize, Settlement)> = Vec::new();
         let mut core = self.core.lock().await;
-        let current = core.live.get(&run_id).is_some_and(|r| {
-            r.state == RunState::Running && r.attempt == attempt && r.agent_id.as_deref() == Some(agent_id)
-        });
-        if !current {
-            drop(core);
-            return match self.store.attempt_outcome(&run_id, attempt).await {
-                Ok(Some(recorded)) if recorded == outcome => {
-                    Counters::add(&self.counters.duplicate_results);
-                    ack(true, "duplicate result; already recorded".into())
-                }
-                Ok(Some(recorded)) => {
-                    Counters::add(&self.counters.stale_results);
-                    tracing::warn!(run = %run_id, attempt, %recorded, reported = %outcome, "stale result rejected");
-                    ack(
+        let mut seen = std::collections::HashSet::new();
+        for (index, (agent_id, finished)) in batch.iter().enumerate() {
+            let outcome = match finished.outcome.parse::<Outcome>() {
+                Ok(Outcome::Lost) | Err(_) => {
+                    acks[index] = Some(ack_of(
+                        finished,
                         false,
-                        format!("attempt {attempt} of run {run_id} was already recorded as {recorded}"),
-                    )
+                        format!("invalid outcome \"{}\"", finished.outcome),
+                    ));
+                    continue;
                 }
-                Ok(None) => {
-                    Counters::add(&self.counters.stale_results);
-                    tracing::warn!(run = %run_id, attempt, "stale result rejected");
-                    ack(false, format!("attempt {attempt} of run {run_id} is not current"))
-                }
-                Err(e) => ack(false, format!("store error: {e}")),
+                Ok(o) => o,
             };
+            let current = core.live.get(&finished.run_id).is_some_and(|r| {
+                r.state == RunState::Running
+                    && r.attempt == finished.attempt
+                    && r.agent_id.as_deref() == Some(agent_id.as_str())
+            });
+            if !current || !seen.insert(finished.run_id.clone()) {
+                stale.push((index, outcome));
+                continue;
+            }
+            let end = attempt_end(finished, outcome);
+            if core.dependents.contains_key(&finished.run_id) {
+                singles.push((index, end, finished.permanent));
+                continue;
+            }
+            match self.settlement(&core, end, finished.permanent) {
+                Ok(settlement) => grouped.push((index, settlement)),
+                Err(e) => acks[index] = Some(ack_of(finished, false, format!("not recorded: {e}"))),
+            }
         }
-        let end = AttemptEnd {
-            run_id: run_id.clone(),
-            attempt,
-            outcome,
-            exit_code: finished.exit_code,
-            error: (!finished.error.is_empty()).then(|| finished.error.clone()),
-            output: (!finished.output_tail.is_empty()).then(|| cap_output(&finished.output_tail)),
-            started_at: parse_rfc3339(&finished.started_at),
-            finished_at: parse_rfc3339(&finished.finished_at).unwrap_or_else(now_ms),
-            duration_ms: Some(finished.duration_ms as i64),
-        };
-        match self.settle(&mut core, end, finished.permanent).await {
-            Ok(()) => ack(true, String::new()),
-            Err(e) => ack(false, format!("not recorded: {e}")),
+        if !grouped.is_empty() {
+            let changes: Vec<StateChange> = grouped.iter().map(|(_, s)| s.change.clone()).collect();
+            let ends: Vec<AttemptEnd> = grouped.iter().map(|(_, s)| s.end.clone()).collect();
+            match self.store.apply(&changes, &[], &ends).await {
+                Ok(()) => {
+                    for (index, settlement) in grouped {
+                        self.apply_settlement(&mut core, settlement);
+                        acks[index] = Some(ack_of(&batch[index].1, true, String::new()));
+                    }
+                }
+                Err(e) => {
+                    tracing::error!(error = %e, results = grouped.len(), "committing results failed; agents will send them again");
+                    for (index, _) in grouped {
+                        acks[index] = Some(ack_of(&batch[index].1, false, format!("not recorded: {e}")));
+                    }
+                }
+            }
+        }
+        for (index, end, permanent) in singles {
+            acks[index] = Some(match self.settle(&mut core, end, permanent).await {
+                Ok(()) => ack_of(&batch[index].1, true, String::new()),
+                Err(e) => ack_of(&batch[index].1, false, format!("not recorded: {e}")),
+            });
+        }
+        drop(core);
+        for (index, outcome) in stale {
+            acks[index] = Some(self.not_current(&batch[index].1, outcome).await);
+        }
+        acks.into_iter().map(|a| a.expect("every result is answered")).collect()
+    }
+
+    /// The answer to a result whose attempt is not (or no longer) current.
+    async fn not_current(&self, finished: &Finished, outcome: Outcome) -> Ack {
+        let (run_id, attempt) = (&finished.run_id, finished.attempt);
+        match self.store.attempt_outcome(run_id, attempt).await {
+            Ok(Some(recorded)) if recorded == outcome => {
+                Counters::add(&self.counters.duplicate_results);
+                ack_of(finished, true, "duplicate result; already recorded".into())
+            }
+            Ok(Some(recorded)) => {
+                Counters::add(&self.counters.stale_results);
+                tracing::warn!(run = %run_id, attempt, %recorded, reported = %outcome, "stale result rejected");
+                ack_of(
+                    finished,
+                    false,
+                    format!("attempt {attempt} of run {run_id} was already recorded as {recorded}"),
+                )
+            }
+            Ok(None) => {
+                Counters::add(&self.counters.stale_results);
+                tracing::warn!(run = %run_id, attempt, "stale result rejected");
+                ack_of(
+                    finished,
+                    false,
+                    format!("attempt {attempt} of run {run_id} is not current"),
+                )
+            }
+            Err(e) => ack_of(finished, false, format!("store error: {e}")),
+        }
+    }
+
+    /// The result loop: takes results from every agent connection and commits
+    /// whatever has accumulated while the previous commit ran, in one transaction.
+    pub async fn result_loop(
+        self: Arc<Self>,
+        mut results: tokio::sync::mpsc::UnboundedReceiver<ResultMessage>,
+        mut shutdown: tokio::sync::watch::Receiver<bool>,
+    ) {
+        loop {
+            let first = tokio::select! {
+                message = results.recv() => match message {
+                    Some(m) => m,
+                    None => return,
+                },
+                _ = shutdown.changed() => return,
+            };
+            let mut messages = vec![first];
+            while messages.len() < MAX_RESULT_BATCH {
+                match results.try_recv() {
+                    Ok(m) => messages.push(m),
+                    Err(_) => break,
+                }
+            }
+            let (replies, batch): (Vec<AgentSender>, Vec<(String, Finished)>) = messages
+                .into_iter()
+                .map(|m| (m.reply, (m.agent_id, m.finished)))
+                .unzip();
+            let acks = self.finish_batch(batch).await;
+            for (reply, ack) in replies.into_iter().zip(acks) {
+                let _ = reply.send(Ok(ControllerMessage {
+                    msg: Some(Msg::Ack(ack)),
+                }));
+            }
         }
     }
 
@@ -441,6 +486,42 @@ impl Engine {
             s.change.reason.as_deref(),
         );
         self.apply_dependent_changes(core, &id, s.change.to, &s.dependents);
+    }
+}
+
+/// Most results committed in one transaction.
+const MAX_RESULT_BATCH: usize = 1024;
+
+/// A result on its way to the result loop, with the stream to acknowledge it on.
+pub struct ResultMessage {
+    /// The agent that reported it.
+    pub agent_id: String,
+    /// The result.
+    pub finished: Finished,
+    /// The agent's stream.
+    pub reply: AgentSender,
+}
+
+fn ack_of(finished: &Finished, accepted: bool, reason: String) -> Ack {
+    Ack {
+        run_id: finished.run_id.clone(),
+        attempt: finished.attempt,
+        accepted,
+        reason,
+    }
+}
+
+fn attempt_end(finished: &Finished, outcome: Outcome) -> AttemptEnd {
+    AttemptEnd {
+        run_id: finished.run_id.clone(),
+        attempt: finished.attempt,
+        outcome,
+        exit_code: finished.exit_code,
+        error: (!finished.error.is_empty()).then(|| finished.error.clone()),
+        output: (!finished.output_tail.is_empty()).then(|| cap_output(&finished.output_tail)),
+        started_at: parse_rfc3339(&finished.started_at),
+        finished_at: parse_rfc3339(&finished.finished_at).unwrap_or_else(now_ms),
+        duration_ms: Some(finished.duration_ms as i64),
     }
 }
 

@@ -18,6 +18,7 @@ mod deps;
 mod dispatch;
 mod enqueue;
 mod runs;
+pub mod select;
 pub mod state;
 mod timers;
 mod views;
@@ -30,6 +31,7 @@ use tokio::sync::{Mutex, Notify, broadcast};
 use worker_proto::v1::RunEvent;
 
 pub use definitions::{ApplySummary, CONFIG_FILE_KEY, DefinitionsError, initial_definitions};
+pub use dispatch::ResultMessage;
 pub use enqueue::{EnqueueOutcome, EnqueueRequest, MAX_BATCH, validate_payload};
 pub use views::{AgentView, QueueStatsView, RunView};
 

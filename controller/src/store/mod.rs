@@ -1,20 +1,22 @@
 //! The store: the source of truth for runs, attempts, transitions and schedule
 //! cursors (design §10).
 //!
-//! All SQL lives in this module so a reader finds every query in one place.
-//! Writes that belong together (a state change, its attempt row and its
-//! transition record) are committed in one transaction, and the engine
-//! acknowledges nothing before that commit returns. SQLite runs in WAL mode with
-//! `synchronous = NORMAL`: a commit survives a crash of the controller process
-//! (not necessarily a power loss of the host).
+//! [`Store`] is a thin facade over one backend, chosen by the database URL:
+//! `sqlite://…` opens the embedded SQLite backend ([`sqlite`]), `postgres://…`
+//! or `postgresql://…` the PostgreSQL backend ([`postgres`]). Each backend file
+//! holds all of its SQL, so a reader finds every query of one dialect in one
+//! place; both pass the same test suite (`tests/store.rs`). Writes that belong
+//! together (a state change, its attempt row and its transition record) are
+//! committed in one transaction, and the engine acknowledges nothing before that
+//! commit returns. Migrations (`migrations/{sqlite,postgres}`) are embedded and
+//! applied by [`Store::open`].
 
+mod postgres;
 mod records;
+mod sqlite;
 
 use std::str::FromStr;
-use std::time::Duration;
-
-use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteRow, SqliteSynchronous};
-use sqlx::{AssertSqlSafe, Row, Sqlite, SqlitePool, Transaction};
+use std::sync::Arc;
 
 pub use records::{
     AttemptEnd, AttemptRecord, AttemptStart, InsertPlan, JobStatsRecord, NewRun, RunRecord, ScheduleCursor,
@@ -24,179 +26,78 @@ pub use records::{
 use crate::error::{Error, Result};
 use crate::model::{Outcome, RunState};
 
-/// Embedded migrations, applied in order at start-up.
-const MIGRATIONS: &[(i64, &str, &str)] = &[
-    (1, "init", include_str!("../../../migrations/sqlite/0001_init.sql")),
-    (
-        2,
-        "definitions and dependencies",
-        include_str!("../../../migrations/sqlite/0002_definitions_dependencies.sql"),
-    ),
-];
-
 /// Handle to the database.
 #[derive(Clone)]
 pub struct Store {
-    pool: SqlitePool,
+    backend: Arc<Backend>,
+}
+
+enum Backend {
+    Sqlite(sqlite::SqliteStore),
+    Postgres(postgres::PgStore),
+}
+
+/// Calls the same method on whichever backend the store uses.
+macro_rules! dispatch {
+    ($self:ident . $method:ident ( $($arg:expr),* $(,)? )) => {
+        match &*$self.backend {
+            Backend::Sqlite(store) => store.$method($($arg),*).await,
+            Backend::Postgres(store) => store.$method($($arg),*).await,
+        }
+    };
 }
 
 impl Store {
-    /// Opens (creating if needed) the database at `url` and applies migrations.
+    /// Opens the database at `url` and applies migrations. `sqlite://PATH`
+    /// creates the file if needed; `postgres://` / `postgresql://` connect to an
+    /// existing database. Errors name the URL (password hidden) and the cause.
     pub async fn open(url: &str) -> Result<Store> {
-        let options = SqliteConnectOptions::from_str(url)
-            .map_err(|e| Error::invalid("db", format!("invalid database URL \"{url}\": {e}")))?
-            .create_if_missing(true)
-            .journal_mode(SqliteJournalMode::Wal)
-            .synchronous(SqliteSynchronous::Normal)
-            .foreign_keys(true)
-            .busy_timeout(Duration::from_secs(10));
-        let pool = SqlitePoolOptions::new()
-            .max_connections(4)
-            .connect_with(options)
-            .await?;
-        let store = Store { pool };
-        store.migrate().await?;
-        Ok(store)
-    }
-
-    async fn migrate(&self) -> Result<()> {
-        sqlx::query("CREATE TABLE IF NOT EXISTS schema_migrations (version INTEGER PRIMARY KEY, description TEXT NOT NULL, applied_at INTEGER NOT NULL)")
-            .execute(&self.pool)
-            .await?;
-        for (version, description, sql) in MIGRATIONS {
-            let mut tx = self.pool.begin().await?;
-            let applied: Option<i64> = sqlx::query_scalar("SELECT version FROM schema_migrations WHERE version = ?")
-                .bind(version)
-                .fetch_optional(&mut *tx)
-                .await?;
-            if applied.is_some() {
-                continue;
+        let scheme = url.split_once(':').map(|(s, _)| s.to_ascii_lowercase());
+        let backend = match scheme.as_deref() {
+            Some("sqlite") => Backend::Sqlite(sqlite::SqliteStore::open(url).await?),
+            Some("postgres" | "postgresql") => Backend::Postgres(postgres::PgStore::open(url).await?),
+            _ => {
+                return Err(Error::invalid(
+                    "db",
+                    format!(
+                        "unsupported database URL \"{}\": expected sqlite://PATH or postgres://USER@HOST:PORT/DATABASE",
+                        redact_url(url)
+                    ),
+                ));
             }
-            sqlx::raw_sql(*sql).execute(&mut *tx).await?;
-            sqlx::query("INSERT INTO schema_migrations (version, description, applied_at) VALUES (?, ?, ?)")
-                .bind(version)
-                .bind(description)
-                .bind(chrono::Utc::now().timestamp_millis())
-                .execute(&mut *tx)
-                .await?;
-            tx.commit().await?;
-            tracing::info!(version, description, "applied migration");
-        }
-        Ok(())
+        };
+        Ok(Store {
+            backend: Arc::new(backend),
+        })
     }
 
     /// Inserts new runs, their dependencies and idempotency keys, with their first
     /// transitions, in one transaction. For scheduled fires the schedule cursor
     /// moves in the same transaction. Returns `false` (and writes nothing) when a
-    /// run for the same (job, fire instant) already exists.
+    /// run for the same (job, fire instant) already exists, also when another
+    /// writer inserts it concurrently.
     pub async fn insert_runs(&self, plan: &InsertPlan) -> Result<bool> {
-        let mut tx = self.pool.begin().await?;
-        for run in &plan.runs {
-            if let Some(instant) = run.scheduled_for {
-                let exists: Option<i64> = sqlx::query_scalar("SELECT 1 FROM runs WHERE job = ? AND scheduled_for = ?")
-                    .bind(&run.job)
-                    .bind(instant)
-                    .fetch_optional(&mut *tx)
-                    .await?;
-                if exists.is_some() {
-                    tx.rollback().await?;
-                    return Ok(false);
-                }
-            }
-            sqlx::query(
-                "INSERT INTO runs (id, job, state, priority, payload, trigger_kind, scheduled_for, created_at, not_before, ready_at,
-                 attempt, max_attempts, reason, workflow_id, idempotency_key)
-                 VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 0, ?, ?, ?, ?)",
-            )
-            .bind(&run.id)
-            .bind(&run.job)
-            .bind(run.state.as_str())
-            .bind(run.priority.as_str())
-            .bind(&run.payload)
-            .bind(run.trigger.as_str())
-            .bind(run.scheduled_for)
-            .bind(run.created_at)
-            .bind(run.not_before)
-            .bind(run.ready_at)
-            .bind(run.max_attempts)
-            .bind(&run.reason)
-            .bind(&run.workflow_id)
-            .bind(&run.idempotency_key)
-            .execute(&mut *tx)
-            .await?;
-            insert_transition(&mut tx, &run.id, None, run.state, run.created_at, run.reason.as_deref()).await?;
-            if let Some(instant) = run.scheduled_for {
-                upsert_cursor(&mut tx, &run.job, instant).await?;
-            }
-            if let Some(key) = &run.idempotency_key {
-                sqlx::query(
-                    "INSERT INTO idempotency_keys (key, run_id, created_at) VALUES (?, ?, ?)
-                     ON CONFLICT (key) DO UPDATE SET run_id = excluded.run_id, created_at = excluded.created_at",
-                )
-                .bind(key)
-                .bind(&run.id)
-                .bind(run.created_at)
-                .execute(&mut *tx)
-                .await?;
-            }
-        }
-        for (run_id, upstream_id) in &plan.dependencies {
-            sqlx::query("INSERT INTO run_dependencies (run_id, upstream_id) VALUES (?, ?)")
-                .bind(run_id)
-                .bind(upstream_id)
-                .execute(&mut *tx)
-                .await?;
-        }
-        tx.commit().await?;
-        Ok(true)
+        dispatch!(self.insert_runs(plan))
     }
 
     /// The run an idempotency key points at, with the time the key was recorded.
     pub async fn idempotency_key(&self, key: &str) -> Result<Option<(String, i64)>> {
-        let row = sqlx::query("SELECT run_id, created_at FROM idempotency_keys WHERE key = ?")
-            .bind(key)
-            .fetch_optional(&self.pool)
-            .await?;
-        Ok(row.map(|r| (r.get(0), r.get(1))))
+        dispatch!(self.idempotency_key(key))
     }
 
-    /// (run, upstream) pairs of the given runs.
+    /// (run, upstream) pairs of the given runs, by run then insertion order.
     pub async fn dependencies(&self, run_ids: &[String]) -> Result<Vec<(String, String)>> {
-        if run_ids.is_empty() {
-            return Ok(Vec::new());
-        }
-        let placeholders = vec!["?"; run_ids.len()].join(", ");
-        let sql = format!(
-            "SELECT run_id, upstream_id FROM run_dependencies WHERE run_id IN ({placeholders}) ORDER BY run_id, rowid"
-        );
-        let mut query = sqlx::query(AssertSqlSafe(sql));
-        for id in run_ids {
-            query = query.bind(id);
-        }
-        Ok(query
-            .fetch_all(&self.pool)
-            .await?
-            .iter()
-            .map(|r| (r.get(0), r.get(1)))
-            .collect())
+        dispatch!(self.dependencies(run_ids))
     }
 
     /// Runs of a workflow, oldest first.
     pub async fn workflow_runs(&self, workflow_id: &str) -> Result<Vec<RunRecord>> {
-        let sql = format!("SELECT {RUN_COLUMNS} FROM runs WHERE workflow_id = ? ORDER BY created_at, id");
-        let rows = sqlx::query(AssertSqlSafe(sql))
-            .bind(workflow_id)
-            .fetch_all(&self.pool)
-            .await?;
-        rows.iter().map(run_from_row).collect()
+        dispatch!(self.workflow_runs(workflow_id))
     }
 
     /// Stored job definitions: (name, spec YAML, source).
     pub async fn job_specs(&self) -> Result<Vec<(String, String, String)>> {
-        let rows = sqlx::query("SELECT name, spec, source FROM jobs ORDER BY name")
-            .fetch_all(&self.pool)
-            .await?;
-        Ok(rows.iter().map(|r| (r.get(0), r.get(1), r.get(2))).collect())
+        dispatch!(self.job_specs())
     }
 
     /// Writes job definitions (upserts and deletions) in one transaction, and,
@@ -207,405 +108,149 @@ impl Store {
         deletes: &[String],
         applied: Option<(&str, &str)>,
     ) -> Result<()> {
-        let now = chrono::Utc::now().timestamp_millis();
-        let mut tx = self.pool.begin().await?;
-        for (name, spec, source) in upserts {
-            sqlx::query(
-                "INSERT INTO jobs (name, spec, source, updated_at) VALUES (?, ?, ?, ?)
-                 ON CONFLICT (name) DO UPDATE SET spec = excluded.spec, source = excluded.source, updated_at = excluded.updated_at",
-            )
-            .bind(name)
-            .bind(spec)
-            .bind(source)
-            .bind(now)
-            .execute(&mut *tx)
-            .await?;
-        }
-        for name in deletes {
-            sqlx::query("DELETE FROM jobs WHERE name = ?")
-                .bind(name)
-                .execute(&mut *tx)
-                .await?;
-        }
-        if let Some((file, content)) = applied {
-            sqlx::query(
-                "INSERT INTO applied_config (file, content, applied_at) VALUES (?, ?, ?)
-                 ON CONFLICT (file) DO UPDATE SET content = excluded.content, applied_at = excluded.applied_at",
-            )
-            .bind(file)
-            .bind(content)
-            .bind(now)
-            .execute(&mut *tx)
-            .await?;
-        }
-        tx.commit().await?;
-        Ok(())
+        dispatch!(self.save_jobs(upserts, deletes, applied))
     }
 
     /// The text of a configuration file as last applied.
     pub async fn applied_config(&self, file: &str) -> Result<Option<String>> {
-        Ok(sqlx::query_scalar("SELECT content FROM applied_config WHERE file = ?")
-            .bind(file)
-            .fetch_optional(&self.pool)
-            .await?)
+        dispatch!(self.applied_config(file))
     }
 
     /// Names of paused schedules.
     pub async fn paused_schedules(&self) -> Result<Vec<String>> {
-        Ok(sqlx::query_scalar("SELECT job FROM schedule_pauses ORDER BY job")
-            .fetch_all(&self.pool)
-            .await?)
+        dispatch!(self.paused_schedules())
     }
 
     /// Pauses or resumes a schedule.
     pub async fn set_paused(&self, job: &str, paused: bool) -> Result<()> {
-        if paused {
-            sqlx::query("INSERT INTO schedule_pauses (job, paused_at) VALUES (?, ?) ON CONFLICT (job) DO NOTHING")
-                .bind(job)
-                .bind(chrono::Utc::now().timestamp_millis())
-                .execute(&self.pool)
-                .await?;
-        } else {
-            sqlx::query("DELETE FROM schedule_pauses WHERE job = ?")
-                .bind(job)
-                .execute(&self.pool)
-                .await?;
-        }
-        Ok(())
+        dispatch!(self.set_paused(job, paused))
     }
 
     /// Applies state changes, new attempts and finished attempts in one transaction.
     pub async fn apply(&self, changes: &[StateChange], starts: &[AttemptStart], ends: &[AttemptEnd]) -> Result<()> {
-        let mut tx = self.pool.begin().await?;
-        for start in starts {
-            sqlx::query(
-                "INSERT INTO attempts (run_id, attempt, agent_id, agent_name, started_at) VALUES (?, ?, ?, ?, ?)",
-            )
-            .bind(&start.run_id)
-            .bind(start.attempt)
-            .bind(&start.agent_id)
-            .bind(&start.agent_name)
-            .bind(start.started_at)
-            .execute(&mut *tx)
-            .await?;
-        }
-        for end in ends {
-            sqlx::query(
-                "UPDATE attempts SET finished_at = ?, outcome = ?, exit_code = ?, error = ?, output = ?, duration_ms = ?, started_at = COALESCE(?, started_at)
-                 WHERE run_id = ? AND attempt = ?",
-            )
-            .bind(end.finished_at)
-            .bind(end.outcome.as_str())
-            .bind(end.exit_code)
-            .bind(&end.error)
-            .bind(&end.output)
-            .bind(end.duration_ms)
-            .bind(end.started_at)
-            .bind(&end.run_id)
-            .bind(end.attempt)
-            .execute(&mut *tx)
-            .await?;
-        }
-        for change in changes {
-            sqlx::query(
-                "UPDATE runs SET state = ?, reason = ?, not_before = ?, ready_at = COALESCE(?, ready_at), attempt = COALESCE(?, attempt),
-                 max_attempts = COALESCE(?, max_attempts), finished_at = ?, cancel_requested = ? WHERE id = ?",
-            )
-            .bind(change.to.as_str())
-            .bind(&change.reason)
-            .bind(change.not_before)
-            .bind(change.ready_at)
-            .bind(change.attempt)
-            .bind(change.max_attempts)
-            .bind(change.to.is_terminal().then_some(change.at))
-            .bind(change.cancel_requested)
-            .bind(&change.run_id)
-            .execute(&mut *tx)
-            .await?;
-            if change.from != change.to {
-                insert_transition(
-                    &mut tx,
-                    &change.run_id,
-                    Some(change.from),
-                    change.to,
-                    change.at,
-                    change.reason.as_deref(),
-                )
-                .await?;
-            }
-        }
-        tx.commit().await?;
-        Ok(())
+        dispatch!(self.apply(changes, starts, ends))
     }
 
-    /// Moves a schedule cursor and adds to its missed/skipped counters.
+    /// Moves a schedule cursor (never backwards) and adds to its missed/skipped counters.
     pub async fn advance_cursor(&self, job: &str, last_fired: i64, missed: u64, skipped: u64) -> Result<()> {
-        sqlx::query(
-            "INSERT INTO schedule_cursors (job, last_fired, missed, skipped) VALUES (?, ?, ?, ?)
-             ON CONFLICT (job) DO UPDATE SET last_fired = MAX(last_fired, excluded.last_fired),
-             missed = missed + excluded.missed, skipped = skipped + excluded.skipped",
-        )
-        .bind(job)
-        .bind(last_fired)
-        .bind(missed as i64)
-        .bind(skipped as i64)
-        .execute(&self.pool)
-        .await?;
-        Ok(())
+        dispatch!(self.advance_cursor(job, last_fired, missed, skipped))
     }
 
     /// Every schedule cursor.
     pub async fn cursors(&self) -> Result<Vec<ScheduleCursor>> {
-        let rows = sqlx::query("SELECT job, last_fired, missed, skipped FROM schedule_cursors")
-            .fetch_all(&self.pool)
-            .await?;
-        Ok(rows
-            .iter()
-            .map(|r| ScheduleCursor {
-                job: r.get(0),
-                last_fired: r.get(1),
-                missed: r.get::<i64, _>(2) as u64,
-                skipped: r.get::<i64, _>(3) as u64,
-            })
-            .collect())
+        dispatch!(self.cursors())
     }
 
     /// Runs that are not terminal, oldest first (to rebuild in-memory indexes).
     pub async fn active_runs(&self) -> Result<Vec<RunRecord>> {
-        let sql = format!(
-            "SELECT {RUN_COLUMNS} FROM runs WHERE state NOT IN ('succeeded', 'dead', 'cancelled') ORDER BY created_at, id"
-        );
-        let rows = sqlx::query(AssertSqlSafe(sql)).fetch_all(&self.pool).await?;
-        rows.iter().map(run_from_row).collect()
+        dispatch!(self.active_runs())
     }
 
     /// One run.
     pub async fn run(&self, id: &str) -> Result<Option<RunRecord>> {
-        let sql = format!("SELECT {RUN_COLUMNS} FROM runs WHERE id = ?");
-        let row = sqlx::query(AssertSqlSafe(sql))
-            .bind(id)
-            .fetch_optional(&self.pool)
-            .await?;
-        row.as_ref().map(run_from_row).transpose()
+        dispatch!(self.run(id))
     }
 
     /// Runs, newest first, optionally of one job and/or in one state.
     pub async fn runs(&self, job: Option<&str>, state: Option<RunState>, limit: u32) -> Result<Vec<RunRecord>> {
-        let sql = format!(
-            "SELECT {RUN_COLUMNS} FROM runs WHERE (?1 IS NULL OR job = ?1) AND (?2 IS NULL OR state = ?2) ORDER BY created_at DESC, id DESC LIMIT ?3"
-        );
-        let rows = sqlx::query(AssertSqlSafe(sql))
-            .bind(job)
-            .bind(state.map(|s| s.as_str()))
-            .bind(limit)
-            .fetch_all(&self.pool)
-            .await?;
-        rows.iter().map(run_from_row).collect()
+        dispatch!(self.runs(job, state, limit))
     }
 
     /// Attempts of the given runs, by run then attempt number.
     pub async fn attempts(&self, run_ids: &[String]) -> Result<Vec<AttemptRecord>> {
-        if run_ids.is_empty() {
-            return Ok(Vec::new());
-        }
-        let placeholders = vec!["?"; run_ids.len()].join(", ");
-        let sql = format!(
-            "SELECT run_id, attempt, agent_id, agent_name, started_at, finished_at, outcome, exit_code, error, output, duration_ms
-             FROM attempts WHERE run_id IN ({placeholders}) ORDER BY run_id, attempt"
-        );
-        let mut query = sqlx::query(AssertSqlSafe(sql));
-        for id in run_ids {
-            query = query.bind(id);
-        }
-        let rows = query.fetch_all(&self.pool).await?;
-        rows.iter()
-            .map(|r| {
-                let outcome: Option<String> = r.get(6);
-                Ok(AttemptRecord {
-                    run_id: r.get(0),
-                    attempt: r.get::<i64, _>(1) as u32,
-                    agent_id: r.get(2),
-                    agent_name: r.get(3),
-                    started_at: r.get(4),
-                    finished_at: r.get(5),
-                    outcome: outcome.map(|o| parse_column::<Outcome>(&o)).transpose()?,
-                    exit_code: r.get(7),
-                    error: r.get(8),
-                    output: r.get(9),
-                    duration_ms: r.get(10),
-                })
-            })
-            .collect()
+        dispatch!(self.attempts(run_ids))
     }
 
     /// The outcome recorded for (run, attempt), if it has finished.
     pub async fn attempt_outcome(&self, run_id: &str, attempt: u32) -> Result<Option<Outcome>> {
-        let outcome: Option<Option<String>> =
-            sqlx::query_scalar("SELECT outcome FROM attempts WHERE run_id = ? AND attempt = ?")
-                .bind(run_id)
-                .bind(attempt)
-                .fetch_optional(&self.pool)
-                .await?;
-        outcome.flatten().map(|o| parse_column::<Outcome>(&o)).transpose()
+        dispatch!(self.attempt_outcome(run_id, attempt))
     }
 
     /// Recorded transitions of a run, in order.
     pub async fn transitions(&self, run_id: &str) -> Result<Vec<TransitionRecord>> {
-        let rows =
-            sqlx::query("SELECT from_state, to_state, at, reason FROM transitions WHERE run_id = ? ORDER BY seq")
-                .bind(run_id)
-                .fetch_all(&self.pool)
-                .await?;
-        rows.iter()
-            .map(|r| {
-                let from: Option<String> = r.get(0);
-                Ok(TransitionRecord {
-                    from: from.map(|f| parse_column::<RunState>(&f)).transpose()?,
-                    to: parse_column(&r.get::<String, _>(1))?,
-                    at: r.get(2),
-                    reason: r.get(3),
-                })
-            })
-            .collect()
+        dispatch!(self.transitions(run_id))
     }
 
     /// Ids of all runs in the dead-letter queue.
     pub async fn dead_run_ids(&self) -> Result<Vec<String>> {
-        Ok(
-            sqlx::query_scalar("SELECT id FROM runs WHERE state = 'dead' ORDER BY created_at")
-                .fetch_all(&self.pool)
-                .await?,
-        )
+        dispatch!(self.dead_run_ids())
     }
 
     /// Deletes dead runs (with their attempts and transitions). Returns the ids deleted.
     pub async fn purge_dead(&self, ids: &[String]) -> Result<Vec<String>> {
-        let mut tx = self.pool.begin().await?;
-        let mut purged = Vec::new();
-        for id in ids {
-            let n = sqlx::query("DELETE FROM runs WHERE id = ? AND state = 'dead'")
-                .bind(id)
-                .execute(&mut *tx)
-                .await?
-                .rows_affected();
-            if n == 1 {
-                purged.push(id.clone());
-            }
-        }
-        tx.commit().await?;
-        Ok(purged)
+        dispatch!(self.purge_dead(ids))
     }
 
     /// Statistics of one job's history.
     pub async fn job_stats(&self, job: &str) -> Result<JobStatsRecord> {
-        let mut stats = JobStatsRecord::default();
-        let rows = sqlx::query("SELECT state, COUNT(*) FROM runs WHERE job = ? GROUP BY state")
-            .bind(job)
-            .fetch_all(&self.pool)
-            .await?;
-        for r in &rows {
-            let state: RunState = parse_column(&r.get::<String, _>(0))?;
-            let n = r.get::<i64, _>(1) as u64;
-            stats.runs_total += n;
-            match state {
-                RunState::Succeeded => stats.succeeded = n,
-                RunState::Dead => stats.dead = n,
-                RunState::Cancelled => stats.cancelled = n,
-                _ => stats.active += n,
-            }
-        }
-        let rows = sqlx::query(
-            "SELECT a.outcome, COUNT(*) FROM attempts a JOIN runs r ON r.id = a.run_id WHERE r.job = ? AND a.outcome IS NOT NULL GROUP BY a.outcome",
-        )
-        .bind(job)
-        .fetch_all(&self.pool)
-        .await?;
-        for r in &rows {
-            let n = r.get::<i64, _>(1) as u64;
-            match parse_column::<Outcome>(&r.get::<String, _>(0))? {
-                Outcome::Failed => stats.failed_attempts = n,
-                Outcome::TimedOut => stats.timed_out_attempts = n,
-                Outcome::Lost => stats.lost_attempts = n,
-                Outcome::Succeeded | Outcome::Cancelled => {}
-            }
-        }
-        stats.recent_durations_ms = sqlx::query_scalar(
-            "SELECT a.duration_ms FROM attempts a JOIN runs r ON r.id = a.run_id
-             WHERE r.job = ? AND a.outcome = 'succeeded' AND a.duration_ms IS NOT NULL ORDER BY a.finished_at DESC LIMIT 1000",
-        )
-        .bind(job)
-        .fetch_all(&self.pool)
-        .await?;
-        let sql = format!("SELECT {RUN_COLUMNS} FROM runs WHERE job = ? ORDER BY created_at DESC, id DESC LIMIT 1");
-        let last = sqlx::query(AssertSqlSafe(sql))
-            .bind(job)
-            .fetch_optional(&self.pool)
-            .await?;
-        stats.last_run = last.as_ref().map(run_from_row).transpose()?;
-        Ok(stats)
+        dispatch!(self.job_stats(job))
     }
 
     /// Closes the pool, waiting for connections to finish.
     pub async fn close(&self) {
-        self.pool.close().await;
+        dispatch!(self.close())
     }
 }
 
-const RUN_COLUMNS: &str = "id, job, state, priority, payload, trigger_kind, scheduled_for, created_at, not_before, ready_at, finished_at, attempt, max_attempts, reason, workflow_id, cancel_requested, idempotency_key";
-
-fn run_from_row(r: &SqliteRow) -> Result<RunRecord> {
-    Ok(RunRecord {
-        id: r.get(0),
-        job: r.get(1),
-        state: parse_column(&r.get::<String, _>(2))?,
-        priority: parse_column(&r.get::<String, _>(3))?,
-        payload: r.get(4),
-        trigger: parse_column(&r.get::<String, _>(5))?,
-        scheduled_for: r.get(6),
-        created_at: r.get(7),
-        not_before: r.get(8),
-        ready_at: r.get(9),
-        finished_at: r.get(10),
-        attempt: r.get::<i64, _>(11) as u32,
-        max_attempts: r.get::<i64, _>(12) as u32,
-        reason: r.get(13),
-        workflow_id: r.get(14),
-        cancel_requested: r.get::<i64, _>(15) != 0,
-        idempotency_key: r.get(16),
-    })
+/// `url` with any password replaced by `***`, for messages and logs: the
+/// `user:password@` part of the authority and a `password=` query parameter.
+pub fn redact_url(url: &str) -> String {
+    let mut shown = url.to_string();
+    if let Some(scheme_end) = shown.find("://") {
+        let rest = &shown[scheme_end + 3..];
+        let authority_len = rest.find(['/', '?', '#']).unwrap_or(rest.len());
+        if let Some(at) = rest[..authority_len].rfind('@')
+            && let Some(colon) = rest[..at].find(':')
+        {
+            let start = scheme_end + 3 + colon + 1;
+            shown.replace_range(start..scheme_end + 3 + at, "***");
+        }
+    }
+    if let Some(query_start) = shown.find('?') {
+        let (base, query) = shown.split_at(query_start + 1);
+        let query: Vec<String> = query
+            .split('&')
+            .map(|pair| match pair.split_once('=') {
+                Some((key, _)) if key.eq_ignore_ascii_case("password") => format!("{key}=***"),
+                _ => pair.to_string(),
+            })
+            .collect();
+        shown = format!("{base}{}", query.join("&"));
+    }
+    shown
 }
 
+/// An error opening or migrating the database at `shown` (a redacted URL):
+/// keeps the cause's code, and names what failed, the URL and the cause.
+fn open_error(what: &str, shown: &str, cause: Error) -> Error {
+    Error {
+        code: cause.code,
+        message: format!("{what} {shown}: {}", cause.message),
+    }
+}
+
+/// Parses a text column into a model enum.
 fn parse_column<T: FromStr<Err = String>>(text: &str) -> Result<T> {
     text.parse()
         .map_err(|e| Error::internal(format!("corrupt value in store: {e}")))
 }
 
-async fn insert_transition(
-    tx: &mut Transaction<'_, Sqlite>,
-    run_id: &str,
-    from: Option<RunState>,
-    to: RunState,
-    at: i64,
-    reason: Option<&str>,
-) -> Result<()> {
-    sqlx::query("INSERT INTO transitions (run_id, from_state, to_state, at, reason) VALUES (?, ?, ?, ?, ?)")
-        .bind(run_id)
-        .bind(from.map(|s| s.as_str()))
-        .bind(to.as_str())
-        .bind(at)
-        .bind(reason)
-        .execute(&mut **tx)
-        .await?;
-    Ok(())
-}
+#[cfg(test)]
+mod tests {
+    use super::redact_url;
 
-async fn upsert_cursor(tx: &mut Transaction<'_, Sqlite>, job: &str, instant: i64) -> Result<()> {
-    sqlx::query(
-        "INSERT INTO schedule_cursors (job, last_fired) VALUES (?, ?) ON CONFLICT (job) DO UPDATE SET last_fired = MAX(last_fired, excluded.last_fired)",
-    )
-    .bind(job)
-    .bind(instant)
-    .execute(&mut **tx)
-    .await?;
-    Ok(())
+    #[test]
+    fn passwords_are_hidden() {
+        assert_eq!(
+            redact_url("postgres://worker:s3cr@t@db:5432/worker"),
+            "postgres://worker:***@db:5432/worker"
+        );
+        assert_eq!(redact_url("postgres://worker@db/worker"), "postgres://worker@db/worker");
+        assert_eq!(
+            redact_url("postgresql://db/worker?user=w&password=x&sslmode=disable"),
+            "postgresql://db/worker?user=w&password=***&sslmode=disable"
+        );
+        assert_eq!(redact_url("sqlite://worker.db"), "sqlite://worker.db");
+        assert_eq!(redact_url("sqlite:///tmp/a:b@c.db"), "sqlite:///tmp/a:b@c.db");
+    }
 }

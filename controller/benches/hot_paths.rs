@@ -1,0 +1,196 @@
+//! Benchmarks of the controller's hot internals: the ready queue, ready
+//! selection, cron next-fire and the store's batch commit.
+//!
+//! `cargo bench -p worker-controller --bench hot_paths`
+
+use std::collections::BTreeMap;
+use std::hint::black_box;
+use std::path::Path;
+use std::sync::Arc;
+
+use chrono::{TimeZone, Utc};
+use criterion::{BatchSize, BenchmarkId, Criterion, criterion_group, criterion_main};
+use worker_controller::config::{JobSet, parse_scheduler_yaml};
+use worker_controller::engine::select::select_assignments;
+use worker_controller::engine::state::{AgentEntry, Core, LiveRun};
+use worker_controller::model::{Priority, RunState, Trigger};
+use worker_controller::scheduler::cron::{CronSchedule, parse_tz};
+use worker_controller::store::{InsertPlan, NewRun, StateChange, Store};
+
+fn jobs() -> JobSet {
+    parse_scheduler_yaml(Path::new("bench.yaml"), "jobs:\n  noop:\n    builtin: noop\n", &|_| {
+        None
+    })
+    .expect("valid")
+}
+
+fn live_run(i: usize) -> LiveRun {
+    LiveRun {
+        id: format!("run-{i:010}"),
+        job: "noop".into(),
+        state: RunState::Queued,
+        priority: Priority::ALL[i % 4],
+        attempt: 0,
+        max_attempts: 3,
+        payload: Arc::from("null"),
+        not_before: 0,
+        ready_key: None,
+        agent_id: None,
+        lease_until: 0,
+        deadline: None,
+        cancel_requested: false,
+        cancel_reason: None,
+        waiting_on: Default::default(),
+    }
+}
+
+fn core_with(queued: usize, agents: usize, credits: u32) -> Core {
+    let mut core = Core::default();
+    for i in 0..queued {
+        let run = live_run(i);
+        let id = run.id.clone();
+        core.live.insert(id.clone(), run);
+        core.push_ready(&id, i as i64);
+    }
+    for a in 0..agents {
+        let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+        std::mem::forget(rx); // keep the channel open
+        core.agents.insert(
+            format!("agent-{a}"),
+            AgentEntry {
+                id: format!("agent-{a}"),
+                name: format!("agent-{a}"),
+                host: "bench".into(),
+                labels: BTreeMap::new(),
+                executors: vec!["builtin".into()],
+                capacity: credits,
+                version: "bench".into(),
+                credits,
+                sender: Some(tx),
+                connection: 1,
+                connected_at: 0,
+                last_seen: 0,
+                running: Default::default(),
+            },
+        );
+    }
+    core
+}
+
+fn ready_queue(c: &mut Criterion) {
+    let mut group = c.benchmark_group("ready_queue");
+    for size in [1_000usize, 100_000] {
+        group.bench_with_input(BenchmarkId::new("push_pop", size), &size, |b, &size| {
+            let mut core = core_with(size, 0, 0);
+            let mut next = size;
+            b.iter(|| {
+                // Pop the head (what dispatch takes) and push a new run at the tail.
+                let (_, head) = core.ready.pop_first().expect("non-empty");
+                core.live.remove(&head);
+                let run = live_run(next);
+                let id = run.id.clone();
+                core.live.insert(id.clone(), run);
+                core.push_ready(&id, next as i64);
+                next += 1;
+                black_box(&core.ready);
+            });
+        });
+    }
+    group.finish();
+}
+
+fn ready_selection(c: &mut Criterion) {
+    let jobs = jobs();
+    let mut group = c.benchmark_group("ready_selection");
+    for (queued, agents) in [(1_000usize, 2usize), (100_000, 2), (10_000, 100)] {
+        group.bench_with_input(
+            BenchmarkId::new("select_64_credits", format!("{queued}_queued_{agents}_agents")),
+            &(queued, agents),
+            |b, &(queued, agents)| {
+                b.iter_batched_ref(
+                    || core_with(queued, agents, (64 / agents as u32).max(1)),
+                    |core| black_box(select_assignments(core, &jobs)),
+                    BatchSize::LargeInput,
+                );
+            },
+        );
+    }
+    group.finish();
+}
+
+fn cron_next_fire(c: &mut Criterion) {
+    let berlin = parse_tz("Europe/Berlin").expect("zone");
+    let from = Utc.with_ymd_and_hms(2026, 3, 28, 12, 0, 0).unwrap();
+    let mut group = c.benchmark_group("cron_next_fire");
+    for expr in ["*/15 * * * *", "30 2 * * *", "0 9 * * MON-FRI", "*/2 * * * * *"] {
+        let schedule = CronSchedule::parse(expr, berlin).expect("valid");
+        group.bench_with_input(BenchmarkId::from_parameter(expr), &schedule, |b, s| {
+            b.iter(|| black_box(s.next_after(black_box(from))));
+        });
+    }
+    group.finish();
+}
+
+fn store_batch_commit(c: &mut Criterion) {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    let dir = tempfile::tempdir().expect("temp dir");
+    let url = format!("sqlite://{}", dir.path().join("bench.db").display());
+    let store = runtime.block_on(Store::open(&url)).expect("store");
+    let rows = 1_000usize;
+    let runs: Vec<NewRun> = (0..rows)
+        .map(|i| NewRun {
+            id: format!("run-{i:06}"),
+            job: "noop".into(),
+            state: RunState::Queued,
+            priority: Priority::Normal,
+            payload: "null".into(),
+            trigger: Trigger::Api,
+            scheduled_for: None,
+            created_at: i as i64,
+            not_before: None,
+            ready_at: Some(i as i64),
+            max_attempts: 3,
+            reason: None,
+            workflow_id: None,
+            idempotency_key: None,
+        })
+        .collect();
+    runtime
+        .block_on(store.insert_runs(&InsertPlan {
+            runs,
+            dependencies: Vec::new(),
+        }))
+        .expect("insert");
+    let mut group = c.benchmark_group("store_batch_commit");
+    for batch in [1usize, 100, 1_000] {
+        group.throughput(criterion::Throughput::Elements(batch as u64));
+        group.bench_with_input(BenchmarkId::new("state_changes", batch), &batch, |b, &batch| {
+            let mut flip = false;
+            b.iter(|| {
+                flip = !flip;
+                let (from, to) = if flip {
+                    (RunState::Queued, RunState::Running)
+                } else {
+                    (RunState::Running, RunState::Queued)
+                };
+                let changes: Vec<StateChange> = (0..batch)
+                    .map(|i| StateChange::new(&format!("run-{i:06}"), from, to, 1, None))
+                    .collect();
+                runtime.block_on(store.apply(&changes, &[], &[])).expect("commit");
+            });
+        });
+    }
+    group.finish();
+}
+
+criterion_group!(
+    benches,
+    ready_queue,
+    ready_selection,
+    cron_next_fire,
+    store_batch_commit
+);
+criterion_main!(benches);

@@ -1,0 +1,622 @@
+//! The PostgreSQL backend: `postgres://USER[:PASSWORD]@HOST[:PORT]/DATABASE`.
+//!
+//! The same queries as the SQLite backend in PostgreSQL's dialect: `$n`
+//! placeholders, BIGINT Unix-millisecond timestamps, `= ANY($1)` for id lists,
+//! `GREATEST` for the monotonic cursor. Transactions run at the server's default
+//! isolation (READ COMMITTED); the never-fire-twice guarantee rests on the
+//! partial unique index `runs_job_fire`, which `insert_runs` turns into
+//! `Ok(false)` (`ON CONFLICT DO NOTHING`) rather than an error, also when two
+//! controllers insert the same fire at once. Migrations run under a
+//! transaction-scoped advisory lock so controllers starting together do not race.
+
+use std::collections::HashSet;
+use std::str::FromStr;
+use std::time::Duration;
+
+use sqlx::postgres::{PgConnectOptions, PgPoolOptions, PgRow};
+use sqlx::{AssertSqlSafe, Connection, PgConnection, PgPool, Postgres, Row, Transaction};
+
+use super::{
+    AttemptEnd, AttemptRecord, AttemptStart, InsertPlan, JobStatsRecord, RunRecord, ScheduleCursor, StateChange,
+    TransitionRecord, parse_column, redact_url,
+};
+use crate::error::{Error, ErrorCode, Result};
+use crate::model::{Outcome, RunState};
+
+/// Embedded migrations, applied in order at start-up.
+const MIGRATIONS: &[(i64, &str, &str)] = &[
+    (1, "init", include_str!("../../../migrations/postgres/0001_init.sql")),
+    (
+        2,
+        "definitions and dependencies",
+        include_str!("../../../migrations/postgres/0002_definitions_dependencies.sql"),
+    ),
+];
+
+/// Key of the advisory lock serializing migrations ("worker" + 1).
+const MIGRATION_LOCK: i64 = 0x776f_726b_6572_0001;
+
+/// Connections per controller.
+const MAX_CONNECTIONS: u32 = 8;
+
+/// How long a query waits for a free connection (or a connect) before failing.
+const ACQUIRE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Name of the unique index that makes a fire instant create one run only.
+const FIRE_INDEX: &str = "runs_job_fire";
+
+/// Handle to a PostgreSQL database.
+pub(super) struct PgStore {
+    pool: PgPool,
+}
+
+impl PgStore {
+    /// Connects to the (existing) database at `url` and applies migrations.
+    pub(super) async fn open(url: &str) -> Result<PgStore> {
+        let shown = redact_url(url);
+        let options = PgConnectOptions::from_str(url)
+            .map_err(|e| Error::invalid("db", format!("invalid database URL \"{shown}\": {e}")))?
+            .application_name("worker-controller");
+        // One direct connection first: the pool retries until its timeout and
+        // then reports only that, while this reports the cause (refused,
+        // authentication failed, no such database...).
+        let probe = tokio::time::timeout(ACQUIRE_TIMEOUT, PgConnection::connect_with(&options))
+            .await
+            .map_err(|_| {
+                super::open_error(
+                    "cannot connect to PostgreSQL at",
+                    &shown,
+                    Error {
+                        code: ErrorCode::Unavailable,
+                        message: format!("no connection within {}s", ACQUIRE_TIMEOUT.as_secs()),
+                    },
+                )
+            })?
+            .map_err(|e| super::open_error("cannot connect to PostgreSQL at", &shown, e.into()))?;
+        probe.close().await.ok();
+        let pool = PgPoolOptions::new()
+            .max_connections(MAX_CONNECTIONS)
+            .acquire_timeout(ACQUIRE_TIMEOUT)
+            .connect_with(options)
+            .await
+            .map_err(|e| super::open_error("cannot connect to PostgreSQL at", &shown, e.into()))?;
+        let store = PgStore { pool };
+        store
+            .migrate()
+            .await
+            .map_err(|e| super::open_error("cannot migrate PostgreSQL database", &shown, e))?;
+        Ok(store)
+    }
+
+    async fn migrate(&self) -> Result<()> {
+        for (version, description, sql) in MIGRATIONS {
+            let mut tx = self.pool.begin().await?;
+            // Held until this transaction ends: a second controller waits here,
+            // then sees the version recorded and skips it.
+            sqlx::query("SELECT pg_advisory_xact_lock($1)")
+                .bind(MIGRATION_LOCK)
+                .execute(&mut *tx)
+                .await?;
+            sqlx::query("SET LOCAL client_min_messages = warning")
+                .execute(&mut *tx)
+                .await?;
+            sqlx::query(
+                "CREATE TABLE IF NOT EXISTS schema_migrations (version BIGINT PRIMARY KEY, description TEXT NOT NULL, applied_at BIGINT NOT NULL)",
+            )
+            .execute(&mut *tx)
+            .await?;
+            let applied: Option<i64> = sqlx::query_scalar("SELECT version FROM schema_migrations WHERE version = $1")
+                .bind(version)
+                .fetch_optional(&mut *tx)
+                .await?;
+            if applied.is_some() {
+                continue;
+            }
+            sqlx::raw_sql(*sql).execute(&mut *tx).await?;
+            sqlx::query("INSERT INTO schema_migrations (version, description, applied_at) VALUES ($1, $2, $3)")
+                .bind(version)
+                .bind(description)
+                .bind(chrono::Utc::now().timestamp_millis())
+                .execute(&mut *tx)
+                .await?;
+            tx.commit().await?;
+            tracing::info!(version, description, "applied migration");
+        }
+        Ok(())
+    }
+
+    /// See [`super::Store::insert_runs`].
+    pub(super) async fn insert_runs(&self, plan: &InsertPlan) -> Result<bool> {
+        match self.try_insert_runs(plan).await {
+            Err(sqlx::Error::Database(e)) if e.is_unique_violation() && e.constraint() == Some(FIRE_INDEX) => Ok(false),
+            other => Ok(other?),
+        }
+    }
+
+    async fn try_insert_runs(&self, plan: &InsertPlan) -> sqlx::Result<bool> {
+        let mut tx = self.pool.begin().await?;
+        for run in &plan.runs {
+            // A concurrent insert of the same fire makes this wait for the other
+            // transaction, then insert nothing (no row returned) if it committed.
+            let inserted: Option<String> = sqlx::query_scalar(
+                "INSERT INTO runs (id, job, state, priority, payload, trigger_kind, scheduled_for, created_at, not_before, ready_at,
+                 attempt, max_attempts, reason, workflow_id, idempotency_key)
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, 0, $11, $12, $13, $14)
+                 ON CONFLICT (job, scheduled_for) WHERE scheduled_for IS NOT NULL DO NOTHING
+                 RETURNING id",
+            )
+            .bind(&run.id)
+            .bind(&run.job)
+            .bind(run.state.as_str())
+            .bind(run.priority.as_str())
+            .bind(&run.payload)
+            .bind(run.trigger.as_str())
+            .bind(run.scheduled_for)
+            .bind(run.created_at)
+            .bind(run.not_before)
+            .bind(run.ready_at)
+            .bind(i64::from(run.max_attempts))
+            .bind(&run.reason)
+            .bind(&run.workflow_id)
+            .bind(&run.idempotency_key)
+            .fetch_optional(&mut *tx)
+            .await?;
+            if inserted.is_none() {
+                tx.rollback().await?;
+                return Ok(false);
+            }
+            insert_transition(&mut tx, &run.id, None, run.state, run.created_at, run.reason.as_deref()).await?;
+            if let Some(instant) = run.scheduled_for {
+                upsert_cursor(&mut tx, &run.job, instant).await?;
+            }
+            if let Some(key) = &run.idempotency_key {
+                sqlx::query(
+                    "INSERT INTO idempotency_keys (key, run_id, created_at) VALUES ($1, $2, $3)
+                     ON CONFLICT (key) DO UPDATE SET run_id = excluded.run_id, created_at = excluded.created_at",
+                )
+                .bind(key)
+                .bind(&run.id)
+                .bind(run.created_at)
+                .execute(&mut *tx)
+                .await?;
+            }
+        }
+        for (run_id, upstream_id) in &plan.dependencies {
+            sqlx::query("INSERT INTO run_dependencies (run_id, upstream_id) VALUES ($1, $2)")
+                .bind(run_id)
+                .bind(upstream_id)
+                .execute(&mut *tx)
+                .await?;
+        }
+        tx.commit().await?;
+        Ok(true)
+    }
+
+    pub(super) async fn idempotency_key(&self, key: &str) -> Result<Option<(String, i64)>> {
+        let row = sqlx::query("SELECT run_id, created_at FROM idempotency_keys WHERE key = $1")
+            .bind(key)
+            .fetch_optional(&self.pool)
+            .await?;
+        Ok(row.map(|r| (r.get(0), r.get(1))))
+    }
+
+    pub(super) async fn dependencies(&self, run_ids: &[String]) -> Result<Vec<(String, String)>> {
+        if run_ids.is_empty() {
+            return Ok(Vec::new());
+        }
+        Ok(
+            sqlx::query("SELECT run_id, upstream_id FROM run_dependencies WHERE run_id = ANY($1) ORDER BY run_id, seq")
+                .bind(run_ids)
+                .fetch_all(&self.pool)
+                .await?
+                .iter()
+                .map(|r| (r.get(0), r.get(1)))
+                .collect(),
+        )
+    }
+
+    pub(super) async fn workflow_runs(&self, workflow_id: &str) -> Result<Vec<RunRecord>> {
+        let sql = format!("SELECT {RUN_COLUMNS} FROM runs WHERE workflow_id = $1 ORDER BY created_at, id");
+        let rows = sqlx::query(AssertSqlSafe(sql))
+            .bind(workflow_id)
+            .fetch_all(&self.pool)
+            .await?;
+        rows.iter().map(run_from_row).collect()
+    }
+
+    pub(super) async fn job_specs(&self) -> Result<Vec<(String, String, String)>> {
+        let rows = sqlx::query("SELECT name, spec, source FROM jobs ORDER BY name")
+            .fetch_all(&self.pool)
+            .await?;
+        Ok(rows.iter().map(|r| (r.get(0), r.get(1), r.get(2))).collect())
+    }
+
+    pub(super) async fn save_jobs(
+        &self,
+        upserts: &[(String, String, String)],
+        deletes: &[String],
+        applied: Option<(&str, &str)>,
+    ) -> Result<()> {
+        let now = chrono::Utc::now().timestamp_millis();
+        let mut tx = self.pool.begin().await?;
+        for (name, spec, source) in upserts {
+            sqlx::query(
+                "INSERT INTO jobs (name, spec, source, updated_at) VALUES ($1, $2, $3, $4)
+                 ON CONFLICT (name) DO UPDATE SET spec = excluded.spec, source = excluded.source, updated_at = excluded.updated_at",
+            )
+            .bind(name)
+            .bind(spec)
+            .bind(source)
+            .bind(now)
+            .execute(&mut *tx)
+            .await?;
+        }
+        if !deletes.is_empty() {
+            sqlx::query("DELETE FROM jobs WHERE name = ANY($1)")
+                .bind(deletes)
+                .execute(&mut *tx)
+                .await?;
+        }
+        if let Some((file, content)) = applied {
+            sqlx::query(
+                "INSERT INTO applied_config (file, content, applied_at) VALUES ($1, $2, $3)
+                 ON CONFLICT (file) DO UPDATE SET content = excluded.content, applied_at = excluded.applied_at",
+            )
+            .bind(file)
+            .bind(content)
+            .bind(now)
+            .execute(&mut *tx)
+            .await?;
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
+    pub(super) async fn applied_config(&self, file: &str) -> Result<Option<String>> {
+        Ok(sqlx::query_scalar("SELECT content FROM applied_config WHERE file = $1")
+            .bind(file)
+            .fetch_optional(&self.pool)
+            .await?)
+    }
+
+    pub(super) async fn paused_schedules(&self) -> Result<Vec<String>> {
+        Ok(sqlx::query_scalar("SELECT job FROM schedule_pauses ORDER BY job")
+            .fetch_all(&self.pool)
+            .await?)
+    }
+
+    pub(super) async fn set_paused(&self, job: &str, paused: bool) -> Result<()> {
+        if paused {
+            sqlx::query("INSERT INTO schedule_pauses (job, paused_at) VALUES ($1, $2) ON CONFLICT (job) DO NOTHING")
+                .bind(job)
+                .bind(chrono::Utc::now().timestamp_millis())
+                .execute(&self.pool)
+                .await?;
+        } else {
+            sqlx::query("DELETE FROM schedule_pauses WHERE job = $1")
+                .bind(job)
+                .execute(&self.pool)
+                .await?;
+        }
+        Ok(())
+    }
+
+    pub(super) async fn apply(
+        &self,
+        changes: &[StateChange],
+        starts: &[AttemptStart],
+        ends: &[AttemptEnd],
+    ) -> Result<()> {
+        let mut tx = self.pool.begin().await?;
+        for start in starts {
+            sqlx::query(
+                "INSERT INTO attempts (run_id, attempt, agent_id, agent_name, started_at) VALUES ($1, $2, $3, $4, $5)",
+            )
+            .bind(&start.run_id)
+            .bind(i64::from(start.attempt))
+            .bind(&start.agent_id)
+            .bind(&start.agent_name)
+            .bind(start.started_at)
+            .execute(&mut *tx)
+            .await?;
+        }
+        for end in ends {
+            sqlx::query(
+                "UPDATE attempts SET finished_at = $1, outcome = $2, exit_code = $3, error = $4, output = $5, duration_ms = $6,
+                 started_at = COALESCE($7, started_at)
+                 WHERE run_id = $8 AND attempt = $9",
+            )
+            .bind(end.finished_at)
+            .bind(end.outcome.as_str())
+            .bind(end.exit_code)
+            .bind(&end.error)
+            .bind(&end.output)
+            .bind(end.duration_ms)
+            .bind(end.started_at)
+            .bind(&end.run_id)
+            .bind(i64::from(end.attempt))
+            .execute(&mut *tx)
+            .await?;
+        }
+        for change in changes {
+            sqlx::query(
+                "UPDATE runs SET state = $1, reason = $2, not_before = $3, ready_at = COALESCE($4, ready_at), attempt = COALESCE($5, attempt),
+                 max_attempts = COALESCE($6, max_attempts), finished_at = $7, cancel_requested = $8 WHERE id = $9",
+            )
+            .bind(change.to.as_str())
+            .bind(&change.reason)
+            .bind(change.not_before)
+            .bind(change.ready_at)
+            .bind(change.attempt.map(i64::from))
+            .bind(change.max_attempts.map(i64::from))
+            .bind(change.to.is_terminal().then_some(change.at))
+            .bind(change.cancel_requested)
+            .bind(&change.run_id)
+            .execute(&mut *tx)
+            .await?;
+            if change.from != change.to {
+                insert_transition(
+                    &mut tx,
+                    &change.run_id,
+                    Some(change.from),
+                    change.to,
+                    change.at,
+                    change.reason.as_deref(),
+                )
+                .await?;
+            }
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
+    pub(super) async fn advance_cursor(&self, job: &str, last_fired: i64, missed: u64, skipped: u64) -> Result<()> {
+        sqlx::query(
+            "INSERT INTO schedule_cursors (job, last_fired, missed, skipped) VALUES ($1, $2, $3, $4)
+             ON CONFLICT (job) DO UPDATE SET last_fired = GREATEST(schedule_cursors.last_fired, excluded.last_fired),
+             missed = schedule_cursors.missed + excluded.missed, skipped = schedule_cursors.skipped + excluded.skipped",
+        )
+        .bind(job)
+        .bind(last_fired)
+        .bind(missed as i64)
+        .bind(skipped as i64)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    pub(super) async fn cursors(&self) -> Result<Vec<ScheduleCursor>> {
+        let rows = sqlx::query("SELECT job, last_fired, missed, skipped FROM schedule_cursors")
+            .fetch_all(&self.pool)
+            .await?;
+        Ok(rows
+            .iter()
+            .map(|r| ScheduleCursor {
+                job: r.get(0),
+                last_fired: r.get(1),
+                missed: r.get::<i64, _>(2) as u64,
+                skipped: r.get::<i64, _>(3) as u64,
+            })
+            .collect())
+    }
+
+    pub(super) async fn active_runs(&self) -> Result<Vec<RunRecord>> {
+        let sql = format!(
+            "SELECT {RUN_COLUMNS} FROM runs WHERE state NOT IN ('succeeded', 'dead', 'cancelled') ORDER BY created_at, id"
+        );
+        let rows = sqlx::query(AssertSqlSafe(sql)).fetch_all(&self.pool).await?;
+        rows.iter().map(run_from_row).collect()
+    }
+
+    pub(super) async fn run(&self, id: &str) -> Result<Option<RunRecord>> {
+        let sql = format!("SELECT {RUN_COLUMNS} FROM runs WHERE id = $1");
+        let row = sqlx::query(AssertSqlSafe(sql))
+            .bind(id)
+            .fetch_optional(&self.pool)
+            .await?;
+        row.as_ref().map(run_from_row).transpose()
+    }
+
+    pub(super) async fn runs(&self, job: Option<&str>, state: Option<RunState>, limit: u32) -> Result<Vec<RunRecord>> {
+        let sql = format!(
+            "SELECT {RUN_COLUMNS} FROM runs WHERE ($1::text IS NULL OR job = $1) AND ($2::text IS NULL OR state = $2)
+             ORDER BY created_at DESC, id DESC LIMIT $3"
+        );
+        let rows = sqlx::query(AssertSqlSafe(sql))
+            .bind(job)
+            .bind(state.map(|s| s.as_str()))
+            .bind(i64::from(limit))
+            .fetch_all(&self.pool)
+            .await?;
+        rows.iter().map(run_from_row).collect()
+    }
+
+    pub(super) async fn attempts(&self, run_ids: &[String]) -> Result<Vec<AttemptRecord>> {
+        if run_ids.is_empty() {
+            return Ok(Vec::new());
+        }
+        let rows = sqlx::query(
+            "SELECT run_id, attempt, agent_id, agent_name, started_at, finished_at, outcome, exit_code, error, output, duration_ms
+             FROM attempts WHERE run_id = ANY($1) ORDER BY run_id, attempt",
+        )
+        .bind(run_ids)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|r| {
+                let outcome: Option<String> = r.get(6);
+                Ok(AttemptRecord {
+                    run_id: r.get(0),
+                    attempt: r.get::<i64, _>(1) as u32,
+                    agent_id: r.get(2),
+                    agent_name: r.get(3),
+                    started_at: r.get(4),
+                    finished_at: r.get(5),
+                    outcome: outcome.map(|o| parse_column::<Outcome>(&o)).transpose()?,
+                    exit_code: r.get(7),
+                    error: r.get(8),
+                    output: r.get(9),
+                    duration_ms: r.get(10),
+                })
+            })
+            .collect()
+    }
+
+    pub(super) async fn attempt_outcome(&self, run_id: &str, attempt: u32) -> Result<Option<Outcome>> {
+        let outcome: Option<Option<String>> =
+            sqlx::query_scalar("SELECT outcome FROM attempts WHERE run_id = $1 AND attempt = $2")
+                .bind(run_id)
+                .bind(i64::from(attempt))
+                .fetch_optional(&self.pool)
+                .await?;
+        outcome.flatten().map(|o| parse_column::<Outcome>(&o)).transpose()
+    }
+
+    pub(super) async fn transitions(&self, run_id: &str) -> Result<Vec<TransitionRecord>> {
+        let rows =
+            sqlx::query("SELECT from_state, to_state, at, reason FROM transitions WHERE run_id = $1 ORDER BY seq")
+                .bind(run_id)
+                .fetch_all(&self.pool)
+                .await?;
+        rows.iter()
+            .map(|r| {
+                let from: Option<String> = r.get(0);
+                Ok(TransitionRecord {
+                    from: from.map(|f| parse_column::<RunState>(&f)).transpose()?,
+                    to: parse_column(&r.get::<String, _>(1))?,
+                    at: r.get(2),
+                    reason: r.get(3),
+                })
+            })
+            .collect()
+    }
+
+    pub(super) async fn dead_run_ids(&self) -> Result<Vec<String>> {
+        Ok(
+            sqlx::query_scalar("SELECT id FROM runs WHERE state = 'dead' ORDER BY created_at, id")
+                .fetch_all(&self.pool)
+                .await?,
+        )
+    }
+
+    pub(super) async fn purge_dead(&self, ids: &[String]) -> Result<Vec<String>> {
+        if ids.is_empty() {
+            return Ok(Vec::new());
+        }
+        let deleted: Vec<String> =
+            sqlx::query_scalar("DELETE FROM runs WHERE id = ANY($1) AND state = 'dead' RETURNING id")
+                .bind(ids)
+                .fetch_all(&self.pool)
+                .await?;
+        // In the order asked for, each once, like the SQLite backend.
+        let mut deleted: HashSet<String> = deleted.into_iter().collect();
+        Ok(ids.iter().filter(|id| deleted.remove(*id)).cloned().collect())
+    }
+
+    pub(super) async fn job_stats(&self, job: &str) -> Result<JobStatsRecord> {
+        let mut stats = JobStatsRecord::default();
+        let rows = sqlx::query("SELECT state, COUNT(*) FROM runs WHERE job = $1 GROUP BY state")
+            .bind(job)
+            .fetch_all(&self.pool)
+            .await?;
+        for r in &rows {
+            let state: RunState = parse_column(&r.get::<String, _>(0))?;
+            let n = r.get::<i64, _>(1) as u64;
+            stats.runs_total += n;
+            match state {
+                RunState::Succeeded => stats.succeeded = n,
+                RunState::Dead => stats.dead = n,
+                RunState::Cancelled => stats.cancelled = n,
+                _ => stats.active += n,
+            }
+        }
+        let rows = sqlx::query(
+            "SELECT a.outcome, COUNT(*) FROM attempts a JOIN runs r ON r.id = a.run_id WHERE r.job = $1 AND a.outcome IS NOT NULL GROUP BY a.outcome",
+        )
+        .bind(job)
+        .fetch_all(&self.pool)
+        .await?;
+        for r in &rows {
+            let n = r.get::<i64, _>(1) as u64;
+            match parse_column::<Outcome>(&r.get::<String, _>(0))? {
+                Outcome::Failed => stats.failed_attempts = n,
+                Outcome::TimedOut => stats.timed_out_attempts = n,
+                Outcome::Lost => stats.lost_attempts = n,
+                Outcome::Succeeded | Outcome::Cancelled => {}
+            }
+        }
+        stats.recent_durations_ms = sqlx::query_scalar(
+            "SELECT a.duration_ms FROM attempts a JOIN runs r ON r.id = a.run_id
+             WHERE r.job = $1 AND a.outcome = 'succeeded' AND a.duration_ms IS NOT NULL ORDER BY a.finished_at DESC LIMIT 1000",
+        )
+        .bind(job)
+        .fetch_all(&self.pool)
+        .await?;
+        let sql = format!("SELECT {RUN_COLUMNS} FROM runs WHERE job = $1 ORDER BY created_at DESC, id DESC LIMIT 1");
+        let last = sqlx::query(AssertSqlSafe(sql))
+            .bind(job)
+            .fetch_optional(&self.pool)
+            .await?;
+        stats.last_run = last.as_ref().map(run_from_row).transpose()?;
+        Ok(stats)
+    }
+
+    pub(super) async fn close(&self) {
+        self.pool.close().await;
+    }
+}
+
+const RUN_COLUMNS: &str = "id, job, state, priority, payload, trigger_kind, scheduled_for, created_at, not_before, ready_at, finished_at, attempt, max_attempts, reason, workflow_id, cancel_requested, idempotency_key";
+
+fn run_from_row(r: &PgRow) -> Result<RunRecord> {
+    Ok(RunRecord {
+        id: r.get(0),
+        job: r.get(1),
+        state: parse_column(&r.get::<String, _>(2))?,
+        priority: parse_column(&r.get::<String, _>(3))?,
+        payload: r.get(4),
+        trigger: parse_column(&r.get::<String, _>(5))?,
+        scheduled_for: r.get(6),
+        created_at: r.get(7),
+        not_before: r.get(8),
+        ready_at: r.get(9),
+        finished_at: r.get(10),
+        attempt: r.get::<i64, _>(11) as u32,
+        max_attempts: r.get::<i64, _>(12) as u32,
+        reason: r.get(13),
+        workflow_id: r.get(14),
+        cancel_requested: r.get(15),
+        idempotency_key: r.get(16),
+    })
+}
+
+async fn insert_transition(
+    tx: &mut Transaction<'_, Postgres>,
+    run_id: &str,
+    from: Option<RunState>,
+    to: RunState,
+    at: i64,
+    reason: Option<&str>,
+) -> sqlx::Result<()> {
+    sqlx::query("INSERT INTO transitions (run_id, from_state, to_state, at, reason) VALUES ($1, $2, $3, $4, $5)")
+        .bind(run_id)
+        .bind(from.map(|s| s.as_str()))
+        .bind(to.as_str())
+        .bind(at)
+        .bind(reason)
+        .execute(&mut **tx)
+        .await?;
+    Ok(())
+}
+
+async fn upsert_cursor(tx: &mut Transaction<'_, Postgres>, job: &str, instant: i64) -> sqlx::Result<()> {
+    sqlx::query(
+        "INSERT INTO schedule_cursors (job, last_fired) VALUES ($1, $2)
+         ON CONFLICT (job) DO UPDATE SET last_fired = GREATEST(schedule_cursors.last_fired, excluded.last_fired)",
+    )
+    .bind(job)
+    .bind(instant)
+    .execute(&mut **tx)
+    .await?;
+    Ok(())
+}
