@@ -7,7 +7,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use tokio::net::TcpListener;
-use tokio_stream::wrappers::TcpListenerStream;
+use tonic::transport::server::TcpIncoming;
 use worker_proto::v1::agent_service_server::AgentServiceServer;
 use worker_proto::v1::controller_service_server::ControllerServiceServer;
 
@@ -139,7 +139,13 @@ pub async fn run(
             AgentServiceServer::new(AgentApi::new(engine.clone(), stop_rx.clone(), results_tx))
                 .max_decoding_message_size(4 * 1024 * 1024),
         )
-        .serve_with_incoming_shutdown(TcpListenerStream::new(listener), server_stop);
+        .serve_with_incoming_shutdown(
+            // No Nagle: small messages (assignments, acks) must not wait for a delayed ACK.
+            TcpIncoming::from(listener)
+                .with_nodelay(Some(true))
+                .with_keepalive(Some(Duration::from_secs(30))),
+            server_stop,
+        );
     let mut server = tokio::spawn(server);
     tracing::info!(%addr, jobs = job_count, config = %config.config_dir.display(), "controller serving");
     ready(addr);

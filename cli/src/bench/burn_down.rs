@@ -55,35 +55,42 @@ pub async fn run(target: &Target, printer: &Printer, args: BurnDownArgs) -> anyh
                 "concurrency",
                 format!("{} batches in flight, one connection each", args.concurrency),
             ),
-            ("completion", "GetJob stats.succeeded polled every 20 ms".into()),
+            (
+                "completion",
+                "ServerInfo.live_runs polled every 5 ms (in memory, no store query), then GetJob stats checked once"
+                    .into(),
+            ),
             ("stall timeout", crate::duration::fmt_ms(args.stall_timeout)),
         ],
         &server,
     );
     apply_jobs(&mut client, "").await?;
     let baseline = succeeded(&mut client, job).await?;
-    let target_count = baseline + args.jobs;
+    let baseline_live = server_info(&mut client).await?.live_runs;
 
-    // The poller runs from the first enqueue on, on its own connection.
+    // The poller watches the controller's count of unfinished runs (a cheap,
+    // in-memory figure) from the first enqueue on, on its own connection; the
+    // scenario is done when every run was enqueued and the count is back down.
     let mut poll_client = target.client()?;
     let stall = Duration::from_millis(args.stall_timeout);
     let started = Instant::now();
+    let enqueue_done = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
     let poller = tokio::spawn({
-        let job = job.to_string();
+        let enqueue_done = enqueue_done.clone();
         async move {
-            let mut tick = tokio::time::interval(Duration::from_millis(20));
+            let mut tick = tokio::time::interval(Duration::from_millis(5));
             tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-            let mut last = (baseline, Instant::now());
+            let mut last = (u64::MAX, Instant::now());
             loop {
                 tick.tick().await;
-                let now = succeeded(&mut poll_client, &job).await?;
-                if now >= target_count {
-                    return Ok::<_, tonic::Status>((now - baseline, Some(Instant::now())));
+                let live = server_info(&mut poll_client).await?.live_runs;
+                if enqueue_done.load(std::sync::atomic::Ordering::Acquire) && live <= baseline_live {
+                    return Ok::<_, tonic::Status>(Some(Instant::now()));
                 }
-                if now != last.0 {
-                    last = (now, Instant::now());
+                if live != last.0 {
+                    last = (live, Instant::now());
                 } else if last.1.elapsed() >= stall {
-                    return Ok((now - baseline, None));
+                    return Ok(None);
                 }
             }
         }
@@ -97,12 +104,15 @@ pub async fn run(target: &Target, printer: &Printer, args: BurnDownArgs) -> anyh
             return Err(e);
         }
     };
+    enqueue_done.store(true, std::sync::atomic::Ordering::Release);
     let enqueued_at = started + enqueue_time;
     progress(format!(
         "enqueued in {:.3}s; waiting for the runs to complete",
         enqueue_time.as_secs_f64()
     ));
-    let (completed, done_at) = poller.await??;
+    let done_at = poller.await??;
+    let completed = succeeded(&mut client, job).await?.saturating_sub(baseline);
+    let done_at = done_at.filter(|_| completed >= args.jobs);
     let after = server_info(&mut client).await?;
 
     let mut problems = Vec::new();

@@ -158,7 +158,13 @@ impl Engine {
 
     /// The dispatcher loop: assigns queued runs whenever runs or credits appear.
     pub async fn dispatch_loop(self: Arc<Self>, mut shutdown: tokio::sync::watch::Receiver<bool>) {
+        let mut last = tokio::time::Instant::now() - GROUP_COMMIT_INTERVAL;
         loop {
+            // Group commit under load: at most one dispatch commit per interval,
+            // so credits and runs that arrive meanwhile go out in one batch. An
+            // idle controller dispatches at once.
+            tokio::time::sleep_until(last + GROUP_COMMIT_INTERVAL).await;
+            last = tokio::time::Instant::now();
             if let Err(e) = self.dispatch_once().await {
                 tracing::error!(error = %e, "dispatch failed; retrying");
                 tokio::time::sleep(std::time::Duration::from_millis(200)).await;
@@ -369,6 +375,7 @@ impl Engine {
         mut results: tokio::sync::mpsc::UnboundedReceiver<ResultMessage>,
         mut shutdown: tokio::sync::watch::Receiver<bool>,
     ) {
+        let mut last = tokio::time::Instant::now() - GROUP_COMMIT_INTERVAL;
         loop {
             let first = tokio::select! {
                 message = results.recv() => match message {
@@ -377,6 +384,10 @@ impl Engine {
                 },
                 _ = shutdown.changed() => return,
             };
+            // As for dispatch: under load, results that arrive within one interval
+            // share a commit; an idle controller commits at once.
+            tokio::time::sleep_until(last + GROUP_COMMIT_INTERVAL).await;
+            last = tokio::time::Instant::now();
             let mut messages = vec![first];
             while messages.len() < MAX_RESULT_BATCH {
                 match results.try_recv() {
@@ -488,6 +499,9 @@ impl Engine {
         self.apply_dependent_changes(core, &id, s.change.to, &s.dependents);
     }
 }
+
+/// Shortest time between two group commits of the same loop (dispatch, results).
+const GROUP_COMMIT_INTERVAL: std::time::Duration = std::time::Duration::from_micros(500);
 
 /// Most results committed in one transaction.
 const MAX_RESULT_BATCH: usize = 1024;

@@ -13,7 +13,7 @@ use super::{Engine, MAX_PAYLOAD_BYTES};
 use crate::config::JobSet;
 use crate::error::{Error, Result};
 use crate::job::JobDef;
-use crate::model::{Priority, RunState, Trigger};
+use crate::model::{Overlap, Priority, RunState, Trigger};
 use crate::store::{InsertPlan, NewRun, RunRecord};
 use crate::time::{now_ms, parse_rfc3339};
 
@@ -144,6 +144,52 @@ impl Engine {
         let mut core = self.core.lock().await;
         let outcomes = self.commit_items(&mut core, vec![item], false).await?;
         Ok(outcomes.expect("only schedule fires can collide").remove(0))
+    }
+
+    /// Creates the runs of many schedule fires at once (one transaction when none
+    /// of them exists yet). Jobs with an overlap policy other than `allow` and
+    /// fires that collide with existing runs go through [`Self::fire`] one by one.
+    /// Returns how many runs were created.
+    pub async fn fire_many(&self, fires: &[(Arc<JobDef>, i64, i64)]) -> Result<usize> {
+        let now = now_ms();
+        let (simple, special): (Vec<_>, Vec<_>) = fires.iter().partition(|(job, _, _)| job.overlap == Overlap::Allow);
+        let mut created = 0;
+        for (job, instant, delay) in special {
+            created += usize::from(self.fire(job, *instant, *delay).await?.is_some());
+        }
+        if simple.is_empty() {
+            return Ok(created);
+        }
+        let items: Vec<Item> = simple
+            .iter()
+            .map(|(job, instant, delay)| Item {
+                job: job.clone(),
+                priority: job.priority,
+                payload: "null".into(),
+                trigger: Trigger::Schedule,
+                depends_on: Vec::new(),
+                key: None,
+                not_before: (*delay > 0).then_some(now + delay),
+                reference: String::new(),
+                scheduled_for: Some(*instant),
+                reason: None,
+            })
+            .collect();
+        let outcome = {
+            let mut core = self.core.lock().await;
+            self.commit_items(&mut core, items, false).await?
+        };
+        match outcome {
+            Some(outcomes) => Ok(created + outcomes.len()),
+            None => {
+                // Some fire exists already (e.g. created just before a restart):
+                // the others still must happen, each exactly once.
+                for (job, instant, delay) in simple {
+                    created += usize::from(self.fire(job, *instant, *delay).await?.is_some());
+                }
+                Ok(created)
+            }
+        }
     }
 
     async fn enqueue_many(&self, requests: Vec<EnqueueRequest>, batch: bool) -> Result<Vec<EnqueueOutcome>> {

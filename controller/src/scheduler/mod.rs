@@ -54,24 +54,55 @@ pub async fn run(engine: Arc<Engine>, mut shutdown: tokio::sync::watch::Receiver
             }
             continue;
         }
-        let Some((at, name)) = pending.pop_first() else {
-            continue;
-        };
-        let Some(job) = engine.jobs().get(&name).cloned() else {
-            continue;
-        };
-        if let Err(e) = fire(&engine, &job, at).await {
-            tracing::error!(job = %name, error = %e, "schedule fire failed; retrying in 1s");
-            pending.insert((at, name));
+        // Everything due now fires together (one transaction for many schedules
+        // due at the same instant).
+        let now = Utc::now().timestamp_millis();
+        let mut due = Vec::new();
+        while due.len() < MAX_FIRES_PER_BATCH && pending.first().is_some_and(|(at, _)| *at <= now) {
+            due.extend(pending.pop_first());
+        }
+        if let Err(e) = fire_due(&engine, &due).await {
+            tracing::error!(error = %e, fires = due.len(), "schedule fires failed; retrying in 1s");
+            pending.extend(due);
             tokio::select! {
                 _ = tokio::time::sleep(Duration::from_secs(1)) => continue,
                 _ = shutdown.changed() => return,
             }
         }
-        if let Some(next) = next_fire(&job, at) {
-            pending.insert((next, name));
+        let jobs = engine.jobs();
+        for (at, name) in due {
+            if let Some(next) = jobs.get(&name).and_then(|job| next_fire(job, at)) {
+                pending.insert((next, name));
+            }
         }
     }
+}
+
+/// Most fires created in one transaction.
+const MAX_FIRES_PER_BATCH: usize = 5000;
+
+/// Fires `due` (instant, job) pairs: paused schedules only move their cursor.
+async fn fire_due(engine: &Engine, due: &[(i64, String)]) -> Result<()> {
+    let paused = engine.store().paused_schedules().await?;
+    let jobs = engine.jobs();
+    let mut fires = Vec::with_capacity(due.len());
+    for (instant, name) in due {
+        let Some(job) = jobs.get(name) else { continue };
+        if paused.contains(name) {
+            engine.store().advance_cursor(name, *instant, 0, 0).await?;
+            continue;
+        }
+        let jitter = job.jitter.as_millis() as i64;
+        let delay = if jitter > 0 {
+            rand::rng().random_range(0..=jitter)
+        } else {
+            0
+        };
+        fires.push((job.clone(), *instant, delay));
+    }
+    let created = engine.fire_many(&fires).await?;
+    tracing::debug!(due = due.len(), created, "schedules fired");
+    Ok(())
 }
 
 /// The next fire after `after_ms` of every enabled scheduled job.

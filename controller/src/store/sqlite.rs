@@ -10,7 +10,7 @@ use std::str::FromStr;
 use std::time::Duration;
 
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteRow, SqliteSynchronous};
-use sqlx::{AssertSqlSafe, Row, Sqlite, SqlitePool, Transaction};
+use sqlx::{AssertSqlSafe, QueryBuilder, Row, Sqlite, SqlitePool};
 
 use super::{
     AttemptEnd, AttemptRecord, AttemptStart, InsertPlan, JobStatsRecord, RunRecord, ScheduleCursor, StateChange,
@@ -21,6 +21,9 @@ use crate::error::{Error, Result};
 use crate::model::{Outcome, RunState};
 
 /// Embedded migrations, applied in order at start-up.
+/// Rows per multi-row statement (at 9 parameters a row, far below SQLite's limit).
+const ROWS_PER_STATEMENT: usize = 500;
+
 const MIGRATIONS: &[(i64, &str, &str)] = &[
     (1, "init", include_str!("../../../migrations/sqlite/0001_init.sql")),
     (
@@ -90,64 +93,86 @@ impl SqliteStore {
     /// moves in the same transaction. Returns `false` (and writes nothing) when a
     /// run for the same (job, fire instant) already exists.
     pub(super) async fn insert_runs(&self, plan: &InsertPlan) -> Result<bool> {
-        // IMMEDIATE: take the write lock before the existence check, so two
-        // concurrent inserts of one fire serialize and the second sees the first.
+        // IMMEDIATE: take the write lock first, so two concurrent inserts of one
+        // fire serialize and the second one's insert is ignored (and reported).
+        // Multi-row statements: a plan costs a handful of statements.
         let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
-        for run in &plan.runs {
-            if let Some(instant) = run.scheduled_for {
-                let exists: Option<i64> = sqlx::query_scalar("SELECT 1 FROM runs WHERE job = ? AND scheduled_for = ?")
-                    .bind(&run.job)
-                    .bind(instant)
-                    .fetch_optional(&mut *tx)
-                    .await?;
-                if exists.is_some() {
-                    tx.rollback().await?;
-                    return Ok(false);
-                }
-            }
-            sqlx::query(
-                "INSERT INTO runs (id, job, state, priority, payload, trigger_kind, scheduled_for, created_at, not_before, ready_at,
-                 attempt, max_attempts, reason, workflow_id, idempotency_key)
-                 VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 0, ?, ?, ?, ?)",
-            )
-            .bind(&run.id)
-            .bind(&run.job)
-            .bind(run.state.as_str())
-            .bind(run.priority.as_str())
-            .bind(&run.payload)
-            .bind(run.trigger.as_str())
-            .bind(run.scheduled_for)
-            .bind(run.created_at)
-            .bind(run.not_before)
-            .bind(run.ready_at)
-            .bind(run.max_attempts)
-            .bind(&run.reason)
-            .bind(&run.workflow_id)
-            .bind(&run.idempotency_key)
-            .execute(&mut *tx)
-            .await?;
-            insert_transition(&mut tx, &run.id, None, run.state, run.created_at, run.reason.as_deref()).await?;
-            if let Some(instant) = run.scheduled_for {
-                upsert_cursor(&mut tx, &run.job, instant).await?;
-            }
-            if let Some(key) = &run.idempotency_key {
-                sqlx::query(
-                    "INSERT INTO idempotency_keys (key, run_id, created_at) VALUES (?, ?, ?)
-                     ON CONFLICT (key) DO UPDATE SET run_id = excluded.run_id, created_at = excluded.created_at",
-                )
-                .bind(key)
-                .bind(&run.id)
-                .bind(run.created_at)
-                .execute(&mut *tx)
-                .await?;
+        for chunk in plan.runs.chunks(ROWS_PER_STATEMENT / 2) {
+            let mut q = QueryBuilder::<Sqlite>::new(
+                "INSERT INTO runs (id, job, state, priority, payload, trigger_kind, scheduled_for, created_at, not_before,
+                 ready_at, attempt, max_attempts, reason, workflow_id, idempotency_key) ",
+            );
+            q.push_values(chunk, |mut row, run| {
+                row.push_bind(&run.id)
+                    .push_bind(&run.job)
+                    .push_bind(run.state.as_str())
+                    .push_bind(run.priority.as_str())
+                    .push_bind(&run.payload)
+                    .push_bind(run.trigger.as_str())
+                    .push_bind(run.scheduled_for)
+                    .push_bind(run.created_at)
+                    .push_bind(run.not_before)
+                    .push_bind(run.ready_at)
+                    .push_bind(0i64)
+                    .push_bind(run.max_attempts)
+                    .push_bind(&run.reason)
+                    .push_bind(&run.workflow_id)
+                    .push_bind(&run.idempotency_key);
+            });
+            // A (job, scheduled_for) that exists already is ignored by the unique
+            // index: fewer rows than asked means this fire happened before.
+            q.push(" ON CONFLICT DO NOTHING");
+            let inserted = q.build().execute(&mut *tx).await?.rows_affected();
+            if inserted != chunk.len() as u64 {
+                tx.rollback().await?;
+                return Ok(false);
             }
         }
-        for (run_id, upstream_id) in &plan.dependencies {
-            sqlx::query("INSERT INTO run_dependencies (run_id, upstream_id) VALUES (?, ?)")
-                .bind(run_id)
-                .bind(upstream_id)
-                .execute(&mut *tx)
-                .await?;
+        for chunk in plan.runs.chunks(ROWS_PER_STATEMENT) {
+            let mut q =
+                QueryBuilder::<Sqlite>::new("INSERT INTO transitions (run_id, from_state, to_state, at, reason) ");
+            q.push_values(chunk, |mut row, run| {
+                row.push_bind(&run.id)
+                    .push_bind(None::<&str>)
+                    .push_bind(run.state.as_str())
+                    .push_bind(run.created_at)
+                    .push_bind(&run.reason);
+            });
+            q.build().execute(&mut *tx).await?;
+        }
+        let mut cursors: std::collections::BTreeMap<&str, i64> = std::collections::BTreeMap::new();
+        for run in &plan.runs {
+            if let Some(instant) = run.scheduled_for {
+                let cursor = cursors.entry(run.job.as_str()).or_insert(instant);
+                *cursor = (*cursor).max(instant);
+            }
+        }
+        let cursors: Vec<(&str, i64)> = cursors.into_iter().collect();
+        for chunk in cursors.chunks(ROWS_PER_STATEMENT) {
+            let mut q = QueryBuilder::<Sqlite>::new("INSERT INTO schedule_cursors (job, last_fired) ");
+            q.push_values(chunk, |mut row, (job, instant)| {
+                row.push_bind(*job).push_bind(*instant);
+            });
+            q.push(" ON CONFLICT (job) DO UPDATE SET last_fired = MAX(last_fired, excluded.last_fired)");
+            q.build().execute(&mut *tx).await?;
+        }
+        let keyed: Vec<&super::NewRun> = plan.runs.iter().filter(|r| r.idempotency_key.is_some()).collect();
+        for chunk in keyed.chunks(ROWS_PER_STATEMENT) {
+            let mut q = QueryBuilder::<Sqlite>::new("INSERT INTO idempotency_keys (key, run_id, created_at) ");
+            q.push_values(chunk, |mut row, run| {
+                row.push_bind(&run.idempotency_key)
+                    .push_bind(&run.id)
+                    .push_bind(run.created_at);
+            });
+            q.push(" ON CONFLICT (key) DO UPDATE SET run_id = excluded.run_id, created_at = excluded.created_at");
+            q.build().execute(&mut *tx).await?;
+        }
+        for chunk in plan.dependencies.chunks(ROWS_PER_STATEMENT) {
+            let mut q = QueryBuilder::<Sqlite>::new("INSERT INTO run_dependencies (run_id, upstream_id) ");
+            q.push_values(chunk, |mut row, (run_id, upstream_id)| {
+                row.push_bind(run_id).push_bind(upstream_id);
+            });
+            q.build().execute(&mut *tx).await?;
         }
         tx.commit().await?;
         Ok(true)
@@ -283,63 +308,81 @@ impl SqliteStore {
         starts: &[AttemptStart],
         ends: &[AttemptEnd],
     ) -> Result<()> {
+        // Multi-row statements: a batch costs a handful of statements, not three
+        // per run (each statement is a round trip to SQLite's worker thread).
         let mut tx = self.pool.begin().await?;
-        for start in starts {
-            sqlx::query(
-                "INSERT INTO attempts (run_id, attempt, agent_id, agent_name, started_at) VALUES (?, ?, ?, ?, ?)",
-            )
-            .bind(&start.run_id)
-            .bind(start.attempt)
-            .bind(&start.agent_id)
-            .bind(&start.agent_name)
-            .bind(start.started_at)
-            .execute(&mut *tx)
-            .await?;
+        for chunk in starts.chunks(ROWS_PER_STATEMENT) {
+            let mut q = QueryBuilder::<Sqlite>::new(
+                "INSERT INTO attempts (run_id, attempt, agent_id, agent_name, started_at) ",
+            );
+            q.push_values(chunk, |mut row, start| {
+                row.push_bind(&start.run_id)
+                    .push_bind(start.attempt)
+                    .push_bind(&start.agent_id)
+                    .push_bind(&start.agent_name)
+                    .push_bind(start.started_at);
+            });
+            q.build().execute(&mut *tx).await?;
         }
-        for end in ends {
-            sqlx::query(
-                "UPDATE attempts SET finished_at = ?, outcome = ?, exit_code = ?, error = ?, output = ?, duration_ms = ?, started_at = COALESCE(?, started_at)
-                 WHERE run_id = ? AND attempt = ?",
-            )
-            .bind(end.finished_at)
-            .bind(end.outcome.as_str())
-            .bind(end.exit_code)
-            .bind(&end.error)
-            .bind(&end.output)
-            .bind(end.duration_ms)
-            .bind(end.started_at)
-            .bind(&end.run_id)
-            .bind(end.attempt)
-            .execute(&mut *tx)
-            .await?;
+        for chunk in ends.chunks(ROWS_PER_STATEMENT) {
+            let mut q = QueryBuilder::<Sqlite>::new(
+                "WITH v (run_id, attempt, finished_at, outcome, exit_code, error, output, duration_ms, started_at) AS (",
+            );
+            q.push_values(chunk, |mut row, end| {
+                row.push_bind(&end.run_id)
+                    .push_bind(end.attempt)
+                    .push_bind(end.finished_at)
+                    .push_bind(end.outcome.as_str())
+                    .push_bind(end.exit_code)
+                    .push_bind(&end.error)
+                    .push_bind(&end.output)
+                    .push_bind(end.duration_ms)
+                    .push_bind(end.started_at);
+            });
+            q.push(
+                ") UPDATE attempts SET finished_at = v.finished_at, outcome = v.outcome, exit_code = v.exit_code,
+                 error = v.error, output = v.output, duration_ms = v.duration_ms,
+                 started_at = COALESCE(v.started_at, attempts.started_at)
+                 FROM v WHERE attempts.run_id = v.run_id AND attempts.attempt = v.attempt",
+            );
+            q.build().execute(&mut *tx).await?;
         }
-        for change in changes {
-            sqlx::query(
-                "UPDATE runs SET state = ?, reason = ?, not_before = ?, ready_at = COALESCE(?, ready_at), attempt = COALESCE(?, attempt),
-                 max_attempts = COALESCE(?, max_attempts), finished_at = ?, cancel_requested = ? WHERE id = ?",
-            )
-            .bind(change.to.as_str())
-            .bind(&change.reason)
-            .bind(change.not_before)
-            .bind(change.ready_at)
-            .bind(change.attempt)
-            .bind(change.max_attempts)
-            .bind(change.to.is_terminal().then_some(change.at))
-            .bind(change.cancel_requested)
-            .bind(&change.run_id)
-            .execute(&mut *tx)
-            .await?;
-            if change.from != change.to {
-                insert_transition(
-                    &mut tx,
-                    &change.run_id,
-                    Some(change.from),
-                    change.to,
-                    change.at,
-                    change.reason.as_deref(),
-                )
-                .await?;
-            }
+        for chunk in changes.chunks(ROWS_PER_STATEMENT) {
+            let mut q = QueryBuilder::<Sqlite>::new(
+                "WITH v (id, state, reason, not_before, ready_at, attempt, max_attempts, finished_at, cancel_requested) AS (",
+            );
+            q.push_values(chunk, |mut row, change| {
+                row.push_bind(&change.run_id)
+                    .push_bind(change.to.as_str())
+                    .push_bind(&change.reason)
+                    .push_bind(change.not_before)
+                    .push_bind(change.ready_at)
+                    .push_bind(change.attempt)
+                    .push_bind(change.max_attempts)
+                    .push_bind(change.to.is_terminal().then_some(change.at))
+                    .push_bind(change.cancel_requested);
+            });
+            q.push(
+                ") UPDATE runs SET state = v.state, reason = v.reason, not_before = v.not_before,
+                 ready_at = COALESCE(v.ready_at, runs.ready_at), attempt = COALESCE(v.attempt, runs.attempt),
+                 max_attempts = COALESCE(v.max_attempts, runs.max_attempts), finished_at = v.finished_at,
+                 cancel_requested = v.cancel_requested
+                 FROM v WHERE runs.id = v.id",
+            );
+            q.build().execute(&mut *tx).await?;
+        }
+        let transitions: Vec<&StateChange> = changes.iter().filter(|c| c.from != c.to).collect();
+        for chunk in transitions.chunks(ROWS_PER_STATEMENT) {
+            let mut q =
+                QueryBuilder::<Sqlite>::new("INSERT INTO transitions (run_id, from_state, to_state, at, reason) ");
+            q.push_values(chunk, |mut row, change| {
+                row.push_bind(&change.run_id)
+                    .push_bind(change.from.as_str())
+                    .push_bind(change.to.as_str())
+                    .push_bind(change.at)
+                    .push_bind(&change.reason);
+            });
+            q.build().execute(&mut *tx).await?;
         }
         tx.commit().await?;
         Ok(())
@@ -580,34 +623,4 @@ fn run_from_row(r: &SqliteRow) -> Result<RunRecord> {
         cancel_requested: r.get::<i64, _>(15) != 0,
         idempotency_key: r.get(16),
     })
-}
-
-async fn insert_transition(
-    tx: &mut Transaction<'_, Sqlite>,
-    run_id: &str,
-    from: Option<RunState>,
-    to: RunState,
-    at: i64,
-    reason: Option<&str>,
-) -> Result<()> {
-    sqlx::query("INSERT INTO transitions (run_id, from_state, to_state, at, reason) VALUES (?, ?, ?, ?, ?)")
-        .bind(run_id)
-        .bind(from.map(|s| s.as_str()))
-        .bind(to.as_str())
-        .bind(at)
-        .bind(reason)
-        .execute(&mut **tx)
-        .await?;
-    Ok(())
-}
-
-async fn upsert_cursor(tx: &mut Transaction<'_, Sqlite>, job: &str, instant: i64) -> Result<()> {
-    sqlx::query(
-        "INSERT INTO schedule_cursors (job, last_fired) VALUES (?, ?) ON CONFLICT (job) DO UPDATE SET last_fired = MAX(last_fired, excluded.last_fired)",
-    )
-    .bind(job)
-    .bind(instant)
-    .execute(&mut **tx)
-    .await?;
-    Ok(())
 }
