@@ -10,7 +10,7 @@ use worker_proto::v1::{
 
 use super::select::select_assignments;
 use super::state::{AgentEntry, AgentSender, Core};
-use super::{Counters, Engine, MAX_OUTPUT_BYTES};
+use super::{Counters, Engine, GROUP_COMMIT_INTERVAL, MAX_OUTPUT_BYTES};
 use crate::api::convert::executor_to_proto;
 use crate::error::{Error, Result};
 use crate::model::{Outcome, RunState};
@@ -499,9 +499,6 @@ impl Engine {
         self.apply_dependent_changes(core, &id, s.change.to, &s.dependents);
     }
 }
-
-/// Shortest time between two group commits of the same loop (dispatch, results).
-const GROUP_COMMIT_INTERVAL: std::time::Duration = std::time::Duration::from_micros(500);
 
 /// Most results committed in one transaction.
 const MAX_RESULT_BATCH: usize = 1024;

@@ -58,6 +58,12 @@ pub struct EnqueueOutcome {
     pub upstream: Vec<RunRecord>,
 }
 
+/// A simple enqueue waiting for the enqueue loop's next group commit.
+pub struct PendingEnqueue {
+    item: Item,
+    reply: tokio::sync::oneshot::Sender<Result<EnqueueOutcome>>,
+}
+
 /// A validated item of a request.
 struct Item {
     job: Arc<JobDef>,
@@ -83,8 +89,74 @@ enum Resolved {
 impl Engine {
     /// Validates and commits one run (and its job's upstream chain).
     pub async fn enqueue(&self, request: EnqueueRequest) -> Result<EnqueueOutcome> {
-        let mut outcomes = self.enqueue_many(vec![request], false).await?;
-        Ok(outcomes.remove(0))
+        let jobs = self.jobs();
+        let item = validate_request(&jobs, request, now_ms(), &|name| name.to_string())?;
+        let simple = item.depends_on.is_empty() && item.key.is_none() && item.job.depends_on.is_empty();
+        if simple && let Some(queue) = self.enqueue_queue.get() {
+            // Group commit: independent runs enqueued at about the same time share
+            // one transaction (see `enqueue_loop`).
+            let (reply, answer) = tokio::sync::oneshot::channel();
+            if queue.send(PendingEnqueue { item, reply }).is_ok() {
+                return answer
+                    .await
+                    .unwrap_or_else(|_| Err(Error::internal("the controller is shutting down")));
+            }
+            return Err(Error::internal("the controller is shutting down"));
+        }
+        let mut core = self.core.lock().await;
+        let outcomes = self.commit_items(&mut core, vec![item], false).await?;
+        Ok(outcomes.expect("only schedule fires can collide").remove(0))
+    }
+
+    /// Commits the simple enqueues that arrive together in one transaction each
+    /// round (at most one round per group-commit interval under load; at once
+    /// when idle). A store failure fails the round's enqueues, none is half-done.
+    pub async fn enqueue_loop(self: Arc<Self>, mut shutdown: tokio::sync::watch::Receiver<bool>) {
+        let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+        if self.enqueue_queue.set(tx).is_err() {
+            return; // already running
+        }
+        let mut last = tokio::time::Instant::now() - super::GROUP_COMMIT_INTERVAL;
+        loop {
+            let first = tokio::select! {
+                pending = rx.recv() => match pending {
+                    Some(p) => p,
+                    None => return,
+                },
+                _ = shutdown.changed() => return,
+            };
+            tokio::time::sleep_until(last + super::GROUP_COMMIT_INTERVAL).await;
+            last = tokio::time::Instant::now();
+            let mut pending = vec![first];
+            while pending.len() < MAX_BATCH {
+                match rx.try_recv() {
+                    Ok(p) => pending.push(p),
+                    Err(_) => break,
+                }
+            }
+            let (items, replies): (Vec<Item>, Vec<_>) = pending.into_iter().map(|p| (p.item, p.reply)).unzip();
+            let result = {
+                let mut core = self.core.lock().await;
+                self.commit_items(&mut core, items, false).await
+            };
+            match result {
+                Ok(Some(outcomes)) => {
+                    for (reply, outcome) in replies.into_iter().zip(outcomes) {
+                        let _ = reply.send(Ok(outcome));
+                    }
+                }
+                Ok(None) => {
+                    for reply in replies {
+                        let _ = reply.send(Err(Error::internal("unexpected conflict of a plain enqueue")));
+                    }
+                }
+                Err(e) => {
+                    for reply in replies {
+                        let _ = reply.send(Err(e.clone()));
+                    }
+                }
+            }
+        }
     }
 
     /// Validates and commits many runs at once; they may depend on each other by

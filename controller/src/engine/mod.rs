@@ -44,6 +44,13 @@ use state::{Core, LiveRun};
 
 /// Largest payload accepted, in bytes.
 pub const MAX_PAYLOAD_BYTES: usize = 1024 * 1024;
+/// Shortest time between two group commits of one loop (enqueue, dispatch,
+/// results): under load, what arrives meanwhile shares a commit.
+pub(crate) const GROUP_COMMIT_INTERVAL: Duration = Duration::from_micros(500);
+
+/// Events a slow `WatchEvents` subscriber may fall behind before its stream ends
+/// with `data_loss` (a burst of schedule fires or a batch can be this large).
+pub const EVENT_BUFFER: usize = 65_536;
 /// Output tail kept per attempt, in bytes.
 pub const MAX_OUTPUT_BYTES: usize = 64 * 1024;
 
@@ -94,13 +101,15 @@ pub struct Engine {
     definitions_lock: Mutex<()>,
     /// Reliability counters.
     counters: Counters,
+    /// Simple enqueues on their way to the enqueue loop (set when it runs).
+    enqueue_queue: std::sync::OnceLock<tokio::sync::mpsc::UnboundedSender<enqueue::PendingEnqueue>>,
 }
 
 impl Engine {
     /// Builds the engine and rebuilds its in-memory indexes from the store.
     /// Runs of jobs that are no longer defined are moved to `dead` with the reason.
     pub async fn recover(store: Store, jobs: JobSet, settings: EngineSettings) -> Result<Arc<Engine>> {
-        let (events, _) = broadcast::channel(4096);
+        let (events, _) = broadcast::channel(EVENT_BUFFER);
         let engine = Engine {
             store,
             jobs: std::sync::RwLock::new(Arc::new(jobs)),
@@ -112,6 +121,7 @@ impl Engine {
             schedules_changed: Notify::new(),
             definitions_lock: Mutex::new(()),
             counters: Counters::default(),
+            enqueue_queue: std::sync::OnceLock::new(),
         };
         {
             let mut core = engine.core.lock().await;
