@@ -307,62 +307,88 @@ impl PgStore {
         starts: &[AttemptStart],
         ends: &[AttemptEnd],
     ) -> Result<()> {
+        // One statement per kind of row, with the rows as arrays (UNNEST): a batch
+        // costs a handful of round trips to the server, not three per run.
         let mut tx = self.pool.begin().await?;
-        for start in starts {
+        if !starts.is_empty() {
             sqlx::query(
-                "INSERT INTO attempts (run_id, attempt, agent_id, agent_name, started_at) VALUES ($1, $2, $3, $4, $5)",
+                "INSERT INTO attempts (run_id, attempt, agent_id, agent_name, started_at)
+                 SELECT * FROM UNNEST($1::text[], $2::bigint[], $3::text[], $4::text[], $5::bigint[])",
             )
-            .bind(&start.run_id)
-            .bind(i64::from(start.attempt))
-            .bind(&start.agent_id)
-            .bind(&start.agent_name)
-            .bind(start.started_at)
+            .bind(starts.iter().map(|s| s.run_id.clone()).collect::<Vec<_>>())
+            .bind(starts.iter().map(|s| i64::from(s.attempt)).collect::<Vec<_>>())
+            .bind(starts.iter().map(|s| s.agent_id.clone()).collect::<Vec<_>>())
+            .bind(starts.iter().map(|s| s.agent_name.clone()).collect::<Vec<_>>())
+            .bind(starts.iter().map(|s| s.started_at).collect::<Vec<_>>())
             .execute(&mut *tx)
             .await?;
         }
-        for end in ends {
+        if !ends.is_empty() {
             sqlx::query(
-                "UPDATE attempts SET finished_at = $1, outcome = $2, exit_code = $3, error = $4, output = $5, duration_ms = $6,
-                 started_at = COALESCE($7, started_at)
-                 WHERE run_id = $8 AND attempt = $9",
+                "UPDATE attempts SET finished_at = v.finished_at, outcome = v.outcome, exit_code = v.exit_code,
+                 error = v.error, output = v.output, duration_ms = v.duration_ms,
+                 started_at = COALESCE(v.started_at, attempts.started_at)
+                 FROM UNNEST($1::text[], $2::bigint[], $3::bigint[], $4::text[], $5::int[], $6::text[], $7::text[],
+                             $8::bigint[], $9::bigint[])
+                   AS v (run_id, attempt, finished_at, outcome, exit_code, error, output, duration_ms, started_at)
+                 WHERE attempts.run_id = v.run_id AND attempts.attempt = v.attempt",
             )
-            .bind(end.finished_at)
-            .bind(end.outcome.as_str())
-            .bind(end.exit_code)
-            .bind(&end.error)
-            .bind(&end.output)
-            .bind(end.duration_ms)
-            .bind(end.started_at)
-            .bind(&end.run_id)
-            .bind(i64::from(end.attempt))
+            .bind(ends.iter().map(|e| e.run_id.clone()).collect::<Vec<_>>())
+            .bind(ends.iter().map(|e| i64::from(e.attempt)).collect::<Vec<_>>())
+            .bind(ends.iter().map(|e| e.finished_at).collect::<Vec<_>>())
+            .bind(ends.iter().map(|e| e.outcome.as_str().to_string()).collect::<Vec<_>>())
+            .bind(ends.iter().map(|e| e.exit_code).collect::<Vec<_>>())
+            .bind(ends.iter().map(|e| e.error.clone()).collect::<Vec<_>>())
+            .bind(ends.iter().map(|e| e.output.clone()).collect::<Vec<_>>())
+            .bind(ends.iter().map(|e| e.duration_ms).collect::<Vec<_>>())
+            .bind(ends.iter().map(|e| e.started_at).collect::<Vec<_>>())
             .execute(&mut *tx)
             .await?;
         }
-        for change in changes {
+        if !changes.is_empty() {
             sqlx::query(
-                "UPDATE runs SET state = $1, reason = $2, not_before = $3, ready_at = COALESCE($4, ready_at), attempt = COALESCE($5, attempt),
-                 max_attempts = COALESCE($6, max_attempts), finished_at = $7, cancel_requested = $8 WHERE id = $9",
+                "UPDATE runs SET state = v.state, reason = v.reason, not_before = v.not_before,
+                 ready_at = COALESCE(v.ready_at, runs.ready_at), attempt = COALESCE(v.attempt, runs.attempt),
+                 max_attempts = COALESCE(v.max_attempts, runs.max_attempts), finished_at = v.finished_at,
+                 cancel_requested = v.cancel_requested
+                 FROM UNNEST($1::text[], $2::text[], $3::text[], $4::bigint[], $5::bigint[], $6::bigint[], $7::bigint[],
+                             $8::bigint[], $9::boolean[])
+                   AS v (id, state, reason, not_before, ready_at, attempt, max_attempts, finished_at, cancel_requested)
+                 WHERE runs.id = v.id",
             )
-            .bind(change.to.as_str())
-            .bind(&change.reason)
-            .bind(change.not_before)
-            .bind(change.ready_at)
-            .bind(change.attempt.map(i64::from))
-            .bind(change.max_attempts.map(i64::from))
-            .bind(change.to.is_terminal().then_some(change.at))
-            .bind(change.cancel_requested)
-            .bind(&change.run_id)
+            .bind(changes.iter().map(|c| c.run_id.clone()).collect::<Vec<_>>())
+            .bind(changes.iter().map(|c| c.to.as_str().to_string()).collect::<Vec<_>>())
+            .bind(changes.iter().map(|c| c.reason.clone()).collect::<Vec<_>>())
+            .bind(changes.iter().map(|c| c.not_before).collect::<Vec<_>>())
+            .bind(changes.iter().map(|c| c.ready_at).collect::<Vec<_>>())
+            .bind(changes.iter().map(|c| c.attempt.map(i64::from)).collect::<Vec<_>>())
+            .bind(
+                changes
+                    .iter()
+                    .map(|c| c.max_attempts.map(i64::from))
+                    .collect::<Vec<_>>(),
+            )
+            .bind(
+                changes
+                    .iter()
+                    .map(|c| c.to.is_terminal().then_some(c.at))
+                    .collect::<Vec<_>>(),
+            )
+            .bind(changes.iter().map(|c| c.cancel_requested).collect::<Vec<_>>())
             .execute(&mut *tx)
             .await?;
-            if change.from != change.to {
-                insert_transition(
-                    &mut tx,
-                    &change.run_id,
-                    Some(change.from),
-                    change.to,
-                    change.at,
-                    change.reason.as_deref(),
+            let moved: Vec<&StateChange> = changes.iter().filter(|c| c.from != c.to).collect();
+            if !moved.is_empty() {
+                sqlx::query(
+                    "INSERT INTO transitions (run_id, from_state, to_state, at, reason)
+                     SELECT * FROM UNNEST($1::text[], $2::text[], $3::text[], $4::bigint[], $5::text[])",
                 )
+                .bind(moved.iter().map(|c| c.run_id.clone()).collect::<Vec<_>>())
+                .bind(moved.iter().map(|c| c.from.as_str().to_string()).collect::<Vec<_>>())
+                .bind(moved.iter().map(|c| c.to.as_str().to_string()).collect::<Vec<_>>())
+                .bind(moved.iter().map(|c| c.at).collect::<Vec<_>>())
+                .bind(moved.iter().map(|c| c.reason.clone()).collect::<Vec<_>>())
+                .execute(&mut *tx)
                 .await?;
             }
         }
