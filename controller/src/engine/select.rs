@@ -4,16 +4,17 @@
 //! commits the picks and restores the agents' credits if the commit fails.
 
 use std::cmp::Ordering;
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 
 use super::state::{AgentEntry, Core};
 use crate::config::JobSet;
+use crate::job::JobDef;
 
 /// Picks (run id, agent id) pairs in dispatch order: runs by priority then
 /// ready time; for each, the connected agent with a free credit that runs its
 /// executor and matches its selector, preferring the most free credits, then
 /// the fewest runs. Honours `max_concurrency`. Takes the credits of the picks.
-pub fn select_assignments(core: &mut Core, jobs: &JobSet) -> Vec<(String, String)> {
+pub fn select_assignments<'a>(core: &'a mut Core, jobs: &'a JobSet) -> Vec<(String, String)> {
     let mut credits_left: u32 = core
         .agents
         .values()
@@ -25,23 +26,52 @@ pub fn select_assignments(core: &mut Core, jobs: &JobSet) -> Vec<(String, String
         return picks;
     }
     let mut extra_by_job: HashMap<&str, u32> = HashMap::new();
+    // Jobs that cannot be placed in this round (no agent with a credit takes
+    // them, or their concurrency limit is reached): later runs of them are
+    // skipped without looking for an agent again.
+    let mut unplaceable: HashSet<&str> = HashSet::new();
     let Core {
         ready,
         live,
         agents,
         running_by_job,
+        queued_by_job,
         ..
     } = core;
+    // The walk stops when no queued run of a placeable job is left ahead, so a
+    // backlog no free agent can take is not walked on every dispatch.
+    let mut visited_by_job: HashMap<&str, usize> = HashMap::new();
+    let mut remaining: usize = 0;
+    for (name, queued) in queued_by_job.iter() {
+        match jobs.get(name) {
+            Some(job) if placeable(job, running_by_job, agents) => remaining += queued,
+            _ => {
+                unplaceable.insert(name.as_str());
+            }
+        }
+    }
     for run_id in ready.values() {
-        if credits_left == 0 {
+        if credits_left == 0 || remaining == 0 {
             break;
         }
         let Some(run) = live.get(run_id) else { continue };
+        if unplaceable.contains(run.job.as_str()) {
+            continue;
+        }
         let Some(job) = jobs.get(&run.job) else { continue };
+        let name = job.name.as_str();
+        let visited = visited_by_job.entry(name).or_default();
+        *visited += 1;
+        remaining = remaining.saturating_sub(1);
+        let mut give_up = |unplaceable: &mut HashSet<&'a str>, visited: usize| {
+            // None of this job's runs further on can be placed either.
+            unplaceable.insert(name);
+            remaining = remaining.saturating_sub(queued_by_job.get(name).copied().unwrap_or(0).saturating_sub(visited));
+        };
         if let Some(limit) = job.max_concurrency {
-            let running = running_by_job.get(&run.job).copied().unwrap_or(0)
-                + extra_by_job.get(job.name.as_str()).copied().unwrap_or(0);
+            let running = running_by_job.get(name).copied().unwrap_or(0) + extra_by_job.get(name).copied().unwrap_or(0);
             if running >= limit {
+                give_up(&mut unplaceable, *visited);
                 continue;
             }
         }
@@ -51,6 +81,7 @@ pub fn select_assignments(core: &mut Core, jobs: &JobSet) -> Vec<(String, String
             .filter(|a| a.accepts(kind, &job.selector))
             .max_by(|a, b| preference(a, b))
         else {
+            give_up(&mut unplaceable, *visited);
             continue;
         };
         agent.credits -= 1;
@@ -59,6 +90,15 @@ pub fn select_assignments(core: &mut Core, jobs: &JobSet) -> Vec<(String, String
         picks.push((run_id.clone(), agent.id.clone()));
     }
     picks
+}
+
+/// Whether a run of `job` could be placed now: room under its concurrency limit
+/// and a connected agent with a credit that takes it.
+fn placeable(job: &JobDef, running_by_job: &HashMap<String, u32>, agents: &HashMap<String, AgentEntry>) -> bool {
+    let room = job
+        .max_concurrency
+        .is_none_or(|limit| running_by_job.get(&job.name).copied().unwrap_or(0) < limit);
+    room && agents.values().any(|a| a.accepts(job.executor.kind(), &job.selector))
 }
 
 /// `Greater` when `a` should get the run rather than `b`.
@@ -152,5 +192,57 @@ mod tests {
         // eu runs have no agent; `one` allows one at a time; then priority order.
         assert_eq!(picks, vec!["one-1", "any-normal", "any-low"]);
         assert_eq!(core.agents["us"].credits, 0);
+    }
+
+    #[test]
+    fn a_placeable_run_behind_an_unplaceable_backlog_is_found() {
+        let jobs = jobs();
+        let mut core = Core::default();
+        for i in 0..1000 {
+            queue(&mut core, &format!("eu-{i:04}"), "eu", Priority::High, i);
+        }
+        queue(&mut core, "one-1", "one", Priority::Normal, 2000);
+        queue(&mut core, "one-2", "one", Priority::Normal, 2001);
+        queue(&mut core, "any-1", "any", Priority::Low, 2002);
+        agent(&mut core, "us", 8, &[("region", "us")]);
+        let picks: Vec<String> = select_assignments(&mut core, &jobs)
+            .into_iter()
+            .map(|(run, _)| run)
+            .collect();
+        assert_eq!(picks, vec!["one-1", "any-1"], "one-2 waits for its concurrency limit");
+        assert_eq!(
+            core.queued_by_job.values().sum::<usize>(),
+            1003,
+            "selection takes nothing out of the queue"
+        );
+    }
+
+    #[test]
+    fn nothing_placeable_means_nothing_picked() {
+        let jobs = jobs();
+        let mut core = Core::default();
+        queue(&mut core, "eu-1", "eu", Priority::High, 1);
+        agent(&mut core, "us", 4, &[("region", "us")]);
+        assert!(select_assignments(&mut core, &jobs).is_empty());
+        assert_eq!(core.agents["us"].credits, 4);
+        agent(&mut core, "eu", 4, &[("region", "eu")]);
+        assert_eq!(
+            select_assignments(&mut core, &jobs),
+            vec![("eu-1".to_string(), "eu".to_string())]
+        );
+    }
+
+    #[test]
+    fn queued_counts_follow_the_queue() {
+        let mut core = Core::default();
+        queue(&mut core, "a", "any", Priority::Normal, 1);
+        queue(&mut core, "b", "any", Priority::Normal, 2);
+        core.push_ready("a", 3); // re-queued: counted once
+        assert_eq!(core.queued_by_job["any"], 2);
+        core.unindex("a");
+        core.unindex("a");
+        assert_eq!(core.queued_by_job["any"], 1);
+        core.unindex("b");
+        assert!(core.queued_by_job.is_empty());
     }
 }

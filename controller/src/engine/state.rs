@@ -102,6 +102,8 @@ pub struct Core {
     pub live: HashMap<String, LiveRun>,
     /// Queued runs in dispatch order.
     pub ready: BTreeMap<ReadyKey, String>,
+    /// Number of queued runs per job (kept with `ready` by `push_ready`/`unindex`).
+    pub queued_by_job: HashMap<String, usize>,
     /// Scheduled runs by `not_before`.
     pub timers: BTreeSet<(i64, String)>,
     /// Agents by id.
@@ -120,22 +122,48 @@ impl Core {
     /// Puts a live run into the ready queue.
     pub fn push_ready(&mut self, id: &str, ready_at: i64) {
         self.next_seq += 1;
-        if let Some(run) = self.live.get_mut(id) {
-            let key = (Reverse(run.priority), ready_at, self.next_seq);
+        let Core {
+            live,
+            ready,
+            queued_by_job,
+            next_seq,
+            ..
+        } = self;
+        if let Some(run) = live.get_mut(id) {
+            match run.ready_key.take() {
+                Some(old) => {
+                    ready.remove(&old);
+                }
+                None => *queued_by_job.entry(run.job.clone()).or_default() += 1,
+            }
+            let key = (Reverse(run.priority), ready_at, *next_seq);
             run.state = RunState::Queued;
             run.ready_key = Some(key);
-            self.ready.insert(key, id.to_string());
+            ready.insert(key, id.to_string());
         }
     }
 
     /// Removes a run from the ready queue and the timer set (wherever it is).
     pub fn unindex(&mut self, id: &str) {
-        if let Some(run) = self.live.get_mut(id) {
+        let Core {
+            live,
+            ready,
+            queued_by_job,
+            timers,
+            ..
+        } = self;
+        if let Some(run) = live.get_mut(id) {
             if let Some(key) = run.ready_key.take() {
-                self.ready.remove(&key);
+                ready.remove(&key);
+                if let Some(n) = queued_by_job.get_mut(&run.job) {
+                    *n -= 1;
+                    if *n == 0 {
+                        queued_by_job.remove(&run.job);
+                    }
+                }
             }
             if run.state == RunState::Scheduled {
-                self.timers.remove(&(run.not_before, id.to_string()));
+                timers.remove(&(run.not_before, id.to_string()));
             }
         }
     }
