@@ -374,14 +374,18 @@ impl Agent {
     fn finished(&mut self, done: Completion, link: &Link) {
         let Completion { key, finished } = done;
         self.running.remove(&key);
-        tracing::info!(
-            run_id = %key.0,
-            attempt = key.1,
-            outcome = %finished.outcome,
-            error = %finished.error,
-            duration_ms = finished.duration_ms,
-            "attempt finished"
-        );
+        if finished.error.is_empty() {
+            tracing::info!(run_id = %key.0, attempt = key.1, outcome = %finished.outcome, duration_ms = finished.duration_ms, "attempt finished");
+        } else {
+            tracing::info!(
+                run_id = %key.0,
+                attempt = key.1,
+                outcome = %finished.outcome,
+                error = %finished.error,
+                duration_ms = finished.duration_ms,
+                "attempt finished"
+            );
+        }
         link.send(Out::Finished(finished.clone()));
         self.unacked.insert(key, finished);
         if self.drain.is_none() && link.is_up() {
