@@ -212,6 +212,10 @@ impl TestEnv {
     }
 
     fn controller_command_on(&self, grpc_listen: &str, extra: &[&str]) -> Command {
+        self.controller_command_timed(grpc_listen, HEARTBEAT, LEASE_TIMEOUT, extra)
+    }
+
+    fn controller_command_timed(&self, grpc_listen: &str, heartbeat: &str, lease: &str, extra: &[&str]) -> Command {
         let b = bins();
         let mut cmd = Command::new(&b.controller);
         cmd.arg("--config")
@@ -219,8 +223,8 @@ impl TestEnv {
             .arg("--db")
             .arg(self.db_url())
             .args(["--grpc-listen", grpc_listen])
-            .args(["--heartbeat-interval", HEARTBEAT])
-            .args(["--lease-timeout", LEASE_TIMEOUT]);
+            .args(["--heartbeat-interval", heartbeat])
+            .args(["--lease-timeout", lease]);
         if b.controller_has_http_listen {
             cmd.args(["--http-listen", "127.0.0.1:0"]);
         }
@@ -245,6 +249,19 @@ impl TestEnv {
     /// controller that was just killed, so its agents find the new one).
     pub async fn start_controller_on(&self, addr: SocketAddr) -> Controller {
         self.spawn_controller(self.controller_command_on(&addr.to_string(), &[]))
+            .await
+    }
+
+    /// Starts `worker-controller` on `grpc_listen` with its own heartbeat interval
+    /// and lease timeout (e.g. short ones for fault tests) and extra arguments.
+    pub async fn start_controller_timed(
+        &self,
+        grpc_listen: &str,
+        heartbeat: &str,
+        lease: &str,
+        extra: &[&str],
+    ) -> Controller {
+        self.spawn_controller(self.controller_command_timed(grpc_listen, heartbeat, lease, extra))
             .await
     }
 

@@ -256,14 +256,10 @@ impl Engine {
         Ok(picks.len())
     }
 
-    /// `Finished`: commits the result, then acknowledges it. A result for an attempt
+    /// `Finished` results, committed then acknowledged. A result for an attempt
     /// that is not current is refused (and counted), never applied; a repeated
     /// result of an attempt already recorded is acknowledged again.
-    pub async fn finish(&self, agent_id: &str, finished: Finished) -> Ack {
-        let mut acks = self.finish_batch(vec![(agent_id.to_string(), finished)]).await;
-        acks.remove(0)
-    }
-
+    ///
     /// Group commit of results: every result of `batch` whose run has no blocked
     /// dependents is settled in ONE store transaction; results of runs with
     /// dependents are settled one by one (their dependents' changes depend on

@@ -92,13 +92,7 @@ async fn fire_due(engine: &Engine, due: &[(i64, String)]) -> Result<()> {
             engine.store().advance_cursor(name, *instant, 0, 0).await?;
             continue;
         }
-        let jitter = job.jitter.as_millis() as i64;
-        let delay = if jitter > 0 {
-            rand::rng().random_range(0..=jitter)
-        } else {
-            0
-        };
-        fires.push((job.clone(), *instant, delay));
+        fires.push((job.clone(), *instant, jitter_delay(job)));
     }
     let created = engine.fire_many(&fires).await?;
     tracing::debug!(due = due.len(), created, "schedules fired");
@@ -150,9 +144,11 @@ async fn catch_up(engine: &Engine) -> Result<BTreeSet<(i64, String)>> {
             .copied()
             .filter(|f| oldest_allowed.is_none_or(|o| *f >= o))
             .collect();
-        for instant in &eligible {
-            fire(engine, job, instant.timestamp_millis()).await?;
-        }
+        let fires: Vec<_> = eligible
+            .iter()
+            .map(|i| (job.clone(), i.timestamp_millis(), jitter_delay(job)))
+            .collect();
+        engine.fire_many(&fires).await?;
         let missed = count - eligible.len() as u64;
         engine
             .store()
@@ -168,19 +164,12 @@ fn next_fire(job: &JobDef, after_ms: i64) -> Option<i64> {
     job.schedule.as_ref()?.next_after(after).map(|t| t.timestamp_millis())
 }
 
-async fn fire(engine: &Engine, job: &Arc<JobDef>, instant: i64) -> Result<()> {
-    if engine.store().paused_schedules().await?.contains(&job.name) {
-        engine.store().advance_cursor(&job.name, instant, 0, 0).await?;
-        return Ok(());
-    }
+/// A random delay up to the job's `jitter`, in ms.
+fn jitter_delay(job: &JobDef) -> i64 {
     let jitter = job.jitter.as_millis() as i64;
-    let delay = if jitter > 0 {
+    if jitter > 0 {
         rand::rng().random_range(0..=jitter)
     } else {
         0
-    };
-    if let Some(run) = engine.fire(job, instant, delay).await? {
-        tracing::info!(job = %job.name, run = %run.id, "schedule fired");
     }
-    Ok(())
 }

@@ -12,11 +12,9 @@
 
 #![allow(dead_code)]
 
-use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::{Command, ExitStatus};
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use worker_proto::v1 as pb;
@@ -44,62 +42,7 @@ fn log_path(env: &TestEnv, name: &str) -> PathBuf {
 /// Starts `worker-controller` on `listen` (e.g. `127.0.0.1:0`) with the short
 /// heartbeat and lease of this module and `extra` flags; waits for its ready line.
 pub async fn start_controller(env: &TestEnv, listen: &str, extra: &[&str]) -> Controller {
-    let b = bins();
-    let mut cmd = Command::new(&b.controller);
-    cmd.arg("--config")
-        .arg(env.config_dir())
-        .arg("--db")
-        .arg(env.db_url())
-        .args(["--grpc-listen", listen])
-        .args(["--heartbeat-interval", HEARTBEAT])
-        .args(["--lease-timeout", LEASE]);
-    if b.controller_has_http_listen {
-        cmd.args(["--http-listen", "127.0.0.1:0"]);
-    }
-    cmd.args(extra)
-        .current_dir(env.path())
-        .env_remove("WORKER_DB_URL")
-        .env(ENV_TAG, env.path());
-    let (mut proc, lines) = ProcGuard::spawn("worker-controller", cmd, log_path(env, "controller"));
-    let deadline = Instant::now() + Duration::from_secs(30);
-    let addr: SocketAddr = loop {
-        match lines.try_recv() {
-            Ok(line) => {
-                if let Some(rest) = line.trim().strip_prefix("worker-controller ready grpc=") {
-                    let token = rest.split_whitespace().next().unwrap_or("");
-                    break token
-                        .parse()
-                        .unwrap_or_else(|e| panic!("bad address in ready line {line:?}: {e}"));
-                }
-            }
-            Err(mpsc::TryRecvError::Empty) => {}
-            Err(mpsc::TryRecvError::Disconnected) => {
-                let status = proc.wait_timeout(Duration::from_secs(5));
-                panic!(
-                    "worker-controller closed stdout without a ready line ({status:?}); stderr:\n{}",
-                    proc.stderr_tail(4000)
-                );
-            }
-        }
-        if let Some(status) = proc.try_wait() {
-            panic!(
-                "worker-controller exited before ready ({status}); stderr:\n{}",
-                proc.stderr_tail(4000)
-            );
-        }
-        assert!(
-            Instant::now() < deadline,
-            "worker-controller printed no ready line within 30s; stderr:\n{}",
-            proc.stderr_tail(4000)
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    };
-    std::thread::spawn(move || for _ in lines {});
-    Controller {
-        url: format!("http://{addr}"),
-        addr,
-        proc,
-    }
+    env.start_controller_timed(listen, HEARTBEAT, LEASE, extra).await
 }
 
 /// [`start_controller`] on loopback, any free port.
