@@ -30,6 +30,7 @@ run() { echo "### workerctl bench $*"; $R/workerctl --controller "$URL" bench "$
 run burn-down --jobs 20000 --batch 500
 run rate --rate 500 --duration 10s
 run rate --rate 1000 --duration 10s
+run rate --rate 5000 --duration 5s
 run schedules --count 1000
 run schedules --count 10000
 kill $A1 $A2
@@ -38,6 +39,9 @@ sleep 1
 run preload --queued 1000 --measure 1000
 run preload --queued 20000 --measure 20000
 run agents --count 1000
+# Last: 100,000 schedules stay defined (deleting them one by one takes long) and
+# go on firing, so this controller is thrown away right after.
+run schedules --count 100000 --keep
 kill $CTL
 wait
 echo "logs: $WORK"

@@ -25,23 +25,16 @@ fn jobs() -> JobSet {
 }
 
 fn live_run(i: usize) -> LiveRun {
-    LiveRun {
-        id: format!("run-{i:010}"),
-        job: "noop".into(),
-        state: RunState::Queued,
-        priority: Priority::ALL[i % 4],
-        attempt: 0,
-        max_attempts: 3,
-        payload: Arc::from("null"),
-        not_before: 0,
-        ready_key: None,
-        agent_id: None,
-        lease_until: 0,
-        deadline: None,
-        cancel_requested: false,
-        cancel_reason: None,
-        waiting_on: Default::default(),
-    }
+    LiveRun::new(
+        format!("run-{i:010}").into(),
+        "noop".into(),
+        RunState::Queued,
+        Priority::ALL[i % 4],
+        0,
+        3,
+        Arc::from("null"),
+        0,
+    )
 }
 
 fn core_with(queued: usize, agents: usize, credits: u32) -> Core {
@@ -49,7 +42,7 @@ fn core_with(queued: usize, agents: usize, credits: u32) -> Core {
     for i in 0..queued {
         let run = live_run(i);
         let id = run.id.clone();
-        core.live.insert(id.clone(), run);
+        core.insert_live(run);
         core.push_ready(&id, i as i64);
     }
     for a in 0..agents {
@@ -89,7 +82,7 @@ fn ready_queue(c: &mut Criterion) {
                 core.live.remove(&head);
                 let run = live_run(next);
                 let id = run.id.clone();
-                core.live.insert(id.clone(), run);
+                core.insert_live(run);
                 core.push_ready(&id, next as i64);
                 next += 1;
                 black_box(&core.ready);

@@ -1,4 +1,5 @@
-//! The controller is killed (SIGKILL) in the middle of 1,000 quick runs and
+//! The controller is killed (SIGKILL) in the middle of 1,000 quick runs (50 ms
+//! each, so the crash surely falls inside the work, however fast dispatch is) and
 //! restarted on the same database and address: every acknowledged run ends
 //! `succeeded`, and the few runs executed more than once are explained by their
 //! history (an attempt lost, or more than one attempt).
@@ -70,7 +71,7 @@ async fn controller_sigkill_with_a_thousand_runs_in_flight() {
         r#"
 jobs:
   append:
-    shell: "echo \"$WORKER_RUN_ID $WORKER_ATTEMPT\" >> '{}'"
+    shell: "echo \"$WORKER_RUN_ID $WORKER_ATTEMPT\" >> '{}'; sleep 0.05"
     retry: {{ max_attempts: 5, initial_delay: 100ms, jitter: 0 }}
 "#,
         log.display()

@@ -10,7 +10,10 @@
 //! * `schedules`: S cron schedules due at the same second; lateness of each fire
 //!   from its nominal instant to the commit of its run (needs real agents).
 //! * `preload`: Q runs waiting, then dispatch rate to simulated agents and the
-//!   controller's memory before, with Q queued, and after.
+//!   controller's memory before, with Q queued, and after. `--hold` only
+//!   enqueues (no agents, nothing drained, the runs stay queued); `--existing N`
+//!   enqueues nothing and drains N runs queued earlier (e.g. by `--hold` before
+//!   a controller restart), timing the first assignment.
 //! * `agents`: A simulated agents on one controller; memory per agent.
 //!
 //! Each scenario first applies its own job definitions (`bench.noop`,
@@ -54,7 +57,7 @@
 //! | burn-down | `job`, `jobs`, `batch`, `concurrency`, `stall_timeout_s` | `enqueued`, `enqueue_seconds`, `enqueue_per_sec`, `completed`, `completed_seconds` (first enqueue → last completion), `completed_per_sec`, `drain_seconds` (last enqueue answer → last completion), `rss_before_bytes`, `rss_after_bytes` |
 //! | rate | `job`, `rate`, `duration_s`, `arrivals`, `concurrency`, `grace_s` | `arrivals`, `sent`, `achieved_rate`, `errors`, `succeeded`, `failed`, `incomplete`, `enqueue_to_commit` (intended → queued committed), `enqueue_to_start` (intended → running committed), `start_to_result` (running → result committed): each a `Latency` |
 //! | schedules | `count`, `lead_s`, `grace_s`, `nominal` (RFC 3339 instant T), `cron` | `fired`, `missing`, `completed`, `lateness` (`Latency`, first event of the run − T), `apply_seconds`, `apply_documents`, `deleted`, `not_deleted` |
-//! | preload | `queued`, `agents`, `capacity`, `measure`, `batch`, `concurrency`, `stall_timeout_s` | `enqueue_seconds`, `enqueue_per_sec`, `rss_before_bytes`, `rss_queued_bytes`, `live_runs_queued`, `rss_after_bytes`, `measured_runs`, `measured_seconds`, `dispatch_per_sec` (first `measure` runs), `drained_runs`, `drain_seconds`, `drain_per_sec` (all runs), `foreign_assignments` (assignments of other jobs the simulated agents answered) |
+//! | preload | `mode` (`enqueue-drain`, `hold`, `existing`), `queued` (runs the bench enqueues), `hold`, `existing` (N or null), `batch`, `concurrency`, `agents`, `capacity`, `measure`, `stall_timeout_s` (the last four null with `--hold`) | `mode`, `drained` (every run to drain was acknowledged; always false with `--hold`), `held_runs` (runs left queued on purpose: Q with `--hold`, else 0), `definition` (what ApplyJobs did to `bench.preload`: `created`, `updated`, `unchanged`), `enqueued`, `enqueue_seconds`, `enqueue_per_sec` (null with `--existing`), `controller_queued` (QueueStats `queued` before the agents start; `--existing` only, else null), `rss_before_bytes`, `rss_queued_bytes`, `live_runs_queued`, `rss_after_bytes`, `first_assignment_seconds` (agents start connecting → first Assignment to any of them), `measured_runs`, `measured_seconds`, `dispatch_per_sec` (first `measure` runs), `drained_runs`, `drain_seconds`, `drain_per_sec` (all runs), `foreign_assignments` (assignments of other jobs the simulated agents answered); with `--hold` every agent measurement is null and `drained_runs` 0 |
 //! | agents | `count`, `per_connection`, `connections`, `timeout_s` | `connected`, `connect_seconds`, `rss_before_bytes`, `rss_connected_bytes`, `bytes_per_agent`, `rss_closed_bytes`, `disconnected_seconds` |
 //!
 //! Exit codes: 0 success; 1 the benchmark could not complete (errors, runs
@@ -181,21 +184,45 @@ pub struct SchedulesArgs {
     /// How long after the fire instant to wait for all fires (default max(10s, S/1000 s)).
     #[arg(long, value_name = "DUR", value_parser = positive_ms)]
     pub grace: Option<u64>,
+    /// Leave the `bench.sched.*` jobs defined instead of deleting them one by one
+    /// afterwards (slow for large S); meant for a throwaway controller, where
+    /// they go on firing.
+    #[arg(long)]
+    pub keep: bool,
 }
 
 /// `bench preload`
+///
+/// Three modes (see [`PreloadArgs::mode`]): enqueue Q runs and drain them (the
+/// default), enqueue Q runs and leave them queued (`--hold`), or drain N runs
+/// queued earlier (`--existing N`, e.g. after a controller restart).
 #[derive(Debug, Clone, Args)]
 pub struct PreloadArgs {
-    /// Runs queued before any agent can take them.
-    #[arg(long, value_name = "Q", default_value_t = 100_000, value_parser = clap::value_parser!(u64).range(1..))]
+    /// Runs enqueued before any agent can take them (0, the default with
+    /// --existing: enqueue nothing).
+    #[arg(
+        long,
+        value_name = "Q",
+        default_value_t = 100_000,
+        default_value_if("existing", clap::builder::ArgPredicate::IsPresent, "0")
+    )]
     pub queued: u64,
+    /// Enqueue the Q runs, report the enqueue rate and the controller's memory
+    /// with them queued, then exit without starting any agent: nothing is
+    /// drained, the runs stay queued (e.g. for a controller restart).
+    #[arg(long, conflicts_with_all = ["existing", "agents", "capacity", "measure", "stall_timeout"])]
+    pub hold: bool,
+    /// Enqueue nothing: N runs of bench.preload are already queued (e.g. left by
+    /// --hold before a controller restart); the simulated agents drain them.
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..))]
+    pub existing: Option<u64>,
     /// Simulated agents started once the runs are queued (labels bench=preload).
     #[arg(long, value_name = "K", default_value_t = 2, value_parser = clap::value_parser!(u64).range(1..=10_000))]
     pub agents: u64,
     /// Capacity (slots) of each simulated agent.
     #[arg(long, value_name = "N", default_value_t = 64, value_parser = clap::value_parser!(u32).range(1..))]
     pub capacity: u32,
-    /// The dispatch rate is measured over the first M runs (default min(Q, 50000)).
+    /// The dispatch rate is measured over the first M runs (default min(Q or N, 50000)).
     #[arg(long, value_name = "M", value_parser = clap::value_parser!(u64).range(1..))]
     pub measure: Option<u64>,
     /// Runs per EnqueueBatch call.
@@ -207,6 +234,71 @@ pub struct PreloadArgs {
     /// Give up when no run completes for this long.
     #[arg(long, value_name = "DUR", default_value = "30s", value_parser = crate::duration::parse_ms)]
     pub stall_timeout: u64,
+}
+
+/// What `bench preload` does, from its flags.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PreloadMode {
+    /// Enqueue this many runs, then drain them with simulated agents.
+    Drain(u64),
+    /// Enqueue this many runs and exit: nothing is drained (`--hold`).
+    Hold(u64),
+    /// Drain this many runs queued before the bench started (`--existing`).
+    Existing(u64),
+}
+
+impl PreloadMode {
+    /// The mode's name in the results (`enqueue-drain`, `hold`, `existing`).
+    pub fn name(self) -> &'static str {
+        match self {
+            PreloadMode::Drain(_) => "enqueue-drain",
+            PreloadMode::Hold(_) => "hold",
+            PreloadMode::Existing(_) => "existing",
+        }
+    }
+
+    /// Runs the bench enqueues itself.
+    pub fn enqueues(self) -> u64 {
+        match self {
+            PreloadMode::Drain(q) | PreloadMode::Hold(q) => q,
+            PreloadMode::Existing(_) => 0,
+        }
+    }
+
+    /// Runs the simulated agents must drain (0 with `--hold`).
+    pub fn drains(self) -> u64 {
+        match self {
+            PreloadMode::Drain(n) | PreloadMode::Existing(n) => n,
+            PreloadMode::Hold(_) => 0,
+        }
+    }
+}
+
+impl PreloadArgs {
+    /// The mode the flags ask for: exactly one of `--queued Q` (Q > 0) or
+    /// `--existing N`; `--hold` needs Q > 0 (clap already refuses `--hold` with
+    /// `--existing`). A usage error (exit 2) otherwise.
+    pub fn mode(&self) -> Result<PreloadMode, CliError> {
+        match (self.existing, self.queued, self.hold) {
+            (Some(_), _, true) => Err(CliError::usage(
+                "bench preload: --hold and --existing exclude each other",
+            )),
+            (Some(n), 0, false) => Ok(PreloadMode::Existing(n)),
+            (Some(_), q, false) => Err(CliError::usage(format!(
+                "bench preload: --queued {q} and --existing exclude each other: with --existing N the bench \
+                 enqueues nothing (leave out --queued, or pass --queued 0)"
+            ))),
+            (None, 0, true) => Err(CliError::usage(
+                "bench preload: --hold needs runs to enqueue: pass --queued Q with Q > 0",
+            )),
+            (None, 0, false) => Err(CliError::usage(
+                "bench preload: --queued 0 enqueues nothing: pass --existing N to drain N runs already queued, \
+                 or --queued Q with Q > 0",
+            )),
+            (None, q, true) => Ok(PreloadMode::Hold(q)),
+            (None, q, false) => Ok(PreloadMode::Drain(q)),
+        }
+    }
 }
 
 /// `bench agents`
@@ -276,12 +368,19 @@ impl Target {
 /// The controller as ServerInfo describes it.
 #[derive(Debug, Clone, Serialize)]
 pub struct Server {
+    /// Controller version.
     pub version: String,
+    /// Controller process id.
     pub pid: u32,
+    /// Store kind: sqlite or postgres.
     pub store: String,
+    /// When the controller started (RFC 3339).
     pub started_at: String,
+    /// Resident set size of the controller process, in bytes (0 if unknown).
     pub rss_bytes: u64,
+    /// Agents connected now.
     pub connected_agents: u64,
+    /// Runs not yet terminal, held in memory.
     pub live_runs: u64,
 }
 
@@ -567,6 +666,62 @@ mod tests {
         assert!(bench(&["rate", "--rate", "-3"]).is_err());
         assert!(bench(&["rate", "--rate", "nan"]).is_err());
         assert!(bench(&["rate", "--duration", "0s"]).is_err());
+    }
+
+    fn preload(args: &[&str]) -> Result<PreloadArgs, clap::Error> {
+        let all: Vec<&str> = ["preload"].iter().chain(args.iter()).copied().collect();
+        match bench(&all)? {
+            BenchCmd::Preload(a) => Ok(a),
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+
+    #[test]
+    fn preload_hold_and_existing() {
+        // Default: enqueue 100000 and drain them.
+        let a = preload(&[]).unwrap();
+        assert_eq!((a.queued, a.hold, a.existing), (100_000, false, None));
+        assert_eq!(a.mode().unwrap(), PreloadMode::Drain(100_000));
+
+        // --hold: enqueue Q, drain nothing.
+        let a = preload(&["--queued", "1000000", "--hold"]).unwrap();
+        assert_eq!(a.mode().unwrap(), PreloadMode::Hold(1_000_000));
+        assert_eq!(
+            (a.mode().unwrap().enqueues(), a.mode().unwrap().drains()),
+            (1_000_000, 0)
+        );
+        assert_eq!(a.mode().unwrap().name(), "hold");
+
+        // --existing N, with --queued 0 or without --queued: enqueue nothing, drain N.
+        for args in [
+            &["--queued", "0", "--existing", "20000", "--measure", "500"][..],
+            &["--existing", "20000", "--measure", "500"][..],
+        ] {
+            let a = preload(args).unwrap();
+            assert_eq!(
+                (a.queued, a.existing, a.measure),
+                (0, Some(20_000), Some(500)),
+                "{args:?}"
+            );
+            let mode = a.mode().unwrap();
+            assert_eq!(mode, PreloadMode::Existing(20_000));
+            assert_eq!((mode.enqueues(), mode.drains(), mode.name()), (0, 20_000, "existing"));
+        }
+
+        // Usage errors (exit 2): either from clap, or from mode().
+        let usage = |args: &[&str]| match preload(args) {
+            Err(e) => assert_eq!(e.exit_code(), 2, "{args:?}: {e}"),
+            Ok(a) => assert_eq!(a.mode().unwrap_err().code, crate::error::USAGE, "{args:?}"),
+        };
+        usage(&["--queued", "0"]); // nothing to enqueue, nothing existing
+        usage(&["--queued", "5", "--existing", "5"]); // both
+        usage(&["--queued", "0", "--hold"]); // nothing to hold
+        usage(&["--existing", "5", "--hold"]);
+        usage(&["--existing", "0"]);
+        usage(&["--hold", "--measure", "10"]); // agent flags mean nothing with --hold
+        usage(&["--hold", "--agents", "3"]);
+        usage(&["--queued", "-1"]);
+        assert!(preload(&["--existing", "5", "--hold"]).is_err(), "clap refuses it");
     }
 
     #[test]

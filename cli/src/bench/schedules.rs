@@ -102,6 +102,7 @@ pub async fn run(target: &Target, printer: &Printer, args: SchedulesArgs) -> any
     config.insert("count".into(), count.into());
     config.insert("lead_s".into(), (lead as f64 / 1000.0).into());
     config.insert("grace_s".into(), (grace as f64 / 1000.0).into());
+    config.insert("keep".into(), args.keep.into());
     config.insert(
         "nominal".into(),
         nominal.to_rfc3339_opts(chrono::SecondsFormat::Secs, true).into(),
@@ -211,8 +212,15 @@ pub async fn run(target: &Target, printer: &Printer, args: SchedulesArgs) -> any
     }
 
     // Clean up: the jobs exist only for this scenario.
-    let (deleted, not_deleted) = delete_all(target, count).await?;
-    if not_deleted > 0 {
+    let (deleted, not_deleted) = if args.keep {
+        progress(format!(
+            "--keep: the {count} {PREFIX}* jobs stay defined and go on firing"
+        ));
+        (0, count)
+    } else {
+        delete_all(target, count).await?
+    };
+    if not_deleted > 0 && !args.keep {
         progress(format!(
             "{not_deleted} {PREFIX}* jobs could not be deleted (unfinished runs?): `workerctl jobs delete` them later"
         ));
@@ -240,7 +248,14 @@ pub async fn run(target: &Target, printer: &Printer, args: SchedulesArgs) -> any
                 results.apply_seconds, results.apply_documents
             ),
         ),
-        ("cleanup", format!("{deleted} jobs deleted, {not_deleted} left")),
+        (
+            "cleanup",
+            if args.keep {
+                format!("none (--keep): {not_deleted} jobs left defined")
+            } else {
+                format!("{deleted} jobs deleted, {not_deleted} left")
+            },
+        ),
     ]);
     table.push('\n');
     table.push_str(&latency_table(&[("lateness", results.lateness)]));

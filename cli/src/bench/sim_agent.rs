@@ -4,7 +4,7 @@
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
 use tokio::sync::{Notify, mpsc};
@@ -37,6 +37,9 @@ pub struct Counters {
     pub measured_at: Mutex<Option<Instant>>,
     /// When the last `Ack` arrived.
     pub last_ack_at: Mutex<Option<Instant>>,
+    /// When the first `Assignment` (of any job) arrived at any of the agents;
+    /// set once.
+    pub first_assignment_at: OnceLock<Instant>,
 }
 
 impl Counters {
@@ -78,9 +81,13 @@ impl Counters {
 /// What one simulated agent is.
 #[derive(Debug, Clone)]
 pub struct Spec {
+    /// Agent id sent in `Hello` (unique per agent).
     pub agent_id: String,
+    /// Display name.
     pub name: String,
+    /// Labels the job selectors match.
     pub labels: HashMap<String, String>,
+    /// Slots announced in `Hello`.
     pub capacity: u32,
     /// Credits granted after `Welcome` (0: never takes work).
     pub pull: u32,
@@ -184,6 +191,7 @@ pub async fn start(channel: Channel, auth: Auth, spec: Spec, counters: Arc<Count
                     };
                     match message.msg {
                         Some(controller_message::Msg::Assignment(a)) => {
+                            counters.first_assignment_at.get_or_init(Instant::now);
                             let now = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Micros, true);
                             send(&tx, agent_message::Msg::Started(pb::Started {
                                 run_id: a.run_id.clone(),

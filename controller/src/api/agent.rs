@@ -88,21 +88,15 @@ impl AgentService for AgentApi {
                     }
                 };
                 match message.msg {
-                    Some(agent_message::Msg::Pull(pull)) => {
-                        engine.add_credits(&agent_id, connection, pull.credits).await
-                    }
-                    Some(agent_message::Msg::Heartbeat(hb)) => engine.renew_leases(&agent_id, &hb.in_flight).await,
-                    Some(agent_message::Msg::Started(started)) => {
-                        engine
-                            .renew_leases(
-                                &agent_id,
-                                &[InFlight {
-                                    run_id: started.run_id,
-                                    attempt: started.attempt,
-                                }],
-                            )
-                            .await
-                    }
+                    Some(agent_message::Msg::Pull(pull)) => engine.add_credits(&agent_id, connection, pull.credits),
+                    Some(agent_message::Msg::Heartbeat(hb)) => engine.renew_leases(&agent_id, &hb.in_flight),
+                    Some(agent_message::Msg::Started(started)) => engine.renew_leases(
+                        &agent_id,
+                        &[InFlight {
+                            run_id: started.run_id,
+                            attempt: started.attempt,
+                        }],
+                    ),
                     Some(agent_message::Msg::Finished(finished)) => {
                         let message = ResultMessage {
                             agent_id: agent_id.clone(),

@@ -183,7 +183,7 @@ impl Engine {
                 dependents.join(", ")
             )));
         }
-        let unfinished = self.core.lock().await.live.values().filter(|r| r.job == name).count();
+        let unfinished = self.lock_core().await.live.values().filter(|r| &*r.job == name).count();
         if unfinished > 0 {
             return Err(Error::precondition(format!(
                 "job \"{name}\" has {unfinished} unfinished run(s); cancel them first"

@@ -13,7 +13,7 @@ impl Engine {
     /// The state changes of runs blocked behind `upstream` now that it reached
     /// `state`. Computed from memory; nothing is changed.
     pub(super) fn dependent_changes(&self, core: &Core, upstream: &str, state: RunState, now: i64) -> Vec<StateChange> {
-        let blocked = |id: &String| core.live.get(id).filter(|r| r.state == RunState::Blocked);
+        let blocked = |id: &String| core.live.get(id.as_str()).filter(|r| r.state == RunState::Blocked);
         let direct = core.dependents.get(upstream).cloned().unwrap_or_default();
         match state {
             RunState::Succeeded => direct
@@ -79,7 +79,7 @@ impl Engine {
         match state {
             RunState::Succeeded => {
                 for id in core.dependents.remove(upstream).unwrap_or_default() {
-                    if let Some(run) = core.live.get_mut(&id) {
+                    if let Some(run) = core.live.get_mut(id.as_str()) {
                         run.waiting_on.remove(upstream);
                     }
                 }
@@ -90,7 +90,7 @@ impl Engine {
             _ => {}
         }
         for change in changes {
-            let Some(run) = core.live.get(&change.run_id) else {
+            let Some(run) = core.live.get(change.run_id.as_str()) else {
                 continue;
             };
             let (job, attempt) = (run.job.clone(), run.attempt);
@@ -101,7 +101,7 @@ impl Engine {
                 }
                 RunState::Scheduled => {
                     let not_before = change.not_before.unwrap_or(change.at);
-                    if let Some(run) = core.live.get_mut(&change.run_id) {
+                    if let Some(run) = core.live.get_mut(change.run_id.as_str()) {
                         run.state = RunState::Scheduled;
                         run.not_before = not_before;
                     }
@@ -109,7 +109,7 @@ impl Engine {
                     self.wake_timers.notify_one();
                 }
                 RunState::Cancelled => {
-                    core.live.remove(&change.run_id);
+                    core.live.remove(change.run_id.as_str());
                     core.dependents.remove(&change.run_id);
                 }
                 _ => {}

@@ -9,7 +9,7 @@ use worker_proto::v1::{
 };
 
 use super::select::select_assignments;
-use super::state::{AgentEntry, AgentSender, Core};
+use super::state::{AgentEntry, AgentSender, Core, Renewal};
 use super::{Counters, Engine, GROUP_COMMIT_INTERVAL, MAX_OUTPUT_BYTES};
 use crate::api::convert::executor_to_proto;
 use crate::error::{Error, Result};
@@ -48,7 +48,7 @@ impl Engine {
         }
         let now = now_ms();
         let lease = self.settings.lease_timeout.as_millis() as i64;
-        let mut core = self.core.lock().await;
+        let mut core = self.lock_core().await;
         core.next_connection += 1;
         let connection = core.next_connection;
         let welcome = ControllerMessage {
@@ -60,7 +60,7 @@ impl Engine {
         let _ = sender.send(Ok(welcome));
         let mut kept = BTreeSet::new();
         for InFlight { run_id, attempt } in &hello.in_flight {
-            if let Some(run) = core.live.get_mut(run_id)
+            if let Some(run) = core.live.get_mut(run_id.as_str())
                 && run.state == RunState::Running
                 && run.attempt == *attempt
                 && run.agent_id.as_deref().is_none_or(|a| a == hello.agent_id)
@@ -111,7 +111,7 @@ impl Engine {
 
     /// The connection ended: the agent keeps its runs until their leases expire.
     pub async fn agent_disconnected(&self, agent_id: &str, connection: u64) {
-        let mut core = self.core.lock().await;
+        let mut core = self.lock_core().await;
         if let Some(agent) = core.agents.get_mut(agent_id)
             && agent.connection == connection
         {
@@ -121,39 +121,27 @@ impl Engine {
         }
     }
 
-    /// `Pull{credits}`: the agent can take more runs.
-    pub async fn add_credits(&self, agent_id: &str, connection: u64, credits: u32) {
-        let mut core = self.core.lock().await;
-        if let Some(agent) = core.agents.get_mut(agent_id)
-            && agent.connection == connection
-        {
-            agent.credits = agent
-                .credits
-                .saturating_add(credits)
-                .min(agent.capacity.saturating_mul(4).max(1));
-            agent.last_seen = now_ms();
-        }
-        drop(core);
+    /// `Pull{credits}`: the agent can take more runs. Never waits for the core
+    /// lock: the credits are applied by whoever takes it next (the dispatcher,
+    /// which is woken here).
+    pub fn add_credits(&self, agent_id: &str, connection: u64, credits: u32) {
+        self.with_inbox(|inbox| inbox.credits.push((agent_id.to_string(), connection, credits)));
         self.wake_dispatch.notify_one();
     }
 
     /// `Heartbeat` / `Started`: renews the leases of the attempts the agent holds.
-    pub async fn renew_leases(&self, agent_id: &str, in_flight: &[InFlight]) {
+    /// Never waits for the core lock (see [`Engine::add_credits`]); the timer loop
+    /// applies renewals before it looks for expired leases.
+    pub fn renew_leases(&self, agent_id: &str, in_flight: &[InFlight]) {
+        let held = in_flight.iter().map(|i| (i.run_id.clone(), i.attempt)).collect();
         let now = now_ms();
-        let lease_until = now + self.settings.lease_timeout.as_millis() as i64;
-        let mut core = self.core.lock().await;
-        if let Some(agent) = core.agents.get_mut(agent_id) {
-            agent.last_seen = now;
-        }
-        for item in in_flight {
-            if let Some(run) = core.live.get_mut(&item.run_id)
-                && run.state == RunState::Running
-                && run.attempt == item.attempt
-                && run.agent_id.as_deref() == Some(agent_id)
-            {
-                run.lease_until = lease_until;
-            }
-        }
+        self.with_inbox(|inbox| {
+            inbox.renewals.push(Renewal {
+                agent_id: agent_id.to_string(),
+                held,
+                at: now,
+            })
+        });
     }
 
     /// The dispatcher loop: assigns queued runs whenever runs or credits appear.
@@ -180,7 +168,7 @@ impl Engine {
     /// Assigns as many queued runs as agents have credits for, in priority order,
     /// with one store commit for the batch. Returns the number assigned.
     pub async fn dispatch_once(&self) -> Result<usize> {
-        let mut core = self.core.lock().await;
+        let mut core = self.lock_core().await;
         if !core.agents.values().any(|a| a.sender.is_some() && a.credits > 0) || core.ready.is_empty() {
             return Ok(0);
         }
@@ -193,7 +181,7 @@ impl Engine {
         let mut changes = Vec::with_capacity(picks.len());
         let mut starts = Vec::with_capacity(picks.len());
         for (run_id, agent_id) in &picks {
-            let run = &core.live[run_id];
+            let run = &core.live[run_id.as_str()];
             let attempt = run.attempt + 1;
             let mut change = StateChange::new(run_id, RunState::Queued, RunState::Running, now, None);
             change.attempt = Some(attempt);
@@ -217,7 +205,7 @@ impl Engine {
         let lease_until = now + self.settings.lease_timeout.as_millis() as i64;
         for (run_id, agent_id) in &picks {
             core.unindex(run_id);
-            let run = core.live.get_mut(run_id).expect("picked run is live");
+            let run = core.live.get_mut(run_id.as_str()).expect("picked run is live");
             run.state = RunState::Running;
             run.attempt += 1;
             run.agent_id = Some(agent_id.clone());
@@ -231,7 +219,7 @@ impl Engine {
             let assignment = Assignment {
                 run_id: run_id.clone(),
                 attempt,
-                job: job_name.clone(),
+                job: job_name.to_string(),
                 executor: Some(executor_to_proto(job, true)),
                 payload,
                 timeout_ms,
@@ -270,7 +258,7 @@ impl Engine {
         let mut stale: Vec<(usize, Outcome)> = Vec::new();
         let mut singles: Vec<(usize, AttemptEnd, bool)> = Vec::new();
         let mut grouped: Vec<(usize, Settlement)> = Vec::new();
-        let mut core = self.core.lock().await;
+        let mut core = self.lock_core().await;
         let mut seen = std::collections::HashSet::new();
         for (index, (agent_id, finished)) in batch.iter().enumerate() {
             let outcome = match finished.outcome.parse::<Outcome>() {
@@ -284,7 +272,7 @@ impl Engine {
                 }
                 Ok(o) => o,
             };
-            let current = core.live.get(&finished.run_id).is_some_and(|r| {
+            let current = core.live.get(finished.run_id.as_str()).is_some_and(|r| {
                 r.state == RunState::Running
                     && r.attempt == finished.attempt
                     && r.agent_id.as_deref() == Some(agent_id.as_str())
@@ -421,7 +409,7 @@ impl Engine {
     fn settlement(&self, core: &Core, end: AttemptEnd, permanent: bool) -> Result<Settlement> {
         let run = core
             .live
-            .get(&end.run_id)
+            .get(end.run_id.as_str())
             .ok_or_else(|| Error::internal("settled run is not live"))?;
         let now = now_ms();
         let error = end.error.clone().unwrap_or_else(|| end.outcome.to_string());
@@ -460,7 +448,7 @@ impl Engine {
         Ok(Settlement {
             change,
             end,
-            job: run.job.clone(),
+            job: run.job.to_string(),
             dependents,
         })
     }
@@ -472,7 +460,7 @@ impl Engine {
         match s.change.to {
             RunState::Scheduled => {
                 let not_before = s.change.not_before.unwrap_or(s.change.at);
-                if let Some(run) = core.live.get_mut(&id) {
+                if let Some(run) = core.live.get_mut(id.as_str()) {
                     run.state = RunState::Scheduled;
                     run.not_before = not_before;
                 }
@@ -480,7 +468,7 @@ impl Engine {
                 self.wake_timers.notify_one();
             }
             _ => {
-                core.live.remove(&id);
+                core.live.remove(id.as_str());
             }
         }
         self.wake_dispatch.notify_one();

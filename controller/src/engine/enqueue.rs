@@ -8,7 +8,7 @@
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::Arc;
 
-use super::state::LiveRun;
+use super::state::{LiveRun, shared_payload};
 use super::{Engine, MAX_PAYLOAD_BYTES};
 use crate::config::JobSet;
 use crate::error::{Error, Result};
@@ -103,7 +103,7 @@ impl Engine {
             }
             return Err(Error::internal("the controller is shutting down"));
         }
-        let mut core = self.core.lock().await;
+        let mut core = self.lock_core().await;
         let outcomes = self.commit_items(&mut core, vec![item], false).await?;
         Ok(outcomes.expect("only schedule fires can collide").remove(0))
     }
@@ -136,7 +136,7 @@ impl Engine {
             }
             let (items, replies): (Vec<Item>, Vec<_>) = pending.into_iter().map(|p| (p.item, p.reply)).unzip();
             let result = {
-                let mut core = self.core.lock().await;
+                let mut core = self.lock_core().await;
                 self.commit_items(&mut core, items, false).await
             };
             match result {
@@ -194,7 +194,7 @@ impl Engine {
             scheduled_for: Some(instant),
             reason: None,
         };
-        let mut core = self.core.lock().await;
+        let mut core = self.lock_core().await;
         Ok(self
             .commit_items(&mut core, vec![item], false)
             .await?
@@ -213,7 +213,7 @@ impl Engine {
         let mut item = validate_request(&jobs, request, now_ms(), &|name| name.to_string())?;
         item.trigger = trigger;
         item.reason = Some(reason);
-        let mut core = self.core.lock().await;
+        let mut core = self.lock_core().await;
         let outcomes = self.commit_items(&mut core, vec![item], false).await?;
         Ok(outcomes.expect("only schedule fires can collide").remove(0))
     }
@@ -248,7 +248,7 @@ impl Engine {
             })
             .collect();
         let outcome = {
-            let mut core = self.core.lock().await;
+            let mut core = self.lock_core().await;
             self.commit_items(&mut core, items, false).await?
         };
         match outcome {
@@ -278,7 +278,7 @@ impl Engine {
             };
             items.push(validate_request(&jobs, request, now, &field)?);
         }
-        let mut core = self.core.lock().await;
+        let mut core = self.lock_core().await;
         let outcomes = self.commit_items(&mut core, items, batch).await?;
         Ok(outcomes.expect("only schedule fires can collide"))
     }
@@ -511,26 +511,19 @@ impl Engine {
                     .or_default()
                     .push(run.id.clone());
             }
-            core.live.insert(
-                run.id.clone(),
-                LiveRun {
-                    id: run.id.clone(),
-                    job: run.job.clone(),
-                    state: run.state,
-                    priority: run.priority,
-                    attempt: 0,
-                    max_attempts: run.max_attempts,
-                    payload: run.payload.as_str().into(),
-                    not_before: run.not_before.unwrap_or(run.created_at),
-                    ready_key: None,
-                    agent_id: None,
-                    lease_until: 0,
-                    deadline: None,
-                    cancel_requested: false,
-                    cancel_reason: None,
-                    waiting_on: upstreams,
-                },
+            let job = core.job_name(&run.job);
+            let mut live = LiveRun::new(
+                run.id.as_str().into(),
+                job,
+                run.state,
+                run.priority,
+                0,
+                run.max_attempts,
+                shared_payload(&run.payload),
+                run.not_before.unwrap_or(run.created_at),
             );
+            live.waiting_on = upstreams;
+            core.insert_live(live);
             match run.state {
                 RunState::Queued => core.push_ready(&run.id, run.created_at),
                 RunState::Scheduled => {

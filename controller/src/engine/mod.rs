@@ -23,6 +23,7 @@ pub mod state;
 mod timers;
 mod views;
 
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
@@ -38,9 +39,9 @@ pub use views::{AgentView, QueueStatsView, RunView};
 use crate::config::JobSet;
 use crate::error::Result;
 use crate::model::RunState;
-use crate::store::{StateChange, Store};
+use crate::store::{RunRecord, StateChange, Store};
 use crate::time::{now_ms, rfc3339};
-use state::{Core, LiveRun};
+use state::{AgentInbox, Core, LiveRun, shared_payload};
 
 /// Largest payload accepted, in bytes.
 pub const MAX_PAYLOAD_BYTES: usize = 1024 * 1024;
@@ -92,6 +93,8 @@ pub struct Engine {
     jobs: std::sync::RwLock<Arc<JobSet>>,
     settings: EngineSettings,
     core: Mutex<Core>,
+    /// Agent bookkeeping messages waiting for the core lock (see [`AgentInbox`]).
+    inbox: std::sync::Mutex<AgentInbox>,
     events: broadcast::Sender<RunEvent>,
     wake_dispatch: Notify,
     wake_timers: Notify,
@@ -115,6 +118,7 @@ impl Engine {
             jobs: std::sync::RwLock::new(Arc::new(jobs)),
             settings,
             core: Mutex::new(Core::default()),
+            inbox: std::sync::Mutex::new(AgentInbox::default()),
             events,
             wake_dispatch: Notify::new(),
             wake_timers: Notify::new(),
@@ -124,97 +128,103 @@ impl Engine {
             enqueue_queue: std::sync::OnceLock::new(),
         };
         {
-            let mut core = engine.core.lock().await;
+            let mut core = engine.lock_core().await;
             let now = now_ms();
             let lease = settings.lease_timeout.as_millis() as i64;
             let mut orphans = Vec::new();
             let mut recovered = [0usize; 4];
             let jobs = engine.jobs();
-            let active = engine.store.active_runs().await?;
-            let blocked_ids: Vec<String> = active
-                .iter()
-                .filter(|r| r.state == RunState::Blocked)
-                .map(|r| r.id.clone())
-                .collect();
-            let dependencies = engine.store.dependencies(&blocked_ids).await?;
-            for record in active {
-                if jobs.get(&record.job).is_none() {
-                    let reason = format!("job \"{}\" is no longer defined", record.job);
-                    orphans.push(StateChange::new(
-                        &record.id,
+            // Queued and scheduled runs (nearly all of them) go into the indexes
+            // as the rows stream in; running and blocked ones (few) need more
+            // reads and are finished in a second pass.
+            let mut later: Vec<(RunRecord, LiveRun)> = Vec::new();
+            {
+                let core = &mut *core;
+                let mut index = |record: RunRecord| -> Result<()> {
+                    if jobs.get(&record.job).is_none() {
+                        let reason = format!("job \"{}\" is no longer defined", record.job);
+                        orphans.push(StateChange::new(
+                            &record.id,
+                            record.state,
+                            RunState::Dead,
+                            now,
+                            Some(reason),
+                        ));
+                        return Ok(());
+                    }
+                    let mut run = LiveRun::new(
+                        record.id.as_str().into(),
+                        core.job_name(&record.job),
                         record.state,
-                        RunState::Dead,
-                        now,
-                        Some(reason),
-                    ));
-                    continue;
-                }
-                let mut run = LiveRun {
-                    id: record.id.clone(),
-                    job: record.job.clone(),
-                    state: record.state,
-                    priority: record.priority,
-                    attempt: record.attempt,
-                    max_attempts: record.max_attempts,
-                    payload: record.payload.into(),
-                    not_before: record.not_before.unwrap_or(now),
-                    ready_key: None,
-                    agent_id: None,
-                    lease_until: now + lease,
-                    deadline: None,
-                    cancel_requested: record.cancel_requested,
-                    cancel_reason: record
+                        record.priority,
+                        record.attempt,
+                        record.max_attempts,
+                        shared_payload(&record.payload),
+                        record.not_before.unwrap_or(now),
+                    );
+                    run.lease_until = now + lease;
+                    run.cancel_requested = record.cancel_requested;
+                    run.cancel_reason = record
                         .reason
                         .as_deref()
                         .filter(|_| record.cancel_requested)
-                        .map(|r| r.strip_prefix("cancel requested: ").unwrap_or(r).to_string()),
-                    waiting_on: Default::default(),
-                };
-                match record.state {
-                    RunState::Queued => {
-                        core.live.insert(record.id.clone(), run);
-                        core.push_ready(&record.id, record.ready_at.unwrap_or(record.created_at));
-                        recovered[0] += 1;
-                    }
-                    RunState::Scheduled => {
-                        core.timers.insert((run.not_before, record.id.clone()));
-                        core.live.insert(record.id.clone(), run);
-                        recovered[1] += 1;
-                    }
-                    RunState::Running => {
-                        // The agent may still be running it: honour a fresh lease; a
-                        // reconnecting agent that reports it in flight keeps it.
-                        let attempts = engine.store.attempts(std::slice::from_ref(&record.id)).await?;
-                        let current = attempts.iter().find(|a| a.attempt == record.attempt);
-                        run.agent_id = current.map(|a| a.agent_id.clone());
-                        run.deadline = jobs
-                            .get(&record.job)
-                            .and_then(|j| j.timeout)
-                            .zip(current)
-                            .map(|(timeout, a)| a.started_at + timeout.as_millis() as i64 + lease);
-                        *core.running_by_job.entry(record.job.clone()).or_default() += 1;
-                        core.live.insert(record.id.clone(), run);
-                        recovered[2] += 1;
-                    }
-                    _ => {
-                        // Blocked: wait for the upstream runs that have not succeeded.
-                        for (_, upstream) in dependencies.iter().filter(|(r, _)| *r == record.id) {
-                            let done = engine
-                                .store
-                                .run(upstream)
-                                .await?
-                                .is_some_and(|u| u.state == RunState::Succeeded);
-                            if !done {
-                                run.waiting_on.insert(upstream.clone());
-                                core.dependents
-                                    .entry(upstream.clone())
-                                    .or_default()
-                                    .push(record.id.clone());
-                            }
+                        .map(|r| r.strip_prefix("cancel requested: ").unwrap_or(r).to_string());
+                    match record.state {
+                        RunState::Queued => {
+                            core.insert_live(run);
+                            core.push_ready(&record.id, record.ready_at.unwrap_or(record.created_at));
+                            recovered[0] += 1;
                         }
-                        core.live.insert(record.id.clone(), run);
-                        recovered[3] += 1;
+                        RunState::Scheduled => {
+                            core.timers.insert((run.not_before, record.id.clone()));
+                            core.insert_live(run);
+                            recovered[1] += 1;
+                        }
+                        _ => later.push((record, run)),
                     }
+                    Ok(())
+                };
+                engine.store.for_each_active_run(&mut index).await?;
+            }
+            let blocked_ids: Vec<String> = later
+                .iter()
+                .filter(|(r, _)| r.state == RunState::Blocked)
+                .map(|(r, _)| r.id.clone())
+                .collect();
+            let mut upstreams_of: HashMap<String, Vec<String>> = HashMap::new();
+            for (run_id, upstream) in engine.store.dependencies(&blocked_ids).await? {
+                upstreams_of.entry(run_id).or_default().push(upstream);
+            }
+            for (record, mut run) in later {
+                if record.state == RunState::Running {
+                    // The agent may still be running it: honour a fresh lease; a
+                    // reconnecting agent that reports it in flight keeps it.
+                    let attempts = engine.store.attempts(std::slice::from_ref(&record.id)).await?;
+                    let current = attempts.iter().find(|a| a.attempt == record.attempt);
+                    run.agent_id = current.map(|a| a.agent_id.clone());
+                    run.deadline = jobs
+                        .get(&record.job)
+                        .and_then(|j| j.timeout)
+                        .zip(current)
+                        .map(|(timeout, a)| a.started_at + timeout.as_millis() as i64 + lease);
+                    *core.running_by_job.entry(run.job.clone()).or_default() += 1;
+                    core.insert_live(run);
+                    recovered[2] += 1;
+                } else {
+                    // Blocked: wait for the upstream runs that have not succeeded.
+                    for upstream in upstreams_of.remove(&record.id).unwrap_or_default() {
+                        let done = engine
+                            .store
+                            .run(&upstream)
+                            .await?
+                            .is_some_and(|u| u.state == RunState::Succeeded);
+                        if !done {
+                            run.waiting_on.insert(upstream.clone());
+                            core.dependents.entry(upstream).or_default().push(record.id.clone());
+                        }
+                    }
+                    core.insert_live(run);
+                    recovered[3] += 1;
                 }
             }
             if !orphans.is_empty() {
@@ -230,6 +240,21 @@ impl Engine {
             );
         }
         Ok(Arc::new(engine))
+    }
+
+    /// Takes the core lock and applies the agent messages waiting in the inbox.
+    async fn lock_core(&self) -> tokio::sync::MutexGuard<'_, Core> {
+        let mut core = self.core.lock().await;
+        let inbox = std::mem::take(&mut *self.inbox.lock().unwrap_or_else(|e| e.into_inner()));
+        if !inbox.is_empty() {
+            core.apply_inbox(inbox, self.settings.lease_timeout.as_millis() as i64);
+        }
+        core
+    }
+
+    /// Runs `f` on the inbox (a short synchronous lock, never held across an await).
+    fn with_inbox(&self, f: impl FnOnce(&mut AgentInbox)) {
+        f(&mut self.inbox.lock().unwrap_or_else(|e| e.into_inner()));
     }
 
     /// The current job definitions (a snapshot; changes replace the whole set).
@@ -274,7 +299,7 @@ impl Engine {
 
     /// (connected agents, live runs), for operators and benchmarks.
     pub async fn census(&self) -> (u64, u64) {
-        let core = self.core.lock().await;
+        let core = self.lock_core().await;
         let agents = core.agents.values().filter(|a| a.sender.is_some()).count() as u64;
         (agents, core.live.len() as u64)
     }
@@ -282,7 +307,7 @@ impl Engine {
     /// Ends every agent stream (controller shutdown): agents reconnect later and
     /// keep their runs if they come back within the lease.
     pub async fn disconnect_all_agents(&self) {
-        let mut core = self.core.lock().await;
+        let mut core = self.lock_core().await;
         for agent in core.agents.values_mut() {
             agent.sender = None;
             agent.credits = 0;

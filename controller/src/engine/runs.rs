@@ -7,7 +7,7 @@ use worker_proto::v1::{Cancel, ControllerMessage, controller_message::Msg};
 
 use super::Engine;
 use super::enqueue::{EnqueueOutcome, EnqueueRequest};
-use super::state::LiveRun;
+use super::state::{LiveRun, shared_payload};
 use crate::error::{Error, ErrorCode, Result};
 use crate::job::JobDef;
 use crate::model::{Overlap, RunState};
@@ -21,11 +21,11 @@ impl Engine {
             return Ok(true);
         }
         let unfinished: Vec<String> = {
-            let core = self.core.lock().await;
+            let core = self.lock_core().await;
             core.live
                 .values()
-                .filter(|r| r.job == job.name)
-                .map(|r| r.id.clone())
+                .filter(|r| *r.job == *job.name)
+                .map(|r| r.id.to_string())
                 .collect()
         };
         if unfinished.is_empty() {
@@ -55,7 +55,7 @@ impl Engine {
     /// and if the agent is gone, lease expiry cancels it. Returns the run as it
     /// is after the request.
     pub async fn cancel(&self, id: &str, reason: &str) -> Result<RunRecord> {
-        let mut core = self.core.lock().await;
+        let mut core = self.lock_core().await;
         let Some(run) = core.live.get(id).cloned() else {
             drop(core);
             let record = self
@@ -179,7 +179,7 @@ impl Engine {
     /// Queues dead runs again, each with a renewed attempt budget. Returns the ids
     /// requeued (runs that are no longer dead are left alone).
     pub async fn requeue_dead(&self, ids: &[String]) -> Result<Vec<String>> {
-        let mut core = self.core.lock().await;
+        let mut core = self.lock_core().await;
         let jobs = self.jobs();
         let now = now_ms();
         let mut changes = Vec::new();
@@ -205,29 +205,22 @@ impl Engine {
             change.ready_at = Some(now);
             change.max_attempts = Some(max_attempts);
             changes.push(change);
-            lives.push(LiveRun {
-                id: id.clone(),
-                job: record.job.clone(),
-                state: RunState::Queued,
-                priority: record.priority,
-                attempt: record.attempt,
+            lives.push(LiveRun::new(
+                id.as_str().into(),
+                core.job_name(&record.job),
+                RunState::Queued,
+                record.priority,
+                record.attempt,
                 max_attempts,
-                payload: record.payload.into(),
-                not_before: now,
-                ready_key: None,
-                agent_id: None,
-                lease_until: 0,
-                deadline: None,
-                cancel_requested: false,
-                cancel_reason: None,
-                waiting_on: Default::default(),
-            });
+                shared_payload(&record.payload),
+                now,
+            ));
         }
         self.store.apply(&changes, &[], &[]).await?;
         let mut requeued = Vec::new();
         for live in lives {
             let (id, job, attempt) = (live.id.clone(), live.job.clone(), live.attempt);
-            core.live.insert(id.clone(), live);
+            core.insert_live(live);
             core.push_ready(&id, now);
             self.emit(
                 &id,
@@ -237,7 +230,7 @@ impl Engine {
                 now,
                 Some("retried from the dead-letter queue"),
             );
-            requeued.push(id);
+            requeued.push(id.to_string());
         }
         drop(core);
         self.wake_dispatch.notify_one();
@@ -247,7 +240,7 @@ impl Engine {
     /// Deletes dead runs with their history. Returns the ids deleted. Runs blocked
     /// behind a purged run can never start: they are cancelled with it.
     pub async fn purge_dead(&self, ids: &[String]) -> Result<Vec<String>> {
-        let mut core = self.core.lock().await;
+        let mut core = self.lock_core().await;
         let now = now_ms();
         let purged = self.store.purge_dead(ids).await?;
         for id in &purged {

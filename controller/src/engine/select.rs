@@ -46,7 +46,7 @@ pub fn select_assignments<'a>(core: &'a mut Core, jobs: &'a JobSet) -> Vec<(Stri
         match jobs.get(name) {
             Some(job) if placeable(job, running_by_job, agents) => remaining += queued,
             _ => {
-                unplaceable.insert(name.as_str());
+                unplaceable.insert(name);
             }
         }
     }
@@ -55,7 +55,7 @@ pub fn select_assignments<'a>(core: &'a mut Core, jobs: &'a JobSet) -> Vec<(Stri
             break;
         }
         let Some(run) = live.get(run_id) else { continue };
-        if unplaceable.contains(run.job.as_str()) {
+        if unplaceable.contains(&*run.job) {
             continue;
         }
         let Some(job) = jobs.get(&run.job) else { continue };
@@ -87,17 +87,21 @@ pub fn select_assignments<'a>(core: &'a mut Core, jobs: &'a JobSet) -> Vec<(Stri
         agent.credits -= 1;
         credits_left -= 1;
         *extra_by_job.entry(job.name.as_str()).or_default() += 1;
-        picks.push((run_id.clone(), agent.id.clone()));
+        picks.push((run_id.to_string(), agent.id.clone()));
     }
     picks
 }
 
 /// Whether a run of `job` could be placed now: room under its concurrency limit
 /// and a connected agent with a credit that takes it.
-fn placeable(job: &JobDef, running_by_job: &HashMap<String, u32>, agents: &HashMap<String, AgentEntry>) -> bool {
+fn placeable(
+    job: &JobDef,
+    running_by_job: &HashMap<std::sync::Arc<str>, u32>,
+    agents: &HashMap<String, AgentEntry>,
+) -> bool {
     let room = job
         .max_concurrency
-        .is_none_or(|limit| running_by_job.get(&job.name).copied().unwrap_or(0) < limit);
+        .is_none_or(|limit| running_by_job.get(job.name.as_str()).copied().unwrap_or(0) < limit);
     room && agents.values().any(|a| a.accepts(job.executor.kind(), &job.selector))
 }
 
@@ -125,26 +129,17 @@ mod tests {
     }
 
     fn queue(core: &mut Core, id: &str, job: &str, priority: Priority, at: i64) {
-        core.live.insert(
+        let job = core.job_name(job);
+        core.insert_live(LiveRun::new(
             id.into(),
-            LiveRun {
-                id: id.into(),
-                job: job.into(),
-                state: RunState::Queued,
-                priority,
-                attempt: 0,
-                max_attempts: 1,
-                payload: Arc::from("null"),
-                not_before: 0,
-                ready_key: None,
-                agent_id: None,
-                lease_until: 0,
-                deadline: None,
-                cancel_requested: false,
-                cancel_reason: None,
-                waiting_on: Default::default(),
-            },
-        );
+            job,
+            RunState::Queued,
+            priority,
+            0,
+            1,
+            Arc::from("null"),
+            0,
+        ));
         core.push_ready(id, at);
     }
 

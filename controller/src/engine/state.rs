@@ -18,13 +18,20 @@ pub type ReadyKey = (Reverse<Priority>, i64, u64);
 /// Channel to one agent's response stream.
 pub type AgentSender = UnboundedSender<Result<ControllerMessage, tonic::Status>>;
 
+/// A run id shared by the indexes that hold it (one allocation per run).
+pub type RunId = Arc<str>;
+
 /// A run that is not terminal.
+///
+/// Kept small on purpose: a million queued runs must fit in a few hundred MiB
+/// (ids and job names are shared `Arc<str>`s, the common `{}` payload is one
+/// shared allocation, and the map holds the run boxed).
 #[derive(Debug, Clone)]
 pub struct LiveRun {
     /// Run id.
-    pub id: String,
-    /// Job name.
-    pub job: String,
+    pub id: RunId,
+    /// Job name (shared by every run of the job).
+    pub job: Arc<str>,
     /// Current state (never terminal).
     pub state: RunState,
     /// Dispatch priority.
@@ -52,6 +59,50 @@ pub struct LiveRun {
     pub cancel_reason: Option<String>,
     /// While blocked: upstream runs that have not succeeded yet.
     pub waiting_on: BTreeSet<String>,
+}
+
+impl LiveRun {
+    /// A run in `state` with nothing running, no lease and no cancellation.
+    #[allow(clippy::too_many_arguments)]
+    pub fn new(
+        id: RunId,
+        job: Arc<str>,
+        state: RunState,
+        priority: Priority,
+        attempt: u32,
+        max_attempts: u32,
+        payload: Arc<str>,
+        not_before: i64,
+    ) -> LiveRun {
+        LiveRun {
+            id,
+            job,
+            state,
+            priority,
+            attempt,
+            max_attempts,
+            payload,
+            not_before,
+            ready_key: None,
+            agent_id: None,
+            lease_until: 0,
+            deadline: None,
+            cancel_requested: false,
+            cancel_reason: None,
+            waiting_on: Default::default(),
+        }
+    }
+}
+
+/// A payload as shared text: the empty object `{}`, by far the most common
+/// payload, is one allocation for all runs.
+pub fn shared_payload(payload: &str) -> Arc<str> {
+    static EMPTY_OBJECT: std::sync::OnceLock<Arc<str>> = std::sync::OnceLock::new();
+    if payload == "{}" {
+        EMPTY_OBJECT.get_or_init(|| Arc::from("{}")).clone()
+    } else {
+        Arc::from(payload)
+    }
 }
 
 /// A connected (or recently disconnected) agent.
@@ -95,21 +146,54 @@ impl AgentEntry {
     }
 }
 
+/// Agent messages that only touch agent bookkeeping (`Pull`, `Started`,
+/// `Heartbeat`). Agent streams drop them here under a short synchronous lock
+/// instead of waiting for the core lock, which is held across store commits;
+/// whoever takes the core lock next applies them first ([`Core::apply_inbox`]),
+/// so no reader of the core ever sees them late.
+#[derive(Debug, Default)]
+pub struct AgentInbox {
+    /// (agent id, connection, credits) from `Pull`.
+    pub credits: Vec<(String, u64, u32)>,
+    /// Lease renewals from `Started` and `Heartbeat`.
+    pub renewals: Vec<Renewal>,
+}
+
+/// An agent says it still holds these attempts.
+#[derive(Debug)]
+pub struct Renewal {
+    /// The agent.
+    pub agent_id: String,
+    /// (run id, attempt) it holds.
+    pub held: Vec<(String, u32)>,
+    /// When it said so, Unix ms.
+    pub at: i64,
+}
+
+impl AgentInbox {
+    /// Whether nothing is waiting.
+    pub fn is_empty(&self) -> bool {
+        self.credits.is_empty() && self.renewals.is_empty()
+    }
+}
+
 /// Everything the engine keeps in memory, guarded by one lock.
 #[derive(Debug, Default)]
 pub struct Core {
-    /// Non-terminal runs by id.
-    pub live: HashMap<String, LiveRun>,
+    /// Non-terminal runs by id (boxed: the map's buckets stay small).
+    pub live: HashMap<RunId, Box<LiveRun>>,
     /// Queued runs in dispatch order.
-    pub ready: BTreeMap<ReadyKey, String>,
+    pub ready: BTreeMap<ReadyKey, RunId>,
+    /// Job names in use by live runs (interned: one allocation per job).
+    pub job_names: std::collections::HashSet<Arc<str>>,
     /// Number of queued runs per job (kept with `ready` by `push_ready`/`unindex`).
-    pub queued_by_job: HashMap<String, usize>,
+    pub queued_by_job: HashMap<Arc<str>, usize>,
     /// Scheduled runs by `not_before`.
     pub timers: BTreeSet<(i64, String)>,
     /// Agents by id.
     pub agents: HashMap<String, AgentEntry>,
     /// Running runs per job (for `max_concurrency`).
-    pub running_by_job: HashMap<String, u32>,
+    pub running_by_job: HashMap<Arc<str>, u32>,
     /// Blocked runs by the upstream run they wait for.
     pub dependents: HashMap<String, Vec<String>>,
     /// Arrival counter for FIFO ties.
@@ -119,6 +203,52 @@ pub struct Core {
 }
 
 impl Core {
+    /// Adds a live run (replacing one with the same id).
+    pub fn insert_live(&mut self, run: LiveRun) {
+        self.live.insert(run.id.clone(), Box::new(run));
+    }
+
+    /// The shared name of a job.
+    pub fn job_name(&mut self, name: &str) -> Arc<str> {
+        if let Some(shared) = self.job_names.get(name) {
+            return shared.clone();
+        }
+        let shared: Arc<str> = Arc::from(name);
+        self.job_names.insert(shared.clone());
+        shared
+    }
+
+    /// Applies the agent messages that arrived while the lock was held elsewhere:
+    /// credits of the current connection (at most four times the capacity), and
+    /// lease renewals of attempts the agent still holds.
+    pub fn apply_inbox(&mut self, inbox: AgentInbox, lease_timeout_ms: i64) {
+        for (agent_id, connection, credits) in inbox.credits {
+            if let Some(agent) = self.agents.get_mut(&agent_id)
+                && agent.connection == connection
+                && agent.sender.is_some()
+            {
+                agent.credits = agent
+                    .credits
+                    .saturating_add(credits)
+                    .min(agent.capacity.saturating_mul(4).max(1));
+            }
+        }
+        for Renewal { agent_id, held, at } in inbox.renewals {
+            if let Some(agent) = self.agents.get_mut(&agent_id) {
+                agent.last_seen = agent.last_seen.max(at);
+            }
+            for (run_id, attempt) in held {
+                if let Some(run) = self.live.get_mut(run_id.as_str())
+                    && run.state == RunState::Running
+                    && run.attempt == attempt
+                    && run.agent_id.as_deref() == Some(agent_id.as_str())
+                {
+                    run.lease_until = run.lease_until.max(at + lease_timeout_ms);
+                }
+            }
+        }
+    }
+
     /// Puts a live run into the ready queue.
     pub fn push_ready(&mut self, id: &str, ready_at: i64) {
         self.next_seq += 1;
@@ -139,7 +269,7 @@ impl Core {
             let key = (Reverse(run.priority), ready_at, *next_seq);
             run.state = RunState::Queued;
             run.ready_key = Some(key);
-            ready.insert(key, id.to_string());
+            ready.insert(key, run.id.clone());
         }
     }
 

@@ -28,7 +28,7 @@ impl Engine {
                 tracing::error!(error = %e, "expiring leases failed; retrying");
             }
             let wait = {
-                let core = self.core.lock().await;
+                let core = self.lock_core().await;
                 core.timers
                     .first()
                     .map(|(t, _)| Duration::from_millis((t - now_ms()).max(0) as u64))
@@ -45,7 +45,7 @@ impl Engine {
 
     /// Moves due scheduled runs to `queued`, in one commit.
     pub async fn release_due(&self) -> Result<usize> {
-        let mut core = self.core.lock().await;
+        let mut core = self.lock_core().await;
         let now = now_ms();
         let due: Vec<(i64, String)> = core.timers.iter().take_while(|(t, _)| *t <= now).cloned().collect();
         if due.is_empty() {
@@ -63,7 +63,7 @@ impl Engine {
         for (t, id) in &due {
             core.timers.remove(&(*t, id.clone()));
             core.push_ready(id, now);
-            if let Some(run) = core.live.get(id) {
+            if let Some(run) = core.live.get(id.as_str()) {
                 self.emit(id, &run.job, RunState::Queued, run.attempt, now, None);
             }
         }
@@ -76,7 +76,7 @@ impl Engine {
     /// (start + job timeout + lease) passed without a result (recorded
     /// `timed_out`, and the agent is told to cancel), then applies the retry policy.
     pub async fn expire_leases(&self) -> Result<usize> {
-        let mut core = self.core.lock().await;
+        let mut core = self.lock_core().await;
         let now = now_ms();
         let expired: Vec<(String, u32, Option<String>, bool)> = core
             .live
@@ -85,7 +85,7 @@ impl Engine {
             .filter_map(|r| {
                 let past_deadline = r.deadline.is_some_and(|d| d <= now);
                 (past_deadline || r.lease_until <= now)
-                    .then(|| (r.id.clone(), r.attempt, r.agent_id.clone(), past_deadline))
+                    .then(|| (r.id.to_string(), r.attempt, r.agent_id.clone(), past_deadline))
             })
             .collect();
         let lease_s = self.settings.lease_timeout.as_secs_f64();

@@ -144,8 +144,8 @@ impl Engine {
     /// Queued runs in dispatch order.
     pub async fn queued_runs(&self, limit: usize) -> Result<Vec<RunView>> {
         let ids: Vec<String> = {
-            let core = self.core.lock().await;
-            core.ready.values().take(limit).cloned().collect()
+            let core = self.lock_core().await;
+            core.ready.values().take(limit).map(|id| id.to_string()).collect()
         };
         let mut runs = Vec::with_capacity(ids.len());
         for id in ids {
@@ -161,7 +161,7 @@ impl Engine {
         let now = now_ms();
         let mut stats = QueueStatsView::default();
         {
-            let core = self.core.lock().await;
+            let core = self.lock_core().await;
             let mut by_priority: BTreeMap<std::cmp::Reverse<Priority>, (u64, u64)> =
                 Priority::ALL.iter().map(|p| (std::cmp::Reverse(*p), (0, 0))).collect();
             for ((priority, ready_at, _), _) in core.ready.iter() {
@@ -186,7 +186,7 @@ impl Engine {
 
     /// Known agents (connected, and disconnected ones still holding runs).
     pub async fn agents(&self) -> Vec<AgentView> {
-        let core = self.core.lock().await;
+        let core = self.lock_core().await;
         let mut agents: Vec<AgentView> = core
             .agents
             .values()

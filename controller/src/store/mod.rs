@@ -141,9 +141,22 @@ impl Store {
         dispatch!(self.cursors())
     }
 
-    /// Runs that are not terminal, oldest first (to rebuild in-memory indexes).
+    /// Runs that are not terminal, oldest first.
     pub async fn active_runs(&self) -> Result<Vec<RunRecord>> {
-        dispatch!(self.active_runs())
+        let mut runs = Vec::new();
+        self.for_each_active_run(&mut |run| {
+            runs.push(run);
+            Ok(())
+        })
+        .await?;
+        Ok(runs)
+    }
+
+    /// Calls `f` with every run that is not terminal, oldest first, as the rows
+    /// arrive: rebuilding the in-memory indexes of a million queued runs never
+    /// holds them all as records at once.
+    pub async fn for_each_active_run(&self, f: &mut (dyn FnMut(RunRecord) -> Result<()> + Send)) -> Result<()> {
+        dispatch!(self.for_each_active_run(f))
     }
 
     /// One run.

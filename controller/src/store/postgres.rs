@@ -14,7 +14,7 @@ use std::str::FromStr;
 use std::time::Duration;
 
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions, PgRow};
-use sqlx::{AssertSqlSafe, Connection, PgConnection, PgPool, Postgres, Row, Transaction};
+use sqlx::{AssertSqlSafe, Connection, PgConnection, PgPool, Row};
 
 use super::{
     AttemptEnd, AttemptRecord, AttemptStart, InsertPlan, JobStatsRecord, RunRecord, ScheduleCursor, StateChange,
@@ -134,59 +134,98 @@ impl PgStore {
     }
 
     async fn try_insert_runs(&self, plan: &InsertPlan) -> sqlx::Result<bool> {
+        // Each kind of row is one statement with the rows as arrays (UNNEST), so
+        // a plan of thousands of runs costs a handful of round trips.
+        let runs = &plan.runs;
         let mut tx = self.pool.begin().await?;
-        for run in &plan.runs {
-            // A concurrent insert of the same fire makes this wait for the other
-            // transaction, then insert nothing (no row returned) if it committed.
-            let inserted: Option<String> = sqlx::query_scalar(
-                "INSERT INTO runs (id, job, state, priority, payload, trigger_kind, scheduled_for, created_at, not_before, ready_at,
-                 attempt, max_attempts, reason, workflow_id, idempotency_key)
-                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, 0, $11, $12, $13, $14)
-                 ON CONFLICT (job, scheduled_for) WHERE scheduled_for IS NOT NULL DO NOTHING
-                 RETURNING id",
-            )
-            .bind(&run.id)
-            .bind(&run.job)
-            .bind(run.state.as_str())
-            .bind(run.priority.as_str())
-            .bind(&run.payload)
-            .bind(run.trigger.as_str())
-            .bind(run.scheduled_for)
-            .bind(run.created_at)
-            .bind(run.not_before)
-            .bind(run.ready_at)
-            .bind(i64::from(run.max_attempts))
-            .bind(&run.reason)
-            .bind(&run.workflow_id)
-            .bind(&run.idempotency_key)
-            .fetch_optional(&mut *tx)
-            .await?;
-            if inserted.is_none() {
-                tx.rollback().await?;
-                return Ok(false);
-            }
-            insert_transition(&mut tx, &run.id, None, run.state, run.created_at, run.reason.as_deref()).await?;
+        // A concurrent insert of the same fire makes this wait for the other
+        // transaction, then skip that row (fewer rows returned) if it committed.
+        let inserted: Vec<String> = sqlx::query_scalar(
+            "INSERT INTO runs (id, job, state, priority, payload, trigger_kind, scheduled_for, created_at, not_before,
+             ready_at, attempt, max_attempts, reason, workflow_id, idempotency_key)
+             SELECT id, job, state, priority, payload, trigger_kind, scheduled_for, created_at, not_before, ready_at,
+                    0, max_attempts, reason, workflow_id, idempotency_key
+             FROM UNNEST($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[], $7::bigint[],
+                         $8::bigint[], $9::bigint[], $10::bigint[], $11::bigint[], $12::text[], $13::text[], $14::text[])
+               AS v (id, job, state, priority, payload, trigger_kind, scheduled_for, created_at, not_before, ready_at,
+                     max_attempts, reason, workflow_id, idempotency_key)
+             ON CONFLICT (job, scheduled_for) WHERE scheduled_for IS NOT NULL DO NOTHING
+             RETURNING id",
+        )
+        .bind(runs.iter().map(|r| r.id.clone()).collect::<Vec<_>>())
+        .bind(runs.iter().map(|r| r.job.clone()).collect::<Vec<_>>())
+        .bind(runs.iter().map(|r| r.state.as_str()).collect::<Vec<_>>())
+        .bind(runs.iter().map(|r| r.priority.as_str()).collect::<Vec<_>>())
+        .bind(runs.iter().map(|r| r.payload.clone()).collect::<Vec<_>>())
+        .bind(runs.iter().map(|r| r.trigger.as_str()).collect::<Vec<_>>())
+        .bind(runs.iter().map(|r| r.scheduled_for).collect::<Vec<_>>())
+        .bind(runs.iter().map(|r| r.created_at).collect::<Vec<_>>())
+        .bind(runs.iter().map(|r| r.not_before).collect::<Vec<_>>())
+        .bind(runs.iter().map(|r| r.ready_at).collect::<Vec<_>>())
+        .bind(runs.iter().map(|r| i64::from(r.max_attempts)).collect::<Vec<_>>())
+        .bind(runs.iter().map(|r| r.reason.clone()).collect::<Vec<_>>())
+        .bind(runs.iter().map(|r| r.workflow_id.clone()).collect::<Vec<_>>())
+        .bind(runs.iter().map(|r| r.idempotency_key.clone()).collect::<Vec<_>>())
+        .fetch_all(&mut *tx)
+        .await?;
+        if inserted.len() != runs.len() {
+            tx.rollback().await?;
+            return Ok(false);
+        }
+        sqlx::query(
+            "INSERT INTO transitions (run_id, from_state, to_state, at, reason)
+             SELECT run_id, NULL, to_state, at, reason FROM UNNEST($1::text[], $2::text[], $3::bigint[], $4::text[])
+               AS v (run_id, to_state, at, reason)",
+        )
+        .bind(runs.iter().map(|r| r.id.clone()).collect::<Vec<_>>())
+        .bind(runs.iter().map(|r| r.state.as_str()).collect::<Vec<_>>())
+        .bind(runs.iter().map(|r| r.created_at).collect::<Vec<_>>())
+        .bind(runs.iter().map(|r| r.reason.clone()).collect::<Vec<_>>())
+        .execute(&mut *tx)
+        .await?;
+        // One row per job and per key: a statement may not upsert a row twice.
+        let mut cursors: std::collections::BTreeMap<&str, i64> = std::collections::BTreeMap::new();
+        let mut keys: std::collections::BTreeMap<&str, (&str, i64)> = std::collections::BTreeMap::new();
+        for run in runs {
             if let Some(instant) = run.scheduled_for {
-                upsert_cursor(&mut tx, &run.job, instant).await?;
+                let cursor = cursors.entry(run.job.as_str()).or_insert(instant);
+                *cursor = (*cursor).max(instant);
             }
             if let Some(key) = &run.idempotency_key {
-                sqlx::query(
-                    "INSERT INTO idempotency_keys (key, run_id, created_at) VALUES ($1, $2, $3)
-                     ON CONFLICT (key) DO UPDATE SET run_id = excluded.run_id, created_at = excluded.created_at",
-                )
-                .bind(key)
-                .bind(&run.id)
-                .bind(run.created_at)
-                .execute(&mut *tx)
-                .await?;
+                keys.insert(key.as_str(), (run.id.as_str(), run.created_at));
             }
         }
-        for (run_id, upstream_id) in &plan.dependencies {
-            sqlx::query("INSERT INTO run_dependencies (run_id, upstream_id) VALUES ($1, $2)")
-                .bind(run_id)
-                .bind(upstream_id)
-                .execute(&mut *tx)
-                .await?;
+        if !cursors.is_empty() {
+            sqlx::query(
+                "INSERT INTO schedule_cursors (job, last_fired) SELECT * FROM UNNEST($1::text[], $2::bigint[])
+                 ON CONFLICT (job) DO UPDATE SET last_fired = GREATEST(schedule_cursors.last_fired, excluded.last_fired)",
+            )
+            .bind(cursors.keys().copied().collect::<Vec<_>>())
+            .bind(cursors.values().copied().collect::<Vec<_>>())
+            .execute(&mut *tx)
+            .await?;
+        }
+        if !keys.is_empty() {
+            sqlx::query(
+                "INSERT INTO idempotency_keys (key, run_id, created_at)
+                 SELECT * FROM UNNEST($1::text[], $2::text[], $3::bigint[])
+                 ON CONFLICT (key) DO UPDATE SET run_id = excluded.run_id, created_at = excluded.created_at",
+            )
+            .bind(keys.keys().copied().collect::<Vec<_>>())
+            .bind(keys.values().map(|(id, _)| *id).collect::<Vec<_>>())
+            .bind(keys.values().map(|(_, at)| *at).collect::<Vec<_>>())
+            .execute(&mut *tx)
+            .await?;
+        }
+        if !plan.dependencies.is_empty() {
+            // UNNEST yields the rows in array order, so `seq` keeps the declared order.
+            sqlx::query(
+                "INSERT INTO run_dependencies (run_id, upstream_id) SELECT * FROM UNNEST($1::text[], $2::text[])",
+            )
+            .bind(plan.dependencies.iter().map(|(r, _)| r.clone()).collect::<Vec<_>>())
+            .bind(plan.dependencies.iter().map(|(_, u)| u.clone()).collect::<Vec<_>>())
+            .execute(&mut *tx)
+            .await?;
         }
         tx.commit().await?;
         Ok(true)
@@ -426,12 +465,16 @@ impl PgStore {
             .collect())
     }
 
-    pub(super) async fn active_runs(&self) -> Result<Vec<RunRecord>> {
+    pub(super) async fn for_each_active_run(&self, f: &mut (dyn FnMut(RunRecord) -> Result<()> + Send)) -> Result<()> {
+        // Rows are handed over one by one as the server sends them.
         let sql = format!(
             "SELECT {RUN_COLUMNS} FROM runs WHERE state NOT IN ('succeeded', 'dead', 'cancelled') ORDER BY created_at, id"
         );
-        let rows = sqlx::query(AssertSqlSafe(sql)).fetch_all(&self.pool).await?;
-        rows.iter().map(run_from_row).collect()
+        let mut rows = sqlx::query(AssertSqlSafe(sql)).fetch(&self.pool);
+        while let Some(row) = futures::TryStreamExt::try_next(&mut rows).await? {
+            f(run_from_row(&row)?)?;
+        }
+        Ok(())
     }
 
     pub(super) async fn run(&self, id: &str) -> Result<Option<RunRecord>> {
@@ -614,35 +657,4 @@ fn run_from_row(r: &PgRow) -> Result<RunRecord> {
         cancel_requested: r.get(15),
         idempotency_key: r.get(16),
     })
-}
-
-async fn insert_transition(
-    tx: &mut Transaction<'_, Postgres>,
-    run_id: &str,
-    from: Option<RunState>,
-    to: RunState,
-    at: i64,
-    reason: Option<&str>,
-) -> sqlx::Result<()> {
-    sqlx::query("INSERT INTO transitions (run_id, from_state, to_state, at, reason) VALUES ($1, $2, $3, $4, $5)")
-        .bind(run_id)
-        .bind(from.map(|s| s.as_str()))
-        .bind(to.as_str())
-        .bind(at)
-        .bind(reason)
-        .execute(&mut **tx)
-        .await?;
-    Ok(())
-}
-
-async fn upsert_cursor(tx: &mut Transaction<'_, Postgres>, job: &str, instant: i64) -> sqlx::Result<()> {
-    sqlx::query(
-        "INSERT INTO schedule_cursors (job, last_fired) VALUES ($1, $2)
-         ON CONFLICT (job) DO UPDATE SET last_fired = GREATEST(schedule_cursors.last_fired, excluded.last_fired)",
-    )
-    .bind(job)
-    .bind(instant)
-    .execute(&mut **tx)
-    .await?;
-    Ok(())
 }

@@ -1,5 +1,9 @@
 //! The SQLite backend: the embedded default (`sqlite://worker.db`).
 //!
+//! All writes go through one connection (`writer`): SQLite admits one writer at
+//! a time anyway, so writers queue in the pool instead of sleeping on the busy
+//! timeout, and the writer's page cache stays valid between commits (a write by
+//! another connection would invalidate it). Reads use a separate pool.
 //! Writes that belong together are committed in one transaction. SQLite runs in
 //! WAL mode with `synchronous = NORMAL`: a commit survives a crash of the
 //! controller process (not necessarily a power loss of the host). Transactions
@@ -35,7 +39,10 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
 
 /// Handle to a SQLite database.
 pub(super) struct SqliteStore {
+    /// Readers.
     pool: SqlitePool,
+    /// The one connection that writes.
+    writer: SqlitePool,
 }
 
 impl SqliteStore {
@@ -49,12 +56,21 @@ impl SqliteStore {
             .synchronous(SqliteSynchronous::Normal)
             .foreign_keys(true)
             .busy_timeout(Duration::from_secs(10));
+        let options = options.pragma("cache_size", "-16384"); // KiB: 16 MiB of page cache per connection
+        let writer = SqlitePoolOptions::new()
+            .max_connections(1)
+            .min_connections(1)
+            .idle_timeout(None)
+            .max_lifetime(None)
+            .connect_with(options.clone())
+            .await
+            .map_err(|e| super::open_error("cannot open SQLite database", &shown, e.into()))?;
         let pool = SqlitePoolOptions::new()
             .max_connections(4)
             .connect_with(options)
             .await
             .map_err(|e| super::open_error("cannot open SQLite database", &shown, e.into()))?;
-        let store = SqliteStore { pool };
+        let store = SqliteStore { pool, writer };
         store
             .migrate()
             .await
@@ -64,10 +80,10 @@ impl SqliteStore {
 
     async fn migrate(&self) -> Result<()> {
         sqlx::query("CREATE TABLE IF NOT EXISTS schema_migrations (version INTEGER PRIMARY KEY, description TEXT NOT NULL, applied_at INTEGER NOT NULL)")
-            .execute(&self.pool)
+            .execute(&self.writer)
             .await?;
         for (version, description, sql) in MIGRATIONS {
-            let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
+            let mut tx = self.writer.begin_with("BEGIN IMMEDIATE").await?;
             let applied: Option<i64> = sqlx::query_scalar("SELECT version FROM schema_migrations WHERE version = ?")
                 .bind(version)
                 .fetch_optional(&mut *tx)
@@ -96,7 +112,7 @@ impl SqliteStore {
         // IMMEDIATE: take the write lock first, so two concurrent inserts of one
         // fire serialize and the second one's insert is ignored (and reported).
         // Multi-row statements: a plan costs a handful of statements.
-        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
+        let mut tx = self.writer.begin_with("BEGIN IMMEDIATE").await?;
         for chunk in plan.runs.chunks(ROWS_PER_STATEMENT / 2) {
             let mut q = QueryBuilder::<Sqlite>::new(
                 "INSERT INTO runs (id, job, state, priority, payload, trigger_kind, scheduled_for, created_at, not_before,
@@ -235,7 +251,7 @@ impl SqliteStore {
         applied: Option<(&str, &str)>,
     ) -> Result<()> {
         let now = chrono::Utc::now().timestamp_millis();
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.writer.begin().await?;
         for (name, spec, source) in upserts {
             sqlx::query(
                 "INSERT INTO jobs (name, spec, source, updated_at) VALUES (?, ?, ?, ?)
@@ -290,12 +306,12 @@ impl SqliteStore {
             sqlx::query("INSERT INTO schedule_pauses (job, paused_at) VALUES (?, ?) ON CONFLICT (job) DO NOTHING")
                 .bind(job)
                 .bind(chrono::Utc::now().timestamp_millis())
-                .execute(&self.pool)
+                .execute(&self.writer)
                 .await?;
         } else {
             sqlx::query("DELETE FROM schedule_pauses WHERE job = ?")
                 .bind(job)
-                .execute(&self.pool)
+                .execute(&self.writer)
                 .await?;
         }
         Ok(())
@@ -310,7 +326,7 @@ impl SqliteStore {
     ) -> Result<()> {
         // Multi-row statements: a batch costs a handful of statements, not three
         // per run (each statement is a round trip to SQLite's worker thread).
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.writer.begin().await?;
         for chunk in starts.chunks(ROWS_PER_STATEMENT) {
             let mut q = QueryBuilder::<Sqlite>::new(
                 "INSERT INTO attempts (run_id, attempt, agent_id, agent_name, started_at) ",
@@ -399,7 +415,7 @@ impl SqliteStore {
         .bind(last_fired)
         .bind(missed as i64)
         .bind(skipped as i64)
-        .execute(&self.pool)
+        .execute(&self.writer)
         .await?;
         Ok(())
     }
@@ -421,12 +437,16 @@ impl SqliteStore {
     }
 
     /// Runs that are not terminal, oldest first (to rebuild in-memory indexes).
-    pub(super) async fn active_runs(&self) -> Result<Vec<RunRecord>> {
+    pub(super) async fn for_each_active_run(&self, f: &mut (dyn FnMut(RunRecord) -> Result<()> + Send)) -> Result<()> {
+        // Table order (insertion order, no sort); rows are handed over one by one.
         let sql = format!(
-            "SELECT {RUN_COLUMNS} FROM runs WHERE state NOT IN ('succeeded', 'dead', 'cancelled') ORDER BY created_at, id"
+            "SELECT {RUN_COLUMNS} FROM runs WHERE state NOT IN ('succeeded', 'dead', 'cancelled') ORDER BY rowid"
         );
-        let rows = sqlx::query(AssertSqlSafe(sql)).fetch_all(&self.pool).await?;
-        rows.iter().map(run_from_row).collect()
+        let mut rows = sqlx::query(AssertSqlSafe(sql)).fetch(&self.pool);
+        while let Some(row) = futures::TryStreamExt::try_next(&mut rows).await? {
+            f(run_from_row(&row)?)?;
+        }
+        Ok(())
     }
 
     /// One run.
@@ -530,7 +550,7 @@ impl SqliteStore {
 
     /// Deletes dead runs (with their attempts and transitions). Returns the ids deleted.
     pub(super) async fn purge_dead(&self, ids: &[String]) -> Result<Vec<String>> {
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.writer.begin().await?;
         let mut purged = Vec::new();
         for id in ids {
             let n = sqlx::query("DELETE FROM runs WHERE id = ? AND state = 'dead'")
@@ -598,6 +618,7 @@ impl SqliteStore {
     /// Closes the pool, waiting for connections to finish.
     pub(super) async fn close(&self) {
         self.pool.close().await;
+        self.writer.close().await;
     }
 }
 
