@@ -107,10 +107,8 @@ pub async fn run(
 
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let mut loops = tokio::task::JoinSet::new();
-    loops.spawn(engine.clone().dispatch_loop(stop_rx.clone()));
-    loops.spawn(engine.clone().enqueue_loop(stop_rx.clone()));
     let (results_tx, results_rx) = tokio::sync::mpsc::unbounded_channel();
-    loops.spawn(engine.clone().result_loop(results_rx, stop_rx.clone()));
+    loops.spawn(engine.clone().commit_loop(results_rx, stop_rx.clone()));
     loops.spawn(engine.clone().timer_loop(stop_rx.clone()));
     loops.spawn(crate::scheduler::run(engine.clone(), stop_rx.clone()));
 

@@ -2,7 +2,6 @@
 //! assignments) and results.
 
 use std::collections::BTreeSet;
-use std::sync::Arc;
 
 use worker_proto::v1::{
     Ack, Assignment, Cancel, ControllerMessage, Finished, Hello, InFlight, Welcome, controller_message::Msg,
@@ -10,8 +9,9 @@ use worker_proto::v1::{
 
 use super::select::select_assignments;
 use super::state::{AgentEntry, AgentSender, Core, Renewal};
-use super::{Counters, Engine, GROUP_COMMIT_INTERVAL, MAX_OUTPUT_BYTES};
+use super::{Counters, Engine, MAX_OUTPUT_BYTES};
 use crate::api::convert::executor_to_proto;
+use crate::config::JobSet;
 use crate::error::{Error, Result};
 use crate::model::{Outcome, RunState};
 use crate::store::{AttemptEnd, AttemptStart, StateChange};
@@ -144,49 +144,22 @@ impl Engine {
         });
     }
 
-    /// The dispatcher loop: assigns queued runs whenever runs or credits appear.
-    pub async fn dispatch_loop(self: Arc<Self>, mut shutdown: tokio::sync::watch::Receiver<bool>) {
-        let mut last = tokio::time::Instant::now() - GROUP_COMMIT_INTERVAL;
-        loop {
-            // Group commit under load: at most one dispatch commit per interval,
-            // so credits and runs that arrive meanwhile go out in one batch. An
-            // idle controller dispatches at once.
-            tokio::time::sleep_until(last + GROUP_COMMIT_INTERVAL).await;
-            last = tokio::time::Instant::now();
-            if let Err(e) = self.dispatch_once().await {
-                tracing::error!(error = %e, "dispatch failed; retrying");
-                tokio::time::sleep(std::time::Duration::from_millis(200)).await;
-                continue;
-            }
-            tokio::select! {
-                _ = self.wake_dispatch.notified() => {}
-                _ = shutdown.changed() => return,
-            }
-        }
-    }
-
-    /// Assigns as many queued runs as agents have credits for, in priority order,
-    /// with one store commit for the batch. Returns the number assigned.
-    pub async fn dispatch_once(&self) -> Result<usize> {
-        let mut core = self.lock_core().await;
+    /// Chooses assignments for the free credits, in priority order, and the
+    /// store changes that record them (committed by the caller's round). The
+    /// credits are taken now; [`Engine::picks_failed`] gives them back.
+    pub(super) fn pick(&self, core: &mut Core, jobs: &JobSet, now: i64) -> Picks {
+        let mut picked = Picks::default();
         if !core.agents.values().any(|a| a.sender.is_some() && a.credits > 0) || core.ready.is_empty() {
-            return Ok(0);
+            return picked;
         }
-        let now = now_ms();
-        let jobs = self.jobs();
-        let picks = select_assignments(&mut core, &jobs);
-        if picks.is_empty() {
-            return Ok(0);
-        }
-        let mut changes = Vec::with_capacity(picks.len());
-        let mut starts = Vec::with_capacity(picks.len());
-        for (run_id, agent_id) in &picks {
+        picked.picks = select_assignments(core, jobs);
+        for (run_id, agent_id) in &picked.picks {
             let run = &core.live[run_id.as_str()];
             let attempt = run.attempt + 1;
             let mut change = StateChange::new(run_id, RunState::Queued, RunState::Running, now, None);
             change.attempt = Some(attempt);
-            changes.push(change);
-            starts.push(AttemptStart {
+            picked.changes.push(change);
+            picked.starts.push(AttemptStart {
                 run_id: run_id.clone(),
                 attempt,
                 agent_id: agent_id.clone(),
@@ -194,16 +167,23 @@ impl Engine {
                 started_at: now,
             });
         }
-        if let Err(e) = self.store.apply(&changes, &starts, &[]).await {
-            for (_, agent_id) in &picks {
-                if let Some(agent) = core.agents.get_mut(agent_id) {
-                    agent.credits += 1;
-                }
+        picked
+    }
+
+    /// The commit of `picks` failed: the agents get their credits back and the
+    /// runs stay queued.
+    pub(super) fn picks_failed(core: &mut Core, picks: &Picks) {
+        for (_, agent_id) in &picks.picks {
+            if let Some(agent) = core.agents.get_mut(agent_id) {
+                agent.credits += 1;
             }
-            return Err(e);
         }
+    }
+
+    /// `picks` are committed: the runs are running, their assignments go out.
+    pub(super) fn picks_committed(&self, core: &mut Core, jobs: &JobSet, picks: Picks, now: i64) {
         let lease_until = now + self.settings.lease_timeout.as_millis() as i64;
-        for (run_id, agent_id) in &picks {
+        for (run_id, agent_id) in &picks.picks {
             core.unindex(run_id);
             let run = core.live.get_mut(run_id.as_str()).expect("picked run is live");
             run.state = RunState::Running;
@@ -241,29 +221,31 @@ impl Engine {
             );
             self.emit(run_id, &job_name, RunState::Running, attempt, now, None);
         }
-        Ok(picks.len())
     }
 
-    /// `Finished` results, committed then acknowledged. A result for an attempt
-    /// that is not current is refused (and counted), never applied; a repeated
-    /// result of an attempt already recorded is acknowledged again.
-    ///
-    /// Group commit of results: every result of `batch` whose run has no blocked
-    /// dependents is settled in ONE store transaction; results of runs with
-    /// dependents are settled one by one (their dependents' changes depend on
-    /// each other). Returns one `Ack` per result, in order; an `Ack` is only
-    /// `accepted` once its result is committed.
-    pub async fn finish_batch(&self, batch: Vec<(String, Finished)>) -> Vec<Ack> {
-        let mut acks: Vec<Option<Ack>> = vec![None; batch.len()];
-        let mut stale: Vec<(usize, Outcome)> = Vec::new();
-        let mut singles: Vec<(usize, AttemptEnd, bool)> = Vec::new();
-        let mut grouped: Vec<(usize, Settlement)> = Vec::new();
-        let mut core = self.lock_core().await;
+    /// Sorts `Finished` results under the core lock: refused at once (bad
+    /// outcome), stale (not the current attempt: answered after the lock is
+    /// released), settled one by one (runs with blocked dependents: their
+    /// dependents' changes depend on each other), or settled together in the
+    /// caller's round commit.
+    pub(super) fn sort_results(&self, core: &Core, messages: Vec<ResultMessage>) -> SortedResults {
+        let mut sorted = SortedResults {
+            acks: vec![None; messages.len()],
+            ..SortedResults::default()
+        };
         let mut seen = std::collections::HashSet::new();
-        for (index, (agent_id, finished)) in batch.iter().enumerate() {
+        for (index, message) in messages.into_iter().enumerate() {
+            let ResultMessage {
+                agent_id,
+                finished,
+                reply,
+            } = message;
+            sorted.replies.push(reply);
+            sorted.finished.push(finished);
+            let finished = &sorted.finished[index];
             let outcome = match finished.outcome.parse::<Outcome>() {
                 Ok(Outcome::Lost) | Err(_) => {
-                    acks[index] = Some(ack_of(
+                    sorted.acks[index] = Some(ack_of(
                         finished,
                         false,
                         format!("invalid outcome \"{}\"", finished.outcome),
@@ -278,48 +260,58 @@ impl Engine {
                     && r.agent_id.as_deref() == Some(agent_id.as_str())
             });
             if !current || !seen.insert(finished.run_id.clone()) {
-                stale.push((index, outcome));
+                sorted.stale.push((index, outcome));
                 continue;
             }
             let end = attempt_end(finished, outcome);
             if core.dependents.contains_key(&finished.run_id) {
-                singles.push((index, end, finished.permanent));
+                sorted.singles.push((index, end, finished.permanent));
                 continue;
             }
-            match self.settlement(&core, end, finished.permanent) {
-                Ok(settlement) => grouped.push((index, settlement)),
-                Err(e) => acks[index] = Some(ack_of(finished, false, format!("not recorded: {e}"))),
+            match self.settlement(core, end, finished.permanent) {
+                Ok(settlement) => sorted.grouped.push((index, settlement)),
+                Err(e) => sorted.acks[index] = Some(ack_of(finished, false, format!("not recorded: {e}"))),
             }
         }
-        if !grouped.is_empty() {
-            let changes: Vec<StateChange> = grouped.iter().map(|(_, s)| s.change.clone()).collect();
-            let ends: Vec<AttemptEnd> = grouped.iter().map(|(_, s)| s.end.clone()).collect();
-            match self.store.apply(&changes, &[], &ends).await {
+        sorted
+    }
+
+    /// After the round's commit: applies (or refuses, if `committed` failed) the
+    /// grouped settlements, then settles the singles one by one. Called with
+    /// the core lock held.
+    pub(super) async fn settle_sorted(&self, core: &mut Core, sorted: &mut SortedResults, committed: &Result<()>) {
+        for (index, settlement) in std::mem::take(&mut sorted.grouped) {
+            let finished = &sorted.finished[index];
+            sorted.acks[index] = Some(match committed {
                 Ok(()) => {
-                    for (index, settlement) in grouped {
-                        self.apply_settlement(&mut core, settlement);
-                        acks[index] = Some(ack_of(&batch[index].1, true, String::new()));
-                    }
+                    self.apply_settlement(core, settlement);
+                    ack_of(finished, true, String::new())
                 }
-                Err(e) => {
-                    tracing::error!(error = %e, results = grouped.len(), "committing results failed; agents will send them again");
-                    for (index, _) in grouped {
-                        acks[index] = Some(ack_of(&batch[index].1, false, format!("not recorded: {e}")));
-                    }
-                }
-            }
-        }
-        for (index, end, permanent) in singles {
-            acks[index] = Some(match self.settle(&mut core, end, permanent).await {
-                Ok(()) => ack_of(&batch[index].1, true, String::new()),
-                Err(e) => ack_of(&batch[index].1, false, format!("not recorded: {e}")),
+                Err(e) => ack_of(finished, false, format!("not recorded: {e}")),
             });
         }
-        drop(core);
-        for (index, outcome) in stale {
-            acks[index] = Some(self.not_current(&batch[index].1, outcome).await);
+        for (index, end, permanent) in std::mem::take(&mut sorted.singles) {
+            let finished = &sorted.finished[index];
+            sorted.acks[index] = Some(match self.settle(core, end, permanent).await {
+                Ok(()) => ack_of(finished, true, String::new()),
+                Err(e) => ack_of(finished, false, format!("not recorded: {e}")),
+            });
         }
-        acks.into_iter().map(|a| a.expect("every result is answered")).collect()
+    }
+
+    /// Answers the stale results (store reads, without the core lock) and sends
+    /// every `Ack` on its agent's stream; an `Ack` is only `accepted` once its
+    /// result is committed.
+    pub(super) async fn answer_results(&self, mut sorted: SortedResults) {
+        for (index, outcome) in std::mem::take(&mut sorted.stale) {
+            sorted.acks[index] = Some(self.not_current(&sorted.finished[index], outcome).await);
+        }
+        for (reply, ack) in sorted.replies.into_iter().zip(sorted.acks) {
+            let ack = ack.expect("every result is answered");
+            let _ = reply.send(Ok(ControllerMessage {
+                msg: Some(Msg::Ack(ack)),
+            }));
+        }
     }
 
     /// The answer to a result whose attempt is not (or no longer) current.
@@ -349,46 +341,6 @@ impl Engine {
                 )
             }
             Err(e) => ack_of(finished, false, format!("store error: {e}")),
-        }
-    }
-
-    /// The result loop: takes results from every agent connection and commits
-    /// whatever has accumulated while the previous commit ran, in one transaction.
-    pub async fn result_loop(
-        self: Arc<Self>,
-        mut results: tokio::sync::mpsc::UnboundedReceiver<ResultMessage>,
-        mut shutdown: tokio::sync::watch::Receiver<bool>,
-    ) {
-        let mut last = tokio::time::Instant::now() - GROUP_COMMIT_INTERVAL;
-        loop {
-            let first = tokio::select! {
-                message = results.recv() => match message {
-                    Some(m) => m,
-                    None => return,
-                },
-                _ = shutdown.changed() => return,
-            };
-            // As for dispatch: under load, results that arrive within one interval
-            // share a commit; an idle controller commits at once.
-            tokio::time::sleep_until(last + GROUP_COMMIT_INTERVAL).await;
-            last = tokio::time::Instant::now();
-            let mut messages = vec![first];
-            while messages.len() < MAX_RESULT_BATCH {
-                match results.try_recv() {
-                    Ok(m) => messages.push(m),
-                    Err(_) => break,
-                }
-            }
-            let (replies, batch): (Vec<AgentSender>, Vec<(String, Finished)>) = messages
-                .into_iter()
-                .map(|m| (m.reply, (m.agent_id, m.finished)))
-                .unzip();
-            let acks = self.finish_batch(batch).await;
-            for (reply, ack) in replies.into_iter().zip(acks) {
-                let _ = reply.send(Ok(ControllerMessage {
-                    msg: Some(Msg::Ack(ack)),
-                }));
-            }
         }
     }
 
@@ -484,8 +436,53 @@ impl Engine {
     }
 }
 
-/// Most results committed in one transaction.
-const MAX_RESULT_BATCH: usize = 1024;
+/// Most results committed in one round.
+pub(super) const MAX_RESULT_BATCH: usize = 1024;
+
+/// Assignments chosen in a round (see [`Engine::pick`]).
+#[derive(Default)]
+pub(super) struct Picks {
+    /// (run id, agent id).
+    picks: Vec<(String, String)>,
+    /// queued → running, one per pick.
+    pub changes: Vec<StateChange>,
+    /// The attempts they start.
+    pub starts: Vec<AttemptStart>,
+}
+
+impl Picks {
+    /// Whether nothing was picked.
+    pub fn is_empty(&self) -> bool {
+        self.picks.is_empty()
+    }
+}
+
+/// Results of a round, sorted by how they are settled (see [`Engine::sort_results`]).
+#[derive(Default)]
+pub(super) struct SortedResults {
+    /// The answer to each result, by index, once known.
+    acks: Vec<Option<Ack>>,
+    /// The results, by index.
+    finished: Vec<Finished>,
+    /// The stream to answer each on, by index.
+    replies: Vec<AgentSender>,
+    /// Not the current attempt: answered from the store.
+    stale: Vec<(usize, Outcome)>,
+    /// Runs with blocked dependents: settled one by one.
+    singles: Vec<(usize, AttemptEnd, bool)>,
+    /// Settled in the round's commit.
+    grouped: Vec<(usize, Settlement)>,
+}
+
+impl SortedResults {
+    /// The changes and attempt ends the round commits for the grouped results.
+    pub fn grouped_writes(&self) -> (Vec<StateChange>, Vec<AttemptEnd>) {
+        self.grouped
+            .iter()
+            .map(|(_, s)| (s.change.clone(), s.end.clone()))
+            .unzip()
+    }
+}
 
 /// A result on its way to the result loop, with the stream to acknowledge it on.
 pub struct ResultMessage {

@@ -58,10 +58,37 @@ pub struct EnqueueOutcome {
     pub upstream: Vec<RunRecord>,
 }
 
-/// A simple enqueue waiting for the enqueue loop's next group commit.
+/// A plain enqueue (no key, no dependencies, no upstream jobs) waiting for the
+/// next commit round (see `Engine::commit_loop`).
 pub struct PendingEnqueue {
     item: Item,
     reply: tokio::sync::oneshot::Sender<Result<EnqueueOutcome>>,
+}
+
+impl PendingEnqueue {
+    /// Its run, created at `now`.
+    pub(super) fn new_run(&self, now: i64) -> NewRun {
+        let item = &self.item;
+        let mut run = new_run(
+            &new_id(),
+            &item.job,
+            item.priority,
+            item.payload.clone(),
+            item.trigger,
+            now,
+            item.scheduled_for,
+            item.not_before,
+            None,
+            None,
+        );
+        run.reason = item.reason.clone();
+        run
+    }
+
+    /// Fails it (the round's commit failed; nothing of it was kept).
+    pub(super) fn fail(self, error: Error) {
+        let _ = self.reply.send(Err(error));
+    }
 }
 
 /// A validated item of a request.
@@ -94,7 +121,7 @@ impl Engine {
         let simple = item.depends_on.is_empty() && item.key.is_none() && item.job.depends_on.is_empty();
         if simple && let Some(queue) = self.enqueue_queue.get() {
             // Group commit: independent runs enqueued at about the same time share
-            // one transaction (see `enqueue_loop`).
+            // one transaction with dispatches and results (see `commit_loop`).
             let (reply, answer) = tokio::sync::oneshot::channel();
             if queue.send(PendingEnqueue { item, reply }).is_ok() {
                 return answer
@@ -108,55 +135,44 @@ impl Engine {
         Ok(outcomes.expect("only schedule fires can collide").remove(0))
     }
 
-    /// Commits the simple enqueues that arrive together in one transaction each
-    /// round (at most one round per group-commit interval under load; at once
-    /// when idle). A store failure fails the round's enqueues, none is half-done.
-    pub async fn enqueue_loop(self: Arc<Self>, mut shutdown: tokio::sync::watch::Receiver<bool>) {
-        let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
-        if self.enqueue_queue.set(tx).is_err() {
-            return; // already running
-        }
-        let mut last = tokio::time::Instant::now() - super::GROUP_COMMIT_INTERVAL;
-        loop {
-            let first = tokio::select! {
-                pending = rx.recv() => match pending {
-                    Some(p) => p,
-                    None => return,
-                },
-                _ = shutdown.changed() => return,
-            };
-            tokio::time::sleep_until(last + super::GROUP_COMMIT_INTERVAL).await;
-            last = tokio::time::Instant::now();
-            let mut pending = vec![first];
-            while pending.len() < MAX_BATCH {
-                match rx.try_recv() {
-                    Ok(p) => pending.push(p),
-                    Err(_) => break,
-                }
+    /// Indexes the new run of a plain enqueue (see [`PendingEnqueue::new_run`])
+    /// before its commit, so the same round may dispatch it;
+    /// [`Engine::unindex_plain`] takes it back if the commit fails.
+    pub(super) fn index_plain(core: &mut super::state::Core, run: &NewRun) {
+        let job = core.job_name(&run.job);
+        core.insert_live(LiveRun::new(
+            run.id.as_str().into(),
+            job,
+            run.state,
+            run.priority,
+            0,
+            run.max_attempts,
+            shared_payload(&run.payload),
+            run.not_before.unwrap_or(run.created_at),
+        ));
+        match run.state {
+            RunState::Scheduled => {
+                core.timers
+                    .insert((run.not_before.unwrap_or(run.created_at), run.id.clone()));
             }
-            let (items, replies): (Vec<Item>, Vec<_>) = pending.into_iter().map(|p| (p.item, p.reply)).unzip();
-            let result = {
-                let mut core = self.lock_core().await;
-                self.commit_items(&mut core, items, false).await
-            };
-            match result {
-                Ok(Some(outcomes)) => {
-                    for (reply, outcome) in replies.into_iter().zip(outcomes) {
-                        let _ = reply.send(Ok(outcome));
-                    }
-                }
-                Ok(None) => {
-                    for reply in replies {
-                        let _ = reply.send(Err(Error::internal("unexpected conflict of a plain enqueue")));
-                    }
-                }
-                Err(e) => {
-                    for reply in replies {
-                        let _ = reply.send(Err(e.clone()));
-                    }
-                }
-            }
+            _ => core.push_ready(&run.id, run.created_at),
         }
+    }
+
+    /// Forgets a run indexed by [`Engine::index_plain`] whose commit failed.
+    pub(super) fn unindex_plain(core: &mut super::state::Core, run_id: &str) {
+        core.unindex(run_id);
+        core.live.remove(run_id);
+    }
+
+    /// A plain run was committed: tells the watchers and answers its enqueue.
+    pub(super) fn plain_committed(&self, pending: PendingEnqueue, run: NewRun) {
+        self.emit(&run.id, &run.job, run.state, 0, run.created_at, run.reason.as_deref());
+        let _ = pending.reply.send(Ok(EnqueueOutcome {
+            run: record_of_new(run),
+            duplicate: false,
+            upstream: Vec::new(),
+        }));
     }
 
     /// Validates and commits many runs at once; they may depend on each other by

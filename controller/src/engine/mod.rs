@@ -4,19 +4,23 @@
 //! * [`state`]: in-memory indexes (live runs, ready queue, timers, agents);
 //! * [`runs`]: enqueue, cancel, retry, DLQ: what clients ask for;
 //! * [`dispatch`]: the agent side: registration, credits, assignment, results;
+//! * [`round`]: the commit loop: plain enqueues, assignments and results share
+//!   one transaction per round;
 //! * [`timers`]: the loop that releases backoff timers and expires leases;
 //! * [`views`]: read-only queries for the API.
 //!
 //! One lock guards the in-memory state. Every transition is committed to the
-//! store *while holding it*, and only then applied in memory and acknowledged,
-//! so memory never runs ahead of the store and two transitions of one run can
-//! never interleave. Group commits batch the dispatch of many runs into one
-//! transaction.
+//! store *while holding it*, and only then applied (or, for runs indexed ahead
+//! of their commit by a round, kept) in memory and acknowledged, so nothing
+//! outside the lock ever sees memory ahead of the store and two transitions of
+//! one run can never interleave. Agent bookkeeping (credits, lease renewals)
+//! waits in a small inbox instead of the lock (see [`state::AgentInbox`]).
 
 mod definitions;
 mod deps;
 mod dispatch;
 mod enqueue;
+mod round;
 mod runs;
 pub mod select;
 pub mod state;
@@ -45,9 +49,6 @@ use state::{AgentInbox, Core, LiveRun, shared_payload};
 
 /// Largest payload accepted, in bytes.
 pub const MAX_PAYLOAD_BYTES: usize = 1024 * 1024;
-/// Shortest time between two group commits of one loop (enqueue, dispatch,
-/// results): under load, what arrives meanwhile shares a commit.
-pub(crate) const GROUP_COMMIT_INTERVAL: Duration = Duration::from_micros(500);
 
 /// Events a slow `WatchEvents` subscriber may fall behind before its stream ends
 /// with `data_loss` (a burst of schedule fires or a batch can be this large).

@@ -131,6 +131,18 @@ impl Store {
         dispatch!(self.apply(changes, starts, ends))
     }
 
+    /// New runs (plain: no fire instants) and changes of existing runs, committed
+    /// together in one transaction: the engine's commit round.
+    pub async fn commit(
+        &self,
+        plan: &InsertPlan,
+        changes: &[StateChange],
+        starts: &[AttemptStart],
+        ends: &[AttemptEnd],
+    ) -> Result<()> {
+        dispatch!(self.commit(plan, changes, starts, ends))
+    }
+
     /// Moves a schedule cursor (never backwards) and adds to its missed/skipped counters.
     pub async fn advance_cursor(&self, job: &str, last_fired: i64, missed: u64, skipped: u64) -> Result<()> {
         dispatch!(self.advance_cursor(job, last_fired, missed, skipped))

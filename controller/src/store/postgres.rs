@@ -134,101 +134,32 @@ impl PgStore {
     }
 
     async fn try_insert_runs(&self, plan: &InsertPlan) -> sqlx::Result<bool> {
-        // Each kind of row is one statement with the rows as arrays (UNNEST), so
-        // a plan of thousands of runs costs a handful of round trips.
-        let runs = &plan.runs;
         let mut tx = self.pool.begin().await?;
-        // A concurrent insert of the same fire makes this wait for the other
-        // transaction, then skip that row (fewer rows returned) if it committed.
-        let inserted: Vec<String> = sqlx::query_scalar(
-            "INSERT INTO runs (id, job, state, priority, payload, trigger_kind, scheduled_for, created_at, not_before,
-             ready_at, attempt, max_attempts, reason, workflow_id, idempotency_key)
-             SELECT id, job, state, priority, payload, trigger_kind, scheduled_for, created_at, not_before, ready_at,
-                    0, max_attempts, reason, workflow_id, idempotency_key
-             FROM UNNEST($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[], $7::bigint[],
-                         $8::bigint[], $9::bigint[], $10::bigint[], $11::bigint[], $12::text[], $13::text[], $14::text[])
-               AS v (id, job, state, priority, payload, trigger_kind, scheduled_for, created_at, not_before, ready_at,
-                     max_attempts, reason, workflow_id, idempotency_key)
-             ON CONFLICT (job, scheduled_for) WHERE scheduled_for IS NOT NULL DO NOTHING
-             RETURNING id",
-        )
-        .bind(runs.iter().map(|r| r.id.clone()).collect::<Vec<_>>())
-        .bind(runs.iter().map(|r| r.job.clone()).collect::<Vec<_>>())
-        .bind(runs.iter().map(|r| r.state.as_str()).collect::<Vec<_>>())
-        .bind(runs.iter().map(|r| r.priority.as_str()).collect::<Vec<_>>())
-        .bind(runs.iter().map(|r| r.payload.clone()).collect::<Vec<_>>())
-        .bind(runs.iter().map(|r| r.trigger.as_str()).collect::<Vec<_>>())
-        .bind(runs.iter().map(|r| r.scheduled_for).collect::<Vec<_>>())
-        .bind(runs.iter().map(|r| r.created_at).collect::<Vec<_>>())
-        .bind(runs.iter().map(|r| r.not_before).collect::<Vec<_>>())
-        .bind(runs.iter().map(|r| r.ready_at).collect::<Vec<_>>())
-        .bind(runs.iter().map(|r| i64::from(r.max_attempts)).collect::<Vec<_>>())
-        .bind(runs.iter().map(|r| r.reason.clone()).collect::<Vec<_>>())
-        .bind(runs.iter().map(|r| r.workflow_id.clone()).collect::<Vec<_>>())
-        .bind(runs.iter().map(|r| r.idempotency_key.clone()).collect::<Vec<_>>())
-        .fetch_all(&mut *tx)
-        .await?;
-        if inserted.len() != runs.len() {
+        if !insert_runs_in(&mut tx, plan).await? {
             tx.rollback().await?;
             return Ok(false);
         }
-        sqlx::query(
-            "INSERT INTO transitions (run_id, from_state, to_state, at, reason)
-             SELECT run_id, NULL, to_state, at, reason FROM UNNEST($1::text[], $2::text[], $3::bigint[], $4::text[])
-               AS v (run_id, to_state, at, reason)",
-        )
-        .bind(runs.iter().map(|r| r.id.clone()).collect::<Vec<_>>())
-        .bind(runs.iter().map(|r| r.state.as_str()).collect::<Vec<_>>())
-        .bind(runs.iter().map(|r| r.created_at).collect::<Vec<_>>())
-        .bind(runs.iter().map(|r| r.reason.clone()).collect::<Vec<_>>())
-        .execute(&mut *tx)
-        .await?;
-        // One row per job and per key: a statement may not upsert a row twice.
-        let mut cursors: std::collections::BTreeMap<&str, i64> = std::collections::BTreeMap::new();
-        let mut keys: std::collections::BTreeMap<&str, (&str, i64)> = std::collections::BTreeMap::new();
-        for run in runs {
-            if let Some(instant) = run.scheduled_for {
-                let cursor = cursors.entry(run.job.as_str()).or_insert(instant);
-                *cursor = (*cursor).max(instant);
-            }
-            if let Some(key) = &run.idempotency_key {
-                keys.insert(key.as_str(), (run.id.as_str(), run.created_at));
-            }
-        }
-        if !cursors.is_empty() {
-            sqlx::query(
-                "INSERT INTO schedule_cursors (job, last_fired) SELECT * FROM UNNEST($1::text[], $2::bigint[])
-                 ON CONFLICT (job) DO UPDATE SET last_fired = GREATEST(schedule_cursors.last_fired, excluded.last_fired)",
-            )
-            .bind(cursors.keys().copied().collect::<Vec<_>>())
-            .bind(cursors.values().copied().collect::<Vec<_>>())
-            .execute(&mut *tx)
-            .await?;
-        }
-        if !keys.is_empty() {
-            sqlx::query(
-                "INSERT INTO idempotency_keys (key, run_id, created_at)
-                 SELECT * FROM UNNEST($1::text[], $2::text[], $3::bigint[])
-                 ON CONFLICT (key) DO UPDATE SET run_id = excluded.run_id, created_at = excluded.created_at",
-            )
-            .bind(keys.keys().copied().collect::<Vec<_>>())
-            .bind(keys.values().map(|(id, _)| *id).collect::<Vec<_>>())
-            .bind(keys.values().map(|(_, at)| *at).collect::<Vec<_>>())
-            .execute(&mut *tx)
-            .await?;
-        }
-        if !plan.dependencies.is_empty() {
-            // UNNEST yields the rows in array order, so `seq` keeps the declared order.
-            sqlx::query(
-                "INSERT INTO run_dependencies (run_id, upstream_id) SELECT * FROM UNNEST($1::text[], $2::text[])",
-            )
-            .bind(plan.dependencies.iter().map(|(r, _)| r.clone()).collect::<Vec<_>>())
-            .bind(plan.dependencies.iter().map(|(_, u)| u.clone()).collect::<Vec<_>>())
-            .execute(&mut *tx)
-            .await?;
-        }
         tx.commit().await?;
         Ok(true)
+    }
+
+    /// New runs and changes of existing ones in one transaction (the engine's
+    /// commit round). A fire conflict (which plain enqueues cannot cause) fails it.
+    pub(super) async fn commit(
+        &self,
+        plan: &InsertPlan,
+        changes: &[StateChange],
+        starts: &[AttemptStart],
+        ends: &[AttemptEnd],
+    ) -> Result<()> {
+        let mut tx = self.pool.begin().await?;
+        if !insert_runs_in(&mut tx, plan).await? {
+            tx.rollback().await?;
+            return Err(Error::internal("a new run collided with an existing schedule fire"));
+        }
+        apply_in(&mut tx, changes, starts, ends).await?;
+        tx.commit().await?;
+        Ok(())
     }
 
     pub(super) async fn idempotency_key(&self, key: &str) -> Result<Option<(String, i64)>> {
@@ -346,91 +277,8 @@ impl PgStore {
         starts: &[AttemptStart],
         ends: &[AttemptEnd],
     ) -> Result<()> {
-        // One statement per kind of row, with the rows as arrays (UNNEST): a batch
-        // costs a handful of round trips to the server, not three per run.
         let mut tx = self.pool.begin().await?;
-        if !starts.is_empty() {
-            sqlx::query(
-                "INSERT INTO attempts (run_id, attempt, agent_id, agent_name, started_at)
-                 SELECT * FROM UNNEST($1::text[], $2::bigint[], $3::text[], $4::text[], $5::bigint[])",
-            )
-            .bind(starts.iter().map(|s| s.run_id.clone()).collect::<Vec<_>>())
-            .bind(starts.iter().map(|s| i64::from(s.attempt)).collect::<Vec<_>>())
-            .bind(starts.iter().map(|s| s.agent_id.clone()).collect::<Vec<_>>())
-            .bind(starts.iter().map(|s| s.agent_name.clone()).collect::<Vec<_>>())
-            .bind(starts.iter().map(|s| s.started_at).collect::<Vec<_>>())
-            .execute(&mut *tx)
-            .await?;
-        }
-        if !ends.is_empty() {
-            sqlx::query(
-                "UPDATE attempts SET finished_at = v.finished_at, outcome = v.outcome, exit_code = v.exit_code,
-                 error = v.error, output = v.output, duration_ms = v.duration_ms,
-                 started_at = COALESCE(v.started_at, attempts.started_at)
-                 FROM UNNEST($1::text[], $2::bigint[], $3::bigint[], $4::text[], $5::int[], $6::text[], $7::text[],
-                             $8::bigint[], $9::bigint[])
-                   AS v (run_id, attempt, finished_at, outcome, exit_code, error, output, duration_ms, started_at)
-                 WHERE attempts.run_id = v.run_id AND attempts.attempt = v.attempt",
-            )
-            .bind(ends.iter().map(|e| e.run_id.clone()).collect::<Vec<_>>())
-            .bind(ends.iter().map(|e| i64::from(e.attempt)).collect::<Vec<_>>())
-            .bind(ends.iter().map(|e| e.finished_at).collect::<Vec<_>>())
-            .bind(ends.iter().map(|e| e.outcome.as_str().to_string()).collect::<Vec<_>>())
-            .bind(ends.iter().map(|e| e.exit_code).collect::<Vec<_>>())
-            .bind(ends.iter().map(|e| e.error.clone()).collect::<Vec<_>>())
-            .bind(ends.iter().map(|e| e.output.clone()).collect::<Vec<_>>())
-            .bind(ends.iter().map(|e| e.duration_ms).collect::<Vec<_>>())
-            .bind(ends.iter().map(|e| e.started_at).collect::<Vec<_>>())
-            .execute(&mut *tx)
-            .await?;
-        }
-        if !changes.is_empty() {
-            sqlx::query(
-                "UPDATE runs SET state = v.state, reason = v.reason, not_before = v.not_before,
-                 ready_at = COALESCE(v.ready_at, runs.ready_at), attempt = COALESCE(v.attempt, runs.attempt),
-                 max_attempts = COALESCE(v.max_attempts, runs.max_attempts), finished_at = v.finished_at,
-                 cancel_requested = v.cancel_requested
-                 FROM UNNEST($1::text[], $2::text[], $3::text[], $4::bigint[], $5::bigint[], $6::bigint[], $7::bigint[],
-                             $8::bigint[], $9::boolean[])
-                   AS v (id, state, reason, not_before, ready_at, attempt, max_attempts, finished_at, cancel_requested)
-                 WHERE runs.id = v.id",
-            )
-            .bind(changes.iter().map(|c| c.run_id.clone()).collect::<Vec<_>>())
-            .bind(changes.iter().map(|c| c.to.as_str().to_string()).collect::<Vec<_>>())
-            .bind(changes.iter().map(|c| c.reason.clone()).collect::<Vec<_>>())
-            .bind(changes.iter().map(|c| c.not_before).collect::<Vec<_>>())
-            .bind(changes.iter().map(|c| c.ready_at).collect::<Vec<_>>())
-            .bind(changes.iter().map(|c| c.attempt.map(i64::from)).collect::<Vec<_>>())
-            .bind(
-                changes
-                    .iter()
-                    .map(|c| c.max_attempts.map(i64::from))
-                    .collect::<Vec<_>>(),
-            )
-            .bind(
-                changes
-                    .iter()
-                    .map(|c| c.to.is_terminal().then_some(c.at))
-                    .collect::<Vec<_>>(),
-            )
-            .bind(changes.iter().map(|c| c.cancel_requested).collect::<Vec<_>>())
-            .execute(&mut *tx)
-            .await?;
-            let moved: Vec<&StateChange> = changes.iter().filter(|c| c.from != c.to).collect();
-            if !moved.is_empty() {
-                sqlx::query(
-                    "INSERT INTO transitions (run_id, from_state, to_state, at, reason)
-                     SELECT * FROM UNNEST($1::text[], $2::text[], $3::text[], $4::bigint[], $5::text[])",
-                )
-                .bind(moved.iter().map(|c| c.run_id.clone()).collect::<Vec<_>>())
-                .bind(moved.iter().map(|c| c.from.as_str().to_string()).collect::<Vec<_>>())
-                .bind(moved.iter().map(|c| c.to.as_str().to_string()).collect::<Vec<_>>())
-                .bind(moved.iter().map(|c| c.at).collect::<Vec<_>>())
-                .bind(moved.iter().map(|c| c.reason.clone()).collect::<Vec<_>>())
-                .execute(&mut *tx)
-                .await?;
-            }
-        }
+        apply_in(&mut tx, changes, starts, ends).await?;
         tx.commit().await?;
         Ok(())
     }
@@ -636,6 +484,197 @@ impl PgStore {
 }
 
 const RUN_COLUMNS: &str = "id, job, state, priority, payload, trigger_kind, scheduled_for, created_at, not_before, ready_at, finished_at, attempt, max_attempts, reason, workflow_id, cancel_requested, idempotency_key";
+
+/// Inserts the runs of `plan` on `conn`, inside the caller's transaction. Each
+/// kind of row is one statement with the rows as arrays (UNNEST), so a plan of
+/// thousands of runs costs a handful of round trips. `false`: a (job, fire
+/// instant) exists already; nothing may be kept.
+async fn insert_runs_in(conn: &mut PgConnection, plan: &InsertPlan) -> sqlx::Result<bool> {
+    // Each kind of row is one statement with the rows as arrays (UNNEST), so
+    // a plan of thousands of runs costs a handful of round trips.
+    let runs = &plan.runs;
+    // A concurrent insert of the same fire makes this wait for the other
+    // transaction, then skip that row (fewer rows returned) if it committed.
+    let inserted: Vec<String> = sqlx::query_scalar(
+            "INSERT INTO runs (id, job, state, priority, payload, trigger_kind, scheduled_for, created_at, not_before,
+             ready_at, attempt, max_attempts, reason, workflow_id, idempotency_key)
+             SELECT id, job, state, priority, payload, trigger_kind, scheduled_for, created_at, not_before, ready_at,
+                    0, max_attempts, reason, workflow_id, idempotency_key
+             FROM UNNEST($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[], $7::bigint[],
+                         $8::bigint[], $9::bigint[], $10::bigint[], $11::bigint[], $12::text[], $13::text[], $14::text[])
+               AS v (id, job, state, priority, payload, trigger_kind, scheduled_for, created_at, not_before, ready_at,
+                     max_attempts, reason, workflow_id, idempotency_key)
+             ON CONFLICT (job, scheduled_for) WHERE scheduled_for IS NOT NULL DO NOTHING
+             RETURNING id",
+        )
+        .bind(runs.iter().map(|r| r.id.clone()).collect::<Vec<_>>())
+        .bind(runs.iter().map(|r| r.job.clone()).collect::<Vec<_>>())
+        .bind(runs.iter().map(|r| r.state.as_str()).collect::<Vec<_>>())
+        .bind(runs.iter().map(|r| r.priority.as_str()).collect::<Vec<_>>())
+        .bind(runs.iter().map(|r| r.payload.clone()).collect::<Vec<_>>())
+        .bind(runs.iter().map(|r| r.trigger.as_str()).collect::<Vec<_>>())
+        .bind(runs.iter().map(|r| r.scheduled_for).collect::<Vec<_>>())
+        .bind(runs.iter().map(|r| r.created_at).collect::<Vec<_>>())
+        .bind(runs.iter().map(|r| r.not_before).collect::<Vec<_>>())
+        .bind(runs.iter().map(|r| r.ready_at).collect::<Vec<_>>())
+        .bind(runs.iter().map(|r| i64::from(r.max_attempts)).collect::<Vec<_>>())
+        .bind(runs.iter().map(|r| r.reason.clone()).collect::<Vec<_>>())
+        .bind(runs.iter().map(|r| r.workflow_id.clone()).collect::<Vec<_>>())
+        .bind(runs.iter().map(|r| r.idempotency_key.clone()).collect::<Vec<_>>())
+        .fetch_all(&mut *conn)
+        .await?;
+    if inserted.len() != runs.len() {
+        return Ok(false);
+    }
+    sqlx::query(
+        "INSERT INTO transitions (run_id, from_state, to_state, at, reason)
+             SELECT run_id, NULL, to_state, at, reason FROM UNNEST($1::text[], $2::text[], $3::bigint[], $4::text[])
+               AS v (run_id, to_state, at, reason)",
+    )
+    .bind(runs.iter().map(|r| r.id.clone()).collect::<Vec<_>>())
+    .bind(runs.iter().map(|r| r.state.as_str()).collect::<Vec<_>>())
+    .bind(runs.iter().map(|r| r.created_at).collect::<Vec<_>>())
+    .bind(runs.iter().map(|r| r.reason.clone()).collect::<Vec<_>>())
+    .execute(&mut *conn)
+    .await?;
+    // One row per job and per key: a statement may not upsert a row twice.
+    let mut cursors: std::collections::BTreeMap<&str, i64> = std::collections::BTreeMap::new();
+    let mut keys: std::collections::BTreeMap<&str, (&str, i64)> = std::collections::BTreeMap::new();
+    for run in runs {
+        if let Some(instant) = run.scheduled_for {
+            let cursor = cursors.entry(run.job.as_str()).or_insert(instant);
+            *cursor = (*cursor).max(instant);
+        }
+        if let Some(key) = &run.idempotency_key {
+            keys.insert(key.as_str(), (run.id.as_str(), run.created_at));
+        }
+    }
+    if !cursors.is_empty() {
+        sqlx::query(
+                "INSERT INTO schedule_cursors (job, last_fired) SELECT * FROM UNNEST($1::text[], $2::bigint[])
+                 ON CONFLICT (job) DO UPDATE SET last_fired = GREATEST(schedule_cursors.last_fired, excluded.last_fired)",
+            )
+            .bind(cursors.keys().copied().collect::<Vec<_>>())
+            .bind(cursors.values().copied().collect::<Vec<_>>())
+            .execute(&mut *conn)
+            .await?;
+    }
+    if !keys.is_empty() {
+        sqlx::query(
+            "INSERT INTO idempotency_keys (key, run_id, created_at)
+                 SELECT * FROM UNNEST($1::text[], $2::text[], $3::bigint[])
+                 ON CONFLICT (key) DO UPDATE SET run_id = excluded.run_id, created_at = excluded.created_at",
+        )
+        .bind(keys.keys().copied().collect::<Vec<_>>())
+        .bind(keys.values().map(|(id, _)| *id).collect::<Vec<_>>())
+        .bind(keys.values().map(|(_, at)| *at).collect::<Vec<_>>())
+        .execute(&mut *conn)
+        .await?;
+    }
+    if !plan.dependencies.is_empty() {
+        // UNNEST yields the rows in array order, so `seq` keeps the declared order.
+        sqlx::query("INSERT INTO run_dependencies (run_id, upstream_id) SELECT * FROM UNNEST($1::text[], $2::text[])")
+            .bind(plan.dependencies.iter().map(|(r, _)| r.clone()).collect::<Vec<_>>())
+            .bind(plan.dependencies.iter().map(|(_, u)| u.clone()).collect::<Vec<_>>())
+            .execute(&mut *conn)
+            .await?;
+    }
+    Ok(true)
+}
+
+/// Applies state changes, new attempts and finished attempts on `conn`, inside
+/// the caller's transaction: one statement per kind of row, with the rows as
+/// arrays (UNNEST), so a batch costs a handful of round trips, not three per run.
+async fn apply_in(
+    conn: &mut PgConnection,
+    changes: &[StateChange],
+    starts: &[AttemptStart],
+    ends: &[AttemptEnd],
+) -> sqlx::Result<()> {
+    if !starts.is_empty() {
+        sqlx::query(
+            "INSERT INTO attempts (run_id, attempt, agent_id, agent_name, started_at)
+                 SELECT * FROM UNNEST($1::text[], $2::bigint[], $3::text[], $4::text[], $5::bigint[])",
+        )
+        .bind(starts.iter().map(|s| s.run_id.clone()).collect::<Vec<_>>())
+        .bind(starts.iter().map(|s| i64::from(s.attempt)).collect::<Vec<_>>())
+        .bind(starts.iter().map(|s| s.agent_id.clone()).collect::<Vec<_>>())
+        .bind(starts.iter().map(|s| s.agent_name.clone()).collect::<Vec<_>>())
+        .bind(starts.iter().map(|s| s.started_at).collect::<Vec<_>>())
+        .execute(&mut *conn)
+        .await?;
+    }
+    if !ends.is_empty() {
+        sqlx::query(
+            "UPDATE attempts SET finished_at = v.finished_at, outcome = v.outcome, exit_code = v.exit_code,
+                 error = v.error, output = v.output, duration_ms = v.duration_ms,
+                 started_at = COALESCE(v.started_at, attempts.started_at)
+                 FROM UNNEST($1::text[], $2::bigint[], $3::bigint[], $4::text[], $5::int[], $6::text[], $7::text[],
+                             $8::bigint[], $9::bigint[])
+                   AS v (run_id, attempt, finished_at, outcome, exit_code, error, output, duration_ms, started_at)
+                 WHERE attempts.run_id = v.run_id AND attempts.attempt = v.attempt",
+        )
+        .bind(ends.iter().map(|e| e.run_id.clone()).collect::<Vec<_>>())
+        .bind(ends.iter().map(|e| i64::from(e.attempt)).collect::<Vec<_>>())
+        .bind(ends.iter().map(|e| e.finished_at).collect::<Vec<_>>())
+        .bind(ends.iter().map(|e| e.outcome.as_str().to_string()).collect::<Vec<_>>())
+        .bind(ends.iter().map(|e| e.exit_code).collect::<Vec<_>>())
+        .bind(ends.iter().map(|e| e.error.clone()).collect::<Vec<_>>())
+        .bind(ends.iter().map(|e| e.output.clone()).collect::<Vec<_>>())
+        .bind(ends.iter().map(|e| e.duration_ms).collect::<Vec<_>>())
+        .bind(ends.iter().map(|e| e.started_at).collect::<Vec<_>>())
+        .execute(&mut *conn)
+        .await?;
+    }
+    if !changes.is_empty() {
+        sqlx::query(
+            "UPDATE runs SET state = v.state, reason = v.reason, not_before = v.not_before,
+                 ready_at = COALESCE(v.ready_at, runs.ready_at), attempt = COALESCE(v.attempt, runs.attempt),
+                 max_attempts = COALESCE(v.max_attempts, runs.max_attempts), finished_at = v.finished_at,
+                 cancel_requested = v.cancel_requested
+                 FROM UNNEST($1::text[], $2::text[], $3::text[], $4::bigint[], $5::bigint[], $6::bigint[], $7::bigint[],
+                             $8::bigint[], $9::boolean[])
+                   AS v (id, state, reason, not_before, ready_at, attempt, max_attempts, finished_at, cancel_requested)
+                 WHERE runs.id = v.id",
+        )
+        .bind(changes.iter().map(|c| c.run_id.clone()).collect::<Vec<_>>())
+        .bind(changes.iter().map(|c| c.to.as_str().to_string()).collect::<Vec<_>>())
+        .bind(changes.iter().map(|c| c.reason.clone()).collect::<Vec<_>>())
+        .bind(changes.iter().map(|c| c.not_before).collect::<Vec<_>>())
+        .bind(changes.iter().map(|c| c.ready_at).collect::<Vec<_>>())
+        .bind(changes.iter().map(|c| c.attempt.map(i64::from)).collect::<Vec<_>>())
+        .bind(
+            changes
+                .iter()
+                .map(|c| c.max_attempts.map(i64::from))
+                .collect::<Vec<_>>(),
+        )
+        .bind(
+            changes
+                .iter()
+                .map(|c| c.to.is_terminal().then_some(c.at))
+                .collect::<Vec<_>>(),
+        )
+        .bind(changes.iter().map(|c| c.cancel_requested).collect::<Vec<_>>())
+        .execute(&mut *conn)
+        .await?;
+        let moved: Vec<&StateChange> = changes.iter().filter(|c| c.from != c.to).collect();
+        if !moved.is_empty() {
+            sqlx::query(
+                "INSERT INTO transitions (run_id, from_state, to_state, at, reason)
+                     SELECT * FROM UNNEST($1::text[], $2::text[], $3::text[], $4::bigint[], $5::text[])",
+            )
+            .bind(moved.iter().map(|c| c.run_id.clone()).collect::<Vec<_>>())
+            .bind(moved.iter().map(|c| c.from.as_str().to_string()).collect::<Vec<_>>())
+            .bind(moved.iter().map(|c| c.to.as_str().to_string()).collect::<Vec<_>>())
+            .bind(moved.iter().map(|c| c.at).collect::<Vec<_>>())
+            .bind(moved.iter().map(|c| c.reason.clone()).collect::<Vec<_>>())
+            .execute(&mut *conn)
+            .await?;
+        }
+    }
+    Ok(())
+}
 
 fn run_from_row(r: &PgRow) -> Result<RunRecord> {
     Ok(RunRecord {

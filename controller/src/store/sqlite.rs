@@ -14,7 +14,7 @@ use std::str::FromStr;
 use std::time::Duration;
 
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteRow, SqliteSynchronous};
-use sqlx::{AssertSqlSafe, QueryBuilder, Row, Sqlite, SqlitePool};
+use sqlx::{AssertSqlSafe, QueryBuilder, Row, Sqlite, SqliteConnection, SqlitePool};
 
 use super::{
     AttemptEnd, AttemptRecord, AttemptStart, InsertPlan, JobStatsRecord, RunRecord, ScheduleCursor, StateChange,
@@ -56,13 +56,14 @@ impl SqliteStore {
             .synchronous(SqliteSynchronous::Normal)
             .foreign_keys(true)
             .busy_timeout(Duration::from_secs(10));
-        let options = options.pragma("cache_size", "-16384"); // KiB: 16 MiB of page cache per connection
+        // The writer keeps 16 MiB of pages cached (KiB below).
+        let writer_options = options.clone().pragma("cache_size", "-16384");
         let writer = SqlitePoolOptions::new()
             .max_connections(1)
             .min_connections(1)
             .idle_timeout(None)
             .max_lifetime(None)
-            .connect_with(options.clone())
+            .connect_with(writer_options)
             .await
             .map_err(|e| super::open_error("cannot open SQLite database", &shown, e.into()))?;
         let pool = SqlitePoolOptions::new()
@@ -111,87 +112,45 @@ impl SqliteStore {
     pub(super) async fn insert_runs(&self, plan: &InsertPlan) -> Result<bool> {
         // IMMEDIATE: take the write lock first, so two concurrent inserts of one
         // fire serialize and the second one's insert is ignored (and reported).
-        // Multi-row statements: a plan costs a handful of statements.
         let mut tx = self.writer.begin_with("BEGIN IMMEDIATE").await?;
-        for chunk in plan.runs.chunks(ROWS_PER_STATEMENT / 2) {
-            let mut q = QueryBuilder::<Sqlite>::new(
-                "INSERT INTO runs (id, job, state, priority, payload, trigger_kind, scheduled_for, created_at, not_before,
-                 ready_at, attempt, max_attempts, reason, workflow_id, idempotency_key) ",
-            );
-            q.push_values(chunk, |mut row, run| {
-                row.push_bind(&run.id)
-                    .push_bind(&run.job)
-                    .push_bind(run.state.as_str())
-                    .push_bind(run.priority.as_str())
-                    .push_bind(&run.payload)
-                    .push_bind(run.trigger.as_str())
-                    .push_bind(run.scheduled_for)
-                    .push_bind(run.created_at)
-                    .push_bind(run.not_before)
-                    .push_bind(run.ready_at)
-                    .push_bind(0i64)
-                    .push_bind(run.max_attempts)
-                    .push_bind(&run.reason)
-                    .push_bind(&run.workflow_id)
-                    .push_bind(&run.idempotency_key);
-            });
-            // A (job, scheduled_for) that exists already is ignored by the unique
-            // index: fewer rows than asked means this fire happened before.
-            q.push(" ON CONFLICT DO NOTHING");
-            let inserted = q.build().execute(&mut *tx).await?.rows_affected();
-            if inserted != chunk.len() as u64 {
-                tx.rollback().await?;
-                return Ok(false);
-            }
-        }
-        for chunk in plan.runs.chunks(ROWS_PER_STATEMENT) {
-            let mut q =
-                QueryBuilder::<Sqlite>::new("INSERT INTO transitions (run_id, from_state, to_state, at, reason) ");
-            q.push_values(chunk, |mut row, run| {
-                row.push_bind(&run.id)
-                    .push_bind(None::<&str>)
-                    .push_bind(run.state.as_str())
-                    .push_bind(run.created_at)
-                    .push_bind(&run.reason);
-            });
-            q.build().execute(&mut *tx).await?;
-        }
-        let mut cursors: std::collections::BTreeMap<&str, i64> = std::collections::BTreeMap::new();
-        for run in &plan.runs {
-            if let Some(instant) = run.scheduled_for {
-                let cursor = cursors.entry(run.job.as_str()).or_insert(instant);
-                *cursor = (*cursor).max(instant);
-            }
-        }
-        let cursors: Vec<(&str, i64)> = cursors.into_iter().collect();
-        for chunk in cursors.chunks(ROWS_PER_STATEMENT) {
-            let mut q = QueryBuilder::<Sqlite>::new("INSERT INTO schedule_cursors (job, last_fired) ");
-            q.push_values(chunk, |mut row, (job, instant)| {
-                row.push_bind(*job).push_bind(*instant);
-            });
-            q.push(" ON CONFLICT (job) DO UPDATE SET last_fired = MAX(last_fired, excluded.last_fired)");
-            q.build().execute(&mut *tx).await?;
-        }
-        let keyed: Vec<&super::NewRun> = plan.runs.iter().filter(|r| r.idempotency_key.is_some()).collect();
-        for chunk in keyed.chunks(ROWS_PER_STATEMENT) {
-            let mut q = QueryBuilder::<Sqlite>::new("INSERT INTO idempotency_keys (key, run_id, created_at) ");
-            q.push_values(chunk, |mut row, run| {
-                row.push_bind(&run.idempotency_key)
-                    .push_bind(&run.id)
-                    .push_bind(run.created_at);
-            });
-            q.push(" ON CONFLICT (key) DO UPDATE SET run_id = excluded.run_id, created_at = excluded.created_at");
-            q.build().execute(&mut *tx).await?;
-        }
-        for chunk in plan.dependencies.chunks(ROWS_PER_STATEMENT) {
-            let mut q = QueryBuilder::<Sqlite>::new("INSERT INTO run_dependencies (run_id, upstream_id) ");
-            q.push_values(chunk, |mut row, (run_id, upstream_id)| {
-                row.push_bind(run_id).push_bind(upstream_id);
-            });
-            q.build().execute(&mut *tx).await?;
+        if !insert_runs_in(&mut tx, plan).await? {
+            tx.rollback().await?;
+            return Ok(false);
         }
         tx.commit().await?;
         Ok(true)
+    }
+
+    /// New runs and changes of existing ones in one transaction (the engine's
+    /// commit round). A fire conflict (which plain enqueues cannot cause) fails it.
+    pub(super) async fn commit(
+        &self,
+        plan: &InsertPlan,
+        changes: &[StateChange],
+        starts: &[AttemptStart],
+        ends: &[AttemptEnd],
+    ) -> Result<()> {
+        let mut tx = self.writer.begin_with("BEGIN IMMEDIATE").await?;
+        if !insert_runs_in(&mut tx, plan).await? {
+            tx.rollback().await?;
+            return Err(Error::internal("a new run collided with an existing schedule fire"));
+        }
+        apply_in(&mut tx, changes, starts, ends).await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// Applies state changes, new attempts and finished attempts in one transaction.
+    pub(super) async fn apply(
+        &self,
+        changes: &[StateChange],
+        starts: &[AttemptStart],
+        ends: &[AttemptEnd],
+    ) -> Result<()> {
+        let mut tx = self.writer.begin().await?;
+        apply_in(&mut tx, changes, starts, ends).await?;
+        tx.commit().await?;
+        Ok(())
     }
 
     /// The run an idempotency key points at, with the time the key was recorded.
@@ -317,93 +276,6 @@ impl SqliteStore {
         Ok(())
     }
 
-    /// Applies state changes, new attempts and finished attempts in one transaction.
-    pub(super) async fn apply(
-        &self,
-        changes: &[StateChange],
-        starts: &[AttemptStart],
-        ends: &[AttemptEnd],
-    ) -> Result<()> {
-        // Multi-row statements: a batch costs a handful of statements, not three
-        // per run (each statement is a round trip to SQLite's worker thread).
-        let mut tx = self.writer.begin().await?;
-        for chunk in starts.chunks(ROWS_PER_STATEMENT) {
-            let mut q = QueryBuilder::<Sqlite>::new(
-                "INSERT INTO attempts (run_id, attempt, agent_id, agent_name, started_at) ",
-            );
-            q.push_values(chunk, |mut row, start| {
-                row.push_bind(&start.run_id)
-                    .push_bind(start.attempt)
-                    .push_bind(&start.agent_id)
-                    .push_bind(&start.agent_name)
-                    .push_bind(start.started_at);
-            });
-            q.build().execute(&mut *tx).await?;
-        }
-        for chunk in ends.chunks(ROWS_PER_STATEMENT) {
-            let mut q = QueryBuilder::<Sqlite>::new(
-                "WITH v (run_id, attempt, finished_at, outcome, exit_code, error, output, duration_ms, started_at) AS (",
-            );
-            q.push_values(chunk, |mut row, end| {
-                row.push_bind(&end.run_id)
-                    .push_bind(end.attempt)
-                    .push_bind(end.finished_at)
-                    .push_bind(end.outcome.as_str())
-                    .push_bind(end.exit_code)
-                    .push_bind(&end.error)
-                    .push_bind(&end.output)
-                    .push_bind(end.duration_ms)
-                    .push_bind(end.started_at);
-            });
-            q.push(
-                ") UPDATE attempts SET finished_at = v.finished_at, outcome = v.outcome, exit_code = v.exit_code,
-                 error = v.error, output = v.output, duration_ms = v.duration_ms,
-                 started_at = COALESCE(v.started_at, attempts.started_at)
-                 FROM v WHERE attempts.run_id = v.run_id AND attempts.attempt = v.attempt",
-            );
-            q.build().execute(&mut *tx).await?;
-        }
-        for chunk in changes.chunks(ROWS_PER_STATEMENT) {
-            let mut q = QueryBuilder::<Sqlite>::new(
-                "WITH v (id, state, reason, not_before, ready_at, attempt, max_attempts, finished_at, cancel_requested) AS (",
-            );
-            q.push_values(chunk, |mut row, change| {
-                row.push_bind(&change.run_id)
-                    .push_bind(change.to.as_str())
-                    .push_bind(&change.reason)
-                    .push_bind(change.not_before)
-                    .push_bind(change.ready_at)
-                    .push_bind(change.attempt)
-                    .push_bind(change.max_attempts)
-                    .push_bind(change.to.is_terminal().then_some(change.at))
-                    .push_bind(change.cancel_requested);
-            });
-            q.push(
-                ") UPDATE runs SET state = v.state, reason = v.reason, not_before = v.not_before,
-                 ready_at = COALESCE(v.ready_at, runs.ready_at), attempt = COALESCE(v.attempt, runs.attempt),
-                 max_attempts = COALESCE(v.max_attempts, runs.max_attempts), finished_at = v.finished_at,
-                 cancel_requested = v.cancel_requested
-                 FROM v WHERE runs.id = v.id",
-            );
-            q.build().execute(&mut *tx).await?;
-        }
-        let transitions: Vec<&StateChange> = changes.iter().filter(|c| c.from != c.to).collect();
-        for chunk in transitions.chunks(ROWS_PER_STATEMENT) {
-            let mut q =
-                QueryBuilder::<Sqlite>::new("INSERT INTO transitions (run_id, from_state, to_state, at, reason) ");
-            q.push_values(chunk, |mut row, change| {
-                row.push_bind(&change.run_id)
-                    .push_bind(change.from.as_str())
-                    .push_bind(change.to.as_str())
-                    .push_bind(change.at)
-                    .push_bind(&change.reason);
-            });
-            q.build().execute(&mut *tx).await?;
-        }
-        tx.commit().await?;
-        Ok(())
-    }
-
     /// Moves a schedule cursor and adds to its missed/skipped counters.
     pub(super) async fn advance_cursor(&self, job: &str, last_fired: i64, missed: u64, skipped: u64) -> Result<()> {
         sqlx::query(
@@ -438,15 +310,38 @@ impl SqliteStore {
 
     /// Runs that are not terminal, oldest first (to rebuild in-memory indexes).
     pub(super) async fn for_each_active_run(&self, f: &mut (dyn FnMut(RunRecord) -> Result<()> + Send)) -> Result<()> {
-        // Table order (insertion order, no sort); rows are handed over one by one.
-        let sql = format!(
-            "SELECT {RUN_COLUMNS} FROM runs WHERE state NOT IN ('succeeded', 'dead', 'cancelled') ORDER BY rowid"
-        );
-        let mut rows = sqlx::query(AssertSqlSafe(sql)).fetch(&self.pool);
-        while let Some(row) = futures::TryStreamExt::try_next(&mut rows).await? {
-            f(run_from_row(&row)?)?;
+        // Oldest first, ties by id, in pages of RECOVERY_PAGE runs. Each page is
+        // ONE row holding a JSON array of runs: handing a million rows over one
+        // by one from SQLite's worker thread cost ~9 s of thread switches and
+        // copies at start-up; a page is one hand-over and one JSON parse.
+        let mut after: (i64, String) = (i64::MIN, String::new());
+        loop {
+            let page: Option<String> = sqlx::query_scalar(
+                "SELECT json_group_array(json_array(id, job, state, priority, payload, trigger_kind, scheduled_for,
+                        created_at, not_before, ready_at, finished_at, attempt, max_attempts, reason, workflow_id,
+                        cancel_requested, idempotency_key) ORDER BY created_at, id)
+                 FROM (SELECT * FROM runs
+                       WHERE state NOT IN ('succeeded', 'dead', 'cancelled')
+                         AND (created_at > ?1 OR (created_at = ?1 AND id > ?2))
+                       ORDER BY created_at, id LIMIT ?3)",
+            )
+            .bind(after.0)
+            .bind(&after.1)
+            .bind(RECOVERY_PAGE)
+            .fetch_one(&self.pool)
+            .await?;
+            let runs: Vec<JsonRun> = serde_json::from_str(page.as_deref().unwrap_or("[]"))
+                .map_err(|e| Error::internal(format!("corrupt page of runs from the store: {e}")))?;
+            let Some(last) = runs.last() else { return Ok(()) };
+            after = (last.7, last.0.clone());
+            let full = runs.len() as i64 == RECOVERY_PAGE;
+            for run in runs {
+                f(run.into_record()?)?;
+            }
+            if !full {
+                return Ok(());
+            }
         }
-        Ok(())
     }
 
     /// One run.
@@ -619,6 +514,220 @@ impl SqliteStore {
     pub(super) async fn close(&self) {
         self.pool.close().await;
         self.writer.close().await;
+    }
+}
+
+/// Inserts the runs of `plan` (see [`SqliteStore::insert_runs`]) on `conn`, inside
+/// the caller's transaction. Multi-row statements: a plan costs a handful of
+/// statements. `false`: a (job, fire instant) exists already; nothing may be kept.
+async fn insert_runs_in(conn: &mut SqliteConnection, plan: &InsertPlan) -> Result<bool> {
+    for chunk in plan.runs.chunks(ROWS_PER_STATEMENT / 2) {
+        let mut q = QueryBuilder::<Sqlite>::new(
+            "INSERT INTO runs (id, job, state, priority, payload, trigger_kind, scheduled_for, created_at, not_before,
+                 ready_at, attempt, max_attempts, reason, workflow_id, idempotency_key) ",
+        );
+        q.push_values(chunk, |mut row, run| {
+            row.push_bind(&run.id)
+                .push_bind(&run.job)
+                .push_bind(run.state.as_str())
+                .push_bind(run.priority.as_str())
+                .push_bind(&run.payload)
+                .push_bind(run.trigger.as_str())
+                .push_bind(run.scheduled_for)
+                .push_bind(run.created_at)
+                .push_bind(run.not_before)
+                .push_bind(run.ready_at)
+                .push_bind(0i64)
+                .push_bind(run.max_attempts)
+                .push_bind(&run.reason)
+                .push_bind(&run.workflow_id)
+                .push_bind(&run.idempotency_key);
+        });
+        // A (job, scheduled_for) that exists already is ignored by the unique
+        // index: fewer rows than asked means this fire happened before.
+        q.push(" ON CONFLICT DO NOTHING");
+        let inserted = q.build().execute(&mut *conn).await?.rows_affected();
+        if inserted != chunk.len() as u64 {
+            return Ok(false);
+        }
+    }
+    for chunk in plan.runs.chunks(ROWS_PER_STATEMENT) {
+        let mut q = QueryBuilder::<Sqlite>::new("INSERT INTO transitions (run_id, from_state, to_state, at, reason) ");
+        q.push_values(chunk, |mut row, run| {
+            row.push_bind(&run.id)
+                .push_bind(None::<&str>)
+                .push_bind(run.state.as_str())
+                .push_bind(run.created_at)
+                .push_bind(&run.reason);
+        });
+        q.build().execute(&mut *conn).await?;
+    }
+    let mut cursors: std::collections::BTreeMap<&str, i64> = std::collections::BTreeMap::new();
+    for run in &plan.runs {
+        if let Some(instant) = run.scheduled_for {
+            let cursor = cursors.entry(run.job.as_str()).or_insert(instant);
+            *cursor = (*cursor).max(instant);
+        }
+    }
+    let cursors: Vec<(&str, i64)> = cursors.into_iter().collect();
+    for chunk in cursors.chunks(ROWS_PER_STATEMENT) {
+        let mut q = QueryBuilder::<Sqlite>::new("INSERT INTO schedule_cursors (job, last_fired) ");
+        q.push_values(chunk, |mut row, (job, instant)| {
+            row.push_bind(*job).push_bind(*instant);
+        });
+        q.push(" ON CONFLICT (job) DO UPDATE SET last_fired = MAX(last_fired, excluded.last_fired)");
+        q.build().execute(&mut *conn).await?;
+    }
+    let keyed: Vec<&super::NewRun> = plan.runs.iter().filter(|r| r.idempotency_key.is_some()).collect();
+    for chunk in keyed.chunks(ROWS_PER_STATEMENT) {
+        let mut q = QueryBuilder::<Sqlite>::new("INSERT INTO idempotency_keys (key, run_id, created_at) ");
+        q.push_values(chunk, |mut row, run| {
+            row.push_bind(&run.idempotency_key)
+                .push_bind(&run.id)
+                .push_bind(run.created_at);
+        });
+        q.push(" ON CONFLICT (key) DO UPDATE SET run_id = excluded.run_id, created_at = excluded.created_at");
+        q.build().execute(&mut *conn).await?;
+    }
+    for chunk in plan.dependencies.chunks(ROWS_PER_STATEMENT) {
+        let mut q = QueryBuilder::<Sqlite>::new("INSERT INTO run_dependencies (run_id, upstream_id) ");
+        q.push_values(chunk, |mut row, (run_id, upstream_id)| {
+            row.push_bind(run_id).push_bind(upstream_id);
+        });
+        q.build().execute(&mut *conn).await?;
+    }
+    Ok(true)
+}
+
+/// Applies state changes, new attempts and finished attempts on `conn`, inside
+/// the caller's transaction. Multi-row statements: a batch costs a handful of
+/// statements, not three per run (each is a round trip to SQLite's worker thread).
+async fn apply_in(
+    conn: &mut SqliteConnection,
+    changes: &[StateChange],
+    starts: &[AttemptStart],
+    ends: &[AttemptEnd],
+) -> Result<()> {
+    for chunk in starts.chunks(ROWS_PER_STATEMENT) {
+        let mut q =
+            QueryBuilder::<Sqlite>::new("INSERT INTO attempts (run_id, attempt, agent_id, agent_name, started_at) ");
+        q.push_values(chunk, |mut row, start| {
+            row.push_bind(&start.run_id)
+                .push_bind(start.attempt)
+                .push_bind(&start.agent_id)
+                .push_bind(&start.agent_name)
+                .push_bind(start.started_at);
+        });
+        q.build().execute(&mut *conn).await?;
+    }
+    for chunk in ends.chunks(ROWS_PER_STATEMENT) {
+        let mut q = QueryBuilder::<Sqlite>::new(
+            "WITH v (run_id, attempt, finished_at, outcome, exit_code, error, output, duration_ms, started_at) AS (",
+        );
+        q.push_values(chunk, |mut row, end| {
+            row.push_bind(&end.run_id)
+                .push_bind(end.attempt)
+                .push_bind(end.finished_at)
+                .push_bind(end.outcome.as_str())
+                .push_bind(end.exit_code)
+                .push_bind(&end.error)
+                .push_bind(&end.output)
+                .push_bind(end.duration_ms)
+                .push_bind(end.started_at);
+        });
+        q.push(
+            ") UPDATE attempts SET finished_at = v.finished_at, outcome = v.outcome, exit_code = v.exit_code,
+                 error = v.error, output = v.output, duration_ms = v.duration_ms,
+                 started_at = COALESCE(v.started_at, attempts.started_at)
+                 FROM v WHERE attempts.run_id = v.run_id AND attempts.attempt = v.attempt",
+        );
+        q.build().execute(&mut *conn).await?;
+    }
+    for chunk in changes.chunks(ROWS_PER_STATEMENT) {
+        let mut q = QueryBuilder::<Sqlite>::new(
+            "WITH v (id, state, reason, not_before, ready_at, attempt, max_attempts, finished_at, cancel_requested) AS (",
+        );
+        q.push_values(chunk, |mut row, change| {
+            row.push_bind(&change.run_id)
+                .push_bind(change.to.as_str())
+                .push_bind(&change.reason)
+                .push_bind(change.not_before)
+                .push_bind(change.ready_at)
+                .push_bind(change.attempt)
+                .push_bind(change.max_attempts)
+                .push_bind(change.to.is_terminal().then_some(change.at))
+                .push_bind(change.cancel_requested);
+        });
+        q.push(
+            ") UPDATE runs SET state = v.state, reason = v.reason, not_before = v.not_before,
+                 ready_at = COALESCE(v.ready_at, runs.ready_at), attempt = COALESCE(v.attempt, runs.attempt),
+                 max_attempts = COALESCE(v.max_attempts, runs.max_attempts), finished_at = v.finished_at,
+                 cancel_requested = v.cancel_requested
+                 FROM v WHERE runs.id = v.id",
+        );
+        q.build().execute(&mut *conn).await?;
+    }
+    let transitions: Vec<&StateChange> = changes.iter().filter(|c| c.from != c.to).collect();
+    for chunk in transitions.chunks(ROWS_PER_STATEMENT) {
+        let mut q = QueryBuilder::<Sqlite>::new("INSERT INTO transitions (run_id, from_state, to_state, at, reason) ");
+        q.push_values(chunk, |mut row, change| {
+            row.push_bind(&change.run_id)
+                .push_bind(change.from.as_str())
+                .push_bind(change.to.as_str())
+                .push_bind(change.at)
+                .push_bind(&change.reason);
+        });
+        q.build().execute(&mut *conn).await?;
+    }
+    Ok(())
+}
+
+/// Runs per page of [`SqliteStore::for_each_active_run`].
+const RECOVERY_PAGE: i64 = 10_000;
+
+/// A run as an element of a recovery page: the columns of [`RUN_COLUMNS`], in order.
+#[derive(serde::Deserialize)]
+struct JsonRun(
+    String,
+    String,
+    String,
+    String,
+    String,
+    String,
+    Option<i64>,
+    i64,
+    Option<i64>,
+    Option<i64>,
+    Option<i64>,
+    i64,
+    i64,
+    Option<String>,
+    Option<String>,
+    i64,
+    Option<String>,
+);
+
+impl JsonRun {
+    fn into_record(self) -> Result<RunRecord> {
+        Ok(RunRecord {
+            id: self.0,
+            job: self.1,
+            state: parse_column(&self.2)?,
+            priority: parse_column(&self.3)?,
+            payload: self.4,
+            trigger: parse_column(&self.5)?,
+            scheduled_for: self.6,
+            created_at: self.7,
+            not_before: self.8,
+            ready_at: self.9,
+            finished_at: self.10,
+            attempt: self.11 as u32,
+            max_attempts: self.12 as u32,
+            reason: self.13,
+            workflow_id: self.14,
+            cancel_requested: self.15 != 0,
+            idempotency_key: self.16,
+        })
     }
 }
 

@@ -1,0 +1,143 @@
+//! The commit loop: plain enqueues, dispatch and agent results share one store
+//! transaction per round.
+//!
+//! Each round takes the core lock, then
+//!
+//! 1. sorts the results that arrived (see [`Engine::sort_results`]);
+//! 2. indexes the runs of the plain enqueues that arrived, so that
+//! 3. the dispatcher may assign them in the same round (see [`Engine::pick`]);
+//! 4. commits new runs, assignments and settled results in ONE transaction;
+//! 5. only then sends assignments, answers the enqueues and acknowledges the
+//!    results. If the commit fails, nothing of the round is kept: the new runs
+//!    are forgotten, credits given back, enqueues fail and results are refused
+//!    (the agents send them again).
+//!
+//! Rounds run back to back while there is work: whatever arrives during one
+//! round's commit goes into the next (natural group commit, no timer), and an
+//! idle controller commits a lone enqueue at once. One commit per round instead
+//! of one per kind of work means fewer, larger transactions, and an enqueued run
+//! with a free agent is started by the very commit that creates it.
+
+use std::sync::Arc;
+
+use tokio::sync::mpsc::UnboundedReceiver;
+
+use super::dispatch::MAX_RESULT_BATCH;
+use super::enqueue::{MAX_BATCH, PendingEnqueue};
+use super::{Engine, ResultMessage};
+use crate::error::Result;
+use crate::store::{InsertPlan, StateChange};
+use crate::time::now_ms;
+
+impl Engine {
+    /// Runs commit rounds until shutdown. Plain enqueues reach it through the
+    /// engine's enqueue queue, results through `results`; anything that makes
+    /// runs or credits available wakes it through `wake_dispatch`.
+    pub async fn commit_loop(
+        self: Arc<Self>,
+        mut results: UnboundedReceiver<ResultMessage>,
+        mut shutdown: tokio::sync::watch::Receiver<bool>,
+    ) {
+        let (tx, mut enqueues) = tokio::sync::mpsc::unbounded_channel();
+        if self.enqueue_queue.set(tx).is_err() {
+            return; // already running
+        }
+        loop {
+            let mut pending = Vec::new();
+            let mut messages = Vec::new();
+            tokio::select! {
+                biased;
+                _ = shutdown.changed() => return,
+                p = enqueues.recv() => match p {
+                    Some(p) => pending.push(p),
+                    None => return,
+                },
+                m = results.recv() => match m {
+                    Some(m) => messages.push(m),
+                    None => return,
+                },
+                _ = self.wake_dispatch.notified() => {}
+            }
+            while pending.len() < MAX_BATCH
+                && let Ok(p) = enqueues.try_recv()
+            {
+                pending.push(p);
+            }
+            while messages.len() < MAX_RESULT_BATCH
+                && let Ok(m) = results.try_recv()
+            {
+                messages.push(m);
+            }
+            if let Err(e) = self.round(pending, messages).await {
+                tracing::error!(error = %e, "commit round failed; retrying");
+                tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+                self.wake_dispatch.notify_one();
+            }
+        }
+    }
+
+    /// One round (see the module docs). Returns the commit's error, if any,
+    /// after everything of the round was answered.
+    async fn round(&self, pending: Vec<PendingEnqueue>, messages: Vec<ResultMessage>) -> Result<()> {
+        let jobs = self.jobs();
+        let now = now_ms();
+        let mut core = self.lock_core().await;
+
+        let mut sorted = self.sort_results(&core, messages);
+        let (mut changes, ends) = sorted.grouped_writes();
+
+        let plan = InsertPlan {
+            runs: pending.iter().map(|p| p.new_run(now)).collect(),
+            dependencies: Vec::new(),
+        };
+        for run in &plan.runs {
+            Engine::index_plain(&mut core, run);
+        }
+        if plan.runs.iter().any(|r| r.state == crate::model::RunState::Scheduled) {
+            self.wake_timers.notify_one();
+        }
+
+        let picks = self.pick(&mut core, &jobs, now);
+        changes.extend(picks.changes.iter().cloned());
+
+        let committed = if plan.runs.is_empty() && changes.is_empty() && ends.is_empty() {
+            Ok(())
+        } else {
+            self.commit_writes(&plan, &changes, &picks, &ends).await
+        };
+
+        match &committed {
+            Ok(()) => {
+                for (pending, run) in pending.into_iter().zip(plan.runs) {
+                    self.plain_committed(pending, run);
+                }
+                if !picks.is_empty() {
+                    self.picks_committed(&mut core, &jobs, picks, now);
+                }
+            }
+            Err(e) => {
+                Engine::picks_failed(&mut core, &picks);
+                for run in &plan.runs {
+                    Engine::unindex_plain(&mut core, &run.id);
+                }
+                for pending in pending {
+                    pending.fail(e.clone());
+                }
+            }
+        }
+        self.settle_sorted(&mut core, &mut sorted, &committed).await;
+        drop(core);
+        self.answer_results(sorted).await;
+        committed
+    }
+
+    async fn commit_writes(
+        &self,
+        plan: &InsertPlan,
+        changes: &[StateChange],
+        picks: &super::dispatch::Picks,
+        ends: &[crate::store::AttemptEnd],
+    ) -> Result<()> {
+        self.store.commit(plan, changes, &picks.starts, ends).await
+    }
+}
