@@ -156,6 +156,8 @@ backend_tests!(
     dependencies_keys_and_definitions_are_stored,
     runs_are_listed_newest_first_and_filtered,
     cursors_never_move_back_and_count_missed_fires,
+    active_runs_stream_in_order_across_pages,
+    a_commit_round_inserts_and_changes_together,
 );
 
 fn new_run(id: &str, scheduled_for: Option<i64>) -> NewRun {
@@ -572,4 +574,112 @@ async fn a_missing_postgres_database_is_named_with_the_cause() {
     let err = Store::open(&url).await.err().unwrap();
     assert!(err.message.contains(&url), "{}", err.message);
     assert!(err.message.contains("does not exist"), "{}", err.message);
+}
+
+async fn active_runs_stream_in_order_across_pages(db: TestDb) {
+    // More runs than one recovery page (10,000 on SQLite), with ties on
+    // created_at, some terminal runs in between, and payloads that need quoting.
+    let store = db.open().await;
+    let mut runs = Vec::new();
+    for i in 0..23_456u32 {
+        let mut run = new_run(&format!("r{:06}", 30_000 - i), None);
+        run.created_at = 1_000 + i64::from(i / 7); // seven runs per millisecond
+        run.payload = format!("{{\"n\":{i},\"s\":\"quote \\\" and \\\\ é\"}}");
+        runs.push(run);
+    }
+    store
+        .insert_runs(&InsertPlan {
+            runs: runs.clone(),
+            dependencies: Vec::new(),
+        })
+        .await
+        .unwrap();
+    let ended: Vec<StateChange> = runs
+        .iter()
+        .step_by(5)
+        .map(|r| StateChange::new(&r.id, RunState::Queued, RunState::Cancelled, 9, None))
+        .collect();
+    store.apply(&ended, &[], &[]).await.unwrap();
+    let mut expected: Vec<(i64, String, String)> = runs
+        .iter()
+        .enumerate()
+        .filter(|(i, _)| i % 5 != 0)
+        .map(|(_, r)| (r.created_at, r.id.clone(), r.payload.clone()))
+        .collect();
+    expected.sort();
+    let mut seen = Vec::new();
+    store
+        .for_each_active_run(&mut |run| {
+            seen.push((run.created_at, run.id, run.payload));
+            Ok(())
+        })
+        .await
+        .unwrap();
+    assert_eq!(seen.len(), expected.len());
+    assert!(seen == expected, "oldest first, ties by id, payloads intact");
+}
+
+async fn a_commit_round_inserts_and_changes_together(db: TestDb) {
+    let store = db.open().await;
+    assert!(insert(&store, new_run("old", None)).await);
+    let fresh = new_run("fresh", None);
+    let mut start = StateChange::new("fresh", RunState::Queued, RunState::Running, 2_000, None);
+    start.attempt = Some(1);
+    let finish = StateChange::new("old", RunState::Queued, RunState::Cancelled, 2_000, Some("gone".into()));
+    store
+        .commit(
+            &InsertPlan {
+                runs: vec![fresh],
+                dependencies: Vec::new(),
+            },
+            &[start, finish],
+            &[AttemptStart {
+                run_id: "fresh".into(),
+                attempt: 1,
+                agent_id: "agent-1".into(),
+                agent_name: "a1".into(),
+                started_at: 2_000,
+            }],
+            &[],
+        )
+        .await
+        .unwrap();
+    let fresh = store.run("fresh").await.unwrap().expect("inserted");
+    assert_eq!((fresh.state, fresh.attempt), (RunState::Running, 1));
+    let states: Vec<_> = store
+        .transitions("fresh")
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|t| (t.from, t.to))
+        .collect();
+    assert_eq!(
+        states,
+        [(None, RunState::Queued), (Some(RunState::Queued), RunState::Running)]
+    );
+    assert_eq!(store.attempts(&["fresh".into()]).await.unwrap().len(), 1);
+    assert_eq!(store.run("old").await.unwrap().unwrap().state, RunState::Cancelled);
+
+    // A round whose new run collides with an existing fire keeps nothing.
+    assert!(insert(&store, new_run("fire", Some(5_000))).await);
+    let err = store
+        .commit(
+            &InsertPlan {
+                runs: vec![new_run("fresh2", None), new_run("fire2", Some(5_000))],
+                dependencies: Vec::new(),
+            },
+            &[StateChange::new(
+                "fresh",
+                RunState::Running,
+                RunState::Succeeded,
+                3_000,
+                None,
+            )],
+            &[],
+            &[],
+        )
+        .await;
+    assert!(err.is_err());
+    assert!(store.run("fresh2").await.unwrap().is_none());
+    assert_eq!(store.run("fresh").await.unwrap().unwrap().state, RunState::Running);
 }

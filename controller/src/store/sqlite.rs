@@ -313,35 +313,33 @@ impl SqliteStore {
         // Oldest first, ties by id, in pages of RECOVERY_PAGE runs. Each page is
         // ONE row holding a JSON array of runs: handing a million rows over one
         // by one from SQLite's worker thread cost ~9 s of thread switches and
-        // copies at start-up; a page is one hand-over and one JSON parse.
-        let mut after: (i64, String) = (i64::MIN, String::new());
-        loop {
-            let page: Option<String> = sqlx::query_scalar(
-                "SELECT json_group_array(json_array(id, job, state, priority, payload, trigger_kind, scheduled_for,
-                        created_at, not_before, ready_at, finished_at, attempt, max_attempts, reason, workflow_id,
-                        cancel_requested, idempotency_key) ORDER BY created_at, id)
-                 FROM (SELECT * FROM runs
-                       WHERE state NOT IN ('succeeded', 'dead', 'cancelled')
-                         AND (created_at > ?1 OR (created_at = ?1 AND id > ?2))
-                       ORDER BY created_at, id LIMIT ?3)",
-            )
-            .bind(after.0)
-            .bind(&after.1)
-            .bind(RECOVERY_PAGE)
-            .fetch_one(&self.pool)
-            .await?;
-            let runs: Vec<JsonRun> = serde_json::from_str(page.as_deref().unwrap_or("[]"))
-                .map_err(|e| Error::internal(format!("corrupt page of runs from the store: {e}")))?;
-            let Some(last) = runs.last() else { return Ok(()) };
-            after = (last.7, last.0.clone());
-            let full = runs.len() as i64 == RECOVERY_PAGE;
-            for run in runs {
-                f(run.into_record()?)?;
+        // copies at start-up; a page is one hand-over and one JSON parse. A task
+        // reads and parses the next pages while `f` indexes this one.
+        let (tx, mut rx) = tokio::sync::mpsc::channel::<Result<Vec<RunRecord>>>(2);
+        let pool = self.pool.clone();
+        let reader = tokio::spawn(async move {
+            let mut after: (i64, String) = (i64::MIN, String::new());
+            loop {
+                let page = recovery_page(&pool, &after).await;
+                let full = page.as_ref().is_ok_and(|runs| runs.len() as i64 == RECOVERY_PAGE);
+                if let Ok(Some(last)) = page.as_ref().map(|runs| runs.last()) {
+                    after = (last.created_at, last.id.clone());
+                }
+                let failed = page.is_err();
+                if tx.send(page).await.is_err() || failed || !full {
+                    return;
+                }
             }
-            if !full {
-                return Ok(());
+        });
+        while let Some(page) = rx.recv().await {
+            for run in page? {
+                f(run)?;
             }
         }
+        reader
+            .await
+            .map_err(|e| Error::internal(format!("reading runs failed: {e}")))?;
+        Ok(())
     }
 
     /// One run.
@@ -680,6 +678,28 @@ async fn apply_in(
         q.build().execute(&mut *conn).await?;
     }
     Ok(())
+}
+
+/// The non-terminal runs after `after` (created_at, id), oldest first, at most
+/// [`RECOVERY_PAGE`] of them (see [`SqliteStore::for_each_active_run`]).
+async fn recovery_page(pool: &SqlitePool, after: &(i64, String)) -> Result<Vec<RunRecord>> {
+    let page: Option<String> = sqlx::query_scalar(
+        "SELECT json_group_array(json_array(id, job, state, priority, payload, trigger_kind, scheduled_for,
+                created_at, not_before, ready_at, finished_at, attempt, max_attempts, reason, workflow_id,
+                cancel_requested, idempotency_key) ORDER BY created_at, id)
+         FROM (SELECT * FROM runs
+               WHERE state NOT IN ('succeeded', 'dead', 'cancelled')
+                 AND (created_at > ?1 OR (created_at = ?1 AND id > ?2))
+               ORDER BY created_at, id LIMIT ?3)",
+    )
+    .bind(after.0)
+    .bind(&after.1)
+    .bind(RECOVERY_PAGE)
+    .fetch_one(pool)
+    .await?;
+    let runs: Vec<JsonRun> = serde_json::from_str(page.as_deref().unwrap_or("[]"))
+        .map_err(|e| Error::internal(format!("corrupt page of runs from the store: {e}")))?;
+    runs.into_iter().map(JsonRun::into_record).collect()
 }
 
 /// Runs per page of [`SqliteStore::for_each_active_run`].
