@@ -27,6 +27,8 @@ A2=$!
 sleep 1
 
 run() { echo "### workerctl bench $*"; $R/workerctl --controller "$URL" bench "$@"; echo; }
+# First, on the fresh controller: memory per connected agent.
+run agents --count 1000
 run burn-down --jobs 20000 --batch 500
 run rate --rate 500 --duration 10s
 run rate --rate 1000 --duration 10s
@@ -38,7 +40,6 @@ sleep 1
 # Without real agents: the bench's own simulated agents take the preloaded runs.
 run preload --queued 1000 --measure 1000
 run preload --queued 20000 --measure 20000
-run agents --count 1000
 # Last: 100,000 schedules stay defined (deleting them one by one takes long) and
 # go on firing, so this controller is thrown away right after.
 run schedules --count 100000 --keep
