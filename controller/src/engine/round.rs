@@ -103,7 +103,17 @@ impl Engine {
         let committed = if plan.runs.is_empty() && changes.is_empty() && ends.is_empty() {
             Ok(())
         } else {
-            self.commit_writes(&plan, &changes, &picks, &ends).await
+            let started = std::time::Instant::now();
+            let committed = self.commit_writes(&plan, &changes, &picks, &ends).await;
+            tracing::debug!(
+                new_runs = plan.runs.len(),
+                changes = changes.len(),
+                starts = picks.starts.len(),
+                ends = ends.len(),
+                micros = started.elapsed().as_micros() as u64,
+                "round committed"
+            );
+            committed
         };
 
         match &committed {
