@@ -76,6 +76,7 @@ impl SqliteStore {
             .migrate()
             .await
             .map_err(|e| super::open_error("cannot migrate SQLite database", &shown, e))?;
+        tokio::spawn(checkpointer(store.pool.clone()));
         Ok(store)
     }
 
@@ -700,6 +701,30 @@ async fn recovery_page(pool: &SqlitePool, after: &(i64, String)) -> Result<Vec<R
     let runs: Vec<JsonRun> = serde_json::from_str(page.as_deref().unwrap_or("[]"))
         .map_err(|e| Error::internal(format!("corrupt page of runs from the store: {e}")))?;
     runs.into_iter().map(JsonRun::into_record).collect()
+}
+
+/// How often committed WAL frames are copied into the database file in the background.
+const CHECKPOINT_INTERVAL: Duration = Duration::from_millis(100);
+
+/// Copies committed WAL frames into the database file (and syncs it) every
+/// [`CHECKPOINT_INTERVAL`], from a reader connection in `PASSIVE` mode, which
+/// never blocks the writer. The writer still checkpoints itself every 1,000
+/// pages (SQLite's default, which also lets the WAL start over), but finds the
+/// work done: its commits no longer wait for a full copy and sync of the
+/// database file. Ends when the pool is closed.
+async fn checkpointer(pool: SqlitePool) {
+    loop {
+        tokio::time::sleep(CHECKPOINT_INTERVAL).await;
+        if pool.is_closed() {
+            return;
+        }
+        if let Err(e) = sqlx::query("PRAGMA wal_checkpoint(PASSIVE)").execute(&pool).await {
+            if pool.is_closed() {
+                return;
+            }
+            tracing::warn!(error = %e, "background WAL checkpoint failed; retrying");
+        }
+    }
 }
 
 /// Runs per page of [`SqliteStore::for_each_active_run`].
