@@ -8,7 +8,6 @@ use std::collections::{HashMap, HashSet};
 
 use super::state::{AgentEntry, Core};
 use crate::config::JobSet;
-use crate::job::JobDef;
 
 /// Picks (run id, agent id) pairs in dispatch order: runs by priority then
 /// ready time; for each, the connected agent with a free credit that runs its
@@ -39,17 +38,13 @@ pub fn select_assignments<'a>(core: &'a mut Core, jobs: &'a JobSet) -> Vec<(Stri
         ..
     } = core;
     // The walk stops when no queued run of a placeable job is left ahead, so a
-    // backlog no free agent can take is not walked on every dispatch.
+    // backlog no free agent can take is not walked on every dispatch: `remaining`
+    // starts at every queued run, and the first run met of a job that cannot be
+    // placed takes all of that job's runs off it. The cost is per job met, not
+    // per job with queued runs (10,000 scheduled jobs must not make every
+    // dispatch look at 10,000 jobs).
     let mut visited_by_job: HashMap<&str, usize> = HashMap::new();
-    let mut remaining: usize = 0;
-    for (name, queued) in queued_by_job.iter() {
-        match jobs.get(name) {
-            Some(job) if placeable(job, running_by_job, agents) => remaining += queued,
-            _ => {
-                unplaceable.insert(name);
-            }
-        }
-    }
+    let mut remaining: usize = ready.len();
     for run_id in ready.values() {
         if credits_left == 0 || remaining == 0 {
             break;
@@ -58,7 +53,10 @@ pub fn select_assignments<'a>(core: &'a mut Core, jobs: &'a JobSet) -> Vec<(Stri
         if unplaceable.contains(&*run.job) {
             continue;
         }
-        let Some(job) = jobs.get(&run.job) else { continue };
+        let Some(job) = jobs.get(&run.job) else {
+            remaining = remaining.saturating_sub(1);
+            continue;
+        };
         let name = job.name.as_str();
         let visited = visited_by_job.entry(name).or_default();
         *visited += 1;
@@ -90,19 +88,6 @@ pub fn select_assignments<'a>(core: &'a mut Core, jobs: &'a JobSet) -> Vec<(Stri
         picks.push((run_id.to_string(), agent.id.clone()));
     }
     picks
-}
-
-/// Whether a run of `job` could be placed now: room under its concurrency limit
-/// and a connected agent with a credit that takes it.
-fn placeable(
-    job: &JobDef,
-    running_by_job: &HashMap<std::sync::Arc<str>, u32>,
-    agents: &HashMap<String, AgentEntry>,
-) -> bool {
-    let room = job
-        .max_concurrency
-        .is_none_or(|limit| running_by_job.get(job.name.as_str()).copied().unwrap_or(0) < limit);
-    room && agents.values().any(|a| a.accepts(job.executor.kind(), &job.selector))
 }
 
 /// `Greater` when `a` should get the run rather than `b`.

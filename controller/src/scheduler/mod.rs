@@ -79,7 +79,7 @@ pub async fn run(engine: Arc<Engine>, mut shutdown: tokio::sync::watch::Receiver
 }
 
 /// Most fires created in one transaction.
-const MAX_FIRES_PER_BATCH: usize = 5000;
+const MAX_FIRES_PER_BATCH: usize = 20_000;
 
 /// Fires `due` (instant, job) pairs: paused schedules only move their cursor.
 async fn fire_due(engine: &Engine, due: &[(i64, String)]) -> Result<()> {
