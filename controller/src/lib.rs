@@ -8,6 +8,8 @@
 //! Layout (a folder per component, so a change has one obvious home):
 //!
 //! * [`config`]: loading and validating `scheduler.yaml` (every error, located);
+//! * [`alerting`]: `alerts.yaml` channels and rules, rule matching and throttling
+//!   (pure; delivery builds on it);
 //! * [`job`], [`model`]: job definitions and the shared vocabulary (priorities,
 //!   run states, outcomes, policies);
 //! * [`store`]: the SQLite store, the source of truth; all SQL lives there;
@@ -20,6 +22,7 @@
 //! The guarantee that shapes the code: every transition is committed to the
 //! store before anyone (client or agent) is told about it.
 
+pub mod alerting;
 pub mod api;
 pub mod config;
 pub mod duration;

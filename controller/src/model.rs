@@ -2,9 +2,6 @@
 //! outcomes, triggers and policies. Each enum has one lower-case name used in the
 //! store, the API, JSON output and configuration files.
 
-use std::fmt;
-use std::str::FromStr;
-
 /// Declares a string-named enum with `as_str`, `Display`, `FromStr` and `ALL`.
 macro_rules! named_enum {
     ($(#[$meta:meta])* $name:ident, $what:literal { $($(#[$vmeta:meta])* $variant:ident => $text:literal),+ $(,)? }) => {
@@ -23,13 +20,13 @@ macro_rules! named_enum {
             }
         }
 
-        impl fmt::Display for $name {
-            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        impl ::std::fmt::Display for $name {
+            fn fmt(&self, f: &mut ::std::fmt::Formatter<'_>) -> ::std::fmt::Result {
                 f.write_str(self.as_str())
             }
         }
 
-        impl FromStr for $name {
+        impl ::std::str::FromStr for $name {
             type Err = String;
             fn from_str(s: &str) -> Result<Self, String> {
                 match s {
@@ -44,6 +41,9 @@ macro_rules! named_enum {
         }
     };
 }
+
+/// Lets other modules (such as [`crate::alerting`]) declare their enums the same way.
+pub(crate) use named_enum;
 
 named_enum!(
     /// Dispatch priority; higher runs first, FIFO by ready time within one.

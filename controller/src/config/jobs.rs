@@ -169,33 +169,46 @@ impl JobSet {
     }
 }
 
-/// Collects errors with their locations while validating one document.
-struct Checker<'a> {
-    file: &'a Path,
-    text: &'a str,
-    lookup: &'a dyn Fn(&str) -> Option<String>,
-    errors: Vec<ConfigError>,
+/// Collects errors with their locations while validating one document (also
+/// used for `alerts.yaml`, see [`crate::alerting::config`]). Paths are key
+/// segments, `[N]` for a sequence item (see [`lines`]).
+pub(crate) struct Checker<'a> {
+    pub(crate) file: &'a Path,
+    pub(crate) text: &'a str,
+    pub(crate) lookup: &'a dyn Fn(&str) -> Option<String>,
+    pub(crate) errors: Vec<ConfigError>,
 }
 
-impl Checker<'_> {
-    fn error(&mut self, path: &[&str], message: impl Into<String>) {
+impl<'a> Checker<'a> {
+    /// A checker for the document `text` of `file`, interpolating with `lookup`.
+    pub(crate) fn new(file: &'a Path, text: &'a str, lookup: &'a dyn Fn(&str) -> Option<String>) -> Self {
+        Checker {
+            file,
+            text,
+            lookup,
+            errors: Vec::new(),
+        }
+    }
+
+    /// Records `message` at `path`, with the line it is on.
+    pub(crate) fn error(&mut self, path: &[&str], message: impl Into<String>) {
         self.errors.push(ConfigError {
             file: self.file.to_path_buf(),
             line: lines::line_of(self.text, path),
-            path: path.join("."),
+            path: lines::display_path(path),
             message: message.into(),
         });
     }
 
     /// Deserializes `value` as `T`, reporting a failure at the field it names.
-    fn deserialize<T: DeserializeOwned>(&mut self, base: &[&str], value: Value) -> Option<T> {
+    pub(crate) fn deserialize<T: DeserializeOwned>(&mut self, base: &[&str], value: Value) -> Option<T> {
         match serde_path_to_error::deserialize::<_, T>(value) {
             Ok(v) => Some(v),
             Err(err) => {
                 let inner = err.path().to_string();
                 let mut path: Vec<&str> = base.to_vec();
                 if inner != "." {
-                    path.extend(inner.split('.').filter(|s| !s.is_empty()));
+                    path.extend(inner.split('.').flat_map(lines::split_indexes));
                 }
                 let raw = err.into_inner().to_string();
                 let message = friendlier(&raw);
@@ -213,7 +226,13 @@ impl Checker<'_> {
         }
     }
 
-    fn parse<T>(&mut self, path: &[&str], value: Option<&str>, parse: impl Fn(&str) -> Result<T, String>) -> Option<T> {
+    /// Parses `value` (when present) with `parse`, reporting a failure at `path`.
+    pub(crate) fn parse<T>(
+        &mut self,
+        path: &[&str],
+        value: Option<&str>,
+        parse: impl Fn(&str) -> Result<T, String>,
+    ) -> Option<T> {
         let value = value?;
         match parse(value) {
             Ok(v) => Some(v),
@@ -225,7 +244,7 @@ impl Checker<'_> {
     }
 
     /// Interpolates `${VARS}` in every string of `value`; unset ones are errors.
-    fn interpolate(&mut self, path: &mut Vec<String>, value: &Value) -> Value {
+    pub(crate) fn interpolate(&mut self, path: &mut Vec<String>, value: &Value) -> Value {
         match value {
             Value::String(s) => match interpolate_str(s, self.lookup) {
                 Ok(v) => Value::String(v),

@@ -20,7 +20,7 @@ impl Engine {
                 .iter()
                 .filter_map(&blocked)
                 .map(|run| {
-                    let remaining = run.waiting_on.iter().filter(|u| *u != upstream).count();
+                    let remaining = run.extra().waiting_on.iter().filter(|u| *u != upstream).count();
                     if remaining > 0 {
                         let reason = format!("waiting for {remaining} upstream run(s)");
                         StateChange::new(&run.id, RunState::Blocked, RunState::Blocked, now, Some(reason))
@@ -80,7 +80,7 @@ impl Engine {
             RunState::Succeeded => {
                 for id in core.dependents.remove(upstream).unwrap_or_default() {
                     if let Some(run) = core.live.get_mut(id.as_str()) {
-                        run.waiting_on.remove(upstream);
+                        run.extra_mut().waiting_on.remove(upstream);
                     }
                 }
             }

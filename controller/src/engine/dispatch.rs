@@ -63,10 +63,11 @@ impl Engine {
             if let Some(run) = core.live.get_mut(run_id.as_str())
                 && run.state == RunState::Running
                 && run.attempt == *attempt
-                && run.agent_id.as_deref().is_none_or(|a| a == hello.agent_id)
+                && run.agent_id().is_none_or(|a| a == hello.agent_id)
             {
-                run.agent_id = Some(hello.agent_id.clone());
-                run.lease_until = now + lease;
+                let extra = run.extra_mut();
+                extra.agent_id = Some(hello.agent_id.clone());
+                extra.lease_until = now + lease;
                 kept.insert((run_id.clone(), *attempt));
                 if run.cancel_requested {
                     // The Cancel may have been lost with the previous connection.
@@ -187,13 +188,17 @@ impl Engine {
             core.unindex(run_id);
             let run = core.live.get_mut(run_id.as_str()).expect("picked run is live");
             run.state = RunState::Running;
+            let id = run.id.clone();
             run.attempt += 1;
-            run.agent_id = Some(agent_id.clone());
-            run.lease_until = lease_until;
+            let extra = run.extra_mut();
+            extra.agent_id = Some(agent_id.clone());
+            extra.lease_until = lease_until;
             let (job_name, attempt, payload) = (run.job.clone(), run.attempt, run.payload.to_string());
             let timeout = jobs.get(&job_name).and_then(|j| j.timeout);
-            run.deadline = timeout.map(|t| now + t.as_millis() as i64 + self.settings.lease_timeout.as_millis() as i64);
+            run.extra_mut().deadline =
+                timeout.map(|t| now + t.as_millis() as i64 + self.settings.lease_timeout.as_millis() as i64);
             *core.running_by_job.entry(job_name.clone()).or_default() += 1;
+            core.running.insert(id);
             let job = jobs.get(&job_name).expect("picked run's job exists");
             let timeout_ms = job.timeout.map(|t| t.as_millis() as u64).unwrap_or(0);
             let assignment = Assignment {
@@ -255,9 +260,7 @@ impl Engine {
                 Ok(o) => o,
             };
             let current = core.live.get(finished.run_id.as_str()).is_some_and(|r| {
-                r.state == RunState::Running
-                    && r.attempt == finished.attempt
-                    && r.agent_id.as_deref() == Some(agent_id.as_str())
+                r.state == RunState::Running && r.attempt == finished.attempt && r.agent_id() == Some(agent_id.as_str())
             });
             if !current || !seen.insert(finished.run_id.clone()) {
                 sorted.stale.push((index, outcome));
@@ -369,6 +372,7 @@ impl Engine {
             Outcome::Succeeded => (RunState::Succeeded, None, None),
             _ if run.cancel_requested => {
                 let reason = run
+                    .extra()
                     .cancel_reason
                     .clone()
                     .unwrap_or_else(|| "cancelled by operator".to_string());

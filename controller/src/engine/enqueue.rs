@@ -538,7 +538,9 @@ impl Engine {
                 shared_payload(&run.payload),
                 run.not_before.unwrap_or(run.created_at),
             );
-            live.waiting_on = upstreams;
+            if !upstreams.is_empty() {
+                live.extra_mut().waiting_on = upstreams;
+            }
             core.insert_live(live);
             match run.state {
                 RunState::Queued => core.push_ready(&run.id, run.created_at),

@@ -163,13 +163,13 @@ impl Engine {
                         shared_payload(&record.payload),
                         record.not_before.unwrap_or(now),
                     );
-                    run.lease_until = now + lease;
                     run.cancel_requested = record.cancel_requested;
-                    run.cancel_reason = record
-                        .reason
-                        .as_deref()
-                        .filter(|_| record.cancel_requested)
-                        .map(|r| r.strip_prefix("cancel requested: ").unwrap_or(r).to_string());
+                    if record.cancel_requested {
+                        run.extra_mut().cancel_reason = record
+                            .reason
+                            .as_deref()
+                            .map(|r| r.strip_prefix("cancel requested: ").unwrap_or(r).to_string());
+                    }
                     match record.state {
                         RunState::Queued => {
                             core.insert_live(run);
@@ -202,13 +202,16 @@ impl Engine {
                     // reconnecting agent that reports it in flight keeps it.
                     let attempts = engine.store.attempts(std::slice::from_ref(&record.id)).await?;
                     let current = attempts.iter().find(|a| a.attempt == record.attempt);
-                    run.agent_id = current.map(|a| a.agent_id.clone());
-                    run.deadline = jobs
+                    let extra = run.extra_mut();
+                    extra.lease_until = now + lease;
+                    extra.agent_id = current.map(|a| a.agent_id.clone());
+                    extra.deadline = jobs
                         .get(&record.job)
                         .and_then(|j| j.timeout)
                         .zip(current)
                         .map(|(timeout, a)| a.started_at + timeout.as_millis() as i64 + lease);
                     *core.running_by_job.entry(run.job.clone()).or_default() += 1;
+                    core.running.insert(run.id.clone());
                     core.insert_live(run);
                     recovered[2] += 1;
                 } else {
@@ -220,7 +223,7 @@ impl Engine {
                             .await?
                             .is_some_and(|u| u.state == RunState::Succeeded);
                         if !done {
-                            run.waiting_on.insert(upstream.clone());
+                            run.extra_mut().waiting_on.insert(upstream.clone());
                             core.dependents.entry(upstream).or_default().push(record.id.clone());
                         }
                     }

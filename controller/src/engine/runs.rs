@@ -79,9 +79,9 @@ impl Engine {
                 self.store.apply(&[change], &[], &[]).await?;
                 if let Some(live) = core.live.get_mut(id) {
                     live.cancel_requested = true;
-                    live.cancel_reason = Some(reason.to_string());
+                    live.extra_mut().cancel_reason = Some(reason.to_string());
                 }
-                if let Some(agent) = &run.agent_id {
+                if let Some(agent) = run.agent_id() {
                     let message = ControllerMessage {
                         msg: Some(Msg::Cancel(Cancel {
                             run_id: id.to_string(),

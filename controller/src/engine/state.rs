@@ -46,6 +46,16 @@ pub struct LiveRun {
     pub not_before: i64,
     /// While queued: its key in the ready queue.
     pub ready_key: Option<ReadyKey>,
+    /// An operator asked to cancel it while running.
+    pub cancel_requested: bool,
+    /// What only running, blocked or cancelling runs need (see [`RunExtra`]).
+    extra: Option<Box<RunExtra>>,
+}
+
+/// The parts of a live run that a queued run does not need, boxed apart so a
+/// million queued runs do not carry them (~80 bytes each).
+#[derive(Debug, Clone, Default)]
+pub struct RunExtra {
     /// While running: the agent holding it.
     pub agent_id: Option<String>,
     /// While running: lease expiry (Unix ms), renewed by heartbeats.
@@ -53,13 +63,20 @@ pub struct LiveRun {
     /// While running: when the controller gives up on the attempt whatever the
     /// heartbeats say (start + job timeout + lease timeout), if the job has a timeout.
     pub deadline: Option<i64>,
-    /// An operator asked to cancel it while running.
-    pub cancel_requested: bool,
     /// Why it is being cancelled (kept for its final state).
     pub cancel_reason: Option<String>,
     /// While blocked: upstream runs that have not succeeded yet.
     pub waiting_on: BTreeSet<String>,
 }
+
+/// What a run without extras reads.
+static NO_EXTRA: RunExtra = RunExtra {
+    agent_id: None,
+    lease_until: 0,
+    deadline: None,
+    cancel_reason: None,
+    waiting_on: BTreeSet::new(),
+};
 
 impl LiveRun {
     /// A run in `state` with nothing running, no lease and no cancellation.
@@ -84,13 +101,24 @@ impl LiveRun {
             payload,
             not_before,
             ready_key: None,
-            agent_id: None,
-            lease_until: 0,
-            deadline: None,
             cancel_requested: false,
-            cancel_reason: None,
-            waiting_on: Default::default(),
+            extra: None,
         }
+    }
+
+    /// Its extras (all empty when it has none).
+    pub fn extra(&self) -> &RunExtra {
+        self.extra.as_deref().unwrap_or(&NO_EXTRA)
+    }
+
+    /// Its extras, created empty on first use.
+    pub fn extra_mut(&mut self) -> &mut RunExtra {
+        self.extra.get_or_insert_with(Default::default)
+    }
+
+    /// The agent holding it, if any (a run without extras has none).
+    pub fn agent_id(&self) -> Option<&str> {
+        self.extra().agent_id.as_deref()
     }
 }
 
@@ -192,6 +220,8 @@ pub struct Core {
     pub timers: BTreeSet<(i64, String)>,
     /// Agents by id.
     pub agents: HashMap<String, AgentEntry>,
+    /// Runs in state `running` (so lease expiry looks at these, not at every live run).
+    pub running: std::collections::HashSet<RunId>,
     /// Running runs per job (for `max_concurrency`).
     pub running_by_job: HashMap<Arc<str>, u32>,
     /// Blocked runs by the upstream run they wait for.
@@ -241,9 +271,10 @@ impl Core {
                 if let Some(run) = self.live.get_mut(run_id.as_str())
                     && run.state == RunState::Running
                     && run.attempt == attempt
-                    && run.agent_id.as_deref() == Some(agent_id.as_str())
+                    && run.agent_id() == Some(agent_id.as_str())
                 {
-                    run.lease_until = run.lease_until.max(at + lease_timeout_ms);
+                    let extra = run.extra_mut();
+                    extra.lease_until = extra.lease_until.max(at + lease_timeout_ms);
                 }
             }
         }
@@ -304,10 +335,11 @@ impl Core {
         if run.state != RunState::Running {
             return;
         }
+        self.running.remove(id);
         if let Some(n) = self.running_by_job.get_mut(&run.job) {
             *n = n.saturating_sub(1);
         }
-        if let Some(agent_id) = run.agent_id.take()
+        if let Some(agent_id) = run.extra.as_mut().and_then(|e| e.agent_id.take())
             && let Some(agent) = self.agents.get_mut(&agent_id)
         {
             agent.running.remove(&(id.to_string(), run.attempt));

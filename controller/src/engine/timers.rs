@@ -79,13 +79,15 @@ impl Engine {
         let mut core = self.lock_core().await;
         let now = now_ms();
         let expired: Vec<(String, u32, Option<String>, bool)> = core
-            .live
-            .values()
+            .running
+            .iter()
+            .filter_map(|id| core.live.get(id))
             .filter(|r| r.state == RunState::Running)
             .filter_map(|r| {
-                let past_deadline = r.deadline.is_some_and(|d| d <= now);
-                (past_deadline || r.lease_until <= now)
-                    .then(|| (r.id.to_string(), r.attempt, r.agent_id.clone(), past_deadline))
+                let extra = r.extra();
+                let past_deadline = extra.deadline.is_some_and(|d| d <= now);
+                (past_deadline || extra.lease_until <= now)
+                    .then(|| (r.id.to_string(), r.attempt, extra.agent_id.clone(), past_deadline))
             })
             .collect();
         let lease_s = self.settings.lease_timeout.as_secs_f64();

@@ -1,0 +1,546 @@
+use super::*;
+
+const EXAMPLE: &str = include_str!("../../../../config/alerts.yaml");
+
+fn env(name: &str) -> Option<String> {
+    let value = match name {
+        "SLACK_WEBHOOK_URL" => "https://hooks.slack.com/services/T0/B0/slack-s3cret",
+        "DISCORD_WEBHOOK_URL" => "https://discord.com/api/webhooks/1/discord-s3cret",
+        "SMTP_USER" => "mailer",
+        "SMTP_PASSWORD" => "smtp-s3cret",
+        "WEBHOOK_SECRET" => "hmac-s3cret",
+        "BOT_TOKEN" => "xoxb-bot-s3cret",
+        "EMPTY" => "",
+        _ => return None,
+    };
+    Some(value.to_string())
+}
+
+fn parse(text: &str) -> Result<AlertsConfig, ConfigErrors> {
+    parse_alerts_yaml(Path::new("alerts.yaml"), text, &env)
+}
+
+/// (line, path, message) of every error.
+fn errors(text: &str) -> Vec<(Option<usize>, String, String)> {
+    parse(text)
+        .expect_err("expected errors")
+        .0
+        .into_iter()
+        .map(|e| (e.line, e.path, e.message))
+        .collect()
+}
+
+/// Asserts that the errors are exactly `expected` (line, path, part of the message), in order.
+fn assert_errors(text: &str, expected: &[(usize, &str, &str)]) {
+    let got = errors(text);
+    assert_eq!(got.len(), expected.len(), "{got:#?}");
+    for ((line, path, message), (want_line, want_path, want_message)) in got.iter().zip(expected) {
+        assert_eq!(
+            (*line, path.as_str()),
+            (Some(*want_line), *want_path),
+            "{message}\nall: {got:#?}"
+        );
+        assert!(
+            message.contains(want_message),
+            "{path}: {message:?} lacks {want_message:?}"
+        );
+    }
+}
+
+#[test]
+fn the_example_of_the_design_parses() {
+    let config = parse(EXAMPLE).unwrap();
+    assert_eq!(
+        config.channels.keys().collect::<Vec<_>>(),
+        ["ops-discord", "ops-mail", "ops-slack", "pager"]
+    );
+    let ChannelKind::Slack(SlackChannel::Webhook { webhook_url }) = &config.channels["ops-slack"].kind else {
+        panic!("slack webhook expected");
+    };
+    assert_eq!(
+        webhook_url.expose(),
+        "https://hooks.slack.com/services/T0/B0/slack-s3cret"
+    );
+    let ChannelKind::Email(mail) = &config.channels["ops-mail"].kind else {
+        panic!("email expected");
+    };
+    assert_eq!(
+        (mail.smtp.host.as_str(), mail.smtp.port, mail.smtp.tls),
+        ("smtp.example.com", 587, SmtpTls::Starttls)
+    );
+    let credentials = mail.smtp.credentials.as_ref().unwrap();
+    assert_eq!(
+        (credentials.username.as_str(), credentials.password.expose()),
+        ("mailer", "smtp-s3cret")
+    );
+    assert_eq!(
+        (mail.from.as_str(), mail.to.as_slice()),
+        ("worker@example.com", &["ops@example.com".to_string()][..])
+    );
+    let ChannelKind::Webhook(pager) = &config.channels["pager"].kind else {
+        panic!("webhook expected");
+    };
+    assert_eq!(
+        (pager.url.as_str(), pager.secret.expose()),
+        ("https://pager.example.com/hook", "hmac-s3cret")
+    );
+    assert_eq!(config.channels["ops-discord"].kind.channel_type(), ChannelType::Discord);
+
+    let [dead, slow] = config.rules.as_slice() else {
+        panic!("two rules expected");
+    };
+    assert_eq!(dead.name, "dead-runs");
+    assert_eq!(dead.event, Event::RunDead);
+    assert!(dead.jobs.matches_all());
+    assert_eq!(dead.min_priority, Priority::Normal);
+    assert_eq!(dead.channels, ["ops-slack", "ops-mail"]);
+    assert_eq!(dead.throttle, Duration::from_secs(15 * 60));
+    assert_eq!(dead.params, EventParams::None);
+    assert_eq!(slow.name, "slow-digest");
+    assert_eq!(slow.jobs.as_str(), "digest.*");
+    assert_eq!(
+        (slow.min_priority, slow.throttle),
+        (Priority::Low, Duration::ZERO),
+        "defaults"
+    );
+    assert_eq!(
+        slow.params,
+        EventParams::RunSlow {
+            threshold: Duration::from_secs(600)
+        }
+    );
+    assert_eq!(
+        config
+            .matching(Event::RunSlow, Some("digest.daily"), Some(Priority::Low))
+            .map(|r| r.name.as_str())
+            .collect::<Vec<_>>(),
+        ["slow-digest"]
+    );
+
+    // The specs are kept as written.
+    assert_eq!(
+        config.channels["ops-slack"]
+            .spec
+            .get("webhook_url")
+            .and_then(Value::as_str),
+        Some("${SLACK_WEBHOOK_URL}")
+    );
+    assert_eq!(slow.spec.get("threshold").and_then(Value::as_str), Some("10m"));
+}
+
+#[test]
+fn missing_secret_variables_are_all_reported_with_their_lines() {
+    let no_env = |_: &str| None;
+    let errors = parse_alerts_yaml(Path::new("config/alerts.yaml"), EXAMPLE, &no_env)
+        .unwrap_err()
+        .0;
+    let located: Vec<String> = errors.iter().map(ToString::to_string).collect();
+    assert_eq!(
+        located,
+        [
+            "config/alerts.yaml:7: channels.ops-slack.webhook_url: environment variable SLACK_WEBHOOK_URL is not set (referenced as ${SLACK_WEBHOOK_URL})",
+            "config/alerts.yaml:8: channels.ops-discord.webhook_url: environment variable DISCORD_WEBHOOK_URL is not set (referenced as ${DISCORD_WEBHOOK_URL})",
+            "config/alerts.yaml:11: channels.ops-mail.smtp.username: environment variable SMTP_USER is not set (referenced as ${SMTP_USER})",
+            "config/alerts.yaml:11: channels.ops-mail.smtp.password: environment variable SMTP_PASSWORD is not set (referenced as ${SMTP_PASSWORD})",
+            "config/alerts.yaml:14: channels.pager.secret: environment variable WEBHOOK_SECRET is not set (referenced as ${WEBHOOK_SECRET})",
+        ]
+    );
+}
+
+#[test]
+fn every_bad_input_is_reported_at_once_with_line_and_path() {
+    let text = "\
+channels:
+  slack-bad: { type: slack, webhook_url: \"${NOPE}\" }
+  mail:
+    type: email
+    smtp: { host: smtp.example.com, tls: none }
+    from: not-an-address
+    to:
+      - ops@example.com
+      - \"bad@@example\"
+  hook: { type: webhook, url: \"https://h.example.com/x\", secret: s }
+  odd: { type: sms }
+  extra: { type: discord, webhook_url: \"https://discord.com/x\", colour: red }
+rules:
+  - name: r1
+    event: run_dead
+    jobs: \"Digest.*\"
+    channels: [hook, ghost]
+  - name: r2
+    event: run_exploded
+    channels: [hook]
+  - name: r3
+    event: run_failed
+    threshold: 10m
+    count: 3
+    channels: [hook]
+  - name: r4
+    event: run_dead
+    jobs: \"\"
+    channels:
+      - hook
+      - nowhere
+  - { name: r5, event: run_dead, channels: [hook], colour: red }
+surprise: true
+";
+    assert_errors(
+        text,
+        &[
+            (2, "channels.slack-bad.webhook_url", "NOPE is not set"),
+            (5, "channels.mail.smtp.tls", "only allowed to a loopback host"),
+            (6, "channels.mail.from", "invalid email address \"not-an-address\""),
+            (9, "channels.mail.to[1]", "invalid email address \"bad@@example\""),
+            (
+                11,
+                "channels.odd.type",
+                "unknown channel type \"sms\" (expected one of: slack, discord, email, webhook)",
+            ),
+            (12, "channels.extra.colour", "unknown field `colour`"),
+            (16, "rules[0].jobs", "invalid job pattern \"Digest.*\""),
+            (17, "rules[0].channels[1]", "unknown channel \"ghost\""),
+            (19, "rules[1].event", "unknown event \"run_exploded\""),
+            (
+                23,
+                "rules[2].threshold",
+                "`threshold` only applies to `run_slow` rules, not `run_failed`",
+            ),
+            (
+                24,
+                "rules[2].count",
+                "`count` only applies to `consecutive_failures` rules",
+            ),
+            (28, "rules[3].jobs", "empty job pattern"),
+            (31, "rules[3].channels[1]", "unknown channel \"nowhere\""),
+            (32, "rules[4].colour", "unknown field `colour`"),
+            (
+                33,
+                "surprise",
+                "unknown field `surprise`, expected `channels` or `rules`",
+            ),
+        ],
+    );
+    // The whole file is refused: nothing is applied.
+    assert!(parse(text).is_err());
+}
+
+#[test]
+fn errors_display_as_file_line_path_message() {
+    let err = parse("rules:\n  - { name: a, event: nope, channels: [] }\n").unwrap_err();
+    let text = err.to_string();
+    assert!(text.starts_with("invalid configuration: 2 error(s)\n"), "{text}");
+    assert!(
+        text.contains("alerts.yaml:2: rules[0].channels: needs at least one channel"),
+        "{text}"
+    );
+    assert!(
+        text.contains("alerts.yaml:2: rules[0].event: unknown event \"nope\""),
+        "{text}"
+    );
+}
+
+#[test]
+fn secrets_are_redacted_in_debug_display_and_serialization() {
+    let text = EXAMPLE.replace(
+        "channels:\n",
+        "channels:\n  bot: { type: slack, token: \"${BOT_TOKEN}\", channel: \"#ops\" }\n  literal: { type: webhook, url: \"https://x.example.com\", secret: literal-s3cret }\n",
+    );
+    let config = parse(&text).unwrap();
+    let secrets = [
+        "slack-s3cret",
+        "discord-s3cret",
+        "smtp-s3cret",
+        "hmac-s3cret",
+        "xoxb-bot-s3cret",
+        "literal-s3cret",
+    ];
+    for channel in config.channels.values() {
+        for shown in [
+            format!("{channel:?}"),
+            format!("{channel:#?}"),
+            channel.to_string(),
+            serde_json::to_string(channel).unwrap(),
+            serde_yaml_ng::to_string(&channel.redacted_spec()).unwrap(),
+        ] {
+            for secret in secrets {
+                assert!(!shown.contains(secret), "{} shows {secret}: {shown}", channel.name);
+            }
+        }
+    }
+    assert!(!format!("{config:?}").contains("s3cret"));
+    let debug = format!("{:?}", config.channels["ops-mail"]);
+    assert!(
+        debug.contains("password: <redacted>") && debug.contains("mailer"),
+        "{debug}"
+    );
+
+    let json: serde_json::Value = serde_json::to_value(&config.channels["bot"]).unwrap();
+    assert_eq!(
+        json,
+        serde_json::json!({ "name": "bot", "type": "slack", "token": "<redacted>", "channel": "#ops" })
+    );
+    assert_eq!(config.channels["bot"].to_string(), "bot (slack #ops)");
+
+    // References stay visible in the spec (they are not secrets); written-out values do not.
+    let literal = config.channels["literal"].redacted_spec();
+    assert_eq!(literal.get("secret").and_then(Value::as_str), Some(REDACTED));
+    let mail = config.channels["ops-mail"].redacted_spec();
+    assert_eq!(
+        mail.get("smtp").and_then(|s| s.get("password")).and_then(Value::as_str),
+        Some("${SMTP_PASSWORD}")
+    );
+    assert_eq!(format!("{}", Secret::new("x")), REDACTED);
+}
+
+#[test]
+fn error_messages_never_quote_a_secret() {
+    let messages = errors(
+        "channels:\n  s: { type: slack, webhook_url: \"http://hooks.example.com/slack-s3cret\" }\n  d: { type: discord, webhook_url: \"discord-s3cret\" }\n",
+    );
+    assert_eq!(messages.len(), 2, "{messages:?}");
+    for (_, _, message) in &messages {
+        assert!(!message.contains("s3cret"), "{message}");
+        assert!(message.contains("value not shown"), "{message}");
+    }
+    assert!(
+        messages[0]
+            .2
+            .contains("plain http:// is only allowed to a loopback host")
+    );
+    assert!(messages[1].2.contains("expected an https:// URL"));
+}
+
+#[test]
+fn slack_takes_a_webhook_or_a_bot_token_with_a_channel() {
+    assert_errors(
+        "channels:\n  a: { type: slack, webhook_url: \"${SLACK_WEBHOOK_URL}\", token: t }\n",
+        &[(
+            2,
+            "channels.a.token",
+            "use either `webhook_url` or `token` with `channel`",
+        )],
+    );
+    assert_errors(
+        "channels:\n  a:\n    type: slack\n    token: t\n",
+        &[(4, "channels.a.token", "needs a `channel`")],
+    );
+    assert_errors(
+        "channels:\n  a: { type: slack }\n",
+        &[(
+            2,
+            "channels.a",
+            "missing `webhook_url` (incoming webhook) or `token` and `channel` (bot)",
+        )],
+    );
+    assert_errors(
+        "channels:\n  a: { type: slack, token: \"${EMPTY}\", channel: ops }\n",
+        &[(2, "channels.a.token", "is empty")],
+    );
+    assert_errors(
+        "channels:\n  a: { webhook_url: x }\n",
+        &[(
+            2,
+            "channels.a",
+            "missing field `type` (one of: slack, discord, email, webhook)",
+        )],
+    );
+    let config = parse("channels:\n  a: { type: slack, token: \"${BOT_TOKEN}\", channel: ops }\n").unwrap();
+    let ChannelKind::Slack(SlackChannel::Bot { token, channel }) = &config.channels["a"].kind else {
+        panic!("bot expected");
+    };
+    assert_eq!((token.expose(), channel.as_str()), ("xoxb-bot-s3cret", "ops"));
+}
+
+#[test]
+fn email_checks_addresses_tls_and_credentials() {
+    let ok = "channels:\n  m:\n    type: email\n    smtp: { host: localhost, tls: none }\n    from: \"Worker <worker@example.com>\"\n    to: [ops@example.com, \"On Call <oncall+worker@mail.example.co.uk>\", \"root@[127.0.0.1]\"]\n";
+    let config = parse(ok).unwrap();
+    let ChannelKind::Email(mail) = &config.channels["m"].kind else {
+        panic!("email expected");
+    };
+    assert_eq!(
+        (mail.smtp.port, mail.smtp.tls, mail.smtp.credentials.is_none()),
+        (25, SmtpTls::Plain, true)
+    );
+    assert!(parse(&ok.replace("localhost", "127.0.0.2")).is_ok());
+    assert!(parse(&ok.replace("localhost", "\"::1\"")).is_ok());
+
+    let tls_port = parse(&ok.replace("host: localhost, tls: none", "host: smtp.example.com, tls: tls")).unwrap();
+    let ChannelKind::Email(mail) = &tls_port.channels["m"].kind else {
+        panic!("email expected");
+    };
+    assert_eq!(mail.smtp.port, 465);
+
+    assert_errors(
+        "channels:\n  m:\n    type: email\n    smtp: { host: smtp.example.com, username: u, tls: starttls }\n    from: a@example.com\n    to: []\n    cc: [b@example.com]\n",
+        &[(7, "channels.m.cc", "unknown field `cc`")],
+    );
+    assert_errors(
+        "channels:\n  m:\n    type: email\n    smtp:\n      host: smtp.example.com\n      username: u\n      tls: ssl\n    from: a@example.com\n    to: [a@example.com, a@example.com, \"x y@example.com\", \"a@-bad-.com\", \"<a@example.com\"]\n",
+        &[
+            (6, "channels.m.smtp.username", "a `username` needs a `password`"),
+            (
+                7,
+                "channels.m.smtp.tls",
+                "unknown tls mode \"ssl\" (expected one of: starttls, tls, none)",
+            ),
+            (9, "channels.m.to[1]", "\"a@example.com\" is listed twice"),
+            (9, "channels.m.to[2]", "bad local part"),
+            (9, "channels.m.to[3]", "bad domain"),
+            (9, "channels.m.to[4]", "bad local part"),
+        ],
+    );
+    assert_errors(
+        "channels:\n  m:\n    type: email\n    smtp: { host: smtp.example.com }\n    from: a@example.com\n    to: []\n",
+        &[(6, "channels.m.to", "needs at least one recipient")],
+    );
+    assert_errors(
+        "channels:\n  m:\n    type: email\n    from: a@example.com\n    to: [b@example.com]\n",
+        &[(2, "channels.m", "missing field `smtp`")],
+    );
+}
+
+#[test]
+fn webhook_urls_must_be_https_except_to_loopback() {
+    let hook = |url: &str| format!("channels:\n  h: {{ type: webhook, url: \"{url}\", secret: k }}\n");
+    assert!(parse(&hook("https://hooks.example.com/a?b=c")).is_ok());
+    assert!(parse(&hook("http://localhost:8080/hook")).is_ok());
+    assert!(parse(&hook("http://127.0.0.1:9/x")).is_ok());
+    assert!(parse(&hook("http://[::1]:9/x")).is_ok());
+    for (url, message) in [
+        (
+            "http://hooks.example.com/a",
+            "plain http:// is only allowed to a loopback host",
+        ),
+        ("ftp://hooks.example.com/a", "expected an https:// URL"),
+        ("https:///path", "no host"),
+        ("https://a b.example.com", "cannot contain spaces"),
+    ] {
+        assert_errors(&hook(url), &[(2, "channels.h.url", message)]);
+    }
+    assert_errors(
+        "channels:\n  h: { type: webhook, url: \"https://h.example.com\" }\n",
+        &[(2, "channels.h", "missing field `secret`")],
+    );
+}
+
+#[test]
+fn event_parameters_belong_to_their_event() {
+    let rules = |body: &str| {
+        format!("channels:\n  c: {{ type: discord, webhook_url: \"https://d.example.com/x\" }}\nrules:\n{body}")
+    };
+    assert_errors(
+        &rules("  - { name: a, event: run_slow, channels: [c] }\n"),
+        &[(4, "rules[0]", "`run_slow` needs a `threshold`")],
+    );
+    assert_errors(
+        &rules("  - { name: a, event: run_slow, threshold: 0s, channels: [c] }\n"),
+        &[(4, "rules[0].threshold", "must be greater than zero")],
+    );
+    assert_errors(
+        &rules(
+            "  - { name: a, event: consecutive_failures, channels: [c] }\n  - { name: b, event: consecutive_failures, count: 1, channels: [c] }\n",
+        ),
+        &[
+            (4, "rules[0]", "`consecutive_failures` needs a `count`"),
+            (5, "rules[1].count", "must be at least 2"),
+        ],
+    );
+    assert_errors(
+        &rules("  - name: a\n    event: queue_backlog\n    jobs: \"x.*\"\n    channels: [c]\n"),
+        &[
+            (
+                4,
+                "rules[0]",
+                "`queue_backlog` needs `max_depth` (queued runs) and/or `max_wait`",
+            ),
+            (6, "rules[0].jobs", "`queue_backlog` is not about a job"),
+        ],
+    );
+    assert_errors(
+        &rules("  - name: a\n    event: agent_lost\n    min_priority: high\n    max_depth: 5\n    channels: [c]\n"),
+        &[
+            (6, "rules[0].min_priority", "`agent_lost` has no priority"),
+            (
+                7,
+                "rules[0].max_depth",
+                "`max_depth` only applies to `queue_backlog` rules, not `agent_lost`",
+            ),
+        ],
+    );
+    let config = parse(&rules(
+        "  - { name: a, event: queue_backlog, max_wait: 5m, priority: high, channels: [c] }\n  - { name: b, event: consecutive_failures, count: 3, channels: [c], throttle: 1h }\n  - { name: c, event: recovered, jobs: \"db-?\", min_priority: critical, channels: [c] }\n",
+    ))
+    .unwrap();
+    assert_eq!(
+        config.rules[0].params,
+        EventParams::QueueBacklog {
+            max_depth: None,
+            max_wait: Some(Duration::from_secs(300)),
+            priority: Some(Priority::High)
+        }
+    );
+    assert_eq!(config.rules[1].params, EventParams::ConsecutiveFailures { count: 3 });
+    assert_eq!(config.rules[1].throttle, Duration::from_secs(3600));
+    assert!(config.rules[2].matches(Event::Recovered, Some("db-1"), Some(Priority::Critical)));
+    assert!(!config.rules[2].matches(Event::Recovered, Some("db-1"), Some(Priority::High)));
+}
+
+#[test]
+fn names_channels_and_durations_are_checked() {
+    let text = "\
+channels:
+  Bad_Name: { type: discord, webhook_url: \"https://d.example.com/x\" }
+  c: { type: discord, webhook_url: \"https://d.example.com/x\" }
+rules:
+  - { name: a, event: run_dead, channels: [c, c], throttle: \"15\" }
+  - { name: a, event: run_dead, channels: [Bad_Name], min_priority: urgent }
+  - { name: \"-x\", event: run_dead, channels: [c] }
+  - { event: run_dead, channels: [c] }
+";
+    assert_errors(
+        text,
+        &[
+            (2, "channels.Bad_Name", "invalid channel name \"Bad_Name\""),
+            (5, "rules[0].throttle", "missing unit"),
+            (5, "rules[0].channels[1]", "\"c\" is listed twice"),
+            (6, "rules[1].name", "rule name \"a\" is already used by rules[0]"),
+            (6, "rules[1].min_priority", "unknown priority \"urgent\""),
+            (7, "rules[2].name", "invalid rule name \"-x\""),
+            (8, "rules[3]", "missing field `name`"),
+        ],
+    );
+}
+
+#[test]
+fn document_shapes() {
+    assert!(parse("").unwrap().rules.is_empty());
+    assert!(parse("channels:\nrules:\n").unwrap().channels.is_empty());
+    assert_eq!(
+        errors("- a\n"),
+        [(
+            None,
+            String::new(),
+            "expected a mapping with `channels` and `rules`".to_string()
+        )]
+    );
+    let (line, path, message) = errors("channels: {a: [\n").remove(0);
+    assert!(
+        line.is_some() && path.is_empty() && message.starts_with("invalid YAML"),
+        "{message}"
+    );
+    assert_errors(
+        "channels: [a]\nrules: {a: b}\n",
+        &[
+            (1, "channels", "expected a mapping of channel name to definition"),
+            (2, "rules", "expected a list of rules"),
+        ],
+    );
+    assert_errors(
+        "channels:\n  a: slack\nrules:\n  - run_dead\n",
+        &[
+            (2, "channels.a", "expected a mapping with the channel's `type`"),
+            (4, "rules[0]", "expected a mapping with the rule's `name`"),
+        ],
+    );
+}
