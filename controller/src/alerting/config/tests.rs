@@ -138,11 +138,11 @@ fn missing_secret_variables_are_all_reported_with_their_lines() {
     assert_eq!(
         located,
         [
-            "config/alerts.yaml:7: channels.ops-slack.webhook_url: environment variable SLACK_WEBHOOK_URL is not set (referenced as ${SLACK_WEBHOOK_URL})",
-            "config/alerts.yaml:8: channels.ops-discord.webhook_url: environment variable DISCORD_WEBHOOK_URL is not set (referenced as ${DISCORD_WEBHOOK_URL})",
-            "config/alerts.yaml:11: channels.ops-mail.smtp.username: environment variable SMTP_USER is not set (referenced as ${SMTP_USER})",
-            "config/alerts.yaml:11: channels.ops-mail.smtp.password: environment variable SMTP_PASSWORD is not set (referenced as ${SMTP_PASSWORD})",
-            "config/alerts.yaml:14: channels.pager.secret: environment variable WEBHOOK_SECRET is not set (referenced as ${WEBHOOK_SECRET})",
+            "config/alerts.yaml:9: channels.ops-slack.webhook_url: environment variable SLACK_WEBHOOK_URL is not set (referenced as ${SLACK_WEBHOOK_URL})",
+            "config/alerts.yaml:10: channels.ops-discord.webhook_url: environment variable DISCORD_WEBHOOK_URL is not set (referenced as ${DISCORD_WEBHOOK_URL})",
+            "config/alerts.yaml:13: channels.ops-mail.smtp.username: environment variable SMTP_USER is not set (referenced as ${SMTP_USER})",
+            "config/alerts.yaml:13: channels.ops-mail.smtp.password: environment variable SMTP_PASSWORD is not set (referenced as ${SMTP_PASSWORD})",
+            "config/alerts.yaml:16: channels.pager.secret: environment variable WEBHOOK_SECRET is not set (referenced as ${WEBHOOK_SECRET})",
         ]
     );
 }
