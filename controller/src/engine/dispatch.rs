@@ -246,6 +246,7 @@ impl Engine {
                 reply,
             } = message;
             sorted.replies.push(reply);
+            sorted.agent_ids.push(agent_id.clone());
             sorted.finished.push(finished);
             let finished = &sorted.finished[index];
             let outcome = match finished.outcome.parse::<Outcome>() {
@@ -279,42 +280,58 @@ impl Engine {
         sorted
     }
 
-    /// After the round's commit: applies (or refuses, if `committed` failed) the
-    /// grouped settlements, then settles the singles one by one. Called with
-    /// the core lock held.
+    /// After the round's commit: applies the grouped settlements, then settles
+    /// the singles one by one. A result whose commit failed gets no `Ack` (an
+    /// agent forgets a result once it is answered, accepted or not): it stays
+    /// unanswered in `sorted` for [`SortedResults::unrecorded`] to take into a
+    /// later round. Called with the core lock held.
     pub(super) async fn settle_sorted(&self, core: &mut Core, sorted: &mut SortedResults, committed: &Result<()>) {
         for (index, settlement) in std::mem::take(&mut sorted.grouped) {
-            let finished = &sorted.finished[index];
-            sorted.acks[index] = Some(match committed {
-                Ok(()) => {
-                    self.apply_settlement(core, settlement);
-                    ack_of(finished, true, String::new())
-                }
-                Err(e) => ack_of(finished, false, format!("not recorded: {e}")),
-            });
+            if committed.is_ok() {
+                self.apply_settlement(core, settlement);
+                sorted.acks[index] = Some(ack_of(&sorted.finished[index], true, String::new()));
+            }
         }
         for (index, end, permanent) in std::mem::take(&mut sorted.singles) {
-            let finished = &sorted.finished[index];
-            sorted.acks[index] = Some(match self.settle(core, end, permanent).await {
-                Ok(()) => ack_of(finished, true, String::new()),
-                Err(e) => ack_of(finished, false, format!("not recorded: {e}")),
-            });
+            match self.settle(core, end, permanent).await {
+                Ok(()) => sorted.acks[index] = Some(ack_of(&sorted.finished[index], true, String::new())),
+                Err(e) => {
+                    tracing::warn!(run = %sorted.finished[index].run_id, error = %e, "result not recorded; retrying")
+                }
+            }
         }
     }
 
     /// Answers the stale results (store reads, without the core lock) and sends
     /// every `Ack` on its agent's stream; an `Ack` is only `accepted` once its
-    /// result is committed.
-    pub(super) async fn answer_results(&self, mut sorted: SortedResults) {
+    /// result is committed. Returns the results that could not be recorded
+    /// (unanswered), for a later round.
+    pub(super) async fn answer_results(&self, mut sorted: SortedResults) -> Vec<ResultMessage> {
         for (index, outcome) in std::mem::take(&mut sorted.stale) {
             sorted.acks[index] = Some(self.not_current(&sorted.finished[index], outcome).await);
         }
-        for (reply, ack) in sorted.replies.into_iter().zip(sorted.acks) {
-            let ack = ack.expect("every result is answered");
-            let _ = reply.send(Ok(ControllerMessage {
-                msg: Some(Msg::Ack(ack)),
-            }));
+        let mut unrecorded = Vec::new();
+        let answers = sorted
+            .replies
+            .into_iter()
+            .zip(sorted.acks)
+            .zip(sorted.agent_ids)
+            .zip(sorted.finished);
+        for (((reply, ack), agent_id), finished) in answers {
+            match ack {
+                Some(ack) => {
+                    let _ = reply.send(Ok(ControllerMessage {
+                        msg: Some(Msg::Ack(ack)),
+                    }));
+                }
+                None => unrecorded.push(ResultMessage {
+                    agent_id,
+                    finished,
+                    reply,
+                }),
+            }
         }
+        unrecorded
     }
 
     /// The answer to a result whose attempt is not (or no longer) current.
@@ -384,16 +401,22 @@ impl Engine {
                 Some(format!("attempts exhausted ({}): {error}", run.attempt)),
                 None,
             ),
-            _ => {
-                let jobs = self.jobs();
-                let policy = &jobs.get(&run.job).ok_or_else(|| Error::internal("job vanished"))?.retry;
-                let delay = policy.delay(run.attempt, &mut rand::rng()).as_millis() as i64;
-                let reason = format!(
-                    "attempt {} {}: {error}; retry in {} ms",
-                    run.attempt, end.outcome, delay
-                );
-                (RunState::Scheduled, Some(reason), Some(now + delay))
-            }
+            _ => match self.jobs().get(&run.job) {
+                Some(job) => {
+                    let delay = job.retry.delay(run.attempt, &mut rand::rng()).as_millis() as i64;
+                    let reason = format!(
+                        "attempt {} {}: {error}; retry in {} ms",
+                        run.attempt, end.outcome, delay
+                    );
+                    (RunState::Scheduled, Some(reason), Some(now + delay))
+                }
+                // Deleted while the attempt ran: nothing says how to retry it.
+                None => (
+                    RunState::Dead,
+                    Some(format!("job \"{}\" is no longer defined: {error}", run.job)),
+                    None,
+                ),
+            },
         };
         let mut change = StateChange::new(&end.run_id, RunState::Running, to, now, reason);
         change.not_before = not_before;
@@ -470,6 +493,8 @@ pub(super) struct SortedResults {
     finished: Vec<Finished>,
     /// The stream to answer each on, by index.
     replies: Vec<AgentSender>,
+    /// The agent that sent each, by index.
+    agent_ids: Vec<String>,
     /// Not the current attempt: answered from the store.
     stale: Vec<(usize, Outcome)>,
     /// Runs with blocked dependents: settled one by one.

@@ -9,8 +9,9 @@
 //! 4. commits new runs, assignments and settled results in ONE transaction;
 //! 5. only then sends assignments, answers the enqueues and acknowledges the
 //!    results. If the commit fails, nothing of the round is kept: the new runs
-//!    are forgotten, credits given back, enqueues fail and results are refused
-//!    (the agents send them again).
+//!    are forgotten, credits given back and enqueues fail; the results stay
+//!    unanswered and go into the next round (an agent forgets a result once it
+//!    is answered, so refusing it would lose it).
 //!
 //! Rounds run back to back while there is work: whatever arrives during one
 //! round's commit goes into the next (natural group commit, no timer), and an
@@ -42,9 +43,11 @@ impl Engine {
         if self.enqueue_queue.set(tx).is_err() {
             return; // already running
         }
+        // Results whose round failed to commit, retried first in the next round.
+        let mut retry: Vec<ResultMessage> = Vec::new();
         loop {
             let mut pending = Vec::new();
-            let mut messages = Vec::new();
+            let mut messages = std::mem::take(&mut retry);
             tokio::select! {
                 biased;
                 _ = shutdown.changed() => return,
@@ -68,17 +71,26 @@ impl Engine {
             {
                 messages.push(m);
             }
-            if let Err(e) = self.round(pending, messages).await {
-                tracing::error!(error = %e, "commit round failed; retrying");
+            let (committed, unrecorded) = self.round(pending, messages).await;
+            retry = unrecorded;
+            if let Err(e) = committed {
+                tracing::error!(error = %e, results = retry.len(), "commit round failed; retrying");
                 tokio::time::sleep(std::time::Duration::from_millis(200)).await;
                 self.wake_dispatch.notify_one();
+            } else if !retry.is_empty() {
+                tokio::time::sleep(std::time::Duration::from_millis(200)).await;
             }
         }
     }
 
-    /// One round (see the module docs). Returns the commit's error, if any,
-    /// after everything of the round was answered.
-    async fn round(&self, pending: Vec<PendingEnqueue>, messages: Vec<ResultMessage>) -> Result<()> {
+    /// One round (see the module docs). Returns the commit's outcome, after
+    /// everything of the round that could be answered was, and the results that
+    /// could not be recorded (for the next round).
+    async fn round(
+        &self,
+        pending: Vec<PendingEnqueue>,
+        messages: Vec<ResultMessage>,
+    ) -> (Result<()>, Vec<ResultMessage>) {
         let jobs = self.jobs();
         let now = now_ms();
         let mut core = self.lock_core().await;
@@ -137,8 +149,8 @@ impl Engine {
         }
         self.settle_sorted(&mut core, &mut sorted, &committed).await;
         drop(core);
-        self.answer_results(sorted).await;
-        committed
+        let unrecorded = self.answer_results(sorted).await;
+        (committed, unrecorded)
     }
 
     async fn commit_writes(

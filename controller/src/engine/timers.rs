@@ -99,18 +99,6 @@ impl Engine {
                 .unwrap_or_else(|| "unknown agent".into());
             let (outcome, error) = if *past_deadline {
                 Counters::add(&self.counters.deadline_expired);
-                if let Some(agent_id) = agent_id {
-                    let cancel = Cancel {
-                        run_id: run_id.clone(),
-                        attempt: *attempt,
-                    };
-                    core.send_to_agent(
-                        agent_id,
-                        ControllerMessage {
-                            msg: Some(Msg::Cancel(cancel)),
-                        },
-                    );
-                }
                 tracing::warn!(run = %run_id, attempt, %agent, "no result within timeout plus lease; attempt timed out");
                 (
                     Outcome::TimedOut,
@@ -135,7 +123,25 @@ impl Engine {
                 finished_at: now,
                 duration_ms: None,
             };
-            self.settle(&mut core, end, false).await?;
+            // One failure must not keep the other expired attempts from ending.
+            if let Err(e) = self.settle(&mut core, end, false).await {
+                tracing::error!(run = %run_id, attempt, error = %e, "ending an expired attempt failed; retrying");
+                continue;
+            }
+            // Told only once its end is committed (it would otherwise be killed
+            // while the run still counts as running).
+            if *past_deadline && let Some(agent_id) = agent_id {
+                let cancel = Cancel {
+                    run_id: run_id.clone(),
+                    attempt: *attempt,
+                };
+                core.send_to_agent(
+                    agent_id,
+                    ControllerMessage {
+                        msg: Some(Msg::Cancel(cancel)),
+                    },
+                );
+            }
         }
         core.agents
             .retain(|_, a| a.sender.is_some() || !a.running.is_empty() || now - a.last_seen < FORGET_AGENT_AFTER_MS);
