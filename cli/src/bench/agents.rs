@@ -6,7 +6,6 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use serde::Serialize;
-use serde_json::json;
 
 use super::sim_agent::{self, Counters, Spec};
 use super::{AgentsArgs, Printer, Report, Target, apply_jobs, base_config, mib, progress, round, secs, server_info};
@@ -196,14 +195,7 @@ pub async fn run(target: &Target, printer: &Printer, args: AgentsArgs) -> anyhow
             },
         ),
     ]);
-    let report = Report {
-        scenario: "agents",
-        config: json!(config),
-        server,
-        results: serde_json::to_value(&results)?,
-        ok: problems.is_empty(),
-        problems,
-    };
+    let report = Report::new("agents", config, server, &results, problems)?;
     Ok((report, table))
 }
 

@@ -4,7 +4,6 @@
 use std::time::{Duration, Instant};
 
 use serde::Serialize;
-use serde_json::json;
 use worker_proto::v1 as pb;
 
 use super::{BurnDownArgs, Printer, Report, Target, apply_jobs, base_config, per_sec, progress, secs, server_info};
@@ -170,14 +169,7 @@ pub async fn run(target: &Target, printer: &Printer, args: BurnDownArgs) -> anyh
             ),
         ),
     ]);
-    let report = Report {
-        scenario: "burn-down",
-        config: json!(config),
-        server,
-        results: serde_json::to_value(&results)?,
-        ok: problems.is_empty(),
-        problems,
-    };
+    let report = Report::new("burn-down", config, server, &results, problems)?;
     Ok((report, table))
 }
 

@@ -442,6 +442,26 @@ pub struct Report {
     pub problems: Vec<String>,
 }
 
+impl Report {
+    /// The report of `scenario`: `ok` when nothing went wrong.
+    pub fn new(
+        scenario: &'static str,
+        config: serde_json::Map<String, serde_json::Value>,
+        server: Server,
+        results: &impl Serialize,
+        problems: Vec<String>,
+    ) -> anyhow::Result<Report> {
+        Ok(Report {
+            scenario,
+            config: serde_json::Value::Object(config),
+            server,
+            results: serde_json::to_value(results)?,
+            ok: problems.is_empty(),
+            problems,
+        })
+    }
+}
+
 /// Printer of the configuration (table mode: at once) and of the results.
 pub struct Printer {
     format: Format,

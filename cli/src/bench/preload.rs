@@ -12,7 +12,6 @@ use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use serde::Serialize;
-use serde_json::json;
 use worker_proto::v1 as pb;
 
 use super::sim_agent::{self, Counters, Spec};
@@ -230,14 +229,7 @@ pub async fn run(target: &Target, printer: &Printer, args: PreloadArgs) -> anyho
         foreign_assignments: drain.as_ref().map_or(0, |d| d.foreign_assignments),
     };
     let table = table(mode, &results);
-    let report = Report {
-        scenario: "preload",
-        config: json!(config),
-        server,
-        results: serde_json::to_value(&results)?,
-        ok: problems.is_empty(),
-        problems,
-    };
+    let report = Report::new("preload", config, server, &results, problems)?;
     Ok((report, table))
 }
 

@@ -17,7 +17,6 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use serde::Serialize;
-use serde_json::json;
 use tokio::sync::watch;
 use worker_proto::v1 as pb;
 
@@ -311,13 +310,6 @@ pub async fn run(target: &Target, printer: &Printer, args: RateArgs) -> anyhow::
         ("enqueue→start", results.enqueue_to_start),
         ("start→result", results.start_to_result),
     ]));
-    let report = Report {
-        scenario: "rate",
-        config: json!(config),
-        server,
-        results: serde_json::to_value(&results)?,
-        ok: problems.is_empty(),
-        problems,
-    };
+    let report = Report::new("rate", config, server, &results, problems)?;
     Ok((report, table))
 }

@@ -8,7 +8,6 @@ use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Datelike, Timelike, Utc};
 use serde::Serialize;
-use serde_json::json;
 use tokio::sync::watch;
 use worker_proto::v1 as pb;
 
@@ -259,14 +258,7 @@ pub async fn run(target: &Target, printer: &Printer, args: SchedulesArgs) -> any
     ]);
     table.push('\n');
     table.push_str(&latency_table(&[("lateness", results.lateness)]));
-    let report = Report {
-        scenario: "schedules",
-        config: json!(config),
-        server,
-        results: serde_json::to_value(&results)?,
-        ok: problems.is_empty(),
-        problems,
-    };
+    let report = Report::new("schedules", config, server, &results, problems)?;
     Ok((report, table))
 }
 

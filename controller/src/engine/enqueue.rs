@@ -135,12 +135,19 @@ impl Engine {
         Ok(outcomes.expect("only schedule fires can collide").remove(0))
     }
 
-    /// Indexes the new run of a plain enqueue (see [`PendingEnqueue::new_run`])
-    /// before its commit, so the same round may dispatch it;
-    /// [`Engine::unindex_plain`] takes it back if the commit fails.
-    pub(super) fn index_plain(core: &mut super::state::Core, run: &NewRun) {
+    /// Indexes a new run in memory: live, and in the ready queue, the timers, or
+    /// (blocked) behind the `upstreams` it waits for. Runs of a commit round are
+    /// indexed before their commit so the same round may dispatch them;
+    /// [`Engine::unindex_plain`] takes such a run back if the commit fails.
+    pub(super) fn index_new_run(core: &mut super::state::Core, run: &NewRun, upstreams: BTreeSet<String>) {
+        for upstream in &upstreams {
+            core.dependents
+                .entry(upstream.clone())
+                .or_default()
+                .push(run.id.clone());
+        }
         let job = core.job_name(&run.job);
-        core.insert_live(LiveRun::new(
+        let mut live = LiveRun::new(
             run.id.as_str().into(),
             job,
             run.state,
@@ -149,17 +156,22 @@ impl Engine {
             run.max_attempts,
             shared_payload(&run.payload),
             run.not_before.unwrap_or(run.created_at),
-        ));
+        );
+        if !upstreams.is_empty() {
+            live.extra_mut().waiting_on = upstreams;
+        }
+        core.insert_live(live);
         match run.state {
+            RunState::Queued => core.push_ready(&run.id, run.created_at),
             RunState::Scheduled => {
                 core.timers
                     .insert((run.not_before.unwrap_or(run.created_at), run.id.clone()));
             }
-            _ => core.push_ready(&run.id, run.created_at),
+            _ => {}
         }
     }
 
-    /// Forgets a run indexed by [`Engine::index_plain`] whose commit failed.
+    /// Forgets a run indexed by [`Engine::index_new_run`] whose commit failed.
     pub(super) fn unindex_plain(core: &mut super::state::Core, run_id: &str) {
         core.unindex(run_id);
         core.live.remove(run_id);
@@ -520,36 +532,7 @@ impl Engine {
 
         // Index in memory, then tell the world.
         for run in &plan.runs {
-            let upstreams = waiting.remove(&run.id).unwrap_or_default();
-            for upstream in &upstreams {
-                core.dependents
-                    .entry(upstream.clone())
-                    .or_default()
-                    .push(run.id.clone());
-            }
-            let job = core.job_name(&run.job);
-            let mut live = LiveRun::new(
-                run.id.as_str().into(),
-                job,
-                run.state,
-                run.priority,
-                0,
-                run.max_attempts,
-                shared_payload(&run.payload),
-                run.not_before.unwrap_or(run.created_at),
-            );
-            if !upstreams.is_empty() {
-                live.extra_mut().waiting_on = upstreams;
-            }
-            core.insert_live(live);
-            match run.state {
-                RunState::Queued => core.push_ready(&run.id, run.created_at),
-                RunState::Scheduled => {
-                    core.timers
-                        .insert((run.not_before.unwrap_or(run.created_at), run.id.clone()));
-                }
-                _ => {}
-            }
+            Engine::index_new_run(core, run, waiting.remove(&run.id).unwrap_or_default());
             self.emit(&run.id, &run.job, run.state, 0, run.created_at, run.reason.as_deref());
         }
         self.wake_dispatch.notify_one();

@@ -27,7 +27,7 @@ use super::dispatch::MAX_RESULT_BATCH;
 use super::enqueue::{MAX_BATCH, PendingEnqueue};
 use super::{Engine, ResultMessage};
 use crate::error::Result;
-use crate::store::{InsertPlan, StateChange};
+use crate::store::InsertPlan;
 use crate::time::now_ms;
 
 impl Engine {
@@ -103,7 +103,7 @@ impl Engine {
             dependencies: Vec::new(),
         };
         for run in &plan.runs {
-            Engine::index_plain(&mut core, run);
+            Engine::index_new_run(&mut core, run, Default::default());
         }
         if plan.runs.iter().any(|r| r.state == crate::model::RunState::Scheduled) {
             self.wake_timers.notify_one();
@@ -116,7 +116,7 @@ impl Engine {
             Ok(())
         } else {
             let started = std::time::Instant::now();
-            let committed = self.commit_writes(&plan, &changes, &picks, &ends).await;
+            let committed = self.store.commit(&plan, &changes, &picks.starts, &ends).await;
             tracing::debug!(
                 new_runs = plan.runs.len(),
                 changes = changes.len(),
@@ -151,15 +151,5 @@ impl Engine {
         drop(core);
         let unrecorded = self.answer_results(sorted).await;
         (committed, unrecorded)
-    }
-
-    async fn commit_writes(
-        &self,
-        plan: &InsertPlan,
-        changes: &[StateChange],
-        picks: &super::dispatch::Picks,
-        ends: &[crate::store::AttemptEnd],
-    ) -> Result<()> {
-        self.store.commit(plan, changes, &picks.starts, ends).await
     }
 }
