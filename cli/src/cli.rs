@@ -55,6 +55,9 @@ pub enum Command {
     /// Connected agents.
     #[command(subcommand)]
     Agents(AgentsCmd),
+    /// Alert channels, rules and history; test messages.
+    #[command(subcommand)]
+    Alerts(AlertsCmd),
     /// Cron schedules of the jobs (`schedules` alone lists them).
     Schedules {
         /// What to do (default: list).
@@ -260,6 +263,62 @@ pub struct DlqTarget {
     /// Every dead run.
     #[arg(long)]
     pub all: bool,
+}
+
+/// `workerctl alerts ...`
+#[derive(Debug, Subcommand)]
+pub enum AlertsCmd {
+    /// List the alert channels (secrets are never shown).
+    Channels,
+    /// List the alert rules.
+    Rules,
+    /// Recorded alerts (sent, failed, suppressed), newest first.
+    History {
+        /// Only this rule's.
+        #[arg(long)]
+        rule: Option<String>,
+        /// Only this channel's.
+        #[arg(long)]
+        channel: Option<String>,
+        /// Only this job's.
+        #[arg(long)]
+        job: Option<String>,
+        /// Only sent, failed or suppressed ones.
+        #[arg(long)]
+        status: Option<String>,
+        /// At most this many (default 50).
+        #[arg(long, value_name = "N")]
+        limit: Option<u32>,
+    },
+    /// Send a test message to a channel (exit 1 if it is not accepted).
+    Test {
+        /// The channel's name.
+        channel: String,
+    },
+    /// Create or replace a channel from a YAML mapping (with `type`).
+    SetChannel {
+        /// The channel's name.
+        name: String,
+        /// The channel's settings; `-` reads stdin.
+        #[arg(short = 'f', long = "file", value_name = "FILE")]
+        file: String,
+    },
+    /// Delete a channel (refused while a rule sends to it).
+    DeleteChannel {
+        /// The channel's name.
+        name: String,
+    },
+    /// Create or replace the rule a YAML mapping names (with `name`).
+    SetRule {
+        /// The rule; `-` reads stdin.
+        #[arg(short = 'f', long = "file", value_name = "FILE")]
+        file: String,
+    },
+    /// Delete a rule.
+    DeleteRule {
+        /// The rule's name.
+        name: String,
+    },
 }
 
 /// `workerctl agents ...`

@@ -67,6 +67,53 @@ fn unimplemented<T>() -> Result<Response<T>, Status> {
 
 #[tonic::async_trait]
 impl ControllerService for Mock {
+    // Alerting is tested end to end against the real controller (tests/tests/alerting.rs).
+    async fn list_alert_channels(
+        &self,
+        _: Request<pb::ListAlertChannelsRequest>,
+    ) -> Result<Response<pb::ListAlertChannelsResponse>, Status> {
+        unimplemented()
+    }
+    async fn put_alert_channel(
+        &self,
+        _: Request<pb::PutAlertChannelRequest>,
+    ) -> Result<Response<pb::AlertChannel>, Status> {
+        unimplemented()
+    }
+    async fn delete_alert_channel(
+        &self,
+        _: Request<pb::DeleteAlertChannelRequest>,
+    ) -> Result<Response<pb::DeleteAlertChannelResponse>, Status> {
+        unimplemented()
+    }
+    async fn list_alert_rules(
+        &self,
+        _: Request<pb::ListAlertRulesRequest>,
+    ) -> Result<Response<pb::ListAlertRulesResponse>, Status> {
+        unimplemented()
+    }
+    async fn put_alert_rule(&self, _: Request<pb::PutAlertRuleRequest>) -> Result<Response<pb::AlertRule>, Status> {
+        unimplemented()
+    }
+    async fn delete_alert_rule(
+        &self,
+        _: Request<pb::DeleteAlertRuleRequest>,
+    ) -> Result<Response<pb::DeleteAlertRuleResponse>, Status> {
+        unimplemented()
+    }
+    async fn list_alert_history(
+        &self,
+        _: Request<pb::ListAlertHistoryRequest>,
+    ) -> Result<Response<pb::ListAlertHistoryResponse>, Status> {
+        unimplemented()
+    }
+    async fn test_alert_channel(
+        &self,
+        _: Request<pb::TestAlertChannelRequest>,
+    ) -> Result<Response<pb::AlertHistoryEntry>, Status> {
+        unimplemented()
+    }
+
     type WatchEventsStream = tokio_stream::Empty<Result<pb::RunEvent, Status>>;
 
     async fn list_jobs(&self, request: Request<pb::ListJobsRequest>) -> Result<Response<pb::ListJobsResponse>, Status> {

@@ -64,6 +64,7 @@ fn core_with(queued: usize, agents: usize, credits: u32) -> Core {
                 connected_at: 0,
                 last_seen: 0,
                 running: Default::default(),
+                lost_reported: false,
             },
         );
     }

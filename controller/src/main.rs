@@ -6,6 +6,8 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::Parser;
+use worker_controller::alerting::AlertSettings;
+use worker_controller::alerting::deliver::DeliveryPolicy;
 use worker_controller::duration::parse_duration;
 use worker_controller::engine::EngineSettings;
 use worker_controller::{ControllerConfig, config};
@@ -20,7 +22,7 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 #[derive(Debug, Parser)]
 #[command(name = "worker-controller", version)]
 struct Args {
-    /// Configuration directory holding scheduler.yaml.
+    /// Configuration directory holding scheduler.yaml (and, optionally, alerts.yaml).
     #[arg(long = "config", value_name = "DIR", default_value = "config")]
     config_dir: PathBuf,
     /// Database URL.
@@ -42,6 +44,21 @@ struct Args {
     /// authenticated yet (only for trusted networks and tests).
     #[arg(long)]
     insecure_no_auth: bool,
+    /// Base URL of the web UI as people reach it, for links in alerts.
+    #[arg(long, env = "WORKER_WEB_URL", default_value = "http://127.0.0.1:7080")]
+    web_url: String,
+    /// Delivery attempts per alert and channel before it is recorded as failed.
+    #[arg(long, default_value_t = 5)]
+    alert_attempts: u32,
+    /// Wait before the second delivery attempt (doubling after each, at most 5m).
+    #[arg(long, default_value = "2s", value_parser = parse_duration)]
+    alert_backoff: std::time::Duration,
+    /// Time limit of one delivery attempt (HTTP request or SMTP session).
+    #[arg(long, default_value = "10s", value_parser = parse_duration)]
+    alert_timeout: std::time::Duration,
+    /// Alert history older than this is deleted ("0s" keeps it all).
+    #[arg(long, default_value = "30d", value_parser = parse_duration)]
+    alert_history_retention: std::time::Duration,
     /// Also run one in-process agent: the one-command local setup.
     #[arg(long)]
     dev: bool,
@@ -72,6 +89,17 @@ fn main() -> ExitCode {
         );
         return ExitCode::from(2);
     }
+    if args.alert_attempts == 0 || args.alert_timeout.is_zero() {
+        eprintln!("error: --alert-attempts must be at least 1 and --alert-timeout longer than zero");
+        return ExitCode::from(2);
+    }
+    if !(args.web_url.starts_with("http://") || args.web_url.starts_with("https://")) {
+        eprintln!(
+            "error: --web-url \"{}\": expected an http:// or https:// URL",
+            args.web_url
+        );
+        return ExitCode::from(2);
+    }
     if !args.grpc_listen.ip().is_loopback() && !args.insecure_no_auth {
         eprintln!(
             "error: --grpc-listen {}: without authentication the controller listens on loopback only \
@@ -89,6 +117,16 @@ fn main() -> ExitCode {
             heartbeat_interval: args.heartbeat_interval,
             lease_timeout: args.lease_timeout,
             idempotency_window: args.idempotency_window,
+        },
+        alerts: AlertSettings {
+            delivery: DeliveryPolicy {
+                attempts: args.alert_attempts,
+                backoff: args.alert_backoff,
+                max_backoff: std::time::Duration::from_secs(300),
+                timeout: args.alert_timeout,
+            },
+            web_url: Some(args.web_url),
+            history_retention: args.alert_history_retention,
         },
         dev_agent_capacity: args.dev.then_some(args.dev_capacity.max(1)),
     };

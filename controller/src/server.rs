@@ -11,6 +11,7 @@ use tonic::transport::server::TcpIncoming;
 use worker_proto::v1::agent_service_server::AgentServiceServer;
 use worker_proto::v1::controller_service_server::ControllerServiceServer;
 
+use crate::alerting::{AlertService, AlertSettings};
 use crate::api::agent::AgentApi;
 use crate::api::controller::ControllerApi;
 use crate::config::{ConfigErrors, LoadedConfig};
@@ -33,6 +34,8 @@ pub struct ControllerConfig {
     pub grpc_listen: SocketAddr,
     /// Agent protocol timing.
     pub engine: EngineSettings,
+    /// Alert delivery and links.
+    pub alerts: AlertSettings,
     /// Also run one in-process agent with this capacity (`--dev`).
     pub dev_agent_capacity: Option<u32>,
 }
@@ -65,6 +68,20 @@ pub enum RunError {
     /// Reflection descriptors could not be loaded.
     #[error("gRPC reflection: {0}")]
     Reflection(String),
+    /// Alert delivery could not be set up.
+    #[error("alerting: {0}")]
+    Alerting(String),
+}
+
+/// How a failure to choose the start-up definitions stops the controller.
+fn definitions_error(db_url: &str) -> impl Fn(crate::engine::DefinitionsError) -> RunError + '_ {
+    move |e| match e {
+        crate::engine::DefinitionsError::Store(source) => RunError::Store {
+            url: crate::store::redact_url(db_url),
+            source,
+        },
+        crate::engine::DefinitionsError::Invalid(errors) => RunError::Definitions(errors),
+    }
 }
 
 /// Runs the controller until `shutdown` completes. `ready` is called with the
@@ -80,13 +97,10 @@ pub async fn run(
     })?;
     let jobs = crate::engine::initial_definitions(&store, &config.config.jobs, &config.config.text)
         .await
-        .map_err(|e| match e {
-            crate::engine::DefinitionsError::Store(source) => RunError::Store {
-                url: crate::store::redact_url(&config.db_url),
-                source,
-            },
-            crate::engine::DefinitionsError::Invalid(errors) => RunError::Definitions(errors),
-        })?;
+        .map_err(definitions_error(&config.db_url))?;
+    let alerts_config = crate::alerting::definitions::initial_alerts(&store, config.config.alerts.as_ref())
+        .await
+        .map_err(definitions_error(&config.db_url))?;
     let job_count = jobs.len();
     let engine = Engine::recover(store.clone(), jobs, config.engine)
         .await
@@ -109,6 +123,16 @@ pub async fn run(
     let mut loops = tokio::task::JoinSet::new();
     let (results_tx, results_rx) = tokio::sync::mpsc::unbounded_channel();
     loops.spawn(engine.clone().commit_loop(results_rx, stop_rx.clone()));
+    // Alerting first: the scheduler's catch-up may already report missed fires.
+    let alerts = AlertService::start(
+        store.clone(),
+        engine.clone(),
+        alerts_config,
+        config.alerts.clone(),
+        stop_rx.clone(),
+        &mut loops,
+    )
+    .map_err(RunError::Alerting)?;
     loops.spawn(engine.clone().timer_loop(stop_rx.clone()));
     loops.spawn(crate::scheduler::run(engine.clone(), stop_rx.clone()));
 
@@ -131,8 +155,13 @@ pub async fn run(
         .add_service(health_service)
         .add_service(reflection)
         .add_service(
-            ControllerServiceServer::new(ControllerApi::new(engine.clone(), stop_rx.clone(), &config.db_url))
-                .max_decoding_message_size(4 * 1024 * 1024),
+            ControllerServiceServer::new(ControllerApi::new(
+                engine.clone(),
+                alerts,
+                stop_rx.clone(),
+                &config.db_url,
+            ))
+            .max_decoding_message_size(4 * 1024 * 1024),
         )
         .add_service(
             AgentServiceServer::new(AgentApi::new(engine.clone(), stop_rx.clone(), results_tx))

@@ -13,9 +13,12 @@ use std::sync::Arc;
 
 use futures::FutureExt;
 use sqlx::Connection;
+use worker_controller::alerting::{AlertKind, AlertStatus, Event};
 use worker_controller::error::ErrorCode;
 use worker_controller::model::{Outcome, Priority, RunState, Trigger};
-use worker_controller::store::{AttemptEnd, AttemptStart, InsertPlan, NewRun, StateChange, Store};
+use worker_controller::store::{
+    AlertQuery, AlertRecord, AttemptEnd, AttemptStart, InsertPlan, NewRun, StateChange, Store,
+};
 
 // ---------------------------------------------------------------------------
 // Harness
@@ -49,6 +52,20 @@ impl TestDb {
             Kind::Postgres => {
                 let mut conn = sqlx::PgConnection::connect(&self.url).await.unwrap();
                 sqlx::query_scalar(sql).fetch_all(&mut conn).await.unwrap()
+            }
+        }
+    }
+
+    /// Runs `sql` behind the store's back (to corrupt a row).
+    async fn execute(&self, sql: &'static str) {
+        match self.kind {
+            Kind::Sqlite => {
+                let mut conn = sqlx::SqliteConnection::connect(&self.url).await.unwrap();
+                sqlx::raw_sql(sql).execute(&mut conn).await.unwrap();
+            }
+            Kind::Postgres => {
+                let mut conn = sqlx::PgConnection::connect(&self.url).await.unwrap();
+                sqlx::raw_sql(sql).execute(&mut conn).await.unwrap();
             }
         }
     }
@@ -158,6 +175,10 @@ backend_tests!(
     cursors_never_move_back_and_count_missed_fires,
     active_runs_stream_in_order_across_pages,
     a_commit_round_inserts_and_changes_together,
+    alert_specs_are_replaced_as_a_whole,
+    alert_history_is_recorded_in_bulk_and_listed_newest_first,
+    alert_history_is_pruned_by_age,
+    a_corrupt_alert_history_row_is_an_internal_error,
 );
 
 fn new_run(id: &str, scheduled_for: Option<i64>) -> NewRun {
@@ -374,7 +395,7 @@ async fn reopening_keeps_everything_and_migrations_run_once(db: TestDb) {
     assert_eq!(active.len(), 1);
     assert_eq!(active[0].payload, "{\"n\":1}");
     store.close().await;
-    assert_eq!(db.migration_versions().await, vec![1, 2]);
+    assert_eq!(db.migration_versions().await, vec![1, 2, 3]);
 }
 
 /// Two controllers starting at once on an empty database: both open, and the
@@ -386,7 +407,7 @@ async fn concurrent_opens_apply_migrations_once(db: TestDb) {
     assert!(!insert(&b, new_run("r2", Some(60_000))).await);
     a.close().await;
     b.close().await;
-    assert_eq!(db.migration_versions().await, vec![1, 2]);
+    assert_eq!(db.migration_versions().await, vec![1, 2, 3]);
 }
 
 async fn dependencies_keys_and_definitions_are_stored(db: TestDb) {
@@ -682,4 +703,296 @@ async fn a_commit_round_inserts_and_changes_together(db: TestDb) {
     assert!(err.is_err());
     assert!(store.run("fresh2").await.unwrap().is_none());
     assert_eq!(store.run("fresh").await.unwrap().unwrap().state, RunState::Running);
+}
+
+// ---------------------------------------------------------------------------
+// Alerting
+
+fn pairs(items: &[(&str, &str)]) -> Vec<(String, String)> {
+    items.iter().map(|(a, b)| (a.to_string(), b.to_string())).collect()
+}
+
+async fn alert_specs_are_replaced_as_a_whole(db: TestDb) {
+    let store = db.open().await;
+    assert_eq!(store.alert_specs().await.unwrap(), (Vec::new(), Vec::new()));
+    let channels = pairs(&[
+        (
+            "pager",
+            "type: webhook\nurl: https://pager.example.com/hook\nsecret: ${WEBHOOK_SECRET}\n",
+        ),
+        ("ops-slack", "type: slack\nwebhook_url: ${SLACK_WEBHOOK_URL}\n"),
+        ("ops-mail", "type: email\n"),
+    ]);
+    // Rules keep their order, which is not name order.
+    let rules = pairs(&[
+        ("slow-digest", "event: run_slow\n"),
+        ("dead-runs", "event: run_dead\n"),
+        ("z-last", "event: agent_lost\n"),
+    ]);
+    store
+        .save_alert_specs(&channels, &rules, Some(("alerts.yaml", "channels: {}\n")))
+        .await
+        .unwrap();
+    let (stored_channels, stored_rules) = store.alert_specs().await.unwrap();
+    let mut by_name = channels.clone();
+    by_name.sort();
+    assert_eq!(stored_channels, by_name, "channels by name, ${{VARS}} as written");
+    assert_eq!(stored_rules, rules, "rules in their order");
+    assert_eq!(
+        store.applied_config("alerts.yaml").await.unwrap().as_deref(),
+        Some("channels: {}\n")
+    );
+
+    // A second save replaces everything: ops-mail and dead-runs are gone, a
+    // kept channel gets its new spec, and the rules take the new order.
+    let channels = pairs(&[
+        ("ops-slack", "type: slack\nchannel: ops\n"),
+        ("ops-discord", "type: discord\n"),
+    ]);
+    let rules = pairs(&[
+        ("z-last", "event: agent_lost\n"),
+        ("new-rule", "event: recovered\n"),
+        ("slow-digest", "event: run_slow\nthreshold: 5m\n"),
+    ]);
+    store
+        .save_alert_specs(&channels, &rules, Some(("alerts.yaml", "second\n")))
+        .await
+        .unwrap();
+    assert_eq!(
+        store.alert_specs().await.unwrap(),
+        (
+            pairs(&[
+                ("ops-discord", "type: discord\n"),
+                ("ops-slack", "type: slack\nchannel: ops\n")
+            ]),
+            rules.clone()
+        )
+    );
+    assert_eq!(
+        store.applied_config("alerts.yaml").await.unwrap().as_deref(),
+        Some("second\n")
+    );
+
+    // Without `applied`, the recorded text stays; an empty save empties both.
+    store.save_alert_specs(&[], &[], None).await.unwrap();
+    assert_eq!(store.alert_specs().await.unwrap(), (Vec::new(), Vec::new()));
+    assert_eq!(
+        store.applied_config("alerts.yaml").await.unwrap().as_deref(),
+        Some("second\n")
+    );
+    // Jobs' applied text is a different file.
+    assert_eq!(store.applied_config("scheduler.yaml").await.unwrap(), None);
+
+    // A failed save (two channels of one name) changes nothing.
+    store.save_alert_specs(&channels, &rules, None).await.unwrap();
+    let twice = pairs(&[("a", "type: slack\n"), ("a", "type: discord\n")]);
+    assert!(
+        store
+            .save_alert_specs(&twice, &[], Some(("alerts.yaml", "bad\n")))
+            .await
+            .is_err()
+    );
+    assert_eq!(store.alert_specs().await.unwrap().1, rules);
+    assert_eq!(store.alert_specs().await.unwrap().0.len(), 2);
+    assert_eq!(
+        store.applied_config("alerts.yaml").await.unwrap().as_deref(),
+        Some("second\n")
+    );
+
+    // Reopening keeps them.
+    store.close().await;
+    let store = db.open().await;
+    assert_eq!(store.alert_specs().await.unwrap().1, rules);
+    store.close().await;
+}
+
+/// 2,500 varied alert rows: ten share each `at`, ids are not in insertion
+/// order, and every optional column is NULL in some of them.
+fn alert_records() -> Vec<AlertRecord> {
+    const CHANNELS: [&str; 4] = ["ops-slack", "ops-mail", "pager", "ops-discord"];
+    (0..2_500u32)
+        .map(|i| {
+            let kind = AlertKind::ALL[(i % 3) as usize];
+            let test = kind == AlertKind::Test;
+            let job = (i % 7 != 0 && !test).then(|| format!("job.{}", i % 5));
+            AlertRecord {
+                // 7919 is prime to 2,500: a permutation of 0..2,500.
+                id: format!("01J{:06}", (i * 7_919) % 2_500),
+                alert_id: format!("A{}", i / 2),
+                at: 1_700_000_000_000 + i64::from(i / 10),
+                kind,
+                event: (!test).then(|| Event::ALL[(i as usize) % Event::ALL.len()]),
+                rule: (!test).then(|| if i % 4 < 3 { "dead-runs" } else { "slow-digest" }.to_string()),
+                channel: CHANNELS[((i / 2) % 4) as usize].to_string(),
+                run_id: job.as_ref().filter(|_| i % 11 != 0).map(|_| format!("run-{i}")),
+                job,
+                status: AlertStatus::ALL[((i / 3) % 3) as usize],
+                attempts: i % 4,
+                answer: format!("HTTP 200 \"ok\" é {i}"),
+                title: format!("run_failed: job attempt {i}"),
+            }
+        })
+        .collect()
+}
+
+/// Which rows an [`AlertQuery`] should select.
+type AlertFilter = Box<dyn Fn(&AlertRecord) -> bool>;
+
+async fn alert_history_is_recorded_in_bulk_and_listed_newest_first(db: TestDb) {
+    let store = db.open().await;
+    let records = alert_records();
+    store.record_alerts(&records).await.unwrap();
+    store.record_alerts(&[]).await.unwrap();
+    // Recording the same rows again records nothing twice.
+    store.record_alerts(&records[..10]).await.unwrap();
+
+    let mut newest_first = records.clone();
+    newest_first.sort_by(|a, b| (b.at, &b.id).cmp(&(a.at, &a.id)));
+    let expect = |filter: &dyn Fn(&AlertRecord) -> bool, limit: usize| -> Vec<AlertRecord> {
+        newest_first.iter().filter(|r| filter(r)).take(limit).cloned().collect()
+    };
+
+    let all = store
+        .alert_history(&AlertQuery {
+            limit: 10_000,
+            ..AlertQuery::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(all.len(), 2_500);
+    assert!(
+        all == newest_first,
+        "every row intact, newest first, ties by id descending"
+    );
+    assert_eq!(all[0].at, all[1].at);
+    assert!(all[0].id > all[1].id);
+
+    // Limit 0 means 100.
+    let page = store.alert_history(&AlertQuery::default()).await.unwrap();
+    assert!(page == expect(&|_| true, 100));
+
+    let cases: Vec<(AlertQuery, AlertFilter)> = vec![
+        (
+            AlertQuery {
+                limit: 50,
+                rule: Some("slow-digest".into()),
+                ..AlertQuery::default()
+            },
+            Box::new(|r| r.rule.as_deref() == Some("slow-digest")),
+        ),
+        (
+            AlertQuery {
+                limit: 10_000,
+                channel: Some("pager".into()),
+                ..AlertQuery::default()
+            },
+            Box::new(|r| r.channel == "pager"),
+        ),
+        (
+            AlertQuery {
+                limit: 1_000,
+                job: Some("job.3".into()),
+                ..AlertQuery::default()
+            },
+            Box::new(|r| r.job.as_deref() == Some("job.3")),
+        ),
+        (
+            AlertQuery {
+                limit: 7,
+                status: Some(AlertStatus::Suppressed),
+                ..AlertQuery::default()
+            },
+            Box::new(|r| r.status == AlertStatus::Suppressed),
+        ),
+        (
+            AlertQuery {
+                limit: 10_000,
+                rule: Some("dead-runs".into()),
+                channel: Some("ops-mail".into()),
+                job: Some("job.2".into()),
+                status: Some(AlertStatus::Failed),
+            },
+            Box::new(|r| {
+                r.rule.as_deref() == Some("dead-runs")
+                    && r.channel == "ops-mail"
+                    && r.job.as_deref() == Some("job.2")
+                    && r.status == AlertStatus::Failed
+            }),
+        ),
+        (
+            AlertQuery {
+                limit: 10,
+                rule: Some("no-such-rule".into()),
+                ..AlertQuery::default()
+            },
+            Box::new(|_| false),
+        ),
+    ];
+    for (query, filter) in &cases {
+        let got = store.alert_history(query).await.unwrap();
+        let want = expect(filter.as_ref(), query.limit as usize);
+        // The data is varied enough for every real filter to select something.
+        assert_eq!(
+            want.is_empty(),
+            query.rule.as_deref() == Some("no-such-rule"),
+            "{query:?}"
+        );
+        assert!(got == want, "{query:?}: got {} rows, want {}", got.len(), want.len());
+    }
+    // Rows with every optional column NULL come back as `None`.
+    let test = all.iter().find(|r| r.kind == AlertKind::Test).unwrap();
+    assert_eq!(
+        (&test.event, &test.rule, &test.job, &test.run_id),
+        (&None, &None, &None, &None)
+    );
+    store.close().await;
+}
+
+async fn alert_history_is_pruned_by_age(db: TestDb) {
+    let store = db.open().await;
+    // More rows than one SQLite prune batch (5,000).
+    let records: Vec<AlertRecord> = (0..12_000i64)
+        .map(|i| AlertRecord {
+            id: format!("01J{i:06}"),
+            alert_id: format!("A{i}"),
+            at: i,
+            kind: AlertKind::Alert,
+            event: Some(Event::RunDead),
+            rule: Some("dead-runs".into()),
+            channel: "ops-slack".into(),
+            job: Some("job.a".into()),
+            run_id: Some(format!("run-{i}")),
+            status: AlertStatus::Suppressed,
+            attempts: 0,
+            answer: String::new(),
+            title: "run_dead: job.a".into(),
+        })
+        .collect();
+    store.record_alerts(&records).await.unwrap();
+    assert_eq!(store.prune_alert_history(0).await.unwrap(), 0);
+    assert_eq!(store.prune_alert_history(11_000).await.unwrap(), 11_000);
+    assert_eq!(store.prune_alert_history(11_000).await.unwrap(), 0);
+    let left = store
+        .alert_history(&AlertQuery {
+            limit: u32::MAX,
+            ..AlertQuery::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(left.len(), 1_000);
+    assert_eq!((left[0].at, left[999].at), (11_999, 11_000));
+    assert_eq!(store.prune_alert_history(i64::MAX).await.unwrap(), 1_000);
+    assert!(store.alert_history(&AlertQuery::default()).await.unwrap().is_empty());
+    store.close().await;
+}
+
+async fn a_corrupt_alert_history_row_is_an_internal_error(db: TestDb) {
+    let store = db.open().await;
+    store.record_alerts(&alert_records()[..3]).await.unwrap();
+    db.execute("UPDATE alert_history SET status = 'lost' WHERE id = '01J000000'")
+        .await;
+    let err = store.alert_history(&AlertQuery::default()).await.unwrap_err();
+    assert_eq!(err.code, ErrorCode::Internal, "{}", err.message);
+    assert!(err.message.contains("alert status \"lost\""), "{}", err.message);
+    store.close().await;
 }

@@ -15,6 +15,7 @@
 pub mod flow;
 pub mod json;
 mod process;
+pub mod receiver;
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -243,6 +244,19 @@ impl TestEnv {
     /// Starts `worker-controller` with extra arguments (e.g. `--dev`).
     pub async fn start_controller_with(&self, extra: &[&str]) -> Controller {
         self.spawn_controller(self.controller_command(extra)).await
+    }
+
+    /// Starts `worker-controller` with extra arguments and environment
+    /// variables (e.g. the secrets `alerts.yaml` refers to).
+    pub async fn start_controller_with_env(&self, env: &[(&str, &str)], extra: &[&str]) -> Controller {
+        let mut cmd = self.controller_command(extra);
+        cmd.envs(env.iter().copied());
+        self.spawn_controller(cmd).await
+    }
+
+    /// Writes `alerts.yaml` next to `scheduler.yaml`.
+    pub fn write_alerts(&self, yaml: &str) {
+        std::fs::write(self.config_dir().join("alerts.yaml"), yaml).expect("write alerts.yaml");
     }
 
     /// Starts `worker-controller` on a given gRPC address (e.g. the address of a

@@ -1,6 +1,7 @@
 //! One module per command group; [`run`] dispatches the parsed command line.
 
 pub mod agents;
+pub mod alerts;
 pub mod apply;
 pub mod batch;
 pub mod dlq;
@@ -43,6 +44,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Queue(cmd) => queue::run(&mut ctx, cmd).await,
         Command::Dlq(cmd) => dlq::run(&mut ctx, cmd).await,
         Command::Agents(AgentsCmd::List) => agents::list(&mut ctx).await,
+        Command::Alerts(cmd) => alerts::run(&mut ctx, cmd).await,
         Command::Schedules { command } => schedules::run(&mut ctx, command.unwrap_or(SchedulesCmd::List)).await,
         Command::Apply { file } => apply::apply(&mut ctx, &file).await,
         Command::Export => apply::export(&mut ctx).await,

@@ -111,13 +111,25 @@ pub enum SlackChannel {
         /// The incoming webhook's URL (it embeds a token).
         webhook_url: Secret,
     },
-    /// `token` and `channel`.
+    /// `token` and `channel` (and optionally `api_url`).
     Bot {
         /// The bot token (`xoxb-…`).
         token: Secret,
         /// The channel name or ID to post to.
         channel: String,
+        /// The Web API's base URL, [`SLACK_API_URL`] unless set (`api_url`, for
+        /// a proxy or a test receiver); `chat.postMessage` is appended to it.
+        #[serde(skip_serializing_if = "is_default_slack_api")]
+        api_url: String,
     },
+}
+
+/// The Slack Web API a bot posts to when `api_url` is not set.
+pub const SLACK_API_URL: &str = "https://slack.com/api";
+
+/// Whether `url` is [`SLACK_API_URL`] (it is then left out of serializations).
+fn is_default_slack_api(url: &str) -> bool {
+    url == SLACK_API_URL
 }
 
 /// A Discord channel.
@@ -289,6 +301,7 @@ struct RawSlack {
     webhook_url: Option<String>,
     token: Option<String>,
     channel: Option<String>,
+    api_url: Option<String>,
 }
 
 /// `type: discord` without its `type`.
@@ -546,6 +559,18 @@ fn channel_types() -> String {
 
 fn check_slack(c: &mut Checker<'_>, name: &str, raw: RawSlack) -> Option<ChannelKind> {
     let at = |field: &'static str| -> [&str; 3] { ["channels", name, field] };
+    if let Some(api_url) = &raw.api_url {
+        if raw.token.is_none() {
+            c.error(
+                &at("api_url"),
+                "`api_url` is for a bot: it needs a `token` (an incoming webhook posts to its `webhook_url`)",
+            );
+            return None;
+        }
+        if let Err(e) = check_url(api_url) {
+            c.error(&at("api_url"), format!("\"{api_url}\": {e}"));
+        }
+    }
     match (raw.webhook_url, raw.token, raw.channel) {
         (Some(url), None, None) => {
             check_secret_url(c, &at("webhook_url"), &url);
@@ -561,6 +586,10 @@ fn check_slack(c: &mut Checker<'_>, name: &str, raw: RawSlack) -> Option<Channel
             Some(ChannelKind::Slack(SlackChannel::Bot {
                 token: Secret(token),
                 channel,
+                api_url: raw
+                    .api_url
+                    .map(|url| url.trim_end_matches('/').to_string())
+                    .unwrap_or_else(|| SLACK_API_URL.to_string()),
             }))
         }
         (Some(_), token, channel) if token.is_some() || channel.is_some() => {
@@ -719,6 +748,46 @@ fn is_loopback(host: &str) -> bool {
 
 /// A mail address, `local@domain` or `Display Name <local@domain>`.
 fn check_address(text: &str) -> Result<(), String> {
+    parse_mailbox(text).map(|_| ())
+}
+
+/// Parses a mail address (`local@domain` or `Display Name <local@domain>`)
+/// the way delivery uses it: its form is checked first (with a precise
+/// reason), then lettre must read the same address from it. Address literals
+/// (`root@[127.0.0.1]`), which lettre's mailbox parser does not take, are
+/// built from their parts. Errors read `invalid email address "TEXT": why`.
+pub fn parse_mailbox(text: &str) -> Result<lettre::message::Mailbox, String> {
+    use lettre::message::Mailbox;
+    let address = check_address_form(text)?;
+    let invalid = |why: &str| format!("invalid email address \"{text}\": {why}");
+    match text.trim().parse::<Mailbox>() {
+        Ok(mailbox) if mailbox.email.to_string().eq_ignore_ascii_case(address) => Ok(mailbox),
+        Ok(mailbox) => Err(invalid(&format!(
+            "read as <{}>; quote the display name (\"Name\" <local@domain>)",
+            mailbox.email
+        ))),
+        Err(e) => {
+            let hint = "use `local@domain` or `Display Name <local@domain>`, quoting a name with commas or dots";
+            let refused = || invalid(&format!("{} ({hint})", e.to_string().to_lowercase()));
+            let (user, domain) = address.rsplit_once('@').ok_or_else(refused)?;
+            if !domain.starts_with('[') {
+                return Err(refused());
+            }
+            let email = lettre::Address::new(user, domain).map_err(|_| refused())?;
+            let name = text
+                .trim()
+                .strip_suffix('>')
+                .and_then(|rest| rest.rsplit_once('<'))
+                .map(|(name, _)| name.trim().trim_matches('"').trim().to_string())
+                .filter(|name| !name.is_empty());
+            Ok(Mailbox::new(name, email))
+        }
+    }
+}
+
+/// The form of a mail address (`local@domain` or `Display Name <local@domain>`),
+/// with a precise reason when it is wrong; the address part on success.
+fn check_address_form(text: &str) -> Result<&str, String> {
     let invalid = |why: &str| format!("invalid email address \"{text}\": {why}");
     if text.contains(|c: char| c.is_control()) {
         return Err(invalid("control characters are not allowed"));
@@ -752,7 +821,7 @@ fn check_address(text: &str) -> Result<(), String> {
         let ip = literal.strip_prefix("IPv6:").unwrap_or(literal);
         return ip
             .parse::<IpAddr>()
-            .map(|_| ())
+            .map(|_| address)
             .map_err(|_| invalid("bad address literal"));
     }
     let label_ok = |label: &str| {
@@ -767,7 +836,7 @@ fn check_address(text: &str) -> Result<(), String> {
             "bad domain (after the @; use the punycode form of international names)",
         ));
     }
-    Ok(())
+    Ok(address)
 }
 
 /// Checks `rules[index]`; `names` collects the rule names seen so far (index by name).

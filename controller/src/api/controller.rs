@@ -10,7 +10,9 @@ use tonic::{Request, Response, Status};
 use worker_proto::v1 as pb;
 use worker_proto::v1::controller_service_server::ControllerService;
 
+use super::alerts;
 use super::convert::{agent_to_proto, job_to_proto, run_to_proto, stats_to_proto};
+use crate::alerting::AlertService;
 use crate::config::{ConfigErrors, Source, parse_document_partial};
 use crate::engine::{Engine, EnqueueOutcome, EnqueueRequest};
 use crate::error::Error;
@@ -28,6 +30,7 @@ const MAX_LIMIT: u32 = 10_000;
 #[derive(Clone)]
 pub struct ControllerApi {
     engine: Arc<Engine>,
+    alerts: AlertService,
     shutdown: tokio::sync::watch::Receiver<bool>,
     started_at: i64,
     store_kind: &'static str,
@@ -36,7 +39,12 @@ pub struct ControllerApi {
 impl ControllerApi {
     /// A service over `engine`; streams end when `shutdown` turns true.
     /// `db_url` tells which store is in use.
-    pub fn new(engine: Arc<Engine>, shutdown: tokio::sync::watch::Receiver<bool>, db_url: &str) -> Self {
+    pub fn new(
+        engine: Arc<Engine>,
+        alerts: AlertService,
+        shutdown: tokio::sync::watch::Receiver<bool>,
+        db_url: &str,
+    ) -> Self {
         let store_kind = if db_url.starts_with("postgres") {
             "postgres"
         } else {
@@ -44,6 +52,7 @@ impl ControllerApi {
         };
         ControllerApi {
             engine,
+            alerts,
             shutdown,
             started_at: crate::time::now_ms(),
             store_kind,
@@ -203,6 +212,71 @@ impl ControllerService for ControllerApi {
             .entry(&r.name)
             .ok_or_else(|| Error::not_found(format!("job \"{}\" is not defined", r.name)))?;
         Ok(Response::new(job_to_proto(entry, self.next_fire(&entry.def))))
+    }
+
+    async fn list_alert_channels(
+        &self,
+        _request: Request<pb::ListAlertChannelsRequest>,
+    ) -> Result<Response<pb::ListAlertChannelsResponse>, Status> {
+        Ok(Response::new(alerts::list_channels(&self.alerts)))
+    }
+
+    async fn put_alert_channel(
+        &self,
+        request: Request<pb::PutAlertChannelRequest>,
+    ) -> Result<Response<pb::AlertChannel>, Status> {
+        Ok(Response::new(
+            alerts::put_channel(&self.alerts, request.into_inner()).await?,
+        ))
+    }
+
+    async fn delete_alert_channel(
+        &self,
+        request: Request<pb::DeleteAlertChannelRequest>,
+    ) -> Result<Response<pb::DeleteAlertChannelResponse>, Status> {
+        self.alerts.delete_channel(&request.into_inner().name).await?;
+        Ok(Response::new(pb::DeleteAlertChannelResponse {}))
+    }
+
+    async fn list_alert_rules(
+        &self,
+        _request: Request<pb::ListAlertRulesRequest>,
+    ) -> Result<Response<pb::ListAlertRulesResponse>, Status> {
+        Ok(Response::new(alerts::list_rules(&self.alerts)))
+    }
+
+    async fn put_alert_rule(
+        &self,
+        request: Request<pb::PutAlertRuleRequest>,
+    ) -> Result<Response<pb::AlertRule>, Status> {
+        Ok(Response::new(
+            alerts::put_rule(&self.alerts, request.into_inner()).await?,
+        ))
+    }
+
+    async fn delete_alert_rule(
+        &self,
+        request: Request<pb::DeleteAlertRuleRequest>,
+    ) -> Result<Response<pb::DeleteAlertRuleResponse>, Status> {
+        self.alerts.delete_rule(&request.into_inner().name).await?;
+        Ok(Response::new(pb::DeleteAlertRuleResponse {}))
+    }
+
+    async fn list_alert_history(
+        &self,
+        request: Request<pb::ListAlertHistoryRequest>,
+    ) -> Result<Response<pb::ListAlertHistoryResponse>, Status> {
+        Ok(Response::new(
+            alerts::history(&self.alerts, request.into_inner()).await?,
+        ))
+    }
+
+    async fn test_alert_channel(
+        &self,
+        request: Request<pb::TestAlertChannelRequest>,
+    ) -> Result<Response<pb::AlertHistoryEntry>, Status> {
+        let record = self.alerts.test_channel(&request.into_inner().name).await?;
+        Ok(Response::new(alerts::record_to_proto(record)))
     }
 
     async fn delete_job(

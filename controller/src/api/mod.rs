@@ -1,6 +1,8 @@
 //! The gRPC services: [`controller::ControllerApi`] for clients and
-//! [`agent::AgentApi`] for agents, plus conversions in [`convert`].
+//! [`agent::AgentApi`] for agents, plus conversions in [`convert`] and the
+//! alerting part of the client service in [`alerts`].
 
 pub mod agent;
+pub mod alerts;
 pub mod controller;
 pub mod convert;

@@ -8,6 +8,10 @@
 //! not interpolated) is what the store keeps and `workerctl export` prints. The controller refuses to
 //! start (exit code 2) on any error, before it opens the store or binds a port.
 //!
+//! `DIR/alerts.yaml`, optional, holds alert channels and rules; it is validated
+//! at the same time by [`crate::alerting::config`] and its problems are listed
+//! with those of `scheduler.yaml`.
+//!
 //! * [`raw`]: the serde shape of the file;
 //! * [`jobs`]: validation into [`crate::job::JobDef`];
 //! * [`lines`]: key path → line number, for error locations.
@@ -18,6 +22,8 @@ pub mod raw;
 
 use std::fmt;
 use std::path::{Path, PathBuf};
+
+use crate::alerting::{AlertsConfig, parse_alerts_yaml};
 
 pub use jobs::{
     JobEntry, JobSet, Source, entry_from_spec, parse_document, parse_document_partial, parse_scheduler_yaml,
@@ -74,22 +80,76 @@ pub struct LoadedConfig {
     pub text: String,
     /// Its job definitions.
     pub jobs: JobSet,
+    /// `alerts.yaml`, when the directory has one.
+    pub alerts: Option<LoadedAlerts>,
 }
 
-/// Loads `DIR/scheduler.yaml`. A missing file is an error: `--config` must point at
-/// a directory holding one (it may define no jobs: `jobs: {}`).
+/// The validated `alerts.yaml`.
+#[derive(Debug, Clone)]
+pub struct LoadedAlerts {
+    /// Its path.
+    pub file: PathBuf,
+    /// Its text (to tell whether it changed since it was last applied).
+    pub text: String,
+    /// Its channels and rules.
+    pub config: AlertsConfig,
+}
+
+/// Loads `DIR/scheduler.yaml` and, when present, `DIR/alerts.yaml`; the
+/// problems of both are reported together. A missing `scheduler.yaml` is an
+/// error: `--config` must point at a directory holding one (it may define no
+/// jobs: `jobs: {}`).
 pub fn load_dir(dir: &Path) -> Result<LoadedConfig, ConfigErrors> {
+    let env = |name: &str| std::env::var(name).ok();
+    let unreadable = |file: &Path, e: std::io::Error| ConfigError {
+        file: file.to_path_buf(),
+        line: None,
+        path: String::new(),
+        message: format!("cannot read: {e}"),
+    };
+    let mut errors = Vec::new();
     let file = dir.join("scheduler.yaml");
-    let text = std::fs::read_to_string(&file).map_err(|e| {
-        ConfigErrors(vec![ConfigError {
-            file: file.clone(),
-            line: None,
-            path: String::new(),
-            message: format!("cannot read: {e}"),
-        }])
-    })?;
-    let jobs = parse_scheduler_yaml(&file, &text, &|name| std::env::var(name).ok())?;
-    Ok(LoadedConfig { file, text, jobs })
+    let scheduler = match std::fs::read_to_string(&file) {
+        Ok(text) => match parse_scheduler_yaml(&file, &text, &env) {
+            Ok(jobs) => Some((text, jobs)),
+            Err(e) => {
+                errors.extend(e.0);
+                None
+            }
+        },
+        Err(e) => {
+            errors.push(unreadable(&file, e));
+            None
+        }
+    };
+    let alerts_file = dir.join("alerts.yaml");
+    let alerts = match std::fs::read_to_string(&alerts_file) {
+        Ok(text) => match parse_alerts_yaml(&alerts_file, &text, &env) {
+            Ok(config) => Some(LoadedAlerts {
+                file: alerts_file,
+                text,
+                config,
+            }),
+            Err(e) => {
+                errors.extend(e.0);
+                None
+            }
+        },
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
+        Err(e) => {
+            errors.push(unreadable(&alerts_file, e));
+            None
+        }
+    };
+    match scheduler {
+        Some((text, jobs)) if errors.is_empty() => Ok(LoadedConfig {
+            file,
+            text,
+            jobs,
+            alerts,
+        }),
+        _ => Err(ConfigErrors(errors)),
+    }
 }
 
 /// Replaces `${NAME}` (NAME of letters, digits and `_`) with the variable's value;
@@ -130,6 +190,17 @@ pub fn interpolate_str(text: &str, lookup: &dyn Fn(&str) -> Option<String>) -> R
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// `--dev` loads the repository's `config/`: it must load on a fresh machine
+    /// (no secrets set), alerts.yaml included.
+    #[test]
+    fn the_shipped_config_directory_loads() {
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../config");
+        let loaded = load_dir(&dir).unwrap_or_else(|e| panic!("{e}"));
+        assert!(!loaded.jobs.is_empty());
+        let alerts = loaded.alerts.expect("config/alerts.yaml is loaded");
+        assert!(alerts.config.channels.is_empty() && alerts.config.rules.is_empty());
+    }
 
     #[test]
     fn interpolates_variables_and_keeps_shell_forms() {

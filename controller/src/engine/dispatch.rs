@@ -10,6 +10,7 @@ use worker_proto::v1::{
 use super::select::select_assignments;
 use super::state::{AgentEntry, AgentSender, Core, Renewal};
 use super::{Counters, Engine, MAX_OUTPUT_BYTES};
+use crate::alerting::facts::{AttemptFact, Fact};
 use crate::api::convert::executor_to_proto;
 use crate::config::JobSet;
 use crate::error::{Error, Result};
@@ -105,6 +106,7 @@ impl Engine {
                 connected_at: now,
                 last_seen: now,
                 running,
+                lost_reported: false,
             },
         );
         Ok(connection)
@@ -193,6 +195,7 @@ impl Engine {
             let extra = run.extra_mut();
             extra.agent_id = Some(agent_id.clone());
             extra.lease_until = lease_until;
+            extra.started_at = now;
             let (job_name, attempt, payload) = (run.job.clone(), run.attempt, run.payload.to_string());
             let timeout = jobs.get(&job_name).and_then(|j| j.timeout);
             run.extra_mut().deadline =
@@ -432,8 +435,37 @@ impl Engine {
         })
     }
 
+    /// What alerting is told about a settled attempt, if any rule could care.
+    /// Read before the run leaves `running` (its agent and start are still known).
+    fn attempt_fact(&self, core: &Core, s: &Settlement) -> Option<AttemptFact> {
+        let sink = self.alert_sink()?;
+        if !sink.wants_attempt(s.end.outcome) {
+            return None;
+        }
+        let run = core.live.get(s.change.run_id.as_str())?;
+        let started_at = run.extra().started_at;
+        Some(AttemptFact {
+            run_id: s.change.run_id.clone(),
+            job: s.job.clone(),
+            priority: run.priority,
+            attempt: s.end.attempt,
+            max_attempts: run.max_attempts,
+            agent: run.agent_id().and_then(|a| core.agents.get(a)).map(|a| a.name.clone()),
+            outcome: s.end.outcome,
+            state: s.change.to,
+            error: s.end.error.clone().or_else(|| s.change.reason.clone()),
+            output_tail: s.end.output.clone(),
+            duration_ms: s
+                .end
+                .duration_ms
+                .or_else(|| (started_at > 0).then(|| s.change.at - started_at)),
+            at: s.change.at,
+        })
+    }
+
     fn apply_settlement(&self, core: &mut Core, s: Settlement) {
         let id = s.change.run_id.clone();
+        let fact = self.attempt_fact(core, &s);
         core.release_running(&id);
         let attempt = s.end.attempt;
         match s.change.to {
@@ -460,6 +492,9 @@ impl Engine {
             s.change.reason.as_deref(),
         );
         self.apply_dependent_changes(core, &id, s.change.to, &s.dependents);
+        if let (Some(fact), Some(sink)) = (fact, self.alert_sink()) {
+            sink.send(Fact::AttemptEnded(Box::new(fact)));
+        }
     }
 }
 

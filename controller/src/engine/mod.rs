@@ -38,8 +38,9 @@ use worker_proto::v1::RunEvent;
 pub use definitions::{ApplySummary, CONFIG_FILE_KEY, DefinitionsError, initial_definitions};
 pub use dispatch::ResultMessage;
 pub use enqueue::{EnqueueOutcome, EnqueueRequest, MAX_BATCH, validate_payload};
-pub use views::{AgentView, QueueStatsView, RunView};
+pub use views::{AgentView, QueueStatsView, RunView, RunningAttempt};
 
+use crate::alerting::facts::AlertSink;
 use crate::config::JobSet;
 use crate::error::Result;
 use crate::model::RunState;
@@ -107,6 +108,8 @@ pub struct Engine {
     counters: Counters,
     /// Simple enqueues on their way to the enqueue loop (set when it runs).
     enqueue_queue: std::sync::OnceLock<tokio::sync::mpsc::UnboundedSender<enqueue::PendingEnqueue>>,
+    /// Where facts for alerting go (set when alerting runs).
+    alerts: std::sync::OnceLock<AlertSink>,
 }
 
 impl Engine {
@@ -127,6 +130,7 @@ impl Engine {
             definitions_lock: Mutex::new(()),
             counters: Counters::default(),
             enqueue_queue: std::sync::OnceLock::new(),
+            alerts: std::sync::OnceLock::new(),
         };
         {
             let mut core = engine.lock_core().await;
@@ -204,6 +208,7 @@ impl Engine {
                     let current = attempts.iter().find(|a| a.attempt == record.attempt);
                     let extra = run.extra_mut();
                     extra.lease_until = now + lease;
+                    extra.started_at = current.map_or(now, |a| a.started_at);
                     extra.agent_id = current.map(|a| a.agent_id.clone());
                     extra.deadline = jobs
                         .get(&record.job)
@@ -277,6 +282,37 @@ impl Engine {
     /// Reliability counters since start.
     pub fn counters(&self) -> &Counters {
         &self.counters
+    }
+
+    /// Connects alerting: from now on the engine reports attempt ends, missed
+    /// fires and lost agents to `sink` (only those some rule wants). Set once.
+    pub fn set_alert_sink(&self, sink: AlertSink) {
+        let _ = self.alerts.set(sink);
+    }
+
+    /// Where facts for alerting go, when alerting runs.
+    pub fn alert_sink(&self) -> Option<&AlertSink> {
+        self.alerts.get()
+    }
+
+    /// Tells alerting that `fires` fires of `job` (the last at `fire_at`) did not run.
+    pub fn report_missed_fires(&self, job: &crate::job::JobDef, fires: u64, fire_at: i64, reason: String) {
+        if let Some(sink) = self
+            .alert_sink()
+            .filter(|s| s.wants(crate::alerting::Event::ScheduleMissed))
+            && fires > 0
+        {
+            sink.send(crate::alerting::facts::Fact::ScheduleMissed(
+                crate::alerting::facts::MissedFact {
+                    job: job.name.clone(),
+                    priority: job.priority,
+                    fires,
+                    reason,
+                    fire_at,
+                    at: now_ms(),
+                },
+            ));
+        }
     }
 
     /// The store.

@@ -35,6 +35,15 @@ impl Engine {
             Overlap::Forbid => {
                 tracing::info!(job = %job.name, unfinished = unfinished.len(), "schedule fire skipped: overlap forbidden");
                 self.store.advance_cursor(&job.name, instant, 0, 1).await?;
+                self.report_missed_fires(
+                    job,
+                    1,
+                    instant,
+                    format!(
+                        "skipped: {} run(s) of the job still unfinished (overlap: forbid)",
+                        unfinished.len()
+                    ),
+                );
                 Ok(false)
             }
             _ => {

@@ -150,6 +150,7 @@ mod tests {
                 connected_at: 0,
                 last_seen: 0,
                 running: Default::default(),
+                lost_reported: false,
             },
         );
     }

@@ -60,6 +60,9 @@ pub struct RunExtra {
     pub agent_id: Option<String>,
     /// While running: lease expiry (Unix ms), renewed by heartbeats.
     pub lease_until: i64,
+    /// While running: when the attempt was assigned (Unix ms; for runs found
+    /// running at start-up, when the controller started), for `run_slow`.
+    pub started_at: i64,
     /// While running: when the controller gives up on the attempt whatever the
     /// heartbeats say (start + job timeout + lease timeout), if the job has a timeout.
     pub deadline: Option<i64>,
@@ -73,6 +76,7 @@ pub struct RunExtra {
 static NO_EXTRA: RunExtra = RunExtra {
     agent_id: None,
     lease_until: 0,
+    started_at: 0,
     deadline: None,
     cancel_reason: None,
     waiting_on: BTreeSet::new(),
@@ -162,6 +166,9 @@ pub struct AgentEntry {
     pub last_seen: i64,
     /// (run id, attempt) it holds.
     pub running: BTreeSet<(String, u32)>,
+    /// Alerting was told it is lost (silent past the lease); reset when it
+    /// connects again.
+    pub lost_reported: bool,
 }
 
 impl AgentEntry {
@@ -216,6 +223,9 @@ pub struct Core {
     pub job_names: std::collections::HashSet<Arc<str>>,
     /// Number of queued runs per job (kept with `ready` by `push_ready`/`unindex`).
     pub queued_by_job: HashMap<Arc<str>, usize>,
+    /// Number of queued runs per priority, indexed by `Priority as usize` (kept
+    /// with `ready`), so queue depth is read without walking the queue.
+    pub queued_by_priority: [u64; 4],
     /// Scheduled runs by `not_before`.
     pub timers: BTreeSet<(i64, String)>,
     /// Agents by id.
@@ -287,6 +297,7 @@ impl Core {
             live,
             ready,
             queued_by_job,
+            queued_by_priority,
             next_seq,
             ..
         } = self;
@@ -294,9 +305,11 @@ impl Core {
             match run.ready_key.take() {
                 Some(old) => {
                     ready.remove(&old);
+                    queued_by_priority[old.0.0 as usize] -= 1;
                 }
                 None => *queued_by_job.entry(run.job.clone()).or_default() += 1,
             }
+            queued_by_priority[run.priority as usize] += 1;
             let key = (Reverse(run.priority), ready_at, *next_seq);
             run.state = RunState::Queued;
             run.ready_key = Some(key);
@@ -310,12 +323,14 @@ impl Core {
             live,
             ready,
             queued_by_job,
+            queued_by_priority,
             timers,
             ..
         } = self;
         if let Some(run) = live.get_mut(id) {
             if let Some(key) = run.ready_key.take() {
                 ready.remove(&key);
+                queued_by_priority[key.0.0 as usize] -= 1;
                 if let Some(n) = queued_by_job.get_mut(&run.job) {
                     *n -= 1;
                     if *n == 0 {

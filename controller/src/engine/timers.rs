@@ -7,6 +7,8 @@ use std::time::Duration;
 use worker_proto::v1::{Cancel, ControllerMessage, controller_message::Msg};
 
 use super::{Counters, Engine};
+use crate::alerting::Event;
+use crate::alerting::facts::{AgentFact, Fact};
 use crate::error::Result;
 use crate::model::{Outcome, RunState};
 use crate::store::{AttemptEnd, StateChange};
@@ -143,8 +145,34 @@ impl Engine {
                 );
             }
         }
+        self.report_lost_agents(&mut core, now);
         core.agents
             .retain(|_, a| a.sender.is_some() || !a.running.is_empty() || now - a.last_seen < FORGET_AGENT_AFTER_MS);
         Ok(expired.len())
+    }
+
+    /// Tells alerting, once per silence, about agents not heard from (no
+    /// heartbeat, or disconnected and not back) for longer than the lease.
+    fn report_lost_agents(&self, core: &mut super::state::Core, now: i64) {
+        let Some(sink) = self.alert_sink().filter(|s| s.wants(Event::AgentLost)) else {
+            return;
+        };
+        let lease = self.settings.lease_timeout.as_millis() as i64;
+        for agent in core.agents.values_mut() {
+            if agent.lost_reported || now - agent.last_seen < lease {
+                continue;
+            }
+            agent.lost_reported = true;
+            tracing::warn!(agent = %agent.name, connected = agent.sender.is_some(), "agent lost");
+            sink.send(Fact::AgentLost(AgentFact {
+                agent_id: agent.id.clone(),
+                name: agent.name.clone(),
+                host: agent.host.clone(),
+                connected: agent.sender.is_some(),
+                running: agent.running.len(),
+                last_seen: agent.last_seen,
+                at: now,
+            }));
+        }
     }
 }

@@ -39,6 +39,45 @@ pub struct QueueStatsView {
     pub dead: u64,
 }
 
+/// An attempt in progress (see [`Engine::running_attempts`]).
+#[derive(Debug, Clone)]
+pub struct RunningAttempt {
+    /// Run id.
+    pub run_id: String,
+    /// Job name.
+    pub job: String,
+    /// The run's priority.
+    pub priority: Priority,
+    /// The attempt (1-based).
+    pub attempt: u32,
+    /// The run's attempt limit.
+    pub max_attempts: u32,
+    /// The agent's name, when known.
+    pub agent: Option<String>,
+    /// When it was assigned (Unix ms).
+    pub started_at: i64,
+}
+
+/// Per priority, highest first: queued runs (from the per-priority counts) and
+/// the wait of the oldest (the first key of the priority in the ready queue,
+/// which is ordered by priority, then ready time).
+fn backlog_of(core: &super::state::Core, now: i64) -> Vec<(Priority, u64, u64)> {
+    Priority::ALL
+        .iter()
+        .rev()
+        .map(|&p| {
+            let depth = core.queued_by_priority[p as usize];
+            let oldest = core
+                .ready
+                .range((std::cmp::Reverse(p), i64::MIN, 0)..)
+                .next()
+                .filter(|((q, _, _), _)| q.0 == p)
+                .map_or(0, |((_, ready_at, _), _)| (now - ready_at).max(0) as u64);
+            (p, depth, oldest)
+        })
+        .collect()
+}
+
 /// An agent as shown to operators.
 #[derive(Debug, Clone)]
 pub struct AgentView {
@@ -156,20 +195,38 @@ impl Engine {
         self.with_attempts(runs).await
     }
 
+    /// (priority, queued runs, oldest wait in ms), highest priority first: the
+    /// queue's backlog, read from its indexes (no walk of the queue).
+    pub async fn backlog(&self) -> Vec<(Priority, u64, u64)> {
+        let core = self.lock_core().await;
+        backlog_of(&core, now_ms())
+    }
+
+    /// The attempts running now, for `run_slow`.
+    pub async fn running_attempts(&self) -> Vec<RunningAttempt> {
+        let core = self.lock_core().await;
+        core.running
+            .iter()
+            .filter_map(|id| core.live.get(id))
+            .map(|run| RunningAttempt {
+                run_id: run.id.to_string(),
+                job: run.job.to_string(),
+                priority: run.priority,
+                attempt: run.attempt,
+                max_attempts: run.max_attempts,
+                agent: run.agent_id().and_then(|a| core.agents.get(a)).map(|a| a.name.clone()),
+                started_at: run.extra().started_at,
+            })
+            .collect()
+    }
+
     /// Queue depths.
     pub async fn queue_stats(&self) -> Result<QueueStatsView> {
         let now = now_ms();
         let mut stats = QueueStatsView::default();
         {
             let core = self.lock_core().await;
-            let mut by_priority: BTreeMap<std::cmp::Reverse<Priority>, (u64, u64)> =
-                Priority::ALL.iter().map(|p| (std::cmp::Reverse(*p), (0, 0))).collect();
-            for ((priority, ready_at, _), _) in core.ready.iter() {
-                let entry = by_priority.entry(*priority).or_default();
-                entry.0 += 1;
-                entry.1 = entry.1.max((now - ready_at).max(0) as u64);
-            }
-            stats.priorities = by_priority.into_iter().map(|(p, (n, wait))| (p.0, n, wait)).collect();
+            stats.priorities = backlog_of(&core, now);
             // Counted from the indexes, not by walking every live run.
             stats.queued = core.ready.len() as u64;
             stats.scheduled = core.timers.len() as u64;

@@ -155,6 +155,16 @@ async fn catch_up(engine: &Engine) -> Result<BTreeSet<(i64, String)>> {
             .advance_cursor(&job.name, newest.timestamp_millis(), missed, 0)
             .await?;
         tracing::info!(job = %job.name, missed, caught_up = eligible.len(), policy = %job.catch_up, "fires missed while the controller was down");
+        engine.report_missed_fires(
+            job,
+            missed,
+            newest.timestamp_millis(),
+            format!(
+                "{missed} fire(s) missed while the controller was down (catch_up: {}, {} caught up)",
+                job.catch_up,
+                eligible.len()
+            ),
+        );
     }
     Ok(plan(engine, now.timestamp_millis()))
 }

@@ -1,5 +1,6 @@
 //! The store: the source of truth for runs, attempts, transitions and schedule
-//! cursors (design §10).
+//! cursors (design §10), job definitions, and alerting's channels, rules and
+//! history (design §9).
 //!
 //! [`Store`] is a thin facade over one backend, chosen by the database URL:
 //! `sqlite://…` opens the embedded SQLite backend ([`sqlite`]), `postgres://…`
@@ -19,12 +20,18 @@ use std::str::FromStr;
 use std::sync::Arc;
 
 pub use records::{
-    AttemptEnd, AttemptRecord, AttemptStart, InsertPlan, JobStatsRecord, NewRun, RunRecord, ScheduleCursor,
-    StateChange, TransitionRecord,
+    AlertQuery, AlertRecord, AttemptEnd, AttemptRecord, AttemptStart, InsertPlan, JobStatsRecord, NewRun, RunRecord,
+    ScheduleCursor, StateChange, TransitionRecord,
 };
 
 use crate::error::{Error, Result};
 use crate::model::{Outcome, RunState};
+
+/// Rows [`Store::alert_history`] returns when [`AlertQuery::limit`] is 0.
+pub const ALERT_HISTORY_DEFAULT_LIMIT: u32 = 100;
+
+/// The most rows [`Store::alert_history`] returns at once.
+pub const ALERT_HISTORY_MAX_LIMIT: u32 = 10_000;
 
 /// Handle to the database.
 #[derive(Clone)]
@@ -211,6 +218,47 @@ impl Store {
         dispatch!(self.job_stats(job))
     }
 
+    /// Alerting's stored definitions: the channels as (name, spec YAML) by
+    /// name, and the rules as (name, spec YAML) in their order. Both are read in
+    /// one statement, so they come from the same [`Store::save_alert_specs`].
+    pub async fn alert_specs(&self) -> Result<(Vec<(String, String)>, Vec<(String, String)>)> {
+        dispatch!(self.alert_specs())
+    }
+
+    /// Replaces every alert channel and rule with `channels` and `rules` (each
+    /// (name, spec YAML); rules keep their order) in one transaction: a channel
+    /// or rule missing from them is gone. When given, also records the
+    /// configuration file text (`("alerts.yaml", text)`) they came from, as
+    /// [`Store::save_jobs`] does. Names must be unique within each list.
+    pub async fn save_alert_specs(
+        &self,
+        channels: &[(String, String)],
+        rules: &[(String, String)],
+        applied: Option<(&str, &str)>,
+    ) -> Result<()> {
+        dispatch!(self.save_alert_specs(channels, rules, applied))
+    }
+
+    /// Records alert outcomes in one transaction, as multi-row statements (a
+    /// failure storm records thousands of suppressed alerts at once). A row
+    /// whose id is recorded already is left as it is, so a retried call
+    /// records nothing twice.
+    pub async fn record_alerts(&self, records: &[AlertRecord]) -> Result<()> {
+        dispatch!(self.record_alerts(records))
+    }
+
+    /// Alert history rows matching `query`, newest first (by `at`, ties by id
+    /// descending), at most [`AlertQuery::limit`] of them (0: 100; at most 10,000).
+    pub async fn alert_history(&self, query: &AlertQuery) -> Result<Vec<AlertRecord>> {
+        dispatch!(self.alert_history(query, history_limit(query.limit)))
+    }
+
+    /// Deletes the alert history rows recorded before `older_than` (Unix ms).
+    /// Returns how many were deleted.
+    pub async fn prune_alert_history(&self, older_than: i64) -> Result<u64> {
+        dispatch!(self.prune_alert_history(older_than))
+    }
+
     /// Closes the pool, waiting for connections to finish.
     pub async fn close(&self) {
         dispatch!(self.close())
@@ -254,6 +302,36 @@ fn open_error(what: &str, shown: &str, cause: Error) -> Error {
     }
 }
 
+/// The number of alert history rows to return for a requested `limit`.
+fn history_limit(limit: u32) -> u32 {
+    match limit {
+        0 => ALERT_HISTORY_DEFAULT_LIMIT,
+        n => n.min(ALERT_HISTORY_MAX_LIMIT),
+    }
+}
+
+/// (name, spec YAML) pairs.
+type Specs = Vec<(String, String)>;
+
+/// Splits (is a channel, name, spec) rows into (channels, rules), keeping
+/// their order.
+fn split_alert_specs(rows: impl Iterator<Item = (bool, String, String)>) -> (Specs, Specs) {
+    let (mut channels, mut rules) = (Vec::new(), Vec::new());
+    for (is_channel, name, spec) in rows {
+        if is_channel {
+            channels.push((name, spec));
+        } else {
+            rules.push((name, spec));
+        }
+    }
+    (channels, rules)
+}
+
+/// Reads the `attempts` column of an alert history row.
+fn attempts_column(value: i64) -> Result<u32> {
+    u32::try_from(value).map_err(|_| Error::internal(format!("corrupt value in store: {value} delivery attempts")))
+}
+
 /// Parses a text column into a model enum.
 fn parse_column<T: FromStr<Err = String>>(text: &str) -> Result<T> {
     text.parse()
@@ -262,7 +340,16 @@ fn parse_column<T: FromStr<Err = String>>(text: &str) -> Result<T> {
 
 #[cfg(test)]
 mod tests {
-    use super::redact_url;
+    use super::{history_limit, redact_url};
+
+    #[test]
+    fn alert_history_limits_default_and_cap() {
+        assert_eq!(history_limit(0), 100);
+        assert_eq!(history_limit(1), 1);
+        assert_eq!(history_limit(10_000), 10_000);
+        assert_eq!(history_limit(10_001), 10_000);
+        assert_eq!(history_limit(u32::MAX), 10_000);
+    }
 
     #[test]
     fn passwords_are_hidden() {

@@ -14,11 +14,11 @@ use std::str::FromStr;
 use std::time::Duration;
 
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions, PgRow};
-use sqlx::{AssertSqlSafe, Connection, PgConnection, PgPool, Row};
+use sqlx::{AssertSqlSafe, Connection, PgConnection, PgPool, Postgres, QueryBuilder, Row};
 
 use super::{
-    AttemptEnd, AttemptRecord, AttemptStart, InsertPlan, JobStatsRecord, RunRecord, ScheduleCursor, StateChange,
-    TransitionRecord, parse_column, redact_url,
+    AlertQuery, AlertRecord, AttemptEnd, AttemptRecord, AttemptStart, InsertPlan, JobStatsRecord, RunRecord,
+    ScheduleCursor, StateChange, TransitionRecord, parse_column, redact_url,
 };
 use crate::error::{Error, ErrorCode, Result};
 use crate::model::{Outcome, RunState};
@@ -30,6 +30,11 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
         2,
         "definitions and dependencies",
         include_str!("../../../migrations/postgres/0002_definitions_dependencies.sql"),
+    ),
+    (
+        3,
+        "alerts",
+        include_str!("../../../migrations/postgres/0003_alerts.sql"),
     ),
 ];
 
@@ -478,9 +483,167 @@ impl PgStore {
         Ok(stats)
     }
 
+    /// Alert channels (name, spec) by name and rules (name, spec) by position,
+    /// in one statement (one snapshot).
+    pub(super) async fn alert_specs(&self) -> Result<(Vec<(String, String)>, Vec<(String, String)>)> {
+        let rows = sqlx::query(
+            "SELECT TRUE AS is_channel, name, spec, 0::bigint AS position FROM alert_channels
+             UNION ALL SELECT FALSE, name, spec, position FROM alert_rules
+             ORDER BY is_channel DESC, position, name",
+        )
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(super::split_alert_specs(
+            rows.iter().map(|r| (r.get::<bool, _>(0), r.get(1), r.get(2))),
+        ))
+    }
+
+    /// Replaces every alert channel and rule in one transaction, and, when
+    /// given, records the configuration file text they came from.
+    pub(super) async fn save_alert_specs(
+        &self,
+        channels: &[(String, String)],
+        rules: &[(String, String)],
+        applied: Option<(&str, &str)>,
+    ) -> Result<()> {
+        let now = chrono::Utc::now().timestamp_millis();
+        let mut tx = self.pool.begin().await?;
+        // Replaces serialize (readers are not blocked): without the lock, two
+        // concurrent replaces under READ COMMITTED could each delete only the
+        // rows they saw and leave a mix of both sets.
+        sqlx::query("LOCK TABLE alert_channels, alert_rules IN EXCLUSIVE MODE")
+            .execute(&mut *tx)
+            .await?;
+        sqlx::query("DELETE FROM alert_channels").execute(&mut *tx).await?;
+        sqlx::query("DELETE FROM alert_rules").execute(&mut *tx).await?;
+        if !channels.is_empty() {
+            sqlx::query(
+                "INSERT INTO alert_channels (name, spec, updated_at)
+                     SELECT name, spec, $3 FROM UNNEST($1::text[], $2::text[]) AS v (name, spec)",
+            )
+            .bind(channels.iter().map(|(name, _)| name.as_str()).collect::<Vec<_>>())
+            .bind(channels.iter().map(|(_, spec)| spec.as_str()).collect::<Vec<_>>())
+            .bind(now)
+            .execute(&mut *tx)
+            .await?;
+        }
+        if !rules.is_empty() {
+            // WITH ORDINALITY numbers the rows in array order, from 1.
+            sqlx::query(
+                "INSERT INTO alert_rules (name, position, spec, updated_at)
+                     SELECT name, position - 1, spec, $3
+                     FROM UNNEST($1::text[], $2::text[]) WITH ORDINALITY AS v (name, spec, position)",
+            )
+            .bind(rules.iter().map(|(name, _)| name.as_str()).collect::<Vec<_>>())
+            .bind(rules.iter().map(|(_, spec)| spec.as_str()).collect::<Vec<_>>())
+            .bind(now)
+            .execute(&mut *tx)
+            .await?;
+        }
+        if let Some((file, content)) = applied {
+            sqlx::query(
+                "INSERT INTO applied_config (file, content, applied_at) VALUES ($1, $2, $3)
+                 ON CONFLICT (file) DO UPDATE SET content = excluded.content, applied_at = excluded.applied_at",
+            )
+            .bind(file)
+            .bind(content)
+            .bind(now)
+            .execute(&mut *tx)
+            .await?;
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// Records alert outcomes in one statement (the rows as arrays, UNNEST);
+    /// rows whose id exists already are skipped.
+    pub(super) async fn record_alerts(&self, records: &[AlertRecord]) -> Result<()> {
+        if records.is_empty() {
+            return Ok(());
+        }
+        sqlx::query(
+            "INSERT INTO alert_history (id, alert_id, at, kind, event, rule, channel, job, run_id, status, attempts,
+                 answer, title)
+                 SELECT * FROM UNNEST($1::text[], $2::text[], $3::bigint[], $4::text[], $5::text[], $6::text[],
+                                      $7::text[], $8::text[], $9::text[], $10::text[], $11::bigint[], $12::text[],
+                                      $13::text[])
+                 ON CONFLICT (id) DO NOTHING",
+        )
+        .bind(records.iter().map(|r| r.id.as_str()).collect::<Vec<_>>())
+        .bind(records.iter().map(|r| r.alert_id.as_str()).collect::<Vec<_>>())
+        .bind(records.iter().map(|r| r.at).collect::<Vec<_>>())
+        .bind(records.iter().map(|r| r.kind.as_str()).collect::<Vec<_>>())
+        .bind(records.iter().map(|r| r.event.map(|e| e.as_str())).collect::<Vec<_>>())
+        .bind(records.iter().map(|r| r.rule.as_deref()).collect::<Vec<_>>())
+        .bind(records.iter().map(|r| r.channel.as_str()).collect::<Vec<_>>())
+        .bind(records.iter().map(|r| r.job.as_deref()).collect::<Vec<_>>())
+        .bind(records.iter().map(|r| r.run_id.as_deref()).collect::<Vec<_>>())
+        .bind(records.iter().map(|r| r.status.as_str()).collect::<Vec<_>>())
+        .bind(records.iter().map(|r| i64::from(r.attempts)).collect::<Vec<_>>())
+        .bind(records.iter().map(|r| r.answer.as_str()).collect::<Vec<_>>())
+        .bind(records.iter().map(|r| r.title.as_str()).collect::<Vec<_>>())
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    /// Alert history rows matching `query`, newest first, at most `limit`.
+    pub(super) async fn alert_history(&self, query: &AlertQuery, limit: u32) -> Result<Vec<AlertRecord>> {
+        // Only the filters that are set become conditions, so that the indexes
+        // on (rule, at, id) and (job, at, id) apply to generic plans too.
+        let mut q = QueryBuilder::<Postgres>::new(format!("SELECT {ALERT_COLUMNS} FROM alert_history WHERE TRUE"));
+        if let Some(rule) = &query.rule {
+            q.push(" AND rule = ").push_bind(rule);
+        }
+        if let Some(channel) = &query.channel {
+            q.push(" AND channel = ").push_bind(channel);
+        }
+        if let Some(job) = &query.job {
+            q.push(" AND job = ").push_bind(job);
+        }
+        if let Some(status) = query.status {
+            q.push(" AND status = ").push_bind(status.as_str());
+        }
+        q.push(" ORDER BY at DESC, id DESC LIMIT ").push_bind(i64::from(limit));
+        let rows = q.build().fetch_all(&self.pool).await?;
+        rows.iter().map(alert_from_row).collect()
+    }
+
+    /// Deletes the alert history rows recorded before `older_than`. Returns how many.
+    pub(super) async fn prune_alert_history(&self, older_than: i64) -> Result<u64> {
+        Ok(sqlx::query("DELETE FROM alert_history WHERE at < $1")
+            .bind(older_than)
+            .execute(&self.pool)
+            .await?
+            .rows_affected())
+    }
+
     pub(super) async fn close(&self) {
         self.pool.close().await;
     }
+}
+
+/// The columns of `alert_history` that [`alert_from_row`] reads, in order.
+const ALERT_COLUMNS: &str =
+    "id, alert_id, at, kind, event, rule, channel, job, run_id, status, attempts, answer, title";
+
+fn alert_from_row(r: &PgRow) -> Result<AlertRecord> {
+    let event: Option<String> = r.get(4);
+    Ok(AlertRecord {
+        id: r.get(0),
+        alert_id: r.get(1),
+        at: r.get(2),
+        kind: parse_column(&r.get::<String, _>(3))?,
+        event: event.map(|e| parse_column(&e)).transpose()?,
+        rule: r.get(5),
+        channel: r.get(6),
+        job: r.get(7),
+        run_id: r.get(8),
+        status: parse_column(&r.get::<String, _>(9))?,
+        attempts: super::attempts_column(r.get(10))?,
+        answer: r.get(11),
+        title: r.get(12),
+    })
 }
 
 const RUN_COLUMNS: &str = "id, job, state, priority, payload, trigger_kind, scheduled_for, created_at, not_before, ready_at, finished_at, attempt, max_attempts, reason, workflow_id, cancel_requested, idempotency_key";

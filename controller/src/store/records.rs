@@ -1,5 +1,6 @@
 //! Plain records read from and written to the store.
 
+use crate::alerting::{AlertKind, AlertStatus, Event};
 use crate::model::{Outcome, Priority, RunState, Trigger};
 
 /// A run as stored. Timestamps are Unix milliseconds.
@@ -240,4 +241,52 @@ pub struct JobStatsRecord {
     pub recent_durations_ms: Vec<i64>,
     /// The newest run.
     pub last_run: Option<RunRecord>,
+}
+
+/// One alert's outcome for one channel, as recorded.
+#[derive(Debug, Clone, PartialEq)]
+pub struct AlertRecord {
+    /// ULID of this row.
+    pub id: String,
+    /// The alert's id, shared by the rows of its channels.
+    pub alert_id: String,
+    /// When the outcome was recorded (Unix ms).
+    pub at: i64,
+    /// Alert, summary or test.
+    pub kind: AlertKind,
+    /// The event (`None` for a test).
+    pub event: Option<Event>,
+    /// The rule that routed it (`None` for a test).
+    pub rule: Option<String>,
+    /// The channel it went (or would have gone) to.
+    pub channel: String,
+    /// The job it is about.
+    pub job: Option<String>,
+    /// The run it is about.
+    pub run_id: Option<String>,
+    /// Sent, failed or suppressed.
+    pub status: AlertStatus,
+    /// Delivery attempts made (0 for a suppressed alert).
+    pub attempts: u32,
+    /// The channel's answer, or the error.
+    pub answer: String,
+    /// The alert's one-line title.
+    pub title: String,
+}
+
+/// Which alert history rows to list (newest first). Filters that are set are
+/// AND-ed.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct AlertQuery {
+    /// At most this many rows: 0 means [`super::ALERT_HISTORY_DEFAULT_LIMIT`],
+    /// and more than [`super::ALERT_HISTORY_MAX_LIMIT`] means that many.
+    pub limit: u32,
+    /// Only rows of this rule.
+    pub rule: Option<String>,
+    /// Only rows of this channel.
+    pub channel: Option<String>,
+    /// Only rows about this job.
+    pub job: Option<String>,
+    /// Only rows with this status.
+    pub status: Option<AlertStatus>,
 }

@@ -17,17 +17,21 @@ use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, S
 use sqlx::{AssertSqlSafe, QueryBuilder, Row, Sqlite, SqliteConnection, SqlitePool};
 
 use super::{
-    AttemptEnd, AttemptRecord, AttemptStart, InsertPlan, JobStatsRecord, RunRecord, ScheduleCursor, StateChange,
-    TransitionRecord, parse_column, redact_url,
+    AlertQuery, AlertRecord, AttemptEnd, AttemptRecord, AttemptStart, InsertPlan, JobStatsRecord, RunRecord,
+    ScheduleCursor, StateChange, TransitionRecord, parse_column, redact_url,
 };
 
 use crate::error::{Error, Result};
 use crate::model::{Outcome, RunState};
 
-/// Embedded migrations, applied in order at start-up.
 /// Rows per multi-row statement (at 9 parameters a row, far below SQLite's limit).
 const ROWS_PER_STATEMENT: usize = 500;
 
+/// Alert history rows deleted per transaction when pruning: the writer is
+/// released between batches, so a large prune does not hold up commit rounds.
+const PRUNE_BATCH: i64 = 5_000;
+
+/// Embedded migrations, applied in order at start-up.
 const MIGRATIONS: &[(i64, &str, &str)] = &[
     (1, "init", include_str!("../../../migrations/sqlite/0001_init.sql")),
     (
@@ -35,6 +39,7 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
         "definitions and dependencies",
         include_str!("../../../migrations/sqlite/0002_definitions_dependencies.sql"),
     ),
+    (3, "alerts", include_str!("../../../migrations/sqlite/0003_alerts.sql")),
 ];
 
 /// Handle to a SQLite database.
@@ -509,6 +514,140 @@ impl SqliteStore {
         Ok(stats)
     }
 
+    /// Alert channels (name, spec) by name and rules (name, spec) by position,
+    /// in one statement (one snapshot).
+    pub(super) async fn alert_specs(&self) -> Result<(Vec<(String, String)>, Vec<(String, String)>)> {
+        let rows = sqlx::query(
+            "SELECT TRUE AS is_channel, name, spec, 0 AS position FROM alert_channels
+             UNION ALL SELECT FALSE, name, spec, position FROM alert_rules
+             ORDER BY is_channel DESC, position, name",
+        )
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(super::split_alert_specs(
+            rows.iter().map(|r| (r.get::<bool, _>(0), r.get(1), r.get(2))),
+        ))
+    }
+
+    /// Replaces every alert channel and rule in one transaction, and, when
+    /// given, records the configuration file text they came from.
+    pub(super) async fn save_alert_specs(
+        &self,
+        channels: &[(String, String)],
+        rules: &[(String, String)],
+        applied: Option<(&str, &str)>,
+    ) -> Result<()> {
+        let now = chrono::Utc::now().timestamp_millis();
+        let mut tx = self.writer.begin().await?;
+        sqlx::query("DELETE FROM alert_channels").execute(&mut *tx).await?;
+        sqlx::query("DELETE FROM alert_rules").execute(&mut *tx).await?;
+        for chunk in channels.chunks(ROWS_PER_STATEMENT) {
+            let mut q = QueryBuilder::<Sqlite>::new("INSERT INTO alert_channels (name, spec, updated_at) ");
+            q.push_values(chunk, |mut row, (name, spec)| {
+                row.push_bind(name).push_bind(spec).push_bind(now);
+            });
+            q.build().execute(&mut *tx).await?;
+        }
+        let positioned: Vec<(i64, &(String, String))> = (0i64..).zip(rules).collect();
+        for chunk in positioned.chunks(ROWS_PER_STATEMENT) {
+            let mut q = QueryBuilder::<Sqlite>::new("INSERT INTO alert_rules (name, position, spec, updated_at) ");
+            q.push_values(chunk, |mut row, (position, (name, spec))| {
+                row.push_bind(name).push_bind(*position).push_bind(spec).push_bind(now);
+            });
+            q.build().execute(&mut *tx).await?;
+        }
+        if let Some((file, content)) = applied {
+            sqlx::query(
+                "INSERT INTO applied_config (file, content, applied_at) VALUES (?, ?, ?)
+                 ON CONFLICT (file) DO UPDATE SET content = excluded.content, applied_at = excluded.applied_at",
+            )
+            .bind(file)
+            .bind(content)
+            .bind(now)
+            .execute(&mut *tx)
+            .await?;
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// Records alert outcomes in one transaction, as multi-row statements; rows
+    /// whose id exists already are skipped.
+    pub(super) async fn record_alerts(&self, records: &[AlertRecord]) -> Result<()> {
+        if records.is_empty() {
+            return Ok(());
+        }
+        let mut tx = self.writer.begin().await?;
+        // 13 parameters a row.
+        for chunk in records.chunks(ROWS_PER_STATEMENT / 2) {
+            let mut q = QueryBuilder::<Sqlite>::new(
+                "INSERT INTO alert_history (id, alert_id, at, kind, event, rule, channel, job, run_id, status, attempts,
+                     answer, title) ",
+            );
+            q.push_values(chunk, |mut row, record| {
+                row.push_bind(&record.id)
+                    .push_bind(&record.alert_id)
+                    .push_bind(record.at)
+                    .push_bind(record.kind.as_str())
+                    .push_bind(record.event.map(|e| e.as_str()))
+                    .push_bind(&record.rule)
+                    .push_bind(&record.channel)
+                    .push_bind(&record.job)
+                    .push_bind(&record.run_id)
+                    .push_bind(record.status.as_str())
+                    .push_bind(i64::from(record.attempts))
+                    .push_bind(&record.answer)
+                    .push_bind(&record.title);
+            });
+            q.push(" ON CONFLICT (id) DO NOTHING");
+            q.build().execute(&mut *tx).await?;
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// Alert history rows matching `query`, newest first, at most `limit`.
+    pub(super) async fn alert_history(&self, query: &AlertQuery, limit: u32) -> Result<Vec<AlertRecord>> {
+        // Only the filters that are set become conditions, so that the indexes
+        // on (rule, at, id) and (job, at, id) apply.
+        let mut q = QueryBuilder::<Sqlite>::new(format!("SELECT {ALERT_COLUMNS} FROM alert_history WHERE TRUE"));
+        if let Some(rule) = &query.rule {
+            q.push(" AND rule = ").push_bind(rule);
+        }
+        if let Some(channel) = &query.channel {
+            q.push(" AND channel = ").push_bind(channel);
+        }
+        if let Some(job) = &query.job {
+            q.push(" AND job = ").push_bind(job);
+        }
+        if let Some(status) = query.status {
+            q.push(" AND status = ").push_bind(status.as_str());
+        }
+        q.push(" ORDER BY at DESC, id DESC LIMIT ").push_bind(i64::from(limit));
+        let rows = q.build().fetch_all(&self.pool).await?;
+        rows.iter().map(alert_from_row).collect()
+    }
+
+    /// Deletes the alert history rows recorded before `older_than`, in batches
+    /// of [`PRUNE_BATCH`] rows, each its own transaction. Returns how many.
+    pub(super) async fn prune_alert_history(&self, older_than: i64) -> Result<u64> {
+        let mut deleted = 0;
+        loop {
+            let n = sqlx::query(
+                "DELETE FROM alert_history WHERE rowid IN (SELECT rowid FROM alert_history WHERE at < ?1 LIMIT ?2)",
+            )
+            .bind(older_than)
+            .bind(PRUNE_BATCH)
+            .execute(&self.writer)
+            .await?
+            .rows_affected();
+            deleted += n;
+            if n < PRUNE_BATCH as u64 {
+                return Ok(deleted);
+            }
+        }
+    }
+
     /// Closes the pool, waiting for connections to finish.
     pub(super) async fn close(&self) {
         self.pool.close().await;
@@ -774,6 +913,29 @@ impl JsonRun {
             idempotency_key: self.16,
         })
     }
+}
+
+/// The columns of `alert_history` that [`alert_from_row`] reads, in order.
+const ALERT_COLUMNS: &str =
+    "id, alert_id, at, kind, event, rule, channel, job, run_id, status, attempts, answer, title";
+
+fn alert_from_row(r: &SqliteRow) -> Result<AlertRecord> {
+    let event: Option<String> = r.get(4);
+    Ok(AlertRecord {
+        id: r.get(0),
+        alert_id: r.get(1),
+        at: r.get(2),
+        kind: parse_column(&r.get::<String, _>(3))?,
+        event: event.map(|e| parse_column(&e)).transpose()?,
+        rule: r.get(5),
+        channel: r.get(6),
+        job: r.get(7),
+        run_id: r.get(8),
+        status: parse_column(&r.get::<String, _>(9))?,
+        attempts: super::attempts_column(r.get(10))?,
+        answer: r.get(11),
+        title: r.get(12),
+    })
 }
 
 const RUN_COLUMNS: &str = "id, job, state, priority, payload, trigger_kind, scheduled_for, created_at, not_before, ready_at, finished_at, attempt, max_attempts, reason, workflow_id, cancel_requested, idempotency_key";

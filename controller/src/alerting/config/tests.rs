@@ -1,6 +1,6 @@
 use super::*;
 
-const EXAMPLE: &str = include_str!("../../../../config/alerts.yaml");
+const EXAMPLE: &str = include_str!("../../../../config/examples/alerts.yaml");
 
 fn env(name: &str) -> Option<String> {
     let value = match name {
@@ -131,18 +131,18 @@ fn the_example_of_the_design_parses() {
 #[test]
 fn missing_secret_variables_are_all_reported_with_their_lines() {
     let no_env = |_: &str| None;
-    let errors = parse_alerts_yaml(Path::new("config/alerts.yaml"), EXAMPLE, &no_env)
+    let errors = parse_alerts_yaml(Path::new("config/examples/alerts.yaml"), EXAMPLE, &no_env)
         .unwrap_err()
         .0;
     let located: Vec<String> = errors.iter().map(ToString::to_string).collect();
     assert_eq!(
         located,
         [
-            "config/alerts.yaml:9: channels.ops-slack.webhook_url: environment variable SLACK_WEBHOOK_URL is not set (referenced as ${SLACK_WEBHOOK_URL})",
-            "config/alerts.yaml:10: channels.ops-discord.webhook_url: environment variable DISCORD_WEBHOOK_URL is not set (referenced as ${DISCORD_WEBHOOK_URL})",
-            "config/alerts.yaml:13: channels.ops-mail.smtp.username: environment variable SMTP_USER is not set (referenced as ${SMTP_USER})",
-            "config/alerts.yaml:13: channels.ops-mail.smtp.password: environment variable SMTP_PASSWORD is not set (referenced as ${SMTP_PASSWORD})",
-            "config/alerts.yaml:16: channels.pager.secret: environment variable WEBHOOK_SECRET is not set (referenced as ${WEBHOOK_SECRET})",
+            "config/examples/alerts.yaml:9: channels.ops-slack.webhook_url: environment variable SLACK_WEBHOOK_URL is not set (referenced as ${SLACK_WEBHOOK_URL})",
+            "config/examples/alerts.yaml:10: channels.ops-discord.webhook_url: environment variable DISCORD_WEBHOOK_URL is not set (referenced as ${DISCORD_WEBHOOK_URL})",
+            "config/examples/alerts.yaml:13: channels.ops-mail.smtp.username: environment variable SMTP_USER is not set (referenced as ${SMTP_USER})",
+            "config/examples/alerts.yaml:13: channels.ops-mail.smtp.password: environment variable SMTP_PASSWORD is not set (referenced as ${SMTP_PASSWORD})",
+            "config/examples/alerts.yaml:16: channels.pager.secret: environment variable WEBHOOK_SECRET is not set (referenced as ${WEBHOOK_SECRET})",
         ]
     );
 }
@@ -345,10 +345,18 @@ fn slack_takes_a_webhook_or_a_bot_token_with_a_channel() {
         )],
     );
     let config = parse("channels:\n  a: { type: slack, token: \"${BOT_TOKEN}\", channel: ops }\n").unwrap();
-    let ChannelKind::Slack(SlackChannel::Bot { token, channel }) = &config.channels["a"].kind else {
+    let ChannelKind::Slack(SlackChannel::Bot {
+        token,
+        channel,
+        api_url,
+    }) = &config.channels["a"].kind
+    else {
         panic!("bot expected");
     };
-    assert_eq!((token.expose(), channel.as_str()), ("xoxb-bot-s3cret", "ops"));
+    assert_eq!(
+        (token.expose(), channel.as_str(), api_url.as_str()),
+        ("xoxb-bot-s3cret", "ops", SLACK_API_URL)
+    );
 }
 
 #[test]
@@ -543,4 +551,89 @@ fn document_shapes() {
             (4, "rules[0]", "expected a mapping with the rule's `name`"),
         ],
     );
+}
+
+#[test]
+fn a_slack_bot_may_name_its_api_url() {
+    let bot =
+        |extra: &str| format!("channels:\n  b: {{ type: slack, token: \"${{BOT_TOKEN}}\", channel: ops{extra} }}\n");
+    let config = parse(&bot(", api_url: \"http://127.0.0.1:8080/api/\"")).unwrap();
+    let ChannelKind::Slack(SlackChannel::Bot { api_url, .. }) = &config.channels["b"].kind else {
+        panic!("bot expected");
+    };
+    assert_eq!(api_url, "http://127.0.0.1:8080/api", "the trailing slash is dropped");
+    let json = serde_json::to_value(&config.channels["b"]).unwrap();
+    assert_eq!(
+        json["api_url"], "http://127.0.0.1:8080/api",
+        "shown when not the default"
+    );
+    let default = parse(&bot("")).unwrap();
+    assert!(
+        serde_json::to_value(&default.channels["b"])
+            .unwrap()
+            .get("api_url")
+            .is_none()
+    );
+
+    assert_errors(
+        &bot(", api_url: \"http://slack.example.com/api\""),
+        &[(
+            2,
+            "channels.b.api_url",
+            "\"http://slack.example.com/api\": plain http:// is only allowed to a loopback host",
+        )],
+    );
+    assert_errors(
+        &bot(", api_url: \"slack.com/api\""),
+        &[(2, "channels.b.api_url", "expected an https:// URL")],
+    );
+    assert_errors(
+        "channels:\n  w: { type: slack, webhook_url: \"${SLACK_WEBHOOK_URL}\", api_url: \"https://slack.com/api\" }\n",
+        &[(2, "channels.w.api_url", "`api_url` is for a bot: it needs a `token`")],
+    );
+}
+
+#[test]
+fn addresses_must_be_read_alike_by_lettre() {
+    let mail = |from: &str, to: &str| {
+        format!(
+            "channels:\n  m:\n    type: email\n    smtp: {{ host: localhost, tls: none }}\n    from: '{from}'\n    to: ['{to}']\n"
+        )
+    };
+    for (from, to) in [
+        ("worker@example.com", "ops@example.com"),
+        ("Worker <worker@example.com>", "\"Ops, Team\" <ops@example.com>"),
+        ("\"Worker Bot\" <worker@example.com>", "root@[127.0.0.1]"),
+        ("Équipe <worker@example.com>", "On Call <oncall+x@mail.example.co.uk>"),
+    ] {
+        let config = parse(&mail(from, to)).unwrap_or_else(|e| panic!("{from} / {to}: {e}"));
+        let ChannelKind::Email(email) = &config.channels["m"].kind else {
+            panic!("email expected");
+        };
+        for address in std::iter::once(&email.from).chain(&email.to) {
+            parse_mailbox(address).unwrap_or_else(|e| panic!("{address}: {e}"));
+        }
+    }
+    let mailbox = parse_mailbox("Root <root@[127.0.0.1]>").unwrap();
+    assert_eq!(
+        (mailbox.name.as_deref(), mailbox.email.to_string().as_str()),
+        (Some("Root"), "root@[127.0.0.1]")
+    );
+    assert_errors(
+        &mail("Ops, Team <ops@example.com>", "a@example.com"),
+        &[(
+            5,
+            "channels.m.from",
+            "invalid email address \"Ops, Team <ops@example.com>\": ",
+        )],
+    );
+    assert_errors(
+        &mail("a@example.com", "Ops; Team <ops@example.com>"),
+        &[(
+            6,
+            "channels.m.to[0]",
+            "invalid email address \"Ops; Team <ops@example.com>\": ",
+        )],
+    );
+    assert!(parse_mailbox("ops@[IPv6:::1]").is_ok());
 }

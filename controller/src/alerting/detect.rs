@@ -1,0 +1,426 @@
+//! From facts to alerts: derives the events of design §9 from what the engine
+//! reports ([`Fact`]) and from what the alerting service polls (running
+//! attempts, the queue's backlog), and routes each to the rules that match it.
+//! Pure: no I/O, no clock (callers pass `now`), so every rule is tested with
+//! plain values.
+//!
+//! How each event is detected:
+//! * `run_failed`: an attempt ended `failed` or `lost` (retried or not);
+//! * `run_timed_out`: an attempt ended `timed_out`;
+//! * `run_dead`: a run moved to the dead-letter queue;
+//! * `consecutive_failures`: the job's `count`-th unsuccessful attempt in a row
+//!   (once per streak; a success resets it);
+//! * `recovered`: the first success of a job after an unsuccessful attempt
+//!   that matched an alert rule (sent or suppressed);
+//! * `run_slow`: an attempt running (polled) or finished longer than the rule's
+//!   `threshold`, once per (rule, attempt);
+//! * `queue_backlog`: a priority's queue deeper than `max_depth` or whose oldest
+//!   run waited longer than `max_wait`, once until it is back under both;
+//! * `schedule_missed`, `agent_lost`: reported by the scheduler and the engine.
+//!
+//! Counters live in memory: after a restart a streak starts again at zero.
+
+use std::collections::{HashMap, HashSet};
+use std::time::Duration;
+
+use super::alert::{Alert, AlertKind};
+use super::config::AlertsConfig;
+use super::facts::{AgentFact, AttemptFact, Fact, MissedFact};
+use super::rules::{Event, EventParams, Rule};
+use crate::duration::format_duration;
+use crate::engine::RunningAttempt;
+use crate::model::{Outcome, Priority, RunState};
+use crate::time::rfc3339;
+
+/// Links into the web UI (`--web-url`); none when it is not set.
+#[derive(Debug, Clone, Default)]
+pub struct Links {
+    base: Option<String>,
+}
+
+impl Links {
+    /// Links under `base` (e.g. `http://worker.example.com:7080`).
+    pub fn new(base: Option<String>) -> Links {
+        Links {
+            base: base.map(|b| b.trim_end_matches('/').to_string()),
+        }
+    }
+
+    fn to(&self, path: &str) -> Option<String> {
+        self.base.as_ref().map(|b| format!("{b}{path}"))
+    }
+
+    /// A run's page.
+    pub fn run(&self, id: &str) -> Option<String> {
+        self.to(&format!("/runs/{id}"))
+    }
+
+    /// A job's page.
+    pub fn job(&self, name: &str) -> Option<String> {
+        self.to(&format!("/jobs/{name}"))
+    }
+
+    /// The agents page.
+    pub fn agents(&self) -> Option<String> {
+        self.to("/agents")
+    }
+
+    /// The queue page.
+    pub fn queue(&self) -> Option<String> {
+        self.to("/queue")
+    }
+}
+
+/// The detection state (streaks, alerted attempts, queues over their limits).
+#[derive(Debug, Default)]
+pub struct Detector {
+    /// Unsuccessful attempts in a row, per job.
+    failures_in_row: HashMap<String, u32>,
+    /// Jobs with an alerting failure and no success since (for `recovered`).
+    failing: HashSet<String>,
+    /// (run, attempt) → rules that already alerted it as slow.
+    slow: HashMap<(String, u32), Vec<String>>,
+    /// (rule, priority) queues currently over their limits.
+    backlogged: HashSet<(String, Priority)>,
+}
+
+impl Detector {
+    /// Empty state.
+    pub fn new() -> Detector {
+        Detector::default()
+    }
+
+    /// The alerts a fact raises, one per matching rule (with `rule` set).
+    pub fn on_fact(&mut self, config: &AlertsConfig, links: &Links, fact: &Fact) -> Vec<Alert> {
+        match fact {
+            Fact::AttemptEnded(attempt) => self.on_attempt(config, links, attempt),
+            Fact::ScheduleMissed(missed) => on_missed(config, links, missed),
+            Fact::AgentLost(agent) => on_agent(config, links, agent),
+        }
+    }
+
+    fn on_attempt(&mut self, config: &AlertsConfig, links: &Links, a: &AttemptFact) -> Vec<Alert> {
+        let mut alerts = Vec::new();
+        let job = Some(a.job.as_str());
+        let priority = Some(a.priority);
+        let failed = matches!(a.outcome, Outcome::Failed | Outcome::Lost | Outcome::TimedOut);
+        let base = || attempt_alert(a, links);
+        let route = |event: Event, alert: Alert, alerts: &mut Vec<Alert>| {
+            for rule in config.matching(event, job, priority) {
+                alerts.push(for_rule(alert.clone(), event, rule));
+            }
+        };
+
+        let next = match a.state {
+            RunState::Scheduled => "a retry is scheduled".to_string(),
+            RunState::Dead => "the run moved to the dead-letter queue".to_string(),
+            other => format!("the run is {other}"),
+        };
+        match a.outcome {
+            Outcome::Failed | Outcome::Lost => {
+                let verb = if a.outcome == Outcome::Lost {
+                    "was lost"
+                } else {
+                    "failed"
+                };
+                let mut alert = base();
+                alert.title = format!("run_failed: {} attempt {}/{} {verb}", a.job, a.attempt, a.max_attempts);
+                alert.text = format!(
+                    "Run {} of job {}: attempt {} {verb}; {next}.",
+                    a.run_id, a.job, a.attempt
+                );
+                route(Event::RunFailed, alert, &mut alerts);
+            }
+            Outcome::TimedOut => {
+                let mut alert = base();
+                alert.title = format!(
+                    "run_timed_out: {} attempt {}/{} timed out",
+                    a.job, a.attempt, a.max_attempts
+                );
+                alert.text = format!(
+                    "Run {} of job {}: attempt {} hit its timeout; {next}.",
+                    a.run_id, a.job, a.attempt
+                );
+                route(Event::RunTimedOut, alert, &mut alerts);
+            }
+            _ => {}
+        }
+        if a.state == RunState::Dead && a.outcome != Outcome::Cancelled {
+            let mut alert = base();
+            alert.title = format!("run_dead: {} run is dead after {} attempt(s)", a.job, a.attempt);
+            alert.text = format!(
+                "Run {} of job {} moved to the dead-letter queue after attempt {} of {} ({}). \
+                 `workerctl dlq retry {}` runs it again.",
+                a.run_id, a.job, a.attempt, a.max_attempts, a.outcome, a.run_id
+            );
+            route(Event::RunDead, alert, &mut alerts);
+        }
+        if failed {
+            let streak = self.failures_in_row.entry(a.job.clone()).or_default();
+            *streak += 1;
+            let streak = *streak;
+            for rule in config.matching(Event::ConsecutiveFailures, job, priority) {
+                if let EventParams::ConsecutiveFailures { count } = rule.params
+                    && streak == count
+                {
+                    let mut alert = base();
+                    alert.title = format!("consecutive_failures: {} failed {count} times in a row", a.job);
+                    alert.text = format!(
+                        "Job {} has not succeeded in its last {count} attempts; the latest, attempt {} of run {}, {}.",
+                        a.job, a.attempt, a.run_id, a.outcome
+                    );
+                    alert.details.push(("In a row".into(), count.to_string()));
+                    alerts.push(for_rule(alert, Event::ConsecutiveFailures, rule));
+                }
+            }
+            if !alerts.is_empty() {
+                self.failing.insert(a.job.clone());
+            }
+        } else if a.outcome == Outcome::Succeeded {
+            self.failures_in_row.remove(&a.job);
+            if self.failing.remove(&a.job) {
+                let mut alert = base();
+                alert.title = format!("recovered: {} succeeded again", a.job);
+                alert.text = format!(
+                    "Job {} succeeded (run {}, attempt {}) after failures that alerted.",
+                    a.job, a.run_id, a.attempt
+                );
+                alert.error = None;
+                alert.output_tail = None;
+                route(Event::Recovered, alert, &mut alerts);
+            }
+        }
+        // Slow, judged on the finished attempt unless the running check already alerted it.
+        let already = self.slow.remove(&(a.run_id.clone(), a.attempt)).unwrap_or_default();
+        if let Some(duration) = a.duration_ms.filter(|_| a.outcome != Outcome::Cancelled) {
+            for rule in config.matching(Event::RunSlow, job, priority) {
+                if let EventParams::RunSlow { threshold } = rule.params
+                    && duration > threshold.as_millis() as i64
+                    && !already.contains(&rule.name)
+                {
+                    let mut alert = base();
+                    alert.title = format!(
+                        "run_slow: {} attempt {} took {}",
+                        a.job,
+                        a.attempt,
+                        format_duration(Duration::from_millis(duration as u64))
+                    );
+                    alert.text = format!(
+                        "Run {} of job {} ran longer than {} ({}).",
+                        a.run_id,
+                        a.job,
+                        format_duration(threshold),
+                        a.outcome
+                    );
+                    alert.details.push(("Threshold".into(), format_duration(threshold)));
+                    alerts.push(for_rule(alert, Event::RunSlow, rule));
+                }
+            }
+        }
+        alerts
+    }
+
+    /// `run_slow` for attempts still running past a rule's threshold (once per
+    /// rule and attempt); forgets attempts that are no longer running.
+    pub fn check_running(
+        &mut self,
+        config: &AlertsConfig,
+        links: &Links,
+        running: &[RunningAttempt],
+        now: i64,
+    ) -> Vec<Alert> {
+        let current: HashSet<(&str, u32)> = running.iter().map(|r| (r.run_id.as_str(), r.attempt)).collect();
+        self.slow
+            .retain(|(run, attempt), _| current.contains(&(run.as_str(), *attempt)));
+        let mut alerts = Vec::new();
+        for r in running {
+            let elapsed = now - r.started_at;
+            for rule in config.matching(Event::RunSlow, Some(&r.job), Some(r.priority)) {
+                let EventParams::RunSlow { threshold } = rule.params else {
+                    continue;
+                };
+                if elapsed <= threshold.as_millis() as i64 {
+                    continue;
+                }
+                let alerted = self.slow.entry((r.run_id.clone(), r.attempt)).or_default();
+                if alerted.contains(&rule.name) {
+                    continue;
+                }
+                alerted.push(rule.name.clone());
+                let mut alert = Alert::new(
+                    AlertKind::Alert,
+                    format!(
+                        "run_slow: {} attempt {} running for {}",
+                        r.job,
+                        r.attempt,
+                        format_duration(Duration::from_secs((elapsed / 1000) as u64))
+                    ),
+                    format!(
+                        "Run {} of job {} has been running longer than {} and has not finished.",
+                        r.run_id,
+                        r.job,
+                        format_duration(threshold)
+                    ),
+                    now,
+                );
+                alert.job = Some(r.job.clone());
+                alert.priority = Some(r.priority);
+                alert.run_id = Some(r.run_id.clone());
+                alert.attempt = Some(r.attempt);
+                alert.max_attempts = Some(r.max_attempts);
+                alert.agent = r.agent.clone();
+                alert.link = links.run(&r.run_id);
+                alert.details.push(("Started".into(), rfc3339(r.started_at)));
+                alert.details.push(("Threshold".into(), format_duration(threshold)));
+                alerts.push(for_rule(alert, Event::RunSlow, rule));
+            }
+        }
+        alerts
+    }
+
+    /// `queue_backlog` for priorities over a rule's limits, given
+    /// (priority, depth, oldest wait ms) per priority. A queue alerts when it
+    /// goes over and again only after it was back under both limits.
+    pub fn check_backlog(
+        &mut self,
+        config: &AlertsConfig,
+        links: &Links,
+        backlog: &[(Priority, u64, u64)],
+        now: i64,
+    ) -> Vec<Alert> {
+        let mut alerts = Vec::new();
+        let mut still_over = HashSet::new();
+        for &(priority, depth, wait_ms) in backlog {
+            for rule in config.matching(Event::QueueBacklog, None, Some(priority)) {
+                let EventParams::QueueBacklog {
+                    max_depth, max_wait, ..
+                } = rule.params
+                else {
+                    continue;
+                };
+                let too_deep = max_depth.is_some_and(|m| depth > m);
+                let too_old = max_wait.is_some_and(|m| depth > 0 && wait_ms > m.as_millis() as u64);
+                if !(too_deep || too_old) {
+                    continue;
+                }
+                let key = (rule.name.clone(), priority);
+                still_over.insert(key.clone());
+                if self.backlogged.contains(&key) {
+                    continue;
+                }
+                self.backlogged.insert(key);
+                let wait = format_duration(Duration::from_secs(wait_ms / 1000));
+                let mut why = Vec::new();
+                if too_deep {
+                    why.push(format!("{depth} queued (limit {})", max_depth.unwrap_or_default()));
+                }
+                if too_old {
+                    why.push(format!(
+                        "oldest waiting {wait} (limit {})",
+                        format_duration(max_wait.unwrap_or_default())
+                    ));
+                }
+                let mut alert = Alert::new(
+                    AlertKind::Alert,
+                    format!("queue_backlog: {priority} queue has {depth} runs waiting, oldest {wait}"),
+                    format!(
+                        "The {priority} priority queue is over its limits: {}. Agents may be missing, \
+                         full, or not matching the jobs' selectors.",
+                        why.join("; ")
+                    ),
+                    now,
+                );
+                alert.priority = Some(priority);
+                alert.link = links.queue();
+                alert.details.push(("Queued".into(), depth.to_string()));
+                alert.details.push(("Oldest wait".into(), wait));
+                alerts.push(for_rule(alert, Event::QueueBacklog, rule));
+            }
+        }
+        self.backlogged.retain(|key| still_over.contains(key));
+        alerts
+    }
+}
+
+/// An alert about an attempt with every fact of it filled in.
+fn attempt_alert(a: &AttemptFact, links: &Links) -> Alert {
+    let mut alert = Alert::new(AlertKind::Alert, String::new(), String::new(), a.at);
+    alert.job = Some(a.job.clone());
+    alert.priority = Some(a.priority);
+    alert.run_id = Some(a.run_id.clone());
+    alert.attempt = Some(a.attempt);
+    alert.max_attempts = Some(a.max_attempts);
+    alert.agent = a.agent.clone();
+    alert.error = a.error.clone();
+    alert.output_tail = a.output_tail.clone();
+    alert.link = links.run(&a.run_id);
+    alert.details.push(("Outcome".into(), a.outcome.to_string()));
+    alert.details.push(("Run state".into(), a.state.to_string()));
+    if let Some(ms) = a.duration_ms {
+        alert.details.push((
+            "Duration".into(),
+            format_duration(Duration::from_millis(ms.max(0) as u64)),
+        ));
+    }
+    alert
+}
+
+/// `alert` as routed by `rule` (a fresh id per rule: each is its own delivery).
+fn for_rule(mut alert: Alert, event: Event, rule: &Rule) -> Alert {
+    alert.id = ulid::Ulid::new().to_string();
+    alert.event = Some(event);
+    alert.rule = Some(rule.name.clone());
+    alert
+}
+
+fn on_missed(config: &AlertsConfig, links: &Links, m: &MissedFact) -> Vec<Alert> {
+    config
+        .matching(Event::ScheduleMissed, Some(&m.job), Some(m.priority))
+        .map(|rule| {
+            let mut alert = Alert::new(
+                AlertKind::Alert,
+                format!("schedule_missed: {} missed {} fire(s)", m.job, m.fires),
+                format!("Schedule of job {}: {}.", m.job, m.reason),
+                m.at,
+            );
+            alert.job = Some(m.job.clone());
+            alert.priority = Some(m.priority);
+            alert.link = links.job(&m.job);
+            alert.details.push(("Fire time".into(), rfc3339(m.fire_at)));
+            alert.details.push(("Fires".into(), m.fires.to_string()));
+            for_rule(alert, Event::ScheduleMissed, rule)
+        })
+        .collect()
+}
+
+fn on_agent(config: &AlertsConfig, links: &Links, g: &AgentFact) -> Vec<Alert> {
+    let silent = format_duration(Duration::from_secs(((g.at - g.last_seen).max(0) / 1000) as u64));
+    config
+        .matching(Event::AgentLost, None, None)
+        .map(|rule| {
+            let how = if g.connected {
+                "its connection is open but it sends no heartbeats"
+            } else {
+                "it disconnected and has not come back"
+            };
+            let mut alert = Alert::new(
+                AlertKind::Alert,
+                format!("agent_lost: {} on {} silent for {silent}", g.name, g.host),
+                format!(
+                    "Agent {} ({}) on host {} has not been heard from for {silent}: {how}. \
+                     The {} attempt(s) it held are retried as their leases expire.",
+                    g.name, g.agent_id, g.host, g.running
+                ),
+                g.at,
+            );
+            alert.agent = Some(g.name.clone());
+            alert.link = links.agents();
+            alert.details.push(("Last seen".into(), rfc3339(g.last_seen)));
+            alert.details.push(("Attempts held".into(), g.running.to_string()));
+            for_rule(alert, Event::AgentLost, rule)
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests;

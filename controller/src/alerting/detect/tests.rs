@@ -1,0 +1,214 @@
+use std::path::Path;
+
+use super::*;
+use crate::alerting::parse_alerts_yaml;
+
+fn config(rules: &str) -> AlertsConfig {
+    let text =
+        format!("channels:\n  hook: {{ type: webhook, url: \"http://127.0.0.1:9/h\", secret: s }}\nrules:\n{rules}");
+    parse_alerts_yaml(Path::new("alerts.yaml"), &text, &|_| None).expect("valid test config")
+}
+
+fn attempt(job: &str, attempt: u32, outcome: Outcome, state: RunState) -> Fact {
+    Fact::AttemptEnded(Box::new(AttemptFact {
+        run_id: format!("run-{job}-{attempt}"),
+        job: job.into(),
+        priority: Priority::Normal,
+        attempt,
+        max_attempts: 3,
+        agent: Some("agent-1".into()),
+        outcome,
+        state,
+        error: (outcome != Outcome::Succeeded).then(|| "exit code 3".into()),
+        output_tail: Some("boom\n".into()),
+        duration_ms: Some(1500),
+        at: 1_000,
+    }))
+}
+
+fn titles(alerts: &[Alert]) -> Vec<String> {
+    alerts.iter().map(|a| a.title.clone()).collect()
+}
+
+#[test]
+fn failures_timeouts_and_dead_runs_route_to_their_rules() {
+    let c = config(
+        "  - { name: f, event: run_failed, jobs: \"backup.*\", channels: [hook] }\n\
+         \x20 - { name: t, event: run_timed_out, channels: [hook] }\n\
+         \x20 - { name: d, event: run_dead, min_priority: high, channels: [hook] }\n\
+         \x20 - { name: d2, event: run_dead, channels: [hook] }\n",
+    );
+    let links = Links::new(Some("http://ui:7080/".into()));
+    let mut d = Detector::new();
+    let a = d.on_fact(
+        &c,
+        &links,
+        &attempt("backup.db", 1, Outcome::Failed, RunState::Scheduled),
+    );
+    assert_eq!(titles(&a), ["run_failed: backup.db attempt 1/3 failed"]);
+    let alert = &a[0];
+    assert_eq!(alert.rule.as_deref(), Some("f"));
+    assert_eq!(alert.event, Some(Event::RunFailed));
+    assert_eq!(alert.link.as_deref(), Some("http://ui:7080/runs/run-backup.db-1"));
+    assert_eq!(alert.error.as_deref(), Some("exit code 3"));
+    assert_eq!(alert.agent.as_deref(), Some("agent-1"));
+    assert!(alert.text.contains("a retry is scheduled"), "{}", alert.text);
+
+    assert!(
+        d.on_fact(&c, &links, &attempt("other", 1, Outcome::Failed, RunState::Scheduled))
+            .is_empty()
+    );
+    let a = d.on_fact(&c, &links, &attempt("other", 2, Outcome::TimedOut, RunState::Dead));
+    let mut rules: Vec<_> = a.iter().map(|a| a.rule.clone().unwrap()).collect();
+    rules.sort();
+    assert_eq!(rules, ["d2", "t"], "min_priority high excludes a normal job");
+    assert_ne!(a[0].id, a[1].id, "each routed alert is its own delivery");
+    let a = d.on_fact(
+        &c,
+        &links,
+        &attempt("other", 3, Outcome::Cancelled, RunState::Cancelled),
+    );
+    assert!(a.is_empty());
+}
+
+#[test]
+fn streaks_alert_once_at_their_count_and_recovery_follows_an_alerting_failure() {
+    let c = config(
+        "  - { name: streak, event: consecutive_failures, count: 3, channels: [hook] }\n\
+         \x20 - { name: back, event: recovered, channels: [hook] }\n",
+    );
+    let links = Links::default();
+    let mut d = Detector::new();
+    let mut raised = Vec::new();
+    for n in 1..=5 {
+        raised.extend(d.on_fact(&c, &links, &attempt("sync", n, Outcome::Failed, RunState::Scheduled)));
+    }
+    assert_eq!(titles(&raised), ["consecutive_failures: sync failed 3 times in a row"]);
+    assert_eq!(raised[0].attempt, Some(3));
+    assert!(raised[0].link.is_none(), "no --web-url, no link");
+    let a = d.on_fact(&c, &links, &attempt("sync", 6, Outcome::Succeeded, RunState::Succeeded));
+    assert_eq!(titles(&a), ["recovered: sync succeeded again"]);
+    assert!(a[0].error.is_none());
+    // Only the first success recovers; a streak starts again from zero.
+    assert!(
+        d.on_fact(&c, &links, &attempt("sync", 7, Outcome::Succeeded, RunState::Succeeded))
+            .is_empty()
+    );
+    for n in 1..=2 {
+        assert!(
+            d.on_fact(&c, &links, &attempt("sync", n, Outcome::Failed, RunState::Scheduled))
+                .is_empty()
+        );
+    }
+    assert!(
+        d.on_fact(&c, &links, &attempt("sync", 3, Outcome::Succeeded, RunState::Succeeded))
+            .is_empty(),
+        "failures that raised nothing need no recovery"
+    );
+}
+
+#[test]
+fn slow_attempts_alert_once_whether_seen_running_or_finished() {
+    let c = config("  - { name: slow, event: run_slow, threshold: 1s, channels: [hook] }\n");
+    let links = Links::default();
+    let mut d = Detector::new();
+    let running = |started_at| RunningAttempt {
+        run_id: "run-x-1".into(),
+        job: "x".into(),
+        priority: Priority::Normal,
+        attempt: 1,
+        max_attempts: 3,
+        agent: None,
+        started_at,
+    };
+    assert!(d.check_running(&c, &links, &[running(0)], 900).is_empty());
+    let a = d.check_running(&c, &links, &[running(0)], 1_200);
+    assert_eq!(titles(&a), ["run_slow: x attempt 1 running for 1s"]);
+    assert!(
+        d.check_running(&c, &links, &[running(0)], 5_000).is_empty(),
+        "once per attempt"
+    );
+    // Its end is not alerted again; another slow attempt that ended unseen is.
+    assert!(
+        d.on_fact(&c, &links, &attempt("x", 1, Outcome::Succeeded, RunState::Succeeded))
+            .is_empty()
+    );
+    let a = d.on_fact(&c, &links, &attempt("x", 2, Outcome::Succeeded, RunState::Succeeded));
+    assert_eq!(titles(&a), ["run_slow: x attempt 2 took 1s500ms"]);
+}
+
+#[test]
+fn backlog_alerts_when_a_queue_goes_over_and_rearms_when_it_drains() {
+    let c = config(
+        "  - { name: deep, event: queue_backlog, max_depth: 10, channels: [hook] }\n\
+         \x20 - { name: old, event: queue_backlog, max_wait: 1m, priority: critical, channels: [hook] }\n",
+    );
+    let links = Links::new(Some("http://ui".into()));
+    let mut d = Detector::new();
+    let queues = |normal: u64, critical_wait: u64| {
+        vec![
+            (Priority::Critical, 1, critical_wait),
+            (Priority::High, 0, 0),
+            (Priority::Normal, normal, 5),
+            (Priority::Low, 0, 0),
+        ]
+    };
+    let a = d.check_backlog(&c, &links, &queues(11, 61_000), 0);
+    let mut got = titles(&a);
+    got.sort();
+    assert_eq!(
+        got,
+        [
+            "queue_backlog: critical queue has 1 runs waiting, oldest 1m1s",
+            "queue_backlog: normal queue has 11 runs waiting, oldest 0s",
+        ]
+    );
+    assert_eq!(a[0].link.as_deref(), Some("http://ui/queue"));
+    assert!(
+        d.check_backlog(&c, &links, &queues(50, 70_000), 0).is_empty(),
+        "still over: once"
+    );
+    assert!(d.check_backlog(&c, &links, &queues(10, 0), 0).is_empty());
+    assert_eq!(
+        d.check_backlog(&c, &links, &queues(11, 0), 0).len(),
+        1,
+        "over again after draining"
+    );
+}
+
+#[test]
+fn missed_fires_and_lost_agents() {
+    let c = config(
+        "  - { name: missed, event: schedule_missed, jobs: \"nightly.*\", channels: [hook] }\n\
+         \x20 - { name: agents, event: agent_lost, channels: [hook] }\n",
+    );
+    let links = Links::new(Some("http://ui".into()));
+    let mut d = Detector::new();
+    let missed = |job: &str| {
+        Fact::ScheduleMissed(MissedFact {
+            job: job.into(),
+            priority: Priority::Normal,
+            fires: 4,
+            reason: "4 fire(s) missed while the controller was down (catch_up: skip, 0 caught up)".into(),
+            fire_at: 0,
+            at: 10,
+        })
+    };
+    let a = d.on_fact(&c, &links, &missed("nightly.report"));
+    assert_eq!(titles(&a), ["schedule_missed: nightly.report missed 4 fire(s)"]);
+    assert!(a[0].text.contains("catch_up: skip"));
+    assert_eq!(a[0].link.as_deref(), Some("http://ui/jobs/nightly.report"));
+    assert!(d.on_fact(&c, &links, &missed("hourly")).is_empty());
+    let lost = Fact::AgentLost(AgentFact {
+        agent_id: "a-1".into(),
+        name: "builder".into(),
+        host: "host-7".into(),
+        connected: false,
+        running: 2,
+        last_seen: 0,
+        at: 21_000,
+    });
+    let a = d.on_fact(&c, &links, &lost);
+    assert_eq!(titles(&a), ["agent_lost: builder on host-7 silent for 21s"]);
+    assert!(a[0].text.contains("disconnected") && a[0].text.contains("2 attempt(s)"));
+}

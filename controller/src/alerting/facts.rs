@@ -1,0 +1,172 @@
+//! What the engine and the scheduler tell alerting: plain facts, sent without
+//! waiting through an [`AlertSink`].
+//!
+//! The engine never decides whether something is worth an alert; it reports
+//! what happened (an attempt ended, fires were missed, an agent went silent)
+//! and the alerting service derives the events of design §9 from it (see
+//! [`super::detect`]). Sending is one push onto an unbounded channel, so a slow
+//! or dead alert channel can never hold the engine lock or delay dispatch. The
+//! sink also carries which events any rule wants, so that the hot path builds
+//! no fact nobody would read (a burn-down of successes with no `recovered`,
+//! `run_slow` or `consecutive_failures` rule sends nothing).
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU32, Ordering};
+
+use tokio::sync::mpsc;
+
+use super::rules::Event;
+use crate::model::{Outcome, Priority, RunState};
+
+/// One attempt ended and its run moved on.
+#[derive(Debug, Clone)]
+pub struct AttemptFact {
+    /// Run id.
+    pub run_id: String,
+    /// Job name.
+    pub job: String,
+    /// The run's priority.
+    pub priority: Priority,
+    /// The attempt that ended (1-based).
+    pub attempt: u32,
+    /// The run's attempt limit.
+    pub max_attempts: u32,
+    /// The agent's name, when known.
+    pub agent: Option<String>,
+    /// How the attempt ended.
+    pub outcome: Outcome,
+    /// The run's state after it (`scheduled` for a retry, `dead`, `succeeded`…).
+    pub state: RunState,
+    /// The attempt's error (or why the run moved, e.g. "attempts exhausted").
+    pub error: Option<String>,
+    /// The end of the attempt's output.
+    pub output_tail: Option<String>,
+    /// How long the attempt ran, when known.
+    pub duration_ms: Option<i64>,
+    /// When it ended (Unix ms).
+    pub at: i64,
+}
+
+/// Schedule fires that did not run.
+#[derive(Debug, Clone)]
+pub struct MissedFact {
+    /// Job name.
+    pub job: String,
+    /// The job's priority.
+    pub priority: Priority,
+    /// How many fires were missed.
+    pub fires: u64,
+    /// Why (`missed while the controller was down (catch_up: skip)`…).
+    pub reason: String,
+    /// The nominal instant of the (last) missed fire (Unix ms).
+    pub fire_at: i64,
+    /// When it was noticed (Unix ms).
+    pub at: i64,
+}
+
+/// An agent has been silent (disconnected or without heartbeats) for longer
+/// than the lease timeout.
+#[derive(Debug, Clone)]
+pub struct AgentFact {
+    /// The agent's process-instance id.
+    pub agent_id: String,
+    /// Its name.
+    pub name: String,
+    /// Its host.
+    pub host: String,
+    /// Whether its stream is still open (silent but connected).
+    pub connected: bool,
+    /// Attempts it held when it went silent.
+    pub running: usize,
+    /// When it was last heard from (Unix ms).
+    pub last_seen: i64,
+    /// When it was declared lost (Unix ms).
+    pub at: i64,
+}
+
+/// Something that happened, for alerting to judge.
+#[derive(Debug, Clone)]
+pub enum Fact {
+    /// An attempt ended.
+    AttemptEnded(Box<AttemptFact>),
+    /// Schedule fires were missed or skipped.
+    ScheduleMissed(MissedFact),
+    /// An agent was lost.
+    AgentLost(AgentFact),
+}
+
+/// Where the engine and the scheduler send [`Fact`]s. Cheap to clone; sending
+/// never blocks and never fails loudly (with alerting stopped, facts are dropped).
+#[derive(Debug, Clone)]
+pub struct AlertSink {
+    tx: mpsc::UnboundedSender<Fact>,
+    interest: Arc<AtomicU32>,
+}
+
+impl AlertSink {
+    /// A sink sending on `tx`, wanting the events whose bits `interest` holds
+    /// (see [`interest_mask`]).
+    pub fn new(tx: mpsc::UnboundedSender<Fact>, interest: Arc<AtomicU32>) -> AlertSink {
+        AlertSink { tx, interest }
+    }
+
+    /// Whether some rule is about `event`.
+    pub fn wants(&self, event: Event) -> bool {
+        self.interest.load(Ordering::Relaxed) & bit(event) != 0
+    }
+
+    /// Whether an attempt that ended with `outcome` can matter to some rule.
+    /// Successes matter only to `recovered`, `consecutive_failures` (they reset
+    /// the count) and `run_slow`; cancellations to none.
+    pub fn wants_attempt(&self, outcome: Outcome) -> bool {
+        let wanted = match outcome {
+            Outcome::Succeeded => &[Event::Recovered, Event::ConsecutiveFailures, Event::RunSlow][..],
+            Outcome::Cancelled => &[][..],
+            _ => &[
+                Event::RunFailed,
+                Event::RunTimedOut,
+                Event::RunDead,
+                Event::ConsecutiveFailures,
+                Event::Recovered,
+                Event::RunSlow,
+            ][..],
+        };
+        wanted.iter().any(|e| self.wants(*e))
+    }
+
+    /// Sends a fact (dropped when alerting has stopped).
+    pub fn send(&self, fact: Fact) {
+        let _ = self.tx.send(fact);
+    }
+}
+
+/// The bit of `event` in an interest mask.
+fn bit(event: Event) -> u32 {
+    let index = Event::ALL.iter().position(|e| *e == event).unwrap_or(0);
+    1 << index
+}
+
+/// The interest mask of a set of events.
+pub fn interest_mask(events: impl IntoIterator<Item = Event>) -> u32 {
+    events.into_iter().fold(0, |mask, e| mask | bit(e))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn interest_selects_which_attempt_ends_are_sent() {
+        let (tx, _rx) = mpsc::unbounded_channel();
+        let interest = Arc::new(AtomicU32::new(interest_mask([Event::RunDead])));
+        let sink = AlertSink::new(tx, interest.clone());
+        assert!(sink.wants(Event::RunDead) && !sink.wants(Event::RunFailed));
+        assert!(sink.wants_attempt(Outcome::Failed));
+        assert!(!sink.wants_attempt(Outcome::Succeeded), "no rule cares about successes");
+        assert!(!sink.wants_attempt(Outcome::Cancelled));
+        interest.store(interest_mask([Event::Recovered]), Ordering::Relaxed);
+        assert!(sink.wants_attempt(Outcome::Succeeded) && sink.wants_attempt(Outcome::Lost));
+        interest.store(0, Ordering::Relaxed);
+        assert!(!sink.wants_attempt(Outcome::TimedOut));
+    }
+}

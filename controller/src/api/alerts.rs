@@ -1,0 +1,145 @@
+//! The alerting part of `ControllerService`: channels, rules, history and test
+//! messages (design §9). Secrets never leave: channels are shown by their
+//! redacted spec and a target description without tokens.
+
+use std::collections::HashMap;
+
+use tonic::Status;
+use worker_proto::v1 as pb;
+
+use crate::alerting::{AlertService, AlertStatus, Channel, EventParams, Rule};
+use crate::duration::format_duration;
+use crate::error::Error;
+use crate::store::{AlertQuery, AlertRecord};
+use crate::time::rfc3339;
+
+/// A channel as the API shows it.
+pub fn channel_to_proto(channel: &Channel) -> pb::AlertChannel {
+    pb::AlertChannel {
+        name: channel.name.clone(),
+        r#type: channel.kind.channel_type().to_string(),
+        target: channel.to_string(),
+        spec_yaml: serde_yaml_ng::to_string(&channel.redacted_spec()).unwrap_or_default(),
+    }
+}
+
+/// A rule as the API shows it.
+pub fn rule_to_proto(rule: &Rule) -> pb::AlertRule {
+    let mut params = HashMap::new();
+    match &rule.params {
+        EventParams::None => {}
+        EventParams::RunSlow { threshold } => {
+            params.insert("threshold".into(), format_duration(*threshold));
+        }
+        EventParams::ConsecutiveFailures { count } => {
+            params.insert("count".into(), count.to_string());
+        }
+        EventParams::QueueBacklog {
+            max_depth,
+            max_wait,
+            priority,
+        } => {
+            if let Some(d) = max_depth {
+                params.insert("max_depth".into(), d.to_string());
+            }
+            if let Some(w) = max_wait {
+                params.insert("max_wait".into(), format_duration(*w));
+            }
+            if let Some(p) = priority {
+                params.insert("priority".into(), p.to_string());
+            }
+        }
+    }
+    pb::AlertRule {
+        name: rule.name.clone(),
+        event: rule.event.to_string(),
+        jobs: rule.jobs.to_string(),
+        min_priority: rule.min_priority.to_string(),
+        channels: rule.channels.clone(),
+        throttle: format_duration(rule.throttle),
+        params,
+        spec_yaml: serde_yaml_ng::to_string(&rule.spec).unwrap_or_default(),
+    }
+}
+
+/// A history row as the API shows it.
+pub fn record_to_proto(r: AlertRecord) -> pb::AlertHistoryEntry {
+    pb::AlertHistoryEntry {
+        id: r.id,
+        alert_id: r.alert_id,
+        at: rfc3339(r.at),
+        kind: r.kind.to_string(),
+        event: r.event.map(|e| e.to_string()).unwrap_or_default(),
+        rule: r.rule.unwrap_or_default(),
+        channel: r.channel,
+        job: r.job.unwrap_or_default(),
+        run_id: r.run_id.unwrap_or_default(),
+        status: r.status.to_string(),
+        attempts: r.attempts,
+        answer: r.answer,
+        title: r.title,
+    }
+}
+
+/// The channels in force, by name.
+pub fn list_channels(alerts: &AlertService) -> pb::ListAlertChannelsResponse {
+    pb::ListAlertChannelsResponse {
+        channels: alerts.config().channels.values().map(channel_to_proto).collect(),
+    }
+}
+
+/// The rules in force, in order.
+pub fn list_rules(alerts: &AlertService) -> pb::ListAlertRulesResponse {
+    pb::ListAlertRulesResponse {
+        rules: alerts.config().rules.iter().map(rule_to_proto).collect(),
+    }
+}
+
+/// `PutAlertChannel`.
+pub async fn put_channel(
+    alerts: &AlertService,
+    request: pb::PutAlertChannelRequest,
+) -> Result<pb::AlertChannel, Status> {
+    alerts.put_channel(&request.name, &request.spec_yaml).await?;
+    alerts
+        .config()
+        .channels
+        .get(&request.name)
+        .map(channel_to_proto)
+        .ok_or_else(|| Error::internal("the channel saved is not in force").into())
+}
+
+/// `PutAlertRule`.
+pub async fn put_rule(alerts: &AlertService, request: pb::PutAlertRuleRequest) -> Result<pb::AlertRule, Status> {
+    let name = alerts.put_rule(&request.spec_yaml).await?;
+    alerts
+        .config()
+        .rules
+        .iter()
+        .find(|r| r.name == name)
+        .map(rule_to_proto)
+        .ok_or_else(|| Error::internal("the rule saved is not in force").into())
+}
+
+/// `ListAlertHistory`.
+pub async fn history(
+    alerts: &AlertService,
+    request: pb::ListAlertHistoryRequest,
+) -> Result<pb::ListAlertHistoryResponse, Status> {
+    let non_empty = |s: String| (!s.is_empty()).then_some(s);
+    let status = match non_empty(request.status) {
+        Some(s) => Some(s.parse::<AlertStatus>().map_err(|e| Error::invalid("status", e))?),
+        None => None,
+    };
+    let query = AlertQuery {
+        limit: request.limit,
+        rule: non_empty(request.rule),
+        channel: non_empty(request.channel),
+        job: non_empty(request.job),
+        status,
+    };
+    let records = alerts.history(&query).await?;
+    Ok(pb::ListAlertHistoryResponse {
+        alerts: records.into_iter().map(record_to_proto).collect(),
+    })
+}
