@@ -9,7 +9,6 @@
 //! (`pip install aiosmtpd`): without it they fail, saying so.
 
 use std::path::Path;
-use std::process::Stdio;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
@@ -23,7 +22,6 @@ use hmac::{Hmac, KeyInit, Mac};
 use mailparse::MailHeaderMap;
 use serde_json::{Value, json};
 use sha2::Sha256;
-use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::sync::{mpsc, oneshot};
 use worker_controller::alerting::deliver::{Deliverer, DeliveryPolicy};
 use worker_controller::alerting::{Alert, AlertKind, AlertStatus, Channel, Event, parse_alerts_yaml};
@@ -394,7 +392,7 @@ fn huge_alert() -> Alert {
 fn channel(definition: &str) -> Channel {
     let text = format!("channels:\n  c: {definition}\n");
     let env = |name: &str| match name {
-        "SMTP_PASSWORD" => Some("smtp-pass-word".to_string()),
+        "SMTP_PASSWORD" => Some(worker_tests::smtp::SMTP_PASSWORD.to_string()),
         _ => None,
     };
     let mut config = parse_alerts_yaml(Path::new("alerts.yaml"), &text, &env)
@@ -716,84 +714,11 @@ async fn a_closed_port_is_a_retryable_connection_error_without_the_url() {
 // ---------------------------------------------------------------------------
 // Email through a real SMTP server.
 
-/// The SMTP server of `tests/support/smtp_server.py`, killed when dropped.
-struct SmtpServer {
-    port: u16,
-    maildir: tempfile::TempDir,
-    _child: tokio::process::Child,
-}
-
-const SMTP_USER: &str = "worker";
-const SMTP_PASSWORD: &str = "smtp-pass-word";
-
-async fn smtp_server() -> SmtpServer {
-    let check = std::process::Command::new("python3")
-        .args(["-c", "import aiosmtpd"])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .status();
-    match check {
-        Ok(status) if status.success() => {}
-        Ok(_) => panic!("Python's aiosmtpd is missing: the SMTP tests need it. Run `pip install aiosmtpd`."),
-        Err(e) => {
-            panic!("cannot run python3 ({e}): the SMTP tests need Python 3 with aiosmtpd (`pip install aiosmtpd`)")
-        }
-    }
-    let maildir = tempfile::tempdir().expect("tempdir");
-    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/support/smtp_server.py");
-    let mut child = tokio::process::Command::new("python3")
-        .arg(&script)
-        .args([
-            "--port",
-            "0",
-            "--user",
-            SMTP_USER,
-            "--password",
-            SMTP_PASSWORD,
-            "--maildir",
-        ])
-        .arg(maildir.path())
-        .stdin(Stdio::piped()) // closed when the test ends: the server exits
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
-        .kill_on_drop(true)
-        .spawn()
-        .expect("start smtp_server.py");
-    let stdout = child.stdout.take().expect("stdout");
-    let mut lines = BufReader::new(stdout).lines();
-    let port = tokio::time::timeout(Duration::from_secs(60), async {
-        while let Some(line) = lines.next_line().await.expect("read the server's stdout") {
-            if let Some(port) = line.strip_prefix("READY ") {
-                return port.trim().parse::<u16>().expect("a port");
-            }
-        }
-        panic!("smtp_server.py exited without READY");
-    })
-    .await
-    .expect("smtp_server.py READY within 60 s");
-    SmtpServer {
-        port,
-        maildir,
-        _child: child,
-    }
-}
-
-/// The messages in the Maildir's `new/`.
-fn delivered_mail(maildir: &Path) -> Vec<Vec<u8>> {
-    let mut files: Vec<_> = std::fs::read_dir(maildir.join("new"))
-        .expect("Maildir new/")
-        .map(|entry| entry.expect("entry").path())
-        .collect();
-    files.sort();
-    files
-        .into_iter()
-        .map(|p| std::fs::read(p).expect("read mail"))
-        .collect()
-}
+use worker_tests::smtp::{SMTP_USER, SmtpServer};
 
 #[tokio::test]
 async fn email_alerts_arrive_as_multipart_alternative_to_every_recipient() {
-    let server = smtp_server().await;
+    let server = SmtpServer::start().await;
     let channel = channel(&format!(
         "{{ type: email, smtp: {{ host: 127.0.0.1, port: {}, tls: none, username: {SMTP_USER}, password: \"${{SMTP_PASSWORD}}\" }}, \
          from: \"Worker Alerts <worker@example.com>\", to: [ops@example.com, \"On Call <oncall@example.org>\"] }}",
@@ -805,7 +730,7 @@ async fn email_alerts_arrive_as_multipart_alternative_to_every_recipient() {
     assert_eq!(delivery.attempts, 1);
     assert!(delivery.answer.starts_with("250"), "{}", delivery.answer);
 
-    let mails = delivered_mail(server.maildir.path());
+    let mails = server.delivered();
     assert_eq!(mails.len(), 1, "one message for both recipients");
     let mail = mailparse::parse_mail(&mails[0]).expect("a parsable message");
     let header = |name: &str| mail.headers.get_first_value(name).unwrap_or_default();
@@ -852,7 +777,7 @@ async fn email_alerts_arrive_as_multipart_alternative_to_every_recipient() {
 
 #[tokio::test]
 async fn a_wrong_smtp_password_fails_at_once_with_535() {
-    let server = smtp_server().await;
+    let server = SmtpServer::start().await;
     let channel = channel(&format!(
         "{{ type: email, smtp: {{ host: 127.0.0.1, port: {}, tls: none, username: {SMTP_USER}, password: wrong-password }}, \
          from: worker@example.com, to: [ops@example.com] }}",
@@ -867,5 +792,5 @@ async fn a_wrong_smtp_password_fails_at_once_with_535() {
     );
     assert!(delivery.answer.starts_with("535"), "{}", delivery.answer);
     assert!(!delivery.answer.contains("wrong-password"));
-    assert!(delivered_mail(server.maildir.path()).is_empty());
+    assert!(server.delivered().is_empty());
 }

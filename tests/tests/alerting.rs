@@ -8,6 +8,7 @@ use std::time::Duration;
 use hmac::{KeyInit, Mac};
 use worker_proto::v1 as pb;
 use worker_tests::receiver::{Received, Receiver};
+use worker_tests::smtp::{SMTP_PASSWORD, SMTP_USER, SmtpServer};
 use worker_tests::{TestEnv, Value};
 
 const SECRET: &str = "hook-secret-4711";
@@ -138,23 +139,34 @@ jobs:
         flag.display()
     ));
     let recv = Receiver::start().await;
+    let smtp = SmtpServer::start().await;
     env.write_alerts(&format!(
         r#"
 channels:
   hook: {{ type: webhook, url: "{hook}", secret: "${{HOOK_SECRET}}" }}
   slack: {{ type: slack, webhook_url: "{slack}" }}
   discord: {{ type: discord, webhook_url: "{discord}" }}
+  mail:
+    type: email
+    smtp: {{ host: 127.0.0.1, port: {smtp_port}, tls: none, username: {smtp_user}, password: "${{SMTP_PASSWORD}}" }}
+    from: "Worker <worker@example.com>"
+    to: [ops@example.com, "On Call <oncall@example.org>"]
 rules:
-  - {{ name: failures, event: run_failed, jobs: flaky, channels: [hook], throttle: 4s }}
+  - {{ name: failures, event: run_failed, jobs: flaky, channels: [hook], throttle: 6s }}
   - {{ name: dead, event: run_dead, jobs: "fl*", channels: [slack], throttle: 1h }}
-  - {{ name: back, event: recovered, channels: [discord, hook] }}
+  - {{ name: back, event: recovered, channels: [discord, hook, mail] }}
 "#,
         hook = recv.url("/hook"),
         slack = recv.url("/slack"),
         discord = recv.url("/discord"),
+        smtp_port = smtp.port,
+        smtp_user = SMTP_USER,
     ));
     let ctl = env
-        .start_controller_with_env(&[("HOOK_SECRET", SECRET)], &["--web-url", WEB])
+        .start_controller_with_env(
+            &[("HOOK_SECRET", SECRET), ("SMTP_PASSWORD", SMTP_PASSWORD)],
+            &["--web-url", WEB],
+        )
         .await;
     let _agent = env.start_agent(&ctl, "alerter-agent", 4).await;
     let mut client = ctl.client().await;
@@ -204,26 +216,34 @@ rules:
     );
     assert!(text.contains(&format!("{WEB}/runs/")), "link: {text}");
 
-    // The history says the same: 1 sent + 9 suppressed for `failures`, the summary sent.
-    let history = ctl
-        .cli_json(&["alerts", "history", "--rule", "failures", "--limit", "100"])
-        .await;
-    let rows = history.as_array().unwrap();
-    let with = |kind: &str, status: &str| {
-        rows.iter()
-            .filter(|r| r["kind"] == kind && r["status"] == status)
-            .count()
-    };
-    assert_eq!(
-        (
-            with("alert", "sent"),
-            with("alert", "suppressed"),
-            with("summary", "sent")
-        ),
-        (1, 9, 1),
-        "{history:#}"
-    );
-    assert!(rows.iter().all(|r| r["channel"] == "hook"));
+    // The history says the same: 1 sent + 9 suppressed for `failures`, the summary sent
+    // (recorded once the receiver has answered: waited for).
+    let history = worker_tests::wait_for("the history of the window", Duration::from_secs(10), || {
+        let ctl = &ctl;
+        async move {
+            let history = ctl
+                .cli_json(&["alerts", "history", "--rule", "failures", "--limit", "100"])
+                .await;
+            let rows = history.as_array().unwrap();
+            let with = |kind: &str, status: &str| {
+                rows.iter()
+                    .filter(|r| r["kind"] == kind && r["status"] == status)
+                    .count()
+            };
+            let counts = (
+                with("alert", "sent"),
+                with("alert", "suppressed"),
+                with("summary", "sent"),
+            );
+            if counts == (1, 9, 1) && rows.len() == 11 {
+                Ok(history)
+            } else {
+                Err(format!("{counts:?}: {history:#}"))
+            }
+        }
+    })
+    .await;
+    assert!(history.as_array().unwrap().iter().all(|r| r["channel"] == "hook"));
 
     // The window has closed: the next failure alerts again.
     let again = enqueue(&mut client, "flaky").await;
@@ -259,6 +279,47 @@ rules:
         .collect();
     assert_eq!(recovered.len(), 1);
     assert_eq!(recovered[0]["run_id"], ok.as_str());
+
+    // And by mail: both recipients, a text and an HTML body with the run and its link.
+    let mails = worker_tests::wait_for("the recovered mail", Duration::from_secs(10), || {
+        let mails = smtp.delivered();
+        async move {
+            if mails.is_empty() {
+                Err("no mail yet".to_string())
+            } else {
+                Ok(mails)
+            }
+        }
+    })
+    .await;
+    assert_eq!(mails.len(), 1, "only `back` sends mail");
+    let mail = mailparse::parse_mail(&mails[0]).expect("a parsable mail");
+    let header =
+        |name: &str| mailparse::MailHeaderMap::get_first_value(mail.headers.as_slice(), name).unwrap_or_default();
+    assert!(header("Subject").contains("recovered: flaky"), "{}", header("Subject"));
+    assert!(header("From").contains("worker@example.com"));
+    let to = header("To");
+    assert!(
+        to.contains("ops@example.com") && to.contains("oncall@example.org"),
+        "{to}"
+    );
+    assert_eq!(mail.ctype.mimetype, "multipart/alternative");
+    let body = |mime: &str| {
+        let part = mail
+            .subparts
+            .iter()
+            .find(|p| p.ctype.mimetype == mime)
+            .unwrap_or_else(|| panic!("no {mime} part"));
+        part.get_body().expect("decodable body")
+    };
+    for mime in ["text/plain", "text/html"] {
+        let text = body(mime);
+        assert!(text.contains(ok.as_str()), "{mime} names the run: {text}");
+        assert!(
+            text.contains(&format!("{WEB}/runs/{ok}")),
+            "{mime} links the run: {text}"
+        );
+    }
 }
 
 /// A slow job, a job that times out, and a job failing three times in a row.
@@ -474,7 +535,7 @@ rules:
     let ctl = env
         .start_controller_with_env(
             &[("HOOK_SECRET", SECRET)],
-            &["--alert-attempts", "3", "--alert-backoff", "3s"],
+            &["--alert-attempts", "3", "--alert-backoff", "5s"],
         )
         .await;
     let _agent = env.start_agent(&ctl, "busy", 8).await;
@@ -675,4 +736,21 @@ rules:
     assert_eq!(names, ["dead", "team-dead"]);
     let rule = &rules[1];
     assert_eq!(rule["throttle"], "10m");
+
+    // Restart with a changed file: the file replaces what is stored.
+    drop(ctl);
+    env.write_alerts(&format!(
+        "channels:\n  hook: {{ type: webhook, url: \"{}\", secret: \"${{HOOK_SECRET}}\" }}\nrules:\n  - {{ name: failed, event: run_failed, channels: [hook] }}\n",
+        recv.url("/hook"),
+    ));
+    let ctl = start().await;
+    let rules = ctl.cli_json(&["alerts", "rules"]).await;
+    let names: Vec<&str> = rules
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, ["failed"]);
+    assert_eq!(ctl.cli_json(&["alerts", "channels"]).await.as_array().unwrap().len(), 1);
 }

@@ -259,14 +259,24 @@ impl fmt::Debug for Channel {
     }
 }
 
+/// Shows where the channel delivers from its spec as written, so that a value
+/// that came from an environment variable shows as its `${VAR}` reference,
+/// never as the value (a URL may carry a key in its query).
 impl fmt::Display for Channel {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let written = |key: &str| self.spec.get(key).and_then(Value::as_str).unwrap_or("?").to_string();
         match &self.kind {
             ChannelKind::Slack(SlackChannel::Webhook { .. }) => write!(f, "{} (slack webhook)", self.name),
-            ChannelKind::Slack(SlackChannel::Bot { channel, .. }) => write!(f, "{} (slack {channel})", self.name),
+            ChannelKind::Slack(SlackChannel::Bot { .. }) => write!(f, "{} (slack {})", self.name, written("channel")),
             ChannelKind::Discord(_) => write!(f, "{} (discord webhook)", self.name),
-            ChannelKind::Email(email) => write!(f, "{} (email to {})", self.name, email.to.join(", ")),
-            ChannelKind::Webhook(hook) => write!(f, "{} (webhook {})", self.name, hook.url),
+            ChannelKind::Email(_) => {
+                let to: Vec<&str> = match self.spec.get("to") {
+                    Some(Value::Sequence(list)) => list.iter().filter_map(Value::as_str).collect(),
+                    _ => Vec::new(),
+                };
+                write!(f, "{} (email to {})", self.name, to.join(", "))
+            }
+            ChannelKind::Webhook(_) => write!(f, "{} (webhook {})", self.name, written("url")),
         }
     }
 }

@@ -78,6 +78,7 @@ use lettre::transport::smtp::authentication::Credentials;
 use lettre::{AsyncSmtpTransport, AsyncTransport, Message, Tokio1Executor};
 use reqwest::StatusCode;
 use sha2::Sha256;
+use tokio::sync::Semaphore;
 
 use super::alert::{Alert, AlertStatus};
 use super::config::{Channel, ChannelKind, EmailChannel, SlackChannel, SmtpTls, parse_mailbox};
@@ -276,11 +277,25 @@ impl Deliverer {
     /// for good, or [`DeliveryPolicy::attempts`] have been made, waiting
     /// [`DeliveryPolicy::delay`] between them.
     pub async fn deliver(&self, channel: &Channel, alert: &Alert) -> Delivery {
+        self.deliver_gated(channel, alert, None).await
+    }
+
+    /// [`Deliverer::deliver`], holding a permit of `gate` (when given) during
+    /// each attempt but not while waiting between attempts: a channel that is
+    /// backing off does not occupy a slot others could use.
+    pub async fn deliver_gated(&self, channel: &Channel, alert: &Alert, gate: Option<&Semaphore>) -> Delivery {
         let policy = self.policy();
         let attempts = policy.attempts.max(1);
         let mut attempt = 1;
         loop {
-            match self.try_once(channel, alert).await {
+            let result = {
+                let _permit = match gate {
+                    Some(gate) => gate.acquire().await.ok(),
+                    None => None,
+                };
+                self.try_once(channel, alert).await
+            };
+            match result {
                 Ok(answer) => {
                     return Delivery {
                         status: AlertStatus::Sent,

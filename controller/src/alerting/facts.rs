@@ -18,6 +18,21 @@ use tokio::sync::mpsc;
 use super::rules::Event;
 use crate::model::{Outcome, Priority, RunState};
 
+/// Most output an [`AttemptFact`] carries (its end): more than any channel shows.
+pub const OUTPUT_TAIL_BYTES: usize = 4096;
+
+/// The last [`OUTPUT_TAIL_BYTES`] of `output`, cut on a character boundary.
+pub fn output_tail(output: &str) -> String {
+    if output.len() <= OUTPUT_TAIL_BYTES {
+        return output.to_string();
+    }
+    let mut start = output.len() - OUTPUT_TAIL_BYTES;
+    while !output.is_char_boundary(start) {
+        start += 1;
+    }
+    output[start..].to_string()
+}
+
 /// One attempt ended and its run moved on.
 #[derive(Debug, Clone)]
 pub struct AttemptFact {
@@ -39,7 +54,8 @@ pub struct AttemptFact {
     pub state: RunState,
     /// The attempt's error (or why the run moved, e.g. "attempts exhausted").
     pub error: Option<String>,
-    /// The end of the attempt's output.
+    /// The end of the attempt's output (at most [`OUTPUT_TAIL_BYTES`]; only
+    /// for unsuccessful attempts).
     pub output_tail: Option<String>,
     /// How long the attempt ran, when known.
     pub duration_ms: Option<i64>,
@@ -154,6 +170,15 @@ pub fn interest_mask(events: impl IntoIterator<Item = Event>) -> u32 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn output_tails_keep_the_end_on_a_char_boundary() {
+        assert_eq!(output_tail("short"), "short");
+        let long = format!("{}é{}", "a".repeat(10_000), "z".repeat(OUTPUT_TAIL_BYTES - 1));
+        let tail = output_tail(&long);
+        assert!(tail.len() <= OUTPUT_TAIL_BYTES && tail.ends_with('z'));
+        assert!(!tail.contains('é'), "the cut fell inside é and moved past it");
+    }
 
     #[test]
     fn interest_selects_which_attempt_ends_are_sent() {

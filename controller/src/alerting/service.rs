@@ -11,10 +11,14 @@
 //! * The engine only pushes facts onto an unbounded channel ([`AlertSink`]);
 //!   nothing here ever holds the engine lock while talking to a channel, so a
 //!   slow or dead channel cannot delay scheduling or dispatch.
-//! * Each (alert, channel) is delivered by its own task (at most
-//!   [`MAX_CONCURRENT_DELIVERIES`] talk to channels at once) with retries and
-//!   backoff ([`Deliverer::deliver`]); its outcome, with the channel's answer,
-//!   goes to the history writer, which records rows in batches.
+//! * Each (alert, channel) is delivered by its own task with retries and
+//!   backoff ([`Deliverer::deliver_gated`]); at most
+//!   [`MAX_ATTEMPTS_IN_PROGRESS_PER_CHANNEL`] attempts talk to one channel at
+//!   once (a task waiting between attempts holds no slot), so a slow or
+//!   rate-limited channel only delays its own alerts. A channel with
+//!   [`MAX_PENDING_PER_CHANNEL`] deliveries waiting records further alerts as
+//!   failed at once instead of queueing without bound. Each outcome, with the
+//!   channel's answer, goes to the history writer, which records rows in batches.
 //! * Throttled alerts are recorded `suppressed` per channel; when a window that
 //!   suppressed something closes, one summary goes to the rule's channels.
 //! * On shutdown, deliveries get [`SHUTDOWN_GRACE`] to finish; those still
@@ -41,8 +45,11 @@ use crate::engine::Engine;
 use crate::store::{AlertQuery, AlertRecord, Store};
 use crate::time::{now_ms, rfc3339};
 
-/// Deliveries talking to channels at the same time (the others wait their turn).
-pub const MAX_CONCURRENT_DELIVERIES: usize = 32;
+/// Attempts talking to one channel at the same time (the others wait their turn).
+pub const MAX_ATTEMPTS_IN_PROGRESS_PER_CHANNEL: usize = 4;
+/// Deliveries one channel may have waiting or retrying; beyond it, alerts for
+/// the channel are recorded `failed` at once (memory stays bounded in a storm).
+pub const MAX_PENDING_PER_CHANNEL: usize = 1_000;
 /// How long shutdown waits for deliveries in progress.
 pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
 /// How often running attempts, the backlog and throttle windows are looked at.
@@ -130,7 +137,8 @@ impl AlertService {
             throttle: Throttle::new(),
             deliveries: JoinSet::new(),
             in_flight: HashMap::new(),
-            permits: Arc::new(Semaphore::new(MAX_CONCURRENT_DELIVERIES)),
+            gates: HashMap::new(),
+            pending: HashMap::new(),
         };
         tasks.spawn(alert_loop.run(facts_rx, shutdown, flushed_tx));
         Ok(service)
@@ -224,7 +232,10 @@ struct AlertLoop {
     deliveries: JoinSet<()>,
     /// What each delivery task is delivering, for the record if it is cut short.
     in_flight: HashMap<tokio::task::Id, (Alert, String)>,
-    permits: Arc<Semaphore>,
+    /// Per channel: the slots of attempts in progress.
+    gates: HashMap<String, Arc<Semaphore>>,
+    /// Per channel: deliveries waiting or retrying.
+    pending: HashMap<String, usize>,
 }
 
 impl AlertLoop {
@@ -241,31 +252,47 @@ impl AlertLoop {
                 fact = facts.recv() => {
                     let Some(fact) = fact else { break };
                     let config = self.service.config();
-                    let mut alerts = self.detector.on_fact(&config, &self.links, &fact);
-                    // Take what else is waiting without yielding (a failure storm).
-                    while alerts.len() < 10_000 && let Ok(fact) = facts.try_recv() {
-                        alerts.extend(self.detector.on_fact(&config, &self.links, &fact));
-                    }
+                    let alerts = self.detector.on_fact(&config, &self.links, &fact);
                     self.route(&config, alerts);
+                    self.take_waiting_facts(&mut facts);
                 }
-                _ = tick.tick() => self.on_tick().await,
+                _ = tick.tick() => self.on_tick(&mut facts).await,
                 Some(done) = self.deliveries.join_next_with_id() => self.finished(done),
                 _ = shutdown.changed() => break,
             }
         }
+        // Facts reported before the engine stopped are still routed.
+        self.take_waiting_facts(&mut facts);
         self.stop().await;
         let _ = flushed.send(());
     }
 
+    /// Routes the facts waiting now, without yielding (a failure storm).
+    fn take_waiting_facts(&mut self, facts: &mut mpsc::UnboundedReceiver<Fact>) {
+        let config = self.service.config();
+        let mut alerts = Vec::new();
+        while let Ok(fact) = facts.try_recv() {
+            alerts.extend(self.detector.on_fact(&config, &self.links, &fact));
+            if alerts.len() >= 10_000 {
+                self.route(&config, std::mem::take(&mut alerts));
+            }
+        }
+        self.route(&config, alerts);
+    }
+
     /// Polls what facts cannot tell (slow running attempts, the backlog) and
     /// sends the summaries of closed throttle windows.
-    async fn on_tick(&mut self) {
+    async fn on_tick(&mut self, facts: &mut mpsc::UnboundedReceiver<Fact>) {
         let config = self.service.config();
         let now = now_ms();
         let wants = |event| config.rules.iter().any(|r: &Rule| r.event == event);
         let mut alerts = Vec::new();
         if wants(Event::RunSlow) {
             let running = self.engine.running_attempts().await;
+            // Attempts that ended before the snapshot have their facts queued
+            // already: judge those first, or a slow attempt that just ended
+            // would be forgotten by the check and alerted again by its fact.
+            self.take_waiting_facts(facts);
             alerts.extend(self.detector.check_running(&config, &self.links, &running, now));
         }
         if wants(Event::QueueBacklog) {
@@ -346,15 +373,32 @@ impl AlertLoop {
         }
     }
 
-    /// Starts delivering `alert` to `channel` in its own task.
+    /// Starts delivering `alert` to `channel` in its own task (or records it
+    /// failed when the channel already has too many deliveries waiting).
     fn deliver(&mut self, channel: Channel, alert: Alert) {
-        let inner = self.service.inner.clone();
-        let permits = self.permits.clone();
         let name = channel.name.clone();
+        let pending = self.pending.entry(name.clone()).or_default();
+        if *pending >= MAX_PENDING_PER_CHANNEL {
+            let answer = format!(
+                "dropped: {MAX_PENDING_PER_CHANNEL} alerts are already waiting for channel {name} (it is slow or down)"
+            );
+            let _ = self
+                .service
+                .inner
+                .records
+                .send(record_of(&alert, &name, AlertStatus::Failed, 0, answer));
+            return;
+        }
+        *pending += 1;
+        let gate = self
+            .gates
+            .entry(name.clone())
+            .or_insert_with(|| Arc::new(Semaphore::new(MAX_ATTEMPTS_IN_PROGRESS_PER_CHANNEL)))
+            .clone();
+        let inner = self.service.inner.clone();
         let task_alert = alert.clone();
         let handle = self.deliveries.spawn(async move {
-            let _permit = permits.acquire_owned().await;
-            let delivery = inner.deliverer.deliver(&channel, &task_alert).await;
+            let delivery = inner.deliverer.deliver_gated(&channel, &task_alert, Some(&gate)).await;
             if delivery.status == AlertStatus::Failed {
                 tracing::warn!(channel = %channel.name, alert = %task_alert.title, answer = %delivery.answer, attempts = delivery.attempts, "alert delivery failed");
             }
@@ -370,13 +414,19 @@ impl AlertLoop {
         self.in_flight.insert(handle.id(), (alert, name));
     }
 
-    /// Forgets a finished delivery task.
+    /// Forgets a finished delivery task (one cancelled by shutdown stays in
+    /// `in_flight`, to be recorded as cut short).
     fn finished(&mut self, done: Result<(tokio::task::Id, ()), tokio::task::JoinError>) {
         let id = match done {
             Ok((id, ())) => id,
+            Err(e) if e.is_cancelled() => return,
             Err(e) => e.id(),
         };
-        self.in_flight.remove(&id);
+        if let Some((_, channel)) = self.in_flight.remove(&id)
+            && let Some(n) = self.pending.get_mut(&channel)
+        {
+            *n = n.saturating_sub(1);
+        }
     }
 
     /// Lets deliveries in progress finish for a while, then records the rest as
@@ -389,6 +439,10 @@ impl AlertLoop {
                 Ok(None) => break,
                 Err(_) => {
                     self.deliveries.abort_all();
+                    // Tasks that finished just before the abort recorded their outcome.
+                    while let Some(done) = self.deliveries.join_next_with_id().await {
+                        self.finished(done);
+                    }
                     break;
                 }
             }

@@ -10,7 +10,7 @@ use worker_proto::v1::{
 use super::select::select_assignments;
 use super::state::{AgentEntry, AgentSender, Core, Renewal};
 use super::{Counters, Engine, MAX_OUTPUT_BYTES};
-use crate::alerting::facts::{AttemptFact, Fact};
+use crate::alerting::facts::{AttemptFact, Fact, output_tail};
 use crate::api::convert::executor_to_proto;
 use crate::config::JobSet;
 use crate::error::{Error, Result};
@@ -80,6 +80,13 @@ impl Engine {
                         msg: Some(Msg::Cancel(cancel)),
                     }));
                 }
+            }
+        }
+        // An earlier process of the same agent (restarted: a new id, the same
+        // name and host) is not lost: it was replaced.
+        for other in core.agents.values_mut() {
+            if other.sender.is_none() && other.name == hello.name && other.host == hello.host {
+                other.lost_reported = true;
             }
         }
         let previous = core.agents.remove(&hello.agent_id);
@@ -454,7 +461,10 @@ impl Engine {
             outcome: s.end.outcome,
             state: s.change.to,
             error: s.end.error.clone().or_else(|| s.change.reason.clone()),
-            output_tail: s.end.output.clone(),
+            // Successes need no output (and most runs succeed: no copy on the hot path).
+            output_tail: (s.end.outcome != Outcome::Succeeded)
+                .then(|| s.end.output.as_deref().map(output_tail))
+                .flatten(),
             duration_ms: s
                 .end
                 .duration_ms

@@ -61,7 +61,7 @@ pub struct RunExtra {
     /// While running: lease expiry (Unix ms), renewed by heartbeats.
     pub lease_until: i64,
     /// While running: when the attempt was assigned (Unix ms; for runs found
-    /// running at start-up, when the controller started), for `run_slow`.
+    /// running at start-up, the recorded start), for `run_slow`.
     pub started_at: i64,
     /// While running: when the controller gives up on the attempt whatever the
     /// heartbeats say (start + job timeout + lease timeout), if the job has a timeout.
@@ -166,8 +166,9 @@ pub struct AgentEntry {
     pub last_seen: i64,
     /// (run id, attempt) it holds.
     pub running: BTreeSet<(String, u32)>,
-    /// Alerting was told it is lost (silent past the lease); reset when it
-    /// connects again.
+    /// Alerting was told it is lost (silent past the lease), or it is an
+    /// earlier process of an agent that connected again under the same name
+    /// and host (a restart, not a loss). Reset when it is heard from again.
     pub lost_reported: bool,
 }
 
@@ -275,6 +276,10 @@ impl Core {
         }
         for Renewal { agent_id, held, at } in inbox.renewals {
             if let Some(agent) = self.agents.get_mut(&agent_id) {
+                if at > agent.last_seen {
+                    // Heard from again: a later silence is a new loss.
+                    agent.lost_reported = false;
+                }
                 agent.last_seen = agent.last_seen.max(at);
             }
             for (run_id, attempt) in held {
