@@ -99,6 +99,25 @@ fn count(got: &[Received], kind: &str) -> usize {
     of_kind(got, kind).len()
 }
 
+/// Bodies of the signed alerts about `event`.
+fn of_event(got: &[Received], event: &str) -> Vec<Value> {
+    of_kind(got, "alert")
+        .into_iter()
+        .filter(|a| a["event"] == event)
+        .collect()
+}
+
+/// Waits until `/hook` received an alert about `event`; returns those alerts
+/// and everything `/hook` received.
+async fn wait_event(recv: &Receiver, event: &str) -> (Vec<Value>, Vec<Received>) {
+    let got = recv
+        .wait("/hook", event, Duration::from_secs(15), |g| {
+            !of_event(g, event).is_empty()
+        })
+        .await;
+    (of_event(&got, event), got)
+}
+
 async fn enqueue(
     client: &mut pb::controller_service_client::ControllerServiceClient<tonic::transport::Channel>,
     job: &str,
@@ -268,15 +287,7 @@ rules:
     let embed = discord_embed(&discord[0]);
     assert!(embed["title"].as_str().unwrap().contains("recovered"), "{embed}");
     assert_eq!(embed["url"], format!("{WEB}/runs/{ok}"));
-    let got = recv
-        .wait("/hook", "recovered on the webhook", Duration::from_secs(10), |g| {
-            of_kind(g, "alert").iter().any(|a| a["event"] == "recovered")
-        })
-        .await;
-    let recovered: Vec<Value> = of_kind(&got, "alert")
-        .into_iter()
-        .filter(|a| a["event"] == "recovered")
-        .collect();
+    let (recovered, _) = wait_event(&recv, "recovered").await;
     assert_eq!(recovered.len(), 1);
     assert_eq!(recovered[0]["run_id"], ok.as_str());
 
@@ -360,16 +371,9 @@ rules:
 
     // Slow: alerted while it still runs.
     let slow = enqueue(&mut client, "slowpoke").await;
-    let got = recv
-        .wait("/hook", "run_slow", Duration::from_secs(10), |g| {
-            of_kind(g, "alert").iter().any(|a| a["event"] == "run_slow")
-        })
-        .await;
+    let (slow_alerts, _) = wait_event(&recv, "run_slow").await;
     assert_eq!(ctl.get_run(&slow).await.state, "running", "alerted before it finished");
-    let alert = of_kind(&got, "alert")
-        .into_iter()
-        .find(|a| a["event"] == "run_slow")
-        .unwrap();
+    let alert = &slow_alerts[0];
     assert_eq!(alert["run_id"], slow.as_str());
     assert_eq!(alert["agent"], "worker-1");
     assert!(alert["title"].as_str().unwrap().contains("running for"), "{alert}");
@@ -378,15 +382,8 @@ rules:
     // Timed out.
     let stuck = enqueue(&mut client, "stuck").await;
     assert_eq!(ctl.wait_run(&stuck, Duration::from_secs(20)).await.state, "dead");
-    let got = recv
-        .wait("/hook", "run_timed_out", Duration::from_secs(10), |g| {
-            of_kind(g, "alert").iter().any(|a| a["event"] == "run_timed_out")
-        })
-        .await;
-    let alert = of_kind(&got, "alert")
-        .into_iter()
-        .find(|a| a["event"] == "run_timed_out")
-        .unwrap();
+    let (timeouts, _) = wait_event(&recv, "run_timed_out").await;
+    let alert = &timeouts[0];
     assert_eq!(alert["run_id"], stuck.as_str());
     assert!(
         alert["output_tail"].as_str().unwrap_or("").contains("started"),
@@ -400,26 +397,19 @@ rules:
         assert_eq!(ctl.wait_run(&id, Duration::from_secs(20)).await.state, "dead");
         broken.push(id);
     }
-    let got = recv
-        .wait("/hook", "consecutive_failures", Duration::from_secs(10), |g| {
-            of_kind(g, "alert").iter().any(|a| a["event"] == "consecutive_failures")
-        })
-        .await;
-    let streaks: Vec<Value> = of_kind(&got, "alert")
-        .into_iter()
-        .filter(|a| a["event"] == "consecutive_failures")
-        .collect();
+    let (streaks, got) = wait_event(&recv, "consecutive_failures").await;
     assert_eq!(streaks.len(), 1, "{streaks:#?}");
     assert_eq!(streaks[0]["run_id"], broken[2].as_str(), "raised by the third failure");
     assert!(
-        streaks[0]["error"].as_str().unwrap_or("").contains("1")
-            || streaks[0]["output_tail"].as_str().unwrap_or("").contains("nope")
+        streaks[0]["output_tail"].as_str().unwrap_or("").contains("nope"),
+        "{}",
+        streaks[0]
     );
-    let slow_alerts = of_kind(&got, "alert")
-        .iter()
-        .filter(|a| a["event"] == "run_slow")
-        .count();
-    assert_eq!(slow_alerts, 1, "a slow attempt alerts once, not again when it ends");
+    assert_eq!(
+        of_event(&got, "run_slow").len(),
+        1,
+        "a slow attempt alerts once, not again when it ends"
+    );
 }
 
 /// A killed agent, a queue nobody serves, and schedule fires skipped because
@@ -467,12 +457,6 @@ rules:
         enqueue(&mut client, "orphan").await;
     }
 
-    let by_event = |g: &[Received], event: &str| -> Vec<Value> {
-        of_kind(g, "alert")
-            .into_iter()
-            .filter(|a| a["event"] == event)
-            .collect()
-    };
     let got = recv
         .wait(
             "/hook",
@@ -481,15 +465,15 @@ rules:
             |g| {
                 ["agent_lost", "queue_backlog", "schedule_missed"]
                     .iter()
-                    .all(|e| !by_event(g, e).is_empty())
+                    .all(|e| !of_event(g, e).is_empty())
             },
         )
         .await;
-    let lost = by_event(&got, "agent_lost");
+    let lost = of_event(&got, "agent_lost");
     assert_eq!(lost.len(), 1, "{lost:#?}");
     assert_eq!(lost[0]["agent"], "doomed");
     assert_eq!(lost[0]["link"], format!("{WEB}/agents"));
-    let backlog = by_event(&got, "queue_backlog");
+    let backlog = of_event(&got, "queue_backlog");
     assert_eq!(backlog.len(), 1, "alerted once while over: {backlog:#?}");
     assert_eq!(backlog[0]["priority"], "high");
     assert!(
@@ -497,7 +481,7 @@ rules:
         "{}",
         backlog[0]
     );
-    let missed = by_event(&got, "schedule_missed");
+    let missed = of_event(&got, "schedule_missed");
     assert_eq!(missed[0]["job"], "ticker");
     assert!(
         missed[0]["text"].as_str().unwrap().contains("overlap: forbid"),
@@ -541,6 +525,7 @@ rules:
     let _agent = env.start_agent(&ctl, "busy", 8).await;
     let mut client = ctl.client().await;
 
+    let t0 = std::time::Instant::now();
     let bad = enqueue(&mut client, "bad").await;
     ctl.wait_run(&bad, Duration::from_secs(20)).await;
     recv.wait("/down", "the first delivery attempt", Duration::from_secs(10), |g| {
@@ -565,9 +550,19 @@ rules:
         .into_iter()
         .map(|r| r.run.expect("run").id)
         .collect();
+    // One connection for the thousand waits (a new one per run would take longer than the backoff).
     for id in &ids {
-        assert_eq!(ctl.wait_run(id, Duration::from_secs(60)).await.state, "succeeded");
+        let run = client
+            .wait_run(pb::WaitRunRequest {
+                id: id.clone(),
+                timeout_ms: 60_000,
+            })
+            .await
+            .expect("wait run")
+            .into_inner();
+        assert_eq!(run.state, "succeeded", "{run:?}");
     }
+    eprintln!("[timing] 1000 runs done at {:?}", t0.elapsed());
     let during = ctl.cli_json(&["alerts", "history", "--rule", "failures"]).await;
     assert!(
         during.as_array().unwrap().is_empty(),
@@ -586,6 +581,7 @@ rules:
         }
     })
     .await;
+    eprintln!("[timing] history at {:?}", t0.elapsed());
     let row = &history[0];
     assert_eq!(row["status"], "failed", "{row:#}");
     assert_eq!(row["attempts"], 3, "{row:#}");

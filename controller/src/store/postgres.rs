@@ -233,15 +233,7 @@ impl PgStore {
                 .await?;
         }
         if let Some((file, content)) = applied {
-            sqlx::query(
-                "INSERT INTO applied_config (file, content, applied_at) VALUES ($1, $2, $3)
-                 ON CONFLICT (file) DO UPDATE SET content = excluded.content, applied_at = excluded.applied_at",
-            )
-            .bind(file)
-            .bind(content)
-            .bind(now)
-            .execute(&mut *tx)
-            .await?;
+            record_applied(&mut tx, file, content, now).await?;
         }
         tx.commit().await?;
         Ok(())
@@ -541,15 +533,7 @@ impl PgStore {
             .await?;
         }
         if let Some((file, content)) = applied {
-            sqlx::query(
-                "INSERT INTO applied_config (file, content, applied_at) VALUES ($1, $2, $3)
-                 ON CONFLICT (file) DO UPDATE SET content = excluded.content, applied_at = excluded.applied_at",
-            )
-            .bind(file)
-            .bind(content)
-            .bind(now)
-            .execute(&mut *tx)
-            .await?;
+            record_applied(&mut tx, file, content, now).await?;
         }
         tx.commit().await?;
         Ok(())
@@ -859,4 +843,23 @@ fn run_from_row(r: &PgRow) -> Result<RunRecord> {
         cancel_requested: r.get(15),
         idempotency_key: r.get(16),
     })
+}
+
+/// Records `content` as the text of configuration `file` last applied, in `tx`.
+async fn record_applied(
+    tx: &mut sqlx::Transaction<'_, sqlx::Postgres>,
+    file: &str,
+    content: &str,
+    now: i64,
+) -> Result<()> {
+    sqlx::query(
+        "INSERT INTO applied_config (file, content, applied_at) VALUES ($1, $2, $3)
+         ON CONFLICT (file) DO UPDATE SET content = excluded.content, applied_at = excluded.applied_at",
+    )
+    .bind(file)
+    .bind(content)
+    .bind(now)
+    .execute(&mut **tx)
+    .await?;
+    Ok(())
 }

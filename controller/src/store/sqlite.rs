@@ -236,15 +236,7 @@ impl SqliteStore {
                 .await?;
         }
         if let Some((file, content)) = applied {
-            sqlx::query(
-                "INSERT INTO applied_config (file, content, applied_at) VALUES (?, ?, ?)
-                 ON CONFLICT (file) DO UPDATE SET content = excluded.content, applied_at = excluded.applied_at",
-            )
-            .bind(file)
-            .bind(content)
-            .bind(now)
-            .execute(&mut *tx)
-            .await?;
+            record_applied(&mut tx, file, content, now).await?;
         }
         tx.commit().await?;
         Ok(())
@@ -557,15 +549,7 @@ impl SqliteStore {
             q.build().execute(&mut *tx).await?;
         }
         if let Some((file, content)) = applied {
-            sqlx::query(
-                "INSERT INTO applied_config (file, content, applied_at) VALUES (?, ?, ?)
-                 ON CONFLICT (file) DO UPDATE SET content = excluded.content, applied_at = excluded.applied_at",
-            )
-            .bind(file)
-            .bind(content)
-            .bind(now)
-            .execute(&mut *tx)
-            .await?;
+            record_applied(&mut tx, file, content, now).await?;
         }
         tx.commit().await?;
         Ok(())
@@ -960,4 +944,23 @@ fn run_from_row(r: &SqliteRow) -> Result<RunRecord> {
         cancel_requested: r.get::<i64, _>(15) != 0,
         idempotency_key: r.get(16),
     })
+}
+
+/// Records `content` as the text of configuration `file` last applied, in `tx`.
+async fn record_applied(
+    tx: &mut sqlx::Transaction<'_, sqlx::Sqlite>,
+    file: &str,
+    content: &str,
+    now: i64,
+) -> Result<()> {
+    sqlx::query(
+        "INSERT INTO applied_config (file, content, applied_at) VALUES (?, ?, ?)
+         ON CONFLICT (file) DO UPDATE SET content = excluded.content, applied_at = excluded.applied_at",
+    )
+    .bind(file)
+    .bind(content)
+    .bind(now)
+    .execute(&mut **tx)
+    .await?;
+    Ok(())
 }
