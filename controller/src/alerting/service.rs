@@ -54,6 +54,8 @@ pub const MAX_PENDING_PER_CHANNEL: usize = 1_000;
 pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
 /// How often running attempts, the backlog and throttle windows are looked at.
 const TICK: Duration = Duration::from_millis(250);
+/// Facts routed in one go before the alert loop yields to its other work.
+const FACTS_PER_TURN: usize = 10_000;
 /// History rows written in one transaction at most.
 const HISTORY_BATCH: usize = 2_000;
 
@@ -262,20 +264,21 @@ impl AlertLoop {
             }
         }
         // Facts reported before the engine stopped are still routed.
-        self.take_waiting_facts(&mut facts);
+        while !facts.is_empty() {
+            self.take_waiting_facts(&mut facts);
+        }
         self.stop().await;
         let _ = flushed.send(());
     }
 
-    /// Routes the facts waiting now, without yielding (a failure storm).
+    /// Routes facts already waiting (a failure storm), at most
+    /// [`FACTS_PER_TURN`] before the loop looks at its other work again.
     fn take_waiting_facts(&mut self, facts: &mut mpsc::UnboundedReceiver<Fact>) {
         let config = self.service.config();
         let mut alerts = Vec::new();
-        while let Ok(fact) = facts.try_recv() {
+        for _ in 0..FACTS_PER_TURN {
+            let Ok(fact) = facts.try_recv() else { break };
             alerts.extend(self.detector.on_fact(&config, &self.links, &fact));
-            if alerts.len() >= 10_000 {
-                self.route(&config, std::mem::take(&mut alerts));
-            }
         }
         self.route(&config, alerts);
     }
