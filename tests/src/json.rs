@@ -58,3 +58,11 @@ pub fn attempts(run: &Value) -> &Vec<Value> {
 pub fn ids(runs: &Value) -> Vec<String> {
     as_array(runs).iter().map(|r| str_field(r, "id").to_string()).collect()
 }
+
+/// The `name` of each object of a JSON array (rules, channels, jobs).
+pub fn names(items: &Value) -> Vec<String> {
+    as_array(items)
+        .iter()
+        .map(|r| str_field(r, "name").to_string())
+        .collect()
+}

@@ -86,6 +86,15 @@ fn discord_embed(r: &Received) -> &Value {
     e
 }
 
+/// `alerts.yaml` with the signed channel `hook` (the receiver's `/hook`, secret
+/// `${HOOK_SECRET}`) and `rules` (lines of the `rules:` list).
+fn hook_alerts(recv: &Receiver, rules: &str) -> String {
+    format!(
+        "channels:\n  hook: {{ type: webhook, url: \"{}\", secret: \"${{HOOK_SECRET}}\" }}\nrules:\n{rules}",
+        recv.url("/hook")
+    )
+}
+
 /// Bodies of signed webhook requests of one kind (`alert`, `summary`, `test`).
 fn of_kind(got: &[Received], kind: &str) -> Vec<Value> {
     got.iter()
@@ -352,16 +361,12 @@ jobs:
 "#,
     );
     let recv = Receiver::start().await;
-    env.write_alerts(&format!(
-        r#"
-channels:
-  hook: {{ type: webhook, url: "{hook}", secret: "${{HOOK_SECRET}}" }}
-rules:
-  - {{ name: slow, event: run_slow, jobs: slowpoke, threshold: 500ms, channels: [hook] }}
-  - {{ name: timeouts, event: run_timed_out, channels: [hook] }}
-  - {{ name: streak, event: consecutive_failures, jobs: broken, count: 3, channels: [hook] }}
+    env.write_alerts(&hook_alerts(
+        &recv,
+        r#"  - { name: slow, event: run_slow, jobs: slowpoke, threshold: 500ms, channels: [hook] }
+  - { name: timeouts, event: run_timed_out, channels: [hook] }
+  - { name: streak, event: consecutive_failures, jobs: broken, count: 3, channels: [hook] }
 "#,
-        hook = recv.url("/hook"),
     ));
     let ctl = env
         .start_controller_with_env(&[("HOOK_SECRET", SECRET)], &["--web-url", WEB])
@@ -432,16 +437,12 @@ jobs:
 "#,
     );
     let recv = Receiver::start().await;
-    env.write_alerts(&format!(
-        r#"
-channels:
-  hook: {{ type: webhook, url: "{hook}", secret: "${{HOOK_SECRET}}" }}
-rules:
-  - {{ name: agents, event: agent_lost, channels: [hook] }}
-  - {{ name: backlog, event: queue_backlog, max_depth: 2, channels: [hook] }}
-  - {{ name: missed, event: schedule_missed, jobs: ticker, channels: [hook], throttle: 1h }}
+    env.write_alerts(&hook_alerts(
+        &recv,
+        r#"  - { name: agents, event: agent_lost, channels: [hook] }
+  - { name: backlog, event: queue_backlog, max_depth: 2, channels: [hook] }
+  - { name: missed, event: schedule_missed, jobs: ticker, channels: [hook], throttle: 1h }
 "#,
-        hook = recv.url("/hook"),
     ));
     let ctl = env
         .start_controller_with_env(&[("HOOK_SECRET", SECRET)], &["--web-url", WEB])
@@ -625,14 +626,10 @@ rules:
     }
 
     let recv = Receiver::start().await;
-    env.write_alerts(&format!(
-        r#"
-channels:
-  hook: {{ type: webhook, url: "{hook}", secret: "${{HOOK_SECRET}}" }}
-rules:
-  - {{ name: dead, event: run_dead, channels: [hook] }}
+    env.write_alerts(&hook_alerts(
+        &recv,
+        r#"  - { name: dead, event: run_dead, channels: [hook] }
 "#,
-        hook = recv.url("/hook"),
     ));
     let start = || env.start_controller_with_env(&[("HOOK_SECRET", SECRET)], &[]);
     let ctl = start().await;
@@ -723,30 +720,20 @@ rules:
     drop(ctl);
     let ctl = start().await;
     let rules = ctl.cli_json(&["alerts", "rules"]).await;
-    let names: Vec<&str> = rules
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|r| r["name"].as_str().unwrap())
-        .collect();
+    let names = worker_tests::json::names(&rules);
     assert_eq!(names, ["dead", "team-dead"]);
     let rule = &rules[1];
     assert_eq!(rule["throttle"], "10m");
 
     // Restart with a changed file: the file replaces what is stored.
     drop(ctl);
-    env.write_alerts(&format!(
-        "channels:\n  hook: {{ type: webhook, url: \"{}\", secret: \"${{HOOK_SECRET}}\" }}\nrules:\n  - {{ name: failed, event: run_failed, channels: [hook] }}\n",
-        recv.url("/hook"),
+    env.write_alerts(&hook_alerts(
+        &recv,
+        "  - { name: failed, event: run_failed, channels: [hook] }\n",
     ));
     let ctl = start().await;
     let rules = ctl.cli_json(&["alerts", "rules"]).await;
-    let names: Vec<&str> = rules
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|r| r["name"].as_str().unwrap())
-        .collect();
+    let names = worker_tests::json::names(&rules);
     assert_eq!(names, ["failed"]);
     assert_eq!(ctl.cli_json(&["alerts", "channels"]).await.as_array().unwrap().len(), 1);
 }

@@ -23,14 +23,7 @@ pub const OUTPUT_TAIL_BYTES: usize = 4096;
 
 /// The last [`OUTPUT_TAIL_BYTES`] of `output`, cut on a character boundary.
 pub fn output_tail(output: &str) -> String {
-    if output.len() <= OUTPUT_TAIL_BYTES {
-        return output.to_string();
-    }
-    let mut start = output.len() - OUTPUT_TAIL_BYTES;
-    while !output.is_char_boundary(start) {
-        start += 1;
-    }
-    output[start..].to_string()
+    crate::engine::tail_bytes(output, OUTPUT_TAIL_BYTES).to_string()
 }
 
 /// One attempt ended and its run moved on.

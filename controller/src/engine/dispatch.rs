@@ -9,7 +9,7 @@ use worker_proto::v1::{
 
 use super::select::select_assignments;
 use super::state::{AgentEntry, AgentSender, Core, Renewal};
-use super::{Counters, Engine, MAX_OUTPUT_BYTES};
+use super::{Counters, Engine, MAX_OUTPUT_BYTES, tail_bytes};
 use crate::alerting::facts::{AttemptFact, Fact, output_tail};
 use crate::api::convert::executor_to_proto;
 use crate::config::JobSet;
@@ -593,12 +593,5 @@ fn attempt_end(finished: &Finished, outcome: Outcome) -> AttemptEnd {
 
 /// Keeps the last [`MAX_OUTPUT_BYTES`] of an output tail (on a char boundary).
 fn cap_output(output: &str) -> String {
-    if output.len() <= MAX_OUTPUT_BYTES {
-        return output.to_string();
-    }
-    let mut start = output.len() - MAX_OUTPUT_BYTES;
-    while !output.is_char_boundary(start) {
-        start += 1;
-    }
-    output[start..].to_string()
+    tail_bytes(output, MAX_OUTPUT_BYTES).to_string()
 }

@@ -68,21 +68,7 @@ pub struct PendingEnqueue {
 impl PendingEnqueue {
     /// Its run, created at `now`.
     pub(super) fn new_run(&self, now: i64) -> NewRun {
-        let item = &self.item;
-        let mut run = new_run(
-            &new_id(),
-            &item.job,
-            item.priority,
-            item.payload.clone(),
-            item.trigger,
-            now,
-            item.scheduled_for,
-            item.not_before,
-            None,
-            None,
-        );
-        run.reason = item.reason.clone();
-        run
+        self.item.new_run(&new_id(), now, None, None)
     }
 
     /// Fails it (the round's commit failed; nothing of it was kept).
@@ -103,6 +89,26 @@ struct Item {
     reference: String,
     scheduled_for: Option<i64>,
     reason: Option<String>,
+}
+
+impl Item {
+    /// Its run, with id `id`, created at `now`.
+    fn new_run(&self, id: &str, now: i64, workflow_id: Option<String>, key: Option<String>) -> NewRun {
+        let mut run = new_run(
+            id,
+            &self.job,
+            self.priority,
+            self.payload.clone(),
+            self.trigger,
+            now,
+            self.scheduled_for,
+            self.not_before,
+            workflow_id,
+            key,
+        );
+        run.reason = self.reason.clone();
+        run
+    }
 }
 
 /// Where an item's run comes from.
@@ -458,20 +464,7 @@ impl Engine {
                 plan.dependencies.push((id.clone(), run_of_job[dep_job].clone()));
             }
             plan_index_of_item[index] = Some(plan.runs.len());
-            let mut run = new_run(
-                id,
-                &item.job,
-                item.priority,
-                item.payload.clone(),
-                item.trigger,
-                now,
-                item.scheduled_for,
-                item.not_before,
-                workflow_id,
-                item.key.clone(),
-            );
-            run.reason = item.reason.clone();
-            plan.runs.push(run);
+            plan.runs.push(item.new_run(id, now, workflow_id, item.key.clone()));
         }
         for (index, targets) in &edges {
             let Resolved::New(id) = &resolved[*index] else { continue };

@@ -57,6 +57,16 @@ pub const EVENT_BUFFER: usize = 65_536;
 /// Output tail kept per attempt, in bytes.
 pub const MAX_OUTPUT_BYTES: usize = 64 * 1024;
 
+/// The last `max` bytes of `text` at most, cut on a character boundary (the
+/// end of an output is what explains a failure).
+pub fn tail_bytes(text: &str, max: usize) -> &str {
+    let mut start = text.len().saturating_sub(max);
+    while !text.is_char_boundary(start) {
+        start += 1;
+    }
+    &text[start..]
+}
+
 /// Timing settings of the agent protocol.
 #[derive(Debug, Clone, Copy)]
 pub struct EngineSettings {

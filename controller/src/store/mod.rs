@@ -332,6 +332,64 @@ fn attempts_column(value: i64) -> Result<u32> {
     u32::try_from(value).map_err(|_| Error::internal(format!("corrupt value in store: {value} delivery attempts")))
 }
 
+/// The columns of `alert_history` that [`alert_from_row`] reads, in order.
+const ALERT_COLUMNS: &str =
+    "id, alert_id, at, kind, event, rule, channel, job, run_id, status, attempts, answer, title";
+
+/// The alert history query of both dialects: rows matching `query`, newest
+/// first, at most `limit`. Only the filters that are set become conditions, so
+/// that the indexes on (rule, at, id) and (job, at, id) apply (on PostgreSQL to
+/// generic plans too); the builder writes each dialect's placeholders.
+fn alert_history_query<DB>(query: &AlertQuery, limit: u32) -> sqlx::QueryBuilder<DB>
+where
+    DB: sqlx::Database,
+    DB::Arguments: Default,
+    for<'t> &'t str: sqlx::Encode<'t, DB> + sqlx::Type<DB>,
+    for<'t> i64: sqlx::Encode<'t, DB> + sqlx::Type<DB>,
+{
+    let mut q = sqlx::QueryBuilder::<DB>::new(format!("SELECT {ALERT_COLUMNS} FROM alert_history WHERE TRUE"));
+    if let Some(rule) = &query.rule {
+        q.push(" AND rule = ").push_bind(rule.as_str());
+    }
+    if let Some(channel) = &query.channel {
+        q.push(" AND channel = ").push_bind(channel.as_str());
+    }
+    if let Some(job) = &query.job {
+        q.push(" AND job = ").push_bind(job.as_str());
+    }
+    if let Some(status) = query.status {
+        q.push(" AND status = ").push_bind(status.as_str());
+    }
+    q.push(" ORDER BY at DESC, id DESC LIMIT ").push_bind(i64::from(limit));
+    q
+}
+
+/// An `alert_history` row read with [`ALERT_COLUMNS`], in either dialect.
+fn alert_from_row<R>(r: &R) -> Result<AlertRecord>
+where
+    R: sqlx::Row,
+    usize: sqlx::ColumnIndex<R>,
+    for<'r> String: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
+    for<'r> i64: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
+{
+    let event: Option<String> = r.try_get(4)?;
+    Ok(AlertRecord {
+        id: r.try_get(0)?,
+        alert_id: r.try_get(1)?,
+        at: r.try_get(2)?,
+        kind: parse_column(&r.try_get::<String, _>(3)?)?,
+        event: event.map(|e| parse_column(&e)).transpose()?,
+        rule: r.try_get(5)?,
+        channel: r.try_get(6)?,
+        job: r.try_get(7)?,
+        run_id: r.try_get(8)?,
+        status: parse_column(&r.try_get::<String, _>(9)?)?,
+        attempts: attempts_column(r.try_get(10)?)?,
+        answer: r.try_get(11)?,
+        title: r.try_get(12)?,
+    })
+}
+
 /// Parses a text column into a model enum.
 fn parse_column<T: FromStr<Err = String>>(text: &str) -> Result<T> {
     text.parse()

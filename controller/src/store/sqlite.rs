@@ -592,24 +592,11 @@ impl SqliteStore {
 
     /// Alert history rows matching `query`, newest first, at most `limit`.
     pub(super) async fn alert_history(&self, query: &AlertQuery, limit: u32) -> Result<Vec<AlertRecord>> {
-        // Only the filters that are set become conditions, so that the indexes
-        // on (rule, at, id) and (job, at, id) apply.
-        let mut q = QueryBuilder::<Sqlite>::new(format!("SELECT {ALERT_COLUMNS} FROM alert_history WHERE TRUE"));
-        if let Some(rule) = &query.rule {
-            q.push(" AND rule = ").push_bind(rule);
-        }
-        if let Some(channel) = &query.channel {
-            q.push(" AND channel = ").push_bind(channel);
-        }
-        if let Some(job) = &query.job {
-            q.push(" AND job = ").push_bind(job);
-        }
-        if let Some(status) = query.status {
-            q.push(" AND status = ").push_bind(status.as_str());
-        }
-        q.push(" ORDER BY at DESC, id DESC LIMIT ").push_bind(i64::from(limit));
-        let rows = q.build().fetch_all(&self.pool).await?;
-        rows.iter().map(alert_from_row).collect()
+        let rows = super::alert_history_query::<Sqlite>(query, limit)
+            .build()
+            .fetch_all(&self.pool)
+            .await?;
+        rows.iter().map(super::alert_from_row).collect()
     }
 
     /// Deletes the alert history rows recorded before `older_than`, in batches
@@ -897,29 +884,6 @@ impl JsonRun {
             idempotency_key: self.16,
         })
     }
-}
-
-/// The columns of `alert_history` that [`alert_from_row`] reads, in order.
-const ALERT_COLUMNS: &str =
-    "id, alert_id, at, kind, event, rule, channel, job, run_id, status, attempts, answer, title";
-
-fn alert_from_row(r: &SqliteRow) -> Result<AlertRecord> {
-    let event: Option<String> = r.get(4);
-    Ok(AlertRecord {
-        id: r.get(0),
-        alert_id: r.get(1),
-        at: r.get(2),
-        kind: parse_column(&r.get::<String, _>(3))?,
-        event: event.map(|e| parse_column(&e)).transpose()?,
-        rule: r.get(5),
-        channel: r.get(6),
-        job: r.get(7),
-        run_id: r.get(8),
-        status: parse_column(&r.get::<String, _>(9))?,
-        attempts: super::attempts_column(r.get(10))?,
-        answer: r.get(11),
-        title: r.get(12),
-    })
 }
 
 const RUN_COLUMNS: &str = "id, job, state, priority, payload, trigger_kind, scheduled_for, created_at, not_before, ready_at, finished_at, attempt, max_attempts, reason, workflow_id, cancel_requested, idempotency_key";
