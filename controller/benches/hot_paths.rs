@@ -103,7 +103,7 @@ fn ready_selection(c: &mut Criterion) {
             |b, &(queued, agents)| {
                 b.iter_batched_ref(
                     || core_with(queued, agents, (64 / agents as u32).max(1)),
-                    |core| black_box(select_assignments(core, &jobs)),
+                    |core| black_box(select_assignments(core, &jobs, 0)),
                     BatchSize::LargeInput,
                 );
             },

@@ -59,6 +59,10 @@ struct Args {
     /// Alert history older than this is deleted ("0s" keeps it all).
     #[arg(long, default_value = "30d", value_parser = parse_duration)]
     alert_history_retention: std::time::Duration,
+    /// How long a shutdown (SIGTERM, Ctrl-C) may take: in-flight requests and
+    /// commits get this long, then whatever still runs is abandoned.
+    #[arg(long, default_value = "10s", value_parser = parse_duration)]
+    shutdown_timeout: std::time::Duration,
     /// Also run one in-process agent: the one-command local setup.
     #[arg(long)]
     dev: bool,
@@ -74,6 +78,10 @@ fn main() -> ExitCode {
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()))
         .init();
+
+    // Test builds (the `failpoints` feature) take fail points from FAILPOINTS.
+    #[cfg(feature = "failpoints")]
+    let _failpoints = fail::FailScenario::setup();
 
     let loaded = match config::load_dir(&args.config_dir) {
         Ok(loaded) => loaded,
@@ -129,6 +137,7 @@ fn main() -> ExitCode {
             history_retention: args.alert_history_retention,
         },
         dev_agent_capacity: args.dev.then_some(args.dev_capacity.max(1)),
+        shutdown_timeout: args.shutdown_timeout,
     };
 
     let runtime = match tokio::runtime::Runtime::new() {
@@ -141,6 +150,8 @@ fn main() -> ExitCode {
     let result = runtime.block_on(worker_controller::run(config, shutdown_signal(), |addr| {
         println!("worker-controller ready grpc={addr}");
     }));
+    // Tasks still running (a write past the deadline) are abandoned, not awaited.
+    runtime.shutdown_timeout(std::time::Duration::from_millis(200));
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(worker_controller::RunError::Definitions(errors)) => {

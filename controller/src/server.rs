@@ -1,5 +1,18 @@
 //! Wiring: opens the store, recovers the engine, starts the loops and serves gRPC
 //! until shutdown.
+//!
+//! The internal loops (commit rounds, timers, scheduler, alerting) are
+//! supervised: if one of them ends or panics while the controller runs, or the
+//! engine stops because its memory no longer matches the store, the controller
+//! logs why, reports NOT_SERVING on gRPC health, and returns an error within
+//! a second ([`FAILED_EXIT_DEADLINE`]), so that `main` exits non-zero and a
+//! supervisor restarts it (recovery rebuilds everything from the store).
+//!
+//! A shutdown (SIGTERM) stops new schedule fires and dispatch at once, closes
+//! the agent streams (agents keep their runs and reconnect later), lets
+//! in-flight requests finish, and gives up on whatever is still running after
+//! the shutdown deadline (`--shutdown-timeout`, 10 s by default): a write in
+//! progress either committed or did not, and nothing acknowledged is lost.
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -18,8 +31,8 @@ use crate::config::{ConfigErrors, LoadedConfig};
 use crate::engine::{Engine, EngineSettings};
 use crate::store::Store;
 
-/// How long shutdown waits for in-flight requests before giving up on them.
-const SHUTDOWN_DEADLINE: Duration = Duration::from_secs(10);
+/// How long the controller takes at most to stop after an internal failure.
+pub const FAILED_EXIT_DEADLINE: Duration = Duration::from_millis(700);
 
 /// Everything `run` needs, validated by the binary before any port is bound.
 #[derive(Debug, Clone)]
@@ -38,6 +51,8 @@ pub struct ControllerConfig {
     pub alerts: AlertSettings,
     /// Also run one in-process agent with this capacity (`--dev`).
     pub dev_agent_capacity: Option<u32>,
+    /// How long a shutdown may take before what still runs is abandoned.
+    pub shutdown_timeout: Duration,
 }
 
 /// Errors that stop the controller.
@@ -71,6 +86,10 @@ pub enum RunError {
     /// Alert delivery could not be set up.
     #[error("alerting: {0}")]
     Alerting(String),
+    /// An internal loop ended or panicked, or the engine stopped: the
+    /// controller cannot go on and must be restarted.
+    #[error("internal failure, the controller stopped: {0}")]
+    Failed(String),
 }
 
 /// How a failure to choose the start-up definitions stops the controller.
@@ -120,9 +139,11 @@ pub async fn run(
     })?;
 
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
-    let mut loops = tokio::task::JoinSet::new();
-    let (results_tx, results_rx) = tokio::sync::mpsc::unbounded_channel();
-    loops.spawn(engine.clone().commit_loop(results_rx, stop_rx.clone()));
+    let mut loops = Loops::default();
+    let (results_tx, rounds) = engine
+        .rounds()
+        .ok_or_else(|| RunError::Failed("the commit loop is connected twice".into()))?;
+    loops.spawn("commit loop", engine.clone().commit_loop(rounds, stop_rx.clone()));
     // Alerting first: the scheduler's catch-up may already report missed fires.
     let alerts = AlertService::start(
         store.clone(),
@@ -130,16 +151,17 @@ pub async fn run(
         alerts_config,
         config.alerts.clone(),
         stop_rx.clone(),
-        &mut loops,
+        &mut loops.alerting,
     )
     .map_err(RunError::Alerting)?;
-    loops.spawn(engine.clone().timer_loop(stop_rx.clone()));
-    loops.spawn(crate::scheduler::run(engine.clone(), stop_rx.clone()));
+    loops.spawn("timer loop", engine.clone().timer_loop(stop_rx.clone()));
+    loops.spawn("scheduler", crate::scheduler::run(engine.clone(), stop_rx.clone()));
 
     let (health_reporter, health_service) = tonic_health::server::health_reporter();
     health_reporter
         .set_serving::<ControllerServiceServer<ControllerApi>>()
         .await;
+    health_reporter.set_serving::<AgentServiceServer<AgentApi>>().await;
     let reflection = tonic_reflection::server::Builder::configure()
         .register_encoded_file_descriptor_set(worker_proto::FILE_DESCRIPTOR_SET)
         .build_v1()
@@ -188,29 +210,136 @@ pub async fn run(
         }))
     });
 
-    let served = tokio::select! {
-        result = &mut server => Some(result),
-        _ = shutdown => None,
+    let stopped = tokio::select! {
+        result = &mut server => Stop::Server(result),
+        _ = shutdown => Stop::Signal,
+        reason = loops.supervise(&engine) => Stop::Failed(reason),
     };
-    tracing::info!("shutting down");
-    let _ = stop_tx.send(true);
-    engine.disconnect_all_agents().await;
-    if let Some(agent) = dev_agent {
-        let _ = tokio::time::timeout(SHUTDOWN_DEADLINE, agent).await;
+    if let Stop::Failed(reason) = stopped {
+        tracing::error!(%reason, "internal failure: the controller stops (a supervisor should restart it)");
+        for service in ["", "worker.v1.ControllerService", "worker.v1.AgentService"] {
+            health_reporter
+                .set_service_status(service, tonic_health::ServingStatus::NotServing)
+                .await;
+        }
+        let _ = stop_tx.send(true);
+        let _ = tokio::time::timeout(FAILED_EXIT_DEADLINE, async {
+            engine.disconnect_all_agents().await;
+            let _ = (&mut server).await;
+        })
+        .await;
+        server.abort();
+        loops.abort();
+        if let Some(agent) = dev_agent {
+            agent.abort();
+        }
+        return Err(RunError::Failed(reason));
     }
-    let result = match served {
-        Some(result) => result.unwrap_or(Ok(())),
-        None => match tokio::time::timeout(SHUTDOWN_DEADLINE, &mut server).await {
-            Ok(joined) => joined.unwrap_or(Ok(())),
-            Err(_) => {
-                tracing::warn!("gRPC server did not stop within the deadline; closing anyway");
-                server.abort();
-                Ok(())
-            }
-        },
+
+    tracing::info!(
+        deadline_ms = config.shutdown_timeout.as_millis() as u64,
+        "shutting down"
+    );
+    let _ = stop_tx.send(true);
+    let graceful = async {
+        engine.disconnect_all_agents().await;
+        if let Some(agent) = dev_agent {
+            let _ = agent.await;
+        }
+        let result = match stopped {
+            Stop::Server(result) => result.unwrap_or(Ok(())),
+            _ => (&mut server).await.unwrap_or(Ok(())),
+        };
+        loops.join_all().await;
+        store.close().await;
+        result
     };
-    while loops.join_next().await.is_some() {}
-    store.close().await;
+    let result = match tokio::time::timeout(config.shutdown_timeout, graceful).await {
+        Ok(result) => result,
+        Err(_) => {
+            tracing::warn!(
+                deadline_ms = config.shutdown_timeout.as_millis() as u64,
+                "shutdown deadline reached; abandoning what still runs"
+            );
+            server.abort();
+            loops.abort();
+            Ok(())
+        }
+    };
     tracing::info!("stopped");
     Ok(result?)
+}
+
+/// Why `run` stops serving.
+enum Stop {
+    /// The gRPC server ended on its own.
+    Server(Result<Result<(), tonic::transport::Error>, tokio::task::JoinError>),
+    /// Shutdown was requested.
+    Signal,
+    /// An internal loop failed or the engine stopped.
+    Failed(String),
+}
+
+/// The controller's internal loops, by name, and alerting's tasks.
+#[derive(Default)]
+struct Loops {
+    tasks: tokio::task::JoinSet<()>,
+    names: std::collections::HashMap<tokio::task::Id, &'static str>,
+    /// Alerting's loop and history writer.
+    alerting: tokio::task::JoinSet<()>,
+}
+
+impl Loops {
+    fn spawn(&mut self, name: &'static str, task: impl std::future::Future<Output = ()> + Send + 'static) {
+        let handle = self.tasks.spawn(task);
+        self.names.insert(handle.id(), name);
+    }
+
+    /// Resolves with the reason once a loop ends or panics, or the engine stops.
+    async fn supervise(&mut self, engine: &Engine) -> String {
+        let ended = tokio::select! {
+            Some(joined) = self.tasks.join_next_with_id() => match joined {
+                Ok((id, ())) => format!("the {} ended", self.names.get(&id).copied().unwrap_or("loop")),
+                Err(e) => {
+                    let name = self.names.get(&e.id()).copied().unwrap_or("loop");
+                    format!("the {name} {}", why(e))
+                }
+            },
+            Some(joined) = self.alerting.join_next() => match joined {
+                Ok(()) => "the alerting loop ended".to_string(),
+                Err(e) => format!("the alerting loop {}", why(e)),
+            },
+            reason = engine.failed() => format!("the engine stopped: {reason}"),
+        };
+        // A loop that ended because the engine stopped: report the cause.
+        match engine.failure() {
+            Some(reason) => format!("the engine stopped: {reason}"),
+            None => ended,
+        }
+    }
+
+    async fn join_all(&mut self) {
+        while self.tasks.join_next().await.is_some() {}
+        while self.alerting.join_next().await.is_some() {}
+    }
+
+    fn abort(&mut self) {
+        self.tasks.abort_all();
+        self.alerting.abort_all();
+    }
+}
+
+/// How a loop task ended abnormally.
+fn why(e: tokio::task::JoinError) -> String {
+    if e.is_panic() {
+        let panic = e.into_panic();
+        let message = panic
+            .downcast_ref::<&str>()
+            .map(|s| s.to_string())
+            .or_else(|| panic.downcast_ref::<String>().cloned())
+            .unwrap_or_else(|| "(no message)".into());
+        format!("panicked: {message}")
+    } else {
+        "was cancelled".to_string()
+    }
 }

@@ -17,7 +17,7 @@ use worker_controller::alerting::{AlertKind, AlertStatus, Event};
 use worker_controller::error::ErrorCode;
 use worker_controller::model::{Outcome, Priority, RunState, Trigger};
 use worker_controller::store::{
-    AlertQuery, AlertRecord, AttemptEnd, AttemptStart, InsertPlan, NewRun, StateChange, Store,
+    AlertQuery, AlertRecord, AttemptEnd, AttemptStart, InsertPlan, NewRun, StateChange, Store, WriteError,
 };
 
 // ---------------------------------------------------------------------------
@@ -179,6 +179,10 @@ backend_tests!(
     alert_history_is_recorded_in_bulk_and_listed_newest_first,
     alert_history_is_pruned_by_age,
     a_corrupt_alert_history_row_is_an_internal_error,
+    a_stale_change_is_refused_and_the_round_keeps_nothing,
+    an_attempt_ends_once,
+    a_write_is_read_back_by_its_first_row,
+    fire_failures_are_recorded_per_job,
 );
 
 fn new_run(id: &str, scheduled_for: Option<i64>) -> NewRun {
@@ -375,14 +379,228 @@ async fn purge_deletes_only_dead_runs_with_their_history(db: TestDb) {
         .await
         .unwrap();
     assert_eq!(store.dead_run_ids().await.unwrap(), vec!["dead1".to_string()]);
-    let purged = store
-        .purge_dead(&["dead1".to_string(), "live1".to_string()])
+    // A run that is not dead refuses the whole purge.
+    let err = store
+        .purge_dead(&["dead1".to_string(), "live1".to_string()], &[])
         .await
-        .unwrap();
-    assert_eq!(purged, vec!["dead1".to_string()]);
+        .unwrap_err();
+    assert!(matches!(err, WriteError::Conflict(_)), "{err:?}");
+    assert!(
+        err.to_string().contains("run live1 is not in the dead-letter queue"),
+        "{err}"
+    );
+    assert!(store.run("dead1").await.unwrap().is_some(), "nothing was purged");
+    // The dead run goes, and the run blocked behind it is cancelled with it.
+    let cancel = StateChange::new(
+        "live1",
+        RunState::Queued,
+        RunState::Cancelled,
+        6,
+        Some("upstream run dead1 was purged".into()),
+    );
+    store.purge_dead(&["dead1".to_string()], &[cancel]).await.unwrap();
     assert!(store.run("dead1").await.unwrap().is_none());
     assert!(store.transitions("dead1").await.unwrap().is_empty());
-    assert!(store.run("live1").await.unwrap().is_some());
+    assert_eq!(store.run("live1").await.unwrap().unwrap().state, RunState::Cancelled);
+    store.close().await;
+}
+
+/// The store applies a change only where its run is still in the change's
+/// `from` state: a round with one stale change keeps nothing at all.
+async fn a_stale_change_is_refused_and_the_round_keeps_nothing(db: TestDb) {
+    let store = db.open().await;
+    insert(&store, new_run("queued", None)).await;
+    insert(&store, new_run("other", None)).await;
+    let transitions_before = store.transitions("other").await.unwrap();
+    let mut start = StateChange::new("other", RunState::Queued, RunState::Running, 2_000, None);
+    start.attempt = Some(1);
+    // "queued" is queued, not running: this change is stale.
+    let stale = StateChange::new("queued", RunState::Running, RunState::Succeeded, 2_000, None);
+    let err = store
+        .commit(
+            &InsertPlan {
+                runs: vec![new_run("fresh", None)],
+                dependencies: Vec::new(),
+            },
+            &[start, stale],
+            &[AttemptStart {
+                run_id: "other".into(),
+                attempt: 1,
+                agent_id: "a".into(),
+                agent_name: "a".into(),
+                started_at: 2_000,
+            }],
+            &[],
+        )
+        .await
+        .unwrap_err();
+    assert!(matches!(err, WriteError::Conflict(_)), "{err:?}");
+    assert_eq!(err.error().code, ErrorCode::Internal);
+    assert!(
+        err.to_string().contains("run queued is queued, not running"),
+        "the error names the run and both states: {err}"
+    );
+    assert!(store.run("fresh").await.unwrap().is_none(), "the new run is not kept");
+    let other = store.run("other").await.unwrap().unwrap();
+    assert_eq!(
+        (other.state, other.attempt),
+        (RunState::Queued, 0),
+        "the valid change is not kept"
+    );
+    assert!(store.attempts(&["other".into()]).await.unwrap().is_empty());
+    assert_eq!(store.transitions("other").await.unwrap(), transitions_before);
+    assert_eq!(store.run("queued").await.unwrap().unwrap().state, RunState::Queued);
+
+    // The same check through `apply`, for a run that does not exist.
+    let ghost = StateChange::new("ghost", RunState::Queued, RunState::Running, 1, None);
+    let err = store.apply(&[ghost], &[], &[]).await.unwrap_err();
+    assert!(matches!(err, WriteError::Conflict(_)), "{err:?}");
+    assert!(err.to_string().contains("run ghost does not exist"), "{err}");
+
+    // Two changes of one run in one commit are refused before anything runs.
+    let a = StateChange::new("queued", RunState::Queued, RunState::Running, 1, None);
+    let b = StateChange::new("queued", RunState::Running, RunState::Succeeded, 1, None);
+    let err = store.apply(&[a, b], &[], &[]).await.unwrap_err();
+    assert!(err.to_string().contains("run queued is changed twice"), "{err}");
+    assert_eq!(store.run("queued").await.unwrap().unwrap().state, RunState::Queued);
+    store.close().await;
+}
+
+/// An attempt ends once: a second end of it (a result applied twice) is a
+/// conflict, and the first end stays as recorded.
+async fn an_attempt_ends_once(db: TestDb) {
+    let store = db.open().await;
+    insert(&store, new_run("r1", None)).await;
+    let mut running = StateChange::new("r1", RunState::Queued, RunState::Running, 2_000, None);
+    running.attempt = Some(1);
+    let start = AttemptStart {
+        run_id: "r1".into(),
+        attempt: 1,
+        agent_id: "a1".into(),
+        agent_name: "a1".into(),
+        started_at: 2_000,
+    };
+    store.apply(&[running], &[start], &[]).await.unwrap();
+    let end = |outcome| AttemptEnd {
+        run_id: "r1".into(),
+        attempt: 1,
+        outcome,
+        exit_code: None,
+        error: None,
+        output: None,
+        started_at: None,
+        finished_at: 3_000,
+        duration_ms: None,
+    };
+    let mut retry = StateChange::new("r1", RunState::Running, RunState::Scheduled, 3_000, None);
+    retry.not_before = Some(4_000);
+    store.apply(&[retry], &[], &[end(Outcome::Failed)]).await.unwrap();
+    // A late result of the same attempt, as if it were still running.
+    let err = store.apply(&[], &[], &[end(Outcome::Succeeded)]).await.unwrap_err();
+    assert!(matches!(err, WriteError::Conflict(_)), "{err:?}");
+    assert!(
+        err.to_string().contains("attempt 1 of run r1 already ended failed"),
+        "{err}"
+    );
+    assert_eq!(store.attempt_outcome("r1", 1).await.unwrap(), Some(Outcome::Failed));
+    assert_eq!(store.run("r1").await.unwrap().unwrap().state, RunState::Scheduled);
+    store.close().await;
+}
+
+/// `written` reads a write back by its first row: what the engine uses to
+/// settle a commit that failed in doubt.
+async fn a_write_is_read_back_by_its_first_row(db: TestDb) {
+    let store = db.open().await;
+    let none = InsertPlan::default();
+    let plan = InsertPlan {
+        runs: vec![new_run("r1", None)],
+        dependencies: Vec::new(),
+    };
+    assert!(!store.written(&plan, &[], &[], &[]).await.unwrap());
+    store.commit(&plan, &[], &[], &[]).await.unwrap();
+    assert!(store.written(&plan, &[], &[], &[]).await.unwrap());
+
+    let mut running = StateChange::new("r1", RunState::Queued, RunState::Running, 2_000, None);
+    running.attempt = Some(1);
+    let start = AttemptStart {
+        run_id: "r1".into(),
+        attempt: 1,
+        agent_id: "a1".into(),
+        agent_name: "a1".into(),
+        started_at: 2_000,
+    };
+    let changes = std::slice::from_ref(&running);
+    let starts = std::slice::from_ref(&start);
+    assert!(!store.written(&none, changes, starts, &[]).await.unwrap());
+    assert!(!store.written(&none, changes, &[], &[]).await.unwrap());
+    store.apply(changes, starts, &[]).await.unwrap();
+    assert!(store.written(&none, changes, starts, &[]).await.unwrap());
+    assert!(store.written(&none, changes, &[], &[]).await.unwrap());
+
+    let end = AttemptEnd {
+        run_id: "r1".into(),
+        attempt: 1,
+        outcome: Outcome::Succeeded,
+        exit_code: Some(0),
+        error: None,
+        output: None,
+        started_at: None,
+        finished_at: 3_000,
+        duration_ms: Some(1),
+    };
+    let done = StateChange::new("r1", RunState::Running, RunState::Succeeded, 3_000, None);
+    let ends = std::slice::from_ref(&end);
+    assert!(!store.written(&none, &[], &[], ends).await.unwrap());
+    store.apply(std::slice::from_ref(&done), &[], ends).await.unwrap();
+    assert!(store.written(&none, &[], &[], ends).await.unwrap());
+
+    // A change that only updates the reason is read back by its reason.
+    insert(&store, new_run("r2", None)).await;
+    let note = StateChange::new("r2", RunState::Queued, RunState::Queued, 4_000, Some("note".into()));
+    let notes = std::slice::from_ref(&note);
+    assert!(!store.written(&none, notes, &[], &[]).await.unwrap());
+    store.apply(notes, &[], &[]).await.unwrap();
+    assert!(store.written(&none, notes, &[], &[]).await.unwrap());
+    store.close().await;
+}
+
+/// Failed schedule fires are recorded per job: failures in a row (reset when
+/// the job fires again), the total and the last error.
+async fn fire_failures_are_recorded_per_job(db: TestDb) {
+    let store = db.open().await;
+    assert!(store.fire_failures().await.unwrap().is_empty());
+    store
+        .record_fire_failure("nightly", 60_000, "upstream job \"a\" is disabled", 61_000)
+        .await
+        .unwrap();
+    store
+        .record_fire_failure("nightly", 60_000, "still disabled", 63_000)
+        .await
+        .unwrap();
+    store.record_fire_failure("other", 5, "x", 6).await.unwrap();
+    let failures = store.fire_failures().await.unwrap();
+    assert_eq!(failures.len(), 2);
+    let nightly = &failures[0];
+    assert_eq!(
+        (
+            nightly.job.as_str(),
+            nightly.failing,
+            nightly.failed_total,
+            nightly.fire_at
+        ),
+        ("nightly", 2, 2, 60_000)
+    );
+    assert_eq!(
+        (nightly.last_error.as_str(), nightly.failed_at),
+        ("still disabled", 63_000)
+    );
+    store.clear_fire_failure("nightly").await.unwrap();
+    store
+        .record_fire_failure("nightly", 120_000, "again", 121_000)
+        .await
+        .unwrap();
+    let nightly = store.fire_failures().await.unwrap().remove(0);
+    assert_eq!((nightly.failing, nightly.failed_total), (1, 3));
     store.close().await;
 }
 
@@ -395,7 +613,7 @@ async fn reopening_keeps_everything_and_migrations_run_once(db: TestDb) {
     assert_eq!(active.len(), 1);
     assert_eq!(active[0].payload, "{\"n\":1}");
     store.close().await;
-    assert_eq!(db.migration_versions().await, vec![1, 2, 3]);
+    assert_eq!(db.migration_versions().await, vec![1, 2, 3, 4]);
 }
 
 /// Two controllers starting at once on an empty database: both open, and the
@@ -407,7 +625,7 @@ async fn concurrent_opens_apply_migrations_once(db: TestDb) {
     assert!(!insert(&b, new_run("r2", Some(60_000))).await);
     a.close().await;
     b.close().await;
-    assert_eq!(db.migration_versions().await, vec![1, 2, 3]);
+    assert_eq!(db.migration_versions().await, vec![1, 2, 3, 4]);
 }
 
 async fn dependencies_keys_and_definitions_are_stored(db: TestDb) {

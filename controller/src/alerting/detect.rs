@@ -16,7 +16,9 @@
 //!   `threshold`, once per (rule, attempt);
 //! * `queue_backlog`: a priority's queue deeper than `max_depth` or whose oldest
 //!   run waited longer than `max_wait`, once until it is back under both;
-//! * `schedule_missed`, `agent_lost`: reported by the scheduler and the engine.
+//! * `schedule_missed`, `agent_lost`: reported by the scheduler and the engine;
+//! * `schedule_failed`: a fire the scheduler could not create (its run was not
+//!   enqueued), once per failed try; the scheduler retries it with backoff.
 //!
 //! Counters live in memory: after a restart a streak starts again at zero.
 
@@ -25,7 +27,8 @@ use std::time::Duration;
 
 use super::alert::{Alert, AlertKind};
 use super::config::AlertsConfig;
-use super::facts::{AgentFact, AttemptFact, Fact, MissedFact};
+use super::facts::{AgentFact, AttemptFact, Fact, FailedFireFact, MissedFact};
+use super::message::{CUT, truncate};
 use super::rules::{Event, EventParams, Rule};
 use crate::duration::format_duration;
 use crate::engine::RunningAttempt;
@@ -95,6 +98,7 @@ impl Detector {
         match fact {
             Fact::AttemptEnded(attempt) => self.on_attempt(config, links, attempt),
             Fact::ScheduleMissed(missed) => on_missed(config, links, missed),
+            Fact::ScheduleFailed(failed) => on_failed_fire(config, links, failed),
             Fact::AgentLost(agent) => on_agent(config, links, agent),
         }
     }
@@ -389,6 +393,66 @@ fn on_missed(config: &AlertsConfig, links: &Links, m: &MissedFact) -> Vec<Alert>
             alert.details.push(("Fire time".into(), rfc3339(m.fire_at)));
             alert.details.push(("Fires".into(), m.fires.to_string()));
             for_rule(alert, Event::ScheduleMissed, rule)
+        })
+        .collect()
+}
+
+/// Longest error shown in a `schedule_failed` title (the alert's error holds it whole).
+const FAILED_FIRE_TITLE_ERROR_MAX: usize = 120;
+
+/// The error as a title shows it: its first non-empty line, at most
+/// [`FAILED_FIRE_TITLE_ERROR_MAX`] characters, ending with [`CUT`] when
+/// anything was left out.
+fn title_error(error: &str) -> String {
+    let mut lines = error.lines().map(str::trim).filter(|l| !l.is_empty());
+    let Some(first) = lines.next() else {
+        return "unknown error".into();
+    };
+    if lines.next().is_some() {
+        truncate(&format!("{first}{CUT}"), FAILED_FIRE_TITLE_ERROR_MAX).into_owned()
+    } else {
+        truncate(first, FAILED_FIRE_TITLE_ERROR_MAX).into_owned()
+    }
+}
+
+fn on_failed_fire(config: &AlertsConfig, links: &Links, f: &FailedFireFact) -> Vec<Alert> {
+    config
+        .matching(Event::ScheduleFailed, Some(&f.job), Some(f.priority))
+        .map(|rule| {
+            let streak = if f.failures <= 1 {
+                "This is its first failure".to_string()
+            } else {
+                format!("Its fires have failed {} times in a row", f.failures)
+            };
+            let retry = match f.retry_at {
+                Some(retry_at) => format!(
+                    "the scheduler tries it again at {} (in {})",
+                    rfc3339(retry_at),
+                    format_duration(Duration::from_secs(((retry_at - f.at).max(0) as u64).div_ceil(1000)))
+                ),
+                None => "the scheduler does not try it again".to_string(),
+            };
+            let mut alert = Alert::new(
+                AlertKind::Alert,
+                format!("schedule_failed: {} could not fire: {}", f.job, title_error(&f.error)),
+                format!(
+                    "Schedule of job {}: the fire due at {} could not be created, so no run was enqueued. \
+                     {streak}; {retry}. Other schedules keep firing.",
+                    f.job,
+                    rfc3339(f.fire_at)
+                ),
+                f.at,
+            );
+            alert.job = Some(f.job.clone());
+            alert.priority = Some(f.priority);
+            alert.error = Some(f.error.clone());
+            alert.link = links.job(&f.job);
+            alert.details.push(("Fire time".into(), rfc3339(f.fire_at)));
+            alert.details.push(("Failures".into(), f.failures.to_string()));
+            if let Some(retry_at) = f.retry_at {
+                alert.details.push(("Next try".into(), rfc3339(retry_at)));
+            }
+            for_rule(alert, Event::ScheduleFailed, rule)
         })
         .collect()
 }

@@ -2,13 +2,14 @@
 //! waiting through an [`AlertSink`].
 //!
 //! The engine never decides whether something is worth an alert; it reports
-//! what happened (an attempt ended, fires were missed, an agent went silent)
-//! and the alerting service derives the events of design §9 from it (see
-//! [`super::detect`]). Sending is one push onto an unbounded channel, so a slow
-//! or dead alert channel can never hold the engine lock or delay dispatch. The
-//! sink also carries which events any rule wants, so that the hot path builds
-//! no fact nobody would read (a burn-down of successes with no `recovered`,
-//! `run_slow` or `consecutive_failures` rule sends nothing).
+//! what happened (an attempt ended, fires were missed or could not be created,
+//! an agent went silent) and the alerting service derives the events of design
+//! §9 from it (see [`super::detect`]). Sending is one push onto an unbounded
+//! channel, so a slow or dead alert channel can never hold the engine lock or
+//! delay dispatch. The sink also carries which events any rule wants, so that
+//! the hot path builds no fact nobody would read (a burn-down of successes with
+//! no `recovered`, `run_slow` or `consecutive_failures` rule sends nothing, and
+//! with no `schedule_failed` rule a failed fire sends nothing).
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, Ordering};
@@ -73,6 +74,26 @@ pub struct MissedFact {
     pub at: i64,
 }
 
+/// A schedule fire could not be created (its run was not enqueued); the
+/// scheduler tries it again later.
+#[derive(Debug, Clone)]
+pub struct FailedFireFact {
+    /// Job name.
+    pub job: String,
+    /// The job's priority.
+    pub priority: Priority,
+    /// The nominal instant of the fire that failed (Unix ms).
+    pub fire_at: i64,
+    /// How many times in a row this job's fires have failed (1 on the first failure).
+    pub failures: u32,
+    /// Why it failed (the error, as the operator should read it).
+    pub error: String,
+    /// When the scheduler tries again (Unix ms), if it does.
+    pub retry_at: Option<i64>,
+    /// When it failed (Unix ms).
+    pub at: i64,
+}
+
 /// An agent has been silent (disconnected or without heartbeats) for longer
 /// than the lease timeout.
 #[derive(Debug, Clone)]
@@ -100,6 +121,8 @@ pub enum Fact {
     AttemptEnded(Box<AttemptFact>),
     /// Schedule fires were missed or skipped.
     ScheduleMissed(MissedFact),
+    /// A schedule fire could not be created (reported on each failed try).
+    ScheduleFailed(FailedFireFact),
     /// An agent was lost.
     AgentLost(AgentFact),
 }
@@ -186,5 +209,33 @@ mod tests {
         assert!(sink.wants_attempt(Outcome::Succeeded) && sink.wants_attempt(Outcome::Lost));
         interest.store(0, Ordering::Relaxed);
         assert!(!sink.wants_attempt(Outcome::TimedOut));
+    }
+
+    #[test]
+    fn every_event_has_its_own_interest_bit() {
+        let (tx, _rx) = mpsc::unbounded_channel();
+        let interest = Arc::new(AtomicU32::new(0));
+        let sink = AlertSink::new(tx, interest.clone());
+        assert!(Event::ALL.len() <= 32, "the mask is a u32");
+        for event in Event::ALL {
+            interest.store(interest_mask([*event]), Ordering::Relaxed);
+            for other in Event::ALL {
+                assert_eq!(sink.wants(*other), other == event, "{event} vs {other}");
+            }
+        }
+        interest.store(interest_mask([Event::ScheduleMissed]), Ordering::Relaxed);
+        assert!(
+            !sink.wants(Event::ScheduleFailed),
+            "schedule_missed is not schedule_failed"
+        );
+        interest.store(
+            interest_mask([Event::ScheduleFailed, Event::RunDead]),
+            Ordering::Relaxed,
+        );
+        assert!(sink.wants(Event::ScheduleFailed) && !sink.wants(Event::ScheduleMissed));
+        assert!(
+            !sink.wants_attempt(Outcome::Succeeded),
+            "schedule_failed wants no attempt ends"
+        );
     }
 }

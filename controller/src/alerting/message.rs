@@ -98,7 +98,7 @@ pub const WEBHOOK_OUTPUT_MAX: usize = 65_536;
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Tone {
     /// Something failed: failed, dead or timed-out runs, consecutive failures,
-    /// a lost agent (red).
+    /// a schedule fire that could not be created, a lost agent (red).
     Failure,
     /// Something needs a look: a slow run, a backlog, a missed schedule, a
     /// throttle summary (orange).
@@ -121,6 +121,7 @@ impl Tone {
                     | Event::RunDead
                     | Event::RunTimedOut
                     | Event::ConsecutiveFailures
+                    | Event::ScheduleFailed
                     | Event::AgentLost,
                 ) => Tone::Failure,
                 Some(Event::RunSlow | Event::QueueBacklog | Event::ScheduleMissed) => Tone::Warning,
@@ -765,7 +766,7 @@ pub fn event_name(alert: &Alert) -> &'static str {
 /// |---|---|---|
 /// | `id` | string | the alert's id (a ULID); also the `X-Worker-Delivery` header, the same on every retry |
 /// | `kind` | string | `alert`, `summary` (a throttle window's count) or `test` |
-/// | `event` | string or null | `run_failed`, `run_dead`, `run_timed_out`, `run_slow`, `consecutive_failures`, `schedule_missed`, `agent_lost`, `queue_backlog`, `recovered` |
+/// | `event` | string or null | `run_failed`, `run_dead`, `run_timed_out`, `run_slow`, `consecutive_failures`, `schedule_missed`, `schedule_failed`, `agent_lost`, `queue_backlog`, `recovered` |
 /// | `rule` | string or null | the rule that routed it |
 /// | `job` | string or null | the job |
 /// | `priority` | string or null | `low`, `normal`, `high`, `critical` |
@@ -1095,6 +1096,8 @@ mod tests {
         for (event, tone) in [
             (Event::RunFailed, Tone::Failure),
             (Event::RunTimedOut, Tone::Failure),
+            (Event::RunDead, Tone::Failure),
+            (Event::ScheduleFailed, Tone::Failure),
             (Event::AgentLost, Tone::Failure),
             (Event::RunSlow, Tone::Warning),
             (Event::QueueBacklog, Tone::Warning),
@@ -1103,6 +1106,10 @@ mod tests {
         ] {
             alert.event = Some(event);
             assert_eq!(Tone::of(&alert), tone, "{event}");
+        }
+        for event in Event::ALL {
+            alert.event = Some(*event);
+            assert_ne!(Tone::of(&alert), Tone::Info, "{event} has a tone of its own");
         }
         alert.kind = AlertKind::Summary;
         assert_eq!(Tone::of(&alert), Tone::Warning);
@@ -1198,6 +1205,128 @@ mod tests {
         assert!(chars(&big["error"]) <= WEBHOOK_ERROR_MAX);
         let tail = big["output_tail"].as_str().unwrap();
         assert!(tail.chars().count() <= WEBHOOK_OUTPUT_MAX && tail.ends_with("THE END"));
+    }
+
+    /// A `schedule_failed` alert as the detector builds it: no run, an error
+    /// of several lines with markup, the fire's details and the job's link.
+    fn failed_fire() -> Alert {
+        let mut alert = Alert::new(
+            AlertKind::Alert,
+            "schedule_failed: nightly.report could not fire: upstream job <nightly.extract> is disabled",
+            "Schedule of job nightly.report: the fire due at 2024-05-01T12:00:00.000Z could not be created, \
+             so no run was enqueued. Its fires have failed 3 times in a row; the scheduler tries it again \
+             at 2024-05-01T12:00:30.000Z (in 30s). Other schedules keep firing.",
+            1_714_564_800_123,
+        );
+        alert.id = "01HFAILEDFIRE000000000000".into();
+        alert.event = Some(Event::ScheduleFailed);
+        alert.rule = Some("fires".into());
+        alert.job = Some("nightly.report".into());
+        alert.priority = Some(Priority::Normal);
+        alert.error =
+            Some("upstream job <nightly.extract> is disabled\nchain: nightly.extract -> nightly.report & co".into());
+        alert.link = Some("https://worker.example.com/jobs/nightly.report".into());
+        alert.details = vec![
+            ("Fire time".into(), "2024-05-01T12:00:00.000Z".into()),
+            ("Failures".into(), "3".into()),
+            ("Next try".into(), "2024-05-01T12:00:30.000Z".into()),
+        ];
+        alert
+    }
+
+    #[test]
+    fn a_failed_fire_renders_its_error_and_details_on_every_channel() {
+        let alert = failed_fire();
+        assert_eq!(Tone::of(&alert), Tone::Failure);
+        assert_eq!(event_name(&alert), "schedule_failed");
+
+        let slack = slack_payload(&alert, None);
+        assert_slack_limits(&slack);
+        let blocks = slack["blocks"].as_array().unwrap();
+        assert_eq!(
+            blocks[0]["text"]["text"],
+            "schedule_failed: nightly.report could not fire: upstream job <nightly.extract> is disabled"
+        );
+        let texts: Vec<&str> = blocks.iter().filter_map(|b| b["text"]["text"].as_str()).collect();
+        assert!(
+            texts.contains(
+                &"*Error*\n```\nupstream job &lt;nightly.extract&gt; is disabled\nchain: nightly.extract -&gt; nightly.report &amp; co\n```"
+            ),
+            "{texts:#?}"
+        );
+        assert!(!texts.iter().any(|t| t.starts_with("*Output")), "no output tail");
+        let fields: Vec<&str> = blocks
+            .iter()
+            .find_map(|b| b["fields"].as_array())
+            .unwrap()
+            .iter()
+            .map(|f| f["text"].as_str().unwrap())
+            .collect();
+        assert_eq!(
+            fields,
+            [
+                "*Job*\nnightly.report",
+                "*Priority*\nnormal",
+                "*Rule*\nfires",
+                "*Event*\nschedule_failed",
+                "*Fire time*\n2024-05-01T12:00:00.000Z",
+                "*Failures*\n3",
+                "*Next try*\n2024-05-01T12:00:30.000Z",
+            ]
+        );
+        assert!(
+            slack
+                .to_string()
+                .contains("https://worker.example.com/jobs/nightly.report|Open in Worker")
+        );
+
+        let discord = discord_payload(&alert);
+        assert_discord_limits(&discord);
+        let embed = &discord["embeds"][0];
+        assert_eq!(embed["color"], Tone::Failure.rgb());
+        assert_eq!(embed["url"], "https://worker.example.com/jobs/nightly.report");
+        let fields = embed["fields"].as_array().unwrap();
+        let error = fields.iter().find(|f| f["name"] == "Error").unwrap();
+        assert_eq!(
+            error["value"],
+            "```\nupstream job <nightly.extract> is disabled\nchain: nightly.extract -> nightly.report & co\n```"
+        );
+        let failures = fields.iter().find(|f| f["name"] == "Failures").unwrap();
+        assert_eq!(failures["value"], "3");
+        assert!(fields.iter().any(|f| f["name"] == "Next try"));
+
+        let mail = email(&alert);
+        assert_eq!(
+            mail.subject,
+            "[Worker] schedule_failed: nightly.report could not fire: upstream job <nightly.extract> is disabled"
+        );
+        assert!(
+            mail.text
+                .contains("Error:\n    upstream job <nightly.extract> is disabled\n    chain:")
+        );
+        assert!(mail.text.contains("Failures:") && mail.text.contains("Next try:"));
+        assert!(mail.html.contains("upstream job &lt;nightly.extract&gt; is disabled\nchain: nightly.extract -&gt; nightly.report &amp; co</pre>"));
+        assert!(
+            mail.html
+                .contains(&format!("border-left: 6px solid {}", Tone::Failure.css()))
+        );
+
+        let body = webhook_body(&alert);
+        assert_eq!(body["event"], "schedule_failed");
+        assert_eq!(body["job"], "nightly.report");
+        assert_eq!(
+            body["error"],
+            "upstream job <nightly.extract> is disabled\nchain: nightly.extract -> nightly.report & co"
+        );
+        assert_eq!(
+            body["details"],
+            json!({
+                "Fire time": "2024-05-01T12:00:00.000Z",
+                "Failures": "3",
+                "Next try": "2024-05-01T12:00:30.000Z",
+            })
+        );
+        assert!(body["run_id"].is_null() && body["output_tail"].is_null());
     }
 
     #[test]

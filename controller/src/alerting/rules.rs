@@ -26,6 +26,10 @@ named_enum!(
         ConsecutiveFailures => "consecutive_failures",
         /// A scheduled fire was not run (missed while down and skipped, or refused).
         ScheduleMissed => "schedule_missed",
+        /// A schedule fire could not be created (its run was not enqueued: its
+        /// job chain could not be enqueued, or the store refused the write); the
+        /// scheduler tries it again with backoff. Raised on each failed try.
+        ScheduleFailed => "schedule_failed",
         /// An agent's lease expired. Not about one job.
         AgentLost => "agent_lost",
         /// A priority's queue is deeper than `max_depth` or its oldest run has
@@ -244,6 +248,13 @@ mod tests {
         );
         assert!(!Event::AgentLost.is_about_a_job() && !Event::QueueBacklog.is_about_a_job());
         assert!(Event::RunDead.is_about_a_job() && Event::QueueBacklog.has_priority());
+        assert_eq!("schedule_failed".parse::<Event>().unwrap(), Event::ScheduleFailed);
+        assert_eq!(Event::ScheduleFailed.to_string(), "schedule_failed");
+        assert_eq!(
+            serde_json::to_value(Event::ScheduleFailed).unwrap(),
+            serde_json::json!("schedule_failed")
+        );
+        assert!(Event::ScheduleFailed.is_about_a_job() && Event::ScheduleFailed.has_priority());
     }
 
     #[test]

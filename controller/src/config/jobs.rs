@@ -15,6 +15,7 @@ use super::raw::{RawBuiltin, RawCommand, RawDefaults, RawJob, RawRetry, RawShell
 use super::{ConfigError, ConfigErrors, interpolate_str, lines};
 use crate::duration::parse_duration;
 use crate::job::{BUILTINS, BuiltinDef, ExecutorDef, JobDef, MAX_JOB_NAME, MAX_TIMEOUT, RetryPolicy, ShellDef};
+use crate::job::{MAX_CHAIN_DEPTH, MAX_DEPENDS_ON};
 use crate::model::{Backoff, CatchUp, Overlap, Priority};
 use crate::scheduler::cron::{CronSchedule, DstPolicy, parse_tz};
 
@@ -69,6 +70,8 @@ pub struct JobEntry {
 #[derive(Debug, Clone, Default)]
 pub struct JobSet {
     jobs: BTreeMap<String, JobEntry>,
+    /// Chain depths by job, computed on first use (see [`JobSet::chain_depth`]).
+    depths: std::sync::OnceLock<BTreeMap<String, usize>>,
 }
 
 impl JobSet {
@@ -76,6 +79,7 @@ impl JobSet {
     pub fn new(entries: impl IntoIterator<Item = JobEntry>) -> Self {
         JobSet {
             jobs: entries.into_iter().map(|e| (e.def.name.clone(), e)).collect(),
+            depths: Default::default(),
         }
     }
 
@@ -118,14 +122,25 @@ impl JobSet {
         for entry in upserts {
             jobs.insert(entry.def.name.clone(), entry);
         }
-        JobSet { jobs }
+        JobSet {
+            jobs,
+            depths: Default::default(),
+        }
     }
 
-    /// Problems with `depends_on` across the set: unknown jobs and cycles, as
-    /// (job name, message).
+    /// Problems with `depends_on` across the set, as (job name, message):
+    /// unknown jobs, cycles, more than [`MAX_DEPENDS_ON`] upstream jobs, and
+    /// chains deeper than [`MAX_CHAIN_DEPTH`]: the limits that triggering a
+    /// job enforces, so that whatever is accepted can be triggered.
     pub fn dependency_errors(&self) -> Vec<(String, String)> {
         let mut errors = Vec::new();
         for job in self.iter() {
+            if job.depends_on.len() > MAX_DEPENDS_ON {
+                errors.push((
+                    job.name.clone(),
+                    format!("{} jobs is over the limit of {MAX_DEPENDS_ON}", job.depends_on.len()),
+                ));
+            }
             for upstream in &job.depends_on {
                 if upstream == &job.name {
                     errors.push((job.name.clone(), "a job cannot depend on itself".to_string()));
@@ -142,7 +157,73 @@ impl JobSet {
                 errors.push((cycle[0].clone(), format!("dependency cycle: {}", cycle.join(" -> "))));
             }
         }
+        if reported.is_empty() {
+            for job in self.iter() {
+                let depth = self.chain_depth(&job.name);
+                if depth > MAX_CHAIN_DEPTH {
+                    errors.push((
+                        job.name.clone(),
+                        format!("its chain of upstream jobs is {depth} deep, over the limit of {MAX_CHAIN_DEPTH}"),
+                    ));
+                }
+            }
+        }
         errors
+    }
+
+    /// The depth of the chain of upstream jobs below `name`: 0 for a job
+    /// without `depends_on` (or an unknown one), else one more than its
+    /// deepest upstream job. A job on or behind a cycle counts as
+    /// `usize::MAX`. Computed once per set, without recursion.
+    pub fn chain_depth(&self, name: &str) -> usize {
+        self.depths
+            .get_or_init(|| self.compute_depths())
+            .get(name)
+            .copied()
+            .unwrap_or(0)
+    }
+
+    /// Longest upstream chains of every job (Kahn's order: a job's depth is
+    /// known once all its upstream jobs' are).
+    fn compute_depths(&self) -> BTreeMap<String, usize> {
+        let mut waiting: BTreeMap<&str, usize> = BTreeMap::new();
+        let mut dependents: BTreeMap<&str, Vec<&str>> = BTreeMap::new();
+        let mut depth: BTreeMap<String, usize> = BTreeMap::new();
+        let mut ready: Vec<&str> = Vec::new();
+        for job in self.iter() {
+            let known: Vec<&str> = job
+                .depends_on
+                .iter()
+                .map(String::as_str)
+                .filter(|u| self.jobs.contains_key(*u))
+                .collect();
+            for upstream in &known {
+                dependents.entry(upstream).or_default().push(&job.name);
+            }
+            waiting.insert(&job.name, known.len());
+            if known.is_empty() {
+                ready.push(&job.name);
+                depth.insert(job.name.clone(), 0);
+            }
+        }
+        while let Some(name) = ready.pop() {
+            let d = depth[name];
+            for dependent in dependents.get(name).into_iter().flatten() {
+                let entry = depth.entry(dependent.to_string()).or_insert(0);
+                *entry = (*entry).max(d + 1);
+                let left = waiting.get_mut(dependent).expect("every job is counted");
+                *left -= 1;
+                if *left == 0 {
+                    ready.push(dependent);
+                }
+            }
+        }
+        for (name, left) in waiting {
+            if left > 0 {
+                depth.insert(name.to_string(), usize::MAX);
+            }
+        }
+        depth
     }
 
     fn cycle_from(&self, start: &str) -> Option<Vec<String>> {

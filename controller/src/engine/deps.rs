@@ -6,66 +6,87 @@ use std::collections::{BTreeSet, VecDeque};
 
 use super::Engine;
 use super::state::Core;
+use super::transitions::Mover;
+use crate::error::Result;
 use crate::model::RunState;
 use crate::store::StateChange;
 
 impl Engine {
     /// The state changes of runs blocked behind `upstream` now that it reached
     /// `state`. Computed from memory; nothing is changed.
-    pub(super) fn dependent_changes(&self, core: &Core, upstream: &str, state: RunState, now: i64) -> Vec<StateChange> {
+    pub(super) fn dependent_changes(
+        &self,
+        core: &Core,
+        upstream: &str,
+        state: RunState,
+        now: i64,
+    ) -> Result<Vec<StateChange>> {
         let blocked = |id: &String| core.live.get(id.as_str()).filter(|r| r.state == RunState::Blocked);
         let direct = core.dependents.get(upstream).cloned().unwrap_or_default();
+        let mut changes = Vec::new();
         match state {
-            RunState::Succeeded => direct
-                .iter()
-                .filter_map(&blocked)
-                .map(|run| {
+            RunState::Succeeded => {
+                for run in direct.iter().filter_map(&blocked) {
                     let remaining = run.extra().waiting_on.iter().filter(|u| *u != upstream).count();
-                    if remaining > 0 {
+                    changes.push(if remaining > 0 {
                         let reason = format!("waiting for {remaining} upstream run(s)");
-                        StateChange::new(&run.id, RunState::Blocked, RunState::Blocked, now, Some(reason))
+                        self.change(
+                            &run.id,
+                            run.state,
+                            RunState::Blocked,
+                            Mover::Upstream,
+                            now,
+                            Some(reason),
+                        )?
                     } else if run.not_before > now {
-                        let mut c = StateChange::new(&run.id, RunState::Blocked, RunState::Scheduled, now, None);
+                        let mut c = self.change(&run.id, run.state, RunState::Scheduled, Mover::Upstream, now, None)?;
                         c.not_before = Some(run.not_before);
                         c
                     } else {
-                        let mut c = StateChange::new(&run.id, RunState::Blocked, RunState::Queued, now, None);
+                        let mut c = self.change(&run.id, run.state, RunState::Queued, Mover::Upstream, now, None)?;
                         c.ready_at = Some(now);
                         c
-                    }
-                })
-                .collect(),
+                    });
+                }
+            }
             RunState::Cancelled => {
-                let mut changes = Vec::new();
                 let mut seen: BTreeSet<String> = BTreeSet::new();
                 let mut queue: VecDeque<String> = VecDeque::from([upstream.to_string()]);
                 while let Some(u) = queue.pop_front() {
                     for id in core.dependents.get(&u).into_iter().flatten() {
-                        if blocked(id).is_some() && seen.insert(id.clone()) {
+                        if let Some(run) = blocked(id)
+                            && seen.insert(id.clone())
+                        {
                             let reason = format!("upstream run {u} was cancelled");
-                            changes.push(StateChange::new(
+                            changes.push(self.change(
                                 id,
-                                RunState::Blocked,
+                                run.state,
                                 RunState::Cancelled,
+                                Mover::Upstream,
                                 now,
                                 Some(reason),
-                            ));
+                            )?);
                             queue.push_back(id.clone());
                         }
                     }
                 }
-                changes
             }
-            RunState::Dead => direct
-                .iter()
-                .filter_map(&blocked)
-                .map(|run| {
+            RunState::Dead => {
+                for run in direct.iter().filter_map(&blocked) {
                     let reason = format!("upstream run {upstream} is dead; waiting for it to be retried and succeed");
-                    StateChange::new(&run.id, RunState::Blocked, RunState::Blocked, now, Some(reason))
-                })
-                .collect(),
-            _ => Vec::new(),
+                    changes.push(self.change(
+                        &run.id,
+                        run.state,
+                        RunState::Blocked,
+                        Mover::Upstream,
+                        now,
+                        Some(reason),
+                    )?);
+                }
+            }
+            _ => {}
         }
+        Ok(changes)
     }
 
     /// Applies committed [`Self::dependent_changes`] in memory.

@@ -9,6 +9,7 @@ use worker_proto::v1::{
 
 use super::select::select_assignments;
 use super::state::{AgentEntry, AgentSender, Core, Renewal};
+use super::transitions::{self, Mover};
 use super::{Counters, Engine, MAX_OUTPUT_BYTES, tail_bytes};
 use crate::alerting::facts::{AttemptFact, Fact, output_tail};
 use crate::api::convert::executor_to_proto;
@@ -16,13 +17,20 @@ use crate::config::JobSet;
 use crate::error::{Error, Result};
 use crate::model::{Outcome, RunState};
 use crate::store::{AttemptEnd, AttemptStart, StateChange};
-use crate::time::{now_ms, parse_rfc3339, rfc3339};
+use crate::time::{parse_rfc3339, rfc3339};
 
 /// Executor kinds an agent may declare.
 pub const EXECUTOR_KINDS: &[&str] = &["shell", "builtin"];
 
+/// Longest agent id, name or host, in bytes.
+pub const MAX_AGENT_TEXT: usize = 256;
+/// Most labels of one agent.
+pub const MAX_AGENT_LABELS: usize = 64;
+/// Longest label key or value, in bytes.
+pub const MAX_LABEL_BYTES: usize = 256;
+
 /// What to do with an attempt that ended.
-struct Settlement {
+pub(super) struct Settlement {
     change: StateChange,
     end: AttemptEnd,
     job: String,
@@ -41,13 +49,26 @@ impl Engine {
         if hello.capacity == 0 {
             return Err(Error::invalid("hello.capacity", "must be at least 1"));
         }
+        check_agent_text("hello.agent_id", &hello.agent_id)?;
+        check_agent_text("hello.name", &hello.name)?;
+        check_agent_text("hello.host", &hello.host)?;
+        if hello.labels.len() > MAX_AGENT_LABELS {
+            return Err(Error::invalid(
+                "hello.labels",
+                format!("{} labels is over the limit of {MAX_AGENT_LABELS}", hello.labels.len()),
+            ));
+        }
+        for (key, value) in &hello.labels {
+            check_text(&format!("hello.labels.{key}"), key, MAX_LABEL_BYTES)?;
+            check_text(&format!("hello.labels.{key}"), value, MAX_LABEL_BYTES)?;
+        }
         if let Some(bad) = hello.executors.iter().find(|e| !EXECUTOR_KINDS.contains(&e.as_str())) {
             return Err(Error::invalid(
                 "hello.executors",
                 format!("unknown executor \"{bad}\" (expected: {})", EXECUTOR_KINDS.join(", ")),
             ));
         }
-        let now = now_ms();
+        let now = self.now();
         let lease = self.settings.lease_timeout.as_millis() as i64;
         let mut core = self.lock_core().await;
         core.next_connection += 1;
@@ -144,7 +165,7 @@ impl Engine {
     /// applies renewals before it looks for expired leases.
     pub fn renew_leases(&self, agent_id: &str, in_flight: &[InFlight]) {
         let held = in_flight.iter().map(|i| (i.run_id.clone(), i.attempt)).collect();
-        let now = now_ms();
+        let now = self.now();
         self.with_inbox(|inbox| {
             inbox.renewals.push(Renewal {
                 agent_id: agent_id.to_string(),
@@ -157,16 +178,16 @@ impl Engine {
     /// Chooses assignments for the free credits, in priority order, and the
     /// store changes that record them (committed by the caller's round). The
     /// credits are taken now; [`Engine::picks_failed`] gives them back.
-    pub(super) fn pick(&self, core: &mut Core, jobs: &JobSet, now: i64) -> Picks {
+    pub(super) fn pick(&self, core: &mut Core, jobs: &JobSet, now: i64) -> Result<Picks> {
         let mut picked = Picks::default();
         if !core.agents.values().any(|a| a.sender.is_some() && a.credits > 0) || core.ready.is_empty() {
-            return picked;
+            return Ok(picked);
         }
-        picked.picks = select_assignments(core, jobs);
+        picked.picks = select_assignments(core, jobs, now);
         for (run_id, agent_id) in &picked.picks {
             let run = &core.live[run_id.as_str()];
             let attempt = run.attempt + 1;
-            let mut change = StateChange::new(run_id, RunState::Queued, RunState::Running, now, None);
+            let mut change = self.change(run_id, run.state, RunState::Running, Mover::Dispatcher, now, None)?;
             change.attempt = Some(attempt);
             picked.changes.push(change);
             picked.starts.push(AttemptStart {
@@ -177,7 +198,7 @@ impl Engine {
                 started_at: now,
             });
         }
-        picked
+        Ok(picked)
     }
 
     /// The commit of `picks` failed: the agents get their credits back and the
@@ -195,6 +216,7 @@ impl Engine {
         let lease_until = now + self.settings.lease_timeout.as_millis() as i64;
         for (run_id, agent_id) in &picks.picks {
             core.unindex(run_id);
+            core.release_hold(run_id);
             let run = core.live.get_mut(run_id.as_str()).expect("picked run is live");
             run.state = RunState::Running;
             let id = run.id.clone();
@@ -277,12 +299,12 @@ impl Engine {
                 sorted.stale.push((index, outcome));
                 continue;
             }
-            let end = attempt_end(finished, outcome);
+            let end = attempt_end(finished, outcome, self.now());
             if core.dependents.contains_key(&finished.run_id) {
                 sorted.singles.push((index, end, finished.permanent));
                 continue;
             }
-            match self.settlement(core, end, finished.permanent) {
+            match self.settlement(core, end, finished.permanent, Mover::Agent) {
                 Ok(settlement) => sorted.grouped.push((index, settlement)),
                 Err(e) => sorted.acks[index] = Some(ack_of(finished, false, format!("not recorded: {e}"))),
             }
@@ -290,23 +312,24 @@ impl Engine {
         sorted
     }
 
-    /// After the round's commit: applies the grouped settlements, then settles
-    /// the singles one by one. A result whose commit failed gets no `Ack` (an
-    /// agent forgets a result once it is answered, accepted or not): it stays
-    /// unanswered in `sorted` for [`SortedResults::unrecorded`] to take into a
-    /// later round. Called with the core lock held.
-    pub(super) async fn settle_sorted(&self, core: &mut Core, sorted: &mut SortedResults, committed: &Result<()>) {
-        for (index, settlement) in std::mem::take(&mut sorted.grouped) {
-            if committed.is_ok() {
+    /// After the round's commit: applies the grouped settlements whose commit
+    /// succeeded (`committed[i]` for the i-th), then settles the singles one by
+    /// one. A result whose commit failed gets no `Ack` (an agent forgets a
+    /// result once it is answered, accepted or not): it stays unanswered in
+    /// `sorted` for [`SortedResults::unrecorded`] to take into a later round.
+    /// Called with the core lock held.
+    pub(super) async fn settle_sorted(&self, core: &mut Core, sorted: &mut SortedResults, committed: &[bool]) {
+        for (i, (index, settlement)) in std::mem::take(&mut sorted.grouped).into_iter().enumerate() {
+            if committed.get(i).copied().unwrap_or(false) {
                 self.apply_settlement(core, settlement);
                 sorted.acks[index] = Some(ack_of(&sorted.finished[index], true, String::new()));
             }
         }
         for (index, end, permanent) in std::mem::take(&mut sorted.singles) {
-            match self.settle(core, end, permanent).await {
+            match self.settle(core, end, permanent, Mover::Agent).await {
                 Ok(()) => sorted.acks[index] = Some(ack_of(&sorted.finished[index], true, String::new())),
                 Err(e) => {
-                    tracing::warn!(run = %sorted.finished[index].run_id, error = %e, "result not recorded; retrying")
+                    tracing::warn!(run = %sorted.finished[index].run_id, error = %e, "result not recorded; offered again later")
                 }
             }
         }
@@ -377,63 +400,49 @@ impl Engine {
     /// Decides the run's next state after an attempt ended, commits it (with the
     /// changes of runs blocked behind it), and updates memory. Called with the core
     /// lock held.
-    pub(super) async fn settle(&self, core: &mut Core, end: AttemptEnd, permanent: bool) -> Result<()> {
-        let settlement = self.settlement(core, end, permanent)?;
+    pub(super) async fn settle(&self, core: &mut Core, end: AttemptEnd, permanent: bool, by: Mover) -> Result<()> {
+        let settlement = self.settlement(core, end, permanent, by)?;
         let mut changes = vec![settlement.change.clone()];
         changes.extend(settlement.dependents.iter().cloned());
-        self.store
-            .apply(&changes, &[], std::slice::from_ref(&settlement.end))
-            .await?;
+        self.write(
+            &Default::default(),
+            &changes,
+            &[],
+            std::slice::from_ref(&settlement.end),
+        )
+        .await?;
         self.apply_settlement(core, settlement);
         Ok(())
     }
 
-    fn settlement(&self, core: &Core, end: AttemptEnd, permanent: bool) -> Result<Settlement> {
+    /// What settling an ended attempt writes: the run's next state (decided
+    /// by [`transitions::settle`]) and the changes of the runs blocked behind it.
+    pub(super) fn settlement(&self, core: &Core, end: AttemptEnd, permanent: bool, by: Mover) -> Result<Settlement> {
         let run = core
             .live
             .get(end.run_id.as_str())
             .ok_or_else(|| Error::internal("settled run is not live"))?;
-        let now = now_ms();
+        let now = self.now();
         let error = end.error.clone().unwrap_or_else(|| end.outcome.to_string());
-        let (to, reason, not_before) = match end.outcome {
-            Outcome::Succeeded => (RunState::Succeeded, None, None),
-            _ if run.cancel_requested => {
-                let reason = run
-                    .extra()
-                    .cancel_reason
-                    .clone()
-                    .unwrap_or_else(|| "cancelled by operator".to_string());
-                (RunState::Cancelled, Some(reason), None)
-            }
-            _ if permanent => (RunState::Dead, Some(format!("non-retryable failure: {error}")), None),
-            _ if run.attempt >= run.max_attempts => (
-                RunState::Dead,
-                Some(format!("attempts exhausted ({}): {error}", run.attempt)),
-                None,
-            ),
-            _ => match self.jobs().get(&run.job) {
-                Some(job) => {
-                    let delay = job.retry.delay(run.attempt, &mut rand::rng()).as_millis() as i64;
-                    let reason = format!(
-                        "attempt {} {}: {error}; retry in {} ms",
-                        run.attempt, end.outcome, delay
-                    );
-                    (RunState::Scheduled, Some(reason), Some(now + delay))
-                }
-                // Deleted while the attempt ran: nothing says how to retry it.
-                None => (
-                    RunState::Dead,
-                    Some(format!("job \"{}\" is no longer defined: {error}", run.job)),
-                    None,
-                ),
-            },
+        let cancel = run
+            .cancel_requested
+            .then(|| run.extra().cancel_reason.as_deref().unwrap_or("cancelled by operator"));
+        let ended = transitions::Ended {
+            outcome: end.outcome,
+            error: &error,
+            permanent,
+            attempt: run.attempt,
+            max_attempts: run.max_attempts,
+            cancel,
         };
-        let mut change = StateChange::new(&end.run_id, RunState::Running, to, now, reason);
-        change.not_before = not_before;
-        if end.outcome == Outcome::Lost && to == RunState::Scheduled {
+        let jobs = self.jobs();
+        let decided = transitions::settle(&ended, &run.job, jobs.get(&run.job).map(|j| &j.retry), &mut rand::rng());
+        let mut change = self.change(&end.run_id, run.state, decided.to, by, now, decided.reason)?;
+        change.not_before = decided.retry_in_ms.map(|delay| now + delay);
+        if end.outcome == Outcome::Lost && decided.to == RunState::Scheduled {
             Counters::add(&self.counters.rescued_runs);
         }
-        let dependents = self.dependent_changes(core, &end.run_id, to, now);
+        let dependents = self.dependent_changes(core, &end.run_id, decided.to, now)?;
         Ok(Settlement {
             change,
             end,
@@ -515,7 +524,7 @@ pub(super) const MAX_RESULT_BATCH: usize = 1024;
 #[derive(Default)]
 pub(super) struct Picks {
     /// (run id, agent id).
-    picks: Vec<(String, String)>,
+    pub picks: Vec<(String, String)>,
     /// queued → running, one per pick.
     pub changes: Vec<StateChange>,
     /// The attempts they start.
@@ -526,6 +535,23 @@ impl Picks {
     /// Whether nothing was picked.
     pub fn is_empty(&self) -> bool {
         self.picks.is_empty()
+    }
+
+    /// (the picks whose `keep[i]` is true, the others).
+    pub fn split(self, keep: &[bool]) -> (Picks, Picks) {
+        let (mut kept, mut rest) = (Picks::default(), Picks::default());
+        let all = self.picks.into_iter().zip(self.changes).zip(self.starts);
+        for (i, ((pick, change), start)) in all.enumerate() {
+            let to = if keep.get(i).copied().unwrap_or(false) {
+                &mut kept
+            } else {
+                &mut rest
+            };
+            to.picks.push(pick);
+            to.changes.push(change);
+            to.starts.push(start);
+        }
+        (kept, rest)
     }
 }
 
@@ -549,12 +575,12 @@ pub(super) struct SortedResults {
 }
 
 impl SortedResults {
-    /// The changes and attempt ends the round commits for the grouped results.
-    pub fn grouped_writes(&self) -> (Vec<StateChange>, Vec<AttemptEnd>) {
+    /// The change and attempt end of each grouped result, for the round's commit.
+    pub fn grouped_writes(&self) -> Vec<(StateChange, AttemptEnd)> {
         self.grouped
             .iter()
             .map(|(_, s)| (s.change.clone(), s.end.clone()))
-            .unzip()
+            .collect()
     }
 }
 
@@ -577,16 +603,16 @@ fn ack_of(finished: &Finished, accepted: bool, reason: String) -> Ack {
     }
 }
 
-fn attempt_end(finished: &Finished, outcome: Outcome) -> AttemptEnd {
+fn attempt_end(finished: &Finished, outcome: Outcome, now: i64) -> AttemptEnd {
     AttemptEnd {
         run_id: finished.run_id.clone(),
         attempt: finished.attempt,
         outcome,
         exit_code: finished.exit_code,
-        error: (!finished.error.is_empty()).then(|| finished.error.clone()),
-        output: (!finished.output_tail.is_empty()).then(|| cap_output(&finished.output_tail)),
+        error: (!finished.error.is_empty()).then(|| storable(&finished.error)),
+        output: (!finished.output_tail.is_empty()).then(|| storable(&cap_output(&finished.output_tail))),
         started_at: parse_rfc3339(&finished.started_at),
-        finished_at: parse_rfc3339(&finished.finished_at).unwrap_or_else(now_ms),
+        finished_at: parse_rfc3339(&finished.finished_at).unwrap_or(now),
         duration_ms: Some(finished.duration_ms as i64),
     }
 }
@@ -594,4 +620,33 @@ fn attempt_end(finished: &Finished, outcome: Outcome) -> AttemptEnd {
 /// Keeps the last [`MAX_OUTPUT_BYTES`] of an output tail (on a char boundary).
 fn cap_output(output: &str) -> String {
     tail_bytes(output, MAX_OUTPUT_BYTES).to_string()
+}
+
+/// `text` as every store can keep it: a job's output may hold NUL bytes,
+/// which PostgreSQL refuses in text, so they become U+FFFD.
+pub(super) fn storable(text: &str) -> String {
+    if text.contains('\0') {
+        text.replace('\0', "\u{FFFD}")
+    } else {
+        text.to_string()
+    }
+}
+
+/// Checks an agent's id, name or host: at most [`MAX_AGENT_TEXT`] bytes, no
+/// control characters (they would garble logs and the store).
+fn check_agent_text(field: &str, text: &str) -> Result<()> {
+    check_text(field, text, MAX_AGENT_TEXT)
+}
+
+fn check_text(field: &str, text: &str, max: usize) -> Result<()> {
+    if text.len() > max {
+        return Err(Error::invalid(
+            field,
+            format!("{} bytes is over the limit of {max}", text.len()),
+        ));
+    }
+    if text.chars().any(char::is_control) {
+        return Err(Error::invalid(field, "must not contain control characters"));
+    }
+    Ok(())
 }

@@ -15,12 +15,12 @@ use crate::error::{Error, Result};
 use crate::job::JobDef;
 use crate::model::{Overlap, Priority, RunState, Trigger};
 use crate::store::{InsertPlan, NewRun, RunRecord};
-use crate::time::{now_ms, parse_rfc3339};
+use crate::time::parse_rfc3339;
 
 /// Most runs in one batch.
 pub const MAX_BATCH: usize = 1000;
 /// Most dependencies of one run.
-pub const MAX_DEPENDENCIES: usize = 100;
+pub const MAX_DEPENDENCIES: usize = crate::job::MAX_DEPENDS_ON;
 /// Longest idempotency key, in bytes.
 pub const MAX_KEY_BYTES: usize = 256;
 
@@ -45,6 +45,18 @@ pub struct EnqueueRequest {
     pub not_before: String,
     /// Name of this item inside a batch ("" = none).
     pub reference: String,
+}
+
+/// What became of one schedule fire (see [`Engine::fire_many`]).
+#[derive(Debug)]
+pub struct FireOutcome {
+    /// The job.
+    pub job: Arc<JobDef>,
+    /// The fire's nominal instant (Unix ms).
+    pub instant: i64,
+    /// `Ok(true)`: its run was created; `Ok(false)`: skipped (overlap) or
+    /// created before; `Err`: it could not be created (nothing was written).
+    pub result: Result<bool>,
 }
 
 /// What an enqueue created (or found).
@@ -111,6 +123,25 @@ impl Item {
     }
 }
 
+/// The answer to an enqueue handed to a commit round.
+pub type EnqueueAnswer = tokio::sync::oneshot::Receiver<Result<EnqueueOutcome>>;
+
+/// Where a validated enqueue goes.
+enum Submitted {
+    /// To the next commit round; the answer comes on this channel.
+    Queued(EnqueueAnswer),
+    /// Committed by the caller under the core lock (keys, dependencies, chains).
+    Direct(Box<Item>),
+}
+
+/// The error of an enqueue that arrives while the controller stops.
+fn shutting_down() -> Error {
+    Error {
+        code: crate::error::ErrorCode::Unavailable,
+        message: "the controller is shutting down".into(),
+    }
+}
+
 /// Where an item's run comes from.
 enum Resolved {
     /// An existing run (idempotency key hit).
@@ -122,23 +153,46 @@ enum Resolved {
 impl Engine {
     /// Validates and commits one run (and its job's upstream chain).
     pub async fn enqueue(&self, request: EnqueueRequest) -> Result<EnqueueOutcome> {
-        let jobs = self.jobs();
-        let item = validate_request(&jobs, request, now_ms(), &|name| name.to_string())?;
-        let simple = item.depends_on.is_empty() && item.key.is_none() && item.job.depends_on.is_empty();
-        if simple && let Some(queue) = self.enqueue_queue.get() {
-            // Group commit: independent runs enqueued at about the same time share
-            // one transaction with dispatches and results (see `commit_loop`).
-            let (reply, answer) = tokio::sync::oneshot::channel();
-            if queue.send(PendingEnqueue { item, reply }).is_ok() {
-                return answer
-                    .await
-                    .unwrap_or_else(|_| Err(Error::internal("the controller is shutting down")));
+        match self.submit_enqueue(request)? {
+            Submitted::Queued(answer) => answer.await.unwrap_or_else(|_| Err(shutting_down())),
+            Submitted::Direct(item) => {
+                let mut core = self.lock_core().await;
+                let outcomes = self.commit_items(&mut core, vec![*item], false).await?;
+                Ok(outcomes.expect("only schedule fires can collide").remove(0))
             }
-            return Err(Error::internal("the controller is shutting down"));
         }
-        let mut core = self.lock_core().await;
-        let outcomes = self.commit_items(&mut core, vec![item], false).await?;
-        Ok(outcomes.expect("only schedule fires can collide").remove(0))
+    }
+
+    /// Validates a plain enqueue (no key, no dependencies, no upstream jobs)
+    /// and hands it to the next commit round (see [`super::round`]) without
+    /// waiting: the answer arrives once that round committed (or failed).
+    /// Step-by-step tests submit enqueues this way, then run the round.
+    pub fn enqueue_in_round(&self, request: EnqueueRequest) -> Result<EnqueueAnswer> {
+        match self.submit_enqueue(request)? {
+            Submitted::Queued(answer) => Ok(answer),
+            Submitted::Direct(_) => Err(Error::invalid(
+                "request",
+                "only plain enqueues (no key, no dependencies, no upstream jobs) go through a round",
+            )),
+        }
+    }
+
+    fn submit_enqueue(&self, request: EnqueueRequest) -> Result<Submitted> {
+        let jobs = self.jobs();
+        let item = validate_request(&jobs, request, self.now(), &|name| name.to_string())?;
+        let simple = item.depends_on.is_empty() && item.key.is_none() && item.job.depends_on.is_empty();
+        match self.enqueue_queue.get() {
+            Some(queue) if simple => {
+                // Group commit: independent runs enqueued at about the same time share
+                // one transaction with dispatches and results (see `commit_loop`).
+                let (reply, answer) = tokio::sync::oneshot::channel();
+                queue
+                    .send(PendingEnqueue { item, reply })
+                    .map_err(|_| shutting_down())?;
+                Ok(Submitted::Queued(answer))
+            }
+            _ => Ok(Submitted::Direct(Box::new(item))),
+        }
     }
 
     /// Indexes a new run in memory: live, and in the ready queue, the timers, or
@@ -215,7 +269,7 @@ impl Engine {
         if !self.allow_overlap(job, instant).await? {
             return Ok(None);
         }
-        let now = now_ms();
+        let now = self.now();
         let item = Item {
             job: job.clone(),
             priority: job.priority,
@@ -244,7 +298,7 @@ impl Engine {
         reason: String,
     ) -> Result<EnqueueOutcome> {
         let jobs = self.jobs();
-        let mut item = validate_request(&jobs, request, now_ms(), &|name| name.to_string())?;
+        let mut item = validate_request(&jobs, request, self.now(), &|name| name.to_string())?;
         item.trigger = trigger;
         item.reason = Some(reason);
         let mut core = self.lock_core().await;
@@ -252,23 +306,28 @@ impl Engine {
         Ok(outcomes.expect("only schedule fires can collide").remove(0))
     }
 
-    /// Creates the runs of many schedule fires at once (one transaction when none
-    /// of them exists yet). Jobs with an overlap policy other than `allow` and
-    /// fires that collide with existing runs go through [`Self::fire`] one by one.
-    /// Returns how many runs were created.
-    pub async fn fire_many(&self, fires: &[(Arc<JobDef>, i64, i64)]) -> Result<usize> {
-        let now = now_ms();
-        let (simple, special): (Vec<_>, Vec<_>) = fires.iter().partition(|(job, _, _)| job.overlap == Overlap::Allow);
-        let mut created = 0;
-        for (job, instant, delay) in special {
-            created += usize::from(self.fire(job, *instant, *delay).await?.is_some());
+    /// Creates the runs of many schedule fires at once: one transaction for
+    /// all fires of jobs with `overlap: allow` when none of them exists yet.
+    /// Jobs with another overlap policy go through [`Self::fire`] one by one.
+    /// When the shared transaction cannot be committed for its content (a
+    /// fire that exists already, a job whose chain cannot be enqueued, a
+    /// poisoned row), the fires are split in halves and tried again, down to
+    /// single fires: one job whose fire fails, fails alone, at the cost of a
+    /// few more transactions. Returns each fire's outcome, in order.
+    pub async fn fire_many(&self, fires: &[(Arc<JobDef>, i64, i64)]) -> Vec<FireOutcome> {
+        let now = self.now();
+        let mut results: Vec<Option<Result<bool>>> = fires.iter().map(|_| None).collect();
+        let mut simple = Vec::new();
+        for (index, (job, instant, delay)) in fires.iter().enumerate() {
+            if job.overlap == Overlap::Allow {
+                simple.push(index);
+            } else {
+                results[index] = Some(self.fire(job, *instant, *delay).await.map(|r| r.is_some()));
+            }
         }
-        if simple.is_empty() {
-            return Ok(created);
-        }
-        let items: Vec<Item> = simple
-            .iter()
-            .map(|(job, instant, delay)| Item {
+        let item = |index: usize| {
+            let (job, instant, delay) = &fires[index];
+            Item {
                 job: job.clone(),
                 priority: job.priority,
                 payload: "null".into(),
@@ -279,28 +338,51 @@ impl Engine {
                 reference: String::new(),
                 scheduled_for: Some(*instant),
                 reason: None,
-            })
-            .collect();
-        let outcome = {
-            let mut core = self.lock_core().await;
-            self.commit_items(&mut core, items, false).await?
+            }
         };
-        match outcome {
-            Some(outcomes) => Ok(created + outcomes.len()),
-            None => {
-                // Some fire exists already (e.g. created just before a restart):
-                // the others still must happen, each exactly once.
-                for (job, instant, delay) in simple {
-                    created += usize::from(self.fire(job, *instant, *delay).await?.is_some());
+        let mut groups = if simple.is_empty() { Vec::new() } else { vec![simple] };
+        while let Some(group) = groups.pop() {
+            let items: Vec<Item> = group.iter().map(|i| item(*i)).collect();
+            let committed = {
+                let mut core = self.lock_core().await;
+                self.commit_items(&mut core, items, false).await
+            };
+            let everyone = |results: &mut Vec<Option<Result<bool>>>, result: Result<bool>| {
+                for i in &group {
+                    results[*i] = Some(result.clone());
                 }
-                Ok(created)
+            };
+            match committed {
+                Ok(Some(_)) => everyone(&mut results, Ok(true)),
+                // One fire, created before (e.g. just before a restart).
+                Ok(None) if group.len() == 1 => everyone(&mut results, Ok(false)),
+                Err(e) if group.len() == 1 => everyone(&mut results, Err(e)),
+                Err(e) if e.code == crate::error::ErrorCode::Unavailable || self.failure().is_some() => {
+                    everyone(&mut results, Err(e))
+                }
+                // Some fire of the group exists already, or one cannot be
+                // created: the others still must happen, each exactly once.
+                Ok(None) | Err(_) => {
+                    let (left, right) = group.split_at(group.len() / 2);
+                    groups.push(right.to_vec());
+                    groups.push(left.to_vec());
+                }
             }
         }
+        fires
+            .iter()
+            .zip(results)
+            .map(|((job, instant, _), result)| FireOutcome {
+                job: job.clone(),
+                instant: *instant,
+                result: result.expect("every fire has an outcome"),
+            })
+            .collect()
     }
 
     async fn enqueue_many(&self, requests: Vec<EnqueueRequest>, batch: bool) -> Result<Vec<EnqueueOutcome>> {
         let jobs = self.jobs();
-        let now = now_ms();
+        let now = self.now();
         let mut items = Vec::with_capacity(requests.len());
         for (index, request) in requests.into_iter().enumerate() {
             let field = |name: &str| {
@@ -334,7 +416,7 @@ impl Engine {
             }
         };
         let jobs = self.jobs();
-        let now = now_ms();
+        let now = self.now();
 
         // References inside the batch.
         let mut refs: HashMap<&str, usize> = HashMap::new();
@@ -519,7 +601,10 @@ impl Engine {
             }
         }
 
-        if !self.store.insert_runs(&plan).await? {
+        for run in &plan.runs {
+            super::transitions::check_initial(&run.id, run.state)?;
+        }
+        if !self.write_insert(&plan).await? {
             return Ok(None);
         }
 
@@ -602,33 +687,32 @@ fn find_cycle(len: usize, edges: &[(usize, Vec<DepTarget>)]) -> Option<Vec<usize
 }
 
 /// The upstream jobs of `job` (recursively, de-duplicated), upstream first.
+/// Refused when the chain is deeper than [`crate::job::MAX_CHAIN_DEPTH`] (the
+/// same rule as when definitions are applied, see [`JobSet::chain_depth`]).
 fn upstream_chain(jobs: &JobSet, job: &JobDef) -> Result<Vec<Arc<JobDef>>> {
+    let depth = jobs.chain_depth(&job.name);
+    if depth > crate::job::MAX_CHAIN_DEPTH {
+        return Err(Error::precondition(format!(
+            "the chain of upstream jobs of \"{}\" is deeper than {}",
+            job.name,
+            crate::job::MAX_CHAIN_DEPTH
+        )));
+    }
     let mut order: Vec<Arc<JobDef>> = Vec::new();
     let mut seen: BTreeSet<String> = BTreeSet::new();
-    fn walk(
-        jobs: &JobSet,
-        name: &str,
-        seen: &mut BTreeSet<String>,
-        order: &mut Vec<Arc<JobDef>>,
-        depth: usize,
-    ) -> Result<()> {
-        if depth > 64 {
-            return Err(Error::precondition(format!(
-                "job chain through \"{name}\" is deeper than 64"
-            )));
-        }
+    fn walk(jobs: &JobSet, name: &str, seen: &mut BTreeSet<String>, order: &mut Vec<Arc<JobDef>>) -> Result<()> {
         let job = jobs
             .get(name)
             .ok_or_else(|| Error::precondition(format!("upstream job \"{name}\" is not defined")))?;
         for upstream in &job.depends_on {
             if seen.insert(upstream.clone()) {
-                walk(jobs, upstream, seen, order, depth + 1)?;
+                walk(jobs, upstream, seen, order)?;
                 order.push(jobs.get(upstream).expect("walked job exists").clone());
             }
         }
         Ok(())
     }
-    walk(jobs, &job.name, &mut seen, &mut order, 0)?;
+    walk(jobs, &job.name, &mut seen, &mut order)?;
     if let Some(disabled) = order.iter().find(|j| !j.enabled) {
         return Err(Error::precondition(format!(
             "upstream job \"{}\" of \"{}\" is disabled",
@@ -677,12 +761,31 @@ fn validate_request(jobs: &JobSet, request: EnqueueRequest, now: i64, field: &dy
         ));
     }
     let key = (!request.idempotency_key.is_empty()).then_some(request.idempotency_key);
-    if let Some(k) = &key
-        && k.len() > MAX_KEY_BYTES
+    if let Some(k) = &key {
+        if k.len() > MAX_KEY_BYTES {
+            return Err(Error::invalid(
+                &field("idempotency_key"),
+                format!("{} bytes is over the limit of {MAX_KEY_BYTES}", k.len()),
+            ));
+        }
+        if k.chars().any(char::is_control) {
+            return Err(Error::invalid(
+                &field("idempotency_key"),
+                "must not contain control characters",
+            ));
+        }
+    }
+    if let Some(bad) = request
+        .depends_on
+        .iter()
+        .find(|d| d.len() > MAX_KEY_BYTES || d.chars().any(char::is_control))
     {
         return Err(Error::invalid(
-            &field("idempotency_key"),
-            format!("{} bytes is over the limit of {MAX_KEY_BYTES}", k.len()),
+            &field("depends_on"),
+            format!(
+                "\"{}\" is not a run id or a ref (at most {MAX_KEY_BYTES} bytes, no control characters)",
+                bad.escape_debug()
+            ),
         ));
     }
     let not_before = match (request.delay_ms, request.not_before.is_empty()) {

@@ -1,8 +1,12 @@
 //! The engine: the run state machine of design §4 and everything that moves runs
 //! through it.
 //!
+//! * [`transitions`]: the table of legal moves and the settlement decision;
+//!   every state change is built there;
 //! * [`state`]: in-memory indexes (live runs, ready queue, timers, agents);
-//! * [`runs`]: enqueue, cancel, retry, DLQ: what clients ask for;
+//! * [`write`]: the one path to the store: in-doubt commits are read back, a
+//!   conflict with the store stops the engine;
+//! * [`enqueue`], [`runs`]: enqueue, cancel, retry, DLQ: what clients ask for;
 //! * [`dispatch`]: the agent side: registration, credits, assignment, results;
 //! * [`round`]: the commit loop: plain enqueues, assignments and results share
 //!   one transaction per round;
@@ -15,17 +19,27 @@
 //! outside the lock ever sees memory ahead of the store and two transitions of
 //! one run can never interleave. Agent bookkeeping (credits, lease renewals)
 //! waits in a small inbox instead of the lock (see [`state::AgentInbox`]).
+//!
+//! Failures stay with what failed: a write that the store refuses for its
+//! content is retried piece by piece, so one poisoned run, result or fire
+//! fails alone and is retried with backoff (see [`round`], [`timers`] and the
+//! scheduler) while everything else goes on. A write that finds the store in
+//! another state than memory expects means memory can no longer be trusted:
+//! the engine stops ([`Engine::failed`]) and the controller exits, so that a
+//! restart rebuilds memory from the store.
 
 mod definitions;
 mod deps;
 mod dispatch;
 mod enqueue;
-mod round;
+pub mod round;
 mod runs;
 pub mod select;
 pub mod state;
 mod timers;
+pub mod transitions;
 mod views;
+mod write;
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -37,16 +51,18 @@ use worker_proto::v1::RunEvent;
 
 pub use definitions::{ApplySummary, CONFIG_FILE_KEY, DefinitionsError, initial_definitions};
 pub use dispatch::ResultMessage;
-pub use enqueue::{EnqueueOutcome, EnqueueRequest, MAX_BATCH, validate_payload};
+pub use enqueue::{EnqueueOutcome, EnqueueRequest, FireOutcome, MAX_BATCH, validate_payload};
+pub use round::Rounds;
 pub use views::{AgentView, QueueStatsView, RunView, RunningAttempt};
 
 use crate::alerting::facts::AlertSink;
 use crate::config::JobSet;
 use crate::error::Result;
 use crate::model::RunState;
-use crate::store::{RunRecord, StateChange, Store};
-use crate::time::{now_ms, rfc3339};
+use crate::store::{RunRecord, Store};
+use crate::time::{Clock, rfc3339};
 use state::{AgentInbox, Core, LiveRun, shared_payload};
+use transitions::Mover;
 
 /// Largest payload accepted, in bytes.
 pub const MAX_PAYLOAD_BYTES: usize = 1024 * 1024;
@@ -91,6 +107,14 @@ pub struct Counters {
     pub duplicate_results: AtomicU64,
     /// Attempts ended by the controller after their timeout plus the lease.
     pub deadline_expired: AtomicU64,
+    /// Results whose commit failed (on their own, or with the store
+    /// unreachable); they are offered again with backoff.
+    pub failed_results: AtomicU64,
+    /// Schedule fires that could not be created; retried with backoff.
+    pub failed_fires: AtomicU64,
+    /// Other writes of one run that failed on their own (an assignment, a
+    /// timer release, a lease expiry); retried with backoff.
+    pub failed_writes: AtomicU64,
 }
 
 impl Counters {
@@ -120,12 +144,27 @@ pub struct Engine {
     enqueue_queue: std::sync::OnceLock<tokio::sync::mpsc::UnboundedSender<enqueue::PendingEnqueue>>,
     /// Where facts for alerting go (set when alerting runs).
     alerts: std::sync::OnceLock<AlertSink>,
+    /// The engine's clock (manual in step-by-step tests).
+    clock: Clock,
+    /// Why the engine stopped, once it has (see [`Engine::failed`]).
+    failure: tokio::sync::watch::Sender<Option<String>>,
 }
 
 impl Engine {
     /// Builds the engine and rebuilds its in-memory indexes from the store.
     /// Runs of jobs that are no longer defined are moved to `dead` with the reason.
     pub async fn recover(store: Store, jobs: JobSet, settings: EngineSettings) -> Result<Arc<Engine>> {
+        Engine::recover_with_clock(store, jobs, settings, Clock::system()).await
+    }
+
+    /// [`Engine::recover`] on `clock` (a manual clock drives an engine step by
+    /// step in tests).
+    pub async fn recover_with_clock(
+        store: Store,
+        jobs: JobSet,
+        settings: EngineSettings,
+        clock: Clock,
+    ) -> Result<Arc<Engine>> {
         let (events, _) = broadcast::channel(EVENT_BUFFER);
         let engine = Engine {
             store,
@@ -141,10 +180,12 @@ impl Engine {
             counters: Counters::default(),
             enqueue_queue: std::sync::OnceLock::new(),
             alerts: std::sync::OnceLock::new(),
+            clock,
+            failure: tokio::sync::watch::Sender::new(None),
         };
         {
             let mut core = engine.lock_core().await;
-            let now = now_ms();
+            let now = engine.now();
             let lease = settings.lease_timeout.as_millis() as i64;
             let mut orphans = Vec::new();
             let mut recovered = [0usize; 4];
@@ -158,13 +199,14 @@ impl Engine {
                 let mut index = |record: RunRecord| -> Result<()> {
                     if jobs.get(&record.job).is_none() {
                         let reason = format!("job \"{}\" is no longer defined", record.job);
-                        orphans.push(StateChange::new(
+                        orphans.push(transitions::change(
                             &record.id,
                             record.state,
                             RunState::Dead,
+                            Mover::Recovery,
                             now,
                             Some(reason),
-                        ));
+                        )?);
                         return Ok(());
                     }
                     let mut run = LiveRun::new(
@@ -248,7 +290,7 @@ impl Engine {
             }
             if !orphans.is_empty() {
                 tracing::warn!(count = orphans.len(), "runs of jobs no longer defined moved to the DLQ");
-                engine.store.apply(&orphans, &[], &[]).await?;
+                engine.write(&Default::default(), &orphans, &[], &[]).await?;
             }
             // Rebuilding allocated and freed a record per run: give the freed
             // pages back to the system rather than keep them in the heap.
@@ -282,6 +324,16 @@ impl Engine {
     /// Runs `f` on the inbox (a short synchronous lock, never held across an await).
     fn with_inbox(&self, f: impl FnOnce(&mut AgentInbox)) {
         f(&mut self.inbox.lock().unwrap_or_else(|e| e.into_inner()));
+    }
+
+    /// Now, on the engine's clock (Unix ms).
+    pub fn now(&self) -> i64 {
+        self.clock.now_ms()
+    }
+
+    /// The engine's clock.
+    pub fn clock(&self) -> &Clock {
+        &self.clock
     }
 
     /// The current job definitions (a snapshot; changes replace the whole set).
@@ -319,7 +371,35 @@ impl Engine {
                     fires,
                     reason,
                     fire_at,
-                    at: now_ms(),
+                    at: self.now(),
+                },
+            ));
+        }
+    }
+
+    /// Tells alerting that the fire of `job` at `fire_at` could not be created
+    /// (`failures` times in a row), and when it is tried again.
+    pub fn report_failed_fire(
+        &self,
+        job: &crate::job::JobDef,
+        fire_at: i64,
+        failures: u32,
+        error: &str,
+        retry_at: Option<i64>,
+    ) {
+        if let Some(sink) = self
+            .alert_sink()
+            .filter(|s| s.wants(crate::alerting::Event::ScheduleFailed))
+        {
+            sink.send(crate::alerting::facts::Fact::ScheduleFailed(
+                crate::alerting::facts::FailedFireFact {
+                    job: job.name.clone(),
+                    priority: job.priority,
+                    fire_at,
+                    failures,
+                    error: error.to_string(),
+                    retry_at,
+                    at: self.now(),
                 },
             ));
         }
@@ -333,6 +413,36 @@ impl Engine {
     /// Protocol timing settings.
     pub fn settings(&self) -> EngineSettings {
         self.settings
+    }
+
+    /// Why the engine stopped, if it has.
+    pub fn failure(&self) -> Option<String> {
+        self.failure.borrow().clone()
+    }
+
+    /// Resolves with the reason once the engine stops: its memory can no
+    /// longer be trusted to match the store (a write conflicted with the
+    /// store, or a commit failed in doubt and could not be read back). It
+    /// refuses every write from then on; the controller exits so that a
+    /// restart rebuilds memory from the store.
+    pub async fn failed(&self) -> String {
+        let mut rx = self.failure.subscribe();
+        match rx.wait_for(|f| f.is_some()).await {
+            Ok(reason) => reason.clone().unwrap_or_default(),
+            Err(_) => std::future::pending().await,
+        }
+    }
+
+    /// Stops the engine (see [`Engine::failed`]); the first reason is kept.
+    pub(crate) fn fail(&self, reason: String) {
+        self.failure.send_if_modified(|failure| {
+            if failure.is_some() {
+                return false;
+            }
+            tracing::error!(%reason, "engine stopped: memory can no longer be trusted to match the store");
+            *failure = Some(reason);
+            true
+        });
     }
 
     /// Lifecycle events of runs, live.

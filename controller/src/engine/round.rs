@@ -8,10 +8,16 @@
 //! 3. the dispatcher may assign them in the same round (see [`Engine::pick`]);
 //! 4. commits new runs, assignments and settled results in ONE transaction;
 //! 5. only then sends assignments, answers the enqueues and acknowledges the
-//!    results. If the commit fails, nothing of the round is kept: the new runs
-//!    are forgotten, credits given back and enqueues fail; the results stay
-//!    unanswered and go into the next round (an agent forgets a result once it
-//!    is answered, so refusing it would lose it).
+//!    results.
+//!
+//! If the store refuses the transaction for its content (not because it is
+//! unreachable), the round is committed again piece by piece: each enqueue
+//! (with its assignment), each result and each assignment alone. What
+//! commits goes on as above; what fails alone fails alone: its enqueue is
+//! refused, its result is offered again after a backoff ([`Rounds`]), its
+//! run is held back from dispatch for a backoff ([`super::state::Hold`]).
+//! A result is never refused for a failed commit (an agent forgets a result
+//! once it is answered): it stays unanswered until it is recorded.
 //!
 //! Rounds run back to back while there is work: whatever arrives during one
 //! round's commit goes into the next (natural group commit, no timer), and an
@@ -19,84 +25,203 @@
 //! of one per kind of work means fewer, larger transactions, and an enqueued run
 //! with a free agent is started by the very commit that creates it.
 
+use std::collections::HashMap;
 use std::sync::Arc;
+use std::time::Duration;
 
-use tokio::sync::mpsc::UnboundedReceiver;
+use tokio::sync::mpsc::{UnboundedReceiver, UnboundedSender};
 
-use super::dispatch::MAX_RESULT_BATCH;
+use super::dispatch::{MAX_RESULT_BATCH, Picks};
 use super::enqueue::{MAX_BATCH, PendingEnqueue};
-use super::{Engine, ResultMessage};
-use crate::error::Result;
-use crate::store::InsertPlan;
-use crate::time::now_ms;
+use super::state::{Core, backoff_ms};
+use super::{Counters, Engine, ResultMessage};
+use crate::store::{AttemptEnd, AttemptStart, InsertPlan, StateChange, WriteError};
 
-impl Engine {
-    /// Runs commit rounds until shutdown. Plain enqueues reach it through the
-    /// engine's enqueue queue, results through `results`; anything that makes
-    /// runs or credits available wakes it through `wake_dispatch`.
-    pub async fn commit_loop(
-        self: Arc<Self>,
-        mut results: UnboundedReceiver<ResultMessage>,
-        mut shutdown: tokio::sync::watch::Receiver<bool>,
-    ) {
-        let (tx, mut enqueues) = tokio::sync::mpsc::unbounded_channel();
-        if self.enqueue_queue.set(tx).is_err() {
-            return; // already running
-        }
-        // Results whose round failed to commit, retried first in the next round.
-        let mut retry: Vec<ResultMessage> = Vec::new();
-        loop {
-            let mut pending = Vec::new();
-            let mut messages = std::mem::take(&mut retry);
-            tokio::select! {
-                biased;
-                _ = shutdown.changed() => return,
-                p = enqueues.recv() => match p {
-                    Some(p) => pending.push(p),
-                    None => return,
-                },
-                m = results.recv() => match m {
-                    Some(m) => messages.push(m),
-                    None => return,
-                },
-                _ = self.wake_dispatch.notified() => {}
-            }
-            while pending.len() < MAX_BATCH
-                && let Ok(p) = enqueues.try_recv()
-            {
-                pending.push(p);
-            }
-            while messages.len() < MAX_RESULT_BATCH
-                && let Ok(m) = results.try_recv()
-            {
-                messages.push(m);
-            }
-            let (committed, unrecorded) = self.round(pending, messages).await;
-            retry = unrecorded;
-            if let Err(e) = committed {
-                tracing::error!(error = %e, results = retry.len(), "commit round failed; retrying");
-                tokio::time::sleep(std::time::Duration::from_millis(200)).await;
-                self.wake_dispatch.notify_one();
-            } else if !retry.is_empty() {
-                tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+/// The queues a commit loop (or a step-by-step test) takes rounds from: the
+/// plain enqueues and agent results waiting, and results whose commit failed,
+/// waiting for their backoff to end.
+pub struct Rounds {
+    enqueues: UnboundedReceiver<PendingEnqueue>,
+    results: UnboundedReceiver<ResultMessage>,
+    /// Results not recorded yet, with when to offer them again.
+    held: Vec<(i64, ResultMessage)>,
+    /// Failures in a row of a held result, by (run id, attempt).
+    failures: HashMap<(String, u32), u32>,
+}
+
+impl Rounds {
+    /// Results held for a later round.
+    pub fn held_results(&self) -> usize {
+        self.held.len()
+    }
+
+    /// When the first held result is due again.
+    fn next_due(&self) -> Option<i64> {
+        self.held.iter().map(|(at, _)| *at).min()
+    }
+
+    /// Takes the held results due at `now`.
+    fn take_due(&mut self, now: i64, into: &mut Vec<ResultMessage>) {
+        let mut i = 0;
+        while i < self.held.len() && into.len() < MAX_RESULT_BATCH {
+            if self.held[i].0 <= now {
+                into.push(self.held.swap_remove(i).1);
+            } else {
+                i += 1;
             }
         }
     }
 
-    /// One round (see the module docs). Returns the commit's outcome, after
-    /// everything of the round that could be answered was, and the results that
-    /// could not be recorded (for the next round).
+    /// Holds results that were not recorded, each until its backoff ends.
+    fn hold(&mut self, unrecorded: Vec<ResultMessage>, now: i64) {
+        for message in unrecorded {
+            let key = (message.finished.run_id.clone(), message.finished.attempt);
+            let failures = self.failures.entry(key).or_insert(0);
+            *failures += 1;
+            self.held.push((now + backoff_ms(*failures), message));
+        }
+    }
+}
+
+/// What one round did (for logs and step-by-step tests).
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct RoundReport {
+    /// Transactions committed (more than one when the round was split).
+    pub commits: usize,
+    /// Runs created.
+    pub created: usize,
+    /// Assignments sent.
+    pub assigned: usize,
+    /// Results recorded or answered.
+    pub answered: usize,
+    /// Enqueues, results and assignments whose commit failed.
+    pub failed: usize,
+}
+
+/// One piece of a round that commits (or fails) on its own when the round is
+/// split: a new run with its assignment, a result, or an assignment.
+#[derive(Default)]
+struct Piece {
+    runs: Vec<usize>,
+    picks: Vec<usize>,
+    results: Vec<usize>,
+}
+
+impl Engine {
+    /// Connects the round queues: plain enqueues go to the returned [`Rounds`]
+    /// from now on, and agent results are sent on the returned sender. `None`
+    /// when they are connected already.
+    pub fn rounds(&self) -> Option<(UnboundedSender<ResultMessage>, Rounds)> {
+        let (tx, enqueues) = tokio::sync::mpsc::unbounded_channel();
+        self.enqueue_queue.set(tx).ok()?;
+        let (results_tx, results) = tokio::sync::mpsc::unbounded_channel();
+        Some((
+            results_tx,
+            Rounds {
+                enqueues,
+                results,
+                held: Vec::new(),
+                failures: HashMap::new(),
+            },
+        ))
+    }
+
+    /// Runs commit rounds until shutdown. Anything that makes runs or credits
+    /// available wakes it through `wake_dispatch`; held results wake it when
+    /// their backoff ends.
+    pub async fn commit_loop(self: Arc<Self>, mut rounds: Rounds, mut shutdown: tokio::sync::watch::Receiver<bool>) {
+        loop {
+            // Tests make the loop panic here (see server::Loops).
+            fail::fail_point!("engine::commit_loop");
+            let mut pending = Vec::new();
+            let mut messages = Vec::new();
+            let held_wait = rounds
+                .next_due()
+                .map(|at| Duration::from_millis((at - self.now()).max(0) as u64));
+            tokio::select! {
+                biased;
+                _ = shutdown.changed() => return,
+                p = rounds.enqueues.recv() => match p {
+                    Some(p) => pending.push(p),
+                    None => return,
+                },
+                m = rounds.results.recv() => match m {
+                    Some(m) => messages.push(m),
+                    None => return,
+                },
+                _ = self.wake_dispatch.notified() => {}
+                _ = tokio::time::sleep(held_wait.unwrap_or(Duration::MAX)), if held_wait.is_some() => {}
+            }
+            let report = self.round_with(&mut rounds, pending, messages).await;
+            if self.failure().is_some() {
+                return;
+            }
+            if report.failed > 0 && report.commits == 0 {
+                // Nothing committed (the store is unreachable?): do not spin.
+                tokio::select! {
+                    _ = tokio::time::sleep(Duration::from_millis(200)) => {}
+                    _ = shutdown.changed() => return,
+                }
+                self.wake_dispatch.notify_one();
+            }
+        }
+    }
+
+    /// Runs one round now with what is waiting (step-by-step tests drive the
+    /// engine with this instead of the loop).
+    pub async fn run_round(&self, rounds: &mut Rounds) -> RoundReport {
+        self.round_with(rounds, Vec::new(), Vec::new()).await
+    }
+
+    async fn round_with(
+        &self,
+        rounds: &mut Rounds,
+        mut pending: Vec<PendingEnqueue>,
+        mut messages: Vec<ResultMessage>,
+    ) -> RoundReport {
+        rounds.take_due(self.now(), &mut messages);
+        while pending.len() < MAX_BATCH
+            && let Ok(p) = rounds.enqueues.try_recv()
+        {
+            pending.push(p);
+        }
+        while messages.len() < MAX_RESULT_BATCH
+            && let Ok(m) = rounds.results.try_recv()
+        {
+            messages.push(m);
+        }
+        let offered: Vec<(String, u32)> = messages
+            .iter()
+            .map(|m| (m.finished.run_id.clone(), m.finished.attempt))
+            .collect();
+        let (report, unrecorded) = self.round(pending, messages).await;
+        // Answered results forget their failures; unrecorded ones are held.
+        for key in offered {
+            let still_held = unrecorded
+                .iter()
+                .any(|m| m.finished.run_id == key.0 && m.finished.attempt == key.1);
+            if !still_held {
+                rounds.failures.remove(&key);
+            }
+        }
+        rounds.hold(unrecorded, self.now());
+        report
+    }
+
+    /// One round (see the module docs). Returns what it did, and the results
+    /// that could not be recorded (for a later round).
     async fn round(
         &self,
         pending: Vec<PendingEnqueue>,
         messages: Vec<ResultMessage>,
-    ) -> (Result<()>, Vec<ResultMessage>) {
+    ) -> (RoundReport, Vec<ResultMessage>) {
         let jobs = self.jobs();
-        let now = now_ms();
+        let now = self.now();
+        let mut report = RoundReport::default();
         let mut core = self.lock_core().await;
 
         let mut sorted = self.sort_results(&core, messages);
-        let (mut changes, ends) = sorted.grouped_writes();
+        let grouped = sorted.grouped_writes();
 
         let plan = InsertPlan {
             runs: pending.iter().map(|p| p.new_run(now)).collect(),
@@ -109,47 +234,209 @@ impl Engine {
             self.wake_timers.notify_one();
         }
 
-        let picks = self.pick(&mut core, &jobs, now);
-        changes.extend(picks.changes.iter().cloned());
+        // An illegal move stops the engine (see `Engine::change`): no picks then.
+        let picks = self.pick(&mut core, &jobs, now).unwrap_or_default();
 
-        let committed = if plan.runs.is_empty() && changes.is_empty() && ends.is_empty() {
-            Ok(())
-        } else {
-            let started = std::time::Instant::now();
-            let committed = self.store.commit(&plan, &changes, &picks.starts, &ends).await;
-            tracing::debug!(
-                new_runs = plan.runs.len(),
-                changes = changes.len(),
-                starts = picks.starts.len(),
-                ends = ends.len(),
-                micros = started.elapsed().as_micros() as u64,
-                "round committed"
-            );
-            committed
-        };
-
-        match &committed {
-            Ok(()) => {
-                for (pending, run) in pending.into_iter().zip(plan.runs) {
-                    self.plain_committed(pending, run);
-                }
-                if !picks.is_empty() {
-                    self.picks_committed(&mut core, &jobs, picks, now);
-                }
+        // The pieces a split round commits one by one: each new run with its
+        // assignment (if it got one), each other assignment, each result.
+        let mut pieces: Vec<Piece> = Vec::new();
+        let mut piece_of_run: HashMap<&str, usize> = HashMap::new();
+        for (i, run) in plan.runs.iter().enumerate() {
+            piece_of_run.insert(run.id.as_str(), pieces.len());
+            pieces.push(Piece {
+                runs: vec![i],
+                ..Piece::default()
+            });
+        }
+        for (i, (run_id, _)) in picks.picks.iter().enumerate() {
+            match piece_of_run.get(run_id.as_str()) {
+                Some(&p) => pieces[p].picks.push(i),
+                None => pieces.push(Piece {
+                    picks: vec![i],
+                    ..Piece::default()
+                }),
             }
-            Err(e) => {
-                Engine::picks_failed(&mut core, &picks);
-                for run in &plan.runs {
-                    Engine::unindex_plain(&mut core, &run.id);
-                }
-                for pending in pending {
-                    pending.fail(e.clone());
+        }
+        for i in 0..grouped.len() {
+            pieces.push(Piece {
+                results: vec![i],
+                ..Piece::default()
+            });
+        }
+
+        let committed = self.commit_pieces(&plan, &picks, &grouped, &pieces, &mut report).await;
+
+        // Apply each piece's outcome.
+        let mut run_outcome: Vec<Option<&Result<(), Failure>>> = vec![None; plan.runs.len()];
+        let mut pick_ok = vec![false; picks.picks.len()];
+        let mut result_ok = vec![false; grouped.len()];
+        let mut failed_alone: Vec<bool> = vec![false; picks.picks.len()];
+        for (piece, outcome) in pieces.iter().zip(&committed) {
+            for &r in &piece.runs {
+                run_outcome[r] = Some(outcome);
+            }
+            for &p in &piece.picks {
+                pick_ok[p] = outcome.is_ok();
+                failed_alone[p] = matches!(outcome, Err(Failure::Alone(_)));
+            }
+            for &g in &piece.results {
+                result_ok[g] = outcome.is_ok();
+                if let Err(Failure::Alone(e)) = outcome {
+                    Counters::add(&self.counters.failed_results);
+                    tracing::warn!(run = %grouped[g].0.run_id, error = %e, "a result could not be recorded; offered again later");
                 }
             }
         }
-        self.settle_sorted(&mut core, &mut sorted, &committed).await;
+        report.failed += committed.iter().filter(|c| c.is_err()).count();
+
+        for ((pending, run), outcome) in pending.into_iter().zip(plan.runs).zip(run_outcome) {
+            match outcome {
+                Some(Ok(())) => {
+                    report.created += 1;
+                    self.plain_committed(pending, run);
+                }
+                Some(Err(failure)) => {
+                    Engine::unindex_plain(&mut core, &run.id);
+                    pending.fail(failure.error());
+                }
+                None => unreachable!("every new run is in a piece"),
+            }
+        }
+        let held: Vec<String> = picks
+            .picks
+            .iter()
+            .zip(&failed_alone)
+            .filter(|(_, alone)| **alone)
+            .map(|((run_id, _), _)| run_id.clone())
+            .collect();
+        let (done, failed) = picks.split(&pick_ok);
+        Engine::picks_failed(&mut core, &failed);
+        for run_id in held {
+            self.hold_after_failure(&mut core, &run_id, now, "an assignment could not be recorded");
+        }
+        report.assigned += done.picks.len();
+        if !done.is_empty() {
+            self.picks_committed(&mut core, &jobs, done, now);
+        }
+        self.settle_sorted(&mut core, &mut sorted, &result_ok).await;
         drop(core);
         let unrecorded = self.answer_results(sorted).await;
-        (committed, unrecorded)
+        report.answered = result_ok.iter().filter(|ok| **ok).count();
+        (report, unrecorded)
     }
+
+    /// Commits the round's pieces: all in one transaction, or, when the store
+    /// refuses that for its content, each piece alone. Returns each piece's
+    /// outcome.
+    async fn commit_pieces(
+        &self,
+        plan: &InsertPlan,
+        picks: &Picks,
+        grouped: &[(StateChange, AttemptEnd)],
+        pieces: &[Piece],
+        report: &mut RoundReport,
+    ) -> Vec<Result<(), Failure>> {
+        if pieces.is_empty() {
+            return Vec::new();
+        }
+        let all: Vec<usize> = (0..pieces.len()).collect();
+        let (whole_plan, changes, starts, ends) = writes_of(plan, picks, grouped, pieces, &all);
+        let started = std::time::Instant::now();
+        let whole = self.write(&whole_plan, &changes, &starts, &ends).await;
+        tracing::debug!(
+            new_runs = whole_plan.runs.len(),
+            changes = changes.len(),
+            starts = starts.len(),
+            ends = ends.len(),
+            micros = started.elapsed().as_micros() as u64,
+            ok = whole.is_ok(),
+            "round committed"
+        );
+        let error = match whole {
+            Ok(()) => {
+                report.commits += 1;
+                return vec![Ok(()); pieces.len()];
+            }
+            Err(e) => e,
+        };
+        if pieces.len() == 1 || error.is_unavailable() || self.failure().is_some() {
+            let failure = if pieces.len() == 1 && !error.is_unavailable() && self.failure().is_none() {
+                Failure::Alone(error)
+            } else {
+                Failure::Together(error)
+            };
+            return vec![Err(failure); pieces.len()];
+        }
+        tracing::warn!(error = %error, pieces = pieces.len(), "a commit round failed; committing its parts one by one");
+        let mut outcomes = Vec::with_capacity(pieces.len());
+        for i in 0..pieces.len() {
+            if let Some(Err(Failure::Together(e))) = outcomes.last() {
+                // The store became unreachable, or the engine stopped: the rest fails too.
+                outcomes.push(Err(Failure::Together(e.clone())));
+                continue;
+            }
+            let (piece_plan, changes, starts, ends) = writes_of(plan, picks, grouped, pieces, &[i]);
+            outcomes.push(match self.write(&piece_plan, &changes, &starts, &ends).await {
+                Ok(()) => {
+                    report.commits += 1;
+                    Ok(())
+                }
+                Err(e) if e.is_unavailable() || self.failure().is_some() => Err(Failure::Together(e)),
+                Err(e) => Err(Failure::Alone(e)),
+            });
+        }
+        outcomes
+    }
+
+    /// Holds `run_id` back after its own write failed, and counts it.
+    pub(super) fn hold_after_failure(&self, core: &mut Core, run_id: &str, now: i64, what: &str) {
+        let Some(id) = core.live.get(run_id).map(|r| r.id.clone()) else {
+            return;
+        };
+        let hold = core.hold(&id, now);
+        Counters::add(&self.counters.failed_writes);
+        tracing::warn!(run = %run_id, failures = hold.failures, retry_in_ms = hold.until - now, "{what}; tried again later");
+    }
+}
+
+/// Why a piece of a round was not committed.
+#[derive(Debug, Clone)]
+enum Failure {
+    /// Its own commit failed while others' succeeded (or it was alone).
+    Alone(WriteError),
+    /// Everything failed together (store unreachable, engine stopped).
+    Together(WriteError),
+}
+
+impl Failure {
+    fn error(&self) -> crate::error::Error {
+        match self {
+            Failure::Alone(e) | Failure::Together(e) => e.clone().into(),
+        }
+    }
+}
+
+/// The writes of the pieces `which`.
+fn writes_of(
+    plan: &InsertPlan,
+    picks: &Picks,
+    grouped: &[(StateChange, AttemptEnd)],
+    pieces: &[Piece],
+    which: &[usize],
+) -> (InsertPlan, Vec<StateChange>, Vec<AttemptStart>, Vec<AttemptEnd>) {
+    let mut piece_plan = InsertPlan::default();
+    let (mut changes, mut starts, mut ends) = (Vec::new(), Vec::new(), Vec::new());
+    for &i in which {
+        let piece = &pieces[i];
+        piece_plan.runs.extend(piece.runs.iter().map(|&r| plan.runs[r].clone()));
+        for &g in &piece.results {
+            changes.push(grouped[g].0.clone());
+            ends.push(grouped[g].1.clone());
+        }
+        for &p in &piece.picks {
+            changes.push(picks.changes[p].clone());
+            starts.push(picks.starts[p].clone());
+        }
+    }
+    (piece_plan, changes, starts, ends)
 }

@@ -8,11 +8,11 @@ use worker_proto::v1::{Cancel, ControllerMessage, controller_message::Msg};
 use super::Engine;
 use super::enqueue::{EnqueueOutcome, EnqueueRequest};
 use super::state::{LiveRun, shared_payload};
+use super::transitions::Mover;
 use crate::error::{Error, ErrorCode, Result};
 use crate::job::JobDef;
 use crate::model::{Overlap, RunState};
-use crate::store::{RunRecord, StateChange};
-use crate::time::now_ms;
+use crate::store::RunRecord;
 
 impl Engine {
     /// Applies `overlap` to a fire: `false` when it must be skipped (recorded).
@@ -48,7 +48,10 @@ impl Engine {
             }
             _ => {
                 for id in unfinished {
-                    match self.cancel(&id, "replaced by a newer schedule fire").await {
+                    match self
+                        .cancel_by(&id, "replaced by a newer schedule fire", Mover::Scheduler)
+                        .await
+                    {
                         Ok(_) => {}
                         Err(e) if e.code == ErrorCode::FailedPrecondition => {}
                         Err(e) => return Err(e),
@@ -64,6 +67,12 @@ impl Engine {
     /// and if the agent is gone, lease expiry cancels it. Returns the run as it
     /// is after the request.
     pub async fn cancel(&self, id: &str, reason: &str) -> Result<RunRecord> {
+        self.cancel_by(id, reason, Mover::Operator).await
+    }
+
+    /// [`Engine::cancel`] on behalf of `by` (an operator, or the scheduler
+    /// replacing older runs).
+    pub(super) async fn cancel_by(&self, id: &str, reason: &str, by: Mover) -> Result<RunRecord> {
         let mut core = self.lock_core().await;
         let Some(run) = core.live.get(id).cloned() else {
             drop(core);
@@ -74,18 +83,19 @@ impl Engine {
                 .ok_or_else(|| Error::not_found(format!("run {id} does not exist")))?;
             return Err(Error::precondition(format!("run {id} is already {}", record.state)));
         };
-        let now = now_ms();
+        let now = self.now();
         if run.state == RunState::Running {
             if !run.cancel_requested {
-                let mut change = StateChange::new(
+                let mut change = self.change(
                     id,
+                    run.state,
                     RunState::Running,
-                    RunState::Running,
+                    by,
                     now,
                     Some(format!("cancel requested: {reason}")),
-                );
+                )?;
                 change.cancel_requested = true;
-                self.store.apply(&[change], &[], &[]).await?;
+                self.write(&Default::default(), &[change], &[], &[]).await?;
                 if let Some(live) = core.live.get_mut(id) {
                     live.cancel_requested = true;
                     live.extra_mut().cancel_reason = Some(reason.to_string());
@@ -101,17 +111,13 @@ impl Engine {
                 }
             }
         } else {
-            let mut changes = vec![StateChange::new(
-                id,
-                run.state,
-                RunState::Cancelled,
-                now,
-                Some(reason.to_string()),
-            )];
-            changes.extend(self.dependent_changes(&core, id, RunState::Cancelled, now));
-            self.store.apply(&changes, &[], &[]).await?;
+            let mut changes =
+                vec![self.change(id, run.state, RunState::Cancelled, by, now, Some(reason.to_string()))?];
+            changes.extend(self.dependent_changes(&core, id, RunState::Cancelled, now)?);
+            self.write(&Default::default(), &changes, &[], &[]).await?;
             core.unindex(id);
             core.live.remove(id);
+            core.release_hold(id);
             self.emit(id, &run.job, RunState::Cancelled, run.attempt, now, Some(reason));
             self.apply_dependent_changes(&mut core, id, RunState::Cancelled, &changes[1..]);
         }
@@ -190,27 +196,28 @@ impl Engine {
     pub async fn requeue_dead(&self, ids: &[String]) -> Result<Vec<String>> {
         let mut core = self.lock_core().await;
         let jobs = self.jobs();
-        let now = now_ms();
+        let now = self.now();
         let mut changes = Vec::new();
         let mut lives = Vec::new();
         for id in ids {
             let Some(record) = self.store.run(id).await? else {
                 continue;
             };
-            if record.state != RunState::Dead {
+            if record.state != RunState::Dead || changes.iter().any(|c: &crate::store::StateChange| c.run_id == *id) {
                 continue;
             }
             let job = jobs.get(&record.job).ok_or_else(|| {
                 Error::precondition(format!("job \"{}\" of run {id} is no longer defined", record.job))
             })?;
             let max_attempts = record.attempt + job.retry.max_attempts;
-            let mut change = StateChange::new(
+            let mut change = self.change(
                 id,
-                RunState::Dead,
+                record.state,
                 RunState::Queued,
+                Mover::Operator,
                 now,
                 Some("retried from the dead-letter queue".into()),
-            );
+            )?;
             change.ready_at = Some(now);
             change.max_attempts = Some(max_attempts);
             changes.push(change);
@@ -225,7 +232,7 @@ impl Engine {
                 now,
             ));
         }
-        self.store.apply(&changes, &[], &[]).await?;
+        self.write(&Default::default(), &changes, &[], &[]).await?;
         let mut requeued = Vec::new();
         for live in lives {
             let (id, job, attempt) = (live.id.clone(), live.job.clone(), live.attempt);
@@ -247,18 +254,36 @@ impl Engine {
     }
 
     /// Deletes dead runs with their history. Returns the ids deleted. Runs blocked
-    /// behind a purged run can never start: they are cancelled with it.
+    /// behind a purged run can never start: they are cancelled with it, in the
+    /// same transaction.
     pub async fn purge_dead(&self, ids: &[String]) -> Result<Vec<String>> {
         let mut core = self.lock_core().await;
-        let now = now_ms();
-        let purged = self.store.purge_dead(ids).await?;
+        let now = self.now();
+        let mut purged: Vec<String> = Vec::new();
+        for id in ids {
+            if !purged.contains(id) && self.store.run(id).await?.is_some_and(|r| r.state == RunState::Dead) {
+                purged.push(id.clone());
+            }
+        }
+        // The changes of the runs behind each purged run; a run blocked behind
+        // two of them is cancelled once.
+        let mut changes_of: Vec<Vec<crate::store::StateChange>> = Vec::new();
+        let mut seen = std::collections::HashSet::new();
         for id in &purged {
-            let mut changes = self.dependent_changes(&core, id, RunState::Cancelled, now);
+            let mut changes = self.dependent_changes(&core, id, RunState::Cancelled, now)?;
+            changes.retain(|c| seen.insert(c.run_id.clone()));
             for change in &mut changes {
                 change.reason = Some(format!("upstream run {id} was purged from the dead-letter queue"));
             }
-            self.store.apply(&changes, &[], &[]).await?;
-            self.apply_dependent_changes(&mut core, id, RunState::Cancelled, &changes);
+            changes_of.push(changes);
+        }
+        let all: Vec<_> = changes_of.iter().flatten().cloned().collect();
+        if purged.is_empty() {
+            return Ok(purged);
+        }
+        self.write_purge(&purged, &all).await?;
+        for (id, changes) in purged.iter().zip(&changes_of) {
+            self.apply_dependent_changes(&mut core, id, RunState::Cancelled, changes);
         }
         Ok(purged)
     }

@@ -12,8 +12,10 @@ use crate::config::JobSet;
 /// Picks (run id, agent id) pairs in dispatch order: runs by priority then
 /// ready time; for each, the connected agent with a free credit that runs its
 /// executor and matches its selector, preferring the most free credits, then
-/// the fewest runs. Honours `max_concurrency`. Takes the credits of the picks.
-pub fn select_assignments<'a>(core: &'a mut Core, jobs: &'a JobSet) -> Vec<(String, String)> {
+/// the fewest runs. Honours `max_concurrency`, and skips runs held after their
+/// own assignment failed (see [`super::state::Hold`]) until `now` passes their
+/// hold. Takes the credits of the picks.
+pub fn select_assignments<'a>(core: &'a mut Core, jobs: &'a JobSet, now: i64) -> Vec<(String, String)> {
     let mut credits_left: u32 = core
         .agents
         .values()
@@ -35,6 +37,7 @@ pub fn select_assignments<'a>(core: &'a mut Core, jobs: &'a JobSet) -> Vec<(Stri
         agents,
         running_by_job,
         queued_by_job,
+        holds,
         ..
     } = core;
     // The walk stops when no queued run of a placeable job is left ahead, so a
@@ -53,6 +56,7 @@ pub fn select_assignments<'a>(core: &'a mut Core, jobs: &'a JobSet) -> Vec<(Stri
         if unplaceable.contains(&*run.job) {
             continue;
         }
+
         let Some(job) = jobs.get(&run.job) else {
             remaining = remaining.saturating_sub(1);
             continue;
@@ -61,6 +65,9 @@ pub fn select_assignments<'a>(core: &'a mut Core, jobs: &'a JobSet) -> Vec<(Stri
         let visited = visited_by_job.entry(name).or_default();
         *visited += 1;
         remaining = remaining.saturating_sub(1);
+        if !holds.is_empty() && holds.get(run_id).is_some_and(|h| h.until > now) {
+            continue;
+        }
         let mut give_up = |unplaceable: &mut HashSet<&'a str>, visited: usize| {
             // None of this job's runs further on can be placed either.
             unplaceable.insert(name);
@@ -166,7 +173,7 @@ mod tests {
         queue(&mut core, "any-low", "any", Priority::Low, 5);
         queue(&mut core, "any-normal", "any", Priority::Normal, 6);
         agent(&mut core, "us", 3, &[("region", "us")]);
-        let picks: Vec<String> = select_assignments(&mut core, &jobs)
+        let picks: Vec<String> = select_assignments(&mut core, &jobs, 0)
             .into_iter()
             .map(|(run, _)| run)
             .collect();
@@ -186,7 +193,7 @@ mod tests {
         queue(&mut core, "one-2", "one", Priority::Normal, 2001);
         queue(&mut core, "any-1", "any", Priority::Low, 2002);
         agent(&mut core, "us", 8, &[("region", "us")]);
-        let picks: Vec<String> = select_assignments(&mut core, &jobs)
+        let picks: Vec<String> = select_assignments(&mut core, &jobs, 0)
             .into_iter()
             .map(|(run, _)| run)
             .collect();
@@ -204,11 +211,11 @@ mod tests {
         let mut core = Core::default();
         queue(&mut core, "eu-1", "eu", Priority::High, 1);
         agent(&mut core, "us", 4, &[("region", "us")]);
-        assert!(select_assignments(&mut core, &jobs).is_empty());
+        assert!(select_assignments(&mut core, &jobs, 0).is_empty());
         assert_eq!(core.agents["us"].credits, 4);
         agent(&mut core, "eu", 4, &[("region", "eu")]);
         assert_eq!(
-            select_assignments(&mut core, &jobs),
+            select_assignments(&mut core, &jobs, 0),
             vec![("eu-1".to_string(), "eu".to_string())]
         );
     }

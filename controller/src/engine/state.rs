@@ -237,13 +237,54 @@ pub struct Core {
     pub running_by_job: HashMap<Arc<str>, u32>,
     /// Blocked runs by the upstream run they wait for.
     pub dependents: HashMap<String, Vec<String>>,
+    /// Runs whose own write failed, left alone until their hold ends (see [`Hold`]).
+    pub holds: HashMap<RunId, Hold>,
     /// Arrival counter for FIFO ties.
     pub next_seq: u64,
     /// Connection counter.
     pub next_connection: u64,
 }
 
+/// A run whose own write (an assignment, a timer release, a lease expiry)
+/// failed while others' succeeded: the component that failed skips it until
+/// `until`, then tries again, waiting longer after each failure.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Hold {
+    /// Not tried again before this (Unix ms).
+    pub until: i64,
+    /// Failures in a row.
+    pub failures: u32,
+}
+
+/// The backoff after `failures` failures in a row: 250 ms, doubling, at most 30 s.
+pub fn backoff_ms(failures: u32) -> i64 {
+    (250i64 << failures.saturating_sub(1).min(7)).min(30_000)
+}
+
 impl Core {
+    /// Holds run `id` after another failure of its own write; returns the hold.
+    pub fn hold(&mut self, id: &RunId, now: i64) -> Hold {
+        let failures = self.holds.get(id).map_or(0, |h| h.failures) + 1;
+        let hold = Hold {
+            until: now + backoff_ms(failures),
+            failures,
+        };
+        self.holds.insert(id.clone(), hold);
+        hold
+    }
+
+    /// Whether run `id` is held at `now`.
+    pub fn held(&self, id: &str, now: i64) -> bool {
+        !self.holds.is_empty() && self.holds.get(id).is_some_and(|h| h.until > now)
+    }
+
+    /// Forgets the hold of run `id` (its write succeeded, or it is gone).
+    pub fn release_hold(&mut self, id: &str) {
+        if !self.holds.is_empty() {
+            self.holds.remove(id);
+        }
+    }
+
     /// Adds a live run (replacing one with the same id).
     pub fn insert_live(&mut self, run: LiveRun) {
         self.live.insert(run.id.clone(), Box::new(run));

@@ -6,13 +6,14 @@ use std::time::Duration;
 
 use worker_proto::v1::{Cancel, ControllerMessage, controller_message::Msg};
 
+use super::state::RunId;
+use super::transitions::Mover;
 use super::{Counters, Engine};
 use crate::alerting::Event;
 use crate::alerting::facts::{AgentFact, Fact};
 use crate::error::Result;
 use crate::model::{Outcome, RunState};
 use crate::store::{AttemptEnd, StateChange};
-use crate::time::now_ms;
 
 /// Lease expiry is checked at least this often.
 const SWEEP_INTERVAL: Duration = Duration::from_millis(250);
@@ -23,6 +24,8 @@ impl Engine {
     /// Runs until shutdown.
     pub async fn timer_loop(self: Arc<Self>, mut shutdown: tokio::sync::watch::Receiver<bool>) {
         loop {
+            // Tests make the loop end here (`return`) or panic.
+            fail::fail_point!("engine::timer_loop", |_| ());
             if let Err(e) = self.release_due().await {
                 tracing::error!(error = %e, "releasing timers failed; retrying");
             }
@@ -33,7 +36,7 @@ impl Engine {
                 let core = self.lock_core().await;
                 core.timers
                     .first()
-                    .map(|(t, _)| Duration::from_millis((t - now_ms()).max(0) as u64))
+                    .map(|(t, _)| Duration::from_millis((t - self.now()).max(0) as u64))
                     .unwrap_or(SWEEP_INTERVAL)
                     .min(SWEEP_INTERVAL)
             };
@@ -45,33 +48,76 @@ impl Engine {
         }
     }
 
-    /// Moves due scheduled runs to `queued`, in one commit.
+    /// Moves due scheduled runs to `queued`, in one commit. If the store
+    /// refuses that commit for its content, each run is released on its own,
+    /// and a run whose release fails alone waits with backoff (it keeps its
+    /// place: its timer moves, the store is unchanged). Returns how many runs
+    /// were released.
     pub async fn release_due(&self) -> Result<usize> {
         let mut core = self.lock_core().await;
-        let now = now_ms();
+        let now = self.now();
         let due: Vec<(i64, String)> = core.timers.iter().take_while(|(t, _)| *t <= now).cloned().collect();
         if due.is_empty() {
             return Ok(0);
         }
-        let changes: Vec<StateChange> = due
-            .iter()
-            .map(|(_, id)| {
-                let mut c = StateChange::new(id, RunState::Scheduled, RunState::Queued, now, None);
-                c.ready_at = Some(now);
-                c
-            })
-            .collect();
-        self.store.apply(&changes, &[], &[]).await?;
-        for (t, id) in &due {
+        let mut changes: Vec<StateChange> = Vec::with_capacity(due.len());
+        for (_, id) in &due {
+            let from = core.live.get(id.as_str()).map_or(RunState::Scheduled, |r| r.state);
+            let mut change = self.change(id, from, RunState::Queued, Mover::Timer, now, None)?;
+            change.ready_at = Some(now);
+            changes.push(change);
+        }
+        let released: Vec<bool> = match self.write(&Default::default(), &changes, &[], &[]).await {
+            Ok(()) => vec![true; due.len()],
+            Err(e) if e.is_unavailable() || self.failure().is_some() => return Err(e.into()),
+            Err(e) if due.len() == 1 => {
+                tracing::warn!(run = %due[0].1, error = %e, "releasing a timer failed");
+                vec![false]
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, runs = due.len(), "releasing timers failed; releasing them one by one");
+                let mut released = Vec::with_capacity(due.len());
+                for change in &changes {
+                    match self
+                        .write(&Default::default(), std::slice::from_ref(change), &[], &[])
+                        .await
+                    {
+                        Ok(()) => released.push(true),
+                        Err(e) if e.is_unavailable() || self.failure().is_some() => return Err(e.into()),
+                        Err(e) => {
+                            tracing::warn!(run = %change.run_id, error = %e, "releasing a timer failed");
+                            released.push(false);
+                        }
+                    }
+                }
+                released
+            }
+        };
+        let count = released.iter().filter(|r| **r).count();
+        for ((t, id), released) in due.iter().zip(released) {
             core.timers.remove(&(*t, id.clone()));
-            core.push_ready(id, now);
-            if let Some(run) = core.live.get(id.as_str()) {
-                self.emit(id, &run.job, RunState::Queued, run.attempt, now, None);
+            let Some(run) = core.live.get_mut(id.as_str()) else {
+                continue;
+            };
+            if released {
+                let (job, attempt) = (run.job.clone(), run.attempt);
+                core.release_hold(id);
+                core.push_ready(id, now);
+                self.emit(id, &job, RunState::Queued, attempt, now, None);
+            } else {
+                // Tried again after the backoff; the store keeps its not_before.
+                let run_id: RunId = run.id.clone();
+                let hold = core.hold(&run_id, now);
+                if let Some(run) = core.live.get_mut(id.as_str()) {
+                    run.not_before = hold.until;
+                }
+                core.timers.insert((hold.until, id.clone()));
+                Counters::add(&self.counters.failed_writes);
             }
         }
         drop(core);
         self.wake_dispatch.notify_one();
-        Ok(due.len())
+        Ok(count)
     }
 
     /// Ends attempts whose lease expired (recorded `lost`) or whose deadline
@@ -79,12 +125,12 @@ impl Engine {
     /// `timed_out`, and the agent is told to cancel), then applies the retry policy.
     pub async fn expire_leases(&self) -> Result<usize> {
         let mut core = self.lock_core().await;
-        let now = now_ms();
+        let now = self.now();
         let expired: Vec<(String, u32, Option<String>, bool)> = core
             .running
             .iter()
             .filter_map(|id| core.live.get(id))
-            .filter(|r| r.state == RunState::Running)
+            .filter(|r| r.state == RunState::Running && !core.held(&r.id, now))
             .filter_map(|r| {
                 let extra = r.extra();
                 let past_deadline = extra.deadline.is_some_and(|d| d <= now);
@@ -125,11 +171,19 @@ impl Engine {
                 finished_at: now,
                 duration_ms: None,
             };
-            // One failure must not keep the other expired attempts from ending.
-            if let Err(e) = self.settle(&mut core, end, false).await {
-                tracing::error!(run = %run_id, attempt, error = %e, "ending an expired attempt failed; retrying");
+            // One failure must not keep the other expired attempts from ending:
+            // this one is tried again after a backoff.
+            if let Err(e) = self.settle(&mut core, end, false, Mover::LeaseExpiry).await {
+                if self.failure().is_some() {
+                    return Err(e);
+                }
+                let run: RunId = run_id.as_str().into();
+                let hold = core.hold(&run, now);
+                Counters::add(&self.counters.failed_writes);
+                tracing::error!(run = %run_id, attempt, error = %e, retry_in_ms = hold.until - now, "ending an expired attempt failed");
                 continue;
             }
+            core.release_hold(run_id);
             // Told only once its end is committed (it would otherwise be killed
             // while the run still counts as running).
             if *past_deadline && let Some(agent_id) = agent_id {

@@ -7,7 +7,6 @@ use super::Engine;
 use crate::error::{Error, Result};
 use crate::model::Priority;
 use crate::store::{AttemptRecord, RunRecord, TransitionRecord};
-use crate::time::now_ms;
 
 /// A run with its attempts (and, for a single run, its transitions).
 #[derive(Debug, Clone)]
@@ -199,7 +198,7 @@ impl Engine {
     /// queue's backlog, read from its indexes (no walk of the queue).
     pub async fn backlog(&self) -> Vec<(Priority, u64, u64)> {
         let core = self.lock_core().await;
-        backlog_of(&core, now_ms())
+        backlog_of(&core, self.now())
     }
 
     /// The attempts running now, for `run_slow`.
@@ -222,7 +221,7 @@ impl Engine {
 
     /// Queue depths.
     pub async fn queue_stats(&self) -> Result<QueueStatsView> {
-        let now = now_ms();
+        let now = self.now();
         let mut stats = QueueStatsView::default();
         {
             let core = self.lock_core().await;

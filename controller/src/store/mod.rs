@@ -15,14 +15,17 @@
 mod postgres;
 mod records;
 mod sqlite;
+mod write;
 
 use std::str::FromStr;
 use std::sync::Arc;
 
 pub use records::{
-    AlertQuery, AlertRecord, AttemptEnd, AttemptRecord, AttemptStart, InsertPlan, JobStatsRecord, NewRun, RunRecord,
-    ScheduleCursor, StateChange, TransitionRecord,
+    AlertQuery, AlertRecord, AttemptEnd, AttemptRecord, AttemptStart, FireFailureRecord, InsertPlan, JobStatsRecord,
+    NewRun, RunRecord, ScheduleCursor, StateChange, TransitionRecord,
 };
+pub use write::WriteError;
+use write::{InDoubt, Write};
 
 use crate::error::{Error, Result};
 use crate::model::{Outcome, RunState};
@@ -83,8 +86,20 @@ impl Store {
     /// moves in the same transaction. Returns `false` (and writes nothing) when a
     /// run for the same (job, fire instant) already exists, also when another
     /// writer inserts it concurrently.
-    pub async fn insert_runs(&self, plan: &InsertPlan) -> Result<bool> {
-        dispatch!(self.insert_runs(plan))
+    pub async fn insert_runs(&self, plan: &InsertPlan) -> Result<bool, WriteError> {
+        let write = Write {
+            plan,
+            changes: &[],
+            starts: &[],
+            ends: &[],
+        };
+        let in_doubt = write::before(write).await?;
+        if in_doubt == Some(InDoubt::Lost) {
+            return Err(write::in_doubt_error());
+        }
+        let inserted = dispatch!(self.insert_runs(plan))?;
+        self.after(in_doubt)?;
+        Ok(inserted)
     }
 
     /// The run an idempotency key points at, with the time the key was recorded.
@@ -133,26 +148,120 @@ impl Store {
         dispatch!(self.set_paused(job, paused))
     }
 
-    /// Applies state changes, new attempts and finished attempts in one transaction.
-    pub async fn apply(&self, changes: &[StateChange], starts: &[AttemptStart], ends: &[AttemptEnd]) -> Result<()> {
-        dispatch!(self.apply(changes, starts, ends))
+    /// Applies state changes, new attempts and finished attempts in one
+    /// transaction. Each change applies only where its run is still in the
+    /// change's `from` state, and each attempt end only to an attempt that has
+    /// not ended: otherwise nothing is written ([`WriteError::Conflict`]).
+    pub async fn apply(
+        &self,
+        changes: &[StateChange],
+        starts: &[AttemptStart],
+        ends: &[AttemptEnd],
+    ) -> Result<(), WriteError> {
+        self.commit(&InsertPlan::default(), changes, starts, ends).await
     }
 
     /// New runs (plain: no fire instants) and changes of existing runs, committed
-    /// together in one transaction: the engine's commit round.
+    /// together in one transaction: the engine's commit round. Changes and
+    /// attempt ends are checked as in [`Store::apply`].
     pub async fn commit(
         &self,
         plan: &InsertPlan,
         changes: &[StateChange],
         starts: &[AttemptStart],
         ends: &[AttemptEnd],
-    ) -> Result<()> {
-        dispatch!(self.commit(plan, changes, starts, ends))
+    ) -> Result<(), WriteError> {
+        let write = Write {
+            plan,
+            changes,
+            starts,
+            ends,
+        };
+        write.check_unique()?;
+        let in_doubt = write::before(write).await?;
+        if in_doubt == Some(InDoubt::Lost) {
+            return Err(write::in_doubt_error());
+        }
+        dispatch!(self.commit(plan, changes, starts, ends))?;
+        self.after(in_doubt)
+    }
+
+    /// Deletes the dead runs `ids` (with their attempts and transitions) and
+    /// applies `changes` (of the runs blocked behind them) in one transaction.
+    /// Every id must name a dead run, else nothing is written
+    /// ([`WriteError::Conflict`]).
+    pub async fn purge_dead(&self, ids: &[String], changes: &[StateChange]) -> Result<(), WriteError> {
+        let plan = InsertPlan::default();
+        let write = Write {
+            plan: &plan,
+            changes,
+            starts: &[],
+            ends: &[],
+        };
+        write.check_unique()?;
+        let in_doubt = write::before(write).await?;
+        if in_doubt == Some(InDoubt::Lost) {
+            return Err(write::in_doubt_error());
+        }
+        dispatch!(self.purge_dead(ids, changes))?;
+        self.after(in_doubt)
+    }
+
+    /// Whether a write that failed in doubt was committed after all. Reads one
+    /// row the write certainly changed: a new run, a started or ended attempt,
+    /// or a run it moved (the caller must keep other writers of those rows out
+    /// until it knows, as the engine's lock does).
+    pub async fn written(
+        &self,
+        plan: &InsertPlan,
+        changes: &[StateChange],
+        starts: &[AttemptStart],
+        ends: &[AttemptEnd],
+    ) -> Result<bool> {
+        if write::armed("store::in_doubt").as_deref() == Some("unverifiable") {
+            return Err(Error {
+                code: crate::error::ErrorCode::Unavailable,
+                message: "store unavailable: refused by fail point store::in_doubt(unverifiable)".into(),
+            });
+        }
+        let write = Write {
+            plan,
+            changes,
+            starts,
+            ends,
+        };
+        dispatch!(self.written(write))
+    }
+
+    /// Reports a committed write as failed in doubt when the `store::in_doubt`
+    /// fail point says so.
+    fn after(&self, in_doubt: Option<InDoubt>) -> Result<(), WriteError> {
+        match in_doubt {
+            Some(_) => Err(write::in_doubt_error()),
+            None => Ok(()),
+        }
     }
 
     /// Moves a schedule cursor (never backwards) and adds to its missed/skipped counters.
     pub async fn advance_cursor(&self, job: &str, last_fired: i64, missed: u64, skipped: u64) -> Result<()> {
         dispatch!(self.advance_cursor(job, last_fired, missed, skipped))
+    }
+
+    /// Records a failed try of `job`'s fire at `fire_at`: its failures in a
+    /// row and ever go up by one, and the error is kept.
+    pub async fn record_fire_failure(&self, job: &str, fire_at: i64, error: &str, at: i64) -> Result<()> {
+        dispatch!(self.record_fire_failure(job, fire_at, error, at))
+    }
+
+    /// `job` fires again: its failures in a row go back to 0 (the last error
+    /// and the total are kept).
+    pub async fn clear_fire_failure(&self, job: &str) -> Result<()> {
+        dispatch!(self.clear_fire_failure(job))
+    }
+
+    /// Every job whose fires have ever failed.
+    pub async fn fire_failures(&self) -> Result<Vec<FireFailureRecord>> {
+        dispatch!(self.fire_failures())
     }
 
     /// Every schedule cursor.
@@ -206,11 +315,6 @@ impl Store {
     /// Ids of all runs in the dead-letter queue.
     pub async fn dead_run_ids(&self) -> Result<Vec<String>> {
         dispatch!(self.dead_run_ids())
-    }
-
-    /// Deletes dead runs (with their attempts and transitions). Returns the ids deleted.
-    pub async fn purge_dead(&self, ids: &[String]) -> Result<Vec<String>> {
-        dispatch!(self.purge_dead(ids))
     }
 
     /// Statistics of one job's history.

@@ -16,9 +16,10 @@ use std::time::Duration;
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions, PgRow};
 use sqlx::{AssertSqlSafe, Connection, PgConnection, PgPool, Postgres, Row};
 
+use super::write::{Write, WriteError};
 use super::{
-    AlertQuery, AlertRecord, AttemptEnd, AttemptRecord, AttemptStart, InsertPlan, JobStatsRecord, RunRecord,
-    ScheduleCursor, StateChange, TransitionRecord, parse_column, redact_url,
+    AlertQuery, AlertRecord, AttemptEnd, AttemptRecord, AttemptStart, FireFailureRecord, InsertPlan, JobStatsRecord,
+    RunRecord, ScheduleCursor, StateChange, TransitionRecord, parse_column, redact_url,
 };
 use crate::error::{Error, ErrorCode, Result};
 use crate::model::{Outcome, RunState};
@@ -35,6 +36,11 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
         3,
         "alerts",
         include_str!("../../../migrations/postgres/0003_alerts.sql"),
+    ),
+    (
+        4,
+        "fire failures",
+        include_str!("../../../migrations/postgres/0004_fire_failures.sql"),
     ),
 ];
 
@@ -131,20 +137,21 @@ impl PgStore {
     }
 
     /// See [`super::Store::insert_runs`].
-    pub(super) async fn insert_runs(&self, plan: &InsertPlan) -> Result<bool> {
-        match self.try_insert_runs(plan).await {
-            Err(sqlx::Error::Database(e)) if e.is_unique_violation() && e.constraint() == Some(FIRE_INDEX) => Ok(false),
-            other => Ok(other?),
-        }
-    }
-
-    async fn try_insert_runs(&self, plan: &InsertPlan) -> sqlx::Result<bool> {
+    pub(super) async fn insert_runs(&self, plan: &InsertPlan) -> Result<bool, WriteError> {
         let mut tx = self.pool.begin().await?;
-        if !insert_runs_in(&mut tx, plan).await? {
-            tx.rollback().await?;
-            return Ok(false);
+        match insert_runs_in(&mut tx, plan).await {
+            Ok(true) => {}
+            Ok(false) => {
+                tx.rollback().await?;
+                return Ok(false);
+            }
+            // The transaction is dropped, so rolled back.
+            Err(sqlx::Error::Database(e)) if e.is_unique_violation() && e.constraint() == Some(FIRE_INDEX) => {
+                return Ok(false);
+            }
+            Err(e) => return Err(e.into()),
         }
-        tx.commit().await?;
+        tx.commit().await.map_err(super::write::in_doubt)?;
         Ok(true)
     }
 
@@ -156,15 +163,78 @@ impl PgStore {
         changes: &[StateChange],
         starts: &[AttemptStart],
         ends: &[AttemptEnd],
-    ) -> Result<()> {
+    ) -> Result<(), WriteError> {
         let mut tx = self.pool.begin().await?;
         if !insert_runs_in(&mut tx, plan).await? {
             tx.rollback().await?;
-            return Err(Error::internal("a new run collided with an existing schedule fire"));
+            return Err(WriteError::Refused(Error::internal(
+                "a new run collided with an existing schedule fire",
+            )));
         }
         apply_in(&mut tx, changes, starts, ends).await?;
-        tx.commit().await?;
+        tx.commit().await.map_err(super::write::in_doubt)?;
         Ok(())
+    }
+
+    /// Deletes dead runs and applies `changes` in one transaction; every id
+    /// must be a dead run.
+    pub(super) async fn purge_dead(&self, ids: &[String], changes: &[StateChange]) -> Result<(), WriteError> {
+        let mut tx = self.pool.begin().await?;
+        let deleted: Vec<String> =
+            sqlx::query_scalar("DELETE FROM runs WHERE id = ANY($1) AND state = 'dead' RETURNING id")
+                .bind(ids)
+                .fetch_all(&mut *tx)
+                .await?;
+        if deleted.len() != ids.len() {
+            let deleted: HashSet<&String> = deleted.iter().collect();
+            let missing = ids.iter().find(|id| !deleted.contains(id)).cloned().unwrap_or_default();
+            return Err(WriteError::conflict(format!(
+                "run {missing} is not in the dead-letter queue"
+            )));
+        }
+        apply_in(&mut tx, changes, &[], &[]).await?;
+        tx.commit().await.map_err(super::write::in_doubt)?;
+        Ok(())
+    }
+
+    /// See [`super::Store::written`].
+    pub(super) async fn written(&self, write: Write<'_>) -> Result<bool> {
+        let found: Option<i32> = if let Some(run) = write.plan.runs.first() {
+            sqlx::query_scalar("SELECT 1 FROM runs WHERE id = $1")
+                .bind(&run.id)
+                .fetch_optional(&self.pool)
+                .await?
+        } else if let Some(start) = write.starts.first() {
+            sqlx::query_scalar("SELECT 1 FROM attempts WHERE run_id = $1 AND attempt = $2")
+                .bind(&start.run_id)
+                .bind(i64::from(start.attempt))
+                .fetch_optional(&self.pool)
+                .await?
+        } else if let Some(end) = write.ends.first() {
+            sqlx::query_scalar("SELECT 1 FROM attempts WHERE run_id = $1 AND attempt = $2 AND outcome IS NOT NULL")
+                .bind(&end.run_id)
+                .bind(i64::from(end.attempt))
+                .fetch_optional(&self.pool)
+                .await?
+        } else if let Some(change) = write.changes.iter().find(|c| c.from != c.to) {
+            sqlx::query_scalar("SELECT 1 FROM runs WHERE id = $1 AND state = $2")
+                .bind(&change.run_id)
+                .bind(change.to.as_str())
+                .fetch_optional(&self.pool)
+                .await?
+        } else if let Some(change) = write.changes.first() {
+            sqlx::query_scalar(
+                "SELECT 1 FROM runs WHERE id = $1 AND reason IS NOT DISTINCT FROM $2 AND cancel_requested = $3",
+            )
+            .bind(&change.run_id)
+            .bind(&change.reason)
+            .bind(change.cancel_requested)
+            .fetch_optional(&self.pool)
+            .await?
+        } else {
+            Some(1)
+        };
+        Ok(found.is_some())
     }
 
     pub(super) async fn idempotency_key(&self, key: &str) -> Result<Option<(String, i64)>> {
@@ -268,18 +338,6 @@ impl PgStore {
         Ok(())
     }
 
-    pub(super) async fn apply(
-        &self,
-        changes: &[StateChange],
-        starts: &[AttemptStart],
-        ends: &[AttemptEnd],
-    ) -> Result<()> {
-        let mut tx = self.pool.begin().await?;
-        apply_in(&mut tx, changes, starts, ends).await?;
-        tx.commit().await?;
-        Ok(())
-    }
-
     pub(super) async fn advance_cursor(&self, job: &str, last_fired: i64, missed: u64, skipped: u64) -> Result<()> {
         sqlx::query(
             "INSERT INTO schedule_cursors (job, last_fired, missed, skipped) VALUES ($1, $2, $3, $4)
@@ -293,6 +351,49 @@ impl PgStore {
         .execute(&self.pool)
         .await?;
         Ok(())
+    }
+
+    pub(super) async fn record_fire_failure(&self, job: &str, fire_at: i64, error: &str, at: i64) -> Result<()> {
+        sqlx::query(
+            "INSERT INTO schedule_failures (job, failing, failed_total, fire_at, last_error, failed_at) VALUES ($1, 1, 1, $2, $3, $4)
+             ON CONFLICT (job) DO UPDATE SET failing = schedule_failures.failing + 1,
+             failed_total = schedule_failures.failed_total + 1, fire_at = excluded.fire_at,
+             last_error = excluded.last_error, failed_at = excluded.failed_at",
+        )
+        .bind(job)
+        .bind(fire_at)
+        .bind(error)
+        .bind(at)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    pub(super) async fn clear_fire_failure(&self, job: &str) -> Result<()> {
+        sqlx::query("UPDATE schedule_failures SET failing = 0 WHERE job = $1")
+            .bind(job)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    pub(super) async fn fire_failures(&self) -> Result<Vec<FireFailureRecord>> {
+        let rows = sqlx::query(
+            "SELECT job, failing, failed_total, fire_at, last_error, failed_at FROM schedule_failures ORDER BY job",
+        )
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(rows
+            .iter()
+            .map(|r| FireFailureRecord {
+                job: r.get(0),
+                failing: r.get::<i64, _>(1) as u32,
+                failed_total: r.get::<i64, _>(2) as u64,
+                fire_at: r.get(3),
+                last_error: r.get(4),
+                failed_at: r.get(5),
+            })
+            .collect())
     }
 
     pub(super) async fn cursors(&self) -> Result<Vec<ScheduleCursor>> {
@@ -411,20 +512,6 @@ impl PgStore {
                 .fetch_all(&self.pool)
                 .await?,
         )
-    }
-
-    pub(super) async fn purge_dead(&self, ids: &[String]) -> Result<Vec<String>> {
-        if ids.is_empty() {
-            return Ok(Vec::new());
-        }
-        let deleted: Vec<String> =
-            sqlx::query_scalar("DELETE FROM runs WHERE id = ANY($1) AND state = 'dead' RETURNING id")
-                .bind(ids)
-                .fetch_all(&self.pool)
-                .await?;
-        // In the order asked for, each once, like the SQLite backend.
-        let mut deleted: HashSet<String> = deleted.into_iter().collect();
-        Ok(ids.iter().filter(|id| deleted.remove(*id)).cloned().collect())
     }
 
     pub(super) async fn job_stats(&self, job: &str) -> Result<JobStatsRecord> {
@@ -701,7 +788,7 @@ async fn apply_in(
     changes: &[StateChange],
     starts: &[AttemptStart],
     ends: &[AttemptEnd],
-) -> sqlx::Result<()> {
+) -> Result<(), WriteError> {
     if !starts.is_empty() {
         sqlx::query(
             "INSERT INTO attempts (run_id, attempt, agent_id, agent_name, started_at)
@@ -716,14 +803,14 @@ async fn apply_in(
         .await?;
     }
     if !ends.is_empty() {
-        sqlx::query(
+        let ended = sqlx::query(
             "UPDATE attempts SET finished_at = v.finished_at, outcome = v.outcome, exit_code = v.exit_code,
                  error = v.error, output = v.output, duration_ms = v.duration_ms,
                  started_at = COALESCE(v.started_at, attempts.started_at)
                  FROM UNNEST($1::text[], $2::bigint[], $3::bigint[], $4::text[], $5::int[], $6::text[], $7::text[],
                              $8::bigint[], $9::bigint[])
                    AS v (run_id, attempt, finished_at, outcome, exit_code, error, output, duration_ms, started_at)
-                 WHERE attempts.run_id = v.run_id AND attempts.attempt = v.attempt",
+                 WHERE attempts.run_id = v.run_id AND attempts.attempt = v.attempt AND attempts.outcome IS NULL",
         )
         .bind(ends.iter().map(|e| e.run_id.clone()).collect::<Vec<_>>())
         .bind(ends.iter().map(|e| i64::from(e.attempt)).collect::<Vec<_>>())
@@ -735,18 +822,23 @@ async fn apply_in(
         .bind(ends.iter().map(|e| e.duration_ms).collect::<Vec<_>>())
         .bind(ends.iter().map(|e| e.started_at).collect::<Vec<_>>())
         .execute(&mut *conn)
-        .await?;
+        .await?
+        .rows_affected();
+        if ended != ends.len() as u64 {
+            return Err(end_conflict(conn, ends).await);
+        }
     }
     if !changes.is_empty() {
-        sqlx::query(
+        let changed = sqlx::query(
             "UPDATE runs SET state = v.state, reason = v.reason, not_before = v.not_before,
                  ready_at = COALESCE(v.ready_at, runs.ready_at), attempt = COALESCE(v.attempt, runs.attempt),
                  max_attempts = COALESCE(v.max_attempts, runs.max_attempts), finished_at = v.finished_at,
                  cancel_requested = v.cancel_requested
                  FROM UNNEST($1::text[], $2::text[], $3::text[], $4::bigint[], $5::bigint[], $6::bigint[], $7::bigint[],
-                             $8::bigint[], $9::boolean[])
-                   AS v (id, state, reason, not_before, ready_at, attempt, max_attempts, finished_at, cancel_requested)
-                 WHERE runs.id = v.id",
+                             $8::bigint[], $9::boolean[], $10::text[])
+                   AS v (id, state, reason, not_before, ready_at, attempt, max_attempts, finished_at, cancel_requested,
+                         from_state)
+                 WHERE runs.id = v.id AND runs.state = v.from_state",
         )
         .bind(changes.iter().map(|c| c.run_id.clone()).collect::<Vec<_>>())
         .bind(changes.iter().map(|c| c.to.as_str().to_string()).collect::<Vec<_>>())
@@ -767,8 +859,13 @@ async fn apply_in(
                 .collect::<Vec<_>>(),
         )
         .bind(changes.iter().map(|c| c.cancel_requested).collect::<Vec<_>>())
+        .bind(changes.iter().map(|c| c.from.as_str()).collect::<Vec<_>>())
         .execute(&mut *conn)
-        .await?;
+        .await?
+        .rows_affected();
+        if changed != changes.len() as u64 {
+            return Err(change_conflict(conn, changes).await);
+        }
         let moved: Vec<&StateChange> = changes.iter().filter(|c| c.from != c.to).collect();
         if !moved.is_empty() {
             sqlx::query(
@@ -785,6 +882,45 @@ async fn apply_in(
         }
     }
     Ok(())
+}
+
+/// The conflict of a batch of changes some of which did not apply: names the
+/// first run not in its change's `from` state (as the transaction sees it).
+async fn change_conflict(conn: &mut PgConnection, changes: &[StateChange]) -> WriteError {
+    for change in changes {
+        let state: Option<String> = match sqlx::query_scalar("SELECT state FROM runs WHERE id = $1")
+            .bind(&change.run_id)
+            .fetch_optional(&mut *conn)
+            .await
+        {
+            Ok(state) => state,
+            Err(e) => return e.into(),
+        };
+        if let Some(conflict) = super::write::change_mismatch(change, state.as_deref()) {
+            return conflict;
+        }
+    }
+    super::write::change_mismatch_unknown(changes)
+}
+
+/// The conflict of a batch of attempt ends some of which did not apply.
+async fn end_conflict(conn: &mut PgConnection, ends: &[AttemptEnd]) -> WriteError {
+    for end in ends {
+        let outcome: Option<Option<String>> =
+            match sqlx::query_scalar("SELECT outcome FROM attempts WHERE run_id = $1 AND attempt = $2")
+                .bind(&end.run_id)
+                .bind(i64::from(end.attempt))
+                .fetch_optional(&mut *conn)
+                .await
+            {
+                Ok(outcome) => outcome,
+                Err(e) => return e.into(),
+            };
+        if let Some(conflict) = super::write::end_mismatch(end, outcome) {
+            return conflict;
+        }
+    }
+    WriteError::conflict("an attempt end did not apply to its attempt")
 }
 
 fn run_from_row(r: &PgRow) -> Result<RunRecord> {

@@ -218,6 +218,23 @@ pub struct ScheduleCursor {
     pub skipped: u64,
 }
 
+/// A job whose schedule fires have failed to be created.
+#[derive(Debug, Clone, PartialEq)]
+pub struct FireFailureRecord {
+    /// Job name.
+    pub job: String,
+    /// Failed tries in a row of its current fire (0: it fires again).
+    pub failing: u32,
+    /// Failed tries ever.
+    pub failed_total: u64,
+    /// Nominal instant of the fire that failed last.
+    pub fire_at: i64,
+    /// Why it failed last.
+    pub last_error: String,
+    /// When it failed last.
+    pub failed_at: i64,
+}
+
 /// Aggregates of a job's history.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct JobStatsRecord {

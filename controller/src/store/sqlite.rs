@@ -16,9 +16,10 @@ use std::time::Duration;
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteRow, SqliteSynchronous};
 use sqlx::{AssertSqlSafe, QueryBuilder, Row, Sqlite, SqliteConnection, SqlitePool};
 
+use super::write::{Write, WriteError};
 use super::{
-    AlertQuery, AlertRecord, AttemptEnd, AttemptRecord, AttemptStart, InsertPlan, JobStatsRecord, RunRecord,
-    ScheduleCursor, StateChange, TransitionRecord, parse_column, redact_url,
+    AlertQuery, AlertRecord, AttemptEnd, AttemptRecord, AttemptStart, FireFailureRecord, InsertPlan, JobStatsRecord,
+    RunRecord, ScheduleCursor, StateChange, TransitionRecord, parse_column, redact_url,
 };
 
 use crate::error::{Error, Result};
@@ -40,6 +41,11 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
         include_str!("../../../migrations/sqlite/0002_definitions_dependencies.sql"),
     ),
     (3, "alerts", include_str!("../../../migrations/sqlite/0003_alerts.sql")),
+    (
+        4,
+        "fire failures",
+        include_str!("../../../migrations/sqlite/0004_fire_failures.sql"),
+    ),
 ];
 
 /// Handle to a SQLite database.
@@ -115,7 +121,7 @@ impl SqliteStore {
     /// transitions, in one transaction. For scheduled fires the schedule cursor
     /// moves in the same transaction. Returns `false` (and writes nothing) when a
     /// run for the same (job, fire instant) already exists.
-    pub(super) async fn insert_runs(&self, plan: &InsertPlan) -> Result<bool> {
+    pub(super) async fn insert_runs(&self, plan: &InsertPlan) -> Result<bool, WriteError> {
         // IMMEDIATE: take the write lock first, so two concurrent inserts of one
         // fire serialize and the second one's insert is ignored (and reported).
         let mut tx = self.writer.begin_with("BEGIN IMMEDIATE").await?;
@@ -123,7 +129,7 @@ impl SqliteStore {
             tx.rollback().await?;
             return Ok(false);
         }
-        tx.commit().await?;
+        tx.commit().await.map_err(super::write::in_doubt)?;
         Ok(true)
     }
 
@@ -135,28 +141,76 @@ impl SqliteStore {
         changes: &[StateChange],
         starts: &[AttemptStart],
         ends: &[AttemptEnd],
-    ) -> Result<()> {
+    ) -> Result<(), WriteError> {
         let mut tx = self.writer.begin_with("BEGIN IMMEDIATE").await?;
         if !insert_runs_in(&mut tx, plan).await? {
             tx.rollback().await?;
-            return Err(Error::internal("a new run collided with an existing schedule fire"));
+            return Err(WriteError::Refused(Error::internal(
+                "a new run collided with an existing schedule fire",
+            )));
         }
         apply_in(&mut tx, changes, starts, ends).await?;
-        tx.commit().await?;
+        tx.commit().await.map_err(super::write::in_doubt)?;
         Ok(())
     }
 
-    /// Applies state changes, new attempts and finished attempts in one transaction.
-    pub(super) async fn apply(
-        &self,
-        changes: &[StateChange],
-        starts: &[AttemptStart],
-        ends: &[AttemptEnd],
-    ) -> Result<()> {
-        let mut tx = self.writer.begin().await?;
-        apply_in(&mut tx, changes, starts, ends).await?;
-        tx.commit().await?;
+    /// Deletes dead runs and applies `changes` in one transaction; every id
+    /// must be a dead run.
+    pub(super) async fn purge_dead(&self, ids: &[String], changes: &[StateChange]) -> Result<(), WriteError> {
+        let mut tx = self.writer.begin_with("BEGIN IMMEDIATE").await?;
+        for id in ids {
+            let n = sqlx::query("DELETE FROM runs WHERE id = ? AND state = 'dead'")
+                .bind(id)
+                .execute(&mut *tx)
+                .await?
+                .rows_affected();
+            if n != 1 {
+                return Err(WriteError::conflict(format!(
+                    "run {id} is not in the dead-letter queue"
+                )));
+            }
+        }
+        apply_in(&mut tx, changes, &[], &[]).await?;
+        tx.commit().await.map_err(super::write::in_doubt)?;
         Ok(())
+    }
+
+    /// See [`super::Store::written`].
+    pub(super) async fn written(&self, write: Write<'_>) -> Result<bool> {
+        let found: Option<i64> = if let Some(run) = write.plan.runs.first() {
+            sqlx::query_scalar("SELECT 1 FROM runs WHERE id = ?")
+                .bind(&run.id)
+                .fetch_optional(&self.pool)
+                .await?
+        } else if let Some(start) = write.starts.first() {
+            sqlx::query_scalar("SELECT 1 FROM attempts WHERE run_id = ? AND attempt = ?")
+                .bind(&start.run_id)
+                .bind(start.attempt)
+                .fetch_optional(&self.pool)
+                .await?
+        } else if let Some(end) = write.ends.first() {
+            sqlx::query_scalar("SELECT 1 FROM attempts WHERE run_id = ? AND attempt = ? AND outcome IS NOT NULL")
+                .bind(&end.run_id)
+                .bind(end.attempt)
+                .fetch_optional(&self.pool)
+                .await?
+        } else if let Some(change) = write.changes.iter().find(|c| c.from != c.to) {
+            sqlx::query_scalar("SELECT 1 FROM runs WHERE id = ? AND state = ?")
+                .bind(&change.run_id)
+                .bind(change.to.as_str())
+                .fetch_optional(&self.pool)
+                .await?
+        } else if let Some(change) = write.changes.first() {
+            sqlx::query_scalar("SELECT 1 FROM runs WHERE id = ? AND reason IS ? AND cancel_requested = ?")
+                .bind(&change.run_id)
+                .bind(&change.reason)
+                .bind(change.cancel_requested)
+                .fetch_optional(&self.pool)
+                .await?
+        } else {
+            Some(1)
+        };
+        Ok(found.is_some())
     }
 
     /// The run an idempotency key points at, with the time the key was recorded.
@@ -288,6 +342,49 @@ impl SqliteStore {
         .execute(&self.writer)
         .await?;
         Ok(())
+    }
+
+    pub(super) async fn record_fire_failure(&self, job: &str, fire_at: i64, error: &str, at: i64) -> Result<()> {
+        sqlx::query(
+            "INSERT INTO schedule_failures (job, failing, failed_total, fire_at, last_error, failed_at) VALUES (?, 1, 1, ?, ?, ?)
+             ON CONFLICT (job) DO UPDATE SET failing = schedule_failures.failing + 1,
+             failed_total = schedule_failures.failed_total + 1, fire_at = excluded.fire_at,
+             last_error = excluded.last_error, failed_at = excluded.failed_at",
+        )
+        .bind(job)
+        .bind(fire_at)
+        .bind(error)
+        .bind(at)
+        .execute(&self.writer)
+        .await?;
+        Ok(())
+    }
+
+    pub(super) async fn clear_fire_failure(&self, job: &str) -> Result<()> {
+        sqlx::query("UPDATE schedule_failures SET failing = 0 WHERE job = ?")
+            .bind(job)
+            .execute(&self.writer)
+            .await?;
+        Ok(())
+    }
+
+    pub(super) async fn fire_failures(&self) -> Result<Vec<FireFailureRecord>> {
+        let rows = sqlx::query(
+            "SELECT job, failing, failed_total, fire_at, last_error, failed_at FROM schedule_failures ORDER BY job",
+        )
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(rows
+            .iter()
+            .map(|r| FireFailureRecord {
+                job: r.get(0),
+                failing: r.get::<i64, _>(1) as u32,
+                failed_total: r.get::<i64, _>(2) as u64,
+                fire_at: r.get(3),
+                last_error: r.get(4),
+                failed_at: r.get(5),
+            })
+            .collect())
     }
 
     /// Every schedule cursor.
@@ -437,24 +534,6 @@ impl SqliteStore {
                 .fetch_all(&self.pool)
                 .await?,
         )
-    }
-
-    /// Deletes dead runs (with their attempts and transitions). Returns the ids deleted.
-    pub(super) async fn purge_dead(&self, ids: &[String]) -> Result<Vec<String>> {
-        let mut tx = self.writer.begin().await?;
-        let mut purged = Vec::new();
-        for id in ids {
-            let n = sqlx::query("DELETE FROM runs WHERE id = ? AND state = 'dead'")
-                .bind(id)
-                .execute(&mut *tx)
-                .await?
-                .rows_affected();
-            if n == 1 {
-                purged.push(id.clone());
-            }
-        }
-        tx.commit().await?;
-        Ok(purged)
     }
 
     /// Statistics of one job's history.
@@ -711,12 +790,15 @@ async fn insert_runs_in(conn: &mut SqliteConnection, plan: &InsertPlan) -> Resul
 /// Applies state changes, new attempts and finished attempts on `conn`, inside
 /// the caller's transaction. Multi-row statements: a batch costs a handful of
 /// statements, not three per run (each is a round trip to SQLite's worker thread).
+/// A change applies only where its run is in the change's `from` state, an end
+/// only to an attempt not ended yet; any miss is a [`WriteError::Conflict`]
+/// (the caller's transaction is dropped, so nothing of it is kept).
 async fn apply_in(
     conn: &mut SqliteConnection,
     changes: &[StateChange],
     starts: &[AttemptStart],
     ends: &[AttemptEnd],
-) -> Result<()> {
+) -> Result<(), WriteError> {
     for chunk in starts.chunks(ROWS_PER_STATEMENT) {
         let mut q =
             QueryBuilder::<Sqlite>::new("INSERT INTO attempts (run_id, attempt, agent_id, agent_name, started_at) ");
@@ -748,16 +830,22 @@ async fn apply_in(
             ") UPDATE attempts SET finished_at = v.finished_at, outcome = v.outcome, exit_code = v.exit_code,
                  error = v.error, output = v.output, duration_ms = v.duration_ms,
                  started_at = COALESCE(v.started_at, attempts.started_at)
-                 FROM v WHERE attempts.run_id = v.run_id AND attempts.attempt = v.attempt",
+                 FROM v WHERE attempts.run_id = v.run_id AND attempts.attempt = v.attempt
+                   AND attempts.outcome IS NULL",
         );
-        q.build().execute(&mut *conn).await?;
+        let ended = q.build().execute(&mut *conn).await?.rows_affected();
+        if ended != chunk.len() as u64 {
+            return Err(end_conflict(conn, chunk).await);
+        }
     }
     for chunk in changes.chunks(ROWS_PER_STATEMENT) {
         let mut q = QueryBuilder::<Sqlite>::new(
-            "WITH v (id, state, reason, not_before, ready_at, attempt, max_attempts, finished_at, cancel_requested) AS (",
+            "WITH v (id, from_state, state, reason, not_before, ready_at, attempt, max_attempts, finished_at,
+                     cancel_requested) AS (",
         );
         q.push_values(chunk, |mut row, change| {
             row.push_bind(&change.run_id)
+                .push_bind(change.from.as_str())
                 .push_bind(change.to.as_str())
                 .push_bind(&change.reason)
                 .push_bind(change.not_before)
@@ -772,9 +860,12 @@ async fn apply_in(
                  ready_at = COALESCE(v.ready_at, runs.ready_at), attempt = COALESCE(v.attempt, runs.attempt),
                  max_attempts = COALESCE(v.max_attempts, runs.max_attempts), finished_at = v.finished_at,
                  cancel_requested = v.cancel_requested
-                 FROM v WHERE runs.id = v.id",
+                 FROM v WHERE runs.id = v.id AND runs.state = v.from_state",
         );
-        q.build().execute(&mut *conn).await?;
+        let changed = q.build().execute(&mut *conn).await?.rows_affected();
+        if changed != chunk.len() as u64 {
+            return Err(change_conflict(conn, chunk).await);
+        }
     }
     let transitions: Vec<&StateChange> = changes.iter().filter(|c| c.from != c.to).collect();
     for chunk in transitions.chunks(ROWS_PER_STATEMENT) {
@@ -789,6 +880,45 @@ async fn apply_in(
         q.build().execute(&mut *conn).await?;
     }
     Ok(())
+}
+
+/// The conflict of a batch of changes some of which did not apply: names the
+/// first run not in its change's `from` state (as the transaction sees it).
+async fn change_conflict(conn: &mut SqliteConnection, chunk: &[StateChange]) -> WriteError {
+    for change in chunk {
+        let state: Option<String> = match sqlx::query_scalar("SELECT state FROM runs WHERE id = ?")
+            .bind(&change.run_id)
+            .fetch_optional(&mut *conn)
+            .await
+        {
+            Ok(state) => state,
+            Err(e) => return e.into(),
+        };
+        if let Some(conflict) = super::write::change_mismatch(change, state.as_deref()) {
+            return conflict;
+        }
+    }
+    super::write::change_mismatch_unknown(chunk)
+}
+
+/// The conflict of a batch of attempt ends some of which did not apply.
+async fn end_conflict(conn: &mut SqliteConnection, chunk: &[AttemptEnd]) -> WriteError {
+    for end in chunk {
+        let outcome: Option<Option<String>> =
+            match sqlx::query_scalar("SELECT outcome FROM attempts WHERE run_id = ? AND attempt = ?")
+                .bind(&end.run_id)
+                .bind(end.attempt)
+                .fetch_optional(&mut *conn)
+                .await
+            {
+                Ok(outcome) => outcome,
+                Err(e) => return e.into(),
+            };
+        if let Some(conflict) = super::write::end_mismatch(end, outcome) {
+            return conflict;
+        }
+    }
+    WriteError::conflict("an attempt end did not apply to its attempt")
 }
 
 /// The non-terminal runs after `after` (created_at, id), oldest first, at most

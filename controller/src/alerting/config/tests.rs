@@ -495,6 +495,72 @@ fn event_parameters_belong_to_their_event() {
 }
 
 #[test]
+fn schedule_failed_rules_parse_and_take_no_parameters() {
+    let rules = |body: &str| {
+        format!("channels:\n  c: {{ type: discord, webhook_url: \"https://d.example.com/x\" }}\nrules:\n{body}")
+    };
+    let config = parse(&rules(
+        "  - name: fires\n    event: schedule_failed\n    jobs: \"nightly.*\"\n    min_priority: high\n    channels: [c]\n    throttle: 30m\n  - { name: all-fires, event: schedule_failed, channels: [c] }\n",
+    ))
+    .unwrap();
+    let [fires, all] = config.rules.as_slice() else {
+        panic!("two rules expected");
+    };
+    assert_eq!(fires.event, Event::ScheduleFailed);
+    assert_eq!(fires.params, EventParams::None);
+    assert_eq!(fires.jobs.as_str(), "nightly.*");
+    assert_eq!(fires.min_priority, Priority::High);
+    assert_eq!(fires.throttle, Duration::from_secs(1800));
+    assert_eq!(
+        (all.jobs.as_str(), all.min_priority, all.throttle),
+        ("*", Priority::Low, Duration::ZERO),
+        "defaults"
+    );
+    assert_eq!(
+        config
+            .matching(Event::ScheduleFailed, Some("nightly.report"), Some(Priority::Critical))
+            .map(|r| r.name.as_str())
+            .collect::<Vec<_>>(),
+        ["fires", "all-fires"]
+    );
+    assert_eq!(
+        config
+            .matching(Event::ScheduleFailed, Some("nightly.report"), Some(Priority::Normal))
+            .map(|r| r.name.as_str())
+            .collect::<Vec<_>>(),
+        ["all-fires"]
+    );
+    assert!(
+        config
+            .matching(Event::ScheduleMissed, Some("nightly.report"), Some(Priority::Critical))
+            .next()
+            .is_none()
+    );
+
+    assert_errors(
+        &rules("  - name: a\n    event: schedule_failed\n    threshold: 5m\n    count: 3\n    channels: [c]\n"),
+        &[
+            (
+                6,
+                "rules[0].threshold",
+                "`threshold` only applies to `run_slow` rules, not `schedule_failed`",
+            ),
+            (
+                7,
+                "rules[0].count",
+                "`count` only applies to `consecutive_failures` rules, not `schedule_failed`",
+            ),
+        ],
+    );
+    let err = parse(&rules("  - { name: a, event: schedule_fail, channels: [c] }\n")).unwrap_err();
+    let text = err.to_string();
+    assert!(
+        text.contains("unknown event \"schedule_fail\"") && text.contains("schedule_missed, schedule_failed,"),
+        "{text}"
+    );
+}
+
+#[test]
 fn names_channels_and_durations_are_checked() {
     let text = "\
 channels:

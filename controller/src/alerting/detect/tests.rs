@@ -212,3 +212,131 @@ fn missed_fires_and_lost_agents() {
     assert_eq!(titles(&a), ["agent_lost: builder on host-7 silent for 21s"]);
     assert!(a[0].text.contains("disconnected") && a[0].text.contains("2 attempt(s)"));
 }
+
+fn failed_fire(job: &str, priority: Priority, error: &str, failures: u32, retry_at: Option<i64>) -> Fact {
+    Fact::ScheduleFailed(FailedFireFact {
+        job: job.into(),
+        priority,
+        fire_at: 1_714_564_800_000,
+        failures,
+        error: error.into(),
+        retry_at,
+        at: 1_714_564_800_250,
+    })
+}
+
+#[test]
+fn failed_fires_alert_with_the_error_the_count_and_the_next_try() {
+    let c = config(
+        "  - { name: fires, event: schedule_failed, jobs: \"nightly.*\", min_priority: normal, channels: [hook] }\n\
+         \x20 - { name: missed, event: schedule_missed, channels: [hook] }\n",
+    );
+    let links = Links::new(Some("http://ui".into()));
+    let mut d = Detector::new();
+    let error = "cannot enqueue the chain of nightly.report: upstream job nightly.extract is disabled";
+    let a = d.on_fact(
+        &c,
+        &links,
+        &failed_fire("nightly.report", Priority::High, error, 3, Some(1_714_564_830_250)),
+    );
+    assert_eq!(
+        titles(&a),
+        [format!("schedule_failed: nightly.report could not fire: {error}")]
+    );
+    let alert = &a[0];
+    assert_eq!(alert.rule.as_deref(), Some("fires"));
+    assert_eq!(alert.event, Some(Event::ScheduleFailed));
+    assert_eq!(alert.kind, AlertKind::Alert);
+    assert_eq!(alert.job.as_deref(), Some("nightly.report"));
+    assert_eq!(alert.priority, Some(Priority::High));
+    assert_eq!(alert.error.as_deref(), Some(error));
+    assert_eq!(alert.link.as_deref(), Some("http://ui/jobs/nightly.report"));
+    assert_eq!(alert.at, 1_714_564_800_250);
+    assert!(alert.run_id.is_none() && alert.attempt.is_none());
+    assert_eq!(
+        alert.details,
+        [
+            ("Fire time".to_string(), "2024-05-01T12:00:00.000Z".to_string()),
+            ("Failures".to_string(), "3".to_string()),
+            ("Next try".to_string(), "2024-05-01T12:00:30.250Z".to_string()),
+        ]
+    );
+    for part in [
+        "2024-05-01T12:00:00.000Z",
+        "failed 3 times in a row",
+        "tries it again at 2024-05-01T12:00:30.250Z (in 30s)",
+    ] {
+        assert!(alert.text.contains(part), "{part:?} not in {:?}", alert.text);
+    }
+
+    // The first failure, without a retry.
+    let a = d.on_fact(
+        &c,
+        &links,
+        &failed_fire("nightly.x", Priority::Normal, "store: disk full", 1, None),
+    );
+    assert_eq!(
+        titles(&a),
+        ["schedule_failed: nightly.x could not fire: store: disk full"]
+    );
+    assert!(a[0].text.contains("first failure") && a[0].text.contains("does not try it again"));
+    assert!(a[0].details.iter().all(|(label, _)| label != "Next try"));
+
+    // Not routed: another job, a priority below min_priority; schedule_missed rules ignore it.
+    assert!(
+        d.on_fact(&c, &links, &failed_fire("hourly", Priority::Critical, error, 1, None))
+            .is_empty()
+    );
+    assert!(
+        d.on_fact(
+            &c,
+            &links,
+            &failed_fire("nightly.report", Priority::Low, error, 1, None)
+        )
+        .is_empty()
+    );
+}
+
+#[test]
+fn a_failed_fire_title_keeps_only_the_start_of_the_error() {
+    let c = config("  - { name: fires, event: schedule_failed, channels: [hook] }\n");
+    let links = Links::default();
+    let mut d = Detector::new();
+    let title = |d: &mut Detector, error: &str| {
+        let a = d.on_fact(&c, &links, &failed_fire("j", Priority::Normal, error, 1, None));
+        assert_eq!(a.len(), 1);
+        assert_eq!(a[0].error.as_deref(), Some(error), "the alert keeps the whole error");
+        a[0].title
+            .strip_prefix("schedule_failed: j could not fire: ")
+            .unwrap()
+            .to_string()
+    };
+    let long = "é".repeat(500);
+    let shown = title(&mut d, &long);
+    assert_eq!(shown.chars().count(), 120);
+    assert!(shown.ends_with('…') && shown.starts_with("éé"));
+    assert_eq!(title(&mut d, "\n  first line  \nsecond line\n"), "first line…");
+    assert_eq!(title(&mut d, "one line"), "one line");
+    assert_eq!(title(&mut d, " \n "), "unknown error");
+}
+
+#[test]
+fn failed_fires_are_throttled_per_rule_and_job() {
+    use crate::alerting::throttle::{Decision, Throttle};
+    let c = config("  - { name: fires, event: schedule_failed, channels: [hook], throttle: 1h }\n");
+    let links = Links::default();
+    let mut d = Detector::new();
+    let mut throttle = Throttle::new();
+    let rule = &c.rules[0];
+    let mut decisions = Vec::new();
+    for (n, job) in [(1, "a"), (2, "a"), (1, "b"), (3, "a")] {
+        for alert in d.on_fact(&c, &links, &failed_fire(job, Priority::Normal, "boom", n, None)) {
+            assert_eq!(alert.rule.as_deref(), Some("fires"));
+            decisions.push(throttle.offer(rule, alert.job.as_deref(), alert.at));
+        }
+    }
+    assert_eq!(
+        decisions,
+        [Decision::Send, Decision::Suppress, Decision::Send, Decision::Suppress]
+    );
+}
