@@ -53,7 +53,7 @@ pub use definitions::{ApplySummary, CONFIG_FILE_KEY, DefinitionsError, initial_d
 pub use dispatch::ResultMessage;
 pub use enqueue::{EnqueueOutcome, EnqueueRequest, FireOutcome, MAX_BATCH, validate_payload};
 pub use round::Rounds;
-pub use views::{AgentView, QueueStatsView, RunView, RunningAttempt};
+pub use views::{AgentSnapshot, AgentView, EngineSnapshot, LiveRunSnapshot, QueueStatsView, RunView, RunningAttempt};
 
 use crate::alerting::facts::AlertSink;
 use crate::config::JobSet;

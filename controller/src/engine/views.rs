@@ -264,3 +264,101 @@ impl Engine {
         agents
     }
 }
+
+/// A picture of the engine's memory, for tests that compare it with the store
+/// and with a reference model (see [`Engine::snapshot`]).
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct EngineSnapshot {
+    /// Live (non-terminal) runs by id.
+    pub runs: BTreeMap<String, LiveRunSnapshot>,
+    /// Queued runs in dispatch order.
+    pub ready: Vec<String>,
+    /// (not_before, run id) of scheduled runs, soonest first.
+    pub timers: Vec<(i64, String)>,
+    /// Agents by id.
+    pub agents: BTreeMap<String, AgentSnapshot>,
+    /// Runs held back after their own write failed, with the hold's end.
+    pub holds: BTreeMap<String, i64>,
+}
+
+/// One live run in an [`EngineSnapshot`].
+#[derive(Debug, Clone, PartialEq)]
+pub struct LiveRunSnapshot {
+    /// Job name.
+    pub job: String,
+    /// State (never terminal).
+    pub state: crate::model::RunState,
+    /// Priority.
+    pub priority: Priority,
+    /// Current attempt (0 before the first).
+    pub attempt: u32,
+    /// Attempt limit.
+    pub max_attempts: u32,
+    /// While running: the agent holding it.
+    pub agent: Option<String>,
+    /// A cancel is pending.
+    pub cancel_requested: bool,
+    /// While blocked: upstream runs not succeeded yet.
+    pub waiting_on: Vec<String>,
+    /// While scheduled: when it becomes ready.
+    pub not_before: i64,
+}
+
+/// One agent in an [`EngineSnapshot`].
+#[derive(Debug, Clone, PartialEq)]
+pub struct AgentSnapshot {
+    /// Its stream is open.
+    pub connected: bool,
+    /// Assignments it may still receive.
+    pub credits: u32,
+    /// (run id, attempt) it holds.
+    pub running: Vec<(String, u32)>,
+}
+
+impl Engine {
+    /// A picture of the engine's memory (runs, ready order, timers, agents).
+    /// Takes the core lock; meant for tests and diagnostics, not hot paths.
+    pub async fn snapshot(&self) -> EngineSnapshot {
+        let core = self.lock_core().await;
+        EngineSnapshot {
+            runs: core
+                .live
+                .values()
+                .map(|r| {
+                    let extra = r.extra();
+                    (
+                        r.id.to_string(),
+                        LiveRunSnapshot {
+                            job: r.job.to_string(),
+                            state: r.state,
+                            priority: r.priority,
+                            attempt: r.attempt,
+                            max_attempts: r.max_attempts,
+                            agent: extra.agent_id.clone(),
+                            cancel_requested: r.cancel_requested,
+                            waiting_on: extra.waiting_on.iter().cloned().collect(),
+                            not_before: r.not_before,
+                        },
+                    )
+                })
+                .collect(),
+            ready: core.ready.values().map(|id| id.to_string()).collect(),
+            timers: core.timers.iter().cloned().collect(),
+            agents: core
+                .agents
+                .values()
+                .map(|a| {
+                    (
+                        a.id.clone(),
+                        AgentSnapshot {
+                            connected: a.sender.is_some(),
+                            credits: a.credits,
+                            running: a.running.iter().cloned().collect(),
+                        },
+                    )
+                })
+                .collect(),
+            holds: core.holds.iter().map(|(id, h)| (id.to_string(), h.until)).collect(),
+        }
+    }
+}
