@@ -362,6 +362,12 @@ pub struct QueueStats {
     pub duplicate_results: u64,
     /// Attempts ended by the controller after their timeout plus the lease.
     pub deadline_expired: u64,
+    /// Results not recorded when they came (the store failed); offered again later.
+    pub failed_results: u64,
+    /// Schedule fires that could not be created; retried with backoff.
+    pub failed_fires: u64,
+    /// Other writes of one run that failed alone (an assignment, a timer, a lease expiry).
+    pub failed_writes: u64,
 }
 
 /// Queued runs of one priority.
@@ -394,6 +400,9 @@ impl From<pb::QueueStatsResponse> for QueueStats {
             stale_results: s.stale_results,
             duplicate_results: s.duplicate_results,
             deadline_expired: s.deadline_expired,
+            failed_results: s.failed_results,
+            failed_fires: s.failed_fires,
+            failed_writes: s.failed_writes,
         }
     }
 }
@@ -451,6 +460,14 @@ pub struct Schedule {
     pub dst_gap: Option<String>,
     /// `first | last | both`; `null` when unset.
     pub dst_repeat: Option<String>,
+    /// Failed tries in a row of its current fire; 0 while it fires.
+    pub failing: u32,
+    /// Failed tries ever.
+    pub failed: u64,
+    /// Why its last failed try failed; `null` if none ever did.
+    pub last_error: Option<String>,
+    /// When that was; `null` if never.
+    pub last_failed_at: Option<String>,
 }
 
 impl From<pb::Schedule> for Schedule {
@@ -468,6 +485,10 @@ impl From<pb::Schedule> for Schedule {
             paused: s.paused,
             dst_gap: opt(s.dst_gap),
             dst_repeat: opt(s.dst_repeat),
+            failing: s.failing,
+            failed: s.failed,
+            last_error: opt(s.last_error),
+            last_failed_at: opt(s.last_failed_at),
         }
     }
 }

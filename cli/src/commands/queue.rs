@@ -48,6 +48,9 @@ pub fn stats_text(stats: &QueueStats) -> String {
         ("stale results", stats.stale_results.to_string()),
         ("duplicate results", stats.duplicate_results.to_string()),
         ("deadline expired", stats.deadline_expired.to_string()),
+        ("failed results", stats.failed_results.to_string()),
+        ("failed fires", stats.failed_fires.to_string()),
+        ("failed writes", stats.failed_writes.to_string()),
     ]);
     if !stats.priorities.is_empty() {
         let mut table = Table::new(["PRIORITY", "QUEUED", "OLDEST WAIT"]);

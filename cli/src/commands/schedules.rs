@@ -93,6 +93,7 @@ pub fn schedules_table(schedules: &[Schedule]) -> String {
         "LAST FIRED",
         "MISSED",
         "SKIPPED",
+        "FAILING",
     ]);
     for s in schedules {
         table.row([
@@ -106,9 +107,31 @@ pub fn schedules_table(schedules: &[Schedule]) -> String {
             time(s.last_fired.as_deref()),
             s.missed.to_string(),
             s.skipped.to_string(),
+            failing(s),
         ]);
     }
-    table.render()
+    let mut text = table.render();
+    for s in schedules.iter().filter(|s| s.failing > 0) {
+        text.push_str(&format!(
+            "\n{}: its fire has failed {} time(s) in a row (retried with backoff): {}",
+            s.job,
+            s.failing,
+            s.last_error.as_deref().unwrap_or("unknown error")
+        ));
+    }
+    if schedules.iter().any(|s| s.failing > 0) {
+        text.push('\n');
+    }
+    text
+}
+
+/// `-` for a schedule that fires, else its failures in a row.
+fn failing(s: &Schedule) -> String {
+    if s.failing == 0 {
+        "-".into()
+    } else {
+        format!("{}x", s.failing)
+    }
 }
 
 /// `yes` / `no`.

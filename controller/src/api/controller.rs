@@ -19,7 +19,7 @@ use crate::error::Error;
 use crate::job::JobDef;
 use crate::model::RunState;
 use crate::scheduler::cron::{CronSchedule, DstPolicy, parse_tz};
-use crate::store::ScheduleCursor;
+use crate::store::{FireFailureRecord, ScheduleCursor};
 use crate::time::{rfc3339, rfc3339_opt};
 
 /// Default and largest page of list calls.
@@ -343,6 +343,9 @@ impl ControllerService for ControllerApi {
             stale_results: counter(&self.engine.counters().stale_results),
             duplicate_results: counter(&self.engine.counters().duplicate_results),
             deadline_expired: counter(&self.engine.counters().deadline_expired),
+            failed_results: counter(&self.engine.counters().failed_results),
+            failed_fires: counter(&self.engine.counters().failed_fires),
+            failed_writes: counter(&self.engine.counters().failed_writes),
         }))
     }
 
@@ -389,11 +392,12 @@ impl ControllerService for ControllerApi {
     ) -> Result<Response<pb::ListSchedulesResponse>, Status> {
         let cursors = self.engine.store().cursors().await?;
         let paused = self.engine.store().paused_schedules().await?;
+        let failures = self.engine.store().fire_failures().await?;
         let schedules = self
             .engine
             .jobs()
             .iter()
-            .filter_map(|job| self.schedule_of(job, &cursors, &paused))
+            .filter_map(|job| self.schedule_of(job, &cursors, &paused, &failures))
             .collect();
         Ok(Response::new(pb::ListSchedulesResponse { schedules }))
     }
@@ -442,17 +446,25 @@ impl ControllerApi {
     async fn schedule(&self, job: &str) -> Result<pb::Schedule, Status> {
         let cursors = self.engine.store().cursors().await?;
         let paused = self.engine.store().paused_schedules().await?;
+        let failures = self.engine.store().fire_failures().await?;
         let jobs = self.engine.jobs();
         let def = jobs
             .get(job)
             .ok_or_else(|| Error::not_found(format!("job \"{job}\" is not defined")))?;
-        self.schedule_of(def, &cursors, &paused)
+        self.schedule_of(def, &cursors, &paused, &failures)
             .ok_or_else(|| Error::precondition(format!("job \"{job}\" has no schedule")).into())
     }
 
-    fn schedule_of(&self, job: &JobDef, cursors: &[ScheduleCursor], paused: &[String]) -> Option<pb::Schedule> {
+    fn schedule_of(
+        &self,
+        job: &JobDef,
+        cursors: &[ScheduleCursor],
+        paused: &[String],
+        failures: &[FireFailureRecord],
+    ) -> Option<pb::Schedule> {
         let schedule = job.schedule.as_ref()?;
         let cursor = cursors.iter().find(|c| c.job == job.name);
+        let failure = failures.iter().find(|f| f.job == job.name);
         let is_paused = paused.contains(&job.name);
         let next = if is_paused { None } else { self.next_fire(job) };
         Some(pb::Schedule {
@@ -474,6 +486,10 @@ impl ControllerApi {
             paused: is_paused,
             dst_gap: schedule.policy().gap.to_string(),
             dst_repeat: schedule.policy().repeat.to_string(),
+            failing: failure.map_or(0, |f| f.failing),
+            failed: failure.map_or(0, |f| f.failed_total),
+            last_error: failure.map(|f| f.last_error.clone()).unwrap_or_default(),
+            last_failed_at: failure.map(|f| rfc3339(f.failed_at)).unwrap_or_default(),
         })
     }
 

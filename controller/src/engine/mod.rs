@@ -427,8 +427,12 @@ impl Engine {
     /// restart rebuilds memory from the store.
     pub async fn failed(&self) -> String {
         let mut rx = self.failure.subscribe();
-        match rx.wait_for(|f| f.is_some()).await {
-            Ok(reason) => reason.clone().unwrap_or_default(),
+        let reason = rx
+            .wait_for(|f| f.is_some())
+            .await
+            .map(|reason| reason.clone().unwrap_or_default());
+        match reason {
+            Ok(reason) => reason,
             Err(_) => std::future::pending().await,
         }
     }
