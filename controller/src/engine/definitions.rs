@@ -183,7 +183,11 @@ impl Engine {
                 dependents.join(", ")
             )));
         }
-        let unfinished = self.lock_core().await.live.values().filter(|r| &*r.job == name).count();
+        // The core lock is held until the definition is gone: enqueues and
+        // commit rounds check under it that their job is still defined, so
+        // no run of the job can be created after this check.
+        let core = self.lock_core().await;
+        let unfinished = core.live.values().filter(|r| &*r.job == name).count();
         if unfinished > 0 {
             return Err(Error::precondition(format!(
                 "job \"{name}\" has {unfinished} unfinished run(s); cancel them first"
@@ -191,6 +195,7 @@ impl Engine {
         }
         self.store.save_jobs(&[], &[name.to_string()], None).await?;
         self.replace_jobs(current.with_changes([], &[name.to_string()]));
+        drop(core);
         Ok(())
     }
 

@@ -130,7 +130,7 @@ impl Engine {
                     self.wake_timers.notify_one();
                 }
                 RunState::Cancelled => {
-                    core.live.remove(change.run_id.as_str());
+                    core.remove_live(&change.run_id);
                     core.dependents.remove(&change.run_id);
                 }
                 _ => {}

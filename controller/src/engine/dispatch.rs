@@ -329,6 +329,7 @@ impl Engine {
             match self.settle(core, end, permanent, Mover::Agent).await {
                 Ok(()) => sorted.acks[index] = Some(ack_of(&sorted.finished[index], true, String::new())),
                 Err(e) => {
+                    Counters::add(&self.counters.failed_results);
                     tracing::warn!(run = %sorted.finished[index].run_id, error = %e, "result not recorded; offered again later")
                 }
             }
@@ -498,7 +499,7 @@ impl Engine {
                 self.wake_timers.notify_one();
             }
             _ => {
-                core.live.remove(id.as_str());
+                core.remove_live(&id);
             }
         }
         self.wake_dispatch.notify_one();

@@ -89,6 +89,11 @@ impl PendingEnqueue {
     }
 }
 
+/// The error of an item whose job is no longer defined.
+fn undefined(job: &str) -> Error {
+    Error::not_found(format!("job \"{job}\" is not defined"))
+}
+
 /// A validated item of a request.
 struct Item {
     job: Arc<JobDef>,
@@ -231,10 +236,23 @@ impl Engine {
         }
     }
 
+    /// The plain enqueues whose job is still defined in `jobs`; the others
+    /// (deleted since they were accepted) are refused. Called with the core
+    /// lock held (see [`Engine::delete_job`]).
+    pub(super) fn drop_undefined(pending: Vec<PendingEnqueue>, jobs: &JobSet) -> Vec<PendingEnqueue> {
+        let (defined, deleted): (Vec<_>, Vec<_>) =
+            pending.into_iter().partition(|p| jobs.get(&p.item.job.name).is_some());
+        for p in deleted {
+            let error = undefined(&p.item.job.name);
+            p.fail(error);
+        }
+        defined
+    }
+
     /// Forgets a run indexed by [`Engine::index_new_run`] whose commit failed.
     pub(super) fn unindex_plain(core: &mut super::state::Core, run_id: &str) {
         core.unindex(run_id);
-        core.live.remove(run_id);
+        core.remove_live(run_id);
     }
 
     /// A plain run was committed: tells the watchers and answers its enqueue.
@@ -417,6 +435,11 @@ impl Engine {
         };
         let jobs = self.jobs();
         let now = self.now();
+        // Under the core lock, as `delete_job` checks for unfinished runs: a
+        // job deleted since the request was validated gets no run.
+        if let Some(item) = items.iter().find(|item| jobs.get(&item.job.name).is_none()) {
+            return Err(undefined(&item.job.name));
+        }
 
         // References inside the batch.
         let mut refs: HashMap<&str, usize> = HashMap::new();

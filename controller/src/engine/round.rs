@@ -96,6 +96,8 @@ pub struct RoundReport {
     pub answered: usize,
     /// Enqueues, results and assignments whose commit failed.
     pub failed: usize,
+    /// Nothing could be committed: the store was unreachable (or the engine stopped).
+    pub store_unavailable: bool,
 }
 
 /// One piece of a round that commits (or fails) on its own when the round is
@@ -156,8 +158,8 @@ impl Engine {
             if self.failure().is_some() {
                 return;
             }
-            if report.failed > 0 && report.commits == 0 {
-                // Nothing committed (the store is unreachable?): do not spin.
+            if report.store_unavailable {
+                // The store is unreachable: do not spin.
                 tokio::select! {
                     _ = tokio::time::sleep(Duration::from_millis(200)) => {}
                     _ = shutdown.changed() => return,
@@ -215,10 +217,14 @@ impl Engine {
         pending: Vec<PendingEnqueue>,
         messages: Vec<ResultMessage>,
     ) -> (RoundReport, Vec<ResultMessage>) {
-        let jobs = self.jobs();
         let now = self.now();
         let mut report = RoundReport::default();
         let mut core = self.lock_core().await;
+        // Read under the core lock, which `delete_job` holds while it checks
+        // for unfinished runs and removes a definition: an enqueue accepted
+        // before its job was deleted gets no run.
+        let jobs = self.jobs();
+        let pending = Engine::drop_undefined(pending, &jobs);
 
         let mut sorted = self.sort_results(&core, messages);
         let grouped = sorted.grouped_writes();
@@ -288,6 +294,7 @@ impl Engine {
             }
         }
         report.failed += committed.iter().filter(|c| c.is_err()).count();
+        report.store_unavailable = committed.iter().any(|c| matches!(c, Err(Failure::Together(_))));
 
         for ((pending, run), outcome) in pending.into_iter().zip(plan.runs).zip(run_outcome) {
             match outcome {

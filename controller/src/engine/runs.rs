@@ -116,8 +116,7 @@ impl Engine {
             changes.extend(self.dependent_changes(&core, id, RunState::Cancelled, now)?);
             self.write(&Default::default(), &changes, &[], &[]).await?;
             core.unindex(id);
-            core.live.remove(id);
-            core.release_hold(id);
+            core.remove_live(id);
             self.emit(id, &run.job, RunState::Cancelled, run.attempt, now, Some(reason));
             self.apply_dependent_changes(&mut core, id, RunState::Cancelled, &changes[1..]);
         }

@@ -285,6 +285,13 @@ impl Core {
         }
     }
 
+    /// Forgets a live run that left memory (terminal, or never committed),
+    /// with its hold. Its indexes must be cleared first (see [`Core::unindex`]).
+    pub fn remove_live(&mut self, id: &str) {
+        self.live.remove(id);
+        self.release_hold(id);
+    }
+
     /// Adds a live run (replacing one with the same id).
     pub fn insert_live(&mut self, run: LiveRun) {
         self.live.insert(run.id.clone(), Box::new(run));

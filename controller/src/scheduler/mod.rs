@@ -71,6 +71,9 @@ struct Scheduler {
     pending: BTreeSet<(i64, String)>,
     /// Jobs whose current fire failed, by name.
     failing: HashMap<String, Failing>,
+    /// Jobs the store still shows failing (from before a restart, or from
+    /// before they were paused or changed): cleared on their next good fire.
+    shown_failing: BTreeSet<String>,
 }
 
 /// Runs the scheduler until shutdown.
@@ -79,10 +82,11 @@ pub async fn run(engine: Arc<Engine>, mut shutdown: watch::Receiver<bool>) {
         engine,
         pending: BTreeSet::new(),
         failing: HashMap::new(),
+        shown_failing: BTreeSet::new(),
     };
     // Without the cursors nothing can be caught up: wait for the store.
     loop {
-        match scheduler.catch_up(&shutdown).await {
+        match scheduler.start(&shutdown).await {
             Ok(()) => break,
             Err(e) => {
                 tracing::error!(error = %e, "schedule catch-up failed; retrying in 1s");
@@ -141,7 +145,7 @@ impl Scheduler {
         let mut fires = Vec::with_capacity(due.len());
         for (at, name) in due {
             let Some(job) = jobs.get(&name).filter(|j| j.enabled && j.schedule.is_some()) else {
-                self.failing.remove(&name);
+                self.forget_failing(&name);
                 continue;
             };
             let mut instant = self.failing.get(&name).map_or(at, |f| f.fire_at);
@@ -149,7 +153,7 @@ impl Scheduler {
                 if let Err(e) = self.engine.store().advance_cursor(&name, instant, 0, 0).await {
                     tracing::warn!(job = %name, error = %e, "moving the cursor of a paused schedule failed");
                 }
-                self.failing.remove(&name);
+                self.forget_failing(&name);
                 self.plan_next(job, instant);
                 continue;
             }
@@ -205,8 +209,12 @@ impl Scheduler {
             Ok(_) => {
                 if self.failing.remove(&job.name).is_some() {
                     tracing::info!(job = %job.name, "schedule fires again");
+                    self.shown_failing.insert(job.name.clone());
+                }
+                if self.shown_failing.remove(&job.name) {
                     if let Err(e) = self.engine.store().clear_fire_failure(&job.name).await {
                         tracing::warn!(job = %job.name, error = %e, "recording a recovered schedule failed");
+                        self.shown_failing.insert(job.name.clone());
                     }
                 }
                 self.plan_next(&job, instant);
@@ -256,6 +264,28 @@ impl Scheduler {
         }
     }
 
+    /// Stops retrying `job`'s failed fire (paused, disabled, deleted): the
+    /// store shows it failing until it fires well again.
+    fn forget_failing(&mut self, job: &str) {
+        if self.failing.remove(job).is_some() {
+            self.shown_failing.insert(job.to_string());
+        }
+    }
+
+    /// Reads which jobs the store shows failing, then catches up.
+    async fn start(&mut self, shutdown: &watch::Receiver<bool>) -> Result<()> {
+        self.shown_failing = self
+            .engine
+            .store()
+            .fire_failures()
+            .await?
+            .into_iter()
+            .filter(|f| f.failing > 0)
+            .map(|f| f.job)
+            .collect();
+        self.catch_up(shutdown).await
+    }
+
     /// Plans every enabled schedule from now on; a job whose fire is failing
     /// keeps its retry.
     fn replan(&mut self) {
@@ -267,8 +297,15 @@ impl Scheduler {
             .filter(|(_, job)| self.failing.contains_key(job))
             .map(|(at, job)| (job.clone(), *at))
             .collect();
-        self.failing
-            .retain(|name, _| jobs.get(name).is_some_and(|j| j.enabled && j.schedule.is_some()));
+        let gone: Vec<String> = self
+            .failing
+            .keys()
+            .filter(|name| !jobs.get(name).is_some_and(|j| j.enabled && j.schedule.is_some()))
+            .cloned()
+            .collect();
+        for name in gone {
+            self.forget_failing(&name);
+        }
         self.pending = jobs
             .iter()
             .filter(|j| j.enabled)
