@@ -651,3 +651,34 @@ fn check_text(field: &str, text: &str, max: usize) -> Result<()> {
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn nul_bytes_from_agents_become_replacement_characters() {
+        assert_eq!(storable("a\0b\0"), "a\u{FFFD}b\u{FFFD}");
+        assert_eq!(storable("plain"), "plain");
+        let finished = Finished {
+            run_id: "r".into(),
+            attempt: 1,
+            error: "bad\0".into(),
+            output_tail: "out\0put".into(),
+            ..Finished::default()
+        };
+        let end = attempt_end(&finished, Outcome::Failed, 5);
+        assert_eq!(end.error.as_deref(), Some("bad\u{FFFD}"));
+        assert_eq!(end.output.as_deref(), Some("out\u{FFFD}put"));
+        assert_eq!(end.finished_at, 5);
+    }
+
+    #[test]
+    fn agent_text_is_bounded_and_free_of_control_characters() {
+        assert!(check_agent_text("hello.name", "build-1").is_ok());
+        let err = check_agent_text("hello.name", "evil\0name").unwrap_err();
+        assert_eq!(err.message, "hello.name: must not contain control characters");
+        let err = check_agent_text("hello.host", &"h".repeat(257)).unwrap_err();
+        assert_eq!(err.message, "hello.host: 257 bytes is over the limit of 256");
+    }
+}

@@ -166,3 +166,50 @@ fn timeouts_are_bounded() {
         None
     );
 }
+
+#[test]
+fn chain_depth_is_the_longest_upstream_path() {
+    // d -> b -> a, d -> c -> b -> a, d -> a: the longest path below d is 3.
+    let set = parse(
+        "jobs:\n  a: { builtin: noop }\n  b: { builtin: noop, depends_on: [a] }\n  c: { builtin: noop, depends_on: [b] }\n  d: { builtin: noop, depends_on: [a, b, c] }\n",
+    )
+    .unwrap();
+    let depths: Vec<usize> = ["a", "b", "c", "d", "unknown"]
+        .iter()
+        .map(|j| set.chain_depth(j))
+        .collect();
+    assert_eq!(depths, [0, 1, 2, 3, 0]);
+}
+
+#[test]
+fn what_could_not_be_triggered_is_refused_with_its_line() {
+    let mut wide = String::from("jobs:\n");
+    for i in 0..101 {
+        wide.push_str(&format!("  up{i}: {{ builtin: noop }}\n"));
+    }
+    let all: Vec<String> = (0..101).map(|i| format!("up{i}")).collect();
+    wide.push_str(&format!(
+        "  wide:\n    builtin: noop\n    depends_on: [{}]\n",
+        all.join(", ")
+    ));
+    let errors = parse(&wide).unwrap_err().0;
+    assert_eq!(errors.len(), 1, "{errors:?}");
+    assert_eq!(errors[0].path, "jobs.wide.depends_on");
+    assert_eq!(errors[0].line, Some(105));
+    assert_eq!(errors[0].message, "101 jobs is over the limit of 100");
+
+    let mut deep = String::from("jobs:\n  l0: { builtin: noop }\n");
+    for i in 1..=65 {
+        deep.push_str(&format!("  l{i}: {{ builtin: noop, depends_on: [l{}] }}\n", i - 1));
+    }
+    let errors = parse(&deep).unwrap_err().0;
+    assert_eq!(errors.len(), 1, "only the job past the limit: {errors:?}");
+    assert_eq!(errors[0].path, "jobs.l65.depends_on");
+    assert_eq!(
+        errors[0].message,
+        "its chain of upstream jobs is 65 deep, over the limit of 64"
+    );
+    // 64 levels are fine.
+    let ok: String = deep.lines().take(66).map(|l| format!("{l}\n")).collect();
+    assert!(parse(&ok).is_ok());
+}
