@@ -211,11 +211,11 @@ impl Scheduler {
                     tracing::info!(job = %job.name, "schedule fires again");
                     self.shown_failing.insert(job.name.clone());
                 }
-                if self.shown_failing.remove(&job.name) {
-                    if let Err(e) = self.engine.store().clear_fire_failure(&job.name).await {
-                        tracing::warn!(job = %job.name, error = %e, "recording a recovered schedule failed");
-                        self.shown_failing.insert(job.name.clone());
-                    }
+                if self.shown_failing.remove(&job.name)
+                    && let Err(e) = self.engine.store().clear_fire_failure(&job.name).await
+                {
+                    tracing::warn!(job = %job.name, error = %e, "recording a recovered schedule failed");
+                    self.shown_failing.insert(job.name.clone());
                 }
                 self.plan_next(&job, instant);
             }
