@@ -34,6 +34,10 @@ use crate::store::Store;
 /// How long the controller takes at most to stop after an internal failure.
 pub const FAILED_EXIT_DEADLINE: Duration = Duration::from_millis(700);
 
+/// After an internal failure, how long gRPC health keeps answering
+/// NOT_SERVING before the server closes (so that pollers see it).
+const NOT_SERVING_WINDOW: Duration = Duration::from_millis(300);
+
 /// Everything `run` needs, validated by the binary before any port is bound.
 #[derive(Debug, Clone)]
 pub struct ControllerConfig {
@@ -167,11 +171,11 @@ pub async fn run(
         .build_v1()
         .map_err(|e| RunError::Reflection(e.to_string()))?;
 
-    let server_stop = {
-        let mut stop_rx = stop_rx.clone();
-        async move {
-            let _ = stop_rx.wait_for(|s| *s).await;
-        }
+    // The server stops with everything else, except after an internal
+    // failure, when it answers NOT_SERVING a little longer.
+    let (server_stop_tx, mut server_stop_rx) = tokio::sync::watch::channel(false);
+    let server_stop = async move {
+        let _ = server_stop_rx.wait_for(|s| *s).await;
     };
     let server = tonic::transport::Server::builder()
         .add_service(health_service)
@@ -223,8 +227,11 @@ pub async fn run(
                 .await;
         }
         let _ = stop_tx.send(true);
+        let started = tokio::time::Instant::now();
         let _ = tokio::time::timeout(FAILED_EXIT_DEADLINE, async {
             engine.disconnect_all_agents().await;
+            tokio::time::sleep_until(started + NOT_SERVING_WINDOW).await;
+            let _ = server_stop_tx.send(true);
             let _ = (&mut server).await;
         })
         .await;

@@ -60,8 +60,9 @@ pub struct Bins {
     pub controller_has_http_listen: bool,
 }
 
-/// The binaries, built once per test process (`cargo build --bins ...`) so they
-/// are never stale. Set `WORKER_TESTS_SKIP_BUILD=1` to use them as they are.
+/// The binaries, built once per test process (`cargo build --bins ...`, the
+/// controller with its `failpoints` feature) so they are never stale. Set
+/// `WORKER_TESTS_SKIP_BUILD=1` to use them as they are.
 pub fn bins() -> &'static Bins {
     static BINS: OnceLock<Bins> = OnceLock::new();
     BINS.get_or_init(build_bins)
@@ -88,6 +89,9 @@ fn build_bins() -> Bins {
         cmd.current_dir(&root)
             .args(["build", "--bins"])
             .args(["-p", "worker-controller", "-p", "worker-agent", "-p", "workerctl"])
+            // The controller's fail points, armed through FAILPOINTS by the
+            // tests that need them (inert otherwise; release builds lack them).
+            .args(["--features", "worker-controller/failpoints"])
             .arg("--target-dir")
             .arg(&target_dir)
             .stdin(Stdio::null());
