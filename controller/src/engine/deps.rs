@@ -5,7 +5,7 @@
 use std::collections::{BTreeSet, VecDeque};
 
 use super::Engine;
-use super::state::Core;
+use super::state::{Core, LiveRun};
 use super::transitions::Mover;
 use crate::error::Result;
 use crate::model::RunState;
@@ -30,14 +30,7 @@ impl Engine {
                     let remaining = run.extra().waiting_on.iter().filter(|u| *u != upstream).count();
                     changes.push(if remaining > 0 {
                         let reason = format!("waiting for {remaining} upstream run(s)");
-                        self.change(
-                            &run.id,
-                            run.state,
-                            RunState::Blocked,
-                            Mover::Upstream,
-                            now,
-                            Some(reason),
-                        )?
+                        self.still_blocked(run, now, reason)?
                     } else if run.not_before > now {
                         let mut c = self.change(&run.id, run.state, RunState::Scheduled, Mover::Upstream, now, None)?;
                         c.not_before = Some(run.not_before);
@@ -74,19 +67,28 @@ impl Engine {
             RunState::Dead => {
                 for run in direct.iter().filter_map(&blocked) {
                     let reason = format!("upstream run {upstream} is dead; waiting for it to be retried and succeed");
-                    changes.push(self.change(
-                        &run.id,
-                        run.state,
-                        RunState::Blocked,
-                        Mover::Upstream,
-                        now,
-                        Some(reason),
-                    )?);
+                    changes.push(self.still_blocked(run, now, reason)?);
                 }
             }
             _ => {}
         }
         Ok(changes)
+    }
+
+    /// A blocked run stays blocked with a new reason. A change rewrites the
+    /// run's `not_before` in the store: the run's own (it was enqueued with a
+    /// delay) is written again, or a restart would forget it.
+    fn still_blocked(&self, run: &LiveRun, now: i64, reason: String) -> Result<StateChange> {
+        let mut change = self.change(
+            &run.id,
+            run.state,
+            RunState::Blocked,
+            Mover::Upstream,
+            now,
+            Some(reason),
+        )?;
+        change.not_before = (run.not_before > now).then_some(run.not_before);
+        Ok(change)
     }
 
     /// Applies committed [`Self::dependent_changes`] in memory.
