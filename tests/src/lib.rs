@@ -84,34 +84,15 @@ fn build_bins() -> Bins {
     let root = workspace_root();
 
     if std::env::var_os("WORKER_TESTS_SKIP_BUILD").is_none() {
-        let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
-        let mut cmd = Command::new(cargo);
-        cmd.current_dir(&root)
-            .args(["build", "--bins"])
-            .args(["-p", "worker-controller", "-p", "worker-agent", "-p", "workerctl"])
-            // The controller's fail points, armed through FAILPOINTS by the
-            // tests that need them (inert otherwise; release builds lack them).
-            .args(["--features", "worker-controller/failpoints"])
-            .arg("--target-dir")
-            .arg(&target_dir)
-            .stdin(Stdio::null());
-        match profile.as_str() {
-            "debug" => {}
-            "release" => {
-                cmd.arg("--release");
-            }
-            other => {
-                cmd.args(["--profile", other]);
-            }
-        }
         let started = Instant::now();
-        let out = cmd.output().expect("running cargo build");
-        assert!(
-            out.status.success(),
-            "building the binaries failed ({}):\n{}",
-            out.status,
-            String::from_utf8_lossy(&out.stderr)
-        );
+        // Two builds: `--features` names features of the selected packages
+        // only when a single package is selected. The controller is built
+        // with its fail points, armed through FAILPOINTS by the tests that
+        // need them (inert otherwise; the README's run command lacks them).
+        // A build uplifts its binary to target/PROFILE even when it has
+        // nothing to compile, so the binaries found there are these.
+        cargo_build(&root, &target_dir, &profile, &["-p", "worker-controller", "--features", "failpoints"]);
+        cargo_build(&root, &target_dir, &profile, &["-p", "worker-agent", "-p", "workerctl"]);
         eprintln!("[harness] binaries built in {:?}", started.elapsed());
     }
 
@@ -133,6 +114,34 @@ fn build_bins() -> Bins {
         agent: bin("worker-agent"),
         cli: bin("workerctl"),
     }
+}
+
+/// `cargo build --bins ARGS` into `target_dir` with `profile`.
+fn cargo_build(root: &Path, target_dir: &Path, profile: &str, args: &[&str]) {
+    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+    let mut cmd = Command::new(cargo);
+    cmd.current_dir(root)
+        .args(["build", "--bins"])
+        .args(args)
+        .arg("--target-dir")
+        .arg(target_dir)
+        .stdin(Stdio::null());
+    match profile {
+        "debug" => {}
+        "release" => {
+            cmd.arg("--release");
+        }
+        other => {
+            cmd.args(["--profile", other]);
+        }
+    }
+    let out = cmd.output().expect("running cargo build");
+    assert!(
+        out.status.success(),
+        "building the binaries ({args:?}) failed ({}):\n{}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
 }
 
 /// The workspace root (parent of this package).
