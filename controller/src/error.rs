@@ -109,14 +109,45 @@ impl std::error::Error for Error {}
 
 impl From<sqlx::Error> for Error {
     fn from(err: sqlx::Error) -> Self {
-        match err {
-            sqlx::Error::PoolTimedOut | sqlx::Error::PoolClosed | sqlx::Error::Io(_) => Error {
+        if store_wide(&err) {
+            Error {
                 code: ErrorCode::Unavailable,
                 message: format!("store unavailable: {err}"),
-            },
-            other => Error::internal(format!("store error: {other}")),
+            }
+        } else {
+            Error::internal(format!("store error: {err}"))
         }
     }
+}
+
+/// Whether `err` says the store as a whole cannot take writes now (any other
+/// write would fail the same way), rather than refusing this statement's
+/// content: the engine then retries everything later instead of splitting
+/// its work to find a culprit.
+///
+/// * connection and pool failures;
+/// * PostgreSQL SQLSTATE classes 08 (connection), 53 (insufficient
+///   resources), 57 (operator intervention: shutdown, cancel), 58 (system
+///   error), and 25006 (read-only transaction, e.g. a demoted primary);
+/// * SQLite result codes BUSY (5), LOCKED (6), IOERR (10), FULL (13) and
+///   CANTOPEN (14), extended codes included (the primary code is the low byte).
+fn store_wide(err: &sqlx::Error) -> bool {
+    match err {
+        sqlx::Error::PoolTimedOut | sqlx::Error::PoolClosed | sqlx::Error::Io(_) | sqlx::Error::WorkerCrashed => true,
+        sqlx::Error::Database(db) => db.code().is_some_and(|code| store_wide_code(&code)),
+        _ => false,
+    }
+}
+
+/// See [`store_wide`]: a PostgreSQL SQLSTATE or a SQLite (extended) result code.
+/// A SQLSTATE has exactly five characters; SQLite's codes (at most 4 digits)
+/// never do.
+fn store_wide_code(code: &str) -> bool {
+    if code.len() == 5 {
+        return matches!(code.get(..2), Some("08" | "53" | "57" | "58")) || code == "25006";
+    }
+    code.parse::<i64>()
+        .is_ok_and(|sqlite| matches!(sqlite & 0xff, 5 | 6 | 10 | 13 | 14))
 }
 
 impl From<Error> for tonic::Status {
@@ -138,6 +169,19 @@ mod tests {
             assert_eq!(ErrorCode::from_grpc(code.to_grpc()), Some(code), "{code:?}");
         }
         assert_eq!(ErrorCode::from_grpc(tonic::Code::Ok), None);
+    }
+
+    #[test]
+    fn store_wide_failures_are_told_from_refused_content() {
+        for code in [
+            "08006", "53100", "57P01", "58030", "25006", "5", "517", "6", "10", "13", "14",
+        ] {
+            assert!(store_wide_code(code), "{code}");
+        }
+        // Unique and foreign-key violations, bad text, SQLite CONSTRAINT (19).
+        for code in ["23505", "23503", "22021", "42P01", "19", "2067", "1"] {
+            assert!(!store_wide_code(code), "{code}");
+        }
     }
 
     #[test]

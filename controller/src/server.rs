@@ -248,8 +248,10 @@ pub async fn run(
         "shutting down"
     );
     let _ = stop_tx.send(true);
+    let _ = server_stop_tx.send(true);
     let graceful = async {
         engine.disconnect_all_agents().await;
+        tracing::debug!("agents disconnected");
         if let Some(agent) = dev_agent {
             let _ = agent.await;
         }
@@ -257,7 +259,9 @@ pub async fn run(
             Stop::Server(result) => result.unwrap_or(Ok(())),
             _ => (&mut server).await.unwrap_or(Ok(())),
         };
+        tracing::debug!("gRPC server stopped");
         loops.join_all().await;
+        tracing::debug!("loops stopped");
         store.close().await;
         result
     };
@@ -326,7 +330,13 @@ impl Loops {
     }
 
     async fn join_all(&mut self) {
-        while self.tasks.join_next().await.is_some() {}
+        while let Some(joined) = self.tasks.join_next_with_id().await {
+            let id = match &joined {
+                Ok((id, ())) => *id,
+                Err(e) => e.id(),
+            };
+            tracing::debug!(name = self.names.get(&id).copied().unwrap_or("loop"), "loop stopped");
+        }
         while self.alerting.join_next().await.is_some() {}
     }
 

@@ -322,6 +322,93 @@ async fn an_assignment_that_cannot_be_recorded_holds_its_run_back() {
     scenario.teardown();
 }
 
+/// While a result waits to be recorded (the store is down longer than the
+/// lease), its attempt keeps its lease: the agent stopped reporting the
+/// attempt in its heartbeats when it sent the result, and the controller must
+/// not declare it lost and run the job again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_held_result_keeps_its_lease_while_the_store_is_down() {
+    let scenario = fail::FailScenario::setup();
+    let mut s = Stepped::new().await;
+    let mut agent = s.agent("a1", 1).await;
+    let answer = s.engine.enqueue_in_round(request("good")).unwrap();
+    s.round().await;
+    let run = answer.await.unwrap().unwrap().run.id;
+    assert_eq!(agent.assignments().len(), 1);
+
+    fail::cfg("store::unavailable", "return").unwrap();
+    s.finish(&agent, &run, 1, Outcome::Succeeded);
+    // Eight seconds of outage against a five-second lease.
+    for _ in 0..8 {
+        let report = s.round().await;
+        assert!(report.answered == 0, "{report:?}");
+        s.clock.advance(1_000);
+        let _ = s.engine.expire_leases().await;
+    }
+    let counters = s.engine.counters();
+    assert_eq!(counters.lost_attempts.load(std::sync::atomic::Ordering::Relaxed), 0);
+    assert_eq!(
+        counters.failed_results.load(std::sync::atomic::Ordering::Relaxed),
+        0,
+        "an outage is not the result's own failure"
+    );
+    assert_eq!(s.engine.snapshot().await.runs[&run].state, RunState::Running);
+
+    fail::remove("store::unavailable");
+    s.clock.advance(600);
+    let report = s.round().await;
+    assert_eq!(report.answered, 1, "{report:?}");
+    assert_eq!(s.state(&run).await, Some(RunState::Succeeded));
+    let attempts = s.store.attempts(std::slice::from_ref(&run)).await.unwrap();
+    assert_eq!(attempts.len(), 1, "the job did not run again");
+    assert_eq!(attempts[0].outcome, Some(Outcome::Succeeded));
+    scenario.teardown();
+}
+
+/// A result sent again (after a reconnect) while its first copy is held is
+/// not a second result: the held copy is answered on the new stream once it
+/// is recorded.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_result_sent_again_while_held_is_answered_once_on_the_new_stream() {
+    let scenario = fail::FailScenario::setup();
+    let mut s = Stepped::new().await;
+    let mut old = s.agent("a1", 1).await;
+    let answer = s.engine.enqueue_in_round(request("good")).unwrap();
+    s.round().await;
+    let run = answer.await.unwrap().unwrap().run.id;
+    assert_eq!(old.assignments().len(), 1);
+    fail::cfg("store::poison", &format!("return({run})")).unwrap();
+    s.finish(&old, &run, 1, Outcome::Succeeded);
+    s.round().await;
+    assert_eq!(s.rounds.held_results(), 1);
+
+    // The agent reconnects (same id, new stream) and sends it again.
+    let mut new = s.agent("a1", 1).await;
+    s.finish(&new, &run, 1, Outcome::Succeeded);
+    fail::remove("store::poison");
+    s.clock.advance(300);
+    let report = s.round().await;
+    assert_eq!(report.answered, 1, "{report:?}");
+    let acks = |agent: &mut FakeAgent| {
+        agent
+            .received()
+            .into_iter()
+            .filter_map(|m| match m {
+                Msg::Ack(a) => Some(a),
+                _ => None,
+            })
+            .collect::<Vec<_>>()
+    };
+    let on_new = acks(&mut new);
+    assert_eq!(on_new.len(), 1, "{on_new:?}");
+    assert!(on_new[0].accepted, "{on_new:?}");
+    let on_old = acks(&mut old);
+    assert!(on_old.is_empty(), "{on_old:?}");
+    assert_eq!(s.state(&run).await, Some(RunState::Succeeded));
+    assert_eq!(s.rounds.held_results(), 0);
+    scenario.teardown();
+}
+
 // ---------------------------------------------------------------------------
 // Commits that fail in doubt
 
@@ -391,7 +478,7 @@ async fn an_unverifiable_commit_stops_the_engine() {
     s.round().await;
     assert!(answer.await.unwrap().is_err());
     let reason = s.engine.failure().expect("the engine stopped");
-    assert!(reason.contains("could not be read back"), "{reason}");
+    assert!(reason.contains("its outcome cannot be known"), "{reason}");
     fail::remove("store::in_doubt");
     let keyed = EnqueueRequest {
         idempotency_key: "k".into(),
@@ -504,6 +591,70 @@ async fn slow_commits_delay_but_lose_nothing() {
     let _ = stop_tx.send(true);
     commit_loop.await.unwrap();
     timer_loop.await.unwrap();
+    scenario.teardown();
+}
+
+/// On a quiet controller (the commit loop running, nothing else happening),
+/// a run held back after its assignment failed alone is assigned when its
+/// hold ends: the loop wakes for it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_held_back_run_is_assigned_when_its_hold_ends_on_a_quiet_controller() {
+    let scenario = fail::FailScenario::setup();
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(&format!("sqlite://{}", dir.path().join("worker.db").display()))
+        .await
+        .unwrap();
+    let jobs = parse_scheduler_yaml(Path::new("scheduler.yaml"), JOBS, &|_| None).unwrap();
+    let settings = EngineSettings {
+        heartbeat_interval: Duration::from_secs(1),
+        lease_timeout: Duration::from_secs(5),
+        idempotency_window: Duration::from_secs(3600),
+    };
+    let engine = Engine::recover(store.clone(), jobs, settings).await.unwrap();
+    let (_stop_tx, stop) = tokio::sync::watch::channel(false);
+    let (results, rounds) = engine.rounds().unwrap();
+    tokio::spawn(engine.clone().commit_loop(rounds, stop));
+    let run = engine.enqueue(request("good")).await.unwrap().run.id;
+
+    fail::cfg("store::poison", &format!("return({run})")).unwrap();
+    let (tx, mut rx) = mpsc::unbounded_channel();
+    let hello = Hello {
+        agent_id: "a1".into(),
+        name: "a1".into(),
+        executors: vec!["builtin".into()],
+        capacity: 1,
+        ..Hello::default()
+    };
+    let connection = engine.register_agent(&hello, tx).await.unwrap();
+    engine.add_credits("a1", connection, 1);
+    let failed = || {
+        engine
+            .counters()
+            .failed_writes
+            .load(std::sync::atomic::Ordering::Relaxed)
+    };
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while failed() == 0 {
+        assert!(Instant::now() < deadline, "the assignment was not tried");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    fail::remove("store::poison");
+    let assignment = tokio::time::timeout(Duration::from_secs(5), async {
+        loop {
+            match rx.recv().await {
+                Some(Ok(ControllerMessage {
+                    msg: Some(Msg::Assignment(a)),
+                })) => break a,
+                Some(_) => {}
+                None => panic!("stream closed"),
+            }
+        }
+    })
+    .await
+    .expect("assigned once its hold ended, with nothing else happening");
+    assert_eq!(assignment.run_id, run);
+    assert_eq!(store.run(&run).await.unwrap().unwrap().state, RunState::Running);
+    drop(results);
     scenario.teardown();
 }
 

@@ -91,7 +91,12 @@ fn build_bins() -> Bins {
         // need them (inert otherwise; the README's run command lacks them).
         // A build uplifts its binary to target/PROFILE even when it has
         // nothing to compile, so the binaries found there are these.
-        cargo_build(&root, &target_dir, &profile, &["-p", "worker-controller", "--features", "failpoints"]);
+        cargo_build(
+            &root,
+            &target_dir,
+            &profile,
+            &["-p", "worker-controller", "--features", "failpoints"],
+        );
         cargo_build(&root, &target_dir, &profile, &["-p", "worker-agent", "-p", "workerctl"]);
         eprintln!("[harness] binaries built in {:?}", started.elapsed());
     }

@@ -173,9 +173,23 @@ impl ControllerService for ControllerApi {
         let lookup = |var: &str| std::env::var(var).ok();
         let path = std::path::Path::new(&name);
         let (entries, mut errors) = parse_document_partial(path, &r.yaml, &lookup, Source::Api);
-        let merged = self.engine.jobs().with_changes(entries.iter().cloned(), &[]);
+        let current = self.engine.jobs();
+        let merged = current.with_changes(entries.iter().cloned(), &[]);
         let applied: std::collections::BTreeSet<&str> = entries.iter().map(|e| e.def.name.as_str()).collect();
-        for (job, message) in merged.dependency_errors() {
+        let rewired: std::collections::BTreeSet<&str> = entries
+            .iter()
+            .filter(|e| {
+                current
+                    .get(&e.def.name)
+                    .is_none_or(|old| old.depends_on != e.def.depends_on)
+            })
+            .map(|e| e.def.name.as_str())
+            .collect();
+        let problems = merged
+            .dependency_errors()
+            .into_iter()
+            .chain(merged.new_limit_errors(&current, &rewired));
+        for (job, message) in problems {
             if applied.contains(job.as_str()) {
                 let line = crate::config::lines::line_of(&r.yaml, &["jobs", &job, "depends_on"]);
                 let path = format!("jobs.{job}.depends_on");

@@ -129,18 +129,10 @@ impl JobSet {
     }
 
     /// Problems with `depends_on` across the set, as (job name, message):
-    /// unknown jobs, cycles, more than [`MAX_DEPENDS_ON`] upstream jobs, and
-    /// chains deeper than [`MAX_CHAIN_DEPTH`]: the limits that triggering a
-    /// job enforces, so that whatever is accepted can be triggered.
+    /// unknown jobs and cycles.
     pub fn dependency_errors(&self) -> Vec<(String, String)> {
         let mut errors = Vec::new();
         for job in self.iter() {
-            if job.depends_on.len() > MAX_DEPENDS_ON {
-                errors.push((
-                    job.name.clone(),
-                    format!("{} jobs is over the limit of {MAX_DEPENDS_ON}", job.depends_on.len()),
-                ));
-            }
             for upstream in &job.depends_on {
                 if upstream == &job.name {
                     errors.push((job.name.clone(), "a job cannot depend on itself".to_string()));
@@ -157,18 +149,45 @@ impl JobSet {
                 errors.push((cycle[0].clone(), format!("dependency cycle: {}", cycle.join(" -> "))));
             }
         }
-        if reported.is_empty() {
-            for job in self.iter() {
-                let depth = self.chain_depth(&job.name);
-                if depth > MAX_CHAIN_DEPTH {
-                    errors.push((
-                        job.name.clone(),
-                        format!("its chain of upstream jobs is {depth} deep, over the limit of {MAX_CHAIN_DEPTH}"),
-                    ));
-                }
+        errors
+    }
+
+    /// Jobs that could not be triggered, as (job name, message): more than
+    /// [`MAX_DEPENDS_ON`] upstream jobs, or a chain deeper than
+    /// [`MAX_CHAIN_DEPTH`]: the limits triggering a job enforces, so that
+    /// whatever is accepted can be triggered. (Chains through a cycle are
+    /// [`JobSet::dependency_errors`].)
+    pub fn limit_errors(&self) -> Vec<(String, String)> {
+        let mut errors = Vec::new();
+        for job in self.iter() {
+            if job.depends_on.len() > MAX_DEPENDS_ON {
+                errors.push((
+                    job.name.clone(),
+                    format!("{} jobs is over the limit of {MAX_DEPENDS_ON}", job.depends_on.len()),
+                ));
+            }
+            let depth = self.chain_depth(&job.name);
+            if depth > MAX_CHAIN_DEPTH && depth != usize::MAX {
+                errors.push((
+                    job.name.clone(),
+                    format!("its chain of upstream jobs is {depth} deep, over the limit of {MAX_CHAIN_DEPTH}"),
+                ));
             }
         }
         errors
+    }
+
+    /// The [`JobSet::limit_errors`] of this set (the definitions after a
+    /// change) that the change brings: those of the `changed` jobs, and those
+    /// of other jobs that did not have them in `before`. A job stored before
+    /// the limits existed stays as it is until it is changed (its fires fail
+    /// alone, see the scheduler).
+    pub fn new_limit_errors(&self, before: &JobSet, changed: &BTreeSet<&str>) -> Vec<(String, String)> {
+        let old: BTreeSet<(String, String)> = before.limit_errors().into_iter().collect();
+        self.limit_errors()
+            .into_iter()
+            .filter(|e| changed.contains(e.0.as_str()) || !old.contains(e))
+            .collect()
     }
 
     /// The depth of the chain of upstream jobs below `name`: 0 for a job
@@ -382,7 +401,8 @@ pub fn parse_scheduler_yaml(
 ) -> Result<JobSet, ConfigErrors> {
     let (entries, mut errors) = parse_document_partial(file, text, lookup, Source::Config);
     let set = JobSet::new(entries);
-    errors.extend(set.dependency_errors().into_iter().map(|(job, message)| ConfigError {
+    let problems = set.dependency_errors().into_iter().chain(set.limit_errors());
+    errors.extend(problems.map(|(job, message)| ConfigError {
         file: file.to_path_buf(),
         line: lines::line_of(text, &["jobs", &job, "depends_on"]),
         path: format!("jobs.{job}.depends_on"),

@@ -51,6 +51,9 @@ pub async fn initial_definitions(
 ) -> std::result::Result<JobSet, DefinitionsError> {
     let stored = load_stored(store).await?;
     if store.applied_config(CONFIG_FILE_KEY).await?.as_deref() == Some(file_text) {
+        for (job, message) in stored.limit_errors() {
+            tracing::warn!(%job, %message, "a stored job cannot be triggered; fix or delete it");
+        }
         tracing::info!(
             jobs = stored.len(),
             "configuration unchanged since last applied; using stored definitions"
@@ -67,7 +70,16 @@ pub async fn initial_definitions(
         .map(|e| (e.def.name.clone(), spec_to_yaml(&e.spec), Source::Config.to_string()))
         .collect();
     let merged = stored.with_changes(file_jobs.entries().cloned(), &deletes);
-    let problems = merged.dependency_errors();
+    let from_file: std::collections::BTreeSet<&str> = file_jobs.entries().map(|e| e.def.name.as_str()).collect();
+    let mut problems = merged.dependency_errors();
+    problems.extend(merged.new_limit_errors(&stored, &from_file));
+    // Stored before the limits existed: kept (the controller must start);
+    // their fires fail alone until they are fixed.
+    for (job, message) in merged.limit_errors() {
+        if !problems.iter().any(|(j, _)| *j == job) {
+            tracing::warn!(%job, %message, "a stored job cannot be triggered; fix or delete it");
+        }
+    }
     if !problems.is_empty() {
         let errors = problems
             .into_iter()
@@ -130,7 +142,19 @@ impl Engine {
             }
         }
         let next = current.with_changes(entries.iter().cloned(), &[]);
-        let problems = next.dependency_errors();
+        // Jobs whose dependencies change answer for the limits; a job stored
+        // before the limits existed may still be disabled or edited otherwise.
+        let changed: std::collections::BTreeSet<&str> = entries
+            .iter()
+            .filter(|e| {
+                current
+                    .get(&e.def.name)
+                    .is_none_or(|old| old.depends_on != e.def.depends_on)
+            })
+            .map(|e| e.def.name.as_str())
+            .collect();
+        let mut problems = next.dependency_errors();
+        problems.extend(next.new_limit_errors(&current, &changed));
         if !problems.is_empty() {
             let lines: Vec<String> = problems
                 .into_iter()

@@ -284,6 +284,13 @@ impl Engine {
     /// honouring the overlap policy. Returns `Ok(None)` when the fire was skipped
     /// or already exists: the same (job, instant) never creates two runs.
     pub async fn fire(&self, job: &Arc<JobDef>, instant: i64, delay_ms: i64) -> Result<Option<RunRecord>> {
+        // A fire that cannot be created must not cancel anything first
+        // (`overlap: replace`): check its job and chain before the overlap.
+        let jobs = self.jobs();
+        if jobs.get(&job.name).is_none() {
+            return Err(undefined(&job.name));
+        }
+        upstream_chain(&jobs, job)?;
         if !self.allow_overlap(job, instant).await? {
             return Ok(None);
         }

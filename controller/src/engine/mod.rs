@@ -422,7 +422,7 @@ impl Engine {
 
     /// Resolves with the reason once the engine stops: its memory can no
     /// longer be trusted to match the store (a write conflicted with the
-    /// store, or a commit failed in doubt and could not be read back). It
+    /// store, or a commit failed in doubt and its outcome cannot be known). It
     /// refuses every write from then on; the controller exits so that a
     /// restart rebuilds memory from the store.
     pub async fn failed(&self) -> String {

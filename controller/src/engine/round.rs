@@ -11,13 +11,16 @@
 //!    results.
 //!
 //! If the store refuses the transaction for its content (not because it is
-//! unreachable), the round is committed again piece by piece: each enqueue
-//! (with its assignment), each result and each assignment alone. What
-//! commits goes on as above; what fails alone fails alone: its enqueue is
-//! refused, its result is offered again after a backoff ([`Rounds`]), its
-//! run is held back from dispatch for a backoff ([`super::state::Hold`]).
-//! A result is never refused for a failed commit (an agent forgets a result
-//! once it is answered): it stays unanswered until it is recorded.
+//! unreachable), the round's pieces (each enqueue with its assignment, each
+//! result, each other assignment) are committed in halves, and halves of
+//! those, down to single pieces where needed: one poisoned piece among
+//! 2,000 costs ~22 commits. What commits goes on as above; what fails alone
+//! fails alone: its enqueue is refused, its result is offered again after a
+//! backoff ([`Rounds`]), its run is held back from dispatch for a backoff
+//! ([`super::state::Hold`]). A result is never refused for a failed commit
+//! (an agent forgets a result once it is answered): it stays unanswered until
+//! it is recorded, and its attempt's lease is renewed meanwhile (the agent
+//! stopped reporting the attempt in its heartbeats when it sent the result).
 //!
 //! Rounds run back to back while there is work: whatever arrives during one
 //! round's commit goes into the next (natural group commit, no timer), and an
@@ -47,6 +50,9 @@ pub struct Rounds {
     held: Vec<(i64, ResultMessage)>,
     /// Failures in a row of a held result, by (run id, attempt).
     failures: HashMap<(String, u32), u32>,
+    /// When the first run held back from dispatch may be assigned again:
+    /// the loop wakes then (nothing else would on a quiet controller).
+    wake_at: Option<i64>,
 }
 
 impl Rounds {
@@ -55,9 +61,51 @@ impl Rounds {
         self.held.len()
     }
 
-    /// When the first held result is due again.
+    /// When the loop must run a round even if nothing arrives: the first
+    /// held result is due, or a held-back run may be assigned again.
     fn next_due(&self) -> Option<i64> {
-        self.held.iter().map(|(at, _)| *at).min()
+        self.held.iter().map(|(at, _)| *at).chain(self.wake_at).min()
+    }
+
+    /// A copy of a result (the same agent, attempt and outcome) that arrives
+    /// while the first is held, or in the same round (the agent resent it
+    /// after a reconnect), lends the first its stream, so the one `Ack`
+    /// reaches the agent's current connection; it is not a second result.
+    fn merge_resent(&mut self, messages: &mut Vec<ResultMessage>) {
+        // Within the round: the first copy is kept, with the latest stream.
+        let mut first: HashMap<(String, String, u32, String), usize> = HashMap::new();
+        let mut duplicates = Vec::new();
+        for (i, m) in messages.iter().enumerate() {
+            let key = copy_key(m);
+            if let Some(&j) = first.get(&key) {
+                duplicates.push((j, i));
+            } else {
+                first.insert(key, i);
+            }
+        }
+        for &(j, i) in &duplicates {
+            let reply = messages[i].reply.clone();
+            messages[j].reply = reply;
+        }
+        let drop: std::collections::HashSet<usize> = duplicates.iter().map(|(_, i)| *i).collect();
+        let mut index = 0;
+        messages.retain(|_| {
+            index += 1;
+            !drop.contains(&(index - 1))
+        });
+        if self.held.is_empty() {
+            return;
+        }
+        messages.retain_mut(|m| {
+            let held = self.held.iter_mut().find(|(_, h)| copy_key(h) == copy_key(m));
+            match held {
+                Some((_, h)) => {
+                    std::mem::swap(&mut h.reply, &mut m.reply);
+                    false
+                }
+                None => true,
+            }
+        });
     }
 
     /// Takes the held results due at `now`.
@@ -72,16 +120,38 @@ impl Rounds {
         }
     }
 
-    /// Holds results that were not recorded, each until its backoff ends.
-    fn hold(&mut self, unrecorded: Vec<ResultMessage>, now: i64) {
+    /// Holds results that were not recorded. After a failure of their own,
+    /// each waits its backoff (250 ms doubling, at most `max_wait_ms`); with
+    /// the store unreachable they are offered again in [`STORE_DOWN_RETRY_MS`],
+    /// without counting that as their failure.
+    fn hold(&mut self, unrecorded: Vec<ResultMessage>, now: i64, store_down: bool, max_wait_ms: i64) {
         for message in unrecorded {
-            let key = (message.finished.run_id.clone(), message.finished.attempt);
-            let failures = self.failures.entry(key).or_insert(0);
-            *failures += 1;
-            self.held.push((now + backoff_ms(*failures), message));
+            let wait = if store_down {
+                STORE_DOWN_RETRY_MS
+            } else {
+                let key = (message.finished.run_id.clone(), message.finished.attempt);
+                let failures = self.failures.entry(key).or_insert(0);
+                *failures += 1;
+                backoff_ms(*failures).min(max_wait_ms)
+            };
+            self.held.push((now + wait, message));
         }
     }
 }
+
+/// What makes two result messages copies of one result: the agent, the
+/// attempt and the outcome it reports.
+fn copy_key(m: &ResultMessage) -> (String, String, u32, String) {
+    (
+        m.agent_id.clone(),
+        m.finished.run_id.clone(),
+        m.finished.attempt,
+        m.finished.outcome.clone(),
+    )
+}
+
+/// With the store unreachable, how soon held results are offered again.
+const STORE_DOWN_RETRY_MS: i64 = 500;
 
 /// What one round did (for logs and step-by-step tests).
 #[derive(Debug, Clone, Default, PartialEq)]
@@ -98,6 +168,9 @@ pub struct RoundReport {
     pub failed: usize,
     /// Nothing could be committed: the store was unreachable (or the engine stopped).
     pub store_unavailable: bool,
+    /// When the first run held back from dispatch in this round may be
+    /// assigned again.
+    pub held_until: Option<i64>,
 }
 
 /// One piece of a round that commits (or fails) on its own when the round is
@@ -124,6 +197,7 @@ impl Engine {
                 results,
                 held: Vec::new(),
                 failures: HashMap::new(),
+                wake_at: None,
             },
         ))
     }
@@ -181,7 +255,11 @@ impl Engine {
         mut pending: Vec<PendingEnqueue>,
         mut messages: Vec<ResultMessage>,
     ) -> RoundReport {
-        rounds.take_due(self.now(), &mut messages);
+        let now = self.now();
+        if rounds.wake_at.is_some_and(|at| at <= now) {
+            rounds.wake_at = None;
+        }
+        rounds.take_due(now, &mut messages);
         while pending.len() < MAX_BATCH
             && let Ok(p) = rounds.enqueues.try_recv()
         {
@@ -192,6 +270,7 @@ impl Engine {
         {
             messages.push(m);
         }
+        rounds.merge_resent(&mut messages);
         let offered: Vec<(String, u32)> = messages
             .iter()
             .map(|m| (m.finished.run_id.clone(), m.finished.attempt))
@@ -206,7 +285,20 @@ impl Engine {
                 rounds.failures.remove(&key);
             }
         }
-        rounds.hold(unrecorded, self.now());
+        // A held result's attempt keeps its lease: the agent stopped
+        // reporting it when it sent the result.
+        for message in &unrecorded {
+            let attempt = worker_proto::v1::InFlight {
+                run_id: message.finished.run_id.clone(),
+                attempt: message.finished.attempt,
+            };
+            self.renew_leases(&message.agent_id, std::slice::from_ref(&attempt));
+        }
+        let max_wait = (self.settings.lease_timeout.as_millis() as i64 / 4).max(250);
+        rounds.hold(unrecorded, self.now(), report.store_unavailable, max_wait);
+        if let Some(until) = report.held_until {
+            rounds.wake_at = Some(rounds.wake_at.map_or(until, |at| at.min(until)));
+        }
         report
     }
 
@@ -319,7 +411,10 @@ impl Engine {
         let (done, failed) = picks.split(&pick_ok);
         Engine::picks_failed(&mut core, &failed);
         for run_id in held {
-            self.hold_after_failure(&mut core, &run_id, now, "an assignment could not be recorded");
+            if let Some(until) = self.hold_after_failure(&mut core, &run_id, now, "an assignment could not be recorded")
+            {
+                report.held_until = Some(report.held_until.map_or(until, |at| at.min(until)));
+            }
         }
         report.assigned += done.picks.len();
         if !done.is_empty() {
@@ -366,43 +461,63 @@ impl Engine {
             }
             Err(e) => e,
         };
-        if pieces.len() == 1 || error.is_unavailable() || self.failure().is_some() {
-            let failure = if pieces.len() == 1 && !error.is_unavailable() && self.failure().is_none() {
-                Failure::Alone(error)
-            } else {
-                Failure::Together(error)
-            };
-            return vec![Err(failure); pieces.len()];
+        let store_wide = |e: &WriteError| e.is_unavailable() || self.failure().is_some();
+        if store_wide(&error) {
+            return vec![Err(Failure::Together(error)); pieces.len()];
         }
-        tracing::warn!(error = %error, pieces = pieces.len(), "a commit round failed; committing its parts one by one");
-        let mut outcomes = Vec::with_capacity(pieces.len());
-        for i in 0..pieces.len() {
-            if let Some(Err(Failure::Together(e))) = outcomes.last() {
+        if pieces.len() == 1 {
+            return vec![Err(Failure::Alone(error))];
+        }
+        tracing::warn!(error = %error, pieces = pieces.len(), "a commit round failed; committing its parts in halves");
+        let mut outcomes: Vec<Option<Result<(), Failure>>> = vec![None; pieces.len()];
+        // The whole failed already: start with its halves.
+        let (left, right) = all.split_at(all.len() / 2);
+        let mut groups = vec![right.to_vec(), left.to_vec()];
+        let mut gone: Option<WriteError> = None;
+        while let Some(group) = groups.pop() {
+            if let Some(e) = &gone {
                 // The store became unreachable, or the engine stopped: the rest fails too.
-                outcomes.push(Err(Failure::Together(e.clone())));
+                for &i in &group {
+                    outcomes[i] = Some(Err(Failure::Together(e.clone())));
+                }
                 continue;
             }
-            let (piece_plan, changes, starts, ends) = writes_of(plan, picks, grouped, pieces, &[i]);
-            outcomes.push(match self.write(&piece_plan, &changes, &starts, &ends).await {
+            let (piece_plan, changes, starts, ends) = writes_of(plan, picks, grouped, pieces, &group);
+            match self.write(&piece_plan, &changes, &starts, &ends).await {
                 Ok(()) => {
                     report.commits += 1;
-                    Ok(())
+                    for &i in &group {
+                        outcomes[i] = Some(Ok(()));
+                    }
                 }
-                Err(e) if e.is_unavailable() || self.failure().is_some() => Err(Failure::Together(e)),
-                Err(e) => Err(Failure::Alone(e)),
-            });
+                Err(e) if store_wide(&e) => {
+                    for &i in &group {
+                        outcomes[i] = Some(Err(Failure::Together(e.clone())));
+                    }
+                    gone = Some(e);
+                }
+                Err(e) if group.len() == 1 => outcomes[group[0]] = Some(Err(Failure::Alone(e))),
+                Err(_) => {
+                    let (left, right) = group.split_at(group.len() / 2);
+                    groups.push(right.to_vec());
+                    groups.push(left.to_vec());
+                }
+            }
         }
         outcomes
+            .into_iter()
+            .map(|o| o.expect("every piece has an outcome"))
+            .collect()
     }
 
     /// Holds `run_id` back after its own write failed, and counts it.
-    pub(super) fn hold_after_failure(&self, core: &mut Core, run_id: &str, now: i64, what: &str) {
-        let Some(id) = core.live.get(run_id).map(|r| r.id.clone()) else {
-            return;
-        };
+    /// Returns when the hold ends.
+    pub(super) fn hold_after_failure(&self, core: &mut Core, run_id: &str, now: i64, what: &str) -> Option<i64> {
+        let id = core.live.get(run_id).map(|r| r.id.clone())?;
         let hold = core.hold(&id, now);
         Counters::add(&self.counters.failed_writes);
         tracing::warn!(run = %run_id, failures = hold.failures, retry_in_ms = hold.until - now, "{what}; tried again later");
+        Some(hold.until)
     }
 }
 

@@ -198,11 +198,13 @@ impl Engine {
         let now = self.now();
         let mut changes = Vec::new();
         let mut lives = Vec::new();
-        for id in ids {
-            let Some(record) = self.store.run(id).await? else {
-                continue;
-            };
-            if record.state != RunState::Dead || changes.iter().any(|c: &crate::store::StateChange| c.run_id == *id) {
+        let mut records = self.store.runs_by_id(ids).await?;
+        // In the order asked for (the store answers in its own).
+        let order: std::collections::HashMap<&String, usize> = ids.iter().enumerate().map(|(i, id)| (id, i)).collect();
+        records.sort_by_key(|r| order.get(&r.id).copied().unwrap_or(usize::MAX));
+        for record in records {
+            let id = &record.id;
+            if record.state != RunState::Dead {
                 continue;
             }
             let job = jobs.get(&record.job).ok_or_else(|| {
@@ -258,12 +260,21 @@ impl Engine {
     pub async fn purge_dead(&self, ids: &[String]) -> Result<Vec<String>> {
         let mut core = self.lock_core().await;
         let now = self.now();
-        let mut purged: Vec<String> = Vec::new();
-        for id in ids {
-            if !purged.contains(id) && self.store.run(id).await?.is_some_and(|r| r.state == RunState::Dead) {
-                purged.push(id.clone());
-            }
-        }
+        let dead: std::collections::HashSet<String> = self
+            .store
+            .runs_by_id(ids)
+            .await?
+            .into_iter()
+            .filter(|r| r.state == RunState::Dead)
+            .map(|r| r.id)
+            .collect();
+        // In the order asked for, each once.
+        let mut seen = std::collections::HashSet::new();
+        let purged: Vec<String> = ids
+            .iter()
+            .filter(|id| dead.contains(*id) && seen.insert(id.as_str()))
+            .cloned()
+            .collect();
         // The changes of the runs behind each purged run; a run blocked behind
         // two of them is cancelled once.
         let mut changes_of: Vec<Vec<crate::store::StateChange>> = Vec::new();

@@ -3,9 +3,11 @@
 //! core lock held.
 //!
 //! * A commit that failed *in doubt* (the store may have it) is read back
-//!   ([`crate::store::Store::written`]): committed after all is a success,
-//!   not committed is a plain refusal. Nothing else writes runs while the core
-//!   lock is held, so the answer cannot be overtaken.
+//!   ([`crate::store::Store::written`]): committed after all is a success;
+//!   not committed is a plain refusal on SQLite, where nothing can commit it
+//!   later. On PostgreSQL the server may still be committing it, so only
+//!   "committed" settles the doubt there. Nothing else writes runs while the
+//!   core lock is held, so the answer cannot be overtaken.
 //! * A *conflict* (a change that no longer finds its run in its `from` state)
 //!   and a doubt that cannot be resolved mean that memory no longer matches
 //!   the store: the engine stops ([`Engine::fail`]) rather than go on from a
@@ -20,8 +22,13 @@ use crate::error::{Error, ErrorCode};
 use crate::model::RunState;
 use crate::store::{AttemptEnd, AttemptStart, InsertPlan, StateChange, WriteError};
 
-/// Waits between tries to read back a commit that failed in doubt.
+/// Waits between tries to read back a commit that failed in doubt (with
+/// [`READ_BACK_TIMEOUT`] per try, at most ~7.6 s in all).
 const READ_BACK_WAITS_MS: [u64; 6] = [20, 50, 100, 200, 400, 800];
+
+/// How long one read-back may take (a pool may otherwise wait 10 s for a
+/// connection, and a hung connection forever).
+const READ_BACK_TIMEOUT: Duration = Duration::from_secs(1);
 
 impl Engine {
     /// A state change checked against the table of legal moves
@@ -108,24 +115,25 @@ impl Engine {
                 Err(WriteError::Conflict(e))
             }
             Err(WriteError::InDoubt(e)) => {
-                let mut last = None;
+                let mut last = String::from("no answer");
                 for wait in READ_BACK_WAITS_MS {
-                    match written().await {
-                        Ok(true) => {
+                    match tokio::time::timeout(READ_BACK_TIMEOUT, written()).await {
+                        Ok(Ok(true)) => {
                             tracing::warn!(error = %e, "a commit failed in doubt; it was recorded");
                             return Ok(());
                         }
-                        Ok(false) => {
+                        Ok(Ok(false)) if self.store.not_written_is_final() => {
                             tracing::warn!(error = %e, "a commit failed in doubt; it was not recorded");
                             return Err(WriteError::Refused(e));
                         }
-                        Err(read) => last = Some(read),
+                        Ok(Ok(false)) => last = "not recorded yet, but the server may still commit it".into(),
+                        Ok(Err(read)) => last = read.to_string(),
+                        Err(_) => last = format!("no answer within {READ_BACK_TIMEOUT:?}"),
                     }
                     tokio::time::sleep(Duration::from_millis(wait)).await;
                 }
                 self.fail(format!(
-                    "a commit failed in doubt ({e}) and could not be read back: {}",
-                    last.map(|r| r.to_string()).unwrap_or_default()
+                    "a commit failed in doubt ({e}) and its outcome cannot be known: {last}"
                 ));
                 Err(WriteError::InDoubt(e))
             }

@@ -36,12 +36,15 @@ use rand::Rng;
 use tokio::sync::watch;
 
 use crate::engine::{Counters, Engine, FireOutcome};
-use crate::error::{Error, Result};
+use crate::error::{Error, ErrorCode, Result};
 use crate::job::JobDef;
 use crate::model::CatchUp;
 
 /// Most fires created in one transaction.
 const MAX_FIRES_PER_BATCH: usize = 20_000;
+
+/// With the store unreachable, how soon fires are tried again.
+const STORE_DOWN_RETRY_MS: i64 = 1000;
 
 /// The longest wait before a failed fire is tried again.
 const MAX_FIRE_BACKOFF_MS: i64 = 5 * 60 * 1000;
@@ -99,7 +102,8 @@ pub async fn run(engine: Arc<Engine>, mut shutdown: watch::Receiver<bool>) {
     }
     scheduler.replan();
     loop {
-        if *shutdown.borrow() {
+        // A stopped engine refuses every fire: leave (the controller exits).
+        if *shutdown.borrow() || scheduler.engine.failure().is_some() {
             return;
         }
         let now = scheduler.engine.now();
@@ -154,7 +158,7 @@ impl Scheduler {
                     tracing::warn!(job = %name, error = %e, "moving the cursor of a paused schedule failed");
                 }
                 self.forget_failing(&name);
-                self.plan_next(job, instant);
+                self.plan_next(job, instant.max(now));
                 continue;
             }
             if let Some(failing) = self.failing.get(&name).cloned() {
@@ -182,23 +186,31 @@ impl Scheduler {
         ) else {
             return failing.fire_at;
         };
-        let (fires, count) = schedule.fires_between(from, until, 1);
+        // Fires in (failed, now]: the newest is tried now; the failed one and
+        // those between are missed, and the cursor moves to the last of them
+        // (so a restart before the newest is created does not count them again).
+        let (fires, count) = schedule.fires_between(from, until, 2);
         let Some(newest) = fires.last() else {
             return failing.fire_at;
         };
+        let last_missed = if fires.len() == 2 {
+            fires[0].timestamp_millis()
+        } else {
+            failing.fire_at
+        };
         let reason = format!(
-            "the fire could not be created ({} tries: {}); the next fire came due",
-            failing.failures, failing.error
+            "the fire could not be created ({}); the next fire came due",
+            failing.error
         );
         if let Err(e) = self
             .engine
             .store()
-            .advance_cursor(&job.name, failing.fire_at, count, 0)
+            .advance_cursor(&job.name, last_missed, count, 0)
             .await
         {
             tracing::warn!(job = %job.name, error = %e, "recording missed fires failed");
         }
-        self.engine.report_missed_fires(job, count, failing.fire_at, reason);
+        self.engine.report_missed_fires(job, count, last_missed, reason);
         newest.timestamp_millis()
     }
 
@@ -218,6 +230,17 @@ impl Scheduler {
                     self.shown_failing.insert(job.name.clone());
                 }
                 self.plan_next(&job, instant);
+            }
+            // The store (or the engine) is down: not this job's fault. Tried
+            // again in a second, not counted as the job's failure.
+            Err(error) if error.code == ErrorCode::Unavailable => {
+                tracing::warn!(job = %job.name, error = %error, "schedule fire could not be created; retrying in 1s");
+                self.failing.entry(job.name.clone()).or_insert(Failing {
+                    fire_at: instant,
+                    failures: 0,
+                    error: error.message.clone(),
+                });
+                self.pending.insert((now + STORE_DOWN_RETRY_MS, job.name.clone()));
             }
             Err(error) => self.failed(&job, instant, &error, now).await,
         }
@@ -287,16 +310,12 @@ impl Scheduler {
     }
 
     /// Plans every enabled schedule from now on; a job whose fire is failing
-    /// keeps its retry.
+    /// tries it again at once.
     fn replan(&mut self) {
         let now = self.engine.now();
         let jobs = self.engine.jobs();
-        let retries: HashMap<String, i64> = self
-            .pending
-            .iter()
-            .filter(|(_, job)| self.failing.contains_key(job))
-            .map(|(at, job)| (job.clone(), *at))
-            .collect();
+        // A failing fire is tried again at once: the change may be its fix.
+        let retries: HashMap<String, i64> = self.failing.keys().map(|job| (job.clone(), now)).collect();
         let gone: Vec<String> = self
             .failing
             .keys()
@@ -384,15 +403,21 @@ impl Scheduler {
                     eligible.len()
                 ),
             );
-            // A failed catch-up fire is retried like any other (the newest one).
-            if let Some(failed) = outcomes.into_iter().rev().find(|o| o.result.is_err()) {
-                let error = failed
-                    .result
-                    .as_ref()
-                    .err()
-                    .cloned()
-                    .unwrap_or_else(|| Error::internal("?"));
-                self.failed(&failed.job, failed.instant, &error, engine.now()).await;
+            // The newest catch-up fire, if it failed, is retried like any other;
+            // older failed ones are missed (so is a failed one older than a
+            // created one).
+            let mut outcomes = outcomes;
+            let newest_failed = outcomes.pop_if(|o| o.result.is_err());
+            let lost = outcomes.iter().filter(|o| o.result.is_err()).count();
+            if lost > 0 {
+                let reason = format!("{lost} catch-up fire(s) could not be created");
+                if let Err(e) = engine.store().advance_cursor(&job.name, 0, lost as u64, 0).await {
+                    tracing::warn!(job = %job.name, error = %e, "recording missed fires failed");
+                }
+                engine.report_missed_fires(job, lost as u64, newest.timestamp_millis(), reason);
+            }
+            if let Some(failed) = newest_failed {
+                self.settle(failed, engine.now()).await;
             }
         }
         Ok(())

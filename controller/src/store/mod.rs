@@ -233,6 +233,15 @@ impl Store {
         dispatch!(self.written(write))
     }
 
+    /// Whether [`Store::written`] answering "not written" is final. SQLite is
+    /// a library in this process: once its COMMIT failed, nothing commits the
+    /// transaction later. A PostgreSQL server may still be committing a
+    /// transaction whose connection broke during COMMIT, so a read that
+    /// does not see it yet proves nothing.
+    pub fn not_written_is_final(&self) -> bool {
+        matches!(&*self.backend, Backend::Sqlite(_))
+    }
+
     /// Reports a committed write as failed in doubt when the `store::in_doubt`
     /// fail point says so.
     fn after(&self, in_doubt: Option<InDoubt>) -> Result<(), WriteError> {
@@ -290,6 +299,14 @@ impl Store {
     /// One run.
     pub async fn run(&self, id: &str) -> Result<Option<RunRecord>> {
         dispatch!(self.run(id))
+    }
+
+    /// The runs of `ids` that exist, in no particular order, each once
+    /// however often its id is given (a few statements for any number of ids).
+    pub async fn runs_by_id(&self, ids: &[String]) -> Result<Vec<RunRecord>> {
+        let mut seen = std::collections::HashSet::with_capacity(ids.len());
+        let unique: Vec<String> = ids.iter().filter(|id| seen.insert(id.as_str())).cloned().collect();
+        dispatch!(self.runs_by_id(&unique))
     }
 
     /// Runs, newest first, optionally of one job and/or in one state.

@@ -423,6 +423,12 @@ impl PgStore {
         Ok(())
     }
 
+    pub(super) async fn runs_by_id(&self, ids: &[String]) -> Result<Vec<RunRecord>> {
+        let sql = format!("SELECT {RUN_COLUMNS} FROM runs WHERE id = ANY($1)");
+        let rows = sqlx::query(AssertSqlSafe(sql)).bind(ids).fetch_all(&self.pool).await?;
+        rows.iter().map(run_from_row).collect()
+    }
+
     pub(super) async fn run(&self, id: &str) -> Result<Option<RunRecord>> {
         let sql = format!("SELECT {RUN_COLUMNS} FROM runs WHERE id = $1");
         let row = sqlx::query(AssertSqlSafe(sql))

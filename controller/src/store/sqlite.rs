@@ -447,6 +447,23 @@ impl SqliteStore {
         row.as_ref().map(run_from_row).transpose()
     }
 
+    /// The runs of `ids` that exist, in no particular order.
+    pub(super) async fn runs_by_id(&self, ids: &[String]) -> Result<Vec<RunRecord>> {
+        let mut runs = Vec::with_capacity(ids.len());
+        for chunk in ids.chunks(ROWS_PER_STATEMENT) {
+            let placeholders = vec!["?"; chunk.len()].join(", ");
+            let sql = format!("SELECT {RUN_COLUMNS} FROM runs WHERE id IN ({placeholders})");
+            let mut query = sqlx::query(AssertSqlSafe(sql));
+            for id in chunk {
+                query = query.bind(id);
+            }
+            for row in query.fetch_all(&self.pool).await? {
+                runs.push(run_from_row(&row)?);
+            }
+        }
+        Ok(runs)
+    }
+
     /// Runs, newest first, optionally of one job and/or in one state.
     pub(super) async fn runs(&self, job: Option<&str>, state: Option<RunState>, limit: u32) -> Result<Vec<RunRecord>> {
         let sql = format!(

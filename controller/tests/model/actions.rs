@@ -141,7 +141,22 @@ impl Model {
             Current(Outcome),
             Stale(Outcome),
         }
-        let results = std::mem::take(&mut self.pending_results);
+        // Copies of one result (same agent, attempt and outcome) that arrive
+        // in one round are one result, answered once on the last copy's
+        // connection (see `Rounds::merge_resent`).
+        let mut results: Vec<PendingResult> = Vec::new();
+        for res in std::mem::take(&mut self.pending_results) {
+            let copy = results.iter_mut().find(|r| {
+                r.agent == res.agent
+                    && r.sent.run == res.sent.run
+                    && r.sent.attempt == res.sent.attempt
+                    && r.sent.outcome == res.sent.outcome
+            });
+            match copy {
+                Some(first) => first.connection = res.connection,
+                None => results.push(res),
+            }
+        }
         let mut seen = BTreeSet::new();
         let verdicts: Vec<Verdict> = results
             .iter()
