@@ -409,6 +409,42 @@ async fn a_result_sent_again_while_held_is_answered_once_on_the_new_stream() {
     scenario.teardown();
 }
 
+/// Schedule fires due together are one transaction; when one of them cannot
+/// be created, the others still are (the batch is split in halves), each
+/// exactly once, and the failed one says why.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_poisoned_fire_among_many_fails_alone() {
+    let scenario = fail::FailScenario::setup();
+    let s = Stepped::new().await;
+    let jobs = s.engine.jobs();
+    let (good, bad) = (jobs.get("good").unwrap().clone(), jobs.get("bad").unwrap().clone());
+    let mut fires: Vec<_> = (0..40).map(|i| (good.clone(), 60_000 * (i + 1), 0)).collect();
+    fires.insert(17, (bad.clone(), 60_000, 0));
+    fail::cfg("store::poison", "return(bad)").unwrap();
+    let outcomes = s.engine.fire_many(&fires).await;
+    fail::remove("store::poison");
+    for (outcome, (job, instant, _)) in outcomes.iter().zip(&fires) {
+        assert_eq!((&outcome.job.name, outcome.instant), (&job.name, *instant));
+        if job.name == "bad" {
+            let err = outcome.result.as_ref().unwrap_err();
+            assert!(err.message.contains("store::poison"), "{err}");
+        } else {
+            assert_eq!(outcome.result, Ok(true), "{}", outcome.instant);
+        }
+    }
+    assert_eq!(s.store.runs(Some("good"), None, 100).await.unwrap().len(), 40);
+    assert!(s.store.runs(Some("bad"), None, 100).await.unwrap().is_empty());
+    // Fired again (a retry after a restart): nothing is created twice.
+    let again = s.engine.fire_many(&fires).await;
+    assert!(
+        again.iter().all(|o| o.result == Ok(false) || o.job.name == "bad"),
+        "{again:?}"
+    );
+    assert_eq!(s.store.runs(Some("good"), None, 100).await.unwrap().len(), 40);
+    assert_eq!(s.store.runs(Some("bad"), None, 100).await.unwrap().len(), 1);
+    scenario.teardown();
+}
+
 // ---------------------------------------------------------------------------
 // Commits that fail in doubt
 

@@ -129,9 +129,9 @@ pub async fn run(engine: Arc<Engine>, mut shutdown: watch::Receiver<bool>) {
             // Only reading the pauses can fail as a whole (the store is down):
             // nothing fired; try again in a second.
             tracing::error!(error = %e, fires = due.len(), "schedule fires failed; retrying in 1s");
-            scheduler
-                .pending
-                .extend(due.into_iter().map(|(at, job)| (at.max(now + 1000), job)));
+            // Entries keep their time: a failing job's retry, or the nominal
+            // instant of a fire (which is what gets created).
+            scheduler.pending.extend(due);
             tokio::select! {
                 _ = tokio::time::sleep(Duration::from_secs(1)) => {}
                 _ = shutdown.changed() => return,
