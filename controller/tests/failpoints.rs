@@ -107,6 +107,82 @@ impl Stepped {
     }
 }
 
+/// An engine on the system clock with its commit and timer loops running.
+struct Looped {
+    _dir: tempfile::TempDir,
+    store: Store,
+    engine: Arc<Engine>,
+    stop: tokio::sync::watch::Sender<bool>,
+    loops: Vec<tokio::task::JoinHandle<()>>,
+    /// Kept: the commit loop stops when every result sender is gone.
+    _results: mpsc::UnboundedSender<ResultMessage>,
+}
+
+impl Looped {
+    async fn new(lease_timeout: Duration) -> Looped {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&format!("sqlite://{}", dir.path().join("worker.db").display()))
+            .await
+            .unwrap();
+        let jobs = parse_scheduler_yaml(Path::new("scheduler.yaml"), JOBS, &|_| None).unwrap();
+        let settings = EngineSettings {
+            heartbeat_interval: lease_timeout / 10,
+            lease_timeout,
+            idempotency_window: Duration::from_secs(3600),
+        };
+        let engine = Engine::recover(store.clone(), jobs, settings).await.unwrap();
+        let (stop, stopped) = tokio::sync::watch::channel(false);
+        let (results, rounds) = engine.rounds().unwrap();
+        let loops = vec![
+            tokio::spawn(engine.clone().commit_loop(rounds, stopped.clone())),
+            tokio::spawn(engine.clone().timer_loop(stopped)),
+        ];
+        Looped {
+            _dir: dir,
+            store,
+            engine,
+            stop,
+            loops,
+            _results: results,
+        }
+    }
+
+    /// Registers agent `a1` (capacity 1) with one credit; returns its stream.
+    async fn agent(&self) -> mpsc::UnboundedReceiver<Result<ControllerMessage, tonic::Status>> {
+        let (tx, rx) = mpsc::unbounded_channel();
+        let hello = Hello {
+            agent_id: "a1".into(),
+            name: "a1".into(),
+            executors: vec!["builtin".into()],
+            capacity: 1,
+            ..Hello::default()
+        };
+        let connection = self.engine.register_agent(&hello, tx).await.unwrap();
+        self.engine.add_credits("a1", connection, 1);
+        rx
+    }
+
+    async fn stop(self) {
+        let _ = self.stop.send(true);
+        for task in self.loops {
+            task.await.unwrap();
+        }
+    }
+}
+
+/// The next assignment on an agent's stream.
+async fn next_assignment(rx: &mut mpsc::UnboundedReceiver<Result<ControllerMessage, tonic::Status>>) -> pb::Assignment {
+    loop {
+        match rx.recv().await {
+            Some(Ok(ControllerMessage {
+                msg: Some(Msg::Assignment(a)),
+            })) => return a,
+            Some(_) => {}
+            None => panic!("the agent's stream closed"),
+        }
+    }
+}
+
 fn request(job: &str) -> EnqueueRequest {
     EnqueueRequest {
         job: job.into(),
@@ -536,44 +612,13 @@ async fn an_unverifiable_commit_stops_the_engine() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn slow_commits_delay_but_lose_nothing() {
     let scenario = fail::FailScenario::setup();
-    let dir = tempfile::tempdir().unwrap();
-    let store = Store::open(&format!("sqlite://{}", dir.path().join("worker.db").display()))
-        .await
-        .unwrap();
-    let jobs = parse_scheduler_yaml(Path::new("scheduler.yaml"), JOBS, &|_| None).unwrap();
-    let settings = EngineSettings {
-        heartbeat_interval: Duration::from_millis(100),
-        lease_timeout: Duration::from_millis(1_000),
-        idempotency_window: Duration::from_secs(3600),
-    };
-    let engine = Engine::recover(store.clone(), jobs, settings).await.unwrap();
-    let (stop_tx, stop) = tokio::sync::watch::channel(false);
-    let (results, rounds) = engine.rounds().unwrap();
-    let commit_loop = tokio::spawn(engine.clone().commit_loop(rounds, stop.clone()));
-    let timer_loop = tokio::spawn(engine.clone().timer_loop(stop.clone()));
-    // Kept: the commit loop stops when every result sender is gone.
-    let _results = results;
+    let looped = Looped::new(Duration::from_millis(1_000)).await;
+    let (engine, store) = (looped.engine.clone(), looped.store.clone());
 
     // One running attempt, heartbeating every 100 ms.
-    let (tx, mut rx) = mpsc::unbounded_channel();
-    let hello = Hello {
-        agent_id: "a1".into(),
-        name: "a1".into(),
-        executors: vec!["builtin".into()],
-        capacity: 1,
-        ..Hello::default()
-    };
-    let connection = engine.register_agent(&hello, tx).await.unwrap();
-    engine.add_credits("a1", connection, 1);
+    let mut rx = looped.agent().await;
     let running = engine.enqueue(request("slow")).await.unwrap().run.id;
-    let assignment = loop {
-        if let Some(Ok(ControllerMessage {
-            msg: Some(Msg::Assignment(a)),
-        })) = rx.recv().await
-        {
-            break a;
-        }
-    };
+    let assignment = next_assignment(&mut rx).await;
     assert_eq!(assignment.run_id, running);
     let heartbeats = {
         let engine = engine.clone();
@@ -624,9 +669,7 @@ async fn slow_commits_delay_but_lose_nothing() {
         "heartbeats kept the lease alive through slow commits"
     );
     assert_eq!(store.run(&running).await.unwrap().unwrap().state, RunState::Running);
-    let _ = stop_tx.send(true);
-    commit_loop.await.unwrap();
-    timer_loop.await.unwrap();
+    looped.stop().await;
     scenario.teardown();
 }
 
@@ -636,33 +679,12 @@ async fn slow_commits_delay_but_lose_nothing() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_held_back_run_is_assigned_when_its_hold_ends_on_a_quiet_controller() {
     let scenario = fail::FailScenario::setup();
-    let dir = tempfile::tempdir().unwrap();
-    let store = Store::open(&format!("sqlite://{}", dir.path().join("worker.db").display()))
-        .await
-        .unwrap();
-    let jobs = parse_scheduler_yaml(Path::new("scheduler.yaml"), JOBS, &|_| None).unwrap();
-    let settings = EngineSettings {
-        heartbeat_interval: Duration::from_secs(1),
-        lease_timeout: Duration::from_secs(5),
-        idempotency_window: Duration::from_secs(3600),
-    };
-    let engine = Engine::recover(store.clone(), jobs, settings).await.unwrap();
-    let (_stop_tx, stop) = tokio::sync::watch::channel(false);
-    let (results, rounds) = engine.rounds().unwrap();
-    tokio::spawn(engine.clone().commit_loop(rounds, stop));
+    let looped = Looped::new(Duration::from_secs(5)).await;
+    let (engine, store) = (looped.engine.clone(), looped.store.clone());
     let run = engine.enqueue(request("good")).await.unwrap().run.id;
 
     fail::cfg("store::poison", &format!("return({run})")).unwrap();
-    let (tx, mut rx) = mpsc::unbounded_channel();
-    let hello = Hello {
-        agent_id: "a1".into(),
-        name: "a1".into(),
-        executors: vec!["builtin".into()],
-        capacity: 1,
-        ..Hello::default()
-    };
-    let connection = engine.register_agent(&hello, tx).await.unwrap();
-    engine.add_credits("a1", connection, 1);
+    let mut rx = looped.agent().await;
     let failed = || {
         engine
             .counters()
@@ -675,22 +697,12 @@ async fn a_held_back_run_is_assigned_when_its_hold_ends_on_a_quiet_controller() 
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
     fail::remove("store::poison");
-    let assignment = tokio::time::timeout(Duration::from_secs(5), async {
-        loop {
-            match rx.recv().await {
-                Some(Ok(ControllerMessage {
-                    msg: Some(Msg::Assignment(a)),
-                })) => break a,
-                Some(_) => {}
-                None => panic!("stream closed"),
-            }
-        }
-    })
-    .await
-    .expect("assigned once its hold ended, with nothing else happening");
+    let assignment = tokio::time::timeout(Duration::from_secs(5), next_assignment(&mut rx))
+        .await
+        .expect("assigned once its hold ended, with nothing else happening");
     assert_eq!(assignment.run_id, run);
     assert_eq!(store.run(&run).await.unwrap().unwrap().state, RunState::Running);
-    drop(results);
+    looped.stop().await;
     scenario.teardown();
 }
 

@@ -5,25 +5,14 @@
 use std::collections::BTreeSet;
 use std::time::Duration;
 
-use worker_proto::v1 as pb;
+use worker_tests::flow::runs_of;
 use worker_tests::receiver::Receiver;
 use worker_tests::{Controller, TestEnv, parse_ts, run_cli, wait_for};
 
 /// Nominal instants (whole seconds) and creation delays of `job`'s scheduled runs.
 async fn fires(ctl: &Controller, job: &str) -> Vec<(i64, i64)> {
-    let runs = ctl
-        .client()
+    let mut fires: Vec<(i64, i64)> = runs_of(ctl, job)
         .await
-        .list_runs(pb::ListRunsRequest {
-            job: job.into(),
-            state: String::new(),
-            limit: 1000,
-        })
-        .await
-        .expect("ListRuns")
-        .into_inner()
-        .runs;
-    let mut fires: Vec<(i64, i64)> = runs
         .iter()
         .filter(|r| r.trigger == "schedule")
         .map(|r| {

@@ -176,15 +176,7 @@ impl ControllerService for ControllerApi {
         let current = self.engine.jobs();
         let merged = current.with_changes(entries.iter().cloned(), &[]);
         let applied: std::collections::BTreeSet<&str> = entries.iter().map(|e| e.def.name.as_str()).collect();
-        let rewired: std::collections::BTreeSet<&str> = entries
-            .iter()
-            .filter(|e| {
-                current
-                    .get(&e.def.name)
-                    .is_none_or(|old| old.depends_on != e.def.depends_on)
-            })
-            .map(|e| e.def.name.as_str())
-            .collect();
+        let rewired = current.rewired(&entries);
         let problems = merged
             .dependency_errors()
             .into_iter()

@@ -177,6 +177,21 @@ impl JobSet {
         errors
     }
 
+    /// The names of `entries` that are new to this set or change their
+    /// `depends_on`: the jobs that answer for the limits when they are
+    /// applied (a job stored before the limits existed may still be disabled
+    /// or edited otherwise).
+    pub fn rewired<'a>(&self, entries: &'a [JobEntry]) -> BTreeSet<&'a str> {
+        entries
+            .iter()
+            .filter(|e| {
+                self.get(&e.def.name)
+                    .is_none_or(|old| old.depends_on != e.def.depends_on)
+            })
+            .map(|e| e.def.name.as_str())
+            .collect()
+    }
+
     /// The [`JobSet::limit_errors`] of this set (the definitions after a
     /// change) that the change brings: those of the `changed` jobs, and those
     /// of other jobs that did not have them in `before`. A job stored before

@@ -142,17 +142,7 @@ impl Engine {
             }
         }
         let next = current.with_changes(entries.iter().cloned(), &[]);
-        // Jobs whose dependencies change answer for the limits; a job stored
-        // before the limits existed may still be disabled or edited otherwise.
-        let changed: std::collections::BTreeSet<&str> = entries
-            .iter()
-            .filter(|e| {
-                current
-                    .get(&e.def.name)
-                    .is_none_or(|old| old.depends_on != e.def.depends_on)
-            })
-            .map(|e| e.def.name.as_str())
-            .collect();
+        let changed = current.rewired(&entries);
         let mut problems = next.dependency_errors();
         problems.extend(next.new_limit_errors(&current, &changed));
         if !problems.is_empty() {
