@@ -647,15 +647,18 @@ async fn slow_commits_delay_but_lose_nothing() {
         created += 1;
     }
     let took = started.elapsed();
-    // Let slow timer sweeps and rounds go on past the lease.
-    tokio::time::sleep(Duration::from_millis(1_500)).await;
+    // Five more slow commits, one after the other: more than the lease
+    // passes while commits hold the engine, and the timer loop sweeps.
+    for _ in 0..5 {
+        engine.enqueue(request("good")).await.unwrap();
+    }
     fail::remove("store::slow");
     heartbeats.abort();
 
     assert_eq!(created, 30);
     assert_eq!(
         store.runs(Some("good"), None, 100).await.unwrap().len(),
-        30,
+        35,
         "every answered enqueue is in the store, once"
     );
     // 30 commits of 300 ms one after the other would take 9 s.

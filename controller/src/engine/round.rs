@@ -87,12 +87,12 @@ impl Rounds {
             let reply = messages[i].reply.clone();
             messages[j].reply = reply;
         }
-        let drop: std::collections::HashSet<usize> = duplicates.iter().map(|(_, i)| *i).collect();
-        let mut index = 0;
-        messages.retain(|_| {
-            index += 1;
-            !drop.contains(&(index - 1))
-        });
+        let mut keep = vec![true; messages.len()];
+        for &(_, i) in &duplicates {
+            keep[i] = false;
+        }
+        let mut keep = keep.into_iter();
+        messages.retain(|_| keep.next().unwrap_or(true));
         if self.held.is_empty() {
             return;
         }

@@ -383,7 +383,7 @@ impl Scheduler {
                 .iter()
                 .map(|i| (job.clone(), i.timestamp_millis(), jitter_delay(job)))
                 .collect();
-            let outcomes = engine.fire_many(&fires).await;
+            let mut outcomes = engine.fire_many(&fires).await;
             let missed = count - eligible.len() as u64;
             if let Err(e) = engine
                 .store()
@@ -406,7 +406,6 @@ impl Scheduler {
             // The newest catch-up fire, if it failed, is retried like any other;
             // older failed ones are missed (so is a failed one older than a
             // created one).
-            let mut outcomes = outcomes;
             let newest_failed = outcomes.pop_if(|o| o.result.is_err());
             let lost = outcomes.iter().filter(|o| o.result.is_err()).count();
             if lost > 0 {
