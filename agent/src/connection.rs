@@ -1,8 +1,9 @@
 //! One gRPC stream to the controller, and the backoff between attempts to open one.
 //!
-//! [`Connector::open`] performs the opening handshake of design §8: connect,
-//! start `AgentService.Connect` with `Hello` already queued as the first
-//! message, and wait for `Welcome`. The resulting [`Session`] is then driven by
+//! [`Connector::open`] performs the opening handshake of the agent protocol
+//! (`docs/architecture.md#the-agent-protocol`): connect, start
+//! `AgentService.Connect` with `Hello` already queued as the first message,
+//! and wait for `Welcome`. The resulting [`Session`] is then driven by
 //! the agent loop (`agent.rs`), which owns all state that must survive a
 //! reconnect — running attempts and unacknowledged results. A session is
 //! disposable: when it fails, the loop drops it and opens a new one.

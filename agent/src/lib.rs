@@ -1,8 +1,9 @@
 //! The Worker agent: pulls assignments from the controller and runs them.
 //!
 //! An agent opens **one** bidirectional gRPC stream to the controller
-//! (`AgentService.Connect`, design §8), introduces itself with `Hello`, and then
-//! asks for work with `Pull{credits}` whenever it has free slots. Each
+//! (`AgentService.Connect`, see `docs/architecture.md#the-agent-protocol`),
+//! introduces itself with `Hello`, and then asks for work with
+//! `Pull{credits}` whenever it has free slots. Each
 //! `Assignment` runs on its own task; the agent reports `Started` and
 //! `Finished`, and keeps every result until the controller acknowledges it
 //! with `Ack`, re-sending unacknowledged results after a reconnect. Heartbeats

@@ -1,8 +1,8 @@
 //! The capped output tail of one attempt.
 //!
-//! A job may print gigabytes; the controller only stores a tail of it (design §3:
-//! "output tail (capped)"). [`TailBuffer`] keeps the **last** `cap` bytes of
-//! everything written to it — stdout and stderr share one buffer so their
+//! A job may print gigabytes; the controller only stores the tail of an
+//! attempt's output (the last 64 KiB). [`TailBuffer`] keeps the **last** `cap`
+//! bytes of everything written to it — stdout and stderr share one buffer so their
 //! interleaving is preserved — and counts what it dropped, so the report can say
 //! `[... N bytes truncated]` instead of silently losing the beginning.
 

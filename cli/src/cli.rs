@@ -1,4 +1,4 @@
-//! The clap command tree of `workerctl` (design §11).
+//! The clap command tree of `workerctl`.
 //!
 //! The seed's command names are kept as aliases: `list` is `jobs list`, `job NAME`
 //! is `jobs run NAME`, `schedules` is `schedules list`.

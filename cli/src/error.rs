@@ -1,4 +1,5 @@
-//! Exit codes (design §11) and the mapping of failures onto them.
+//! Exit codes (the README lists them for users) and the mapping of failures
+//! onto them.
 //!
 //! | code | meaning |
 //! |---|---|

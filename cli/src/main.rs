@@ -1,4 +1,4 @@
-//! `workerctl`: the command-line client of the Worker controller (design §11).
+//! `workerctl`: the command-line client of the Worker controller.
 //!
 //! `main` only parses the command line, runs the command, and maps a failure to
 //! `error: <message>` on stderr and an exit code (see [`error`]).

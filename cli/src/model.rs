@@ -29,7 +29,7 @@ pub fn parse_payload(text: &str) -> serde_json::Value {
     serde_json::from_str(text).unwrap_or_else(|_| serde_json::Value::String(text.to_string()))
 }
 
-/// One run (design §11).
+/// One run (its JSON shape: `docs/cli-json.md#run`).
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Run {
     pub id: String,

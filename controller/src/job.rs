@@ -12,7 +12,7 @@ use crate::scheduler::cron::CronSchedule;
 /// attempt is noticed within a month at worst.
 pub const MAX_TIMEOUT: Duration = Duration::from_secs(30 * 86_400);
 
-/// Longest job name (design §3: `[a-z0-9][a-z0-9._-]{0,127}`).
+/// Longest job name (names match `[a-z0-9][a-z0-9._-]{0,127}`).
 pub const MAX_JOB_NAME: usize = 128;
 
 /// Most jobs one job may list in `depends_on` (and most dependencies of one
@@ -107,7 +107,8 @@ pub struct BuiltinDef {
 /// Names of the builtin tasks agents provide.
 pub const BUILTINS: &[&str] = &["noop", "sleep"];
 
-/// Retry policy of a job (design §7).
+/// Retry policy of a job: how many attempts a run gets and how long it waits
+/// between them (applied by [`crate::engine::transitions::settle`]).
 #[derive(Debug, Clone, PartialEq)]
 pub struct RetryPolicy {
     /// Attempts in total, at least 1.

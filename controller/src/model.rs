@@ -60,25 +60,32 @@ named_enum!(
 );
 
 named_enum!(
-    /// The state of a run (design §4). Each variant says which component moves a
-    /// run out of it.
+    /// The state of a run. Each variant says which component moves a run out
+    /// of it; the complete table of legal moves is
+    /// [`crate::engine::transitions::TRANSITIONS`] (rendered in
+    /// `docs/architecture.md#the-run-state-machine`).
     RunState, "state" {
-        /// Waits for `not_before` (delayed enqueue or retry backoff). The timer
-        /// loop moves it to `queued`.
+        /// Waits for `not_before` (delayed enqueue, retry backoff, jittered
+        /// fire). The timer loop moves it to `queued`; a cancel to `cancelled`.
         Scheduled => "scheduled",
-        /// Waits for its `depends_on` runs. An upstream success moves it to
-        /// `queued`; an upstream cancel to `cancelled`.
+        /// Waits for its `depends_on` runs. The last upstream success moves it
+        /// to `queued` (or `scheduled`, before its `not_before`); an upstream
+        /// cancel or purge, or a cancel, to `cancelled`.
         Blocked => "blocked",
-        /// Ready, in the priority queue. The dispatcher moves it to `running`.
+        /// Ready, in the priority queue. The dispatcher moves it to `running`;
+        /// a cancel to `cancelled`.
         Queued => "queued",
         /// Leased to one agent. Its result moves it to `succeeded`, `scheduled`
-        /// (retry) or `dead`; a cancel to `cancelled`; lease expiry records the
-        /// attempt as `lost` and then handles it as a failure.
+        /// (retry), `dead`, or `cancelled` after a cancel request (a cancel
+        /// only marks the run and tells the agent); lease expiry records the
+        /// attempt as `lost` (`timed_out` past its deadline) and then handles it
+        /// as a failure.
         Running => "running",
         /// Terminal.
         Succeeded => "succeeded",
-        /// Attempts exhausted or a non-retryable failure: the dead-letter queue.
-        /// `dlq retry` moves it to `queued`; `dlq purge` deletes it.
+        /// Attempts exhausted, a non-retryable failure, or (at start-up) its
+        /// job no longer defined: the dead-letter queue. `dlq retry` moves it
+        /// to `queued`; `dlq purge` deletes it.
         Dead => "dead",
         /// Terminal.
         Cancelled => "cancelled",

@@ -3,12 +3,14 @@
 //! * `ControllerService`: what `workerctl`, the web UI and other applications use to
 //!   manage jobs and enqueue runs.
 //! * `AgentService`: the stream-pull protocol between agents and the controller
-//!   (design §8): `Hello`/`Welcome`, `Pull` credits, `Assignment`, `Started`,
-//!   `Heartbeat`, `Finished`, `Ack`, `Cancel`, `Drain`.
+//!   (`docs/architecture.md#the-agent-protocol`): `Hello`/`Welcome`, `Pull`
+//!   credits, `Assignment`, `Started`, `Heartbeat`, `Finished`, `Ack`, `Cancel`,
+//!   `Drain`.
 //!
 //! Timestamps are RFC 3339 strings in UTC (empty when unset); durations are
-//! milliseconds; priorities, states and outcomes are the lower-case names of
-//! design §4, so the messages read the same in `grpcurl`, JSON and YAML.
+//! milliseconds; priorities, states and outcomes are the lower-case names the
+//! controller uses everywhere (its `model.rs`), so the messages read the same
+//! in `grpcurl`, JSON and YAML.
 
 #![allow(clippy::all, missing_docs)]
 

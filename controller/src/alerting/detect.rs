@@ -1,6 +1,7 @@
-//! From facts to alerts: derives the events of design §9 from what the engine
-//! reports ([`Fact`]) and from what the alerting service polls (running
-//! attempts, the queue's backlog), and routes each to the rules that match it.
+//! From facts to alerts: derives the alert events (`docs/alerting.md`) from
+//! what the engine reports ([`Fact`]) and from what the alerting service polls
+//! (running attempts, the queue's backlog), and routes each to the rules that
+//! match it.
 //! Pure: no I/O, no clock (callers pass `now`), so every rule is tested with
 //! plain values.
 //!

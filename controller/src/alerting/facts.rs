@@ -3,10 +3,10 @@
 //!
 //! The engine never decides whether something is worth an alert; it reports
 //! what happened (an attempt ended, fires were missed or could not be created,
-//! an agent went silent) and the alerting service derives the events of design
-//! §9 from it (see [`super::detect`]). Sending is one push onto an unbounded
-//! channel, so a slow or dead alert channel can never hold the engine lock or
-//! delay dispatch. The sink also carries which events any rule wants, so that
+//! an agent went silent) and the alerting service derives the alert events
+//! (`docs/alerting.md`) from it (see [`super::detect`]). Sending is one push
+//! onto an unbounded channel, so a slow or dead alert channel can never hold
+//! the engine lock or delay dispatch. The sink also carries which events any rule wants, so that
 //! the hot path builds no fact nobody would read (a burn-down of successes with
 //! no `recovered`, `run_slow` or `consecutive_failures` rule sends nothing, and
 //! with no `schedule_failed` rule a failed fire sends nothing).

@@ -1,7 +1,7 @@
-//! Alerting (design §9): rules route events about runs, schedules, agents and
-//! the queue to channels (Slack, Discord, email, signed webhooks), with a
-//! throttle per (rule, job), a `recovered` notice, retried delivery and a
-//! recorded history.
+//! Alerting (the operator's reference is `docs/alerting.md`): rules route
+//! events about runs, schedules, agents and the queue to channels (Slack,
+//! Discord, email, signed webhooks), with a throttle per (rule, job), a
+//! `recovered` notice, retried delivery and a recorded history.
 //!
 //! `DIR/alerts.yaml` holds `channels` and `rules`. It is validated like
 //! `scheduler.yaml`: all or nothing, every error reported at once with file,

@@ -12,7 +12,8 @@ use serde_yaml_ng::Mapping;
 use crate::model::{Priority, named_enum};
 
 named_enum!(
-    /// What an alert is about (design §9).
+    /// What an alert is about: a rule's `event` (`docs/alerting.md` describes
+    /// each).
     Event, "event" {
         /// A run's attempt failed (it may still be retried).
         RunFailed => "run_failed",

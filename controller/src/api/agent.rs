@@ -1,4 +1,5 @@
-//! `AgentService.Connect`: one bidirectional stream per agent (design §8).
+//! `AgentService.Connect`: one bidirectional stream per agent connection (the
+//! protocol: `docs/architecture.md#the-agent-protocol`).
 //!
 //! The first message must be `Hello`; the controller answers `Welcome`, then
 //! sends assignments only against the agent's `Pull` credits. Results are

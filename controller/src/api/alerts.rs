@@ -1,6 +1,6 @@
 //! The alerting part of `ControllerService`: channels, rules, history and test
-//! messages (design §9). Secrets never leave: channels are shown by their
-//! redacted spec and a target description without tokens.
+//! messages (`docs/alerting.md`). Secrets never leave: channels are shown by
+//! their redacted spec and a target description without tokens.
 
 use std::collections::HashMap;
 

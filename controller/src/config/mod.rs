@@ -1,12 +1,13 @@
 //! Loading and validating the configuration directory (`--config DIR`).
 //!
-//! `DIR/scheduler.yaml` holds the job definitions (design §3). Loading is
-//! all-or-nothing: the whole file is read, every job is deserialized and
-//! validated (with `${ENV}` references in its values interpolated), and *all*
-//! problems are returned together, each with file, line, key path and reason.
-//! A job's *spec* (its mapping with the file's defaults merged in, references
-//! not interpolated) is what the store keeps and `workerctl export` prints. The controller refuses to
-//! start (exit code 2) on any error, before it opens the store or binds a port.
+//! `DIR/scheduler.yaml` holds the job definitions (the format:
+//! `docs/configuration.md`). Loading is all-or-nothing: the whole file is
+//! read, every job is deserialized and validated (with `${ENV}` references in
+//! its values interpolated), and *all* problems are returned together, each
+//! with file, line, key path and reason. A job's *spec* (its mapping with the
+//! file's defaults merged in, references not interpolated) is what the store
+//! keeps and `workerctl export` prints. The controller refuses to start (exit
+//! code 2) on any error, before it opens the store or binds a port.
 //!
 //! `DIR/alerts.yaml`, optional, holds alert channels and rules; it is validated
 //! at the same time by [`crate::alerting::config`] and its problems are listed

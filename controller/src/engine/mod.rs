@@ -1,16 +1,22 @@
-//! The engine: the run state machine of design §4 and everything that moves runs
-//! through it.
+//! The engine: the run state machine (the table in [`transitions`], shown in
+//! `docs/architecture.md#the-run-state-machine`) and everything that moves
+//! runs through it.
 //!
 //! * [`transitions`]: the table of legal moves and the settlement decision;
-//!   every state change is built there;
-//! * [`state`]: in-memory indexes (live runs, ready queue, timers, agents);
+//!   every state change is built there (through `Engine::change`);
+//! * [`state`]: in-memory indexes (live runs, ready queue, timers, agents,
+//!   holds) and the agent inbox;
 //! * [`write`]: the one path to the store: in-doubt commits are read back, a
 //!   conflict with the store stops the engine;
 //! * [`enqueue`], [`runs`]: enqueue, cancel, retry, DLQ: what clients ask for;
+//! * `deps`: what happens to blocked runs when an upstream run moves;
 //! * [`dispatch`]: the agent side: registration, credits, assignment, results;
+//! * [`select`]: which queued runs go to which agents (no I/O);
 //! * [`round`]: the commit loop: plain enqueues, assignments and results share
 //!   one transaction per round;
 //! * [`timers`]: the loop that releases backoff timers and expires leases;
+//! * `definitions`: job definitions at run time (apply, enable, delete,
+//!   pause) and the choice of definitions at start-up;
 //! * [`views`]: read-only queries for the API.
 //!
 //! One lock guards the in-memory state. Every transition is committed to the

@@ -1,5 +1,7 @@
-//! The run state machine (design §4) in one place: the table of legal moves,
-//! who makes each, and the decision of where a run goes when an attempt ends.
+//! The run state machine in one place: the table of legal moves, who makes
+//! each, and the decision of where a run goes when an attempt ends.
+//! `docs/architecture.md#the-run-state-machine` shows [`TRANSITIONS`] as a
+//! table: regenerate it there when the table changes.
 //!
 //! Every state change the engine writes is built by [`change`], which refuses a
 //! move that is not in [`TRANSITIONS`] (an engine bug, reported as an internal
@@ -255,11 +257,11 @@ pub struct Settled {
     pub retry_in_ms: Option<i64>,
 }
 
-/// Decides the next state of a run whose attempt ended (design §4, §7), in
-/// this order: a success succeeds; otherwise a cancel request cancels; a
-/// permanent failure and an exhausted budget kill (the DLQ); otherwise the
-/// job's retry policy schedules the next attempt. Without a policy (the job
-/// was deleted while the attempt ran) nothing says how to retry: dead.
+/// Decides the next state of a run whose attempt ended, in this order: a
+/// success succeeds; otherwise a cancel request cancels; a permanent failure
+/// and an exhausted budget kill (the DLQ); otherwise the job's retry policy
+/// schedules the next attempt. Without a policy (the job was deleted while the
+/// attempt ran) nothing says how to retry: dead.
 pub fn settle(ended: &Ended<'_>, job: &str, retry: Option<&RetryPolicy>, rng: &mut impl rand::Rng) -> Settled {
     let error = ended.error;
     let (to, reason, retry_in_ms) = match ended.outcome {

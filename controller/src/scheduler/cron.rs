@@ -1,5 +1,6 @@
 //! Cron expressions evaluated in an IANA time zone, with an explicit
-//! daylight-saving-time policy (design §6).
+//! daylight-saving-time policy (the syntax and the `dst` keys of a job are in
+//! `docs/configuration.md`).
 //!
 //! # Syntax
 //!
@@ -103,7 +104,7 @@ pub enum DstRepeat {
     Both,
 }
 
-/// The DST policy of a schedule with fixed hours (design §6: `dst.gap`,
+/// The DST policy of a schedule with fixed hours (a job's `dst.gap` and
 /// `dst.repeat`). Default: `shift` / `first`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
 pub struct DstPolicy {

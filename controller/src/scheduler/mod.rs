@@ -1,4 +1,4 @@
-//! The scheduler: turns cron schedules into runs (design §6).
+//! The scheduler: turns cron schedules into runs.
 //!
 //! At start-up it reads each schedule's durable cursor (the nominal instant of the
 //! last fire handled) and applies the job's `catch_up` policy to the fires missed
