@@ -1,5 +1,7 @@
 //! Validated job definitions: what the scheduler, the dispatcher and the retry
-//! policy work from. They are built by [`crate::config`] from `scheduler.yaml`.
+//! policy work from. They are built by [`crate::config`] from `scheduler.yaml`,
+//! from documents applied through the API (`workerctl apply`) and from the
+//! specs kept in the store.
 
 use std::collections::BTreeMap;
 use std::time::Duration;

@@ -5,22 +5,29 @@
 //! Agents connect to it over gRPC and pull assignments; `workerctl` and other
 //! applications manage and enqueue work through its `ControllerService`.
 //!
-//! Layout (a folder per component, so a change has one obvious home):
+//! Layout (a folder per component, so a change has one obvious home; the tour
+//! with one run followed through the code is `docs/architecture.md`):
 //!
-//! * [`config`]: loading and validating `scheduler.yaml` (every error, located);
-//! * [`alerting`]: `alerts.yaml` channels and rules, rule matching and throttling
-//!   (pure; delivery builds on it);
+//! * [`config`]: loading and validating the configuration directory
+//!   (`scheduler.yaml`, and `alerts.yaml` through [`alerting`]), every error
+//!   located;
 //! * [`job`], [`model`]: job definitions and the shared vocabulary (priorities,
 //!   run states, outcomes, policies);
-//! * [`store`]: the SQLite store, the source of truth; all SQL lives there;
+//! * [`store`]: the source of truth, on SQLite or PostgreSQL; all SQL lives
+//!   there;
 //! * [`engine`]: the run state machine: queue, dispatch, results, retries,
 //!   timers, leases, DLQ; in-memory indexes rebuilt from the store at start;
 //! * [`scheduler`]: cron schedules with time zones and catch-up;
+//! * [`alerting`]: alert channels and rules, detection, throttling, delivery
+//!   (Slack, Discord, email, webhooks) and history, in tasks of its own fed
+//!   with facts by the engine;
 //! * [`api`]: the gRPC services for clients and agents;
-//! * [`server`]: wiring everything together in [`run`].
+//! * [`server`]: wiring everything together in [`run`], supervision, shutdown;
+//! * [`error`], [`time`]: the error type and its gRPC codes; clocks and
+//!   timestamps.
 //!
 //! The guarantee that shapes the code: every transition is committed to the
-//! store before anyone (client or agent) is told about it.
+//! store before anyone (client, agent or alerting) is told about it.
 
 pub mod alerting;
 pub mod api;

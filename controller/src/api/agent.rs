@@ -30,7 +30,7 @@ pub struct AgentApi {
 }
 
 impl AgentApi {
-    /// A service over `engine`; results go to the engine's result loop through
+    /// A service over `engine`; results go to the engine's commit loop through
     /// `results`; streams end when `shutdown` turns true.
     pub fn new(
         engine: Arc<Engine>,

@@ -585,7 +585,7 @@ impl SortedResults {
     }
 }
 
-/// A result on its way to the result loop, with the stream to acknowledge it on.
+/// A result on its way to the commit loop, with the stream to acknowledge it on.
 pub struct ResultMessage {
     /// The agent that reported it.
     pub agent_id: String,
