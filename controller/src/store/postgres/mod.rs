@@ -26,21 +26,21 @@ use crate::model::{Outcome, RunState};
 
 /// Embedded migrations, applied in order at start-up.
 const MIGRATIONS: &[(i64, &str, &str)] = &[
-    (1, "init", include_str!("../../../migrations/postgres/0001_init.sql")),
+    (1, "init", include_str!("../../../../migrations/postgres/0001_init.sql")),
     (
         2,
         "definitions and dependencies",
-        include_str!("../../../migrations/postgres/0002_definitions_dependencies.sql"),
+        include_str!("../../../../migrations/postgres/0002_definitions_dependencies.sql"),
     ),
     (
         3,
         "alerts",
-        include_str!("../../../migrations/postgres/0003_alerts.sql"),
+        include_str!("../../../../migrations/postgres/0003_alerts.sql"),
     ),
     (
         4,
         "fire failures",
-        include_str!("../../../migrations/postgres/0004_fire_failures.sql"),
+        include_str!("../../../../migrations/postgres/0004_fire_failures.sql"),
     ),
 ];
 

@@ -34,17 +34,21 @@ const PRUNE_BATCH: i64 = 5_000;
 
 /// Embedded migrations, applied in order at start-up.
 const MIGRATIONS: &[(i64, &str, &str)] = &[
-    (1, "init", include_str!("../../../migrations/sqlite/0001_init.sql")),
+    (1, "init", include_str!("../../../../migrations/sqlite/0001_init.sql")),
     (
         2,
         "definitions and dependencies",
-        include_str!("../../../migrations/sqlite/0002_definitions_dependencies.sql"),
+        include_str!("../../../../migrations/sqlite/0002_definitions_dependencies.sql"),
     ),
-    (3, "alerts", include_str!("../../../migrations/sqlite/0003_alerts.sql")),
+    (
+        3,
+        "alerts",
+        include_str!("../../../../migrations/sqlite/0003_alerts.sql"),
+    ),
     (
         4,
         "fire failures",
-        include_str!("../../../migrations/sqlite/0004_fire_failures.sql"),
+        include_str!("../../../../migrations/sqlite/0004_fire_failures.sql"),
     ),
 ];
 
