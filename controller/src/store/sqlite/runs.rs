@@ -1,0 +1,656 @@
+//! SQLite queries of runs and their history: inserting new runs (with their
+//! first transitions, dependencies, idempotency keys and, for schedule fires,
+//! the cursor move), the engine's commit rounds (state changes, attempt starts
+//! and ends, transitions), purging runs from the dead-letter queue, reading back
+//! a write that failed in doubt, the reads of runs, attempts, transitions and a
+//! job's statistics, and the recovery read of every unfinished run at start-up.
+//!
+//! The write path is one piece because its statements share one transaction: a
+//! change applies only where its run is still in the change's `from` state, an
+//! attempt end only to an attempt that has not ended, a purge only to dead runs,
+//! and any miss refuses the whole transaction (`docs/decisions.md`, "Engine
+//! invariants"). Leases and the ready queue are not stored: at start-up the
+//! engine rebuilds them in memory from the unfinished runs and their attempts.
+
+use sqlx::{AssertSqlSafe, QueryBuilder, Row, Sqlite, SqliteConnection, SqlitePool};
+
+use super::{ROWS_PER_STATEMENT, RUN_COLUMNS, SqliteStore, run_from_row};
+use crate::error::{Error, Result};
+use crate::model::{Outcome, RunState};
+use crate::store::write::{self, Write, WriteError};
+use crate::store::{
+    AttemptEnd, AttemptRecord, AttemptStart, InsertPlan, JobStatsRecord, NewRun, RunRecord, StateChange,
+    TransitionRecord, parse_column,
+};
+
+impl SqliteStore {
+    /// Inserts new runs, their dependencies and idempotency keys, with their first
+    /// transitions, in one transaction. For scheduled fires the schedule cursor
+    /// moves in the same transaction. Returns `false` (and writes nothing) when a
+    /// run for the same (job, fire instant) already exists.
+    pub(in crate::store) async fn insert_runs(&self, plan: &InsertPlan) -> Result<bool, WriteError> {
+        // IMMEDIATE: take the write lock first, so two concurrent inserts of one
+        // fire serialize and the second one's insert is ignored (and reported).
+        let mut tx = self.writer.begin_with("BEGIN IMMEDIATE").await?;
+        if !insert_runs_in(&mut tx, plan).await? {
+            tx.rollback().await?;
+            return Ok(false);
+        }
+        tx.commit().await.map_err(write::in_doubt)?;
+        Ok(true)
+    }
+
+    /// New runs and changes of existing ones in one transaction (the engine's
+    /// commit round). A fire conflict (which plain enqueues cannot cause) fails it.
+    pub(in crate::store) async fn commit(
+        &self,
+        plan: &InsertPlan,
+        changes: &[StateChange],
+        starts: &[AttemptStart],
+        ends: &[AttemptEnd],
+    ) -> Result<(), WriteError> {
+        let mut tx = self.writer.begin_with("BEGIN IMMEDIATE").await?;
+        if !insert_runs_in(&mut tx, plan).await? {
+            tx.rollback().await?;
+            return Err(WriteError::Refused(Error::internal(
+                "a new run collided with an existing schedule fire",
+            )));
+        }
+        apply_in(&mut tx, changes, starts, ends).await?;
+        tx.commit().await.map_err(write::in_doubt)?;
+        Ok(())
+    }
+
+    /// Deletes dead runs and applies `changes` in one transaction; every id
+    /// must be a dead run.
+    pub(in crate::store) async fn purge_dead(&self, ids: &[String], changes: &[StateChange]) -> Result<(), WriteError> {
+        let mut tx = self.writer.begin_with("BEGIN IMMEDIATE").await?;
+        for id in ids {
+            let n = sqlx::query("DELETE FROM runs WHERE id = ? AND state = 'dead'")
+                .bind(id)
+                .execute(&mut *tx)
+                .await?
+                .rows_affected();
+            if n != 1 {
+                return Err(WriteError::conflict(format!(
+                    "run {id} is not in the dead-letter queue"
+                )));
+            }
+        }
+        apply_in(&mut tx, changes, &[], &[]).await?;
+        tx.commit().await.map_err(write::in_doubt)?;
+        Ok(())
+    }
+
+    /// See [`crate::store::Store::written`].
+    pub(in crate::store) async fn written(&self, write: Write<'_>) -> Result<bool> {
+        let found: Option<i64> = if let Some(run) = write.plan.runs.first() {
+            sqlx::query_scalar("SELECT 1 FROM runs WHERE id = ?")
+                .bind(&run.id)
+                .fetch_optional(&self.pool)
+                .await?
+        } else if let Some(start) = write.starts.first() {
+            sqlx::query_scalar("SELECT 1 FROM attempts WHERE run_id = ? AND attempt = ?")
+                .bind(&start.run_id)
+                .bind(start.attempt)
+                .fetch_optional(&self.pool)
+                .await?
+        } else if let Some(end) = write.ends.first() {
+            sqlx::query_scalar("SELECT 1 FROM attempts WHERE run_id = ? AND attempt = ? AND outcome IS NOT NULL")
+                .bind(&end.run_id)
+                .bind(end.attempt)
+                .fetch_optional(&self.pool)
+                .await?
+        } else if let Some(change) = write.changes.iter().find(|c| c.from != c.to) {
+            sqlx::query_scalar("SELECT 1 FROM runs WHERE id = ? AND state = ?")
+                .bind(&change.run_id)
+                .bind(change.to.as_str())
+                .fetch_optional(&self.pool)
+                .await?
+        } else if let Some(change) = write.changes.first() {
+            sqlx::query_scalar("SELECT 1 FROM runs WHERE id = ? AND reason IS ? AND cancel_requested = ?")
+                .bind(&change.run_id)
+                .bind(&change.reason)
+                .bind(change.cancel_requested)
+                .fetch_optional(&self.pool)
+                .await?
+        } else {
+            Some(1)
+        };
+        Ok(found.is_some())
+    }
+
+    /// The run an idempotency key points at, with the time the key was recorded.
+    pub(in crate::store) async fn idempotency_key(&self, key: &str) -> Result<Option<(String, i64)>> {
+        let row = sqlx::query("SELECT run_id, created_at FROM idempotency_keys WHERE key = ?")
+            .bind(key)
+            .fetch_optional(&self.pool)
+            .await?;
+        Ok(row.map(|r| (r.get(0), r.get(1))))
+    }
+
+    /// (run, upstream) pairs of the given runs.
+    pub(in crate::store) async fn dependencies(&self, run_ids: &[String]) -> Result<Vec<(String, String)>> {
+        if run_ids.is_empty() {
+            return Ok(Vec::new());
+        }
+        let placeholders = vec!["?"; run_ids.len()].join(", ");
+        let sql = format!(
+            "SELECT run_id, upstream_id FROM run_dependencies WHERE run_id IN ({placeholders}) ORDER BY run_id, rowid"
+        );
+        let mut query = sqlx::query(AssertSqlSafe(sql));
+        for id in run_ids {
+            query = query.bind(id);
+        }
+        Ok(query
+            .fetch_all(&self.pool)
+            .await?
+            .iter()
+            .map(|r| (r.get(0), r.get(1)))
+            .collect())
+    }
+
+    /// Runs of a workflow, oldest first.
+    pub(in crate::store) async fn workflow_runs(&self, workflow_id: &str) -> Result<Vec<RunRecord>> {
+        let sql = format!("SELECT {RUN_COLUMNS} FROM runs WHERE workflow_id = ? ORDER BY created_at, id");
+        let rows = sqlx::query(AssertSqlSafe(sql))
+            .bind(workflow_id)
+            .fetch_all(&self.pool)
+            .await?;
+        rows.iter().map(run_from_row).collect()
+    }
+
+    /// Runs that are not terminal, oldest first (to rebuild in-memory indexes).
+    pub(in crate::store) async fn for_each_active_run(
+        &self,
+        f: &mut (dyn FnMut(RunRecord) -> Result<()> + Send),
+    ) -> Result<()> {
+        // Oldest first, ties by id, in pages of RECOVERY_PAGE runs. Each page is
+        // ONE row holding a JSON array of runs: handing a million rows over one
+        // by one from SQLite's worker thread cost ~9 s of thread switches and
+        // copies at start-up; a page is one hand-over and one JSON parse. A task
+        // reads and parses the next pages while `f` indexes this one.
+        let (tx, mut rx) = tokio::sync::mpsc::channel::<Result<Vec<RunRecord>>>(2);
+        let pool = self.pool.clone();
+        let reader = tokio::spawn(async move {
+            let mut after: (i64, String) = (i64::MIN, String::new());
+            loop {
+                let page = recovery_page(&pool, &after).await;
+                let full = page.as_ref().is_ok_and(|runs| runs.len() as i64 == RECOVERY_PAGE);
+                if let Ok(Some(last)) = page.as_ref().map(|runs| runs.last()) {
+                    after = (last.created_at, last.id.clone());
+                }
+                let failed = page.is_err();
+                if tx.send(page).await.is_err() || failed || !full {
+                    return;
+                }
+            }
+        });
+        while let Some(page) = rx.recv().await {
+            for run in page? {
+                f(run)?;
+            }
+        }
+        reader
+            .await
+            .map_err(|e| Error::internal(format!("reading runs failed: {e}")))?;
+        Ok(())
+    }
+
+    /// One run.
+    pub(in crate::store) async fn run(&self, id: &str) -> Result<Option<RunRecord>> {
+        let sql = format!("SELECT {RUN_COLUMNS} FROM runs WHERE id = ?");
+        let row = sqlx::query(AssertSqlSafe(sql))
+            .bind(id)
+            .fetch_optional(&self.pool)
+            .await?;
+        row.as_ref().map(run_from_row).transpose()
+    }
+
+    /// The runs of `ids` that exist, in no particular order.
+    pub(in crate::store) async fn runs_by_id(&self, ids: &[String]) -> Result<Vec<RunRecord>> {
+        let mut runs = Vec::with_capacity(ids.len());
+        for chunk in ids.chunks(ROWS_PER_STATEMENT) {
+            let placeholders = vec!["?"; chunk.len()].join(", ");
+            let sql = format!("SELECT {RUN_COLUMNS} FROM runs WHERE id IN ({placeholders})");
+            let mut query = sqlx::query(AssertSqlSafe(sql));
+            for id in chunk {
+                query = query.bind(id);
+            }
+            for row in query.fetch_all(&self.pool).await? {
+                runs.push(run_from_row(&row)?);
+            }
+        }
+        Ok(runs)
+    }
+
+    /// Runs, newest first, optionally of one job and/or in one state.
+    pub(in crate::store) async fn runs(
+        &self,
+        job: Option<&str>,
+        state: Option<RunState>,
+        limit: u32,
+    ) -> Result<Vec<RunRecord>> {
+        let sql = format!(
+            "SELECT {RUN_COLUMNS} FROM runs WHERE (?1 IS NULL OR job = ?1) AND (?2 IS NULL OR state = ?2) ORDER BY created_at DESC, id DESC LIMIT ?3"
+        );
+        let rows = sqlx::query(AssertSqlSafe(sql))
+            .bind(job)
+            .bind(state.map(|s| s.as_str()))
+            .bind(limit)
+            .fetch_all(&self.pool)
+            .await?;
+        rows.iter().map(run_from_row).collect()
+    }
+
+    /// Attempts of the given runs, by run then attempt number.
+    pub(in crate::store) async fn attempts(&self, run_ids: &[String]) -> Result<Vec<AttemptRecord>> {
+        if run_ids.is_empty() {
+            return Ok(Vec::new());
+        }
+        let placeholders = vec!["?"; run_ids.len()].join(", ");
+        let sql = format!(
+            "SELECT run_id, attempt, agent_id, agent_name, started_at, finished_at, outcome, exit_code, error, output, duration_ms
+             FROM attempts WHERE run_id IN ({placeholders}) ORDER BY run_id, attempt"
+        );
+        let mut query = sqlx::query(AssertSqlSafe(sql));
+        for id in run_ids {
+            query = query.bind(id);
+        }
+        let rows = query.fetch_all(&self.pool).await?;
+        rows.iter()
+            .map(|r| {
+                let outcome: Option<String> = r.get(6);
+                Ok(AttemptRecord {
+                    run_id: r.get(0),
+                    attempt: r.get::<i64, _>(1) as u32,
+                    agent_id: r.get(2),
+                    agent_name: r.get(3),
+                    started_at: r.get(4),
+                    finished_at: r.get(5),
+                    outcome: outcome.map(|o| parse_column::<Outcome>(&o)).transpose()?,
+                    exit_code: r.get(7),
+                    error: r.get(8),
+                    output: r.get(9),
+                    duration_ms: r.get(10),
+                })
+            })
+            .collect()
+    }
+
+    /// The outcome recorded for (run, attempt), if it has finished.
+    pub(in crate::store) async fn attempt_outcome(&self, run_id: &str, attempt: u32) -> Result<Option<Outcome>> {
+        let outcome: Option<Option<String>> =
+            sqlx::query_scalar("SELECT outcome FROM attempts WHERE run_id = ? AND attempt = ?")
+                .bind(run_id)
+                .bind(attempt)
+                .fetch_optional(&self.pool)
+                .await?;
+        outcome.flatten().map(|o| parse_column::<Outcome>(&o)).transpose()
+    }
+
+    /// Recorded transitions of a run, in order.
+    pub(in crate::store) async fn transitions(&self, run_id: &str) -> Result<Vec<TransitionRecord>> {
+        let rows =
+            sqlx::query("SELECT from_state, to_state, at, reason FROM transitions WHERE run_id = ? ORDER BY seq")
+                .bind(run_id)
+                .fetch_all(&self.pool)
+                .await?;
+        rows.iter()
+            .map(|r| {
+                let from: Option<String> = r.get(0);
+                Ok(TransitionRecord {
+                    from: from.map(|f| parse_column::<RunState>(&f)).transpose()?,
+                    to: parse_column(&r.get::<String, _>(1))?,
+                    at: r.get(2),
+                    reason: r.get(3),
+                })
+            })
+            .collect()
+    }
+
+    /// Ids of all runs in the dead-letter queue.
+    pub(in crate::store) async fn dead_run_ids(&self) -> Result<Vec<String>> {
+        Ok(
+            sqlx::query_scalar("SELECT id FROM runs WHERE state = 'dead' ORDER BY created_at, id")
+                .fetch_all(&self.pool)
+                .await?,
+        )
+    }
+
+    /// Statistics of one job's history.
+    pub(in crate::store) async fn job_stats(&self, job: &str) -> Result<JobStatsRecord> {
+        let mut stats = JobStatsRecord::default();
+        let rows = sqlx::query("SELECT state, COUNT(*) FROM runs WHERE job = ? GROUP BY state")
+            .bind(job)
+            .fetch_all(&self.pool)
+            .await?;
+        for r in &rows {
+            let state: RunState = parse_column(&r.get::<String, _>(0))?;
+            let n = r.get::<i64, _>(1) as u64;
+            stats.runs_total += n;
+            match state {
+                RunState::Succeeded => stats.succeeded = n,
+                RunState::Dead => stats.dead = n,
+                RunState::Cancelled => stats.cancelled = n,
+                _ => stats.active += n,
+            }
+        }
+        let rows = sqlx::query(
+            "SELECT a.outcome, COUNT(*) FROM attempts a JOIN runs r ON r.id = a.run_id WHERE r.job = ? AND a.outcome IS NOT NULL GROUP BY a.outcome",
+        )
+        .bind(job)
+        .fetch_all(&self.pool)
+        .await?;
+        for r in &rows {
+            let n = r.get::<i64, _>(1) as u64;
+            match parse_column::<Outcome>(&r.get::<String, _>(0))? {
+                Outcome::Failed => stats.failed_attempts = n,
+                Outcome::TimedOut => stats.timed_out_attempts = n,
+                Outcome::Lost => stats.lost_attempts = n,
+                Outcome::Succeeded | Outcome::Cancelled => {}
+            }
+        }
+        stats.recent_durations_ms = sqlx::query_scalar(
+            "SELECT a.duration_ms FROM attempts a JOIN runs r ON r.id = a.run_id
+             WHERE r.job = ? AND a.outcome = 'succeeded' AND a.duration_ms IS NOT NULL ORDER BY a.finished_at DESC LIMIT 1000",
+        )
+        .bind(job)
+        .fetch_all(&self.pool)
+        .await?;
+        let sql = format!("SELECT {RUN_COLUMNS} FROM runs WHERE job = ? ORDER BY created_at DESC, id DESC LIMIT 1");
+        let last = sqlx::query(AssertSqlSafe(sql))
+            .bind(job)
+            .fetch_optional(&self.pool)
+            .await?;
+        stats.last_run = last.as_ref().map(run_from_row).transpose()?;
+        Ok(stats)
+    }
+}
+
+/// Inserts the runs of `plan` (see [`SqliteStore::insert_runs`]) on `conn`, inside
+/// the caller's transaction. Multi-row statements: a plan costs a handful of
+/// statements. `false`: a (job, fire instant) exists already; nothing may be kept.
+async fn insert_runs_in(conn: &mut SqliteConnection, plan: &InsertPlan) -> Result<bool> {
+    for chunk in plan.runs.chunks(ROWS_PER_STATEMENT / 2) {
+        let mut q = QueryBuilder::<Sqlite>::new(
+            "INSERT INTO runs (id, job, state, priority, payload, trigger_kind, scheduled_for, created_at, not_before,
+                 ready_at, attempt, max_attempts, reason, workflow_id, idempotency_key) ",
+        );
+        q.push_values(chunk, |mut row, run| {
+            row.push_bind(&run.id)
+                .push_bind(&run.job)
+                .push_bind(run.state.as_str())
+                .push_bind(run.priority.as_str())
+                .push_bind(&run.payload)
+                .push_bind(run.trigger.as_str())
+                .push_bind(run.scheduled_for)
+                .push_bind(run.created_at)
+                .push_bind(run.not_before)
+                .push_bind(run.ready_at)
+                .push_bind(0i64)
+                .push_bind(run.max_attempts)
+                .push_bind(&run.reason)
+                .push_bind(&run.workflow_id)
+                .push_bind(&run.idempotency_key);
+        });
+        // A (job, scheduled_for) that exists already is ignored by the unique
+        // index: fewer rows than asked means this fire happened before.
+        q.push(" ON CONFLICT DO NOTHING");
+        let inserted = q.build().execute(&mut *conn).await?.rows_affected();
+        if inserted != chunk.len() as u64 {
+            return Ok(false);
+        }
+    }
+    for chunk in plan.runs.chunks(ROWS_PER_STATEMENT) {
+        let mut q = QueryBuilder::<Sqlite>::new("INSERT INTO transitions (run_id, from_state, to_state, at, reason) ");
+        q.push_values(chunk, |mut row, run| {
+            row.push_bind(&run.id)
+                .push_bind(None::<&str>)
+                .push_bind(run.state.as_str())
+                .push_bind(run.created_at)
+                .push_bind(&run.reason);
+        });
+        q.build().execute(&mut *conn).await?;
+    }
+    let mut cursors: std::collections::BTreeMap<&str, i64> = std::collections::BTreeMap::new();
+    for run in &plan.runs {
+        if let Some(instant) = run.scheduled_for {
+            let cursor = cursors.entry(run.job.as_str()).or_insert(instant);
+            *cursor = (*cursor).max(instant);
+        }
+    }
+    let cursors: Vec<(&str, i64)> = cursors.into_iter().collect();
+    for chunk in cursors.chunks(ROWS_PER_STATEMENT) {
+        let mut q = QueryBuilder::<Sqlite>::new("INSERT INTO schedule_cursors (job, last_fired) ");
+        q.push_values(chunk, |mut row, (job, instant)| {
+            row.push_bind(*job).push_bind(*instant);
+        });
+        q.push(" ON CONFLICT (job) DO UPDATE SET last_fired = MAX(last_fired, excluded.last_fired)");
+        q.build().execute(&mut *conn).await?;
+    }
+    let keyed: Vec<&NewRun> = plan.runs.iter().filter(|r| r.idempotency_key.is_some()).collect();
+    for chunk in keyed.chunks(ROWS_PER_STATEMENT) {
+        let mut q = QueryBuilder::<Sqlite>::new("INSERT INTO idempotency_keys (key, run_id, created_at) ");
+        q.push_values(chunk, |mut row, run| {
+            row.push_bind(&run.idempotency_key)
+                .push_bind(&run.id)
+                .push_bind(run.created_at);
+        });
+        q.push(" ON CONFLICT (key) DO UPDATE SET run_id = excluded.run_id, created_at = excluded.created_at");
+        q.build().execute(&mut *conn).await?;
+    }
+    for chunk in plan.dependencies.chunks(ROWS_PER_STATEMENT) {
+        let mut q = QueryBuilder::<Sqlite>::new("INSERT INTO run_dependencies (run_id, upstream_id) ");
+        q.push_values(chunk, |mut row, (run_id, upstream_id)| {
+            row.push_bind(run_id).push_bind(upstream_id);
+        });
+        q.build().execute(&mut *conn).await?;
+    }
+    Ok(true)
+}
+
+/// Applies state changes, new attempts and finished attempts on `conn`, inside
+/// the caller's transaction. Multi-row statements: a batch costs a handful of
+/// statements, not three per run (each is a round trip to SQLite's worker thread).
+/// A change applies only where its run is in the change's `from` state, an end
+/// only to an attempt not ended yet; any miss is a [`WriteError::Conflict`]
+/// (the caller's transaction is dropped, so nothing of it is kept).
+async fn apply_in(
+    conn: &mut SqliteConnection,
+    changes: &[StateChange],
+    starts: &[AttemptStart],
+    ends: &[AttemptEnd],
+) -> Result<(), WriteError> {
+    for chunk in starts.chunks(ROWS_PER_STATEMENT) {
+        let mut q =
+            QueryBuilder::<Sqlite>::new("INSERT INTO attempts (run_id, attempt, agent_id, agent_name, started_at) ");
+        q.push_values(chunk, |mut row, start| {
+            row.push_bind(&start.run_id)
+                .push_bind(start.attempt)
+                .push_bind(&start.agent_id)
+                .push_bind(&start.agent_name)
+                .push_bind(start.started_at);
+        });
+        q.build().execute(&mut *conn).await?;
+    }
+    for chunk in ends.chunks(ROWS_PER_STATEMENT) {
+        let mut q = QueryBuilder::<Sqlite>::new(
+            "WITH v (run_id, attempt, finished_at, outcome, exit_code, error, output, duration_ms, started_at) AS (",
+        );
+        q.push_values(chunk, |mut row, end| {
+            row.push_bind(&end.run_id)
+                .push_bind(end.attempt)
+                .push_bind(end.finished_at)
+                .push_bind(end.outcome.as_str())
+                .push_bind(end.exit_code)
+                .push_bind(&end.error)
+                .push_bind(&end.output)
+                .push_bind(end.duration_ms)
+                .push_bind(end.started_at);
+        });
+        q.push(
+            ") UPDATE attempts SET finished_at = v.finished_at, outcome = v.outcome, exit_code = v.exit_code,
+                 error = v.error, output = v.output, duration_ms = v.duration_ms,
+                 started_at = COALESCE(v.started_at, attempts.started_at)
+                 FROM v WHERE attempts.run_id = v.run_id AND attempts.attempt = v.attempt
+                   AND attempts.outcome IS NULL",
+        );
+        let ended = q.build().execute(&mut *conn).await?.rows_affected();
+        if ended != chunk.len() as u64 {
+            return Err(end_conflict(conn, chunk).await);
+        }
+    }
+    for chunk in changes.chunks(ROWS_PER_STATEMENT) {
+        let mut q = QueryBuilder::<Sqlite>::new(
+            "WITH v (id, from_state, state, reason, not_before, ready_at, attempt, max_attempts, finished_at,
+                     cancel_requested) AS (",
+        );
+        q.push_values(chunk, |mut row, change| {
+            row.push_bind(&change.run_id)
+                .push_bind(change.from.as_str())
+                .push_bind(change.to.as_str())
+                .push_bind(&change.reason)
+                .push_bind(change.not_before)
+                .push_bind(change.ready_at)
+                .push_bind(change.attempt)
+                .push_bind(change.max_attempts)
+                .push_bind(change.to.is_terminal().then_some(change.at))
+                .push_bind(change.cancel_requested);
+        });
+        q.push(
+            ") UPDATE runs SET state = v.state, reason = v.reason, not_before = v.not_before,
+                 ready_at = COALESCE(v.ready_at, runs.ready_at), attempt = COALESCE(v.attempt, runs.attempt),
+                 max_attempts = COALESCE(v.max_attempts, runs.max_attempts), finished_at = v.finished_at,
+                 cancel_requested = v.cancel_requested
+                 FROM v WHERE runs.id = v.id AND runs.state = v.from_state",
+        );
+        let changed = q.build().execute(&mut *conn).await?.rows_affected();
+        if changed != chunk.len() as u64 {
+            return Err(change_conflict(conn, chunk).await);
+        }
+    }
+    let transitions: Vec<&StateChange> = changes.iter().filter(|c| c.from != c.to).collect();
+    for chunk in transitions.chunks(ROWS_PER_STATEMENT) {
+        let mut q = QueryBuilder::<Sqlite>::new("INSERT INTO transitions (run_id, from_state, to_state, at, reason) ");
+        q.push_values(chunk, |mut row, change| {
+            row.push_bind(&change.run_id)
+                .push_bind(change.from.as_str())
+                .push_bind(change.to.as_str())
+                .push_bind(change.at)
+                .push_bind(&change.reason);
+        });
+        q.build().execute(&mut *conn).await?;
+    }
+    Ok(())
+}
+
+/// The conflict of a batch of changes some of which did not apply: names the
+/// first run not in its change's `from` state (as the transaction sees it).
+async fn change_conflict(conn: &mut SqliteConnection, chunk: &[StateChange]) -> WriteError {
+    for change in chunk {
+        let state: Option<String> = match sqlx::query_scalar("SELECT state FROM runs WHERE id = ?")
+            .bind(&change.run_id)
+            .fetch_optional(&mut *conn)
+            .await
+        {
+            Ok(state) => state,
+            Err(e) => return e.into(),
+        };
+        if let Some(conflict) = write::change_mismatch(change, state.as_deref()) {
+            return conflict;
+        }
+    }
+    write::change_mismatch_unknown(chunk)
+}
+
+/// The conflict of a batch of attempt ends some of which did not apply.
+async fn end_conflict(conn: &mut SqliteConnection, chunk: &[AttemptEnd]) -> WriteError {
+    for end in chunk {
+        let outcome: Option<Option<String>> =
+            match sqlx::query_scalar("SELECT outcome FROM attempts WHERE run_id = ? AND attempt = ?")
+                .bind(&end.run_id)
+                .bind(end.attempt)
+                .fetch_optional(&mut *conn)
+                .await
+            {
+                Ok(outcome) => outcome,
+                Err(e) => return e.into(),
+            };
+        if let Some(conflict) = write::end_mismatch(end, outcome) {
+            return conflict;
+        }
+    }
+    WriteError::conflict("an attempt end did not apply to its attempt")
+}
+
+/// The non-terminal runs after `after` (created_at, id), oldest first, at most
+/// [`RECOVERY_PAGE`] of them (see [`SqliteStore::for_each_active_run`]).
+async fn recovery_page(pool: &SqlitePool, after: &(i64, String)) -> Result<Vec<RunRecord>> {
+    let page: Option<String> = sqlx::query_scalar(
+        "SELECT json_group_array(json_array(id, job, state, priority, payload, trigger_kind, scheduled_for,
+                created_at, not_before, ready_at, finished_at, attempt, max_attempts, reason, workflow_id,
+                cancel_requested, idempotency_key) ORDER BY created_at, id)
+         FROM (SELECT * FROM runs
+               WHERE state NOT IN ('succeeded', 'dead', 'cancelled')
+                 AND (created_at > ?1 OR (created_at = ?1 AND id > ?2))
+               ORDER BY created_at, id LIMIT ?3)",
+    )
+    .bind(after.0)
+    .bind(&after.1)
+    .bind(RECOVERY_PAGE)
+    .fetch_one(pool)
+    .await?;
+    let runs: Vec<JsonRun> = serde_json::from_str(page.as_deref().unwrap_or("[]"))
+        .map_err(|e| Error::internal(format!("corrupt page of runs from the store: {e}")))?;
+    runs.into_iter().map(JsonRun::into_record).collect()
+}
+
+/// Runs per page of [`SqliteStore::for_each_active_run`].
+const RECOVERY_PAGE: i64 = 10_000;
+
+/// A run as an element of a recovery page: the columns of [`RUN_COLUMNS`], in order.
+#[derive(serde::Deserialize)]
+struct JsonRun(
+    String,
+    String,
+    String,
+    String,
+    String,
+    String,
+    Option<i64>,
+    i64,
+    Option<i64>,
+    Option<i64>,
+    Option<i64>,
+    i64,
+    i64,
+    Option<String>,
+    Option<String>,
+    i64,
+    Option<String>,
+);
+
+impl JsonRun {
+    fn into_record(self) -> Result<RunRecord> {
+        Ok(RunRecord {
+            id: self.0,
+            job: self.1,
+            state: parse_column(&self.2)?,
+            priority: parse_column(&self.3)?,
+            payload: self.4,
+            trigger: parse_column(&self.5)?,
+            scheduled_for: self.6,
+            created_at: self.7,
+            not_before: self.8,
+            ready_at: self.9,
+            finished_at: self.10,
+            attempt: self.11 as u32,
+            max_attempts: self.12 as u32,
+            reason: self.13,
+            workflow_id: self.14,
+            cancel_requested: self.15 != 0,
+            idempotency_key: self.16,
+        })
+    }
+}
