@@ -1,16 +1,21 @@
 //! The store: the source of truth for runs, attempts, transitions and schedule
-//! cursors (design §10), job definitions, and alerting's channels, rules and
-//! history (design §9).
+//! cursors (a restart rebuilds the engine's memory from it; see
+//! `docs/decisions.md`, "Engine invariants"), job definitions, and alerting's
+//! channels, rules and history (`docs/alerting.md`).
 //!
 //! [`Store`] is a thin facade over one backend, chosen by the database URL:
 //! `sqlite://…` opens the embedded SQLite backend ([`sqlite`]), `postgres://…`
-//! or `postgresql://…` the PostgreSQL backend ([`postgres`]). Each backend file
-//! holds all of its SQL, so a reader finds every query of one dialect in one
-//! place; both pass the same test suite (`tests/store.rs`). Writes that belong
-//! together (a state change, its attempt row and its transition record) are
-//! committed in one transaction, and the engine acknowledges nothing before that
-//! commit returns. Migrations (`migrations/{sqlite,postgres}`) are embedded and
-//! applied by [`Store::open`].
+//! or `postgresql://…` the PostgreSQL backend ([`postgres`]). Each backend is a
+//! folder that holds all of its SQL, so a reader finds every query of one
+//! dialect in one place, and both are split the same way so that they compare
+//! file by file: `mod.rs` (connections, migrations, shared helpers), `runs.rs`
+//! (runs, attempts, transitions, the dead-letter queue, recovery),
+//! `definitions.rs` (jobs, schedule pauses, cursors and fire failures) and
+//! `alerts.rs` (alert channels, rules and history). Both pass the same test
+//! suite (`tests/store.rs`). Writes that belong together (a state change, its
+//! attempt row and its transition record) are committed in one transaction,
+//! and the engine acknowledges nothing before that commit returns. Migrations
+//! (`migrations/{sqlite,postgres}`) are embedded and applied by [`Store::open`].
 
 mod postgres;
 mod records;

@@ -1,127 +1,34 @@
-//! The SQLite backend: the embedded default (`sqlite://worker.db`).
+//! SQLite queries of runs and their history: inserting new runs (with their
+//! first transitions, dependencies, idempotency keys and, for schedule fires,
+//! the cursor move), the engine's commit rounds (state changes, attempt starts
+//! and ends, transitions), purging runs from the dead-letter queue, reading back
+//! a write that failed in doubt, the reads of runs, attempts, transitions and a
+//! job's statistics, and the recovery read of every unfinished run at start-up.
 //!
-//! All writes go through one connection (`writer`): SQLite admits one writer at
-//! a time anyway, so writers queue in the pool instead of sleeping on the busy
-//! timeout, and the writer's page cache stays valid between commits (a write by
-//! another connection would invalidate it). Reads use a separate pool.
-//! Writes that belong together are committed in one transaction. SQLite runs in
-//! WAL mode with `synchronous = NORMAL`: a commit survives a crash of the
-//! controller process (not necessarily a power loss of the host). Transactions
-//! that read before they write begin with `BEGIN IMMEDIATE`, so that concurrent
-//! writers queue on the busy timeout instead of failing on a stale snapshot.
+//! The write path is one piece because its statements share one transaction: a
+//! change applies only where its run is still in the change's `from` state, an
+//! attempt end only to an attempt that has not ended, a purge only to dead runs,
+//! and any miss refuses the whole transaction (`docs/decisions.md`, "Engine
+//! invariants"). Leases and the ready queue are not stored: at start-up the
+//! engine rebuilds them in memory from the unfinished runs and their attempts.
 
-use std::str::FromStr;
-use std::time::Duration;
-
-use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteRow, SqliteSynchronous};
 use sqlx::{AssertSqlSafe, QueryBuilder, Row, Sqlite, SqliteConnection, SqlitePool};
 
-use super::write::{Write, WriteError};
-use super::{
-    AlertQuery, AlertRecord, AttemptEnd, AttemptRecord, AttemptStart, FireFailureRecord, InsertPlan, JobStatsRecord,
-    RunRecord, ScheduleCursor, StateChange, TransitionRecord, parse_column, redact_url,
-};
-
+use super::{ROWS_PER_STATEMENT, RUN_COLUMNS, SqliteStore, run_from_row};
 use crate::error::{Error, Result};
 use crate::model::{Outcome, RunState};
-
-/// Rows per multi-row statement (at 9 parameters a row, far below SQLite's limit).
-const ROWS_PER_STATEMENT: usize = 500;
-
-/// Alert history rows deleted per transaction when pruning: the writer is
-/// released between batches, so a large prune does not hold up commit rounds.
-const PRUNE_BATCH: i64 = 5_000;
-
-/// Embedded migrations, applied in order at start-up.
-const MIGRATIONS: &[(i64, &str, &str)] = &[
-    (1, "init", include_str!("../../../migrations/sqlite/0001_init.sql")),
-    (
-        2,
-        "definitions and dependencies",
-        include_str!("../../../migrations/sqlite/0002_definitions_dependencies.sql"),
-    ),
-    (3, "alerts", include_str!("../../../migrations/sqlite/0003_alerts.sql")),
-    (
-        4,
-        "fire failures",
-        include_str!("../../../migrations/sqlite/0004_fire_failures.sql"),
-    ),
-];
-
-/// Handle to a SQLite database.
-pub(super) struct SqliteStore {
-    /// Readers.
-    pool: SqlitePool,
-    /// The one connection that writes.
-    writer: SqlitePool,
-}
+use crate::store::write::{self, Write, WriteError};
+use crate::store::{
+    AttemptEnd, AttemptRecord, AttemptStart, InsertPlan, JobStatsRecord, NewRun, RunRecord, StateChange,
+    TransitionRecord, parse_column,
+};
 
 impl SqliteStore {
-    /// Opens (creating if needed) the database at `url` and applies migrations.
-    pub(super) async fn open(url: &str) -> Result<SqliteStore> {
-        let shown = redact_url(url);
-        let options = SqliteConnectOptions::from_str(url)
-            .map_err(|e| Error::invalid("db", format!("invalid database URL \"{shown}\": {e}")))?
-            .create_if_missing(true)
-            .journal_mode(SqliteJournalMode::Wal)
-            .synchronous(SqliteSynchronous::Normal)
-            .foreign_keys(true)
-            .busy_timeout(Duration::from_secs(10));
-        // The writer keeps 16 MiB of pages cached (KiB below).
-        let writer_options = options.clone().pragma("cache_size", "-16384");
-        let writer = SqlitePoolOptions::new()
-            .max_connections(1)
-            .min_connections(1)
-            .idle_timeout(None)
-            .max_lifetime(None)
-            .connect_with(writer_options)
-            .await
-            .map_err(|e| super::open_error("cannot open SQLite database", &shown, e.into()))?;
-        let pool = SqlitePoolOptions::new()
-            .max_connections(4)
-            .connect_with(options)
-            .await
-            .map_err(|e| super::open_error("cannot open SQLite database", &shown, e.into()))?;
-        let store = SqliteStore { pool, writer };
-        store
-            .migrate()
-            .await
-            .map_err(|e| super::open_error("cannot migrate SQLite database", &shown, e))?;
-        tokio::spawn(checkpointer(store.pool.clone()));
-        Ok(store)
-    }
-
-    async fn migrate(&self) -> Result<()> {
-        sqlx::query("CREATE TABLE IF NOT EXISTS schema_migrations (version INTEGER PRIMARY KEY, description TEXT NOT NULL, applied_at INTEGER NOT NULL)")
-            .execute(&self.writer)
-            .await?;
-        for (version, description, sql) in MIGRATIONS {
-            let mut tx = self.writer.begin_with("BEGIN IMMEDIATE").await?;
-            let applied: Option<i64> = sqlx::query_scalar("SELECT version FROM schema_migrations WHERE version = ?")
-                .bind(version)
-                .fetch_optional(&mut *tx)
-                .await?;
-            if applied.is_some() {
-                continue;
-            }
-            sqlx::raw_sql(*sql).execute(&mut *tx).await?;
-            sqlx::query("INSERT INTO schema_migrations (version, description, applied_at) VALUES (?, ?, ?)")
-                .bind(version)
-                .bind(description)
-                .bind(chrono::Utc::now().timestamp_millis())
-                .execute(&mut *tx)
-                .await?;
-            tx.commit().await?;
-            tracing::info!(version, description, "applied migration");
-        }
-        Ok(())
-    }
-
     /// Inserts new runs, their dependencies and idempotency keys, with their first
     /// transitions, in one transaction. For scheduled fires the schedule cursor
     /// moves in the same transaction. Returns `false` (and writes nothing) when a
     /// run for the same (job, fire instant) already exists.
-    pub(super) async fn insert_runs(&self, plan: &InsertPlan) -> Result<bool, WriteError> {
+    pub(in crate::store) async fn insert_runs(&self, plan: &InsertPlan) -> Result<bool, WriteError> {
         // IMMEDIATE: take the write lock first, so two concurrent inserts of one
         // fire serialize and the second one's insert is ignored (and reported).
         let mut tx = self.writer.begin_with("BEGIN IMMEDIATE").await?;
@@ -129,13 +36,13 @@ impl SqliteStore {
             tx.rollback().await?;
             return Ok(false);
         }
-        tx.commit().await.map_err(super::write::in_doubt)?;
+        tx.commit().await.map_err(write::in_doubt)?;
         Ok(true)
     }
 
     /// New runs and changes of existing ones in one transaction (the engine's
     /// commit round). A fire conflict (which plain enqueues cannot cause) fails it.
-    pub(super) async fn commit(
+    pub(in crate::store) async fn commit(
         &self,
         plan: &InsertPlan,
         changes: &[StateChange],
@@ -150,13 +57,13 @@ impl SqliteStore {
             )));
         }
         apply_in(&mut tx, changes, starts, ends).await?;
-        tx.commit().await.map_err(super::write::in_doubt)?;
+        tx.commit().await.map_err(write::in_doubt)?;
         Ok(())
     }
 
     /// Deletes dead runs and applies `changes` in one transaction; every id
     /// must be a dead run.
-    pub(super) async fn purge_dead(&self, ids: &[String], changes: &[StateChange]) -> Result<(), WriteError> {
+    pub(in crate::store) async fn purge_dead(&self, ids: &[String], changes: &[StateChange]) -> Result<(), WriteError> {
         let mut tx = self.writer.begin_with("BEGIN IMMEDIATE").await?;
         for id in ids {
             let n = sqlx::query("DELETE FROM runs WHERE id = ? AND state = 'dead'")
@@ -171,12 +78,12 @@ impl SqliteStore {
             }
         }
         apply_in(&mut tx, changes, &[], &[]).await?;
-        tx.commit().await.map_err(super::write::in_doubt)?;
+        tx.commit().await.map_err(write::in_doubt)?;
         Ok(())
     }
 
-    /// See [`super::Store::written`].
-    pub(super) async fn written(&self, write: Write<'_>) -> Result<bool> {
+    /// See [`crate::store::Store::written`].
+    pub(in crate::store) async fn written(&self, write: Write<'_>) -> Result<bool> {
         let found: Option<i64> = if let Some(run) = write.plan.runs.first() {
             sqlx::query_scalar("SELECT 1 FROM runs WHERE id = ?")
                 .bind(&run.id)
@@ -214,7 +121,7 @@ impl SqliteStore {
     }
 
     /// The run an idempotency key points at, with the time the key was recorded.
-    pub(super) async fn idempotency_key(&self, key: &str) -> Result<Option<(String, i64)>> {
+    pub(in crate::store) async fn idempotency_key(&self, key: &str) -> Result<Option<(String, i64)>> {
         let row = sqlx::query("SELECT run_id, created_at FROM idempotency_keys WHERE key = ?")
             .bind(key)
             .fetch_optional(&self.pool)
@@ -223,7 +130,7 @@ impl SqliteStore {
     }
 
     /// (run, upstream) pairs of the given runs.
-    pub(super) async fn dependencies(&self, run_ids: &[String]) -> Result<Vec<(String, String)>> {
+    pub(in crate::store) async fn dependencies(&self, run_ids: &[String]) -> Result<Vec<(String, String)>> {
         if run_ids.is_empty() {
             return Ok(Vec::new());
         }
@@ -244,7 +151,7 @@ impl SqliteStore {
     }
 
     /// Runs of a workflow, oldest first.
-    pub(super) async fn workflow_runs(&self, workflow_id: &str) -> Result<Vec<RunRecord>> {
+    pub(in crate::store) async fn workflow_runs(&self, workflow_id: &str) -> Result<Vec<RunRecord>> {
         let sql = format!("SELECT {RUN_COLUMNS} FROM runs WHERE workflow_id = ? ORDER BY created_at, id");
         let rows = sqlx::query(AssertSqlSafe(sql))
             .bind(workflow_id)
@@ -253,158 +160,11 @@ impl SqliteStore {
         rows.iter().map(run_from_row).collect()
     }
 
-    /// Stored job definitions: (name, spec YAML, source).
-    pub(super) async fn job_specs(&self) -> Result<Vec<(String, String, String)>> {
-        let rows = sqlx::query("SELECT name, spec, source FROM jobs ORDER BY name")
-            .fetch_all(&self.pool)
-            .await?;
-        Ok(rows.iter().map(|r| (r.get(0), r.get(1), r.get(2))).collect())
-    }
-
-    /// Writes job definitions (upserts and deletions) in one transaction, and,
-    /// when given, records the configuration file text they came from.
-    pub(super) async fn save_jobs(
-        &self,
-        upserts: &[(String, String, String)],
-        deletes: &[String],
-        applied: Option<(&str, &str)>,
-    ) -> Result<()> {
-        let now = chrono::Utc::now().timestamp_millis();
-        let mut tx = self.writer.begin().await?;
-        for (name, spec, source) in upserts {
-            sqlx::query(
-                "INSERT INTO jobs (name, spec, source, updated_at) VALUES (?, ?, ?, ?)
-                 ON CONFLICT (name) DO UPDATE SET spec = excluded.spec, source = excluded.source, updated_at = excluded.updated_at",
-            )
-            .bind(name)
-            .bind(spec)
-            .bind(source)
-            .bind(now)
-            .execute(&mut *tx)
-            .await?;
-        }
-        for name in deletes {
-            sqlx::query("DELETE FROM jobs WHERE name = ?")
-                .bind(name)
-                .execute(&mut *tx)
-                .await?;
-        }
-        if let Some((file, content)) = applied {
-            record_applied(&mut tx, file, content, now).await?;
-        }
-        tx.commit().await?;
-        Ok(())
-    }
-
-    /// The text of a configuration file as last applied.
-    pub(super) async fn applied_config(&self, file: &str) -> Result<Option<String>> {
-        Ok(sqlx::query_scalar("SELECT content FROM applied_config WHERE file = ?")
-            .bind(file)
-            .fetch_optional(&self.pool)
-            .await?)
-    }
-
-    /// Names of paused schedules.
-    pub(super) async fn paused_schedules(&self) -> Result<Vec<String>> {
-        Ok(sqlx::query_scalar("SELECT job FROM schedule_pauses ORDER BY job")
-            .fetch_all(&self.pool)
-            .await?)
-    }
-
-    /// Pauses or resumes a schedule.
-    pub(super) async fn set_paused(&self, job: &str, paused: bool) -> Result<()> {
-        if paused {
-            sqlx::query("INSERT INTO schedule_pauses (job, paused_at) VALUES (?, ?) ON CONFLICT (job) DO NOTHING")
-                .bind(job)
-                .bind(chrono::Utc::now().timestamp_millis())
-                .execute(&self.writer)
-                .await?;
-        } else {
-            sqlx::query("DELETE FROM schedule_pauses WHERE job = ?")
-                .bind(job)
-                .execute(&self.writer)
-                .await?;
-        }
-        Ok(())
-    }
-
-    /// Moves a schedule cursor and adds to its missed/skipped counters.
-    pub(super) async fn advance_cursor(&self, job: &str, last_fired: i64, missed: u64, skipped: u64) -> Result<()> {
-        sqlx::query(
-            "INSERT INTO schedule_cursors (job, last_fired, missed, skipped) VALUES (?, ?, ?, ?)
-             ON CONFLICT (job) DO UPDATE SET last_fired = MAX(last_fired, excluded.last_fired),
-             missed = missed + excluded.missed, skipped = skipped + excluded.skipped",
-        )
-        .bind(job)
-        .bind(last_fired)
-        .bind(missed as i64)
-        .bind(skipped as i64)
-        .execute(&self.writer)
-        .await?;
-        Ok(())
-    }
-
-    pub(super) async fn record_fire_failure(&self, job: &str, fire_at: i64, error: &str, at: i64) -> Result<()> {
-        sqlx::query(
-            "INSERT INTO schedule_failures (job, failing, failed_total, fire_at, last_error, failed_at) VALUES (?, 1, 1, ?, ?, ?)
-             ON CONFLICT (job) DO UPDATE SET failing = schedule_failures.failing + 1,
-             failed_total = schedule_failures.failed_total + 1, fire_at = excluded.fire_at,
-             last_error = excluded.last_error, failed_at = excluded.failed_at",
-        )
-        .bind(job)
-        .bind(fire_at)
-        .bind(error)
-        .bind(at)
-        .execute(&self.writer)
-        .await?;
-        Ok(())
-    }
-
-    pub(super) async fn clear_fire_failure(&self, job: &str) -> Result<()> {
-        sqlx::query("UPDATE schedule_failures SET failing = 0 WHERE job = ?")
-            .bind(job)
-            .execute(&self.writer)
-            .await?;
-        Ok(())
-    }
-
-    pub(super) async fn fire_failures(&self) -> Result<Vec<FireFailureRecord>> {
-        let rows = sqlx::query(
-            "SELECT job, failing, failed_total, fire_at, last_error, failed_at FROM schedule_failures ORDER BY job",
-        )
-        .fetch_all(&self.pool)
-        .await?;
-        Ok(rows
-            .iter()
-            .map(|r| FireFailureRecord {
-                job: r.get(0),
-                failing: r.get::<i64, _>(1) as u32,
-                failed_total: r.get::<i64, _>(2) as u64,
-                fire_at: r.get(3),
-                last_error: r.get(4),
-                failed_at: r.get(5),
-            })
-            .collect())
-    }
-
-    /// Every schedule cursor.
-    pub(super) async fn cursors(&self) -> Result<Vec<ScheduleCursor>> {
-        let rows = sqlx::query("SELECT job, last_fired, missed, skipped FROM schedule_cursors")
-            .fetch_all(&self.pool)
-            .await?;
-        Ok(rows
-            .iter()
-            .map(|r| ScheduleCursor {
-                job: r.get(0),
-                last_fired: r.get(1),
-                missed: r.get::<i64, _>(2) as u64,
-                skipped: r.get::<i64, _>(3) as u64,
-            })
-            .collect())
-    }
-
     /// Runs that are not terminal, oldest first (to rebuild in-memory indexes).
-    pub(super) async fn for_each_active_run(&self, f: &mut (dyn FnMut(RunRecord) -> Result<()> + Send)) -> Result<()> {
+    pub(in crate::store) async fn for_each_active_run(
+        &self,
+        f: &mut (dyn FnMut(RunRecord) -> Result<()> + Send),
+    ) -> Result<()> {
         // Oldest first, ties by id, in pages of RECOVERY_PAGE runs. Each page is
         // ONE row holding a JSON array of runs: handing a million rows over one
         // by one from SQLite's worker thread cost ~9 s of thread switches and
@@ -438,7 +198,7 @@ impl SqliteStore {
     }
 
     /// One run.
-    pub(super) async fn run(&self, id: &str) -> Result<Option<RunRecord>> {
+    pub(in crate::store) async fn run(&self, id: &str) -> Result<Option<RunRecord>> {
         let sql = format!("SELECT {RUN_COLUMNS} FROM runs WHERE id = ?");
         let row = sqlx::query(AssertSqlSafe(sql))
             .bind(id)
@@ -448,7 +208,7 @@ impl SqliteStore {
     }
 
     /// The runs of `ids` that exist, in no particular order.
-    pub(super) async fn runs_by_id(&self, ids: &[String]) -> Result<Vec<RunRecord>> {
+    pub(in crate::store) async fn runs_by_id(&self, ids: &[String]) -> Result<Vec<RunRecord>> {
         let mut runs = Vec::with_capacity(ids.len());
         for chunk in ids.chunks(ROWS_PER_STATEMENT) {
             let placeholders = vec!["?"; chunk.len()].join(", ");
@@ -465,7 +225,12 @@ impl SqliteStore {
     }
 
     /// Runs, newest first, optionally of one job and/or in one state.
-    pub(super) async fn runs(&self, job: Option<&str>, state: Option<RunState>, limit: u32) -> Result<Vec<RunRecord>> {
+    pub(in crate::store) async fn runs(
+        &self,
+        job: Option<&str>,
+        state: Option<RunState>,
+        limit: u32,
+    ) -> Result<Vec<RunRecord>> {
         let sql = format!(
             "SELECT {RUN_COLUMNS} FROM runs WHERE (?1 IS NULL OR job = ?1) AND (?2 IS NULL OR state = ?2) ORDER BY created_at DESC, id DESC LIMIT ?3"
         );
@@ -479,7 +244,7 @@ impl SqliteStore {
     }
 
     /// Attempts of the given runs, by run then attempt number.
-    pub(super) async fn attempts(&self, run_ids: &[String]) -> Result<Vec<AttemptRecord>> {
+    pub(in crate::store) async fn attempts(&self, run_ids: &[String]) -> Result<Vec<AttemptRecord>> {
         if run_ids.is_empty() {
             return Ok(Vec::new());
         }
@@ -514,7 +279,7 @@ impl SqliteStore {
     }
 
     /// The outcome recorded for (run, attempt), if it has finished.
-    pub(super) async fn attempt_outcome(&self, run_id: &str, attempt: u32) -> Result<Option<Outcome>> {
+    pub(in crate::store) async fn attempt_outcome(&self, run_id: &str, attempt: u32) -> Result<Option<Outcome>> {
         let outcome: Option<Option<String>> =
             sqlx::query_scalar("SELECT outcome FROM attempts WHERE run_id = ? AND attempt = ?")
                 .bind(run_id)
@@ -525,7 +290,7 @@ impl SqliteStore {
     }
 
     /// Recorded transitions of a run, in order.
-    pub(super) async fn transitions(&self, run_id: &str) -> Result<Vec<TransitionRecord>> {
+    pub(in crate::store) async fn transitions(&self, run_id: &str) -> Result<Vec<TransitionRecord>> {
         let rows =
             sqlx::query("SELECT from_state, to_state, at, reason FROM transitions WHERE run_id = ? ORDER BY seq")
                 .bind(run_id)
@@ -545,7 +310,7 @@ impl SqliteStore {
     }
 
     /// Ids of all runs in the dead-letter queue.
-    pub(super) async fn dead_run_ids(&self) -> Result<Vec<String>> {
+    pub(in crate::store) async fn dead_run_ids(&self) -> Result<Vec<String>> {
         Ok(
             sqlx::query_scalar("SELECT id FROM runs WHERE state = 'dead' ORDER BY created_at, id")
                 .fetch_all(&self.pool)
@@ -554,7 +319,7 @@ impl SqliteStore {
     }
 
     /// Statistics of one job's history.
-    pub(super) async fn job_stats(&self, job: &str) -> Result<JobStatsRecord> {
+    pub(in crate::store) async fn job_stats(&self, job: &str) -> Result<JobStatsRecord> {
         let mut stats = JobStatsRecord::default();
         let rows = sqlx::query("SELECT state, COUNT(*) FROM runs WHERE job = ? GROUP BY state")
             .bind(job)
@@ -600,125 +365,6 @@ impl SqliteStore {
             .await?;
         stats.last_run = last.as_ref().map(run_from_row).transpose()?;
         Ok(stats)
-    }
-
-    /// Alert channels (name, spec) by name and rules (name, spec) by position,
-    /// in one statement (one snapshot).
-    pub(super) async fn alert_specs(&self) -> Result<(Vec<(String, String)>, Vec<(String, String)>)> {
-        let rows = sqlx::query(
-            "SELECT TRUE AS is_channel, name, spec, 0 AS position FROM alert_channels
-             UNION ALL SELECT FALSE, name, spec, position FROM alert_rules
-             ORDER BY is_channel DESC, position, name",
-        )
-        .fetch_all(&self.pool)
-        .await?;
-        Ok(super::split_alert_specs(
-            rows.iter().map(|r| (r.get::<bool, _>(0), r.get(1), r.get(2))),
-        ))
-    }
-
-    /// Replaces every alert channel and rule in one transaction, and, when
-    /// given, records the configuration file text they came from.
-    pub(super) async fn save_alert_specs(
-        &self,
-        channels: &[(String, String)],
-        rules: &[(String, String)],
-        applied: Option<(&str, &str)>,
-    ) -> Result<()> {
-        let now = chrono::Utc::now().timestamp_millis();
-        let mut tx = self.writer.begin().await?;
-        sqlx::query("DELETE FROM alert_channels").execute(&mut *tx).await?;
-        sqlx::query("DELETE FROM alert_rules").execute(&mut *tx).await?;
-        for chunk in channels.chunks(ROWS_PER_STATEMENT) {
-            let mut q = QueryBuilder::<Sqlite>::new("INSERT INTO alert_channels (name, spec, updated_at) ");
-            q.push_values(chunk, |mut row, (name, spec)| {
-                row.push_bind(name).push_bind(spec).push_bind(now);
-            });
-            q.build().execute(&mut *tx).await?;
-        }
-        let positioned: Vec<(i64, &(String, String))> = (0i64..).zip(rules).collect();
-        for chunk in positioned.chunks(ROWS_PER_STATEMENT) {
-            let mut q = QueryBuilder::<Sqlite>::new("INSERT INTO alert_rules (name, position, spec, updated_at) ");
-            q.push_values(chunk, |mut row, (position, (name, spec))| {
-                row.push_bind(name).push_bind(*position).push_bind(spec).push_bind(now);
-            });
-            q.build().execute(&mut *tx).await?;
-        }
-        if let Some((file, content)) = applied {
-            record_applied(&mut tx, file, content, now).await?;
-        }
-        tx.commit().await?;
-        Ok(())
-    }
-
-    /// Records alert outcomes in one transaction, as multi-row statements; rows
-    /// whose id exists already are skipped.
-    pub(super) async fn record_alerts(&self, records: &[AlertRecord]) -> Result<()> {
-        if records.is_empty() {
-            return Ok(());
-        }
-        let mut tx = self.writer.begin().await?;
-        // 13 parameters a row.
-        for chunk in records.chunks(ROWS_PER_STATEMENT / 2) {
-            let mut q = QueryBuilder::<Sqlite>::new(
-                "INSERT INTO alert_history (id, alert_id, at, kind, event, rule, channel, job, run_id, status, attempts,
-                     answer, title) ",
-            );
-            q.push_values(chunk, |mut row, record| {
-                row.push_bind(&record.id)
-                    .push_bind(&record.alert_id)
-                    .push_bind(record.at)
-                    .push_bind(record.kind.as_str())
-                    .push_bind(record.event.map(|e| e.as_str()))
-                    .push_bind(&record.rule)
-                    .push_bind(&record.channel)
-                    .push_bind(&record.job)
-                    .push_bind(&record.run_id)
-                    .push_bind(record.status.as_str())
-                    .push_bind(i64::from(record.attempts))
-                    .push_bind(&record.answer)
-                    .push_bind(&record.title);
-            });
-            q.push(" ON CONFLICT (id) DO NOTHING");
-            q.build().execute(&mut *tx).await?;
-        }
-        tx.commit().await?;
-        Ok(())
-    }
-
-    /// Alert history rows matching `query`, newest first, at most `limit`.
-    pub(super) async fn alert_history(&self, query: &AlertQuery, limit: u32) -> Result<Vec<AlertRecord>> {
-        let rows = super::alert_history_query::<Sqlite>(query, limit)
-            .build()
-            .fetch_all(&self.pool)
-            .await?;
-        rows.iter().map(super::alert_from_row).collect()
-    }
-
-    /// Deletes the alert history rows recorded before `older_than`, in batches
-    /// of [`PRUNE_BATCH`] rows, each its own transaction. Returns how many.
-    pub(super) async fn prune_alert_history(&self, older_than: i64) -> Result<u64> {
-        let mut deleted = 0;
-        loop {
-            let n = sqlx::query(
-                "DELETE FROM alert_history WHERE rowid IN (SELECT rowid FROM alert_history WHERE at < ?1 LIMIT ?2)",
-            )
-            .bind(older_than)
-            .bind(PRUNE_BATCH)
-            .execute(&self.writer)
-            .await?
-            .rows_affected();
-            deleted += n;
-            if n < PRUNE_BATCH as u64 {
-                return Ok(deleted);
-            }
-        }
-    }
-
-    /// Closes the pool, waiting for connections to finish.
-    pub(super) async fn close(&self) {
-        self.pool.close().await;
-        self.writer.close().await;
     }
 }
 
@@ -783,7 +429,7 @@ async fn insert_runs_in(conn: &mut SqliteConnection, plan: &InsertPlan) -> Resul
         q.push(" ON CONFLICT (job) DO UPDATE SET last_fired = MAX(last_fired, excluded.last_fired)");
         q.build().execute(&mut *conn).await?;
     }
-    let keyed: Vec<&super::NewRun> = plan.runs.iter().filter(|r| r.idempotency_key.is_some()).collect();
+    let keyed: Vec<&NewRun> = plan.runs.iter().filter(|r| r.idempotency_key.is_some()).collect();
     for chunk in keyed.chunks(ROWS_PER_STATEMENT) {
         let mut q = QueryBuilder::<Sqlite>::new("INSERT INTO idempotency_keys (key, run_id, created_at) ");
         q.push_values(chunk, |mut row, run| {
@@ -911,11 +557,11 @@ async fn change_conflict(conn: &mut SqliteConnection, chunk: &[StateChange]) -> 
             Ok(state) => state,
             Err(e) => return e.into(),
         };
-        if let Some(conflict) = super::write::change_mismatch(change, state.as_deref()) {
+        if let Some(conflict) = write::change_mismatch(change, state.as_deref()) {
             return conflict;
         }
     }
-    super::write::change_mismatch_unknown(chunk)
+    write::change_mismatch_unknown(chunk)
 }
 
 /// The conflict of a batch of attempt ends some of which did not apply.
@@ -931,7 +577,7 @@ async fn end_conflict(conn: &mut SqliteConnection, chunk: &[AttemptEnd]) -> Writ
                 Ok(outcome) => outcome,
                 Err(e) => return e.into(),
             };
-        if let Some(conflict) = super::write::end_mismatch(end, outcome) {
+        if let Some(conflict) = write::end_mismatch(end, outcome) {
             return conflict;
         }
     }
@@ -958,30 +604,6 @@ async fn recovery_page(pool: &SqlitePool, after: &(i64, String)) -> Result<Vec<R
     let runs: Vec<JsonRun> = serde_json::from_str(page.as_deref().unwrap_or("[]"))
         .map_err(|e| Error::internal(format!("corrupt page of runs from the store: {e}")))?;
     runs.into_iter().map(JsonRun::into_record).collect()
-}
-
-/// How often committed WAL frames are copied into the database file in the background.
-const CHECKPOINT_INTERVAL: Duration = Duration::from_millis(100);
-
-/// Copies committed WAL frames into the database file (and syncs it) every
-/// [`CHECKPOINT_INTERVAL`], from a reader connection in `PASSIVE` mode, which
-/// never blocks the writer. The writer still checkpoints itself every 1,000
-/// pages (SQLite's default, which also lets the WAL start over), but finds the
-/// work done: its commits no longer wait for a full copy and sync of the
-/// database file. Ends when the pool is closed.
-async fn checkpointer(pool: SqlitePool) {
-    loop {
-        tokio::time::sleep(CHECKPOINT_INTERVAL).await;
-        if pool.is_closed() {
-            return;
-        }
-        if let Err(e) = sqlx::query("PRAGMA wal_checkpoint(PASSIVE)").execute(&pool).await {
-            if pool.is_closed() {
-                return;
-            }
-            tracing::warn!(error = %e, "background WAL checkpoint failed; retrying");
-        }
-    }
 }
 
 /// Runs per page of [`SqliteStore::for_each_active_run`].
@@ -1031,47 +653,4 @@ impl JsonRun {
             idempotency_key: self.16,
         })
     }
-}
-
-const RUN_COLUMNS: &str = "id, job, state, priority, payload, trigger_kind, scheduled_for, created_at, not_before, ready_at, finished_at, attempt, max_attempts, reason, workflow_id, cancel_requested, idempotency_key";
-
-fn run_from_row(r: &SqliteRow) -> Result<RunRecord> {
-    Ok(RunRecord {
-        id: r.get(0),
-        job: r.get(1),
-        state: parse_column(&r.get::<String, _>(2))?,
-        priority: parse_column(&r.get::<String, _>(3))?,
-        payload: r.get(4),
-        trigger: parse_column(&r.get::<String, _>(5))?,
-        scheduled_for: r.get(6),
-        created_at: r.get(7),
-        not_before: r.get(8),
-        ready_at: r.get(9),
-        finished_at: r.get(10),
-        attempt: r.get::<i64, _>(11) as u32,
-        max_attempts: r.get::<i64, _>(12) as u32,
-        reason: r.get(13),
-        workflow_id: r.get(14),
-        cancel_requested: r.get::<i64, _>(15) != 0,
-        idempotency_key: r.get(16),
-    })
-}
-
-/// Records `content` as the text of configuration `file` last applied, in `tx`.
-async fn record_applied(
-    tx: &mut sqlx::Transaction<'_, sqlx::Sqlite>,
-    file: &str,
-    content: &str,
-    now: i64,
-) -> Result<()> {
-    sqlx::query(
-        "INSERT INTO applied_config (file, content, applied_at) VALUES (?, ?, ?)
-         ON CONFLICT (file) DO UPDATE SET content = excluded.content, applied_at = excluded.applied_at",
-    )
-    .bind(file)
-    .bind(content)
-    .bind(now)
-    .execute(&mut **tx)
-    .await?;
-    Ok(())
 }

@@ -1,0 +1,210 @@
+//! The SQLite backend: the embedded default (`sqlite://worker.db`).
+//!
+//! All writes go through one connection (`writer`): SQLite admits one writer at
+//! a time anyway, so writers queue in the pool instead of sleeping on the busy
+//! timeout, and the writer's page cache stays valid between commits (a write by
+//! another connection would invalidate it). Reads use a separate pool.
+//! Writes that belong together are committed in one transaction. SQLite runs in
+//! WAL mode with `synchronous = NORMAL`: a commit survives a crash of the
+//! controller process (not necessarily a power loss of the host). Transactions
+//! that read before they write begin with `BEGIN IMMEDIATE`, so that concurrent
+//! writers queue on the busy timeout instead of failing on a stale snapshot.
+//!
+//! This file opens the database (the writer and the reader pool), applies the
+//! migrations, runs the background WAL checkpointer, and holds what the other
+//! files of the backend share: [`SqliteStore`], the columns of a run and their
+//! row decoder, the rows per multi-row statement, and the record of an applied
+//! configuration file. The queries are split by what they touch, into the same
+//! files as the PostgreSQL backend's (`store/postgres/`), so that the two
+//! dialects compare file by file:
+//!
+//! * `runs.rs`: runs, attempts, transitions, dependencies and idempotency keys:
+//!   inserting runs, the engine's commit rounds, purging the dead-letter queue,
+//!   reading back a write that failed in doubt, the reads of runs and their
+//!   history, and the recovery read at start-up;
+//! * `definitions.rs`: job definitions, applied configuration files, schedule
+//!   pauses, cursors and fire failures;
+//! * `alerts.rs`: alert channels, rules and history.
+
+mod alerts;
+mod definitions;
+mod runs;
+
+use std::str::FromStr;
+use std::time::Duration;
+
+use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteRow, SqliteSynchronous};
+use sqlx::{Row, SqlitePool};
+
+use super::{RunRecord, parse_column, redact_url};
+use crate::error::{Error, Result};
+
+/// Rows per multi-row statement (at 9 parameters a row, far below SQLite's limit).
+const ROWS_PER_STATEMENT: usize = 500;
+
+/// Embedded migrations, applied in order at start-up.
+const MIGRATIONS: &[(i64, &str, &str)] = &[
+    (1, "init", include_str!("../../../../migrations/sqlite/0001_init.sql")),
+    (
+        2,
+        "definitions and dependencies",
+        include_str!("../../../../migrations/sqlite/0002_definitions_dependencies.sql"),
+    ),
+    (
+        3,
+        "alerts",
+        include_str!("../../../../migrations/sqlite/0003_alerts.sql"),
+    ),
+    (
+        4,
+        "fire failures",
+        include_str!("../../../../migrations/sqlite/0004_fire_failures.sql"),
+    ),
+];
+
+/// Handle to a SQLite database.
+pub(super) struct SqliteStore {
+    /// Readers.
+    pool: SqlitePool,
+    /// The one connection that writes.
+    writer: SqlitePool,
+}
+
+impl SqliteStore {
+    /// Opens (creating if needed) the database at `url` and applies migrations.
+    pub(super) async fn open(url: &str) -> Result<SqliteStore> {
+        let shown = redact_url(url);
+        let options = SqliteConnectOptions::from_str(url)
+            .map_err(|e| Error::invalid("db", format!("invalid database URL \"{shown}\": {e}")))?
+            .create_if_missing(true)
+            .journal_mode(SqliteJournalMode::Wal)
+            .synchronous(SqliteSynchronous::Normal)
+            .foreign_keys(true)
+            .busy_timeout(Duration::from_secs(10));
+        // The writer keeps 16 MiB of pages cached (KiB below).
+        let writer_options = options.clone().pragma("cache_size", "-16384");
+        let writer = SqlitePoolOptions::new()
+            .max_connections(1)
+            .min_connections(1)
+            .idle_timeout(None)
+            .max_lifetime(None)
+            .connect_with(writer_options)
+            .await
+            .map_err(|e| super::open_error("cannot open SQLite database", &shown, e.into()))?;
+        let pool = SqlitePoolOptions::new()
+            .max_connections(4)
+            .connect_with(options)
+            .await
+            .map_err(|e| super::open_error("cannot open SQLite database", &shown, e.into()))?;
+        let store = SqliteStore { pool, writer };
+        store
+            .migrate()
+            .await
+            .map_err(|e| super::open_error("cannot migrate SQLite database", &shown, e))?;
+        tokio::spawn(checkpointer(store.pool.clone()));
+        Ok(store)
+    }
+
+    /// Creates `schema_migrations` if needed, then applies each migration not
+    /// recorded there in its own transaction, recording it in the same one.
+    async fn migrate(&self) -> Result<()> {
+        sqlx::query("CREATE TABLE IF NOT EXISTS schema_migrations (version INTEGER PRIMARY KEY, description TEXT NOT NULL, applied_at INTEGER NOT NULL)")
+            .execute(&self.writer)
+            .await?;
+        for (version, description, sql) in MIGRATIONS {
+            let mut tx = self.writer.begin_with("BEGIN IMMEDIATE").await?;
+            let applied: Option<i64> = sqlx::query_scalar("SELECT version FROM schema_migrations WHERE version = ?")
+                .bind(version)
+                .fetch_optional(&mut *tx)
+                .await?;
+            if applied.is_some() {
+                continue;
+            }
+            sqlx::raw_sql(*sql).execute(&mut *tx).await?;
+            sqlx::query("INSERT INTO schema_migrations (version, description, applied_at) VALUES (?, ?, ?)")
+                .bind(version)
+                .bind(description)
+                .bind(chrono::Utc::now().timestamp_millis())
+                .execute(&mut *tx)
+                .await?;
+            tx.commit().await?;
+            tracing::info!(version, description, "applied migration");
+        }
+        Ok(())
+    }
+
+    /// Closes the pool, waiting for connections to finish.
+    pub(super) async fn close(&self) {
+        self.pool.close().await;
+        self.writer.close().await;
+    }
+}
+
+/// How often committed WAL frames are copied into the database file in the background.
+const CHECKPOINT_INTERVAL: Duration = Duration::from_millis(100);
+
+/// Copies committed WAL frames into the database file (and syncs it) every
+/// [`CHECKPOINT_INTERVAL`], from a reader connection in `PASSIVE` mode, which
+/// never blocks the writer. The writer still checkpoints itself every 1,000
+/// pages (SQLite's default, which also lets the WAL start over), but finds the
+/// work done: its commits no longer wait for a full copy and sync of the
+/// database file. Ends when the pool is closed.
+async fn checkpointer(pool: SqlitePool) {
+    loop {
+        tokio::time::sleep(CHECKPOINT_INTERVAL).await;
+        if pool.is_closed() {
+            return;
+        }
+        if let Err(e) = sqlx::query("PRAGMA wal_checkpoint(PASSIVE)").execute(&pool).await {
+            if pool.is_closed() {
+                return;
+            }
+            tracing::warn!(error = %e, "background WAL checkpoint failed; retrying");
+        }
+    }
+}
+
+/// The columns of `runs` that [`run_from_row`] reads, in order.
+const RUN_COLUMNS: &str = "id, job, state, priority, payload, trigger_kind, scheduled_for, created_at, not_before, ready_at, finished_at, attempt, max_attempts, reason, workflow_id, cancel_requested, idempotency_key";
+
+/// A `runs` row read with [`RUN_COLUMNS`].
+fn run_from_row(r: &SqliteRow) -> Result<RunRecord> {
+    Ok(RunRecord {
+        id: r.get(0),
+        job: r.get(1),
+        state: parse_column(&r.get::<String, _>(2))?,
+        priority: parse_column(&r.get::<String, _>(3))?,
+        payload: r.get(4),
+        trigger: parse_column(&r.get::<String, _>(5))?,
+        scheduled_for: r.get(6),
+        created_at: r.get(7),
+        not_before: r.get(8),
+        ready_at: r.get(9),
+        finished_at: r.get(10),
+        attempt: r.get::<i64, _>(11) as u32,
+        max_attempts: r.get::<i64, _>(12) as u32,
+        reason: r.get(13),
+        workflow_id: r.get(14),
+        cancel_requested: r.get::<i64, _>(15) != 0,
+        idempotency_key: r.get(16),
+    })
+}
+
+/// Records `content` as the text of configuration `file` last applied, in `tx`.
+async fn record_applied(
+    tx: &mut sqlx::Transaction<'_, sqlx::Sqlite>,
+    file: &str,
+    content: &str,
+    now: i64,
+) -> Result<()> {
+    sqlx::query(
+        "INSERT INTO applied_config (file, content, applied_at) VALUES (?, ?, ?)
+         ON CONFLICT (file) DO UPDATE SET content = excluded.content, applied_at = excluded.applied_at",
+    )
+    .bind(file)
+    .bind(content)
+    .bind(now)
+    .execute(&mut **tx)
+    .await?;
+    Ok(())
+}
