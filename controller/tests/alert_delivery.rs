@@ -1,12 +1,12 @@
 //! Alert delivery against real receivers on 127.0.0.1: an axum HTTP server
 //! that checks each request the way Slack, Discord and a webhook receiver
 //! would (and answers as they do, or as scripted: 503 then 200, 500, 400),
-//! and a real SMTP server (`tests/support/smtp_server.py`, aiosmtpd) whose
-//! Maildir is read back and parsed.
+//! and a real SMTP server in the test process (`worker_tests::smtp`, the
+//! `mailin` crate's protocol over loopback TCP, AUTH required) whose received
+//! messages are read back and parsed.
 //!
-//! Tests wait on events (the requests a receiver records, the server's READY
-//! line), never on fixed sleeps. The SMTP tests need Python's aiosmtpd
-//! (`pip install aiosmtpd`): without it they fail, saying so.
+//! Tests wait on events (the requests a receiver records), never on fixed
+//! sleeps. Nothing needs installing beyond the Rust toolchain.
 
 use std::path::Path;
 use std::sync::Arc;

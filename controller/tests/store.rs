@@ -5,7 +5,9 @@
 //! PostgreSQL tests connect to `WORKER_TEST_PG_URL` (a server URL such as
 //! `postgres://postgres@127.0.0.1:5432`, default that one), create their own
 //! database `worker_test_<ulid>` and drop it at the end, so they run in parallel
-//! and repeatedly. `WORKER_TEST_PG=off` skips them (they print that they did).
+//! and repeatedly. Where no server answers, or with `WORKER_TEST_PG=off`, each
+//! PostgreSQL test is skipped with a `SKIPPED` notice, and fails under CI
+//! (`worker_tests::skip`).
 
 use std::future::Future;
 use std::panic::AssertUnwindSafe;
@@ -102,22 +104,36 @@ fn pg_url(database: &str) -> String {
     }
 }
 
+/// A connection to the test server's `postgres` database, or `None` after a
+/// skip notice when the PostgreSQL half is switched off or no server answers
+/// (under CI both fail the test instead).
+async fn postgres_admin() -> Option<sqlx::PgConnection> {
+    if std::env::var("WORKER_TEST_PG").is_ok_and(|v| v == "off") {
+        worker_tests::skip::skip_or_fail("the PostgreSQL store tests are switched off (WORKER_TEST_PG=off)");
+        return None;
+    }
+    let admin_url = pg_url("postgres");
+    match sqlx::PgConnection::connect(&admin_url).await {
+        Ok(admin) => Some(admin),
+        Err(e) => {
+            worker_tests::skip::skip_or_fail(format_args!(
+                "no PostgreSQL test server at {admin_url} ({e}); start one there, or name another with \
+                 WORKER_TEST_PG_URL=postgres://USER@HOST:PORT"
+            ));
+            None
+        }
+    }
+}
+
 async fn with_postgres<F, Fut>(test: F)
 where
     F: FnOnce(TestDb) -> Fut,
     Fut: Future<Output = ()>,
 {
-    if std::env::var("WORKER_TEST_PG").is_ok_and(|v| v == "off") {
-        eprintln!("skipped: WORKER_TEST_PG=off");
+    let Some(mut admin) = postgres_admin().await else {
         return;
-    }
-    let admin_url = pg_url("postgres");
+    };
     let name = format!("worker_test_{}", ulid::Ulid::new().to_string().to_lowercase());
-    let mut admin = sqlx::PgConnection::connect(&admin_url).await.unwrap_or_else(|e| {
-        panic!(
-            "PostgreSQL test server {admin_url} unreachable ({e}); set WORKER_TEST_PG_URL, or WORKER_TEST_PG=off to skip"
-        )
-    });
     sqlx::raw_sql(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}")))
         .execute(&mut admin)
         .await
@@ -806,9 +822,10 @@ async fn an_unreachable_postgres_server_names_the_url_without_password() {
 
 #[tokio::test]
 async fn a_missing_postgres_database_is_named_with_the_cause() {
-    if std::env::var("WORKER_TEST_PG").is_ok_and(|v| v == "off") {
+    let Some(admin) = postgres_admin().await else {
         return;
-    }
+    };
+    admin.close().await.ok();
     let url = pg_url("worker_test_does_not_exist");
     let err = Store::open(&url).await.err().unwrap();
     assert!(err.message.contains(&url), "{}", err.message);

@@ -16,6 +16,7 @@ pub mod flow;
 pub mod json;
 mod process;
 pub mod receiver;
+pub mod skip;
 pub mod smtp;
 
 use std::future::Future;

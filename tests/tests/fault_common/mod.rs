@@ -381,8 +381,9 @@ pub struct Netns {
 
 /// Why a namespace could not be made.
 pub enum NetnsError {
-    /// Not allowed (not root / no CAP_SYS_ADMIN): the test may be skipped.
-    Permission(String),
+    /// Not possible on this machine (not root, no CAP_SYS_ADMIN, no `ip`
+    /// command): the test is skipped, or fails under CI.
+    Unavailable(String),
     Other(String),
 }
 
@@ -403,8 +404,11 @@ impl Netns {
         if let Err(e) = ip(&["netns", "add", &ns.name]) {
             let lower = e.to_lowercase();
             return Err(
-                if lower.contains("permission denied") || lower.contains("operation not permitted") {
-                    NetnsError::Permission(e)
+                if lower.contains("permission denied")
+                    || lower.contains("operation not permitted")
+                    || lower.contains("no such file or directory")
+                {
+                    NetnsError::Unavailable(e)
                 } else {
                     NetnsError::Other(e)
                 },
