@@ -1,4 +1,7 @@
+use std::time::Duration;
+
 use super::*;
+use crate::alerting::rules::EventParams;
 
 const EXAMPLE: &str = include_str!("../../../../config/examples/alerts.yaml");
 
