@@ -1,10 +1,13 @@
 # Summarises a `cargo test` log: one line per suite (test binary or doc-tests)
 # with how many tests passed, failed, were skipped (a `SKIPPED <test>: <reason>`
-# notice from worker_tests::skip) and why, and how many are #[ignore]d.
+# notice from worker_tests::skip; the harness counts such a test as passed)
+# and why, and how many are #[ignore]d.
 # Then the tests that could not run under CI, with their reasons.
 function flush_suite() {
     if (suite == "") return
-    line = sprintf("  %-48s %5d passed, %d failed, %d skipped, %d ignored", suite, passed, failed, skipped, ignored)
+    # A skipped test returned early: the harness counted it as passed.
+    line = sprintf("  %-44s %4d ran (%d passed, %d failed), %d skipped, %d ignored",
+                   suite, passed + failed - skipped, passed - skipped, failed, skipped, ignored)
     if (result == "") line = line " (no result: the binary did not finish)"
     print line
     for (r in reasons) print "      skipped " reasons[r] "x: " r
@@ -23,11 +26,16 @@ function flush_suite() {
 /^ *Doc-tests / { flush_suite(); suite = "doc-tests " $2; next }
 /^SKIPPED / {
     skipped++
-    reason = $0; sub(/^SKIPPED [^:]*: /, "", reason)
+    reason = $0; sub(/^SKIPPED [^ ]*: /, "", reason)
     reasons[reason]++
     next
 }
-/cannot run, and CI must not skip it/ { blocked[$0] = 1 }
+/cannot run, and CI must not skip it: / {
+    # Once per test (the message can be printed more than once), grouped by reason.
+    test = $0; sub(/ cannot run, and CI must not skip it: .*/, "", test); sub(/.* /, "", test)
+    why = $0; sub(/.*CI must not skip it: /, "", why)
+    if (!((test, why) in seen)) { seen[test, why] = 1; blocked[why]++ }
+}
 /^test result: / {
     result = $3
     for (i = 1; i <= NF; i++) {
@@ -44,6 +52,6 @@ END {
     if (n > 0) {
         print ""
         print "Tests that could not run (CI does not allow skipping them):"
-        for (b in blocked) print "  " b
+        for (b in blocked) print "  " blocked[b] " test(s): " b
     }
 }

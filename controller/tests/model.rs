@@ -6,7 +6,7 @@
 //! Layout:
 //!
 //! * [`config`]: the jobs and agents, and the `scheduler.yaml` made from them;
-//! * [`reference`]: the reference model, the oracle (design §4, §5, §7, §8
+//! * [`reference`]: the reference model, the oracle (the engine's rules
 //!   as plain code): its state and how runs move;
 //! * [`actions`]: what each operation on the engine must do, in model terms;
 //! * [`ops`]: the operations and how they are drawn from a seeded RNG;

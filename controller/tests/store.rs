@@ -198,6 +198,7 @@ backend_tests!(
     a_stale_change_is_refused_and_the_round_keeps_nothing,
     an_attempt_ends_once,
     a_write_is_read_back_by_its_first_row,
+    reads_by_id_take_more_ids_than_one_statement_may_bind,
     fire_failures_are_recorded_per_job,
 );
 
@@ -642,6 +643,57 @@ async fn concurrent_opens_apply_migrations_once(db: TestDb) {
     a.close().await;
     b.close().await;
     assert_eq!(db.migration_versions().await, vec![1, 2, 3, 4]);
+}
+
+/// Recovery reads the dependencies of every blocked run and the attempts of
+/// every running run at once: more ids than SQLite binds in one statement
+/// (32,766) must work, in run-id order, each id answered once.
+async fn reads_by_id_take_more_ids_than_one_statement_may_bind(db: TestDb) {
+    let store = db.open().await;
+    let mut down = new_run("r20000", None);
+    down.state = RunState::Blocked;
+    let mut running = new_run("r00001", None);
+    running.state = RunState::Queued;
+    let plan = InsertPlan {
+        runs: vec![new_run("r39999", None), down, running],
+        dependencies: vec![("r20000".into(), "r39999".into())],
+    };
+    assert!(store.insert_runs(&plan).await.unwrap());
+    let mut start = StateChange::new("r00001", RunState::Queued, RunState::Running, 2_000, None);
+    start.attempt = Some(1);
+    let attempt = AttemptStart {
+        run_id: "r00001".into(),
+        attempt: 1,
+        agent_id: "a1".into(),
+        agent_name: "agent-one".into(),
+        started_at: 2_000,
+    };
+    store.apply(&[start], &[attempt], &[]).await.unwrap();
+
+    // 40,000 ids, newest first and one of them twice.
+    let mut ids: Vec<String> = (0..40_000).rev().map(|i| format!("r{i:05}")).collect();
+    ids.push("r00001".into());
+    assert_eq!(
+        store.dependencies(&ids).await.unwrap(),
+        vec![("r20000".to_string(), "r39999".to_string())]
+    );
+    let attempts = store.attempts(&ids).await.unwrap();
+    assert_eq!(
+        attempts
+            .iter()
+            .map(|a| (a.run_id.as_str(), a.attempt))
+            .collect::<Vec<_>>(),
+        [("r00001", 1)]
+    );
+    let mut found: Vec<String> = store
+        .runs_by_id(&ids)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|r| r.id)
+        .collect();
+    found.sort();
+    assert_eq!(found, ["r00001", "r20000", "r39999"]);
 }
 
 async fn dependencies_keys_and_definitions_are_stored(db: TestDb) {

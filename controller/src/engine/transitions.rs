@@ -1,7 +1,7 @@
 //! The run state machine in one place: the table of legal moves, who makes
 //! each, and the decision of where a run goes when an attempt ends.
 //! `docs/architecture.md#the-run-state-machine` shows [`TRANSITIONS`] as a
-//! table: regenerate it there when the table changes.
+//! table, and a test below fails when the two differ.
 //!
 //! Every state change the engine writes is built by [`change`], which refuses a
 //! move that is not in [`TRANSITIONS`] (an engine bug, reported as an internal
@@ -299,6 +299,34 @@ pub fn settle(ended: &Ended<'_>, job: &str, retry: Option<&RetryPolicy>, rng: &m
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// `docs/architecture.md` shows the state machine as a table; it must be
+    /// this one, row for row, so a newcomer never reads a stale copy.
+    #[test]
+    fn the_architecture_document_shows_this_table() {
+        let doc = include_str!("../../../docs/architecture.md");
+        let shown: Vec<&str> = doc
+            .lines()
+            .skip_while(|line| *line != "| from | to | mover | when |")
+            .skip(2)
+            .take_while(|line| line.starts_with('|'))
+            .collect();
+        let mut table: Vec<String> = INITIAL_STATES
+            .iter()
+            .map(|(to, by, when)| format!("| (new) | `{to}` | `{by:?}` | {when} |"))
+            .collect();
+        table.extend(
+            TRANSITIONS
+                .iter()
+                .map(|t| format!("| `{}` | `{}` | `{:?}` | {} |", t.from, t.to, t.by, t.when)),
+        );
+        assert_eq!(
+            shown,
+            table,
+            "docs/architecture.md's table of moves differs from TRANSITIONS; its rows should be:\n{}",
+            table.join("\n")
+        );
+    }
 
     #[test]
     fn terminal_states_are_never_left_except_dead_by_dlq_retry() {

@@ -1,5 +1,6 @@
 //! The reference model's operations: what each engine call must do, in
-//! the order the engine's documentation gives (design §4, §5, §7, §8).
+//! the order the engine's documentation gives (docs/architecture.md, "The
+//! life of a run" and "The run state machine").
 //!
 //! Every function here first decides the call's answer (an error code, the
 //! runs it creates or moves), then applies it to the model through the
@@ -223,7 +224,7 @@ impl Model {
         }
     }
 
-    /// Dispatch (design §5): ready runs in order; each goes to the connected
+    /// Dispatch: ready runs in order; each goes to the connected
     /// agent with a credit that has the most credits, then the fewest runs,
     /// then the smallest id; a job at its `max_concurrency` is skipped.
     fn select(&mut self) -> Vec<(usize, usize)> {

@@ -15,7 +15,7 @@ pub const WINDOW_MS: i64 = 3_600_000;
 /// A disconnected agent without runs is forgotten after this long (engine/timers.rs).
 pub const FORGET_AGENT_MS: i64 = 600_000;
 
-/// How a job's retry delay grows (design §7).
+/// How a job's retry delay grows (`retry.backoff` of a job definition).
 #[derive(Debug, Clone, Copy)]
 pub enum Backoff {
     /// `initial * 2^(n-1)`.

@@ -1,5 +1,6 @@
 //! The reference model: every run, agent and job as the engine must see
-//! them, moved by plain code that follows design §4, §5, §7 and §8 one rule
+//! them, moved by plain code that follows the rules of the run state machine,
+//! dispatch, retries and the agent protocol (docs/architecture.md) one rule
 //! at a time, without the engine's indexes, batching, inbox or store.
 //!
 //! It is the oracle of the suite. For each operation the harness asks the
@@ -19,7 +20,7 @@
 //! a message is queued for an agent). What each engine call must do is in
 //! [`super::actions`].
 //!
-//! Where the design leaves an order open, the model uses the engine's
+//! Where those rules leave an order open, the model uses the engine's
 //! documented tie-breaker: the ready queue is ordered by priority, then the
 //! time a run became ready, then arrival (after a restart, arrival is the
 //! recovery order: creation time, then id); timers by `not_before`, then id.
@@ -451,7 +452,7 @@ impl Model {
         }
     }
 
-    /// The state after an attempt ended (design §4, §7): success; else a
+    /// The state after an attempt ended (`transitions::settle`): success; else a
     /// pending cancel; else permanent or exhausted: dead; else retry.
     pub(crate) fn settle(&mut self, r: usize, outcome: Outcome, permanent: bool) {
         let now = self.now;

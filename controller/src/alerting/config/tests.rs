@@ -51,7 +51,7 @@ fn assert_errors(text: &str, expected: &[(usize, &str, &str)]) {
 }
 
 #[test]
-fn the_example_of_the_design_parses() {
+fn the_documented_example_parses() {
     let config = parse(EXAMPLE).unwrap();
     assert_eq!(
         config.channels.keys().collect::<Vec<_>>(),

@@ -129,25 +129,23 @@ impl SqliteStore {
         Ok(row.map(|r| (r.get(0), r.get(1))))
     }
 
-    /// (run, upstream) pairs of the given runs.
+    /// (run, upstream) pairs of the given runs, by run. Read in chunks: a
+    /// statement takes at most [`ROWS_PER_STATEMENT`] ids (SQLite limits the
+    /// variables of one statement), and recovery asks for every blocked run.
     pub(in crate::store) async fn dependencies(&self, run_ids: &[String]) -> Result<Vec<(String, String)>> {
-        if run_ids.is_empty() {
-            return Ok(Vec::new());
+        let mut pairs = Vec::new();
+        for chunk in sorted_unique(run_ids).chunks(ROWS_PER_STATEMENT) {
+            let placeholders = vec!["?"; chunk.len()].join(", ");
+            let sql = format!(
+                "SELECT run_id, upstream_id FROM run_dependencies WHERE run_id IN ({placeholders}) ORDER BY run_id, rowid"
+            );
+            let mut query = sqlx::query(AssertSqlSafe(sql));
+            for id in chunk {
+                query = query.bind(id);
+            }
+            pairs.extend(query.fetch_all(&self.pool).await?.iter().map(|r| (r.get(0), r.get(1))));
         }
-        let placeholders = vec!["?"; run_ids.len()].join(", ");
-        let sql = format!(
-            "SELECT run_id, upstream_id FROM run_dependencies WHERE run_id IN ({placeholders}) ORDER BY run_id, rowid"
-        );
-        let mut query = sqlx::query(AssertSqlSafe(sql));
-        for id in run_ids {
-            query = query.bind(id);
-        }
-        Ok(query
-            .fetch_all(&self.pool)
-            .await?
-            .iter()
-            .map(|r| (r.get(0), r.get(1)))
-            .collect())
+        Ok(pairs)
     }
 
     /// Runs of a workflow, oldest first.
@@ -245,19 +243,20 @@ impl SqliteStore {
 
     /// Attempts of the given runs, by run then attempt number.
     pub(in crate::store) async fn attempts(&self, run_ids: &[String]) -> Result<Vec<AttemptRecord>> {
-        if run_ids.is_empty() {
-            return Ok(Vec::new());
+        // In chunks, as `dependencies` (recovery asks for every running run).
+        let mut rows = Vec::new();
+        for chunk in sorted_unique(run_ids).chunks(ROWS_PER_STATEMENT) {
+            let placeholders = vec!["?"; chunk.len()].join(", ");
+            let sql = format!(
+                "SELECT run_id, attempt, agent_id, agent_name, started_at, finished_at, outcome, exit_code, error, output, duration_ms
+                 FROM attempts WHERE run_id IN ({placeholders}) ORDER BY run_id, attempt"
+            );
+            let mut query = sqlx::query(AssertSqlSafe(sql));
+            for id in chunk {
+                query = query.bind(id);
+            }
+            rows.extend(query.fetch_all(&self.pool).await?);
         }
-        let placeholders = vec!["?"; run_ids.len()].join(", ");
-        let sql = format!(
-            "SELECT run_id, attempt, agent_id, agent_name, started_at, finished_at, outcome, exit_code, error, output, duration_ms
-             FROM attempts WHERE run_id IN ({placeholders}) ORDER BY run_id, attempt"
-        );
-        let mut query = sqlx::query(AssertSqlSafe(sql));
-        for id in run_ids {
-            query = query.bind(id);
-        }
-        let rows = query.fetch_all(&self.pool).await?;
         rows.iter()
             .map(|r| {
                 let outcome: Option<String> = r.get(6);
@@ -653,4 +652,13 @@ impl JsonRun {
             idempotency_key: self.16,
         })
     }
+}
+
+/// `ids` sorted and without repeats: read in chunks of sorted ids, results
+/// ordered by run id within each chunk are ordered by run id overall.
+fn sorted_unique(ids: &[String]) -> Vec<&String> {
+    let mut ids: Vec<&String> = ids.iter().collect();
+    ids.sort_unstable();
+    ids.dedup();
+    ids
 }
