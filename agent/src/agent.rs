@@ -399,7 +399,7 @@ impl Agent {
         tracing::info!(
             running = self.running.len(),
             unacked = self.unacked.len(),
-            grace = %crate::duration::format_duration(self.config.drain_grace),
+            grace = %worker_duration::format(self.config.drain_grace),
             "{why}; draining"
         );
         self.drain = Some(Drain {

@@ -19,7 +19,10 @@
 //! * [`executor`] — running one attempt: [`executor::shell`] (a process group)
 //!   and [`executor::builtin`] (`noop`, `sleep`).
 //! * [`output`] — the capped output tail kept per attempt.
-//! * [`duration`] — `250ms` / `5s` / `2m` parsing and formatting.
+//!
+//! Durations (flags, the `sleep` builtin's `duration`, messages such as
+//! `timed out after 5s`) use the grammar of [`worker_duration`], shared with the
+//! controller and `workerctl`.
 //!
 //! # Why this shape
 //!
@@ -47,7 +50,6 @@
 mod agent;
 pub mod config;
 mod connection;
-pub mod duration;
 mod error;
 pub mod executor;
 pub mod output;
@@ -55,7 +57,6 @@ pub mod output;
 use std::future::Future;
 
 pub use config::{AgentConfig, parse_executors, parse_labels};
-pub use duration::{format_duration, parse_duration};
 pub use error::AgentError;
 
 /// Runs an agent until `shutdown` resolves (or the controller sends `Drain`)

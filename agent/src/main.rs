@@ -14,7 +14,7 @@ use std::time::Duration;
 use anyhow::Context as _;
 use clap::Parser;
 use tokio::signal::unix::{SignalKind, signal};
-use worker_agent::{AgentConfig, AgentError, parse_duration, parse_executors, parse_labels};
+use worker_agent::{AgentConfig, AgentError, parse_executors, parse_labels};
 
 /// Runs jobs for a Worker controller.
 #[derive(Debug, Parser)]
@@ -45,11 +45,11 @@ struct Args {
     token: Option<String>,
 
     /// Grace between SIGTERM and SIGKILL when a job's process group is killed.
-    #[arg(long, default_value = "5s", value_parser = parse_duration)]
+    #[arg(long, default_value = "5s", value_parser = worker_duration::parse)]
     kill_grace: Duration,
 
     /// On shutdown, how long in-flight jobs may still run before they are cancelled.
-    #[arg(long, default_value = "30s", value_parser = parse_duration)]
+    #[arg(long, default_value = "30s", value_parser = worker_duration::parse)]
     drain_grace: Duration,
 }
 
@@ -135,4 +135,44 @@ fn shutdown_signal() -> anyhow::Result<impl Future<Output = ()> + Send + 'static
     Ok(async move {
         let _ = rx.await;
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(args: &[&str]) -> Result<Args, clap::Error> {
+        Args::try_parse_from(std::iter::once("worker-agent").chain(args.iter().copied()))
+    }
+
+    /// The duration flags read the grammar of `worker_duration`, as the
+    /// controller and workerctl do: `30s` and a bare `0` are durations, a bare
+    /// `30` is refused with the shared message (the controller's and workerctl's
+    /// tests check the same three inputs).
+    #[test]
+    fn duration_flags_share_the_grammar() {
+        for flag in ["--kill-grace", "--drain-grace"] {
+            let grace = |args: Args| {
+                if flag == "--kill-grace" {
+                    args.kill_grace
+                } else {
+                    args.drain_grace
+                }
+            };
+            assert_eq!(grace(parse(&[flag, "30s"]).unwrap()), Duration::from_secs(30));
+            assert_eq!(grace(parse(&[flag, "0"]).unwrap()), Duration::ZERO);
+            let err = parse(&[flag, "30"]).unwrap_err();
+            assert_eq!(err.kind(), clap::error::ErrorKind::ValueValidation);
+            let text = err.to_string();
+            assert!(
+                text.contains(r#"invalid duration "30": missing unit (use ms, s, m, h or d, e.g. 30s)"#),
+                "{text}"
+            );
+        }
+        let args = parse(&[]).unwrap();
+        assert_eq!(
+            (args.kill_grace, args.drain_grace),
+            (Duration::from_secs(5), Duration::from_secs(30))
+        );
+    }
 }

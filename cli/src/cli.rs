@@ -7,6 +7,15 @@ use clap::{Args, Parser, Subcommand};
 
 use crate::output::Format;
 
+/// A duration flag (`--delay`, `--timeout`, the bench durations) in milliseconds,
+/// as the API takes them. The text is read by [`worker_duration::parse`], the
+/// grammar the controller and the agent use too: `250ms`, `30s`, `1h30m`, a bare
+/// `0`; any other bare number is refused.
+pub fn parse_ms(text: &str) -> Result<u64, worker_duration::DurationError> {
+    // At most worker_duration::MAX (100 years): the milliseconds fit in a u64.
+    worker_duration::parse(text).map(|d| d.as_millis() as u64)
+}
+
 /// Default address of the controller's gRPC endpoint.
 pub const DEFAULT_CONTROLLER: &str = "http://127.0.0.1:7070";
 
@@ -168,7 +177,7 @@ pub struct RunOptions {
     pub key: Option<String>,
 
     /// Run no earlier than this long from now (e.g. 250ms, 30s, 5m, 1h30m).
-    #[arg(long, value_name = "DUR", value_parser = crate::duration::parse_ms)]
+    #[arg(long, value_name = "DUR", value_parser = parse_ms)]
     pub delay: Option<u64>,
 
     /// Run no earlier than this RFC 3339 instant (checked by the controller).
@@ -180,7 +189,7 @@ pub struct RunOptions {
     pub wait: bool,
 
     /// With --wait: give up after this long (e.g. 30s, 5m, 1h30m; 0 = never).
-    #[arg(long, value_name = "DUR", requires = "wait", value_parser = crate::duration::parse_ms)]
+    #[arg(long, value_name = "DUR", requires = "wait", value_parser = parse_ms)]
     pub timeout: Option<u64>,
 }
 
@@ -403,6 +412,44 @@ mod tests {
 
     fn parse(args: &[&str]) -> Result<Cli, clap::Error> {
         Cli::try_parse_from(std::iter::once("workerctl").chain(args.iter().copied()))
+    }
+
+    /// `--delay` and `--timeout` read the grammar of `worker_duration`, as the
+    /// controller and the agent do: `30s` and a bare `0` are durations, a bare
+    /// `30` is refused with the shared message (it used to mean 30 s here only;
+    /// the controller's and the agent's tests check the same three inputs).
+    #[test]
+    fn duration_flags_share_the_grammar() {
+        let run = |args: &[&str]| match parse(args).map(|cli| cli.command) {
+            Ok(Command::Enqueue(a)) => Ok((a.run.delay, a.run.timeout)),
+            Ok(other) => panic!("unexpected {other:?}"),
+            Err(e) => Err(e),
+        };
+        assert_eq!(run(&["enqueue", "j", "--delay", "30s"]).unwrap(), (Some(30_000), None));
+        assert_eq!(run(&["enqueue", "j", "--delay", "0"]).unwrap(), (Some(0), None));
+        assert_eq!(
+            run(&["enqueue", "j", "--wait", "--timeout", "30s"]).unwrap(),
+            (None, Some(30_000))
+        );
+        assert_eq!(
+            run(&["enqueue", "j", "--wait", "--timeout", "0"]).unwrap(),
+            (None, Some(0))
+        );
+        for args in [
+            &["enqueue", "j", "--delay", "30"][..],
+            &["enqueue", "j", "--wait", "--timeout", "30"],
+        ] {
+            let err = run(args).unwrap_err();
+            assert_eq!(err.kind(), clap::error::ErrorKind::ValueValidation, "{args:?}");
+            let text = err.to_string();
+            assert!(
+                text.contains(r#"invalid duration "30": missing unit (use ms, s, m, h or d, e.g. 30s)"#),
+                "{text}"
+            );
+        }
+        assert_eq!(parse_ms("1h30m"), Ok(5_400_000));
+        assert_eq!(parse_ms("36500d"), Ok(3_153_600_000_000));
+        assert!(parse_ms("36501d").is_err());
     }
 
     #[test]

@@ -7,7 +7,6 @@ mod bench;
 mod cli;
 mod client;
 mod commands;
-mod duration;
 mod error;
 mod model;
 mod output;

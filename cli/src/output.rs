@@ -114,6 +114,27 @@ fn one_line(text: &str) -> String {
     }
 }
 
+/// Milliseconds for people, in tables: `850ms`, `12.3s`, `4m 05s`, `2h 03m`,
+/// `3d 4h`. Display only: flags and files take the grammar of
+/// [`worker_duration`] (see [`crate::cli::parse_ms`]).
+pub fn fmt_ms(ms: u64) -> String {
+    const S: u64 = 1_000;
+    const M: u64 = 60 * S;
+    const H: u64 = 60 * M;
+    const D: u64 = 24 * H;
+    if ms < S {
+        format!("{ms}ms")
+    } else if ms < M {
+        format!("{:.1}s", ms as f64 / S as f64)
+    } else if ms < H {
+        format!("{}m {:02}s", ms / M, (ms % M) / S)
+    } else if ms < D {
+        format!("{}h {:02}m", ms / H, (ms % H) / M)
+    } else {
+        format!("{}d {}h", ms / D, (ms % D) / H)
+    }
+}
+
 /// `-` for a missing value.
 pub fn dash(value: Option<&str>) -> String {
     match value {
@@ -205,6 +226,15 @@ mod tests {
         assert_eq!(truncate("abcdef", 4), "abc…");
         assert_eq!(truncate("abc", 4), "abc");
         assert_eq!(dash(None), "-");
+    }
+
+    #[test]
+    fn milliseconds_for_people() {
+        assert_eq!(fmt_ms(850), "850ms");
+        assert_eq!(fmt_ms(12_345), "12.3s");
+        assert_eq!(fmt_ms(245_000), "4m 05s");
+        assert_eq!(fmt_ms(7_380_000), "2h 03m");
+        assert_eq!(fmt_ms(100_800_000), "1d 4h");
     }
 
     #[test]

@@ -32,7 +32,6 @@
 pub mod alerting;
 pub mod api;
 pub mod config;
-pub mod duration;
 pub mod engine;
 pub mod error;
 pub mod job;

@@ -8,7 +8,6 @@ use std::process::ExitCode;
 use clap::Parser;
 use worker_controller::alerting::AlertSettings;
 use worker_controller::alerting::deliver::DeliveryPolicy;
-use worker_controller::duration::parse_duration;
 use worker_controller::engine::EngineSettings;
 use worker_controller::{ControllerConfig, config};
 
@@ -32,13 +31,13 @@ struct Args {
     #[arg(long, default_value = "127.0.0.1:7070")]
     grpc_listen: SocketAddr,
     /// How often agents send heartbeats.
-    #[arg(long, default_value = "5s", value_parser = parse_duration)]
+    #[arg(long, default_value = "5s", value_parser = worker_duration::parse)]
     heartbeat_interval: std::time::Duration,
     /// An attempt whose agent is silent this long is lost and retried.
-    #[arg(long, default_value = "20s", value_parser = parse_duration)]
+    #[arg(long, default_value = "20s", value_parser = worker_duration::parse)]
     lease_timeout: std::time::Duration,
     /// How long an idempotency key keeps returning its run after the run finished.
-    #[arg(long, default_value = "24h", value_parser = parse_duration)]
+    #[arg(long, default_value = "24h", value_parser = worker_duration::parse)]
     idempotency_window: std::time::Duration,
     /// Allow a non-loopback --grpc-listen address although clients are not
     /// authenticated yet (only for trusted networks and tests).
@@ -51,17 +50,17 @@ struct Args {
     #[arg(long, default_value_t = 5)]
     alert_attempts: u32,
     /// Wait before the second delivery attempt (doubling after each, at most 5m).
-    #[arg(long, default_value = "2s", value_parser = parse_duration)]
+    #[arg(long, default_value = "2s", value_parser = worker_duration::parse)]
     alert_backoff: std::time::Duration,
     /// Time limit of one delivery attempt (HTTP request or SMTP session).
-    #[arg(long, default_value = "10s", value_parser = parse_duration)]
+    #[arg(long, default_value = "10s", value_parser = worker_duration::parse)]
     alert_timeout: std::time::Duration,
     /// Alert history older than this is deleted ("0s" keeps it all).
-    #[arg(long, default_value = "30d", value_parser = parse_duration)]
+    #[arg(long, default_value = "30d", value_parser = worker_duration::parse)]
     alert_history_retention: std::time::Duration,
     /// How long a shutdown (SIGTERM, Ctrl-C) may take: in-flight requests and
     /// commits get this long, then whatever still runs is abandoned.
-    #[arg(long, default_value = "10s", value_parser = parse_duration)]
+    #[arg(long, default_value = "10s", value_parser = worker_duration::parse)]
     shutdown_timeout: std::time::Duration,
     /// Also run one in-process agent: the one-command local setup.
     #[arg(long)]
@@ -185,5 +184,33 @@ async fn shutdown_signal() {
     tokio::select! {
         _ = ctrl_c => {}
         _ = term => {}
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+
+    fn parse(args: &[&str]) -> Result<Args, clap::Error> {
+        Args::try_parse_from(std::iter::once("worker-controller").chain(args.iter().copied()))
+    }
+
+    /// The duration flags read the grammar of `worker_duration`, as the config
+    /// files, the agent and workerctl do: `30s` and a bare `0` are durations, a
+    /// bare `30` is refused with the shared message.
+    #[test]
+    fn duration_flags_share_the_grammar() {
+        let args = parse(&["--shutdown-timeout", "30s", "--alert-history-retention", "0"]).unwrap();
+        assert_eq!(args.shutdown_timeout, Duration::from_secs(30));
+        assert_eq!(args.alert_history_retention, Duration::ZERO);
+        let err = parse(&["--lease-timeout", "30"]).unwrap_err();
+        assert_eq!(err.kind(), clap::error::ErrorKind::ValueValidation);
+        let text = err.to_string();
+        assert!(
+            text.contains(r#"invalid duration "30": missing unit (use ms, s, m, h or d, e.g. 30s)"#),
+            "{text}"
+        );
     }
 }

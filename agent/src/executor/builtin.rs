@@ -13,7 +13,6 @@ use std::time::Duration;
 use worker_proto::v1::BuiltinSpec;
 
 use super::{Context, Report, StopSignal};
-use crate::duration::{format_duration, parse_duration};
 
 /// Default duration of the `sleep` builtin.
 const DEFAULT_SLEEP: Duration = Duration::from_secs(1);
@@ -29,7 +28,7 @@ pub async fn run(spec: &BuiltinSpec, ctx: &Context, mut stop: StopSignal) -> Rep
             };
             tokio::select! {
                 () = tokio::time::sleep(duration) => {
-                    Report::succeeded(format!("slept {}", format_duration(duration)))
+                    Report::succeeded(format!("slept {}", worker_duration::format(duration)))
                 }
                 stop = stop.wait() => Report::stopped(stop, String::new()),
             }
@@ -51,7 +50,7 @@ fn sleep_duration(spec: &BuiltinSpec, payload: &str) -> Result<Duration, String>
         };
     }
     match spec.args.get("duration") {
-        Some(text) => parse_duration(text).map_err(|e| format!("sleep argument `duration`: {e}")),
+        Some(text) => worker_duration::parse(text).map_err(|e| format!("sleep argument `duration`: {e}")),
         None => Ok(DEFAULT_SLEEP),
     }
 }

@@ -24,8 +24,6 @@ use tokio::time::Instant;
 use worker_proto::v1::ExecutorSpec;
 use worker_proto::v1::executor_spec::Kind;
 
-use crate::duration::format_duration;
-
 /// How an attempt ended, as named in the protocol.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Outcome {
@@ -93,7 +91,10 @@ impl Report {
     pub fn stopped(stop: Stop, output: String) -> Self {
         let (outcome, error) = match stop {
             Stop::Cancelled => (Outcome::Cancelled, "cancelled".to_string()),
-            Stop::TimedOut(after) => (Outcome::TimedOut, format!("timed out after {}", format_duration(after))),
+            Stop::TimedOut(after) => (
+                Outcome::TimedOut,
+                format!("timed out after {}", worker_duration::format(after)),
+            ),
         };
         Self {
             outcome,

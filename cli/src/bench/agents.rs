@@ -77,7 +77,7 @@ pub async fn run(target: &Target, printer: &Printer, args: AgentsArgs) -> anyhow
                     args.per_connection
                 ),
             ),
-            ("timeout", crate::duration::fmt_ms(args.timeout)),
+            ("timeout", crate::output::fmt_ms(args.timeout)),
         ],
         &server,
     );
@@ -130,7 +130,7 @@ pub async fn run(target: &Target, printer: &Printer, args: AgentsArgs) -> anyhow
         problems.push(format!(
             "the controller counted {} of {opened} agents after {}",
             connected_info.connected_agents.saturating_sub(base),
-            crate::duration::fmt_ms(args.timeout)
+            crate::output::fmt_ms(args.timeout)
         ));
     }
     progress(format!(
@@ -153,7 +153,7 @@ pub async fn run(target: &Target, printer: &Printer, args: AgentsArgs) -> anyhow
         progress(format!(
             "{} agents still counted {} after closing",
             closed_info.connected_agents.saturating_sub(base),
-            crate::duration::fmt_ms(CLOSE_TIMEOUT.as_millis() as u64)
+            crate::output::fmt_ms(CLOSE_TIMEOUT.as_millis() as u64)
         ));
     }
 

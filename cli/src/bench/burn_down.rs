@@ -59,7 +59,7 @@ pub async fn run(target: &Target, printer: &Printer, args: BurnDownArgs) -> anyh
                 "ServerInfo.live_runs polled every 5 ms (in memory, no store query), then GetJob stats checked once"
                     .into(),
             ),
-            ("stall timeout", crate::duration::fmt_ms(args.stall_timeout)),
+            ("stall timeout", crate::output::fmt_ms(args.stall_timeout)),
         ],
         &server,
     );
@@ -121,7 +121,7 @@ pub async fn run(target: &Target, printer: &Printer, args: BurnDownArgs) -> anyh
             problems.push(format!(
                 "only {completed} of {} runs completed: none for {} (are agents with executor `builtin` connected?)",
                 args.jobs,
-                crate::duration::fmt_ms(args.stall_timeout)
+                crate::output::fmt_ms(args.stall_timeout)
             ));
             (0.0, 0.0)
         }

@@ -148,7 +148,7 @@ pub struct BurnDownArgs {
     #[arg(long, value_enum, default_value_t = BenchJob::Noop)]
     pub job: BenchJob,
     /// Give up when no run completes for this long.
-    #[arg(long, value_name = "DUR", default_value = "30s", value_parser = crate::duration::parse_ms)]
+    #[arg(long, value_name = "DUR", default_value = "30s", value_parser = crate::cli::parse_ms)]
     pub stall_timeout: u64,
 }
 
@@ -168,7 +168,7 @@ pub struct RateArgs {
     #[arg(long, value_enum, default_value_t = BenchJob::Noop)]
     pub job: BenchJob,
     /// How long to wait for outstanding results after the last arrival.
-    #[arg(long, value_name = "DUR", default_value = "10s", value_parser = crate::duration::parse_ms)]
+    #[arg(long, value_name = "DUR", default_value = "10s", value_parser = crate::cli::parse_ms)]
     pub grace: u64,
 }
 
@@ -232,7 +232,7 @@ pub struct PreloadArgs {
     #[arg(long, value_name = "C", default_value_t = 4, value_parser = clap::value_parser!(u64).range(1..=1024))]
     pub concurrency: u64,
     /// Give up when no run completes for this long.
-    #[arg(long, value_name = "DUR", default_value = "30s", value_parser = crate::duration::parse_ms)]
+    #[arg(long, value_name = "DUR", default_value = "30s", value_parser = crate::cli::parse_ms)]
     pub stall_timeout: u64,
 }
 
@@ -324,7 +324,7 @@ fn positive_f64(text: &str) -> Result<f64, String> {
 }
 
 fn positive_ms(text: &str) -> Result<u64, String> {
-    match crate::duration::parse_ms(text)? {
+    match crate::cli::parse_ms(text).map_err(|e| e.to_string())? {
         0 => Err("must be more than 0".into()),
         ms => Ok(ms),
     }

@@ -141,7 +141,7 @@ pub async fn run(target: &Target, printer: &Printer, args: PreloadArgs) -> anyho
             "measure",
             format!("dispatch rate over the first {measure} runs; all {drains} are drained"),
         ));
-        lines.push(("stall timeout", crate::duration::fmt_ms(args.stall_timeout)));
+        lines.push(("stall timeout", crate::output::fmt_ms(args.stall_timeout)));
     }
     printer.config("preload", &lines, &server);
 
@@ -279,7 +279,7 @@ async fn drain(
     if !drained && !agents.is_empty() {
         problems.push(format!(
             "only {acked} of {total} runs were acknowledged: none for {}",
-            crate::duration::fmt_ms(args.stall_timeout)
+            crate::output::fmt_ms(args.stall_timeout)
         ));
     }
     let after = server_info(client).await?;

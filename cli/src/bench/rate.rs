@@ -117,7 +117,7 @@ pub async fn run(target: &Target, printer: &Printer, args: RateArgs) -> anyhow::
             ("controller", target.url.clone()),
             ("job", format!("{job} ({})", job_text(job))),
             ("rate", format!("{} arrivals/s, open loop (fixed clock)", args.rate)),
-            ("duration", crate::duration::fmt_ms(args.duration)),
+            ("duration", crate::output::fmt_ms(args.duration)),
             ("arrivals", total.to_string()),
             (
                 "connections",
@@ -127,7 +127,7 @@ pub async fn run(target: &Target, printer: &Printer, args: RateArgs) -> anyhow::
                 "grace",
                 format!(
                     "{} for results after the last arrival",
-                    crate::duration::fmt_ms(args.grace)
+                    crate::output::fmt_ms(args.grace)
                 ),
             ),
             (
@@ -269,7 +269,7 @@ pub async fn run(target: &Target, printer: &Printer, args: RateArgs) -> anyhow::
     if incomplete > 0 {
         problems.push(format!(
             "{incomplete} runs had no result within {} of the last arrival (are agents with executor `builtin` connected?)",
-            crate::duration::fmt_ms(args.grace)
+            crate::output::fmt_ms(args.grace)
         ));
     }
     if failed > 0 {

@@ -117,10 +117,10 @@ pub async fn run(target: &Target, printer: &Printer, args: SchedulesArgs) -> any
             ),
             ("cron", format!("\"{cron}\" timezone UTC")),
             ("nominal", nominal.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)),
-            ("lead", crate::duration::fmt_ms(lead)),
+            ("lead", crate::output::fmt_ms(lead)),
             (
                 "grace",
-                format!("{} after the nominal instant", crate::duration::fmt_ms(grace)),
+                format!("{} after the nominal instant", crate::output::fmt_ms(grace)),
             ),
             (
                 "lateness",
@@ -206,7 +206,7 @@ pub async fn run(target: &Target, printer: &Printer, args: SchedulesArgs) -> any
     if missing > 0 && problems.is_empty() {
         problems.push(format!(
             "{missing} of {count} schedules did not fire within {} of the nominal instant",
-            crate::duration::fmt_ms(grace)
+            crate::output::fmt_ms(grace)
         ));
     }
 

@@ -113,7 +113,7 @@ fn parse_item(mut fields: Map<String, Value>, at: &str) -> Result<pb::EnqueueReq
     }
     let delay_ms = match delay {
         None => 0,
-        Some(text) => crate::duration::parse_ms(&text).map_err(|e| CliError::usage(format!("{at}.delay: {e}")))?,
+        Some(text) => crate::cli::parse_ms(&text).map_err(|e| CliError::usage(format!("{at}.delay: {e}")))?,
     };
     let depends_on = match fields.remove("depends_on") {
         None | Some(Value::Null) => Vec::new(),
@@ -220,6 +220,10 @@ mod tests {
             "runs.json[0].depends_on: expected an array of strings"
         );
         assert!(error(r#"[{"job": "a", "delay": "5x"}]"#).starts_with("runs.json[0].delay: invalid duration"));
+        assert_eq!(
+            error(r#"[{"job": "a", "delay": "30"}]"#),
+            r#"runs.json[0].delay: invalid duration "30": missing unit (use ms, s, m, h or d, e.g. 30s)"#
+        );
         assert_eq!(
             error(r#"[{"job": "a", "delay": "5s", "at": "2026-01-01T00:00:00Z"}]"#),
             "runs.json[0]: `delay` and `at` exclude each other"

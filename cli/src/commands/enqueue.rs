@@ -8,9 +8,9 @@ use worker_proto::v1 as pb;
 use super::runs::run_detail;
 use super::{Ctx, batch};
 use crate::cli::{EnqueueArgs, RunOptions};
-use crate::duration::fmt_ms;
 use crate::error::CliError;
 use crate::model::{Enqueued, Run};
+use crate::output::fmt_ms;
 use crate::output::{Format, emit};
 
 /// The `trigger` recorded on the run.

@@ -5,8 +5,8 @@ use worker_proto::v1 as pb;
 use super::Ctx;
 use super::enqueue::{self, Trigger};
 use crate::cli::JobsCmd;
-use crate::duration::fmt_ms;
 use crate::model::{Deleted, Job, JobDetail, JobStats};
+use crate::output::fmt_ms;
 use crate::output::{Table, dash, emit, joined, key_values, pairs, time, truncate};
 
 /// Runs a `jobs` subcommand.

@@ -5,8 +5,8 @@ use worker_proto::v1 as pb;
 use super::Ctx;
 use super::runs::emit_runs;
 use crate::cli::QueueCmd;
-use crate::duration::fmt_ms;
 use crate::model::QueueStats;
+use crate::output::fmt_ms;
 use crate::output::{Table, emit, key_values};
 
 /// Runs a `queue` subcommand.

@@ -5,8 +5,8 @@ use worker_proto::v1 as pb;
 
 use super::Ctx;
 use crate::cli::{CancelTarget, RunsCmd};
-use crate::duration::fmt_ms;
 use crate::model::Run;
+use crate::output::fmt_ms;
 use crate::output::{Table, dash, emit, joined, key_values, time, truncate};
 
 /// Runs a `runs` subcommand.

@@ -31,7 +31,6 @@ use super::config::AlertsConfig;
 use super::facts::{AgentFact, AttemptFact, Fact, FailedFireFact, MissedFact};
 use super::message::{CUT, truncate};
 use super::rules::{Event, EventParams, Rule};
-use crate::duration::format_duration;
 use crate::engine::RunningAttempt;
 use crate::model::{Outcome, Priority, RunState};
 use crate::time::rfc3339;
@@ -208,16 +207,18 @@ impl Detector {
                         "run_slow: {} attempt {} took {}",
                         a.job,
                         a.attempt,
-                        format_duration(Duration::from_millis(duration as u64))
+                        worker_duration::format(Duration::from_millis(duration as u64))
                     );
                     alert.text = format!(
                         "Run {} of job {} ran longer than {} ({}).",
                         a.run_id,
                         a.job,
-                        format_duration(threshold),
+                        worker_duration::format(threshold),
                         a.outcome
                     );
-                    alert.details.push(("Threshold".into(), format_duration(threshold)));
+                    alert
+                        .details
+                        .push(("Threshold".into(), worker_duration::format(threshold)));
                     alerts.push(for_rule(alert, Event::RunSlow, rule));
                 }
             }
@@ -258,13 +259,13 @@ impl Detector {
                         "run_slow: {} attempt {} running for {}",
                         r.job,
                         r.attempt,
-                        format_duration(Duration::from_secs((elapsed / 1000) as u64))
+                        worker_duration::format(Duration::from_secs((elapsed / 1000) as u64))
                     ),
                     format!(
                         "Run {} of job {} has been running longer than {} and has not finished.",
                         r.run_id,
                         r.job,
-                        format_duration(threshold)
+                        worker_duration::format(threshold)
                     ),
                     now,
                 );
@@ -276,7 +277,9 @@ impl Detector {
                 alert.agent = r.agent.clone();
                 alert.link = links.run(&r.run_id);
                 alert.details.push(("Started".into(), rfc3339(r.started_at)));
-                alert.details.push(("Threshold".into(), format_duration(threshold)));
+                alert
+                    .details
+                    .push(("Threshold".into(), worker_duration::format(threshold)));
                 alerts.push(for_rule(alert, Event::RunSlow, rule));
             }
         }
@@ -314,7 +317,7 @@ impl Detector {
                     continue;
                 }
                 self.backlogged.insert(key);
-                let wait = format_duration(Duration::from_secs(wait_ms / 1000));
+                let wait = worker_duration::format(Duration::from_secs(wait_ms / 1000));
                 let mut why = Vec::new();
                 if too_deep {
                     why.push(format!("{depth} queued (limit {})", max_depth.unwrap_or_default()));
@@ -322,7 +325,7 @@ impl Detector {
                 if too_old {
                     why.push(format!(
                         "oldest waiting {wait} (limit {})",
-                        format_duration(max_wait.unwrap_or_default())
+                        worker_duration::format(max_wait.unwrap_or_default())
                     ));
                 }
                 let mut alert = Alert::new(
@@ -364,7 +367,7 @@ fn attempt_alert(a: &AttemptFact, links: &Links) -> Alert {
     if let Some(ms) = a.duration_ms {
         alert.details.push((
             "Duration".into(),
-            format_duration(Duration::from_millis(ms.max(0) as u64)),
+            worker_duration::format(Duration::from_millis(ms.max(0) as u64)),
         ));
     }
     alert
@@ -429,7 +432,7 @@ fn on_failed_fire(config: &AlertsConfig, links: &Links, f: &FailedFireFact) -> V
                 Some(retry_at) => format!(
                     "the scheduler tries it again at {} (in {})",
                     rfc3339(retry_at),
-                    format_duration(Duration::from_secs(((retry_at - f.at).max(0) as u64).div_ceil(1000)))
+                    worker_duration::format(Duration::from_secs(((retry_at - f.at).max(0) as u64).div_ceil(1000)))
                 ),
                 None => "the scheduler does not try it again".to_string(),
             };
@@ -459,7 +462,7 @@ fn on_failed_fire(config: &AlertsConfig, links: &Links, f: &FailedFireFact) -> V
 }
 
 fn on_agent(config: &AlertsConfig, links: &Links, g: &AgentFact) -> Vec<Alert> {
-    let silent = format_duration(Duration::from_secs(((g.at - g.last_seen).max(0) / 1000) as u64));
+    let silent = worker_duration::format(Duration::from_secs(((g.at - g.last_seen).max(0) / 1000) as u64));
     config
         .matching(Event::AgentLost, None, None)
         .map(|rule| {

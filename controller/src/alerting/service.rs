@@ -40,7 +40,6 @@ use super::detect::{Detector, Links};
 use super::facts::{AlertSink, Fact, interest_mask};
 use super::rules::{Event, Rule};
 use super::throttle::{Decision, Summary, Throttle};
-use crate::duration::format_duration;
 use crate::engine::Engine;
 use crate::store::{AlertQuery, AlertRecord, Store};
 use crate::time::{now_ms, rfc3339};
@@ -330,7 +329,7 @@ impl AlertLoop {
                     let answer = format!(
                         "suppressed: rule {} sends one alert per {} for each job",
                         rule.name,
-                        format_duration(rule.throttle)
+                        worker_duration::format(rule.throttle)
                     );
                     for channel in &rule.channels {
                         let record = record_of(&alert, channel, AlertStatus::Suppressed, 0, answer.clone());
@@ -357,7 +356,7 @@ impl AlertLoop {
             format!(
                 "Rule {} sends one alert per {}{about}; {} more alert(s) came between {} and {} and were not sent.",
                 rule.name,
-                format_duration(rule.throttle),
+                worker_duration::format(rule.throttle),
                 s.suppressed,
                 rfc3339(s.window_start),
                 rfc3339(s.window_end)

@@ -8,7 +8,6 @@ use tonic::Status;
 use worker_proto::v1 as pb;
 
 use crate::alerting::{AlertService, AlertStatus, Channel, EventParams, Rule};
-use crate::duration::format_duration;
 use crate::error::Error;
 use crate::store::{AlertQuery, AlertRecord};
 use crate::time::rfc3339;
@@ -29,7 +28,7 @@ pub fn rule_to_proto(rule: &Rule) -> pb::AlertRule {
     match &rule.params {
         EventParams::None => {}
         EventParams::RunSlow { threshold } => {
-            params.insert("threshold".into(), format_duration(*threshold));
+            params.insert("threshold".into(), worker_duration::format(*threshold));
         }
         EventParams::ConsecutiveFailures { count } => {
             params.insert("count".into(), count.to_string());
@@ -43,7 +42,7 @@ pub fn rule_to_proto(rule: &Rule) -> pb::AlertRule {
                 params.insert("max_depth".into(), d.to_string());
             }
             if let Some(w) = max_wait {
-                params.insert("max_wait".into(), format_duration(*w));
+                params.insert("max_wait".into(), worker_duration::format(*w));
             }
             if let Some(p) = priority {
                 params.insert("priority".into(), p.to_string());
@@ -56,7 +55,7 @@ pub fn rule_to_proto(rule: &Rule) -> pb::AlertRule {
         jobs: rule.jobs.to_string(),
         min_priority: rule.min_priority.to_string(),
         channels: rule.channels.clone(),
-        throttle: format_duration(rule.throttle),
+        throttle: worker_duration::format(rule.throttle),
         params,
         spec_yaml: serde_yaml_ng::to_string(&rule.spec).unwrap_or_default(),
     }

@@ -13,7 +13,6 @@ use serde_yaml_ng::{Mapping, Value};
 
 use super::raw::{RawBuiltin, RawCommand, RawDefaults, RawJob, RawRetry, RawShell};
 use super::{ConfigError, ConfigErrors, interpolate_str, lines};
-use crate::duration::parse_duration;
 use crate::job::{BUILTINS, BuiltinDef, ExecutorDef, JobDef, MAX_JOB_NAME, MAX_TIMEOUT, RetryPolicy, ShellDef};
 use crate::job::{MAX_CHAIN_DEPTH, MAX_DEPENDS_ON};
 use crate::model::{Backoff, CatchUp, Overlap, Priority};
@@ -342,17 +341,17 @@ impl<'a> Checker<'a> {
     }
 
     /// Parses `value` (when present) with `parse`, reporting a failure at `path`.
-    pub(crate) fn parse<T>(
+    pub(crate) fn parse<T, E: std::fmt::Display>(
         &mut self,
         path: &[&str],
         value: Option<&str>,
-        parse: impl Fn(&str) -> Result<T, String>,
+        parse: impl Fn(&str) -> Result<T, E>,
     ) -> Option<T> {
         let value = value?;
         match parse(value) {
             Ok(v) => Some(v),
             Err(e) => {
-                self.error(path, e);
+                self.error(path, e.to_string());
                 None
             }
         }
@@ -646,7 +645,7 @@ fn check_defaults(c: &mut Checker<'_>, raw: RawDefaults) {
 
 /// `0s` means "no timeout"; longer than [`MAX_TIMEOUT`] is refused.
 fn parse_timeout(s: &str) -> Result<Option<Duration>, String> {
-    let d = parse_duration(s)?;
+    let d = worker_duration::parse(s).map_err(|e| e.to_string())?;
     if d > MAX_TIMEOUT {
         return Err(format!("timeout {s} is longer than the limit of 30d"));
     }
@@ -670,10 +669,14 @@ fn check_retry(c: &mut Checker<'_>, base: &[&str], raw: RawRetry) -> RetryPolicy
     if let Some(b) = c.parse(&at("backoff"), raw.backoff.as_deref(), |s| s.parse::<Backoff>()) {
         policy.backoff = b;
     }
-    if let Some(d) = c.parse(&at("initial_delay"), raw.initial_delay.as_deref(), parse_duration) {
+    if let Some(d) = c.parse(
+        &at("initial_delay"),
+        raw.initial_delay.as_deref(),
+        worker_duration::parse,
+    ) {
         policy.initial_delay = d;
     }
-    if let Some(d) = c.parse(&at("max_delay"), raw.max_delay.as_deref(), parse_duration) {
+    if let Some(d) = c.parse(&at("max_delay"), raw.max_delay.as_deref(), worker_duration::parse) {
         policy.max_delay = d;
     }
     if let Some(j) = raw.jitter {
@@ -725,9 +728,13 @@ fn check_job(c: &mut Checker<'_>, name: &str, raw: RawJob) -> Option<JobDef> {
         .parse(&at("catch_up"), raw.catch_up.as_deref(), |s| s.parse())
         .unwrap_or(CatchUp::Skip);
     let jitter = c
-        .parse(&at("jitter"), raw.jitter.as_deref(), parse_duration)
+        .parse(&at("jitter"), raw.jitter.as_deref(), worker_duration::parse)
         .unwrap_or_default();
-    let catch_up_window = c.parse(&at("catch_up_window"), raw.catch_up_window.as_deref(), parse_duration);
+    let catch_up_window = c.parse(
+        &at("catch_up_window"),
+        raw.catch_up_window.as_deref(),
+        worker_duration::parse,
+    );
     if raw.max_concurrency == Some(0) {
         c.error(&at("max_concurrency"), "must be at least 1 (leave it out for no limit)");
     }
@@ -845,8 +852,8 @@ fn check_builtin(c: &mut Checker<'_>, name: &str, raw: RawBuiltin) -> Option<Exe
             c.error(&["jobs", name, "builtin", "duration"], "only `sleep` takes a duration");
             return None;
         }
-        parse_duration(&d)
-            .map_err(|e| c.error(&["jobs", name, "builtin", "duration"], e))
+        worker_duration::parse(&d)
+            .map_err(|e| c.error(&["jobs", name, "builtin", "duration"], e.to_string()))
             .ok()?;
         args.insert("duration".to_string(), d);
     }

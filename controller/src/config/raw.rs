@@ -3,8 +3,61 @@
 //! every error can be reported with its path and line.
 
 use std::collections::BTreeMap;
+use std::fmt;
 
 use serde::Deserialize;
+use serde::de::{self, Deserializer, Visitor};
+
+/// Reads a duration field (`deserialize_with`, with `#[serde(default)]`) as its
+/// text: a string as written, a YAML number as its digits. `timeout: 30` thus
+/// reaches [`worker_duration::parse`] and is refused with its message (missing
+/// unit) like `timeout: "30"`, and `timeout: 0` is the bare zero it accepts,
+/// instead of serde's "invalid type: integer, expected a string".
+pub fn duration_text<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Option<String>, D::Error> {
+    struct Text;
+
+    impl<'de> Visitor<'de> for Text {
+        type Value = Option<String>;
+
+        fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+            f.write_str("a duration such as 30s")
+        }
+
+        fn visit_str<E: de::Error>(self, v: &str) -> Result<Self::Value, E> {
+            Ok(Some(v.to_string()))
+        }
+
+        fn visit_string<E: de::Error>(self, v: String) -> Result<Self::Value, E> {
+            Ok(Some(v))
+        }
+
+        fn visit_u64<E: de::Error>(self, v: u64) -> Result<Self::Value, E> {
+            Ok(Some(v.to_string()))
+        }
+
+        fn visit_i64<E: de::Error>(self, v: i64) -> Result<Self::Value, E> {
+            Ok(Some(v.to_string()))
+        }
+
+        fn visit_f64<E: de::Error>(self, v: f64) -> Result<Self::Value, E> {
+            Ok(Some(v.to_string()))
+        }
+
+        fn visit_unit<E: de::Error>(self) -> Result<Self::Value, E> {
+            Ok(None)
+        }
+
+        fn visit_none<E: de::Error>(self) -> Result<Self::Value, E> {
+            Ok(None)
+        }
+
+        fn visit_some<D: Deserializer<'de>>(self, deserializer: D) -> Result<Self::Value, D::Error> {
+            deserializer.deserialize_any(self)
+        }
+    }
+
+    deserializer.deserialize_any(Text)
+}
 
 /// `defaults:`: values every job inherits.
 #[derive(Debug, Default, Deserialize)]
@@ -12,6 +65,7 @@ use serde::Deserialize;
 pub struct RawDefaults {
     pub timezone: Option<String>,
     pub priority: Option<String>,
+    #[serde(default, deserialize_with = "duration_text")]
     pub timeout: Option<String>,
     pub retry: Option<RawRetry>,
 }
@@ -22,7 +76,9 @@ pub struct RawDefaults {
 pub struct RawRetry {
     pub max_attempts: Option<u32>,
     pub backoff: Option<String>,
+    #[serde(default, deserialize_with = "duration_text")]
     pub initial_delay: Option<String>,
+    #[serde(default, deserialize_with = "duration_text")]
     pub max_delay: Option<String>,
     pub jitter: Option<f64>,
     pub non_retryable_exit_codes: Option<Vec<i32>>,
@@ -36,11 +92,13 @@ pub struct RawJob {
     pub schedule: Option<String>,
     pub timezone: Option<String>,
     pub priority: Option<String>,
+    #[serde(default, deserialize_with = "duration_text")]
     pub timeout: Option<String>,
     pub retry: Option<RawRetry>,
     pub overlap: Option<String>,
     pub catch_up: Option<String>,
     pub max_catch_up: Option<u32>,
+    #[serde(default, deserialize_with = "duration_text")]
     pub jitter: Option<String>,
     pub selector: Option<BTreeMap<String, String>>,
     pub max_concurrency: Option<u32>,
@@ -50,6 +108,7 @@ pub struct RawJob {
     pub builtin: Option<RawBuiltin>,
     pub depends_on: Option<Vec<String>>,
     pub dst: Option<RawDst>,
+    #[serde(default, deserialize_with = "duration_text")]
     pub catch_up_window: Option<String>,
 }
 
@@ -99,5 +158,6 @@ pub enum RawBuiltin {
 #[serde(deny_unknown_fields)]
 pub struct RawBuiltinFull {
     pub name: String,
+    #[serde(default, deserialize_with = "duration_text")]
     pub duration: Option<String>,
 }

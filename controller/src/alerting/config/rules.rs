@@ -12,7 +12,6 @@ use serde_yaml_ng::Value;
 use super::check_name;
 use crate::alerting::rules::{Event, EventParams, Glob, Rule};
 use crate::config::jobs::Checker;
-use crate::duration::parse_duration;
 use crate::model::Priority;
 
 /// One item of `rules:`.
@@ -24,10 +23,13 @@ struct RawRule {
     jobs: Option<String>,
     min_priority: Option<String>,
     channels: Vec<String>,
+    #[serde(default, deserialize_with = "crate::config::raw::duration_text")]
     throttle: Option<String>,
+    #[serde(default, deserialize_with = "crate::config::raw::duration_text")]
     threshold: Option<String>,
     count: Option<u32>,
     max_depth: Option<u64>,
+    #[serde(default, deserialize_with = "crate::config::raw::duration_text")]
     max_wait: Option<String>,
     priority: Option<String>,
 }
@@ -76,7 +78,7 @@ pub(super) fn check_rule(
         })
         .unwrap_or(Priority::Low);
     let throttle = c
-        .parse(&at("throttle"), raw.throttle.as_deref(), parse_duration)
+        .parse(&at("throttle"), raw.throttle.as_deref(), worker_duration::parse)
         .unwrap_or(Duration::ZERO);
     let threshold = c.parse(&at("threshold"), raw.threshold.as_deref(), positive_duration);
     let max_wait = c.parse(&at("max_wait"), raw.max_wait.as_deref(), positive_duration);
@@ -189,7 +191,7 @@ pub(super) fn check_rule(
 
 /// A duration greater than zero.
 fn positive_duration(text: &str) -> Result<Duration, String> {
-    let d = parse_duration(text)?;
+    let d = worker_duration::parse(text).map_err(|e| e.to_string())?;
     if d.is_zero() {
         return Err("must be greater than zero".into());
     }

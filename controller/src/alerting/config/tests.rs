@@ -589,6 +589,32 @@ rules:
     );
 }
 
+/// Durations read the grammar of `worker_duration`; a YAML number reaches it
+/// too, so `throttle: 15` is refused for its missing unit, not as a type error,
+/// and `throttle: 0` is zero.
+#[test]
+fn durations_may_be_numbers_but_need_a_unit() {
+    let text = "\
+channels:
+  c: { type: discord, webhook_url: \"https://d.example.com/x\" }
+rules:
+  - { name: a, event: run_dead, channels: [c], throttle: 15 }
+  - { name: b, event: run_dead, channels: [c], throttle: 0 }
+  - { name: c, event: run_slow, channels: [c], threshold: 0 }
+";
+    assert_errors(
+        text,
+        &[
+            (
+                4,
+                "rules[0].throttle",
+                r#"invalid duration "15": missing unit (use ms, s, m, h or d, e.g. 15s)"#,
+            ),
+            (6, "rules[2].threshold", "must be greater than zero"),
+        ],
+    );
+}
+
 #[test]
 fn document_shapes() {
     assert!(parse("").unwrap().rules.is_empty());

@@ -167,6 +167,71 @@ fn timeouts_are_bounded() {
     );
 }
 
+/// Durations read the grammar of `worker_duration`, as the agent's and
+/// workerctl's flags do: `30s` and a bare `0` are durations, a bare `30` is
+/// refused with the shared message at its file and line, whether YAML reads it
+/// as a number or as a string.
+#[test]
+fn durations_share_the_grammar() {
+    const MISSING_UNIT: &str = r#"invalid duration "30": missing unit (use ms, s, m, h or d, e.g. 30s)"#;
+    let timeout = |value: &str| parse(&format!("jobs:\n  a:\n    shell: x\n    timeout: {value}\n"));
+    assert_eq!(
+        timeout("30s").unwrap().get("a").unwrap().timeout,
+        Some(Duration::from_secs(30))
+    );
+    assert_eq!(timeout("0").unwrap().get("a").unwrap().timeout, None);
+    for value in ["30", "\"30\"", "' 30 '"] {
+        let errors = timeout(value).unwrap_err().0;
+        let lines: Vec<String> = errors.iter().map(ToString::to_string).collect();
+        assert_eq!(
+            lines,
+            [format!("scheduler.yaml:4: jobs.a.timeout: {MISSING_UNIT}")],
+            "{value}"
+        );
+    }
+}
+
+/// Every duration field takes YAML numbers to the duration parser, so they are
+/// refused for what they are (no unit, a fraction, a sign), not as a type error.
+#[test]
+fn numbers_in_duration_fields_are_read_as_durations() {
+    let lines = |text: &str| -> Vec<String> { parse(text).unwrap_err().0.iter().map(ToString::to_string).collect() };
+    let unit = "(use ms, s, m, h or d, e.g. ";
+    assert_eq!(
+        lines("defaults:\n  timeout: 30\n  retry: { initial_delay: 1.5 }\njobs:\n  a: { shell: x }\n"),
+        [
+            format!(r#"scheduler.yaml:2: defaults.timeout: invalid duration "30": missing unit {unit}30s)"#),
+            r#"scheduler.yaml:3: defaults.retry.initial_delay: invalid duration "1.5": fractions are not allowed (use a smaller unit, e.g. 1500ms for 1.5s)"#.to_string(),
+        ]
+    );
+    let text = "\
+jobs:
+  a:
+    schedule: '* * * * *'
+    jitter: 30
+    catch_up_window: -1
+    retry: { max_delay: 60 }
+    builtin: { name: sleep, duration: 5 }
+";
+    assert_eq!(
+        lines(text),
+        [
+            format!(r#"scheduler.yaml:4: jobs.a.jitter: invalid duration "30": missing unit {unit}30s)"#),
+            r#"scheduler.yaml:5: jobs.a.catch_up_window: invalid duration "-1": unexpected "-" (expected <integer><unit> parts such as 1h30m)"#.to_string(),
+            format!(r#"scheduler.yaml:6: jobs.a.retry.max_delay: invalid duration "60": missing unit {unit}60s)"#),
+            format!(r#"scheduler.yaml:7: jobs.a.builtin.duration: invalid duration "5": missing unit {unit}5s)"#),
+        ]
+    );
+    // A bare 0 is zero, as a number or a string.
+    let set =
+        parse("jobs:\n  b:\n    shell: x\n    timeout: 0\n    retry: { initial_delay: 0, max_delay: '0' }\n").unwrap();
+    let b = set.get("b").unwrap();
+    assert_eq!(
+        (b.timeout, b.retry.initial_delay, b.retry.max_delay),
+        (None, Duration::ZERO, Duration::ZERO)
+    );
+}
+
 #[test]
 fn chain_depth_is_the_longest_upstream_path() {
     // d -> b -> a, d -> c -> b -> a, d -> a: the longest path below d is 3.
