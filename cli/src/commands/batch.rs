@@ -92,6 +92,12 @@ fn parse_item(mut fields: Map<String, Value>, at: &str) -> Result<pb::EnqueueReq
             FIELDS.join(", ")
         )));
     }
+    // A number is read as the duration's text, so `"delay": 30` gets the same
+    // answer as `--delay 30` and `timeout: 30` in a job definition.
+    if let Some(Value::Number(n)) = fields.get("delay") {
+        let text = n.to_string();
+        fields.insert("delay".into(), Value::String(text));
+    }
     let mut string = |name: &str| -> Result<Option<String>, CliError> {
         match fields.remove(name) {
             None | Some(Value::Null) => Ok(None),
@@ -222,6 +228,10 @@ mod tests {
         assert!(error(r#"[{"job": "a", "delay": "5x"}]"#).starts_with("runs.json[0].delay: invalid duration"));
         assert_eq!(
             error(r#"[{"job": "a", "delay": "30"}]"#),
+            r#"runs.json[0].delay: invalid duration "30": missing unit (use ms, s, m, h or d, e.g. 30s)"#
+        );
+        assert_eq!(
+            error(r#"[{"job": "a", "delay": 30}]"#),
             r#"runs.json[0].delay: invalid duration "30": missing unit (use ms, s, m, h or d, e.g. 30s)"#
         );
         assert_eq!(
