@@ -34,12 +34,13 @@ impl Peer {
             .unwrap();
     }
 
-    /// The next message other than a heartbeat.
+    /// The next message other than a heartbeat (panics after 3 s).
     async fn recv(&mut self) -> Out {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(3);
         loop {
-            let msg = tokio::time::timeout(Duration::from_secs(3), self.inbound.message())
+            let msg = tokio::time::timeout_at(deadline, self.inbound.message())
                 .await
-                .expect("agent message in time")
+                .expect("an agent message other than a heartbeat within 3 s")
                 .expect("stream ok")
                 .expect("stream open")
                 .msg
@@ -184,8 +185,15 @@ async fn assignments_credits_cancel_and_shutdown() {
     // A long one, cancelled; heartbeats name it while it runs.
     peer.send(builtin("r2", "sleep", "1h")).await;
     assert!(matches!(peer.recv().await, Out::Started(s) if s.run_id == "r2"));
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(3);
     let beat = loop {
-        let msg = peer.inbound.message().await.unwrap().unwrap().msg.unwrap();
+        let msg = tokio::time::timeout_at(deadline, peer.inbound.message())
+            .await
+            .expect("a heartbeat within 3 s")
+            .unwrap()
+            .unwrap()
+            .msg
+            .unwrap();
         if let Out::Heartbeat(beat) = msg {
             break beat;
         }

@@ -170,14 +170,22 @@ impl Looped {
     }
 }
 
-/// The next assignment on an agent's stream.
+/// How long [`next_assignment`] waits.
+const ASSIGNMENT_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// The next assignment on an agent's stream (panics after [`ASSIGNMENT_TIMEOUT`]).
 async fn next_assignment(rx: &mut mpsc::UnboundedReceiver<Result<ControllerMessage, tonic::Status>>) -> pb::Assignment {
+    let deadline = tokio::time::Instant::now() + ASSIGNMENT_TIMEOUT;
+    let mut seen = Vec::new();
     loop {
-        match rx.recv().await {
+        let message = tokio::time::timeout_at(deadline, rx.recv())
+            .await
+            .unwrap_or_else(|_| panic!("no assignment within {ASSIGNMENT_TIMEOUT:?}; other messages: {seen:?}"));
+        match message {
             Some(Ok(ControllerMessage {
                 msg: Some(Msg::Assignment(a)),
             })) => return a,
-            Some(_) => {}
+            Some(other) => seen.push(other),
             None => panic!("the agent's stream closed"),
         }
     }
@@ -626,6 +634,7 @@ async fn slow_commits_delay_but_lose_nothing() {
             run_id: running.clone(),
             attempt: 1,
         }];
+        // Pacing, not a wait: an agent's heartbeat every 100 ms, until aborted below.
         tokio::spawn(async move {
             loop {
                 engine.renew_leases("a1", &held);
@@ -642,7 +651,13 @@ async fn slow_commits_delay_but_lose_nothing() {
         enqueues.spawn(async move { engine.enqueue(request("good")).await });
     }
     let mut created = 0;
-    while let Some(result) = enqueues.join_next().await {
+    // 30 commits of 300 ms one after the other would take 9 s: twice that is
+    // a hang, not slowness.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(18);
+    while let Some(result) = tokio::time::timeout_at(deadline, enqueues.join_next())
+        .await
+        .unwrap_or_else(|_| panic!("only {created} of 30 enqueues answered within 18 s of slow commits"))
+    {
         result.unwrap().unwrap();
         created += 1;
     }
@@ -775,7 +790,11 @@ async fn watch_health(addr: std::net::SocketAddr) -> tonic::Streaming<tonic_heal
         .await
         .unwrap()
         .into_inner();
-    let first = stream.message().await.unwrap().unwrap();
+    let first = tokio::time::timeout(Duration::from_secs(5), stream.message())
+        .await
+        .expect("the first health status within 5 s")
+        .unwrap()
+        .unwrap();
     assert_eq!(
         first.status(),
         tonic_health::pb::health_check_response::ServingStatus::Serving

@@ -351,7 +351,12 @@ impl TestEnv {
     /// Runs `worker-controller` expecting it to exit by itself (bad config), and
     /// returns its exit code, stdout and stderr.
     pub async fn run_controller_to_exit(&self, extra: &[&str], timeout: Duration) -> Exited {
-        let cmd = self.controller_command(extra);
+        self.run_to_exit(self.controller_command(extra), timeout).await
+    }
+
+    /// Runs the controller command `cmd` expecting it to exit by itself within
+    /// `timeout`; returns its exit code, stdout and stderr.
+    async fn run_to_exit(&self, cmd: Command, timeout: Duration) -> Exited {
         let (mut proc, lines) = ProcGuard::spawn("worker-controller", cmd, self.log_file("controller"));
         let deadline = Instant::now() + timeout;
         let mut stdout = String::new();
@@ -732,4 +737,51 @@ pub fn parse_ts(what: &str, s: &str) -> chrono::DateTime<chrono::Utc> {
     chrono::DateTime::parse_from_rfc3339(s)
         .unwrap_or_else(|e| panic!("{what}: {s:?} is not RFC 3339: {e}"))
         .with_timezone(&chrono::Utc)
+}
+
+// ---------------------------------------------------------------------------
+// Listen addresses
+// ---------------------------------------------------------------------------
+
+impl TestEnv {
+    /// Like [`TestEnv::run_controller_to_exit`], with `--grpc-listen grpc_listen`
+    /// (e.g. a non-loopback address the controller must refuse).
+    pub async fn run_controller_to_exit_on(&self, grpc_listen: &str, extra: &[&str], timeout: Duration) -> Exited {
+        self.run_to_exit(self.controller_command_on(grpc_listen, extra), timeout)
+            .await
+    }
+}
+
+/// The IPv4 addresses of this machine's interfaces that are up and not
+/// loopback (e.g. a container's `eth0` address); empty when there are none.
+pub fn local_non_loopback_ipv4() -> Vec<std::net::Ipv4Addr> {
+    let mut found = Vec::new();
+    let mut ifaddrs: *mut libc::ifaddrs = std::ptr::null_mut();
+    // SAFETY: getifaddrs(3) fills `ifaddrs` with a list freed below with freeifaddrs(3).
+    if unsafe { libc::getifaddrs(&mut ifaddrs) } != 0 {
+        return found;
+    }
+    let mut cur = ifaddrs;
+    while !cur.is_null() {
+        // SAFETY: `cur` is a node of the list getifaddrs returned, not freed yet.
+        let ifa = unsafe { &*cur };
+        cur = ifa.ifa_next;
+        let up = ifa.ifa_flags & libc::IFF_UP as libc::c_uint != 0;
+        if ifa.ifa_addr.is_null() || !up {
+            continue;
+        }
+        // SAFETY: ifa_addr is non-null and points to a sockaddr of the family it names.
+        if i32::from(unsafe { (*ifa.ifa_addr).sa_family }) != libc::AF_INET {
+            continue;
+        }
+        // SAFETY: an AF_INET address is a sockaddr_in.
+        let sin = unsafe { &*(ifa.ifa_addr as *const libc::sockaddr_in) };
+        let ip = std::net::Ipv4Addr::from(u32::from_be(sin.sin_addr.s_addr));
+        if !ip.is_loopback() && !ip.is_unspecified() && !found.contains(&ip) {
+            found.push(ip);
+        }
+    }
+    // SAFETY: the list came from getifaddrs and is freed once.
+    unsafe { libc::freeifaddrs(ifaddrs) };
+    found
 }

@@ -1,10 +1,11 @@
 //! Catch-up of schedule fires missed while the controller was down, once per
-//! policy (`skip`, `latest`, `all` with `max_catch_up`).
+//! policy (`skip`, `latest`, `all` with `max_catch_up`), and `catch_up_window`.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
+use worker_proto::v1 as pb;
 use worker_tests::flow::{fires_between, runs_of, schedule_json, ts, u64_field};
 use worker_tests::json::opt_str;
 use worker_tests::{TestEnv, parse_ts, wait_for};
@@ -204,4 +205,150 @@ async fn catch_up_latest_runs_the_newest_missed_fire_once() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn catch_up_all_runs_the_newest_max_catch_up_fires() {
     catch_up_across_restart("    catch_up: all\n    max_catch_up: 2\n", 2).await;
+}
+
+/// `catch_up_window` of the job below, in seconds.
+const WINDOW_S: i64 = 4;
+
+/// `catch_up: all` (with room for every missed fire) and `catch_up_window:
+/// 4s`, after about ten seconds down: the missed fires at most four seconds
+/// older than the controller's start-up are run, once each; the older ones
+/// are counted as missed and never run.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn catch_up_window_runs_only_the_recent_missed_fires() {
+    let env = TestEnv::new();
+    env.write_config(&format!(
+        r#"
+jobs:
+  tick:
+    schedule: "* * * * * *"
+    builtin: noop
+    retry: {{ max_attempts: 1 }}
+    catch_up: all
+    max_catch_up: 100
+    catch_up_window: {WINDOW_S}s
+"#
+    ));
+    let mut ctl = env.start_controller().await;
+    let _agent = env.start_agent(&ctl, "steady", 4).await;
+    let job = ctl.cli_json(&["jobs", "get", "tick"]).await;
+    assert_eq!(u64_field(&job, "catch_up_window_ms"), WINDOW_S as u64 * 1000, "{job:#}");
+    wait_for(
+        "a first fire of tick (last_fired set)",
+        Duration::from_secs(10),
+        || async {
+            let s = schedule_json(&ctl, "tick").await;
+            match opt_str(&s, "last_fired") {
+                Some(_) => Ok(()),
+                None => Err(format!("{s:#}")),
+            }
+        },
+    )
+    .await;
+
+    let addr = ctl.addr;
+    let status = ctl.proc.terminate(Duration::from_secs(15));
+    assert!(status.success(), "controller exited with {status} on SIGTERM");
+    let stopped_at = Utc::now();
+    drop(ctl);
+    // Down for about ten fires: wall-clock time by nature (nothing runs that
+    // could be awaited); more than twice the window, so fires both inside
+    // and outside it are missed.
+    tokio::time::sleep(Duration::from_millis(10_300)).await;
+
+    let restart_at = Utc::now();
+    let ctl = env.start_controller_on(addr).await;
+    let ready_at = Utc::now();
+    let _fresh = env.start_agent(&ctl, "fresh", 4).await;
+
+    // Catch-up happens before the schedule's first normal fire: wait for one.
+    let normal = ready_at + chrono::Duration::seconds(2);
+    wait_for(
+        &format!("a normal fire of tick after {normal}"),
+        Duration::from_secs(20),
+        || async {
+            let runs = runs_of(&ctl, "tick").await;
+            if runs.iter().any(|r| ts("scheduled_for", &r.scheduled_for) >= normal) {
+                Ok(())
+            } else {
+                Err(format!("{} runs", runs.len()))
+            }
+        },
+    )
+    .await;
+    let sched = schedule_json(&ctl, "tick").await;
+    let missed = u64_field(&sched, "missed") as usize;
+    let runs = runs_of(&ctl, "tick").await;
+    let mut by_instant: BTreeMap<DateTime<Utc>, pb::Run> = BTreeMap::new();
+    for r in &runs {
+        let at = ts("scheduled_for", &r.scheduled_for);
+        if let Some(other) = by_instant.insert(at, r.clone()) {
+            panic!("two runs for instant {at}: {} and {}", other.id, r.id);
+        }
+    }
+    let cursor = runs
+        .iter()
+        .filter(|r| ts("created_at", &r.created_at) <= stopped_at)
+        .map(|r| ts("scheduled_for", &r.scheduled_for))
+        .max()
+        .expect("runs before the stop");
+    // Fires surely missed: the controller was down during (cursor, restart_at].
+    let down = fires_between(1, cursor, restart_at);
+    assert!(down.len() >= 9, "only {} fires while down: {down:?}", down.len());
+    let caught: Vec<&pb::Run> = down.iter().filter_map(|t| by_instant.get(t)).collect();
+    let label = |t: &DateTime<Utc>| t.format("%H:%M:%S").to_string();
+    let report = format!(
+        "cursor {cursor}, restart {restart_at}, ready {ready_at}; down {:?}; caught {:?}; missed {missed}",
+        down.iter().map(label).collect::<Vec<_>>(),
+        caught
+            .iter()
+            .map(|r| format!("{} (created {})", label(&ts("s", &r.scheduled_for)), r.created_at))
+            .collect::<Vec<_>>()
+    );
+    assert!(!caught.is_empty(), "no missed fire was caught up: {report}");
+    for r in &caught {
+        assert!(ts("created_at", &r.created_at) >= restart_at, "{r:?}\n{report}");
+    }
+    // The catch-up judged the window at an instant between the restart and
+    // the creation of its first run.
+    let judged_by = caught.iter().map(|r| ts("created_at", &r.created_at)).min().unwrap();
+    let window = chrono::Duration::seconds(WINDOW_S);
+    for t in &down {
+        if *t < restart_at - window {
+            assert!(
+                !by_instant.contains_key(t),
+                "fire {} older than the window was run: {report}",
+                label(t)
+            );
+        }
+        if *t >= judged_by - window {
+            assert!(
+                by_instant.contains_key(t),
+                "fire {} within the window was not run: {report}",
+                label(t)
+            );
+        }
+    }
+    assert!(
+        caught.len() < down.len(),
+        "every missed fire ran, none was outside the window: {report}"
+    );
+    // The fires not run are the ones counted as missed (fires after the
+    // restart, if the catch-up saw any, are within the window: they ran).
+    assert_eq!(missed, down.len() - caught.len(), "{report}");
+    // Every fire after the catch-up ran normally.
+    let end = *by_instant.keys().last().unwrap();
+    let gaps: Vec<_> = fires_between(1, restart_at, end)
+        .into_iter()
+        .filter(|t| !by_instant.contains_key(t))
+        .map(|t| label(&t))
+        .collect();
+    assert!(
+        gaps.is_empty(),
+        "fires after the restart without a run: {gaps:?}\n{report}"
+    );
+    for r in caught {
+        let done = ctl.wait_run(&r.id, Duration::from_secs(20)).await;
+        assert_eq!(done.state, "succeeded", "{done:?}");
+    }
 }

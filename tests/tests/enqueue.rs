@@ -184,3 +184,98 @@ async fn delayed_enqueue_waits_for_not_before() {
         );
     }
 }
+
+/// `--idempotency-window` of the controller in the test below.
+const WINDOW_MS: i64 = 3000;
+
+/// After its run finished, a key keeps returning that run for the
+/// idempotency window (counted from the end of the run, not its creation:
+/// the run lasts longer than the window), then starts a new run.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_key_returns_its_finished_run_for_the_idempotency_window() {
+    let env = TestEnv::new();
+    env.write_config(
+        r#"
+defaults:
+  retry: { max_attempts: 1 }
+jobs:
+  longer:
+    builtin: { name: sleep, duration: 4s }
+"#,
+    );
+    let ctl = env
+        .start_controller_with(&["--idempotency-window", &format!("{WINDOW_MS}ms")])
+        .await;
+    let _agent = env.start_agent(&ctl, "wide", 2).await;
+    let enqueue = || async { ctl.cli_json(&["enqueue", "longer", "--key", "K"]).await };
+
+    let first = enqueue().await;
+    assert_eq!(first["duplicate"], Value::Bool(false), "{first:#}");
+    let id = str_field(&first, "id").to_string();
+
+    // Unfinished: the same run, whatever the window.
+    ctl.wait_state(&id, "running", Duration::from_secs(10)).await;
+    let again = enqueue().await;
+    assert_eq!(again["duplicate"], Value::Bool(true), "{again:#}");
+    assert_eq!(str_field(&again, "id"), id, "{again:#}");
+
+    // Finished, within the window after its end (but longer than the window
+    // after its creation): still the same run.
+    let done = ctl.wait_run(&id, Duration::from_secs(20)).await;
+    assert_eq!(done.state, "succeeded", "{done:?}");
+    let created = ts("created_at", &done.created_at);
+    let finished = ts("finished_at", &done.finished_at);
+    assert!(
+        (finished - created).num_milliseconds() > WINDOW_MS,
+        "the run must outlast the window for this check: {done:?}"
+    );
+    let after_end = enqueue().await;
+    let asked = Utc::now();
+    assert!(
+        (asked - finished).num_milliseconds() < WINDOW_MS,
+        "the machine is too slow for this check: asked {asked}, {} ms after the end",
+        (asked - finished).num_milliseconds()
+    );
+    assert_eq!(
+        after_end["duplicate"],
+        Value::Bool(true),
+        "a key must return its run for the window after the run finished: {after_end:#}\nrun: {done:?}"
+    );
+    assert_eq!(str_field(&after_end, "id"), id, "{after_end:#}");
+    assert_eq!(all_runs(&ctl).await.len(), 1);
+
+    // Once the window after the end has passed, the key starts a new run.
+    let fresh = worker_tests::wait_for(
+        "the key to start a new run once the window after the run's end passed",
+        Duration::from_secs(20),
+        || async {
+            let v = enqueue().await;
+            if v["duplicate"] == Value::Bool(false) {
+                Ok(v)
+            } else {
+                assert_eq!(str_field(&v, "id"), id, "{v:#}");
+                Err(format!("still a duplicate at {}: {v}", Utc::now()))
+            }
+        },
+    )
+    .await;
+    let new_id = str_field(&fresh, "id").to_string();
+    assert_ne!(new_id, id, "{fresh:#}");
+    let new_run = ctl.cli_run(&new_id).await;
+    assert_eq!(str_field(&new_run, "idempotency_key"), "K", "{new_run:#}");
+    let new_created = json::ts_field(&new_run, "created_at");
+    assert!(
+        (new_created - finished).num_milliseconds() >= WINDOW_MS,
+        "a new run for the key {} ms after the end of the old one (window {WINDOW_MS} ms)",
+        (new_created - finished).num_milliseconds()
+    );
+    // The key now belongs to the new run.
+    let dup = enqueue().await;
+    assert_eq!(dup["duplicate"], Value::Bool(true), "{dup:#}");
+    assert_eq!(str_field(&dup, "id"), new_id, "{dup:#}");
+    assert_eq!(all_runs(&ctl).await.len(), 2);
+    // The old run is untouched.
+    let old = ctl.get_run(&id).await;
+    assert_eq!(old.state, "succeeded", "{old:?}");
+    assert_eq!(old.finished_at, done.finished_at);
+}

@@ -1,4 +1,5 @@
-//! Cron schedules with seconds, in a time zone with a half-hour offset.
+//! Cron schedules with seconds, in a time zone with a half-hour offset, and
+//! the per-fire `jitter`.
 
 use std::collections::BTreeSet;
 use std::time::Duration;
@@ -169,5 +170,148 @@ jobs:
     for r in &runs[..2] {
         let done = ctl.wait_run(&r.id, Duration::from_secs(10)).await;
         assert_eq!(done.state, "succeeded", "{done:?}");
+    }
+}
+
+/// `jitter` of the job below, in ms.
+const JITTER_MS: i64 = 800;
+
+/// Slack for the timer loop to release a run once its `not_before` has come.
+const RELEASE_SLACK_MS: i64 = 300;
+
+/// When the run moved to `to` (its first such transition).
+fn moved_at(run: &pb::Run, to: &str) -> Option<DateTime<Utc>> {
+    run.transitions
+        .iter()
+        .find(|t| t.to_state == to)
+        .map(|t| parse_ts("transition at", &t.at))
+}
+
+/// A per-second schedule with `jitter: 800ms`: each fire's run is created on
+/// time, waits `scheduled` for a random delay of at most the jitter
+/// (`not_before` minus `created_at`, read while it waits; after that the
+/// moment it was queued), starts no earlier, and the delays are not all zero;
+/// the same schedule without jitter is queued at once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn jitter_delays_each_fire_by_at_most_the_jitter() {
+    const FIRES: usize = 8;
+    let env = TestEnv::new();
+    env.write_config(&format!(
+        r#"
+defaults:
+  retry: {{ max_attempts: 1 }}
+jobs:
+  jittery:
+    schedule: "* * * * * *"
+    jitter: {JITTER_MS}ms
+    builtin: noop
+  steady:
+    schedule: "* * * * * *"
+    builtin: noop
+"#
+    ));
+    let ctl = env.start_controller().await;
+    let _agent = env.start_agent(&ctl, "wide", 4).await;
+
+    // `not_before` is cleared when the run is released: note it for every
+    // run seen while it waits (most of them: the delays are mostly longer
+    // than the 50 ms between two looks).
+    let seen_waiting: std::sync::Mutex<std::collections::HashMap<String, DateTime<Utc>>> = Default::default();
+    let finished = |job: &'static str| {
+        let (ctl, seen_waiting) = (&ctl, &seen_waiting);
+        async move {
+            wait_for(
+                &format!("{FIRES} finished fires of {job}"),
+                Duration::from_secs(30),
+                || async {
+                    let runs = scheduled_runs(ctl, job).await?;
+                    for r in runs
+                        .iter()
+                        .filter(|r| r.state == "scheduled" && !r.not_before.is_empty())
+                    {
+                        let nb = parse_ts("not_before", &r.not_before);
+                        seen_waiting.lock().unwrap().insert(r.id.clone(), nb);
+                    }
+                    let done: Vec<pb::Run> = runs
+                        .into_iter()
+                        .filter(|r| worker_tests::is_terminal(&r.state))
+                        .collect();
+                    if done.len() >= FIRES {
+                        Ok(done)
+                    } else {
+                        Err(format!("{} finished: {done:?}", done.len()))
+                    }
+                },
+            )
+            .await
+        }
+    };
+
+    let mut delays = Vec::new();
+    let mut exact = 0;
+    for listed in finished("jittery").await {
+        // ListRuns leaves out the transitions.
+        let run = ctl.get_run(&listed.id).await;
+        assert_eq!(run.state, "succeeded", "{run:?}");
+        let at = parse_ts("scheduled_for", &run.scheduled_for);
+        let created = parse_ts("created_at", &run.created_at);
+        let fired_late = (created - at).num_milliseconds();
+        assert!(
+            (0..2000).contains(&fired_late),
+            "fire created {fired_late} ms after its instant: {run:?}"
+        );
+        let queued = moved_at(&run, "queued").unwrap_or_else(|| panic!("never queued: {run:?}"));
+        let started = parse_ts("started_at", &run.attempts.first().expect("an attempt").started_at);
+        assert!(started >= queued, "started before it was queued: {run:?}");
+        // Waited (scheduled) from its creation until it was queued.
+        let waited = (queued - created).num_milliseconds();
+        assert!(
+            (0..=JITTER_MS + RELEASE_SLACK_MS).contains(&waited),
+            "queued {waited} ms after its creation (jitter {JITTER_MS} ms): {run:?}"
+        );
+        if waited > 0 {
+            assert_eq!(
+                run.transitions.first().map(|t| t.to_state.as_str()),
+                Some("scheduled"),
+                "a delayed fire waits in `scheduled`: {run:?}"
+            );
+        }
+        let noted = seen_waiting.lock().unwrap().get(&run.id).copied();
+        if let Some(nb) = noted {
+            exact += 1;
+            let delay = (nb - created).num_milliseconds();
+            assert!(
+                (1..=JITTER_MS).contains(&delay),
+                "not_before {delay} ms after the creation, outside (0, {JITTER_MS}] ms: {run:?}"
+            );
+            assert!(queued >= nb, "queued at {queued}, before its not_before {nb}: {run:?}");
+            delays.push(delay);
+        } else {
+            delays.push(waited);
+        }
+    }
+    delays.sort();
+    eprintln!("[jitter] delays (ms): {delays:?}; {exact} read from not_before");
+    assert!(exact >= 2, "only {exact} runs seen waiting with their not_before");
+    // Uniform over [0, 800] ms: eight draws all under 100 ms, or all within
+    // 50 ms of each other, would be a one-in-a-million event.
+    assert!(
+        *delays.last().unwrap() >= 100,
+        "no fire was delayed noticeably: {delays:?}"
+    );
+    assert!(
+        delays.last().unwrap() - delays.first().unwrap() >= 50,
+        "the delays do not vary: {delays:?}"
+    );
+
+    // The same schedule without jitter: every fire is queued at once.
+    for listed in finished("steady").await {
+        let run = ctl.get_run(&listed.id).await;
+        assert_eq!(run.state, "succeeded", "{run:?}");
+        assert_eq!(
+            run.transitions.first().map(|t| t.to_state.as_str()),
+            Some("queued"),
+            "a fire without jitter was delayed: {run:?}"
+        );
     }
 }

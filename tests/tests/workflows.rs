@@ -332,3 +332,114 @@ jobs:
         .await
         .expect_code(3);
 }
+
+/// The job of each run id, over gRPC.
+async fn by_job(ctl: &Controller, ids: &[String]) -> std::collections::BTreeMap<String, String> {
+    let mut out = std::collections::BTreeMap::new();
+    for id in ids {
+        let job = ctl.get_run(id).await.job;
+        assert!(
+            out.insert(job.clone(), id.clone()).is_none(),
+            "two runs of {job}: {ids:?}"
+        );
+    }
+    out
+}
+
+/// Cancelling one upstream run (not the workflow) cancels the runs blocked
+/// behind it, transitively, with a reason naming the cancelled upstream, and
+/// nothing else: the other upstream of the fan-in goes on and succeeds. A run
+/// waiting for a cancelled upstream never runs; a new run may not depend on
+/// a cancelled run at all (configuration.md, decisions.md).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cancelling_an_upstream_run_cancels_its_dependents_only() {
+    let env = TestEnv::new();
+    env.write_config(
+        r#"
+defaults:
+  retry: { max_attempts: 1 }
+jobs:
+  left:
+    builtin: { name: sleep, duration: 60s }
+  right:
+    builtin: { name: sleep, duration: 1500ms }
+  join:
+    builtin: noop
+    depends_on: [left, right]
+  after:
+    builtin: noop
+    depends_on: [join]
+  lone:
+    shell: "echo lone ran"
+"#,
+    );
+    let ctl = env.start_controller().await;
+    let _agent = env.start_agent(&ctl, "wide", 4).await;
+
+    let v = run_job(&ctl, "after").await;
+    let after_id = str_field(&v, "id").to_string();
+    let up = by_job(&ctl, &upstream_ids(&v)).await;
+    assert_eq!(
+        up.keys().map(String::as_str).collect::<Vec<_>>(),
+        ["join", "left", "right"],
+        "{v:#}"
+    );
+    let (left, right, join) = (&up["left"], &up["right"], &up["join"]);
+    ctl.wait_state(left, "running", Duration::from_secs(10)).await;
+    ctl.wait_state(right, "running", Duration::from_secs(10)).await;
+
+    // Cancel the running `left` alone.
+    let out = ctl.cli_json(&["runs", "cancel", left]).await;
+    assert_eq!(str_field(&out, "id"), left.as_str(), "{out:#}");
+    let left_run = ctl.wait_run(left, Duration::from_secs(15)).await;
+    assert_eq!(left_run.state, "cancelled", "{left_run:?}");
+
+    // Its dependents, direct and indirect, are cancelled without running.
+    let join_run = ctl.wait_run(join, Duration::from_secs(10)).await;
+    let after_run = ctl.wait_run(&after_id, Duration::from_secs(10)).await;
+    for (run, upstream) in [(&join_run, left), (&after_run, join)] {
+        assert_eq!(run.state, "cancelled", "{run:?}");
+        assert!(
+            run.attempts.is_empty(),
+            "a run behind a cancelled upstream ran: {run:?}"
+        );
+        assert!(
+            run.reason.contains(upstream.as_str()) && run.reason.contains("cancelled"),
+            "the reason does not name the cancelled upstream {upstream}: {run:?}"
+        );
+        assert!(
+            run.transitions
+                .iter()
+                .any(|t| t.from_state == "blocked" && t.to_state == "cancelled"),
+            "{run:?}"
+        );
+    }
+
+    // The other upstream is not a dependent: it runs to its end.
+    let right_run = ctl.wait_run(right, Duration::from_secs(15)).await;
+    assert_eq!(right_run.state, "succeeded", "{right_run:?}");
+    assert_eq!(right_run.attempts.len(), 1, "{right_run:?}");
+
+    // A waiting (not yet running) upstream: cancelling it is immediate, and so
+    // is the cancel of the run blocked behind it.
+    let waiting = ctl.cli_enqueue("left", &["--delay", "1h"]).await;
+    let behind = ctl.cli_enqueue("lone", &["--depends-on", &waiting]).await;
+    assert_eq!(ctl.get_run(&waiting).await.state, "scheduled");
+    assert_eq!(ctl.get_run(&behind).await.state, "blocked");
+    ctl.cli(&["runs", "cancel", &waiting]).await.expect_code(0);
+    let behind_run = ctl.wait_run(&behind, Duration::from_secs(10)).await;
+    assert_eq!(behind_run.state, "cancelled", "{behind_run:?}");
+    assert!(behind_run.attempts.is_empty(), "{behind_run:?}");
+    assert!(behind_run.reason.contains(&waiting), "{behind_run:?}");
+
+    // A new run may not depend on a cancelled run: refused, nothing created.
+    let before = worker_tests::flow::all_runs(&ctl).await.len();
+    let out = ctl.cli(&["enqueue", "lone", "--depends-on", left]).await.expect_code(2);
+    assert!(out.stderr.contains("cancelled"), "{out:?}");
+    assert_eq!(worker_tests::flow::all_runs(&ctl).await.len(), before);
+
+    // Runs of other workflows are untouched: a lone run still works.
+    let lone = ctl.cli_enqueue("lone", &[]).await;
+    let lone_run = ctl.wait_run(&lone, Duration::from_secs(10)).await;
+    assert_eq!(lone_run.state, "succeeded", "{lone_run:?}");
+}

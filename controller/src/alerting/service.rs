@@ -470,7 +470,9 @@ impl AlertLoop {
 }
 
 /// Writes history rows in batches until told the alert loop has stopped, then
-/// writes what is left. Deletes rows older than `retention` once an hour.
+/// writes what is left. Deletes rows older than `retention` at start-up (the
+/// interval's first tick completes at once; the end-to-end test of the
+/// retention relies on it) and then once an hour.
 async fn history_writer(
     store: Store,
     mut records: mpsc::UnboundedReceiver<AlertRecord>,

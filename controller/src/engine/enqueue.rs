@@ -472,10 +472,13 @@ impl Engine {
                     ));
                 }
                 keys_seen.insert(key.as_str(), index);
+                // The window runs from the end of the run (docs: "for the
+                // window after it finished"), not from the key's creation.
                 if let Some((run_id, recorded_at)) = self.store.idempotency_key(key).await?
                     && let Some(run) = self.store.run(&run_id).await?
                     && (!run.state.is_terminal()
-                        || now - recorded_at < self.settings.idempotency_window.as_millis() as i64)
+                        || now - run.finished_at.unwrap_or(recorded_at)
+                            < self.settings.idempotency_window.as_millis() as i64)
                 {
                     existing = Some(run);
                 }

@@ -52,7 +52,7 @@ impl Model {
             && let Some(&(r, at)) = self.keys.get(key)
         {
             let run = &self.runs[r];
-            if !run.purged && (!run.state.is_terminal() || self.now - at < WINDOW_MS) {
+            if !run.purged && (!run.state.is_terminal() || self.now - run.finished_at.unwrap_or(at) < WINDOW_MS) {
                 self.note(if run.state.is_terminal() {
                     "enqueue: key of a finished run within the window"
                 } else {

@@ -89,6 +89,8 @@ pub struct Run {
     pub purged: bool,
     /// The idempotency key it was created with.
     pub key: Option<String>,
+    /// When it last became terminal (the idempotency window runs from there).
+    pub finished_at: Option<i64>,
 }
 
 /// A job's state: enabled, or deleted.
@@ -425,6 +427,7 @@ impl Model {
             transitions: vec![(None, state)],
             purged: false,
             key: None,
+            finished_at: None,
         });
         self.runs.len() - 1
     }
@@ -442,6 +445,9 @@ impl Model {
             run.transitions.push((Some(run.state), to));
         }
         run.state = to;
+        if to.is_terminal() {
+            run.finished_at = Some(now);
+        }
         run.cancel_requested = false;
         if to != RunState::Running {
             run.agent = None;
