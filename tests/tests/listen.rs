@@ -82,7 +82,7 @@ async fn a_wildcard_address_needs_insecure_no_auth() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_non_loopback_interface_address_needs_insecure_no_auth() {
     let Some(ip) = local_non_loopback_ipv4().first().copied() else {
-        eprintln!("[listen] skipped: no non-loopback IPv4 address on this machine");
+        worker_tests::skip::skip_or_fail("no non-loopback IPv4 address on this machine to listen on");
         return;
     };
     let env = TestEnv::new();
