@@ -83,7 +83,7 @@ async fn serve(
     let (read, mut write) = stream.into_split();
     let mut read = BufReader::new(read);
     let mut session = sessions.build(peer.ip(), Recorder::new(mailbox));
-    write.write_all(&encode(&session.greeting())?).await?;
+    write.write_all(&session.greeting().buffer()?).await?;
     let mut line = Vec::with_capacity(128);
     loop {
         line.clear();
@@ -94,18 +94,14 @@ async fn serve(
         let answer = session.process(&line);
         match answer.action {
             Action::NoReply => {}
-            Action::Reply => write.write_all(&encode(&answer)?).await?,
+            Action::Reply => write.write_all(&answer.buffer()?).await?,
             Action::Close | Action::UpgradeTls => {
                 // TLS is never offered, so an upgrade request ends the session too.
-                write.write_all(&encode(&answer)?).await?;
+                write.write_all(&answer.buffer()?).await?;
                 return Ok(());
             }
         }
     }
-}
-
-fn encode(answer: &Response) -> std::io::Result<Vec<u8>> {
-    answer.buffer()
 }
 
 /// Accepts exactly [`SMTP_USER`] / [`SMTP_PASSWORD`] and stores each message
