@@ -8,16 +8,16 @@
 //!   holds) and the agent inbox;
 //! * [`write`]: the one path to the store: in-doubt commits are read back, a
 //!   conflict with the store stops the engine;
-//! * [`enqueue`], [`runs`]: enqueue, cancel, retry, DLQ: what clients ask for;
+//! * `enqueue`, `runs`: enqueue, cancel, retry, DLQ: what clients ask for;
 //! * `deps`: what happens to blocked runs when an upstream run moves;
-//! * [`dispatch`]: the agent side: registration, credits, assignment, results;
+//! * `dispatch`: the agent side: registration, credits, assignment, results;
 //! * [`select`]: which queued runs go to which agents (no I/O);
 //! * [`round`]: the commit loop: plain enqueues, assignments and results share
 //!   one transaction per round;
-//! * [`timers`]: the loop that releases backoff timers and expires leases;
+//! * `timers`: the loop that releases backoff timers and expires leases;
 //! * `definitions`: job definitions at run time (apply, enable, delete,
 //!   pause) and the choice of definitions at start-up;
-//! * [`views`]: read-only queries for the API.
+//! * `views`: read-only queries for the API.
 //!
 //! One lock guards the in-memory state. Every transition is committed to the
 //! store *while holding it*, and only then applied (or, for runs indexed ahead
@@ -28,7 +28,7 @@
 //!
 //! Failures stay with what failed: a write that the store refuses for its
 //! content is retried piece by piece, so one poisoned run, result or fire
-//! fails alone and is retried with backoff (see [`round`], [`timers`] and the
+//! fails alone and is retried with backoff (see [`round`], `timers` and the
 //! scheduler) while everything else goes on. A write that finds the store in
 //! another state than memory expects means memory can no longer be trusted:
 //! the engine stops ([`Engine::failed`]) and the controller exits, so that a

@@ -3,9 +3,9 @@
 //!
 //! Each round takes the core lock, then
 //!
-//! 1. sorts the results that arrived (see [`Engine::sort_results`]);
+//! 1. sorts the results that arrived (see `Engine::sort_results`);
 //! 2. indexes the runs of the plain enqueues that arrived, so that
-//! 3. the dispatcher may assign them in the same round (see [`Engine::pick`]);
+//! 3. the dispatcher may assign them in the same round (see `Engine::pick`);
 //! 4. commits new runs, assignments and settled results in ONE transaction;
 //! 5. only then sends assignments, answers the enqueues and acknowledges the
 //!    results.

@@ -12,7 +12,7 @@
 //! Sunday (`*` is 0-6). `?` is accepted as `*` in the two day fields. Day-of-month
 //! and day-of-week follow Vixie cron: when both are restricted (neither starts
 //! with `*`), a day matches if either matches; otherwise both must. Parsing is
-//! in [`parse`]; errors say which field is wrong and why, and an expression that
+//! in `parse`; errors say which field is wrong and why, and an expression that
 //! can never fire (`0 0 30 2 *`) is rejected.
 //!
 //! # Evaluation and daylight saving time
@@ -43,7 +43,7 @@
 //! nothing fires (the clock jumps over those minutes; nothing is shifted).
 //!
 //! The evaluator therefore works in local time: the field-wise search
-//! ([`parse::Fields::next_match`]) yields the matching local date-times in
+//! (`parse::Fields::next_match`) yields the matching local date-times in
 //! increasing order, each is mapped with `tz.from_local_datetime()` (one, two or
 //! no instants) and the policy turns that into zero to two fire instants. The
 //! shift instant is found by a binary search for the transition (second

@@ -21,7 +21,7 @@
 //! when it recovers, not once per missed instant.
 //!
 //! On shutdown the scheduler stops before its next batch of fires; a batch
-//! being committed finishes (at most [`MAX_FIRES_PER_BATCH`] fires).
+//! being committed finishes (at most `MAX_FIRES_PER_BATCH` fires).
 //!
 //! * [`cron`]: expression parsing and fire-time computation in a time zone.
 
@@ -50,7 +50,7 @@ const STORE_DOWN_RETRY_MS: i64 = 1000;
 const MAX_FIRE_BACKOFF_MS: i64 = 5 * 60 * 1000;
 
 /// The wait before trying a fire again after `failures` failed tries: 1 s,
-/// doubling, at most [`MAX_FIRE_BACKOFF_MS`].
+/// doubling, at most `MAX_FIRE_BACKOFF_MS`.
 pub fn fire_backoff_ms(failures: u32) -> i64 {
     (1000i64 << failures.saturating_sub(1).min(20)).min(MAX_FIRE_BACKOFF_MS)
 }

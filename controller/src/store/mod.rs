@@ -4,8 +4,8 @@
 //! channels, rules and history (`docs/alerting.md`).
 //!
 //! [`Store`] is a thin facade over one backend, chosen by the database URL:
-//! `sqlite://…` opens the embedded SQLite backend ([`sqlite`]), `postgres://…`
-//! or `postgresql://…` the PostgreSQL backend ([`postgres`]). Each backend is a
+//! `sqlite://…` opens the embedded SQLite backend (`sqlite`), `postgres://…`
+//! or `postgresql://…` the PostgreSQL backend (`postgres`). Each backend is a
 //! folder that holds all of its SQL, so a reader finds every query of one
 //! dialect in one place, and both are split the same way so that they compare
 //! file by file: `mod.rs` (connections, migrations, shared helpers), `runs.rs`
