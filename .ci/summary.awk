@@ -6,7 +6,7 @@
 function flush_suite() {
     if (suite == "") return
     # A skipped test returned early: the harness counted it as passed.
-    line = sprintf("  %-44s %4d ran (%d passed, %d failed), %d skipped, %d ignored",
+    line = sprintf("  %-58s %4d ran (%d passed, %d failed), %d skipped, %d ignored",
                    suite, passed + failed - skipped, passed - skipped, failed, skipped, ignored)
     if (result == "") line = line " (no result: the binary did not finish)"
     print line
