@@ -225,6 +225,21 @@ fn new_run(id: &str, scheduled_for: Option<i64>) -> NewRun {
     }
 }
 
+/// Run `run_id` moving from queued to running with attempt 1 on agent `a1`
+/// at 2,000 ms: the change and the attempt start of one dispatch.
+fn first_attempt(run_id: &str) -> (StateChange, AttemptStart) {
+    let mut running = StateChange::new(run_id, RunState::Queued, RunState::Running, 2_000, None);
+    running.attempt = Some(1);
+    let start = AttemptStart {
+        run_id: run_id.into(),
+        attempt: 1,
+        agent_id: "a1".into(),
+        agent_name: "agent-one".into(),
+        started_at: 2_000,
+    };
+    (running, start)
+}
+
 async fn insert(store: &Store, run: NewRun) -> bool {
     store
         .insert_runs(&InsertPlan {
@@ -300,15 +315,7 @@ async fn concurrent_inserts_of_one_fire_create_exactly_one_run(db: TestDb) {
 async fn transitions_attempts_and_stats_are_recorded(db: TestDb) {
     let store = db.open().await;
     insert(&store, new_run("r1", None)).await;
-    let mut running = StateChange::new("r1", RunState::Queued, RunState::Running, 2_000, None);
-    running.attempt = Some(1);
-    let start = AttemptStart {
-        run_id: "r1".into(),
-        attempt: 1,
-        agent_id: "a1".into(),
-        agent_name: "agent-one".into(),
-        started_at: 2_000,
-    };
+    let (running, start) = first_attempt("r1");
     store.apply(&[running], &[start], &[]).await.unwrap();
     let end = AttemptEnd {
         run_id: "r1".into(),
@@ -488,15 +495,7 @@ async fn a_stale_change_is_refused_and_the_round_keeps_nothing(db: TestDb) {
 async fn an_attempt_ends_once(db: TestDb) {
     let store = db.open().await;
     insert(&store, new_run("r1", None)).await;
-    let mut running = StateChange::new("r1", RunState::Queued, RunState::Running, 2_000, None);
-    running.attempt = Some(1);
-    let start = AttemptStart {
-        run_id: "r1".into(),
-        attempt: 1,
-        agent_id: "a1".into(),
-        agent_name: "a1".into(),
-        started_at: 2_000,
-    };
+    let (running, start) = first_attempt("r1");
     store.apply(&[running], &[start], &[]).await.unwrap();
     let end = |outcome| AttemptEnd {
         run_id: "r1".into(),
@@ -537,15 +536,7 @@ async fn a_write_is_read_back_by_its_first_row(db: TestDb) {
     store.commit(&plan, &[], &[], &[]).await.unwrap();
     assert!(store.written(&plan, &[], &[], &[]).await.unwrap());
 
-    let mut running = StateChange::new("r1", RunState::Queued, RunState::Running, 2_000, None);
-    running.attempt = Some(1);
-    let start = AttemptStart {
-        run_id: "r1".into(),
-        attempt: 1,
-        agent_id: "a1".into(),
-        agent_name: "a1".into(),
-        started_at: 2_000,
-    };
+    let (running, start) = first_attempt("r1");
     let changes = std::slice::from_ref(&running);
     let starts = std::slice::from_ref(&start);
     assert!(!store.written(&none, changes, starts, &[]).await.unwrap());
@@ -652,22 +643,12 @@ async fn reads_by_id_take_more_ids_than_one_statement_may_bind(db: TestDb) {
     let store = db.open().await;
     let mut down = new_run("r20000", None);
     down.state = RunState::Blocked;
-    let mut running = new_run("r00001", None);
-    running.state = RunState::Queued;
     let plan = InsertPlan {
-        runs: vec![new_run("r39999", None), down, running],
+        runs: vec![new_run("r39999", None), down, new_run("r00001", None)],
         dependencies: vec![("r20000".into(), "r39999".into())],
     };
     assert!(store.insert_runs(&plan).await.unwrap());
-    let mut start = StateChange::new("r00001", RunState::Queued, RunState::Running, 2_000, None);
-    start.attempt = Some(1);
-    let attempt = AttemptStart {
-        run_id: "r00001".into(),
-        attempt: 1,
-        agent_id: "a1".into(),
-        agent_name: "agent-one".into(),
-        started_at: 2_000,
-    };
+    let (start, attempt) = first_attempt("r00001");
     store.apply(&[start], &[attempt], &[]).await.unwrap();
 
     // 40,000 ids, newest first and one of them twice.

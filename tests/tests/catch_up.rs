@@ -13,6 +13,23 @@ use worker_tests::{TestEnv, parse_ts, wait_for};
 /// The schedule fires every STEP seconds.
 const STEP: i64 = 2;
 
+/// Waits (20 s at most) until `job` has a run scheduled for `at` or later.
+async fn wait_for_fire_at_or_after(ctl: &worker_tests::Controller, job: &str, at: DateTime<Utc>) {
+    wait_for(
+        &format!("a run of {job} scheduled for {at} or later"),
+        Duration::from_secs(20),
+        || async {
+            let runs = runs_of(ctl, job).await;
+            if runs.iter().any(|r| ts("scheduled_for", &r.scheduled_for) >= at) {
+                Ok(())
+            } else {
+                Err(format!("{} runs", runs.len()))
+            }
+        },
+    )
+    .await;
+}
+
 /// Starts a controller and an agent with a `*/2 * * * * *` job using `policy`,
 /// lets it fire, stops the controller for at least three fires, restarts it on
 /// the same database and checks what happened to the missed fires.
@@ -91,19 +108,7 @@ jobs:
         ready_at + chrono::Duration::seconds(10),
     )[0];
     let wanted = first_normal;
-    wait_for(
-        &format!("runs of tick up to {wanted} after the restart"),
-        Duration::from_secs(20),
-        || async {
-            let runs = runs_of(&ctl, "tick").await;
-            if runs.iter().any(|r| ts("scheduled_for", &r.scheduled_for) >= wanted) {
-                Ok(())
-            } else {
-                Err(format!("{} runs", runs.len()))
-            }
-        },
-    )
-    .await;
+    wait_for_fire_at_or_after(&ctl, "tick", wanted).await;
     let sched = schedule_json(&ctl, "tick").await;
     let missed = u64_field(&sched, "missed") as usize;
     let runs = runs_of(&ctl, "tick").await;
@@ -263,19 +268,7 @@ jobs:
 
     // Catch-up happens before the schedule's first normal fire: wait for one.
     let normal = ready_at + chrono::Duration::seconds(2);
-    wait_for(
-        &format!("a normal fire of tick after {normal}"),
-        Duration::from_secs(20),
-        || async {
-            let runs = runs_of(&ctl, "tick").await;
-            if runs.iter().any(|r| ts("scheduled_for", &r.scheduled_for) >= normal) {
-                Ok(())
-            } else {
-                Err(format!("{} runs", runs.len()))
-            }
-        },
-    )
-    .await;
+    wait_for_fire_at_or_after(&ctl, "tick", normal).await;
     let sched = schedule_json(&ctl, "tick").await;
     let missed = u64_field(&sched, "missed") as usize;
     let runs = runs_of(&ctl, "tick").await;
