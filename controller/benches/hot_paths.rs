@@ -19,7 +19,7 @@ use worker_controller::store::{InsertPlan, NewRun, StateChange, Store};
 
 fn jobs() -> JobSet {
     parse_scheduler_yaml(Path::new("bench.yaml"), "jobs:\n  noop:\n    builtin: noop\n", &|_| {
-        None
+        Err("no variables".into())
     })
     .expect("valid")
 }

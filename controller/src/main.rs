@@ -43,6 +43,12 @@ struct Args {
     /// authenticated yet (only for trusted networks and tests).
     #[arg(long)]
     insecure_no_auth: bool,
+    /// Environment variables that `${VAR}` references may read (comma-separated
+    /// names; `PREFIX*` allows a prefix). References are interpolated only in a
+    /// shell job's `env` values and an alert channel's secrets; any other
+    /// variable is refused (docs/security.md).
+    #[arg(long, env = "WORKER_ALLOW_ENV", value_name = "NAMES", default_value = "", value_parser = parse_allow_env)]
+    allow_env: AllowEnv,
     /// Base URL of the web UI as people reach it, for links in alerts.
     #[arg(long, env = "WORKER_WEB_URL", default_value = "http://127.0.0.1:7080")]
     web_url: String,
@@ -82,6 +88,7 @@ fn main() -> ExitCode {
     #[cfg(feature = "failpoints")]
     let _failpoints = fail::FailScenario::setup();
 
+    config::env::allow(args.allow_env.0.clone());
     let loaded = match config::load_dir(&args.config_dir) {
         Ok(loaded) => loaded,
         Err(errors) => {
@@ -163,6 +170,14 @@ fn main() -> ExitCode {
             ExitCode::from(1)
         }
     }
+}
+
+/// The parsed `--allow-env` list.
+#[derive(Debug, Clone)]
+struct AllowEnv(Vec<config::env::Pattern>);
+
+fn parse_allow_env(text: &str) -> Result<AllowEnv, String> {
+    config::env::parse_allow_list(text).map(AllowEnv)
 }
 
 /// Completes on SIGINT or SIGTERM.

@@ -391,10 +391,7 @@ fn huge_alert() -> Alert {
 /// The only channel of an `alerts.yaml` whose channels are `channels:\n  c: {definition}`.
 fn channel(definition: &str) -> Channel {
     let text = format!("channels:\n  c: {definition}\n");
-    let env = |name: &str| match name {
-        "SMTP_PASSWORD" => Some(worker_tests::smtp::SMTP_PASSWORD.to_string()),
-        _ => None,
-    };
+    let env = worker_controller::config::env::from_pairs(&[("SMTP_PASSWORD", worker_tests::smtp::SMTP_PASSWORD)]);
     let mut config = parse_alerts_yaml(Path::new("alerts.yaml"), &text, &env)
         .unwrap_or_else(|e| panic!("invalid channel {definition}: {e}"));
     config.channels.remove("c").expect("channel c")

@@ -44,7 +44,7 @@ impl Stepped {
         let store = Store::open(&format!("sqlite://{}", dir.path().join("worker.db").display()))
             .await
             .unwrap();
-        let jobs = parse_scheduler_yaml(Path::new("scheduler.yaml"), JOBS, &|_| None).unwrap();
+        let jobs = parse_scheduler_yaml(Path::new("scheduler.yaml"), JOBS, &|_| Err("no variables".into())).unwrap();
         let clock = Clock::manual(1_800_000_000_000);
         let settings = EngineSettings {
             heartbeat_interval: Duration::from_secs(1),
@@ -124,7 +124,7 @@ impl Looped {
         let store = Store::open(&format!("sqlite://{}", dir.path().join("worker.db").display()))
             .await
             .unwrap();
-        let jobs = parse_scheduler_yaml(Path::new("scheduler.yaml"), JOBS, &|_| None).unwrap();
+        let jobs = parse_scheduler_yaml(Path::new("scheduler.yaml"), JOBS, &|_| Err("no variables".into())).unwrap();
         let settings = EngineSettings {
             heartbeat_interval: lease_timeout / 10,
             lease_timeout,

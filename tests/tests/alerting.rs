@@ -192,7 +192,11 @@ rules:
     ));
     let ctl = env
         .start_controller_with_env(
-            &[("HOOK_SECRET", SECRET), ("SMTP_PASSWORD", SMTP_PASSWORD)],
+            &[
+                ("HOOK_SECRET", SECRET),
+                ("SMTP_PASSWORD", SMTP_PASSWORD),
+                ("WORKER_ALLOW_ENV", "HOOK_SECRET,SMTP_PASSWORD"),
+            ],
             &["--web-url", WEB],
         )
         .await;
@@ -369,7 +373,10 @@ jobs:
 "#,
     ));
     let ctl = env
-        .start_controller_with_env(&[("HOOK_SECRET", SECRET)], &["--web-url", WEB])
+        .start_controller_with_env(
+            &[("HOOK_SECRET", SECRET), ("WORKER_ALLOW_ENV", "HOOK_SECRET")],
+            &["--web-url", WEB],
+        )
         .await;
     let _agent = env.start_agent(&ctl, "worker-1", 4).await;
     let mut client = ctl.client().await;
@@ -445,7 +452,10 @@ jobs:
 "#,
     ));
     let ctl = env
-        .start_controller_with_env(&[("HOOK_SECRET", SECRET)], &["--web-url", WEB])
+        .start_controller_with_env(
+            &[("HOOK_SECRET", SECRET), ("WORKER_ALLOW_ENV", "HOOK_SECRET")],
+            &["--web-url", WEB],
+        )
         .await;
     let doomed = env.start_agent(&ctl, "doomed", 1).await;
     let _steady = env
@@ -519,7 +529,7 @@ rules:
     ));
     let ctl = env
         .start_controller_with_env(
-            &[("HOOK_SECRET", SECRET)],
+            &[("HOOK_SECRET", SECRET), ("WORKER_ALLOW_ENV", "HOOK_SECRET")],
             &["--alert-attempts", "3", "--alert-backoff", "5s"],
         )
         .await;
@@ -610,7 +620,9 @@ rules:
   - { name: r2, event: run_failed, jobs: "Backup.*", channels: [mail] }
 "#,
     );
-    let exited = env.run_controller_to_exit(&[], Duration::from_secs(20)).await;
+    let exited = env
+        .run_controller_to_exit(&["--allow-env", "NOT_SET_ANYWHERE_*"], Duration::from_secs(20))
+        .await;
     assert_eq!(exited.code, Some(2), "{exited:?}");
     let err = &exited.stderr;
     for expected in [
@@ -631,7 +643,16 @@ rules:
         r#"  - { name: dead, event: run_dead, channels: [hook] }
 "#,
     ));
-    let start = || env.start_controller_with_env(&[("HOOK_SECRET", SECRET)], &[]);
+    let start = || {
+        env.start_controller_with_env(
+            &[
+                ("HOOK_SECRET", SECRET),
+                ("CANARY_NOT_ALLOWED", "canary-v4lue"),
+                ("WORKER_ALLOW_ENV", "HOOK_SECRET,NOT_SET_ANYWHERE_4711"),
+            ],
+            &[],
+        )
+    };
     let ctl = start().await;
     let mut client = ctl.client().await;
 
@@ -657,6 +678,26 @@ rules:
         .expect_err("unset secret");
     assert_eq!(err.code(), tonic::Code::InvalidArgument);
     assert!(err.message().contains("NOT_SET_ANYWHERE_4711"), "{}", err.message());
+    // A variable of the controller's environment that --allow-env does not
+    // name cannot be sent anywhere: refused, and its value never echoed.
+    for field in ["url", "secret"] {
+        let err = client
+            .put_alert_channel(pb::PutAlertChannelRequest {
+                name: "exfil".into(),
+                spec_yaml: format!(
+                    "{{ type: webhook, url: \"http://127.0.0.1:9/h\", {field}: \"${{CANARY_NOT_ALLOWED}}\" }}"
+                ),
+            })
+            .await
+            .expect_err("variable not on the allow-list");
+        assert_eq!(err.code(), tonic::Code::InvalidArgument);
+        let message = err.message();
+        assert!(
+            message.contains("CANARY_NOT_ALLOWED") && message.contains("--allow-env"),
+            "{message}"
+        );
+        assert!(!message.contains("canary-v4lue"), "{message}");
+    }
     let err = client
         .delete_alert_channel(pb::DeleteAlertChannelRequest { name: "hook".into() })
         .await

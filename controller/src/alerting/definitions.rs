@@ -55,7 +55,7 @@ pub async fn initial_alerts(
         return Ok(file.config.clone());
     }
     let specs = store.alert_specs().await?;
-    let config = validate(&specs, &|name| std::env::var(name).ok()).map_err(DefinitionsError::Invalid)?;
+    let config = validate(&specs, &crate::config::env::lookup).map_err(DefinitionsError::Invalid)?;
     if !config.rules.is_empty() || !config.channels.is_empty() {
         tracing::info!(
             channels = config.channels.len(),
@@ -88,7 +88,7 @@ fn to_yaml(spec: &Mapping) -> String {
 /// Validates stored specs as one `alerts.yaml` document.
 fn validate(
     (channels, rules): &Specs,
-    env: &dyn Fn(&str) -> Option<String>,
+    env: crate::config::env::Lookup<'_>,
 ) -> std::result::Result<AlertsConfig, ConfigErrors> {
     let corrupt = |what: &str, name: &str, e: serde_yaml_ng::Error| {
         ConfigErrors(vec![crate::config::ConfigError {
@@ -147,7 +147,7 @@ fn parse_spec(what: &str, text: &str) -> Result<Mapping> {
 impl AlertService {
     /// Validates `specs` as a whole, saves them and puts them in force.
     async fn replace(&self, specs: Specs) -> Result<()> {
-        let config = validate(&specs, &|name| std::env::var(name).ok()).map_err(invalid)?;
+        let config = validate(&specs, &crate::config::env::lookup).map_err(invalid)?;
         self.inner.store.save_alert_specs(&specs.0, &specs.1, None).await?;
         self.set_config(config);
         Ok(())

@@ -170,7 +170,7 @@ impl ControllerService for ControllerApi {
         } else {
             r.source_name
         };
-        let lookup = |var: &str| std::env::var(var).ok();
+        let lookup = crate::config::env::lookup;
         let path = std::path::Path::new(&name);
         let (entries, mut errors) = parse_document_partial(path, &r.yaml, &lookup, Source::Api);
         let current = self.engine.jobs();

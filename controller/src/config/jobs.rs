@@ -289,13 +289,13 @@ impl JobSet {
 pub(crate) struct Checker<'a> {
     pub(crate) file: &'a Path,
     pub(crate) text: &'a str,
-    pub(crate) lookup: &'a dyn Fn(&str) -> Option<String>,
+    pub(crate) lookup: super::env::Lookup<'a>,
     pub(crate) errors: Vec<ConfigError>,
 }
 
 impl<'a> Checker<'a> {
     /// A checker for the document `text` of `file`, interpolating with `lookup`.
-    pub(crate) fn new(file: &'a Path, text: &'a str, lookup: &'a dyn Fn(&str) -> Option<String>) -> Self {
+    pub(crate) fn new(file: &'a Path, text: &'a str, lookup: super::env::Lookup<'a>) -> Self {
         Checker {
             file,
             text,
@@ -357,29 +357,40 @@ impl<'a> Checker<'a> {
         }
     }
 
-    /// Interpolates `${VARS}` in every string of `value`; unset ones are errors.
-    pub(crate) fn interpolate(&mut self, path: &mut Vec<String>, value: &Value) -> Value {
-        match value {
-            Value::String(s) => match interpolate_str(s, self.lookup) {
-                Ok(v) => Value::String(v),
-                Err(e) => {
-                    let p: Vec<&str> = path.iter().map(String::as_str).collect();
-                    self.error(&p, e);
-                    value.clone()
+    /// Interpolates `${VARS}` in the strings of `value` at the key paths
+    /// `fields` (relative to `value`; `*` matches any key), and nowhere else:
+    /// other fields keep `${...}` as written. A variable that is unset or not
+    /// allowed is an error at its field (naming the variable, never a value).
+    pub(crate) fn interpolate_fields(&mut self, path: &[&str], value: &Value, fields: &[&[&str]]) -> Value {
+        let mut out = value.clone();
+        for field in fields {
+            let mut at: Vec<String> = path.iter().map(|s| s.to_string()).collect();
+            self.interpolate_at(&mut at, &mut out, field);
+        }
+        out
+    }
+
+    fn interpolate_at(&mut self, path: &mut Vec<String>, value: &mut Value, field: &[&str]) {
+        let Some((first, rest)) = field.split_first() else {
+            if let Value::String(s) = value {
+                match interpolate_str(s, self.lookup) {
+                    Ok(v) => *s = v,
+                    Err(e) => {
+                        let p: Vec<&str> = path.iter().map(String::as_str).collect();
+                        self.error(&p, e);
+                    }
                 }
-            },
-            Value::Mapping(m) => {
-                let mut out = Mapping::new();
-                for (k, v) in m {
-                    path.push(k.as_str().unwrap_or("?").to_string());
-                    let v = self.interpolate(path, v);
-                    path.pop();
-                    out.insert(k.clone(), v);
-                }
-                Value::Mapping(out)
             }
-            Value::Sequence(items) => Value::Sequence(items.iter().map(|v| self.interpolate(path, v)).collect()),
-            other => other.clone(),
+            return;
+        };
+        let Value::Mapping(map) = value else { return };
+        for (key, child) in map.iter_mut() {
+            let Some(key) = key.as_str() else { continue };
+            if *first == "*" || *first == key {
+                path.push(key.to_string());
+                self.interpolate_at(path, child, rest);
+                path.pop();
+            }
         }
     }
 }
@@ -408,11 +419,7 @@ fn friendlier(message: &str) -> String {
 
 /// Parses and validates a `scheduler.yaml` document from the `--config` directory:
 /// every job valid, and `depends_on` naming only jobs of the same document.
-pub fn parse_scheduler_yaml(
-    file: &Path,
-    text: &str,
-    lookup: &dyn Fn(&str) -> Option<String>,
-) -> Result<JobSet, ConfigErrors> {
+pub fn parse_scheduler_yaml(file: &Path, text: &str, lookup: super::env::Lookup<'_>) -> Result<JobSet, ConfigErrors> {
     let (entries, mut errors) = parse_document_partial(file, text, lookup, Source::Config);
     let set = JobSet::new(entries);
     let problems = set.dependency_errors().into_iter().chain(set.limit_errors());
@@ -435,7 +442,7 @@ pub fn parse_scheduler_yaml(
 pub fn parse_document(
     file: &Path,
     text: &str,
-    lookup: &dyn Fn(&str) -> Option<String>,
+    lookup: super::env::Lookup<'_>,
     source: Source,
 ) -> Result<Vec<JobEntry>, ConfigErrors> {
     let (entries, errors) = parse_document_partial(file, text, lookup, source);
@@ -451,7 +458,7 @@ pub fn parse_document(
 pub fn parse_document_partial(
     file: &Path,
     text: &str,
-    lookup: &dyn Fn(&str) -> Option<String>,
+    lookup: super::env::Lookup<'_>,
     source: Source,
 ) -> (Vec<JobEntry>, Vec<ConfigError>) {
     let mut checker = Checker {
@@ -489,8 +496,8 @@ pub fn parse_document_partial(
             Some("defaults") => match value {
                 Value::Null => {}
                 Value::Mapping(m) => {
-                    let interpolated = checker.interpolate(&mut vec!["defaults".into()], &Value::Mapping(m.clone()));
-                    if let Some(raw) = checker.deserialize::<RawDefaults>(&["defaults"], interpolated) {
+                    // Defaults have no field that interpolates `${VARS}`.
+                    if let Some(raw) = checker.deserialize::<RawDefaults>(&["defaults"], Value::Mapping(m.clone())) {
                         check_defaults(&mut checker, raw);
                     }
                     defaults = m;
@@ -541,12 +548,18 @@ pub fn parse_document_partial(
     (entries, checker.errors)
 }
 
+/// The fields of a job where `${VARS}` are interpolated: the values of a
+/// shell job's `env` (sent to the agent, never shown). Everywhere else
+/// `${...}` is text as written (in a command, the shell on the agent expands
+/// it from the job's environment).
+pub const INTERPOLATED_FIELDS: &[&[&str]] = &[&["shell", "env", "*"]];
+
 /// Rebuilds a definition from a stored spec (interpolating `${VARS}` again).
 pub fn entry_from_spec(
     name: &str,
     spec_yaml: &str,
     source: Source,
-    lookup: &dyn Fn(&str) -> Option<String>,
+    lookup: super::env::Lookup<'_>,
 ) -> Result<JobEntry, ConfigErrors> {
     let file = Path::new("stored definition");
     let mut checker = Checker {
@@ -603,7 +616,7 @@ fn check_entry(c: &mut Checker<'_>, name: &str, spec: Mapping, source: Source) -
         c.error(&base, e);
         return None;
     }
-    let interpolated = c.interpolate(&mut vec!["jobs".into(), name.into()], &Value::Mapping(spec.clone()));
+    let interpolated = c.interpolate_fields(&base, &Value::Mapping(spec.clone()), INTERPOLATED_FIELDS);
     let raw: RawJob = c.deserialize(&base, interpolated)?;
     let def = check_job(c, name, raw)?;
     Some(JobEntry {

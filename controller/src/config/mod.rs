@@ -17,6 +17,7 @@
 //! * [`jobs`]: validation into [`crate::job::JobDef`];
 //! * [`lines`]: key path → line number, for error locations.
 
+pub mod env;
 pub mod jobs;
 pub mod lines;
 pub mod raw;
@@ -101,7 +102,7 @@ pub struct LoadedAlerts {
 /// error: `--config` must point at a directory holding one (it may define no
 /// jobs: `jobs: {}`).
 pub fn load_dir(dir: &Path) -> Result<LoadedConfig, ConfigErrors> {
-    let env = |name: &str| std::env::var(name).ok();
+    let env = env::lookup;
     let unreadable = |file: &Path, e: std::io::Error| ConfigError {
         file: file.to_path_buf(),
         line: None,
@@ -155,8 +156,9 @@ pub fn load_dir(dir: &Path) -> Result<LoadedConfig, ConfigErrors> {
 
 /// Replaces `${NAME}` (NAME of letters, digits and `_`) with the variable's value;
 /// `$${` writes a literal `${`, and other `${...}` forms (such as a shell's
-/// `${X:-default}`) are kept as written. The error names the first unset variable.
-pub fn interpolate_str(text: &str, lookup: &dyn Fn(&str) -> Option<String>) -> Result<String, String> {
+/// `${X:-default}`) are kept as written. The error (from `lookup`) names the
+/// first variable that is unset or not allowed, never a value.
+pub fn interpolate_str(text: &str, lookup: env::Lookup<'_>) -> Result<String, String> {
     let mut out = String::with_capacity(text.len());
     let mut rest = text;
     while let Some(pos) = rest.find('$') {
@@ -172,8 +174,7 @@ pub fn interpolate_str(text: &str, lookup: &dyn Fn(&str) -> Option<String>) -> R
             };
             let name = &body[..end];
             if !name.is_empty() && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') {
-                let value = lookup(name)
-                    .ok_or_else(|| format!("environment variable {name} is not set (referenced as ${{{name}}})"))?;
+                let value = lookup(name)?;
                 out.push_str(&value);
             } else {
                 out.push_str(&after[..end + 3]);
@@ -205,7 +206,7 @@ mod tests {
 
     #[test]
     fn interpolates_variables_and_keeps_shell_forms() {
-        let lookup = |name: &str| (name == "TOKEN").then(|| "s3cret".to_string());
+        let lookup = env::from_pairs(&[("TOKEN", "s3cret")]);
         assert_eq!(
             interpolate_str("a ${TOKEN} $${LIT} $x ${X:-y} $", &lookup).unwrap(),
             "a s3cret ${LIT} $x ${X:-y} $"

@@ -105,7 +105,7 @@ pub async fn initial_definitions(
 
 /// Reads and rebuilds every stored definition.
 async fn load_stored(store: &crate::store::Store) -> std::result::Result<JobSet, DefinitionsError> {
-    let lookup = |name: &str| std::env::var(name).ok();
+    let lookup = crate::config::env::lookup;
     let mut entries = Vec::new();
     let mut errors = Vec::new();
     for (name, spec, source) in store.job_specs().await? {
@@ -170,7 +170,7 @@ impl Engine {
             .ok_or_else(|| Error::not_found(format!("job \"{name}\" is not defined")))?;
         let mut spec = entry.spec.clone();
         spec.insert(Value::String("enabled".into()), Value::Bool(enabled));
-        let lookup = |var: &str| std::env::var(var).ok();
+        let lookup = crate::config::env::lookup;
         let rebuilt = entry_from_spec(name, &spec_to_yaml(&spec), entry.source, &lookup)
             .map_err(|e| Error::precondition(format!("the stored definition of \"{name}\" is no longer valid: {e}")))?;
         let def = rebuilt.def.clone();

@@ -117,7 +117,7 @@ mod tests {
 
     fn jobs() -> JobSet {
         let yaml = "jobs:\n  eu:\n    builtin: noop\n    selector: { region: eu }\n  any:\n    builtin: noop\n  one:\n    builtin: noop\n    max_concurrency: 1\n";
-        crate::config::parse_scheduler_yaml(Path::new("t.yaml"), yaml, &|_| None).unwrap()
+        crate::config::parse_scheduler_yaml(Path::new("t.yaml"), yaml, &crate::config::env::from_pairs(&[])).unwrap()
     }
 
     fn queue(core: &mut Core, id: &str, job: &str, priority: Priority, at: i64) {

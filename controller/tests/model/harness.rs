@@ -86,8 +86,10 @@ impl Harness {
         let dir = tempfile::tempdir().map_err(|e| failed("tempdir", e))?;
         let url = format!("sqlite://{}", dir.path().join("worker.db").display());
         let store = Store::open(&url).await.map_err(|e| failed("open the store", e))?;
-        let configured = parse_scheduler_yaml(Path::new("scheduler.yaml"), &scheduler_yaml(), &|_| None)
-            .map_err(|e| failed("parse scheduler.yaml", e))?;
+        let configured = parse_scheduler_yaml(Path::new("scheduler.yaml"), &scheduler_yaml(), &|_| {
+            Err("no variables".into())
+        })
+        .map_err(|e| failed("parse scheduler.yaml", e))?;
         let clock = Clock::manual(T0);
         let engine = Engine::recover_with_clock(store.clone(), configured.clone(), settings(), clock.clone())
             .await

@@ -75,6 +75,18 @@ pub struct Channel {
 /// Key paths (inside a channel) of the values that are secrets.
 const SECRET_KEYS: &[&[&str]] = &[&["webhook_url"], &["token"], &["secret"], &["smtp", "password"]];
 
+/// Key paths (inside a channel) where `${VARS}` are interpolated: the secrets,
+/// a webhook's `url` and the SMTP user name. Nowhere else (a `${...}` in a
+/// subject or an address is text as written).
+pub const INTERPOLATED_KEYS: &[&[&str]] = &[
+    &["webhook_url"],
+    &["token"],
+    &["secret"],
+    &["url"],
+    &["smtp", "username"],
+    &["smtp", "password"],
+];
+
 impl Channel {
     /// The spec with every secret value that is written out (not a whole
     /// `${VAR}` reference) replaced by [`REDACTED`]: what may be shown or exported.
@@ -95,8 +107,53 @@ impl Channel {
                 *value = Value::String(REDACTED.into());
             }
         }
+        if let Some(Value::String(url)) = spec.get_mut("url") {
+            *url = redact_url(url);
+        }
         spec
     }
+}
+
+/// A URL as it may be shown: a password in its user part and every query
+/// value replaced by [`REDACTED`] (webhook URLs often carry a key there); a
+/// whole `${VAR}` reference is kept.
+pub fn redact_url(url: &str) -> String {
+    if is_env_reference(url) {
+        return url.to_string();
+    }
+    let (before_fragment, fragment) = match url.split_once('#') {
+        Some((b, f)) => (b, Some(f)),
+        None => (url, None),
+    };
+    let (base, query) = match before_fragment.split_once('?') {
+        Some((b, q)) => (b, Some(q)),
+        None => (before_fragment, None),
+    };
+    let mut shown = base.to_string();
+    if let Some(scheme_end) = shown.find("://") {
+        let rest = &shown[scheme_end + 3..];
+        let authority_len = rest.find('/').unwrap_or(rest.len());
+        if let Some(at) = rest[..authority_len].rfind('@')
+            && let Some(colon) = rest[..at].find(':')
+        {
+            let start = scheme_end + 3 + colon + 1;
+            shown.replace_range(start..scheme_end + 3 + at, REDACTED);
+        }
+    }
+    if let Some(query) = query {
+        let pairs: Vec<String> = query
+            .split('&')
+            .map(|pair| match pair.split_once('=') {
+                Some((key, _)) => format!("{key}={REDACTED}"),
+                None => pair.to_string(),
+            })
+            .collect();
+        shown = format!("{shown}?{}", pairs.join("&"));
+    }
+    if fragment.is_some() {
+        shown.push_str("#<redacted>");
+    }
+    shown
 }
 
 impl fmt::Debug for Channel {
@@ -126,7 +183,7 @@ impl fmt::Display for Channel {
                 };
                 write!(f, "{} (email to {})", self.name, to.join(", "))
             }
-            ChannelKind::Webhook(_) => write!(f, "{} (webhook {})", self.name, written("url")),
+            ChannelKind::Webhook(_) => write!(f, "{} (webhook {})", self.name, redact_url(&written("url"))),
         }
     }
 }
@@ -159,8 +216,7 @@ pub(super) fn check_channel(c: &mut Checker<'_>, name: &str, value: Value) -> Op
         return None;
     };
     let errors_before = c.errors.len();
-    let Value::Mapping(mut fields) =
-        c.interpolate(&mut vec!["channels".into(), name.into()], &Value::Mapping(spec.clone()))
+    let Value::Mapping(mut fields) = c.interpolate_fields(&base, &Value::Mapping(spec.clone()), INTERPOLATED_KEYS)
     else {
         unreachable!("interpolating a mapping yields a mapping");
     };

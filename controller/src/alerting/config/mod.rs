@@ -108,7 +108,7 @@ impl AlertsConfig {
 pub fn parse_alerts_yaml(
     path: &Path,
     text: &str,
-    env: &dyn Fn(&str) -> Option<String>,
+    env: crate::config::env::Lookup<'_>,
 ) -> Result<AlertsConfig, ConfigErrors> {
     let mut c = Checker::new(path, text, env);
     let document: Value = match serde_yaml_ng::from_str(text) {

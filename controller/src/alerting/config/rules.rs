@@ -53,8 +53,8 @@ pub(super) fn check_rule(
         return None;
     };
     let errors_before = c.errors.len();
-    let interpolated = c.interpolate(&mut vec!["rules".into(), item.into()], &Value::Mapping(spec.clone()));
-    let raw: RawRule = c.deserialize(&base, interpolated)?;
+    // Rules hold no secrets: nothing in them interpolates `${VARS}`.
+    let raw: RawRule = c.deserialize(&base, Value::Mapping(spec.clone()))?;
     if c.errors.len() > errors_before {
         return None; // an unset variable: its value would only cause more errors
     }

@@ -5,7 +5,7 @@ use crate::alerting::rules::EventParams;
 
 const EXAMPLE: &str = include_str!("../../../../config/examples/alerts.yaml");
 
-fn env(name: &str) -> Option<String> {
+fn env(name: &str) -> Result<String, String> {
     let value = match name {
         "SLACK_WEBHOOK_URL" => "https://hooks.slack.com/services/T0/B0/slack-s3cret",
         "DISCORD_WEBHOOK_URL" => "https://discord.com/api/webhooks/1/discord-s3cret",
@@ -14,9 +14,13 @@ fn env(name: &str) -> Option<String> {
         "WEBHOOK_SECRET" => "hmac-s3cret",
         "BOT_TOKEN" => "xoxb-bot-s3cret",
         "EMPTY" => "",
-        _ => return None,
+        _ => {
+            return Err(format!(
+                "environment variable {name} is not set (referenced as ${{{name}}})"
+            ));
+        }
     };
-    Some(value.to_string())
+    Ok(value.to_string())
 }
 
 fn parse(text: &str) -> Result<AlertsConfig, ConfigErrors> {
@@ -133,7 +137,7 @@ fn the_documented_example_parses() {
 
 #[test]
 fn missing_secret_variables_are_all_reported_with_their_lines() {
-    let no_env = |_: &str| None;
+    let no_env = crate::config::env::from_pairs(&[]);
     let errors = parse_alerts_yaml(Path::new("config/examples/alerts.yaml"), EXAMPLE, &no_env)
         .unwrap_err()
         .0;
@@ -141,11 +145,11 @@ fn missing_secret_variables_are_all_reported_with_their_lines() {
     assert_eq!(
         located,
         [
-            "config/examples/alerts.yaml:9: channels.ops-slack.webhook_url: environment variable SLACK_WEBHOOK_URL is not set (referenced as ${SLACK_WEBHOOK_URL})",
-            "config/examples/alerts.yaml:10: channels.ops-discord.webhook_url: environment variable DISCORD_WEBHOOK_URL is not set (referenced as ${DISCORD_WEBHOOK_URL})",
-            "config/examples/alerts.yaml:13: channels.ops-mail.smtp.username: environment variable SMTP_USER is not set (referenced as ${SMTP_USER})",
-            "config/examples/alerts.yaml:13: channels.ops-mail.smtp.password: environment variable SMTP_PASSWORD is not set (referenced as ${SMTP_PASSWORD})",
-            "config/examples/alerts.yaml:16: channels.pager.secret: environment variable WEBHOOK_SECRET is not set (referenced as ${WEBHOOK_SECRET})",
+            "config/examples/alerts.yaml:10: channels.ops-slack.webhook_url: environment variable SLACK_WEBHOOK_URL is not set (referenced as ${SLACK_WEBHOOK_URL})",
+            "config/examples/alerts.yaml:11: channels.ops-discord.webhook_url: environment variable DISCORD_WEBHOOK_URL is not set (referenced as ${DISCORD_WEBHOOK_URL})",
+            "config/examples/alerts.yaml:14: channels.ops-mail.smtp.username: environment variable SMTP_USER is not set (referenced as ${SMTP_USER})",
+            "config/examples/alerts.yaml:14: channels.ops-mail.smtp.password: environment variable SMTP_PASSWORD is not set (referenced as ${SMTP_PASSWORD})",
+            "config/examples/alerts.yaml:17: channels.pager.secret: environment variable WEBHOOK_SECRET is not set (referenced as ${WEBHOOK_SECRET})",
         ]
     );
 }
@@ -731,4 +735,50 @@ fn addresses_must_be_read_alike_by_lettre() {
         )],
     );
     assert!(parse_mailbox("ops@[IPv6:::1]").is_ok());
+}
+
+/// A webhook URL is shown (`alerts channels`, `Display`, `Debug`) without the
+/// password of its user part and without its query values, where keys live;
+/// a `${VAR}` reference shows as written.
+#[test]
+fn webhook_urls_are_shown_without_keys() {
+    use super::channel::redact_url;
+    assert_eq!(
+        redact_url("https://user:pa55@hooks.example.com/x?key=k3y&v=1#frag"),
+        "https://user:<redacted>@hooks.example.com/x?key=<redacted>&v=<redacted>#<redacted>"
+    );
+    assert_eq!(redact_url("https://hooks.example.com/x"), "https://hooks.example.com/x");
+    assert_eq!(redact_url("${HOOK_URL}"), "${HOOK_URL}");
+    let config = parse("channels:\n  w: { type: webhook, url: \"https://u:pa55@example.com/h?token=k3y\", secret: \"${WEBHOOK_SECRET}\" }\n").unwrap();
+    let channel = &config.channels["w"];
+    let shown = format!(
+        "{channel} {channel:?} {}",
+        serde_yaml_ng::to_string(&channel.redacted_spec()).unwrap()
+    );
+    assert!(!shown.contains("pa55") && !shown.contains("k3y"), "{shown}");
+    assert!(shown.contains("example.com/h"), "{shown}");
+}
+
+/// `${VARS}` are interpolated only in a channel's secrets, its `url` and its
+/// SMTP user name; elsewhere (an address) they are text, and the error about
+/// such a field quotes the reference, never the variable's value.
+#[test]
+fn variables_interpolate_only_in_channel_secrets() {
+    let errors = parse(
+        "channels:\n  m: { type: email, to: [\"ops@example.com\"], from: \"${SMTP_PASSWORD}\", smtp: { host: smtp.example.com, password: \"${SMTP_PASSWORD}\", username: \"${SMTP_USER}\" } }\n",
+    )
+    .unwrap_err();
+    let text = errors.to_string();
+    assert!(!text.contains("smtp-s3cret"), "{text}");
+    assert!(text.contains("channels.m.from"), "{text}");
+    let config = parse(
+        "channels:\n  m: { type: email, to: [\"ops@example.com\"], from: \"w@example.com\", smtp: { host: smtp.example.com, password: \"${SMTP_PASSWORD}\", username: \"${SMTP_USER}\" } }\n",
+    )
+    .unwrap();
+    let ChannelKind::Email(email) = &config.channels["m"].kind else {
+        panic!()
+    };
+    let credentials = email.smtp.credentials.as_ref().unwrap();
+    assert_eq!(credentials.username, "mailer");
+    assert_eq!(credentials.password.expose(), "smtp-s3cret");
 }

@@ -112,8 +112,8 @@ impl Deliverer {
     }
 
     /// One attempt to a generic webhook: the body with its headers and a
-    /// signature made now. The signing secret is scrubbed from the answer and
-    /// errors.
+    /// signature made now. The signing secret, and the keys its URL may carry
+    /// (query, user password), are scrubbed from the answer and errors.
     pub(super) async fn send_webhook(&self, hook: &WebhookChannel, alert: &Alert) -> Result<String, Failure> {
         let body = json_bytes(&message::webhook_body(alert))?;
         let timestamp = SystemTime::now()
@@ -126,7 +126,9 @@ impl Deliverer {
             (SIGNATURE_HEADER, signature(hook.secret.expose(), timestamp, &body)),
         ];
         let result = self.post(&hook.url, body, &headers, None).await.and_then(judge);
-        scrub_result(result, &[hook.secret.expose().to_string()])
+        let mut secrets = url_key_parts(&hook.url);
+        secrets.push(hook.secret.expose().to_string());
+        scrub_result(result, &secrets)
     }
 
     /// POSTs a JSON `body` to `url` with extra `headers` and an optional bearer
@@ -303,6 +305,33 @@ fn http_failure(error: reqwest::Error) -> Failure {
         retry_after: None,
     }
 }
+/// The parts of a webhook URL that may be keys: its query and the password of
+/// its user part (at least 4 characters each, to be worth scrubbing).
+fn url_key_parts(url: &str) -> Vec<String> {
+    let mut parts = Vec::new();
+    let without_fragment = url.split('#').next().unwrap_or_default();
+    if let Some((_, query)) = without_fragment.split_once('?') {
+        parts.push(query.to_string());
+        parts.extend(
+            query
+                .split('&')
+                .filter_map(|p| p.split_once('='))
+                .map(|(_, v)| v.to_string()),
+        );
+    }
+    if let Some((_, rest)) = url.split_once("://") {
+        let authority = rest.split(['/', '?', '#']).next().unwrap_or_default();
+        if let Some((user, _)) = authority.rsplit_once('@')
+            && let Some((_, password)) = user.split_once(':')
+        {
+            parts.push(password.to_string());
+        }
+    }
+    parts.retain(|p| p.len() >= 4);
+    parts.sort_by_key(|p| std::cmp::Reverse(p.len()));
+    parts
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -380,5 +409,13 @@ mod tests {
             hex::encode(mac.finalize().into_bytes()),
             "5bdcc146bf60754e6a042426089575c75a003f089d2739839dec58b964ec3843"
         );
+    }
+
+    #[test]
+    fn webhook_url_keys_are_scrubbed() {
+        let parts = url_key_parts("https://user:pa55word@hooks.example.com/h?key=k3y-value&x=1#f");
+        assert!(parts.contains(&"pa55word".to_string()), "{parts:?}");
+        assert!(parts.contains(&"k3y-value".to_string()), "{parts:?}");
+        assert!(url_key_parts("https://hooks.example.com/h").is_empty());
     }
 }

@@ -6,7 +6,7 @@ use crate::alerting::parse_alerts_yaml;
 fn config(rules: &str) -> AlertsConfig {
     let text =
         format!("channels:\n  hook: {{ type: webhook, url: \"http://127.0.0.1:9/h\", secret: s }}\nrules:\n{rules}");
-    parse_alerts_yaml(Path::new("alerts.yaml"), &text, &|_| None).expect("valid test config")
+    parse_alerts_yaml(Path::new("alerts.yaml"), &text, &crate::config::env::from_pairs(&[])).expect("valid test config")
 }
 
 fn attempt(job: &str, attempt: u32, outcome: Outcome, state: RunState) -> Fact {

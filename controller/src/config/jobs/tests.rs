@@ -2,9 +2,11 @@ use super::*;
 use crate::model::Priority;
 
 fn parse(text: &str) -> Result<JobSet, ConfigErrors> {
-    parse_scheduler_yaml(Path::new("scheduler.yaml"), text, &|name| {
-        (name == "TOKEN").then(|| "s3cret".into())
-    })
+    parse_scheduler_yaml(
+        Path::new("scheduler.yaml"),
+        text,
+        &crate::config::env::from_pairs(&[("TOKEN", "s3cret")]),
+    )
 }
 
 #[test]
@@ -109,13 +111,13 @@ fn specs_keep_variable_references_and_merged_defaults() {
     let yaml = spec_to_yaml(&entry.spec);
     assert!(yaml.contains("${TOKEN}") && !yaml.contains("s3cret"), "{yaml}");
     assert!(yaml.contains("Asia/Tokyo"), "defaults are merged into the spec: {yaml}");
-    let rebuilt = entry_from_spec("a", &yaml, Source::Api, &|_| Some("other".into())).unwrap();
+    let rebuilt = entry_from_spec("a", &yaml, Source::Api, &|_| Ok("other".into())).unwrap();
     assert_eq!(rebuilt.def.schedule.as_ref().unwrap().tz(), chrono_tz::Asia::Tokyo);
     let ExecutorDef::Shell(shell) = &rebuilt.def.executor else {
         panic!()
     };
     assert_eq!(shell.env["T"], "other");
-    let err = entry_from_spec("a", &yaml, Source::Api, &|_| None).unwrap_err();
+    let err = entry_from_spec("a", &yaml, Source::Api, &crate::config::env::from_pairs(&[])).unwrap_err();
     assert!(err.0[0].message.contains("TOKEN is not set"), "{err}");
 }
 
@@ -277,4 +279,32 @@ fn what_could_not_be_triggered_is_refused_with_its_line() {
     // 64 levels are fine.
     let ok: String = deep.lines().take(66).map(|l| format!("{l}\n")).collect();
     assert!(parse(&ok).is_ok());
+}
+
+/// `${VARS}` are interpolated in a shell job's `env` values only: in a
+/// command, a description or a schedule they stay as written (the shell on
+/// the agent expands a command's), and an error about such a field quotes the
+/// reference, never a variable's value.
+#[test]
+fn variables_interpolate_only_in_env_values() {
+    let set = parse(
+        "jobs:\n  a:\n    description: \"key ${TOKEN}\"\n    shell: { command: \"echo ${TOKEN}\", env: { T: \"${TOKEN}\" } }\n",
+    )
+    .unwrap();
+    let def = &set.get("a").unwrap();
+    assert_eq!(def.description, "key ${TOKEN}");
+    let ExecutorDef::Shell(shell) = &def.executor else {
+        panic!()
+    };
+    assert_eq!(shell.env["T"], "s3cret");
+    assert_eq!(shell.script, "echo ${TOKEN}");
+
+    for field in ["timezone", "priority", "schedule", "timeout"] {
+        let errors = parse(&format!("jobs:\n  a:\n    {field}: \"${{TOKEN}}\"\n    shell: x\n"))
+            .unwrap_err()
+            .0;
+        let text = format!("{errors:?}");
+        assert!(!text.contains("s3cret"), "{field}: the value leaked: {text}");
+        assert!(text.contains(&format!("jobs.a.{field}")), "{field}: {text}");
+    }
 }
