@@ -680,13 +680,14 @@ rules:
     assert!(err.message().contains("NOT_SET_ANYWHERE_4711"), "{}", err.message());
     // A variable of the controller's environment that --allow-env does not
     // name cannot be sent anywhere: refused, and its value never echoed.
-    for field in ["url", "secret"] {
+    for spec in [
+        r#"{ type: webhook, url: "http://127.0.0.1:9/${CANARY_NOT_ALLOWED}", secret: s3cret-literal }"#,
+        r#"{ type: webhook, url: "http://127.0.0.1:9/h", secret: "${CANARY_NOT_ALLOWED}" }"#,
+    ] {
         let err = client
             .put_alert_channel(pb::PutAlertChannelRequest {
                 name: "exfil".into(),
-                spec_yaml: format!(
-                    "{{ type: webhook, url: \"http://127.0.0.1:9/h\", {field}: \"${{CANARY_NOT_ALLOWED}}\" }}"
-                ),
+                spec_yaml: spec.into(),
             })
             .await
             .expect_err("variable not on the allow-list");
