@@ -32,7 +32,7 @@ fn live_run(i: usize) -> LiveRun {
         Priority::ALL[i % 4],
         0,
         3,
-        Arc::from("null"),
+        Some(Arc::from("null")),
         0,
     )
 }

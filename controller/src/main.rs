@@ -68,6 +68,10 @@ struct Args {
     /// commits get this long, then whatever still runs is abandoned.
     #[arg(long, default_value = "10s", value_parser = worker_duration::parse)]
     shutdown_timeout: std::time::Duration,
+    /// Bytes of payloads over 1 KiB kept in memory for waiting runs; beyond
+    /// it they stay in the store until their run is dispatched.
+    #[arg(long, value_name = "BYTES", default_value_t = worker_controller::engine::DEFAULT_PAYLOAD_MEMORY_BYTES)]
+    payload_memory_budget: usize,
     /// Also run one in-process agent: the one-command local setup.
     #[arg(long)]
     dev: bool,
@@ -131,6 +135,7 @@ fn main() -> ExitCode {
             heartbeat_interval: args.heartbeat_interval,
             lease_timeout: args.lease_timeout,
             idempotency_window: args.idempotency_window,
+            payload_memory_bytes: args.payload_memory_budget,
         },
         alerts: AlertSettings {
             delivery: DeliveryPolicy {

@@ -50,6 +50,7 @@ impl Stepped {
             heartbeat_interval: Duration::from_secs(1),
             lease_timeout: Duration::from_secs(5),
             idempotency_window: Duration::from_secs(3600),
+            payload_memory_bytes: worker_controller::engine::DEFAULT_PAYLOAD_MEMORY_BYTES,
         };
         let engine = Engine::recover_with_clock(store.clone(), jobs, settings, clock.clone())
             .await
@@ -129,6 +130,7 @@ impl Looped {
             heartbeat_interval: lease_timeout / 10,
             lease_timeout,
             idempotency_window: Duration::from_secs(3600),
+            payload_memory_bytes: worker_controller::engine::DEFAULT_PAYLOAD_MEMORY_BYTES,
         };
         let engine = Engine::recover(store.clone(), jobs, settings).await.unwrap();
         let (stop, stopped) = tokio::sync::watch::channel(false);
@@ -749,6 +751,7 @@ async fn start_controller() -> Running {
             heartbeat_interval: Duration::from_secs(1),
             lease_timeout: Duration::from_secs(3),
             idempotency_window: Duration::from_secs(3600),
+            payload_memory_bytes: worker_controller::engine::DEFAULT_PAYLOAD_MEMORY_BYTES,
         },
         alerts: Default::default(),
         dev_agent_capacity: None,

@@ -200,6 +200,7 @@ backend_tests!(
     a_write_is_read_back_by_its_first_row,
     reads_by_id_take_more_ids_than_one_statement_may_bind,
     fire_failures_are_recorded_per_job,
+    payloads_are_read_by_id_and_big_ones_left_out_of_recovery,
 );
 
 fn new_run(id: &str, scheduled_for: Option<i64>) -> NewRun {
@@ -677,6 +678,70 @@ async fn reads_by_id_take_more_ids_than_one_statement_may_bind(db: TestDb) {
     assert_eq!(found, ["r00001", "r20000", "r39999"]);
 }
 
+async fn payloads_are_read_by_id_and_big_ones_left_out_of_recovery(db: TestDb) {
+    // Payloads of 1 KiB exactly (kept by recovery with a limit of 1,024), one
+    // byte more (left out), 1 MiB of multi-byte characters with quotes and
+    // JSON escapes; more ids than one statement binds.
+    let store = db.open().await;
+    let exact = format!("\"{}\"", "a".repeat(1_022));
+    let over = format!("\"{}\"", "é".repeat(512)); // 1,026 bytes, 514 characters
+    let big = format!("{{\"s\":\"{}\\\" \\\\ \\u0001\"}}", "ü".repeat(512 * 1024));
+    let payloads = [
+        ("p0", exact.clone()),
+        ("p1", over.clone()),
+        ("p2", big.clone()),
+        ("p3", "{}".to_string()),
+    ];
+    let mut runs = Vec::new();
+    for (i, (id, payload)) in payloads.iter().enumerate() {
+        let mut run = new_run(id, None);
+        run.created_at = 1_000 + i as i64;
+        run.payload = payload.clone();
+        runs.push(run);
+    }
+    store
+        .insert_runs(&InsertPlan {
+            runs,
+            dependencies: Vec::new(),
+        })
+        .await
+        .unwrap();
+
+    let mut ids: Vec<String> = (0..2_000).map(|i| format!("missing{i}")).collect();
+    ids.extend(["p2", "p0", "p1", "p3", "p2"].map(String::from));
+    let mut read = store.payloads(&ids).await.unwrap();
+    read.sort();
+    let expected: Vec<(String, String)> = payloads.iter().map(|(id, p)| (id.to_string(), p.clone())).collect();
+    assert_eq!(read.len(), 4, "each existing run once");
+    assert!(read == expected, "payloads read back exactly");
+    assert!(store.payloads(&[]).await.unwrap().is_empty());
+
+    let mut recovered = Vec::new();
+    store
+        .for_each_active_run(Some(1_024), &mut |run| {
+            recovered.push((run.id, run.payload));
+            Ok(())
+        })
+        .await
+        .unwrap();
+    let expected: Vec<(String, String)> = vec![
+        ("p0".into(), exact),
+        ("p1".into(), String::new()),
+        ("p2".into(), String::new()),
+        ("p3".into(), "{}".into()),
+    ];
+    assert!(
+        recovered == expected,
+        "payloads over 1,024 bytes are left out: {:?}",
+        recovered.iter().map(|(id, p)| (id, p.len())).collect::<Vec<_>>()
+    );
+    let full = store.active_runs().await.unwrap();
+    assert!(
+        full.iter().any(|r| r.id == "p2" && r.payload == big),
+        "without a limit every payload is read"
+    );
+}
+
 async fn dependencies_keys_and_definitions_are_stored(db: TestDb) {
     let store = db.open().await;
     let mut down = new_run("down", None);
@@ -898,7 +963,7 @@ async fn active_runs_stream_in_order_across_pages(db: TestDb) {
     expected.sort();
     let mut seen = Vec::new();
     store
-        .for_each_active_run(&mut |run| {
+        .for_each_active_run(None, &mut |run| {
             seen.push((run.created_at, run.id, run.payload));
             Ok(())
         })

@@ -1,7 +1,8 @@
 //! The agent side of the engine: registration, credits, dispatch (group-committed
 //! assignments) and results.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeSet, HashMap};
+use std::sync::Arc;
 
 use worker_proto::v1::{
     Ack, Assignment, Cancel, ControllerMessage, Finished, Hello, InFlight, Welcome, controller_message::Msg,
@@ -178,27 +179,89 @@ impl Engine {
     /// Chooses assignments for the free credits, in priority order, and the
     /// store changes that record them (committed by the caller's round). The
     /// credits are taken now; [`Engine::picks_failed`] gives them back.
-    pub(super) fn pick(&self, core: &mut Core, jobs: &JobSet, now: i64) -> Result<Picks> {
+    ///
+    /// Each pick carries its payload: from memory, or, for runs whose payload
+    /// is only in the store (beyond the memory budget), from ONE read of all
+    /// of them per round ([`Engine::load_payloads`]). When everything is in
+    /// memory (the common case) nothing is read.
+    pub(super) async fn pick(&self, core: &mut Core, jobs: &JobSet, now: i64) -> Result<Picks> {
         let mut picked = Picks::default();
         if !core.agents.values().any(|a| a.sender.is_some() && a.credits > 0) || core.ready.is_empty() {
             return Ok(picked);
         }
-        picked.picks = select_assignments(core, jobs, now);
-        for (run_id, agent_id) in &picked.picks {
+        let mut selected = select_assignments(core, jobs, now);
+        let mut payloads: Vec<Option<Arc<str>>> = selected
+            .iter()
+            .map(|(run_id, _)| core.live[run_id.as_str()].payload.clone())
+            .collect();
+        if payloads.iter().any(Option::is_none) {
+            picked.held_until = self.load_payloads(core, &mut selected, &mut payloads, now).await;
+        }
+        for ((run_id, agent_id), payload) in selected.into_iter().zip(payloads) {
+            let Some(payload) = payload else { continue };
             let run = &core.live[run_id.as_str()];
             let attempt = run.attempt + 1;
-            let mut change = self.change(run_id, run.state, RunState::Running, Mover::Dispatcher, now, None)?;
+            let mut change = self.change(&run_id, run.state, RunState::Running, Mover::Dispatcher, now, None)?;
             change.attempt = Some(attempt);
             picked.changes.push(change);
             picked.starts.push(AttemptStart {
                 run_id: run_id.clone(),
                 attempt,
                 agent_id: agent_id.clone(),
-                agent_name: core.agents[agent_id].name.clone(),
+                agent_name: core.agents[&agent_id].name.clone(),
                 started_at: now,
             });
+            picked.payloads.push(payload);
+            picked.picks.push((run_id, agent_id));
         }
         Ok(picked)
+    }
+
+    /// Reads from the store, in one query, the payloads of the `selected`
+    /// runs that have none in memory, into `payloads`. A run whose payload
+    /// cannot be read (the store failed) is not assigned: its agent gets the
+    /// credit back and the run is held back from dispatch for a backoff.
+    /// Returns when the first such hold ends. The payloads read are not kept
+    /// in memory: they go out with the assignments.
+    async fn load_payloads(
+        &self,
+        core: &mut Core,
+        selected: &mut [(String, String)],
+        payloads: &mut [Option<Arc<str>>],
+        now: i64,
+    ) -> Option<i64> {
+        let missing: Vec<String> = selected
+            .iter()
+            .zip(payloads.iter())
+            .filter(|(_, p)| p.is_none())
+            .map(|((run_id, _), _)| run_id.clone())
+            .collect();
+        let mut read: HashMap<String, String> = match self.store.payloads(&missing).await {
+            Ok(found) => found.into_iter().collect(),
+            Err(e) => {
+                tracing::warn!(runs = missing.len(), error = %e, "payloads could not be read from the store");
+                HashMap::new()
+            }
+        };
+        let mut held_until: Option<i64> = None;
+        for ((run_id, agent_id), payload) in selected.iter().zip(payloads.iter_mut()) {
+            if payload.is_some() {
+                continue;
+            }
+            match read.remove(run_id) {
+                Some(text) => *payload = Some(Arc::from(text)),
+                None => {
+                    if let Some(agent) = core.agents.get_mut(agent_id) {
+                        agent.credits += 1;
+                    }
+                    let id = core.live[run_id.as_str()].id.clone();
+                    let hold = core.hold(&id, now);
+                    tracing::warn!(run = %run_id, failures = hold.failures, "payload not read; dispatch tried again later");
+                    held_until = Some(held_until.map_or(hold.until, |at| at.min(hold.until)));
+                }
+            }
+        }
+        held_until
     }
 
     /// The commit of `picks` failed: the agents get their credits back and the
@@ -214,9 +277,11 @@ impl Engine {
     /// `picks` are committed: the runs are running, their assignments go out.
     pub(super) fn picks_committed(&self, core: &mut Core, jobs: &JobSet, picks: Picks, now: i64) {
         let lease_until = now + self.settings.lease_timeout.as_millis() as i64;
-        for (run_id, agent_id) in &picks.picks {
+        for ((run_id, agent_id), payload) in picks.picks.iter().zip(&picks.payloads) {
             core.unindex(run_id);
             core.release_hold(run_id);
+            // A big payload's memory goes back to the budget: it is on its way.
+            core.drop_big_payload(run_id);
             let run = core.live.get_mut(run_id.as_str()).expect("picked run is live");
             run.state = RunState::Running;
             let id = run.id.clone();
@@ -225,7 +290,7 @@ impl Engine {
             extra.agent_id = Some(agent_id.clone());
             extra.lease_until = lease_until;
             extra.started_at = now;
-            let (job_name, attempt, payload) = (run.job.clone(), run.attempt, run.payload.to_string());
+            let (job_name, attempt) = (run.job.clone(), run.attempt);
             let timeout = jobs.get(&job_name).and_then(|j| j.timeout);
             run.extra_mut().deadline =
                 timeout.map(|t| now + t.as_millis() as i64 + self.settings.lease_timeout.as_millis() as i64);
@@ -238,7 +303,7 @@ impl Engine {
                 attempt,
                 job: job_name.to_string(),
                 executor: Some(executor_to_proto(job, true)),
-                payload,
+                payload: payload.to_string(),
                 timeout_ms,
                 deadline: if timeout_ms > 0 {
                     rfc3339(now + timeout_ms as i64)
@@ -530,6 +595,11 @@ pub(super) struct Picks {
     pub changes: Vec<StateChange>,
     /// The attempts they start.
     pub starts: Vec<AttemptStart>,
+    /// Their payloads, one per pick.
+    pub payloads: Vec<Arc<str>>,
+    /// When the first run held back because its payload could not be read
+    /// may be assigned again.
+    pub held_until: Option<i64>,
 }
 
 impl Picks {
@@ -541,8 +611,13 @@ impl Picks {
     /// (the picks whose `keep[i]` is true, the others).
     pub fn split(self, keep: &[bool]) -> (Picks, Picks) {
         let (mut kept, mut rest) = (Picks::default(), Picks::default());
-        let all = self.picks.into_iter().zip(self.changes).zip(self.starts);
-        for (i, ((pick, change), start)) in all.enumerate() {
+        let all = self
+            .picks
+            .into_iter()
+            .zip(self.changes)
+            .zip(self.starts)
+            .zip(self.payloads);
+        for (i, (((pick, change), start), payload)) in all.enumerate() {
             let to = if keep.get(i).copied().unwrap_or(false) {
                 &mut kept
             } else {
@@ -551,6 +626,7 @@ impl Picks {
             to.picks.push(pick);
             to.changes.push(change);
             to.starts.push(start);
+            to.payloads.push(payload);
         }
         (kept, rest)
     }

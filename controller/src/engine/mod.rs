@@ -89,7 +89,15 @@ pub fn tail_bytes(text: &str, max: usize) -> &str {
     &text[start..]
 }
 
-/// Timing settings of the agent protocol.
+/// Default of [`EngineSettings::payload_memory_bytes`]: 64 MiB.
+pub const DEFAULT_PAYLOAD_MEMORY_BYTES: usize = 64 * 1024 * 1024;
+
+/// Payloads of at most this many bytes always stay in memory with their run
+/// (they cost no more than the rest of a queued run's index entry); only
+/// bigger ones count against [`EngineSettings::payload_memory_bytes`].
+pub const SMALL_PAYLOAD_BYTES: usize = 1024;
+
+/// Settings of the engine: timing of the agent protocol, and memory.
 #[derive(Debug, Clone, Copy)]
 pub struct EngineSettings {
     /// How often agents send heartbeats.
@@ -98,6 +106,11 @@ pub struct EngineSettings {
     pub lease_timeout: Duration,
     /// How long an idempotency key keeps returning its run after the run finished.
     pub idempotency_window: Duration,
+    /// Most bytes of payloads over [`SMALL_PAYLOAD_BYTES`] kept in memory for
+    /// runs that wait (queued, scheduled, blocked); beyond it a payload stays
+    /// only in the store and is read back when its run is dispatched
+    /// (default [`DEFAULT_PAYLOAD_MEMORY_BYTES`]).
+    pub payload_memory_bytes: usize,
 }
 
 /// Reliability counters since the controller started.
@@ -176,7 +189,7 @@ impl Engine {
             store,
             jobs: std::sync::RwLock::new(Arc::new(jobs)),
             settings,
-            core: Mutex::new(Core::default()),
+            core: Mutex::new(Core::with_payload_budget(settings.payload_memory_bytes)),
             inbox: std::sync::Mutex::new(AgentInbox::default()),
             events,
             wake_dispatch: Notify::new(),
@@ -215,6 +228,9 @@ impl Engine {
                         )?);
                         return Ok(());
                     }
+                    // Big payloads were left in the store (an empty payload):
+                    // they are read when their run is dispatched.
+                    let payload = (!record.payload.is_empty()).then(|| shared_payload(&record.payload));
                     let mut run = LiveRun::new(
                         record.id.as_str().into(),
                         core.job_name(&record.job),
@@ -222,7 +238,7 @@ impl Engine {
                         record.priority,
                         record.attempt,
                         record.max_attempts,
-                        shared_payload(&record.payload),
+                        payload,
                         record.not_before.unwrap_or(now),
                     );
                     run.cancel_requested = record.cancel_requested;
@@ -247,7 +263,13 @@ impl Engine {
                     }
                     Ok(())
                 };
-                engine.store.for_each_active_run(&mut index).await?;
+                // Payloads over SMALL_PAYLOAD_BYTES are not read at all: a
+                // store holding gigabytes of them recovers in the memory of
+                // the run indexes alone.
+                engine
+                    .store
+                    .for_each_active_run(Some(SMALL_PAYLOAD_BYTES), &mut index)
+                    .await?;
             }
             let blocked_ids: Vec<String> = later
                 .iter()
@@ -473,6 +495,12 @@ impl Engine {
             reason: reason.unwrap_or_default().to_string(),
             at_unix_micros: chrono::Utc::now().timestamp_micros(),
         });
+    }
+
+    /// Bytes of payloads over [`SMALL_PAYLOAD_BYTES`] held in memory now; at
+    /// most [`EngineSettings::payload_memory_bytes`].
+    pub async fn payload_memory_bytes(&self) -> usize {
+        self.lock_core().await.payload_memory.held()
     }
 
     /// (connected agents, live runs), for operators and benchmarks.

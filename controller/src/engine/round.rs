@@ -333,7 +333,8 @@ impl Engine {
         }
 
         // An illegal move stops the engine (see `Engine::change`): no picks then.
-        let picks = self.pick(&mut core, &jobs, now).unwrap_or_default();
+        let picks = self.pick(&mut core, &jobs, now).await.unwrap_or_default();
+        report.held_until = picks.held_until;
 
         // The pieces a split round commits one by one: each new run with its
         // assignment (if it got one), each other assignment, each result.

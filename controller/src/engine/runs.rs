@@ -7,7 +7,7 @@ use worker_proto::v1::{Cancel, ControllerMessage, controller_message::Msg};
 
 use super::Engine;
 use super::enqueue::{EnqueueOutcome, EnqueueRequest};
-use super::state::{LiveRun, shared_payload};
+use super::state::LiveRun;
 use super::transitions::Mover;
 use crate::error::{Error, ErrorCode, Result};
 use crate::job::JobDef;
@@ -229,7 +229,7 @@ impl Engine {
                 record.priority,
                 record.attempt,
                 max_attempts,
-                shared_payload(&record.payload),
+                core.payload_to_keep(&record.payload),
                 now,
             ));
         }

@@ -129,7 +129,7 @@ mod tests {
             priority,
             0,
             1,
-            Arc::from("null"),
+            Some(Arc::from("null")),
             0,
         ));
         core.push_ready(id, at);

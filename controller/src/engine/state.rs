@@ -40,8 +40,10 @@ pub struct LiveRun {
     pub attempt: u32,
     /// Attempt number limit.
     pub max_attempts: u32,
-    /// Payload, JSON text.
-    pub payload: Arc<str>,
+    /// Payload, JSON text, if kept in memory; `None` when only the store has
+    /// it (a big payload beyond the memory budget, see [`PayloadMemory`]).
+    /// Change it only through [`Core`], which accounts for it.
+    pub payload: Option<Arc<str>>,
     /// While scheduled: when it becomes ready (Unix ms).
     pub not_before: i64,
     /// While queued: its key in the ready queue.
@@ -92,7 +94,7 @@ impl LiveRun {
         priority: Priority,
         attempt: u32,
         max_attempts: u32,
-        payload: Arc<str>,
+        payload: Option<Arc<str>>,
         not_before: i64,
     ) -> LiveRun {
         LiveRun {
@@ -213,6 +215,47 @@ impl AgentInbox {
     }
 }
 
+/// The memory budget of big payloads: payloads over
+/// [`super::SMALL_PAYLOAD_BYTES`] stay in memory with their run only while
+/// their total stays within the budget; the others are only in the store until
+/// their run is dispatched. Small payloads always stay (they are not counted).
+#[derive(Debug)]
+pub struct PayloadMemory {
+    budget: usize,
+    held: usize,
+}
+
+impl Default for PayloadMemory {
+    fn default() -> PayloadMemory {
+        PayloadMemory {
+            budget: super::DEFAULT_PAYLOAD_MEMORY_BYTES,
+            held: 0,
+        }
+    }
+}
+
+impl PayloadMemory {
+    /// Bytes of big payloads held now.
+    pub fn held(&self) -> usize {
+        self.held
+    }
+
+    /// The budget, in bytes.
+    pub fn budget(&self) -> usize {
+        self.budget
+    }
+
+    /// Whether `payload` counts against the budget.
+    fn is_big(payload: &str) -> bool {
+        payload.len() > super::SMALL_PAYLOAD_BYTES
+    }
+
+    /// Whether `len` more bytes fit in the budget.
+    fn fits(&self, len: usize) -> bool {
+        self.held.saturating_add(len) <= self.budget
+    }
+}
+
 /// Everything the engine keeps in memory, guarded by one lock.
 #[derive(Debug, Default)]
 pub struct Core {
@@ -243,6 +286,10 @@ pub struct Core {
     pub next_seq: u64,
     /// Connection counter.
     pub next_connection: u64,
+    /// Bytes of big payloads held by live runs, and their budget (kept with
+    /// `live` by [`Core::insert_live`], [`Core::remove_live`] and
+    /// [`Core::drop_big_payload`]).
+    pub payload_memory: PayloadMemory,
 }
 
 /// A run whose own write (an assignment, a timer release, a lease expiry)
@@ -285,16 +332,68 @@ impl Core {
         }
     }
 
+    /// An empty core whose big payloads may take `budget` bytes.
+    pub fn with_payload_budget(budget: usize) -> Core {
+        Core {
+            payload_memory: PayloadMemory { budget, held: 0 },
+            ..Core::default()
+        }
+    }
+
     /// Forgets a live run that left memory (terminal, or never committed),
     /// with its hold. Its indexes must be cleared first (see [`Core::unindex`]).
     pub fn remove_live(&mut self, id: &str) {
-        self.live.remove(id);
+        if let Some(run) = self.live.remove(id) {
+            self.uncount_payload(&run);
+        }
         self.release_hold(id);
     }
 
-    /// Adds a live run (replacing one with the same id).
-    pub fn insert_live(&mut self, run: LiveRun) {
-        self.live.insert(run.id.clone(), Box::new(run));
+    /// Adds a live run (replacing one with the same id). A big payload that
+    /// no longer fits in the budget is dropped: the store has it.
+    pub fn insert_live(&mut self, mut run: LiveRun) {
+        if let Some(payload) = &run.payload
+            && PayloadMemory::is_big(payload)
+        {
+            if self.payload_memory.fits(payload.len()) {
+                self.payload_memory.held += payload.len();
+            } else {
+                run.payload = None;
+            }
+        }
+        if let Some(old) = self.live.insert(run.id.clone(), Box::new(run)) {
+            self.uncount_payload(&old);
+        }
+    }
+
+    /// The in-memory copy of `payload` for a new live run: the text itself if
+    /// it is small or fits in what is left of the budget, else `None` (the
+    /// store has it). [`Core::insert_live`] counts it.
+    pub fn payload_to_keep(&self, payload: &str) -> Option<Arc<str>> {
+        if PayloadMemory::is_big(payload) && !self.payload_memory.fits(payload.len()) {
+            None
+        } else {
+            Some(shared_payload(payload))
+        }
+    }
+
+    /// Drops the in-memory copy of run `id`'s payload if it is big (its run
+    /// was dispatched: a retry reads it from the store again), giving its
+    /// bytes back to the budget.
+    pub fn drop_big_payload(&mut self, id: &str) {
+        let Some(run) = self.live.get_mut(id) else { return };
+        if let Some(payload) = run.payload.take_if(|p| PayloadMemory::is_big(p)) {
+            self.payload_memory.held -= payload.len();
+        }
+    }
+
+    /// Gives back the budget a run that left memory held.
+    fn uncount_payload(&mut self, run: &LiveRun) {
+        if let Some(payload) = &run.payload
+            && PayloadMemory::is_big(payload)
+        {
+            self.payload_memory.held -= payload.len();
+        }
     }
 
     /// The shared name of a job.

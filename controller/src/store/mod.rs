@@ -286,7 +286,7 @@ impl Store {
     /// Runs that are not terminal, oldest first.
     pub async fn active_runs(&self) -> Result<Vec<RunRecord>> {
         let mut runs = Vec::new();
-        self.for_each_active_run(&mut |run| {
+        self.for_each_active_run(None, &mut |run| {
             runs.push(run);
             Ok(())
         })
@@ -296,9 +296,32 @@ impl Store {
 
     /// Calls `f` with every run that is not terminal, oldest first, as the rows
     /// arrive: rebuilding the in-memory indexes of a million queued runs never
-    /// holds them all as records at once.
-    pub async fn for_each_active_run(&self, f: &mut (dyn FnMut(RunRecord) -> Result<()> + Send)) -> Result<()> {
-        dispatch!(self.for_each_active_run(f))
+    /// holds them all as records at once. With a `payload_limit`, a payload of
+    /// more bytes is not read: its record's `payload` is empty (a stored payload
+    /// never is: it is JSON text), and [`Store::payloads`] reads it when needed,
+    /// so that a store holding gigabytes of queued payloads is recovered
+    /// without reading them.
+    pub async fn for_each_active_run(
+        &self,
+        payload_limit: Option<usize>,
+        f: &mut (dyn FnMut(RunRecord) -> Result<()> + Send),
+    ) -> Result<()> {
+        let limit = payload_limit.map(|l| i64::try_from(l).unwrap_or(i64::MAX));
+        dispatch!(self.for_each_active_run(limit, f))
+    }
+
+    /// The payloads of the runs `ids` that exist, as (run id, payload), in no
+    /// particular order, each once however often its id is given (a few
+    /// statements for any number of ids). The engine reads here, once per
+    /// dispatch round, the payloads it did not keep in memory (see
+    /// `docs/architecture.md`, "Where payloads live").
+    pub async fn payloads(&self, ids: &[String]) -> Result<Vec<(String, String)>> {
+        let mut seen = std::collections::HashSet::with_capacity(ids.len());
+        let unique: Vec<String> = ids.iter().filter(|id| seen.insert(id.as_str())).cloned().collect();
+        if unique.is_empty() {
+            return Ok(Vec::new());
+        }
+        dispatch!(self.payloads(&unique))
     }
 
     /// One run.

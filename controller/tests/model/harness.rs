@@ -36,6 +36,7 @@ pub fn settings() -> EngineSettings {
         heartbeat_interval: Duration::from_millis(HEARTBEAT_MS),
         lease_timeout: Duration::from_millis(LEASE_MS as u64),
         idempotency_window: Duration::from_millis(WINDOW_MS as u64),
+        payload_memory_bytes: worker_controller::engine::DEFAULT_PAYLOAD_MEMORY_BYTES,
     }
 }
 

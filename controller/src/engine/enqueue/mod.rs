@@ -12,7 +12,7 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::Arc;
 
 use super::Engine;
-use super::state::{LiveRun, shared_payload};
+use super::state::LiveRun;
 use crate::config::JobSet;
 use crate::error::{Error, Result};
 use crate::job::JobDef;
@@ -185,7 +185,7 @@ impl Engine {
             run.priority,
             0,
             run.max_attempts,
-            shared_payload(&run.payload),
+            core.payload_to_keep(&run.payload),
             run.not_before.unwrap_or(run.created_at),
         );
         if !upstreams.is_empty() {

@@ -168,13 +168,21 @@ impl PgStore {
     /// Runs that are not terminal, oldest first (to rebuild in-memory indexes).
     pub(in crate::store) async fn for_each_active_run(
         &self,
+        payload_limit: Option<i64>,
         f: &mut (dyn FnMut(RunRecord) -> Result<()> + Send),
     ) -> Result<()> {
-        // Rows are handed over one by one as the server sends them.
-        let sql = format!(
-            "SELECT {RUN_COLUMNS} FROM runs WHERE state NOT IN ('succeeded', 'dead', 'cancelled') ORDER BY created_at, id"
+        // Rows are handed over one by one as the server sends them. A payload
+        // over the limit is left out (empty): `octet_length` reads the size
+        // of a TOASTed value without fetching it.
+        let columns = RUN_COLUMNS.replacen(
+            "payload",
+            "CASE WHEN $1::bigint IS NULL OR octet_length(payload) <= $1 THEN payload ELSE '' END",
+            1,
         );
-        let mut rows = sqlx::query(AssertSqlSafe(sql)).fetch(&self.pool);
+        let sql = format!(
+            "SELECT {columns} FROM runs WHERE state NOT IN ('succeeded', 'dead', 'cancelled') ORDER BY created_at, id"
+        );
+        let mut rows = sqlx::query(AssertSqlSafe(sql)).bind(payload_limit).fetch(&self.pool);
         while let Some(row) = futures::TryStreamExt::try_next(&mut rows).await? {
             f(run_from_row(&row)?)?;
         }
@@ -189,6 +197,15 @@ impl PgStore {
             .fetch_optional(&self.pool)
             .await?;
         row.as_ref().map(run_from_row).transpose()
+    }
+
+    /// (id, payload) of the runs of `ids` that exist, in no particular order.
+    pub(in crate::store) async fn payloads(&self, ids: &[String]) -> Result<Vec<(String, String)>> {
+        let rows = sqlx::query("SELECT id, payload FROM runs WHERE id = ANY($1)")
+            .bind(ids)
+            .fetch_all(&self.pool)
+            .await?;
+        Ok(rows.iter().map(|r| (r.get(0), r.get(1))).collect())
     }
 
     /// The runs of `ids` that exist, in no particular order.

@@ -161,6 +161,7 @@ impl SqliteStore {
     /// Runs that are not terminal, oldest first (to rebuild in-memory indexes).
     pub(in crate::store) async fn for_each_active_run(
         &self,
+        payload_limit: Option<i64>,
         f: &mut (dyn FnMut(RunRecord) -> Result<()> + Send),
     ) -> Result<()> {
         // Oldest first, ties by id, in pages of RECOVERY_PAGE runs. Each page is
@@ -173,7 +174,7 @@ impl SqliteStore {
         let reader = tokio::spawn(async move {
             let mut after: (i64, String) = (i64::MIN, String::new());
             loop {
-                let page = recovery_page(&pool, &after).await;
+                let page = recovery_page(&pool, &after, payload_limit).await;
                 let full = page.as_ref().is_ok_and(|runs| runs.len() as i64 == RECOVERY_PAGE);
                 if let Ok(Some(last)) = page.as_ref().map(|runs| runs.last()) {
                     after = (last.created_at, last.id.clone());
@@ -203,6 +204,22 @@ impl SqliteStore {
             .fetch_optional(&self.pool)
             .await?;
         row.as_ref().map(run_from_row).transpose()
+    }
+
+    /// (id, payload) of the runs of `ids` that exist, in no particular order,
+    /// in chunks of [`ROWS_PER_STATEMENT`] ids.
+    pub(in crate::store) async fn payloads(&self, ids: &[String]) -> Result<Vec<(String, String)>> {
+        let mut payloads = Vec::with_capacity(ids.len());
+        for chunk in ids.chunks(ROWS_PER_STATEMENT) {
+            let placeholders = vec!["?"; chunk.len()].join(", ");
+            let sql = format!("SELECT id, payload FROM runs WHERE id IN ({placeholders})");
+            let mut query = sqlx::query(AssertSqlSafe(sql));
+            for id in chunk {
+                query = query.bind(id);
+            }
+            payloads.extend(query.fetch_all(&self.pool).await?.iter().map(|r| (r.get(0), r.get(1))));
+        }
+        Ok(payloads)
     }
 
     /// The runs of `ids` that exist, in no particular order.
@@ -585,9 +602,12 @@ async fn end_conflict(conn: &mut SqliteConnection, chunk: &[AttemptEnd]) -> Writ
 
 /// The non-terminal runs after `after` (created_at, id), oldest first, at most
 /// [`RECOVERY_PAGE`] of them (see [`SqliteStore::for_each_active_run`]).
-async fn recovery_page(pool: &SqlitePool, after: &(i64, String)) -> Result<Vec<RunRecord>> {
+/// A payload over `payload_limit` bytes is left out (empty): `octet_length`
+/// reads the length from the record header, not the payload's pages.
+async fn recovery_page(pool: &SqlitePool, after: &(i64, String), payload_limit: Option<i64>) -> Result<Vec<RunRecord>> {
     let page: Option<String> = sqlx::query_scalar(
-        "SELECT json_group_array(json_array(id, job, state, priority, payload, trigger_kind, scheduled_for,
+        "SELECT json_group_array(json_array(id, job, state, priority,
+                CASE WHEN ?4 IS NULL OR octet_length(payload) <= ?4 THEN payload ELSE '' END, trigger_kind, scheduled_for,
                 created_at, not_before, ready_at, finished_at, attempt, max_attempts, reason, workflow_id,
                 cancel_requested, idempotency_key) ORDER BY created_at, id)
          FROM (SELECT * FROM runs
@@ -598,6 +618,7 @@ async fn recovery_page(pool: &SqlitePool, after: &(i64, String)) -> Result<Vec<R
     .bind(after.0)
     .bind(&after.1)
     .bind(RECOVERY_PAGE)
+    .bind(payload_limit)
     .fetch_one(pool)
     .await?;
     let runs: Vec<JsonRun> = serde_json::from_str(page.as_deref().unwrap_or("[]"))
