@@ -6,6 +6,7 @@
 //! entry, because they end up in front of an operator.
 
 use std::collections::BTreeMap;
+use std::path::PathBuf;
 use std::time::Duration;
 
 use crate::AgentError;
@@ -40,12 +41,25 @@ pub struct AgentConfig {
     pub drain_grace: Duration,
     /// Bytes of output tail kept per attempt.
     pub output_cap: usize,
+    /// PEM file of the CA (or CAs) the controller's certificate must chain to,
+    /// for an `https://` controller (`--tls-ca`). Without it, the Mozilla root
+    /// certificates compiled into the agent (webpki-roots) are trusted.
+    pub tls_ca: Option<PathBuf>,
+    /// PEM certificate chain presented to the controller when it requires
+    /// client certificates (mTLS, `--tls-cert`); needs [`AgentConfig::tls_key`].
+    pub tls_cert: Option<PathBuf>,
+    /// PEM private key of [`AgentConfig::tls_cert`] (`--tls-key`).
+    pub tls_key: Option<PathBuf>,
+    /// Trust exactly this server certificate (DER), whatever names it carries,
+    /// instead of a CA: how the controller's `--dev` agent trusts the
+    /// controller it runs in. Set by code, not by a flag; needs `https://`.
+    pub tls_pinned_cert: Option<Vec<u8>>,
 }
 
 impl AgentConfig {
     /// A configuration with defaults: name = host name, no labels, capacity 4,
     /// executors `shell` and `builtin`, no token, kill grace 5s, drain grace
-    /// 30s, output cap 64 KiB.
+    /// 30s, output cap 64 KiB, no TLS files.
     pub fn new(controller: impl Into<String>) -> Self {
         Self {
             controller: controller.into(),
@@ -57,6 +71,10 @@ impl AgentConfig {
             kill_grace: Duration::from_secs(5),
             drain_grace: Duration::from_secs(30),
             output_cap: 64 * 1024,
+            tls_ca: None,
+            tls_cert: None,
+            tls_key: None,
+            tls_pinned_cert: None,
         }
     }
 
@@ -86,7 +104,7 @@ impl AgentConfig {
         {
             return bad("token: must be non-empty printable ASCII without spaces".into());
         }
-        Ok(())
+        crate::tls::validate(self)
     }
 }
 

@@ -62,6 +62,7 @@ impl Connector {
             .http2_keep_alive_interval(KEEP_ALIVE)
             .keep_alive_timeout(KEEP_ALIVE)
             .keep_alive_while_idle(true);
+        let endpoint = crate::tls::configure(endpoint, config)?;
         let auth = match &config.token {
             Some(token) => Some(
                 AsciiMetadataValue::try_from(format!("Bearer {token}"))

@@ -19,6 +19,8 @@
 //! * [`executor`] — running one attempt: [`executor::shell`] (a process group)
 //!   and [`executor::builtin`] (`noop`, `sleep`).
 //! * [`output`] — the capped output tail kept per attempt.
+//! * [`tls`] — TLS of the connection (`https://`, CA file, client
+//!   certificate), and the PEM loading the controller shares.
 //!
 //! Durations (flags, the `sleep` builtin's `duration`, messages such as
 //! `timed out after 5s`) use the grammar of [`worker_duration`], shared with the
@@ -53,6 +55,7 @@ mod connection;
 mod error;
 pub mod executor;
 pub mod output;
+pub mod tls;
 
 use std::future::Future;
 

@@ -8,6 +8,7 @@
 //! configuration.
 
 use std::collections::BTreeMap;
+use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
@@ -51,6 +52,19 @@ struct Args {
     /// On shutdown, how long in-flight jobs may still run before they are cancelled.
     #[arg(long, default_value = "30s", value_parser = worker_duration::parse)]
     drain_grace: Duration,
+
+    /// PEM file of the CA that signed the controller's certificate (with an
+    /// https:// controller) [default: the Mozilla roots built in].
+    #[arg(long, env = "WORKER_TLS_CA", value_name = "FILE")]
+    tls_ca: Option<PathBuf>,
+
+    /// PEM client certificate (chain) for a controller that requires one (mTLS).
+    #[arg(long, env = "WORKER_TLS_CERT", value_name = "FILE", requires = "tls_key")]
+    tls_cert: Option<PathBuf>,
+
+    /// PEM private key of --tls-cert.
+    #[arg(long, env = "WORKER_TLS_KEY", value_name = "FILE", requires = "tls_cert")]
+    tls_key: Option<PathBuf>,
 }
 
 fn main() -> ExitCode {
@@ -102,6 +116,9 @@ fn config_from(args: Args) -> AgentConfig {
     config.token = args.token;
     config.kill_grace = args.kill_grace;
     config.drain_grace = args.drain_grace;
+    config.tls_ca = args.tls_ca;
+    config.tls_cert = args.tls_cert;
+    config.tls_key = args.tls_key;
     config
 }
 

@@ -31,6 +31,10 @@ pub struct Cli {
     #[arg(long, global = true, env = "WORKER_TOKEN", hide_env_values = true)]
     pub token: Option<String>,
 
+    /// TLS to an https:// controller: --tls-ca, --tls-cert, --tls-key.
+    #[command(flatten)]
+    pub tls: crate::tls::TlsArgs,
+
     /// Output format: human-readable table, or JSON / YAML for scripts.
     #[arg(short, long, global = true, value_enum, default_value_t = Format::Table)]
     pub output: Format,

@@ -1,5 +1,6 @@
 //! Connection to the controller: a lazily connected channel with a short connect
-//! timeout, and the bearer token attached to every call.
+//! timeout, TLS for an `https://` address (see [`crate::tls`]), and the bearer
+//! token attached to every call.
 
 use std::time::Duration;
 
@@ -63,10 +64,18 @@ pub fn normalize_url(url: &str) -> String {
 /// a controller that cannot be reached then fails that call with `Unavailable`
 /// within [`CONNECT_TIMEOUT`].
 pub fn connect(url: &str, token: Option<&str>) -> Result<Client, CliError> {
-    let endpoint = Endpoint::from_shared(normalize_url(url))
+    connect_tls(url, token, &crate::tls::TlsArgs::default())
+}
+
+/// [`connect`] with the TLS options `tls` (used for an `https://` address;
+/// without `--tls-ca` the built-in Mozilla roots are trusted).
+pub fn connect_tls(url: &str, token: Option<&str>, tls: &crate::tls::TlsArgs) -> Result<Client, CliError> {
+    let normalized = normalize_url(url);
+    let endpoint = Endpoint::from_shared(normalized.clone())
         .map_err(|e| CliError::usage(format!("--controller: invalid URL `{url}`: {e}")))?
         .connect_timeout(CONNECT_TIMEOUT)
         .tcp_nodelay(true);
+    let endpoint = crate::tls::configure(endpoint, &normalized, tls)?;
     let channel = endpoint.connect_lazy();
     Ok(ControllerServiceClient::with_interceptor(channel, Auth::new(token)?)
         .max_decoding_message_size(64 * 1024 * 1024))

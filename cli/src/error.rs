@@ -7,7 +7,7 @@
 //! | 1 | the operation failed, or the awaited run did not succeed |
 //! | 2 | usage or validation error |
 //! | 3 | not found |
-//! | 4 | controller unreachable, or the token was refused |
+//! | 4 | controller unreachable (also: its TLS certificate is not trusted), or the token was refused |
 
 use std::fmt;
 
@@ -97,6 +97,9 @@ fn status_message(status: &tonic::Status, controller: &str) -> String {
                 message = format!("{message}: {text}");
             }
             source = err.source();
+        }
+        if let Some(explained) = crate::tls::explain_handshake_failure(controller, &message) {
+            return explained;
         }
         return format!("cannot reach the controller at {controller}: {message}");
     }

@@ -10,6 +10,7 @@ mod commands;
 mod error;
 mod model;
 mod output;
+mod tls;
 
 use std::process::ExitCode;
 

@@ -23,6 +23,7 @@
 //!   with facts by the engine;
 //! * [`api`]: the gRPC services for clients and agents;
 //! * [`server`]: wiring everything together in [`run`], supervision, shutdown;
+//! * [`tls`]: gRPC over TLS and the client certificates required of agents;
 //! * [`error`], [`time`]: the error type and its gRPC codes; clocks and
 //!   timestamps.
 //!
@@ -40,5 +41,6 @@ pub mod scheduler;
 pub mod server;
 pub mod store;
 pub mod time;
+pub mod tls;
 
 pub use server::{ControllerConfig, RunError, run};

@@ -78,6 +78,15 @@ struct Args {
     /// Capacity of the --dev agent.
     #[arg(long, default_value_t = 4)]
     dev_capacity: u32,
+    /// PEM certificate chain to serve gRPC over TLS (with --tls-key).
+    #[arg(long, value_name = "FILE")]
+    tls_cert: Option<PathBuf>,
+    /// PEM private key of --tls-cert.
+    #[arg(long, value_name = "FILE")]
+    tls_key: Option<PathBuf>,
+    /// Require agents to present a client certificate signed by this CA (PEM; mTLS).
+    #[arg(long, value_name = "FILE")]
+    tls_client_ca: Option<PathBuf>,
 }
 
 fn main() -> ExitCode {
@@ -126,7 +135,20 @@ fn main() -> ExitCode {
         );
         return ExitCode::from(2);
     }
+    let tls = match worker_controller::tls::ServerTls::from_flags(
+        args.tls_cert.as_deref(),
+        args.tls_key.as_deref(),
+        args.tls_client_ca.as_deref(),
+        args.dev,
+    ) {
+        Ok(tls) => tls,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return ExitCode::from(2);
+        }
+    };
     let config = ControllerConfig {
+        tls,
         config_dir: args.config_dir,
         config: loaded,
         db_url: args.db,

@@ -57,6 +57,8 @@ pub struct ControllerConfig {
     pub dev_agent_capacity: Option<u32>,
     /// How long a shutdown may take before what still runs is abandoned.
     pub shutdown_timeout: Duration,
+    /// Serve gRPC over TLS (`--tls-cert`, `--tls-key`, `--tls-client-ca`).
+    pub tls: Option<crate::tls::ServerTls>,
 }
 
 /// Errors that stop the controller.
@@ -177,7 +179,12 @@ pub async fn run(
     let server_stop = async move {
         let _ = server_stop_rx.wait_for(|s| *s).await;
     };
-    let server = tonic::transport::Server::builder()
+    let mut server = tonic::transport::Server::builder();
+    if let Some(tls) = &config.tls {
+        server = server.tls_config(tls.server_config())?;
+    }
+    let require_client_certificates = config.tls.as_ref().is_some_and(|t| t.requires_client_certificates());
+    let server = server
         .add_service(health_service)
         .add_service(reflection)
         .add_service(
@@ -190,8 +197,11 @@ pub async fn run(
             .max_decoding_message_size(4 * 1024 * 1024),
         )
         .add_service(
-            AgentServiceServer::new(AgentApi::new(engine.clone(), stop_rx.clone(), results_tx))
-                .max_decoding_message_size(4 * 1024 * 1024),
+            AgentServiceServer::new(
+                AgentApi::new(engine.clone(), stop_rx.clone(), results_tx)
+                    .require_client_certificates(require_client_certificates),
+            )
+            .max_decoding_message_size(4 * 1024 * 1024),
         )
         .serve_with_incoming_shutdown(
             // No Nagle: small messages (assignments, acks) must not wait for a delayed ACK.
@@ -201,11 +211,15 @@ pub async fn run(
             server_stop,
         );
     let mut server = tokio::spawn(server);
-    tracing::info!(%addr, jobs = job_count, config = %config.config_dir.display(), "controller serving");
+    tracing::info!(%addr, tls = config.tls.is_some(), jobs = job_count, config = %config.config_dir.display(), "controller serving");
     ready(addr);
 
     let dev_agent = config.dev_agent_capacity.map(|capacity| {
-        let mut agent_config = worker_agent::AgentConfig::new(format!("http://{addr}"));
+        // With TLS the in-process agent goes through it too, trusting exactly
+        // this controller's certificate (whatever names it carries).
+        let scheme = if config.tls.is_some() { "https" } else { "http" };
+        let mut agent_config = worker_agent::AgentConfig::new(format!("{scheme}://{addr}"));
+        agent_config.tls_pinned_cert = config.tls.as_ref().map(|tls| tls.server_certificate());
         agent_config.capacity = capacity;
         agent_config.name = format!("{}-dev", agent_config.name);
         let mut stop = stop_rx.clone();

@@ -395,22 +395,7 @@ impl TestEnv {
 
     /// Like [`TestEnv::start_agent`], with extra arguments (e.g. `--labels k=v`).
     pub async fn start_agent_with(&self, ctl: &Controller, name: &str, capacity: u32, extra: &[&str]) -> Agent {
-        let mut cmd = Command::new(&bins().agent);
-        cmd.args(["--controller", &ctl.url, "--name", name])
-            .args(["--capacity", &capacity.to_string()])
-            .args(extra)
-            .current_dir(&self.path)
-            .env(ENV_TAG, &self.path);
-        let (proc, lines) = ProcGuard::spawn(
-            &format!("worker-agent {name}"),
-            cmd,
-            self.log_file(&format!("agent-{name}")),
-        );
-        std::thread::spawn(move || for _ in lines {});
-        let mut agent = Agent {
-            name: name.to_string(),
-            proc,
-        };
+        let mut agent = self.spawn_agent(&ctl.url, name, capacity, extra);
         let mut client = ctl.client().await;
         let deadline = Instant::now() + Duration::from_secs(20);
         loop {
@@ -442,6 +427,28 @@ impl TestEnv {
 }
 
 impl TestEnv {
+    /// Starts `worker-agent --controller URL` without waiting for it to
+    /// connect (e.g. an agent the controller must refuse, or one reaching the
+    /// controller over TLS, where [`Controller::client`] cannot follow).
+    pub fn spawn_agent(&self, url: &str, name: &str, capacity: u32, extra: &[&str]) -> Agent {
+        let mut cmd = Command::new(&bins().agent);
+        cmd.args(["--controller", url, "--name", name])
+            .args(["--capacity", &capacity.to_string()])
+            .args(extra)
+            .current_dir(&self.path)
+            .env(ENV_TAG, &self.path);
+        let (proc, lines) = ProcGuard::spawn(
+            &format!("worker-agent {name}"),
+            cmd,
+            self.log_file(&format!("agent-{name}")),
+        );
+        std::thread::spawn(move || for _ in lines {});
+        Agent {
+            name: name.to_string(),
+            proc,
+        }
+    }
+
     /// Kills what is left of the processes started from this environment: jobs
     /// that agents spawned in their own process groups inherit [`ENV_TAG`].
     fn sweep(&self) {

@@ -32,7 +32,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         return crate::bench::run(command, &cli.controller, cli.token, cli.output).await;
     }
     let mut ctx = Ctx {
-        client: client::connect(&cli.controller, cli.token.as_deref())?,
+        client: client::connect_tls(&cli.controller, cli.token.as_deref(), &cli.tls)?,
         format: cli.output,
     };
     match cli.command {

@@ -27,6 +27,8 @@ pub struct AgentApi {
     engine: Arc<Engine>,
     shutdown: tokio::sync::watch::Receiver<bool>,
     results: mpsc::UnboundedSender<ResultMessage>,
+    /// mTLS: refuse streams without a verified client certificate.
+    client_certificates_required: bool,
 }
 
 impl AgentApi {
@@ -41,7 +43,15 @@ impl AgentApi {
             engine,
             shutdown,
             results,
+            client_certificates_required: false,
         }
+    }
+
+    /// Refuse agent streams that came without a verified TLS client
+    /// certificate (`--tls-client-ca`) when `required`.
+    pub fn require_client_certificates(mut self, required: bool) -> Self {
+        self.client_certificates_required = required;
+        self
     }
 }
 
@@ -55,6 +65,7 @@ impl AgentService for AgentApi {
         &self,
         request: Request<Streaming<AgentMessage>>,
     ) -> Result<Response<Self::ConnectStream>, Status> {
+        crate::tls::check_agent_certificate(self.client_certificates_required, &request)?;
         let mut inbound = request.into_inner();
         let hello = match tokio::time::timeout(HELLO_TIMEOUT, inbound.message()).await {
             Ok(Ok(Some(AgentMessage {
