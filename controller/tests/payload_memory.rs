@@ -80,7 +80,7 @@ async fn open_store(dir: &tempfile::TempDir) -> Store {
 
 impl Stepped {
     async fn new(store: &Store, clock: &Clock) -> Stepped {
-        let jobs = parse_scheduler_yaml(Path::new("scheduler.yaml"), JOBS, &|_| None).unwrap();
+        let jobs = parse_scheduler_yaml(Path::new("scheduler.yaml"), JOBS, &|_| Err("no variables".into())).unwrap();
         let engine = Engine::recover_with_clock(store.clone(), jobs, settings(), clock.clone())
             .await
             .unwrap();
