@@ -53,7 +53,7 @@ const SCHEDULER: &str = r#"jobs:
 "#;
 
 const ALERTS: &str = r#"channels:
-  hook: { type: webhook, url: "http://127.0.0.1:9/hook" }
+  hook: { type: webhook, url: "http://127.0.0.1:9/hook", secret: "corpus-webhook-secret" }
 rules:
   - { name: dead, event: run_dead, channels: [hook] }
 "#;
@@ -69,7 +69,10 @@ fn selected(file: &str, case: &Case) -> bool {
 async fn hostile_corpus() {
     let corpus = Arc::new(load_corpus());
     let total: usize = corpus.iter().map(|(_, f)| f.cases.len()).sum();
-    assert!(total >= 70, "the corpus has {total} cases; the issue asks for at least 60, we keep 70+");
+    assert!(
+        total >= 70,
+        "the corpus has {total} cases; the issue asks for at least 60, we keep 70+"
+    );
 
     let env = TestEnv::new();
     env.write_config(SCHEDULER);
@@ -175,7 +178,9 @@ async fn hostile_corpus() {
         ));
     }
     if cpu >= CPU_BOUND {
-        mismatches.push(format!("controller spent {cpu:?} of CPU on the corpus (bound {CPU_BOUND:?})"));
+        mismatches.push(format!(
+            "controller spent {cpu:?} of CPU on the corpus (bound {CPU_BOUND:?})"
+        ));
     }
     assert!(
         mismatches.is_empty(),

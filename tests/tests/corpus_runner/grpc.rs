@@ -78,7 +78,8 @@ impl<'a> Fields<'a> {
         match self.get(key) {
             None => 0,
             Some(v) => v.as_u64().unwrap_or_else(|| {
-                self.errors.push(format!("{key}: expected an unsigned integer, got {v}"));
+                self.errors
+                    .push(format!("{key}: expected an unsigned integer, got {v}"));
                 0
             }),
         }
@@ -87,7 +88,8 @@ impl<'a> Fields<'a> {
     fn u32(&mut self, key: &'a str) -> u32 {
         let v = self.u64(key);
         u32::try_from(v).unwrap_or_else(|_| {
-            self.errors.push(format!("{key}: {v} does not fit a uint32 (use a raw case)"));
+            self.errors
+                .push(format!("{key}: {v} does not fit a uint32 (use a raw case)"));
             0
         })
     }
@@ -99,9 +101,13 @@ impl<'a> Fields<'a> {
     fn strs(&mut self, key: &'a str) -> Vec<String> {
         match self.get(key) {
             None => Vec::new(),
-            Some(Value::Array(items)) => items.iter().map(|i| i.as_str().unwrap_or_default().to_string()).collect(),
+            Some(Value::Array(items)) => items
+                .iter()
+                .map(|i| i.as_str().unwrap_or_default().to_string())
+                .collect(),
             Some(other) => {
-                self.errors.push(format!("{key}: expected a list of strings, got {other}"));
+                self.errors
+                    .push(format!("{key}: expected a list of strings, got {other}"));
                 Vec::new()
             }
         }
@@ -136,7 +142,11 @@ impl<'a> Fields<'a> {
                 .filter(|k| !self.read.contains(k.as_str()))
                 .map(|k| format!("unknown field {k:?} for this request")),
         );
-        if errors.is_empty() { Ok(()) } else { Err(errors.join("; ")) }
+        if errors.is_empty() {
+            Ok(())
+        } else {
+            Err(errors.join("; "))
+        }
     }
 }
 
@@ -179,7 +189,11 @@ pub async fn call(channel: Channel, rpc: &str, v: &Value) -> Result<Reply, Strin
     }
     Ok(match rpc {
         "EnqueueBatch" => {
-            let runs = f.list("runs").into_iter().map(enqueue_request).collect::<Result<_, _>>()?;
+            let runs = f
+                .list("runs")
+                .into_iter()
+                .map(enqueue_request)
+                .collect::<Result<_, _>>()?;
             send!(enqueue_batch, pb::EnqueueBatchRequest { runs })
         }
         "GetRun" => send!(get_run, pb::GetRunRequest { id: f.s("id") }),
@@ -252,7 +266,12 @@ pub async fn call(channel: Channel, rpc: &str, v: &Value) -> Result<Reply, Strin
                 spec_yaml: f.s("spec_yaml"),
             }
         ),
-        "PutAlertRule" => send!(put_alert_rule, pb::PutAlertRuleRequest { spec_yaml: f.s("spec_yaml") }),
+        "PutAlertRule" => send!(
+            put_alert_rule,
+            pb::PutAlertRuleRequest {
+                spec_yaml: f.s("spec_yaml")
+            }
+        ),
         "GetJob" => send!(get_job, pb::GetJobRequest { name: f.s("name") }),
         "SetJobEnabled" => send!(
             set_job_enabled,

@@ -284,8 +284,10 @@ pub async fn run_config_case(case: &Case) -> Result<Answer, String> {
 /// What must not change: definitions, runs, alert channels and rules.
 pub async fn snapshot(ctl: &Controller) -> Value {
     let mut parts = serde_json::Map::new();
+    // `export` prints YAML whatever `-o` says: kept as text.
+    let export = ctl.cli(&["export"]).await.expect_code(0);
+    parts.insert("export".into(), Value::String(export.stdout));
     for (key, args) in [
-        ("export", &["export"][..]),
         ("runs", &["runs", "list", "--limit", "100"][..]),
         ("channels", &["alerts", "channels"][..]),
         ("rules", &["alerts", "rules"][..]),
