@@ -792,3 +792,43 @@ pub fn local_non_loopback_ipv4() -> Vec<std::net::Ipv4Addr> {
     unsafe { libc::freeifaddrs(ifaddrs) };
     found
 }
+
+// ---------------------------------------------------------------------------
+// Bounded runs (hostile configuration files)
+// ---------------------------------------------------------------------------
+
+impl TestEnv {
+    /// Like [`TestEnv::run_controller_to_exit`], with environment variables and,
+    /// when `address_space` is set, the controller's address space capped at that
+    /// many bytes (`RLIMIT_AS`): a controller that reads a hostile file without a
+    /// bound then fails its allocation instead of taking the machine's memory.
+    pub async fn run_controller_to_exit_with(
+        &self,
+        env: &[(&str, &str)],
+        extra: &[&str],
+        timeout: Duration,
+        address_space: Option<u64>,
+    ) -> Exited {
+        use std::os::unix::process::CommandExt;
+        let mut cmd = self.controller_command(extra);
+        cmd.envs(env.iter().copied());
+        if let Some(bytes) = address_space {
+            let limit = libc::rlimit {
+                rlim_cur: bytes as libc::rlim_t,
+                rlim_max: bytes as libc::rlim_t,
+            };
+            // SAFETY: setrlimit(2) is async-signal-safe; the closure touches
+            // nothing but its own copy of `limit`.
+            unsafe {
+                cmd.pre_exec(move || {
+                    if libc::setrlimit(libc::RLIMIT_AS, &limit) == 0 {
+                        Ok(())
+                    } else {
+                        Err(std::io::Error::last_os_error())
+                    }
+                });
+            }
+        }
+        self.run_to_exit(cmd, timeout).await
+    }
+}
