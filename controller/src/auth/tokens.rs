@@ -412,6 +412,97 @@ mod tests {
         assert_eq!(hex::encode(hash_secret("x")).len(), 64);
     }
 
+    async fn tokens_in(dir: &tempfile::TempDir) -> Tokens {
+        let url = format!("sqlite://{}", dir.path().join("t.db").display());
+        Tokens::load(Store::open(&url).await.unwrap(), 2).await.unwrap()
+    }
+
+    fn bearer(secret: &str) -> Vec<u8> {
+        format!("Bearer {secret}").into_bytes()
+    }
+
+    /// Authentication turns on with the first stored token and stays on after
+    /// it is revoked; the answers say which case it is and never the secret.
+    #[tokio::test]
+    async fn authentication_follows_the_stored_tokens() {
+        let dir = tempfile::tempdir().unwrap();
+        let tokens = tokens_in(&dir).await;
+        assert!(!tokens.enabled());
+        assert!(tokens.authenticate(None, 0).unwrap().is_anonymous());
+        let dev = tokens.mint_ephemeral("dev-agent (in-process)", Role::Agent);
+        assert!(!tokens.enabled(), "the --dev agent's token does not turn authentication on");
+        assert_eq!(tokens.authenticate(Some(&bearer(&dev)), 0).unwrap().role, Role::Agent);
+
+        let created = tokens.create("ops", "operator", 0).await.unwrap();
+        assert!(created.turned_on && tokens.enabled());
+        let v = tokens.create("v", "viewer", 60_000).await.unwrap();
+        assert!(!v.turned_on);
+        assert!(tokens.authenticate(Some(&bearer(&v.secret)), now_ms()).is_ok());
+        let expired = tokens.authenticate(Some(&bearer(&v.secret)), now_ms() + 120_000).unwrap_err();
+        assert!(expired.message().starts_with("token refused: token \"v\" expired at "), "{expired:?}");
+        let no = tokens.authenticate(None, 0).unwrap_err();
+        assert_eq!((no.code(), no.message()), (tonic::Code::Unauthenticated, NO_TOKEN));
+        let unknown = tokens.authenticate(Some(&bearer("wkr_nope")), 0).unwrap_err();
+        assert_eq!(unknown.message(), "token refused: unknown token");
+        let ops = tokens.authenticate(Some(&bearer(&created.secret)), now_ms()).unwrap();
+        assert_eq!((ops.name.as_str(), ops.role), ("ops", Role::Operator));
+        let denied = ops.authorize("ControllerService/CreateToken").unwrap_err();
+        assert_eq!(
+            denied.message(),
+            "token \"ops\" (role operator) may not call CreateToken; it needs admin"
+        );
+        assert!(ops.authorize("ControllerService/ApplyJobs").is_ok());
+
+        // Streams: the limit (2 here) counts open streams and frees on drop.
+        let (a, b) = (ops.open_stream().unwrap(), ops.open_stream().unwrap());
+        let over = ops.open_stream().unwrap_err();
+        assert_eq!(over.code(), tonic::Code::ResourceExhausted);
+        assert!(over.message().contains("the limit is 2"), "{over:?}");
+        drop((a, b));
+        let _c = ops.open_stream().unwrap();
+
+        let revoked = tokens.revoke("ops").await.unwrap();
+        assert!(revoked.revoked_at().is_some());
+        let ended = tokio::time::timeout(std::time::Duration::from_secs(1), ops.ended()).await.unwrap();
+        assert!(ended.message().contains("\"ops\" was revoked"), "{ended:?}");
+        let refused = tokens.authenticate(Some(&bearer(&created.secret)), now_ms()).unwrap_err();
+        assert!(refused.message().starts_with("token refused: token \"ops\" was revoked at "), "{refused:?}");
+        assert!(!refused.message().contains(&created.secret));
+        tokens.revoke("v").await.unwrap();
+        assert!(tokens.enabled(), "revoking every token keeps authentication on");
+        let reloaded = tokens_in(&dir).await;
+        assert!(reloaded.enabled());
+        assert_eq!(reloaded.list().len(), 2);
+        assert_eq!(
+            tokens.create("ops", "viewer", 0).await.unwrap_err().code(),
+            tonic::Code::AlreadyExists
+        );
+        assert_eq!(tokens.create("bootstrap", "admin", 0).await.unwrap_err().code(), tonic::Code::InvalidArgument);
+    }
+
+    /// The bootstrap file is the bootstrap token's source of truth, but a
+    /// revoked bootstrap token stays revoked.
+    #[tokio::test]
+    async fn the_bootstrap_token_follows_its_file_and_stays_revoked() {
+        let dir = tempfile::tempdir().unwrap();
+        let tokens = tokens_in(&dir).await;
+        assert!(matches!(tokens.install_bootstrap(" short ").await, Err(BootstrapError::TooShort(5))));
+        tokens.install_bootstrap("first-secret-0123456789\n").await.unwrap();
+        assert!(tokens.enabled());
+        let admin = tokens.authenticate(Some(&bearer("first-secret-0123456789")), 0).unwrap();
+        assert_eq!((admin.name.as_str(), admin.role), (BOOTSTRAP_NAME, Role::Admin));
+        let tokens = tokens_in(&dir).await;
+        tokens.install_bootstrap("second-secret-0123456789").await.unwrap();
+        assert!(tokens.authenticate(Some(&bearer("first-secret-0123456789")), 0).is_err());
+        assert!(tokens.authenticate(Some(&bearer("second-secret-0123456789")), 0).is_ok());
+        tokens.revoke(BOOTSTRAP_NAME).await.unwrap();
+        let tokens = tokens_in(&dir).await;
+        tokens.install_bootstrap("third-secret-0123456789").await.unwrap();
+        let refused = tokens.authenticate(Some(&bearer("third-secret-0123456789")), 0).unwrap_err();
+        assert!(refused.message().contains("\"bootstrap\" was revoked"), "{refused:?}");
+        assert_eq!(tokens.list().len(), 1);
+    }
+
     #[test]
     fn names_follow_the_job_name_rules() {
         assert!(validate_name("ci-deploy.1_a").is_ok());
