@@ -8,8 +8,8 @@ use std::process::ExitCode;
 use clap::Parser;
 use worker_controller::alerting::AlertSettings;
 use worker_controller::alerting::deliver::DeliveryPolicy;
-use worker_controller::engine::EngineSettings;
 use worker_controller::auth::AuthSettings;
+use worker_controller::engine::EngineSettings;
 use worker_controller::{ControllerConfig, config};
 
 /// mimalloc instead of the system allocator: with a million runs queued and

@@ -220,13 +220,9 @@ pub async fn run(
         .add_service(health_service)
         .add_service(reflection)
         .add_service(
-            ControllerServiceServer::new(ControllerApi::new(
-                engine.clone(),
-                alerts,
-                stop_rx.clone(),
-                &config.db_url,
+            ControllerServiceServer::new(
+                ControllerApi::new(engine.clone(), alerts, stop_rx.clone(), &config.db_url).with_tokens(tokens.clone()),
             )
-            .with_tokens(tokens.clone()))
             .max_decoding_message_size(4 * 1024 * 1024),
         )
         .add_service(

@@ -589,17 +589,26 @@ async fn tokens_keep_hashes_names_and_revocations(db: TestDb) {
     };
     assert!(store.insert_token(&token("b", "hash-b")).await.unwrap());
     assert!(store.insert_token(&token("a", "hash-a")).await.unwrap());
-    assert!(!store.insert_token(&token("a", "hash-other")).await.unwrap(), "a name is taken once");
-    assert!(!store.insert_token(&token("c", "hash-a")).await.unwrap(), "a hash is taken once");
+    assert!(
+        !store.insert_token(&token("a", "hash-other")).await.unwrap(),
+        "a name is taken once"
+    );
+    assert!(
+        !store.insert_token(&token("c", "hash-a")).await.unwrap(),
+        "a hash is taken once"
+    );
     assert!(store.revoke_token("a", 5_000).await.unwrap());
     assert!(!store.revoke_token("a", 6_000).await.unwrap(), "revoked once");
     assert!(!store.revoke_token("nope", 6_000).await.unwrap());
     let tokens = store.tokens().await.unwrap();
     assert_eq!(tokens.len(), 2);
-    assert_eq!(tokens[0], worker_controller::store::TokenRecord {
-        revoked_at: Some(5_000),
-        ..token("a", "hash-a")
-    });
+    assert_eq!(
+        tokens[0],
+        worker_controller::store::TokenRecord {
+            revoked_at: Some(5_000),
+            ..token("a", "hash-a")
+        }
+    );
     assert_eq!(tokens[1], token("b", "hash-b"));
 
     let mut bootstrap = token("a", "hash-new");
@@ -611,7 +620,13 @@ async fn tokens_keep_hashes_names_and_revocations(db: TestDb) {
     let tokens = store.tokens().await.unwrap();
     assert_eq!(tokens.len(), 3);
     assert_eq!(
-        (tokens[0].role.as_str(), tokens[0].hash.as_str(), tokens[0].created_at, tokens[0].expires_at, tokens[0].revoked_at),
+        (
+            tokens[0].role.as_str(),
+            tokens[0].hash.as_str(),
+            tokens[0].created_at,
+            tokens[0].expires_at,
+            tokens[0].revoked_at
+        ),
         ("admin", "hash-new", 1_000, Some(9_000), Some(5_000))
     );
     assert_eq!(tokens[2].name, "bootstrap");

@@ -24,7 +24,9 @@ pub struct Bearer(pub Option<String>);
 impl Interceptor for Bearer {
     fn call(&mut self, mut request: tonic::Request<()>) -> Result<tonic::Request<()>, tonic::Status> {
         if let Some(token) = &self.0 {
-            let value = format!("Bearer {token}").parse().map_err(|_| tonic::Status::internal("bad token"))?;
+            let value = format!("Bearer {token}")
+                .parse()
+                .map_err(|_| tonic::Status::internal("bad token"))?;
             request.metadata_mut().insert("authorization", value);
         }
         Ok(request)

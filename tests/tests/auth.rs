@@ -54,7 +54,9 @@ async fn revocation_closes_event_watches_and_agent_connections_at_once() {
         .await
         .expect("WatchEvents as a viewer")
         .into_inner();
-    ctl.cli_with_token(ADMIN, &["tokens", "revoke", "watcher"]).await.expect_code(0);
+    ctl.cli_with_token(ADMIN, &["tokens", "revoke", "watcher"])
+        .await
+        .expect_code(0);
     // The stream ends with Unauthenticated (events of other runs may come first).
     let ended = tokio::time::timeout(Duration::from_secs(5), async {
         loop {
@@ -70,12 +72,18 @@ async fn revocation_closes_event_watches_and_agent_connections_at_once() {
     assert_eq!(status.code(), Code::Unauthenticated, "{status:?}");
     assert!(status.message().contains("\"watcher\" was revoked"), "{status:?}");
 
-    ctl.cli_with_token(ADMIN, &["tokens", "revoke", "agent-1"]).await.expect_code(0);
+    ctl.cli_with_token(ADMIN, &["tokens", "revoke", "agent-1"])
+        .await
+        .expect_code(0);
     let mut admin = ctl.client_with_token(Some(ADMIN)).await;
     wait_for("the revoked agent to be disconnected", Duration::from_secs(5), || {
         let mut admin = admin.clone();
         async move {
-            let agents = admin.list_agents(pb::ListAgentsRequest {}).await.map_err(|e| e.to_string())?.into_inner();
+            let agents = admin
+                .list_agents(pb::ListAgentsRequest {})
+                .await
+                .map_err(|e| e.to_string())?
+                .into_inner();
             match agents.agents.iter().find(|a| a.name == "a1") {
                 Some(a) if a.state == "connected" => Err(format!("{a:?}")),
                 _ => Ok(()),
@@ -91,7 +99,10 @@ async fn revocation_closes_event_watches_and_agent_connections_at_once() {
         .await
         .expect_err("a revoked agent token connected");
     assert_eq!(refused.code(), Code::Unauthenticated);
-    let _ = admin.list_jobs(pb::ListJobsRequest {}).await.expect("the admin token still works");
+    let _ = admin
+        .list_jobs(pb::ListJobsRequest {})
+        .await
+        .expect("the admin token still works");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -103,8 +114,18 @@ async fn an_agent_cannot_impersonate_another_or_report_its_attempts() {
     let other_token = ctl.create_token(ADMIN, "other", "agent", &[]).await;
     let _real = env.start_agent_with_token(&ctl, "real", &real_token, ADMIN, &[]).await;
     let mut admin = ctl.client_with_token(Some(ADMIN)).await;
-    let agents = admin.list_agents(pb::ListAgentsRequest {}).await.unwrap().into_inner().agents;
-    let real_id = agents.iter().find(|a| a.name == "real").expect("real agent listed").id.clone();
+    let agents = admin
+        .list_agents(pb::ListAgentsRequest {})
+        .await
+        .unwrap()
+        .into_inner()
+        .agents;
+    let real_id = agents
+        .iter()
+        .find(|a| a.name == "real")
+        .expect("real agent listed")
+        .id
+        .clone();
 
     // Hello with the live agent's id under another token: refused.
     let refused = ctl
@@ -117,7 +138,11 @@ async fn an_agent_cannot_impersonate_another_or_report_its_attempts() {
     assert!(refused.message().contains(&real_id), "{refused:?}");
 
     // A run goes to the real agent; an impostor with its own id reports it.
-    let id = ctl.cli_with_token(ADMIN, &["enqueue", "slow"]).await.expect_code(0).json()["id"]
+    let id = ctl
+        .cli_with_token(ADMIN, &["enqueue", "slow"])
+        .await
+        .expect_code(0)
+        .json()["id"]
         .as_str()
         .unwrap()
         .to_string();
@@ -125,8 +150,16 @@ async fn an_agent_cannot_impersonate_another_or_report_its_attempts() {
         let mut admin = admin.clone();
         let id = id.clone();
         async move {
-            let run = admin.get_run(pb::GetRunRequest { id }).await.map_err(|e| e.to_string())?.into_inner();
-            if run.state == "running" { Ok(run) } else { Err(run.state) }
+            let run = admin
+                .get_run(pb::GetRunRequest { id })
+                .await
+                .map_err(|e| e.to_string())?
+                .into_inner();
+            if run.state == "running" {
+                Ok(run)
+            } else {
+                Err(run.state)
+            }
         }
     })
     .await;
@@ -169,16 +202,32 @@ async fn an_agent_cannot_impersonate_another_or_report_its_attempts() {
         let mut admin = admin.clone();
         let id = id.clone();
         async move {
-            let run = admin.get_run(pb::GetRunRequest { id }).await.map_err(|e| e.to_string())?.into_inner();
-            if worker_tests::is_terminal(&run.state) { Ok(run) } else { Err(run.state) }
+            let run = admin
+                .get_run(pb::GetRunRequest { id })
+                .await
+                .map_err(|e| e.to_string())?
+                .into_inner();
+            if worker_tests::is_terminal(&run.state) {
+                Ok(run)
+            } else {
+                Err(run.state)
+            }
         }
     })
     .await;
     assert_eq!(done.state, "succeeded", "{done:?}");
     assert_eq!(done.attempts.len(), 1);
     assert!(done.attempts[0].output.contains("done by the real agent"), "{done:?}");
-    let agents = admin.list_agents(pb::ListAgentsRequest {}).await.unwrap().into_inner().agents;
-    assert!(agents.iter().any(|a| a.id == real_id && a.state == "connected"), "{agents:?}");
+    let agents = admin
+        .list_agents(pb::ListAgentsRequest {})
+        .await
+        .unwrap()
+        .into_inner()
+        .agents;
+    assert!(
+        agents.iter().any(|a| a.id == real_id && a.state == "connected"),
+        "{agents:?}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -189,7 +238,10 @@ async fn workerctl_tokens_and_exit_code_4() {
 
     // create: {name, role, token, expires_at}, the secret once.
     let created = ctl
-        .cli_with_token(ADMIN, &["tokens", "create", "ci", "--role", "enqueuer", "--expires", "30d"])
+        .cli_with_token(
+            ADMIN,
+            &["tokens", "create", "ci", "--role", "enqueuer", "--expires", "30d"],
+        )
         .await
         .expect_code(0)
         .json();
@@ -205,7 +257,9 @@ async fn workerctl_tokens_and_exit_code_4() {
     ctl.cli_with_token(&secret, &["enqueue", "hello"]).await.expect_code(0);
     let denied = ctl.cli_with_token(&secret, &["jobs", "list"]).await.expect_code(4);
     assert!(
-        denied.stderr.contains("permission denied: token \"ci\" (role enqueuer) may not call ListJobs"),
+        denied
+            .stderr
+            .contains("permission denied: token \"ci\" (role enqueuer) may not call ListJobs"),
         "{denied:?}"
     );
     // No token: the controller requires one. A wrong one: refused.
@@ -214,27 +268,56 @@ async fn workerctl_tokens_and_exit_code_4() {
     let wrong = ctl.cli_with_token("wkr_wrong", &["jobs", "list"]).await.expect_code(4);
     assert!(wrong.stderr.contains("token refused: unknown token"), "{wrong:?}");
     // A name taken, a bad role: exit 2.
-    ctl.cli_with_token(ADMIN, &["tokens", "create", "ci", "--role", "viewer"]).await.expect_code(2);
-    let bad = ctl.cli_with_token(ADMIN, &["tokens", "create", "x", "--role", "root"]).await.expect_code(2);
+    ctl.cli_with_token(ADMIN, &["tokens", "create", "ci", "--role", "viewer"])
+        .await
+        .expect_code(2);
+    let bad = ctl
+        .cli_with_token(ADMIN, &["tokens", "create", "x", "--role", "root"])
+        .await
+        .expect_code(2);
     assert!(bad.stderr.contains("role: unknown role \"root\""), "{bad:?}");
 
     // list: no secret; revoke: revoked_at set, and the token is refused.
     let list = ctl.cli_with_token(ADMIN, &["tokens", "list"]).await.expect_code(0);
-    assert!(!list.stdout.contains(&secret) && !list.stdout.contains(ADMIN), "{list:?}");
+    assert!(
+        !list.stdout.contains(&secret) && !list.stdout.contains(ADMIN),
+        "{list:?}"
+    );
     let tokens = list.json();
-    let ci = tokens.as_array().unwrap().iter().find(|t| t["name"] == "ci").unwrap().clone();
+    let ci = tokens
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|t| t["name"] == "ci")
+        .unwrap()
+        .clone();
     assert_eq!(ci["role"], "enqueuer");
     assert!(ci["revoked_at"].is_null(), "{ci}");
-    let revoked = ctl.cli_with_token(ADMIN, &["tokens", "revoke", "ci"]).await.expect_code(0).json();
+    let revoked = ctl
+        .cli_with_token(ADMIN, &["tokens", "revoke", "ci"])
+        .await
+        .expect_code(0)
+        .json();
     worker_tests::parse_ts("revoked_at", revoked["revoked_at"].as_str().unwrap());
     let refused = ctl.cli_with_token(&secret, &["enqueue", "hello"]).await.expect_code(4);
-    assert!(refused.stderr.contains("token refused: token \"ci\" was revoked at"), "{refused:?}");
-    ctl.cli_with_token(ADMIN, &["tokens", "revoke", "nope"]).await.expect_code(3);
+    assert!(
+        refused.stderr.contains("token refused: token \"ci\" was revoked at"),
+        "{refused:?}"
+    );
+    ctl.cli_with_token(ADMIN, &["tokens", "revoke", "nope"])
+        .await
+        .expect_code(3);
 
     // The controller's log never shows a secret.
     let log = ctl.proc.stderr_all();
-    assert!(log.contains("token created"), "the log does not mention the creation:\n{log}");
-    assert!(!log.contains(&secret) && !log.contains(ADMIN), "a secret is in the controller's log");
+    assert!(
+        log.contains("token created"),
+        "the log does not mention the creation:\n{log}"
+    );
+    assert!(
+        !log.contains(&secret) && !log.contains(ADMIN),
+        "a secret is in the controller's log"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -243,12 +326,17 @@ async fn the_first_token_turns_authentication_on_and_revoking_it_keeps_it_on() {
     env.write_config(CONFIG);
     let ctl = env.start_controller().await;
     ctl.cli(&["jobs", "list"]).await.expect_code(0);
-    let first = ctl.cli(&["tokens", "create", "root", "--role", "admin"]).await.expect_code(0);
+    let first = ctl
+        .cli(&["tokens", "create", "root", "--role", "admin"])
+        .await
+        .expect_code(0);
     assert!(first.stderr.contains("authentication is now on"), "{first:?}");
     let secret = first.json()["token"].as_str().unwrap().to_string();
     ctl.cli(&["jobs", "list"]).await.expect_code(4);
     ctl.cli_with_token(&secret, &["jobs", "list"]).await.expect_code(0);
-    ctl.cli_with_token(&secret, &["tokens", "revoke", "root"]).await.expect_code(0);
+    ctl.cli_with_token(&secret, &["tokens", "revoke", "root"])
+        .await
+        .expect_code(0);
     // Revoking the last token does not reopen the controller.
     let closed = ctl.cli(&["jobs", "list"]).await.expect_code(4);
     assert!(closed.stderr.contains("this controller requires a token"), "{closed:?}");
@@ -273,8 +361,14 @@ async fn a_bootstrap_token_allows_a_non_loopback_address() {
     };
     ctl.url = url;
     let agent_token = ctl.create_token(ADMIN, "remote", "agent", &[]).await;
-    let _agent = env.start_agent_with_token(&ctl, "remote", &agent_token, ADMIN, &[]).await;
-    let run = ctl.cli_with_token(ADMIN, &["enqueue", "hello", "--wait"]).await.expect_code(0).json();
+    let _agent = env
+        .start_agent_with_token(&ctl, "remote", &agent_token, ADMIN, &[])
+        .await;
+    let run = ctl
+        .cli_with_token(ADMIN, &["enqueue", "hello", "--wait"])
+        .await
+        .expect_code(0)
+        .json();
     assert_eq!(run["state"], "succeeded", "{run}");
     ctl.cli(&["jobs", "list"]).await.expect_code(4);
 
@@ -288,5 +382,8 @@ async fn a_bootstrap_token_allows_a_non_loopback_address() {
         )
         .await;
     assert_eq!(exited.code, Some(2), "{exited:?}");
-    assert!(exited.stderr.contains("--bootstrap-token-file") && exited.stderr.contains("at least 16"), "{exited:?}");
+    assert!(
+        exited.stderr.contains("--bootstrap-token-file") && exited.stderr.contains("at least 16"),
+        "{exited:?}"
+    );
 }

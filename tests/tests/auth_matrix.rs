@@ -29,7 +29,8 @@ jobs:
 /// (RPC as `Service/Method`, roles that may call it), read from the
 /// document's role matrix.
 fn documented_matrix() -> Vec<(String, Vec<String>)> {
-    let doc = std::fs::read_to_string(worker_tests::workspace_root().join("docs/security.md")).expect("docs/security.md");
+    let doc =
+        std::fs::read_to_string(worker_tests::workspace_root().join("docs/security.md")).expect("docs/security.md");
     let header = "| RPC | admin | operator | viewer | enqueuer | agent |";
     let roles: Vec<&str> = header.trim_matches('|').split('|').skip(1).map(str::trim).collect();
     let rows: Vec<(String, Vec<String>)> = doc
@@ -49,7 +50,11 @@ fn documented_matrix() -> Vec<(String, Vec<String>)> {
             (method, allowed)
         })
         .collect();
-    assert!(rows.len() > 30, "the role matrix in docs/security.md has {} rows", rows.len());
+    assert!(
+        rows.len() > 30,
+        "the role matrix in docs/security.md has {} rows",
+        rows.len()
+    );
     rows
 }
 
@@ -233,9 +238,13 @@ async fn every_rpc_with_every_role_gets_the_documented_answer() {
         principals.push((role.to_string(), Some(secret), "role"));
     }
     let revoked = ctl.create_token(admin, "m-revoked", "admin", &[]).await;
-    ctl.cli_with_token(admin, &["tokens", "revoke", "m-revoked"]).await.expect_code(0);
-    let expired = ctl.create_token(admin, "m-expired", "admin", &["--expires", "1s"]).await;
-    let mut probe = ctl.client_with_token(Some(&expired)).await;
+    ctl.cli_with_token(admin, &["tokens", "revoke", "m-revoked"])
+        .await
+        .expect_code(0);
+    let expired = ctl
+        .create_token(admin, "m-expired", "admin", &["--expires", "1s"])
+        .await;
+    let probe = ctl.client_with_token(Some(&expired)).await;
     wait_for("the 1s token to expire", Duration::from_secs(10), || {
         let mut probe = probe.clone();
         async move {
@@ -246,10 +255,13 @@ async fn every_rpc_with_every_role_gets_the_documented_answer() {
         }
     })
     .await;
-    drop(probe.list_jobs(pb::ListJobsRequest {}).await);
     principals.push(("revoked".into(), Some(revoked), "unauthenticated"));
     principals.push(("expired".into(), Some(expired), "unauthenticated"));
-    principals.push(("unknown".into(), Some("wkr_not-a-token-anyone-has".into()), "unauthenticated"));
+    principals.push((
+        "unknown".into(),
+        Some("wkr_not-a-token-anyone-has".into()),
+        "unauthenticated",
+    ));
     principals.push(("none".into(), None, "unauthenticated"));
 
     let matrix = documented_matrix();
@@ -273,18 +285,44 @@ async fn every_rpc_with_every_role_gets_the_documented_answer() {
             if let Err(status) = &result
                 && let Some(secret) = token
             {
-                assert!(!status.message().contains(secret.as_str()), "{method} as {who}: the secret is echoed");
+                assert!(
+                    !status.message().contains(secret.as_str()),
+                    "{method} as {who}: the secret is echoed"
+                );
             }
         }
     }
-    assert!(wrong.is_empty(), "{} of {calls} calls disagree with docs/security.md:\n{}", wrong.len(), wrong.join("\n"));
+    assert!(
+        wrong.is_empty(),
+        "{} of {calls} calls disagree with docs/security.md:\n{}",
+        wrong.len(),
+        wrong.join("\n")
+    );
 
     // Nothing was changed by all these calls: only the tokens made above exist.
-    let tokens = ctl.cli_with_token(admin, &["tokens", "list"]).await.expect_code(0).json();
-    let names: Vec<&str> = tokens.as_array().unwrap().iter().map(|t| t["name"].as_str().unwrap()).collect();
+    let tokens = ctl
+        .cli_with_token(admin, &["tokens", "list"])
+        .await
+        .expect_code(0)
+        .json();
+    let names: Vec<&str> = tokens
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| t["name"].as_str().unwrap())
+        .collect();
     assert_eq!(
         names,
-        ["bootstrap", "m-admin", "m-agent", "m-enqueuer", "m-expired", "m-operator", "m-revoked", "m-viewer"]
+        [
+            "bootstrap",
+            "m-admin",
+            "m-agent",
+            "m-enqueuer",
+            "m-expired",
+            "m-operator",
+            "m-revoked",
+            "m-viewer"
+        ]
     );
     let jobs = ctl.cli_with_token(admin, &["jobs", "list"]).await.expect_code(0).json();
     assert_eq!(jobs.as_array().unwrap().len(), 1, "{jobs}");

@@ -10,8 +10,8 @@ use tonic::{Request, Response, Status};
 use worker_proto::v1 as pb;
 use worker_proto::v1::controller_service_server::ControllerService;
 
-use super::{alerts, tokens};
 use super::convert::{agent_to_proto, job_to_proto, run_to_proto, stats_to_proto};
+use super::{alerts, tokens};
 use crate::alerting::AlertService;
 use crate::config::{ConfigErrors, Source, parse_document_partial};
 use crate::engine::{Engine, EnqueueOutcome, EnqueueRequest};
@@ -298,7 +298,9 @@ impl ControllerService for ControllerApi {
         &self,
         request: Request<pb::CreateTokenRequest>,
     ) -> Result<Response<pb::CreateTokenResponse>, Status> {
-        Ok(Response::new(tokens::create(self.tokens.as_ref(), request.into_inner()).await?))
+        Ok(Response::new(
+            tokens::create(self.tokens.as_ref(), request.into_inner()).await?,
+        ))
     }
 
     async fn list_tokens(
@@ -309,7 +311,9 @@ impl ControllerService for ControllerApi {
     }
 
     async fn revoke_token(&self, request: Request<pb::RevokeTokenRequest>) -> Result<Response<pb::Token>, Status> {
-        Ok(Response::new(tokens::revoke(self.tokens.as_ref(), request.into_inner()).await?))
+        Ok(Response::new(
+            tokens::revoke(self.tokens.as_ref(), request.into_inner()).await?,
+        ))
     }
 
     async fn delete_job(

@@ -15,7 +15,10 @@ fn tokens(tokens: Option<&Arc<Tokens>>) -> Result<&Arc<Tokens>, Status> {
 }
 
 /// `CreateToken`.
-pub async fn create(cache: Option<&Arc<Tokens>>, request: pb::CreateTokenRequest) -> Result<pb::CreateTokenResponse, Status> {
+pub async fn create(
+    cache: Option<&Arc<Tokens>>,
+    request: pb::CreateTokenRequest,
+) -> Result<pb::CreateTokenResponse, Status> {
     let created = tokens(cache)?
         .create(&request.name, &request.role, request.expires_in_ms)
         .await?;

@@ -73,10 +73,7 @@ where
             return Either::Left(self.inner.call(request));
         }
         let method = path.strip_prefix(PACKAGE_PREFIX).unwrap_or(path).to_string();
-        let header = request
-            .headers()
-            .get(http::header::AUTHORIZATION)
-            .map(|v| v.as_bytes());
+        let header = request.headers().get(http::header::AUTHORIZATION).map(|v| v.as_bytes());
         let checked = self
             .tokens
             .authenticate(header, now_ms())

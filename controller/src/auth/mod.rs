@@ -57,7 +57,10 @@ impl Default for AuthSettings {
 impl std::fmt::Debug for AuthSettings {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("AuthSettings")
-            .field("bootstrap_secret", &self.bootstrap_secret.as_ref().map(|_| "<redacted>"))
+            .field(
+                "bootstrap_secret",
+                &self.bootstrap_secret.as_ref().map(|_| "<redacted>"),
+            )
             .field("max_streams_per_token", &self.max_streams_per_token)
             .finish()
     }

@@ -173,7 +173,10 @@ pub fn validate_name(name: &str) -> Result<(), String> {
         .is_some_and(|c| c.is_ascii_lowercase() || c.is_ascii_digit());
     let rest_ok = chars.all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || matches!(c, '.' | '_' | '-'));
     if name.len() > MAX_TOKEN_NAME {
-        Err(format!("token name is {} bytes, the limit is {MAX_TOKEN_NAME}", name.len()))
+        Err(format!(
+            "token name is {} bytes, the limit is {MAX_TOKEN_NAME}",
+            name.len()
+        ))
     } else if !first_ok || !rest_ok {
         let shown: String = name.chars().take(64).flat_map(char::escape_default).collect();
         Err(format!(
@@ -198,7 +201,9 @@ impl Tokens {
                 // Never accepted, but it still counts: authentication stays on.
                 tracing::warn!(token = %record.name, "stored token with an unknown role or a bad hash is ignored");
                 let entry = TokenEntry::new(&record, Role::Viewer, [0; 32], false);
-                let _ = entry.revoked.send_replace(Some(record.revoked_at.unwrap_or(record.created_at)));
+                let _ = entry
+                    .revoked
+                    .send_replace(Some(record.revoked_at.unwrap_or(record.created_at)));
                 inner.by_name.insert(record.name.clone(), Arc::new(entry));
                 continue;
             };
@@ -233,7 +238,13 @@ impl Tokens {
         }
         let _writes = self.writes.lock().await;
         let hash = hash_secret(secret);
-        let existing = self.inner.read().expect("token cache poisoned").by_name.get(BOOTSTRAP_NAME).cloned();
+        let existing = self
+            .inner
+            .read()
+            .expect("token cache poisoned")
+            .by_name
+            .get(BOOTSTRAP_NAME)
+            .cloned();
         let record = TokenRecord {
             name: BOOTSTRAP_NAME.to_string(),
             role: Role::Admin.to_string(),
@@ -244,7 +255,9 @@ impl Tokens {
         };
         if let Some(e) = &existing {
             if record.revoked_at.is_some() {
-                tracing::warn!("the bootstrap token was revoked and stays revoked; --bootstrap-token-file has no effect");
+                tracing::warn!(
+                    "the bootstrap token was revoked and stays revoked; --bootstrap-token-file has no effect"
+                );
             }
             if bool::from(e.hash.ct_eq(&hash)) && e.role == Role::Admin {
                 return Ok(());
@@ -253,7 +266,10 @@ impl Tokens {
         }
         self.store.upsert_token(&record).await.map_err(BootstrapError::Store)?;
         let entry = TokenEntry::new(&record, Role::Admin, hash, false);
-        self.inner.write().expect("token cache poisoned").insert(Arc::new(entry));
+        self.inner
+            .write()
+            .expect("token cache poisoned")
+            .insert(Arc::new(entry));
         Ok(())
     }
 
@@ -270,7 +286,10 @@ impl Tokens {
             revoked_at: None,
         };
         let entry = TokenEntry::new(&record, role, hash_secret(&secret), true);
-        self.inner.write().expect("token cache poisoned").insert(Arc::new(entry));
+        self.inner
+            .write()
+            .expect("token cache poisoned")
+            .insert(Arc::new(entry));
         secret
     }
 
@@ -282,7 +301,9 @@ impl Tokens {
                 "name: \"bootstrap\" is reserved for the token of --bootstrap-token-file",
             ));
         }
-        let role: Role = role.parse().map_err(|e| Status::invalid_argument(format!("role: {e}")))?;
+        let role: Role = role
+            .parse()
+            .map_err(|e| Status::invalid_argument(format!("role: {e}")))?;
         const MAX_EXPIRY_MS: u64 = 100 * 365 * 86_400_000;
         if expires_in_ms > MAX_EXPIRY_MS {
             return Err(Status::invalid_argument(format!(
@@ -290,8 +311,16 @@ impl Tokens {
             )));
         }
         let _writes = self.writes.lock().await;
-        if self.inner.read().expect("token cache poisoned").by_name.contains_key(name) {
-            return Err(Status::already_exists(format!("token \"{name}\" exists (names are never reused)")));
+        if self
+            .inner
+            .read()
+            .expect("token cache poisoned")
+            .by_name
+            .contains_key(name)
+        {
+            return Err(Status::already_exists(format!(
+                "token \"{name}\" exists (names are never reused)"
+            )));
         }
         let secret = generate_secret();
         let hash = hash_secret(&secret);
@@ -305,7 +334,9 @@ impl Tokens {
             revoked_at: None,
         };
         if !self.store.insert_token(&record).await.map_err(Status::from)? {
-            return Err(Status::already_exists(format!("token \"{name}\" exists (names are never reused)")));
+            return Err(Status::already_exists(format!(
+                "token \"{name}\" exists (names are never reused)"
+            )));
         }
         let entry = Arc::new(TokenEntry::new(&record, role, hash, false));
         let mut inner = self.inner.write().expect("token cache poisoned");
@@ -407,7 +438,10 @@ mod tests {
     #[test]
     fn secrets_are_long_random_and_prefixed() {
         let (a, b) = (generate_secret(), generate_secret());
-        assert!(a.starts_with(SECRET_PREFIX) && a.len() == SECRET_PREFIX.len() + 64, "{a}");
+        assert!(
+            a.starts_with(SECRET_PREFIX) && a.len() == SECRET_PREFIX.len() + 64,
+            "{a}"
+        );
         assert_ne!(a, b);
         assert_eq!(hex::encode(hash_secret("x")).len(), 64);
     }
@@ -430,7 +464,10 @@ mod tests {
         assert!(!tokens.enabled());
         assert!(tokens.authenticate(None, 0).unwrap().is_anonymous());
         let dev = tokens.mint_ephemeral("dev-agent (in-process)", Role::Agent);
-        assert!(!tokens.enabled(), "the --dev agent's token does not turn authentication on");
+        assert!(
+            !tokens.enabled(),
+            "the --dev agent's token does not turn authentication on"
+        );
         assert_eq!(tokens.authenticate(Some(&bearer(&dev)), 0).unwrap().role, Role::Agent);
 
         let created = tokens.create("ops", "operator", 0).await.unwrap();
@@ -438,8 +475,13 @@ mod tests {
         let v = tokens.create("v", "viewer", 60_000).await.unwrap();
         assert!(!v.turned_on);
         assert!(tokens.authenticate(Some(&bearer(&v.secret)), now_ms()).is_ok());
-        let expired = tokens.authenticate(Some(&bearer(&v.secret)), now_ms() + 120_000).unwrap_err();
-        assert!(expired.message().starts_with("token refused: token \"v\" expired at "), "{expired:?}");
+        let expired = tokens
+            .authenticate(Some(&bearer(&v.secret)), now_ms() + 120_000)
+            .unwrap_err();
+        assert!(
+            expired.message().starts_with("token refused: token \"v\" expired at "),
+            "{expired:?}"
+        );
         let no = tokens.authenticate(None, 0).unwrap_err();
         assert_eq!((no.code(), no.message()), (tonic::Code::Unauthenticated, NO_TOKEN));
         let unknown = tokens.authenticate(Some(&bearer("wkr_nope")), 0).unwrap_err();
@@ -463,10 +505,19 @@ mod tests {
 
         let revoked = tokens.revoke("ops").await.unwrap();
         assert!(revoked.revoked_at().is_some());
-        let ended = tokio::time::timeout(std::time::Duration::from_secs(1), ops.ended()).await.unwrap();
+        let ended = tokio::time::timeout(std::time::Duration::from_secs(1), ops.ended())
+            .await
+            .unwrap();
         assert!(ended.message().contains("\"ops\" was revoked"), "{ended:?}");
-        let refused = tokens.authenticate(Some(&bearer(&created.secret)), now_ms()).unwrap_err();
-        assert!(refused.message().starts_with("token refused: token \"ops\" was revoked at "), "{refused:?}");
+        let refused = tokens
+            .authenticate(Some(&bearer(&created.secret)), now_ms())
+            .unwrap_err();
+        assert!(
+            refused
+                .message()
+                .starts_with("token refused: token \"ops\" was revoked at "),
+            "{refused:?}"
+        );
         assert!(!refused.message().contains(&created.secret));
         tokens.revoke("v").await.unwrap();
         assert!(tokens.enabled(), "revoking every token keeps authentication on");
@@ -477,7 +528,10 @@ mod tests {
             tokens.create("ops", "viewer", 0).await.unwrap_err().code(),
             tonic::Code::AlreadyExists
         );
-        assert_eq!(tokens.create("bootstrap", "admin", 0).await.unwrap_err().code(), tonic::Code::InvalidArgument);
+        assert_eq!(
+            tokens.create("bootstrap", "admin", 0).await.unwrap_err().code(),
+            tonic::Code::InvalidArgument
+        );
     }
 
     /// The bootstrap file is the bootstrap token's source of truth, but a
@@ -486,19 +540,34 @@ mod tests {
     async fn the_bootstrap_token_follows_its_file_and_stays_revoked() {
         let dir = tempfile::tempdir().unwrap();
         let tokens = tokens_in(&dir).await;
-        assert!(matches!(tokens.install_bootstrap(" short ").await, Err(BootstrapError::TooShort(5))));
+        assert!(matches!(
+            tokens.install_bootstrap(" short ").await,
+            Err(BootstrapError::TooShort(5))
+        ));
         tokens.install_bootstrap("first-secret-0123456789\n").await.unwrap();
         assert!(tokens.enabled());
-        let admin = tokens.authenticate(Some(&bearer("first-secret-0123456789")), 0).unwrap();
+        let admin = tokens
+            .authenticate(Some(&bearer("first-secret-0123456789")), 0)
+            .unwrap();
         assert_eq!((admin.name.as_str(), admin.role), (BOOTSTRAP_NAME, Role::Admin));
         let tokens = tokens_in(&dir).await;
         tokens.install_bootstrap("second-secret-0123456789").await.unwrap();
-        assert!(tokens.authenticate(Some(&bearer("first-secret-0123456789")), 0).is_err());
-        assert!(tokens.authenticate(Some(&bearer("second-secret-0123456789")), 0).is_ok());
+        assert!(
+            tokens
+                .authenticate(Some(&bearer("first-secret-0123456789")), 0)
+                .is_err()
+        );
+        assert!(
+            tokens
+                .authenticate(Some(&bearer("second-secret-0123456789")), 0)
+                .is_ok()
+        );
         tokens.revoke(BOOTSTRAP_NAME).await.unwrap();
         let tokens = tokens_in(&dir).await;
         tokens.install_bootstrap("third-secret-0123456789").await.unwrap();
-        let refused = tokens.authenticate(Some(&bearer("third-secret-0123456789")), 0).unwrap_err();
+        let refused = tokens
+            .authenticate(Some(&bearer("third-secret-0123456789")), 0)
+            .unwrap_err();
         assert!(refused.message().contains("\"bootstrap\" was revoked"), "{refused:?}");
         assert_eq!(tokens.list().len(), 1);
     }
@@ -509,6 +578,10 @@ mod tests {
         assert!(validate_name("").is_err());
         assert!(validate_name("Admin").unwrap_err().contains("invalid token name"));
         assert!(validate_name("a/../b").is_err());
-        assert!(validate_name(&"a".repeat(129)).unwrap_err().contains("the limit is 128"));
+        assert!(
+            validate_name(&"a".repeat(129))
+                .unwrap_err()
+                .contains("the limit is 128")
+        );
     }
 }

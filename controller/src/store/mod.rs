@@ -27,7 +27,7 @@ use std::sync::Arc;
 
 pub use records::{
     AlertQuery, AlertRecord, AttemptEnd, AttemptRecord, AttemptStart, FireFailureRecord, InsertPlan, JobStatsRecord,
-    NewRun, RunRecord, ScheduleCursor, StateChange, TransitionRecord, TokenRecord,
+    NewRun, RunRecord, ScheduleCursor, StateChange, TokenRecord, TransitionRecord,
 };
 pub use write::WriteError;
 use write::{InDoubt, Write};

@@ -56,7 +56,11 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
         "fire failures",
         include_str!("../../../../migrations/postgres/0004_fire_failures.sql"),
     ),
-    (5, "tokens", include_str!("../../../../migrations/postgres/0005_tokens.sql")),
+    (
+        5,
+        "tokens",
+        include_str!("../../../../migrations/postgres/0005_tokens.sql"),
+    ),
 ];
 
 /// Key of the advisory lock serializing migrations ("worker" + 1).

@@ -62,7 +62,11 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
         "fire failures",
         include_str!("../../../../migrations/sqlite/0004_fire_failures.sql"),
     ),
-    (5, "tokens", include_str!("../../../../migrations/sqlite/0005_tokens.sql")),
+    (
+        5,
+        "tokens",
+        include_str!("../../../../migrations/sqlite/0005_tokens.sql"),
+    ),
 ];
 
 /// Handle to a SQLite database.
