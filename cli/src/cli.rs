@@ -71,6 +71,9 @@ pub enum Command {
     /// Alert channels, rules and history; test messages.
     #[command(subcommand)]
     Alerts(AlertsCmd),
+    /// API tokens with roles: create, list, revoke (admin only).
+    #[command(subcommand)]
+    Tokens(TokensCmd),
     /// Cron schedules of the jobs (`schedules` alone lists them).
     Schedules {
         /// What to do (default: list).
@@ -330,6 +333,30 @@ pub enum AlertsCmd {
     /// Delete a rule.
     DeleteRule {
         /// The rule's name.
+        name: String,
+    },
+}
+
+/// `workerctl tokens ...`
+#[derive(Debug, Subcommand)]
+pub enum TokensCmd {
+    /// Create a token; its secret is printed this once. The first token
+    /// turns authentication on: from then on every call needs a token.
+    Create {
+        /// Token name (a-z, 0-9, '.', '_', '-').
+        name: String,
+        /// admin, operator, viewer, enqueuer or agent.
+        #[arg(long)]
+        role: String,
+        /// Lifetime (`30d`, `12h`); default: never expires.
+        #[arg(long, value_name = "DURATION", value_parser = worker_duration::parse)]
+        expires: Option<std::time::Duration>,
+    },
+    /// List the tokens (never their secrets).
+    List,
+    /// Revoke a token at once; its open streams are closed.
+    Revoke {
+        /// Token name.
         name: String,
     },
 }

@@ -7,7 +7,7 @@
 //! | 1 | the operation failed, or the awaited run did not succeed |
 //! | 2 | usage or validation error |
 //! | 3 | not found |
-//! | 4 | controller unreachable (also: its TLS certificate is not trusted), or the token was refused |
+//! | 4 | controller unreachable (also: its TLS certificate is not trusted), no token where one is required, the token refused, or its role not allowed |
 
 use std::fmt;
 
@@ -106,6 +106,11 @@ fn status_message(status: &tonic::Status, controller: &str) -> String {
     if message.is_empty() {
         message = format!("{} ({:?})", status.code().description(), status.code());
     }
+    // The controller's messages say which: "this controller requires a
+    // token ...", "token refused: ...", or for a role "token ... may not call".
+    if status.code() == Code::PermissionDenied && !message.starts_with("permission denied") {
+        message = format!("permission denied: {message}");
+    }
     message
 }
 
@@ -145,6 +150,18 @@ mod tests {
         assert_eq!(describe(&err, "http://x"), (2, "payload: expected JSON".to_string()));
         let err = anyhow::Error::new(tonic::Status::not_found("job `nope` not found"));
         assert_eq!(describe(&err, "http://x"), (3, "job `nope` not found".to_string()));
+    }
+
+    #[test]
+    fn refusals_say_which() {
+        let err = anyhow::Error::new(tonic::Status::permission_denied(
+            "token \"v\" (role viewer) may not call ApplyJobs; it needs operator or admin",
+        ));
+        let (code, message) = describe(&err, "");
+        assert_eq!(code, 4);
+        assert!(message.starts_with("permission denied: token \"v\""), "{message}");
+        let err = anyhow::Error::new(tonic::Status::unauthenticated("token refused: unknown token"));
+        assert_eq!(describe(&err, ""), (4, "token refused: unknown token".to_string()));
     }
 
     #[test]

@@ -407,6 +407,37 @@ impl From<pb::QueueStatsResponse> for QueueStats {
     }
 }
 
+/// One API token (never its secret).
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Token {
+    pub name: String,
+    pub role: String,
+    pub created_at: Option<String>,
+    pub expires_at: Option<String>,
+    pub revoked_at: Option<String>,
+}
+
+impl From<pb::Token> for Token {
+    fn from(t: pb::Token) -> Self {
+        Self {
+            name: t.name,
+            role: t.role,
+            created_at: opt(t.created_at),
+            expires_at: opt(t.expires_at),
+            revoked_at: opt(t.revoked_at),
+        }
+    }
+}
+
+/// A token just created: its secret, shown this once.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct CreatedToken {
+    pub name: String,
+    pub role: String,
+    pub token: String,
+    pub expires_at: Option<String>,
+}
+
 /// One agent.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Agent {

@@ -114,6 +114,21 @@ impl ControllerService for Mock {
         unimplemented()
     }
 
+    async fn create_token(
+        &self,
+        _: Request<pb::CreateTokenRequest>,
+    ) -> Result<Response<pb::CreateTokenResponse>, Status> {
+        unimplemented()
+    }
+
+    async fn list_tokens(&self, _: Request<pb::ListTokensRequest>) -> Result<Response<pb::ListTokensResponse>, Status> {
+        unimplemented()
+    }
+
+    async fn revoke_token(&self, _: Request<pb::RevokeTokenRequest>) -> Result<Response<pb::Token>, Status> {
+        unimplemented()
+    }
+
     type WatchEventsStream = tokio_stream::Empty<Result<pb::RunEvent, Status>>;
 
     async fn list_jobs(&self, request: Request<pb::ListJobsRequest>) -> Result<Response<pb::ListJobsResponse>, Status> {

@@ -22,6 +22,7 @@
 //!   (Slack, Discord, email, webhooks) and history, in tasks of its own fed
 //!   with facts by the engine;
 //! * [`api`]: the gRPC services for clients and agents;
+//! * [`auth`]: tokens, roles and the layer that checks every call;
 //! * [`server`]: wiring everything together in [`run`], supervision, shutdown;
 //! * [`tls`]: gRPC over TLS and the client certificates required of agents;
 //! * [`error`], [`time`]: the error type and its gRPC codes; clocks and
@@ -32,6 +33,7 @@
 
 pub mod alerting;
 pub mod api;
+pub mod auth;
 pub mod config;
 pub mod engine;
 pub mod error;

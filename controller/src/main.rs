@@ -8,6 +8,7 @@ use std::process::ExitCode;
 use clap::Parser;
 use worker_controller::alerting::AlertSettings;
 use worker_controller::alerting::deliver::DeliveryPolicy;
+use worker_controller::auth::AuthSettings;
 use worker_controller::engine::EngineSettings;
 use worker_controller::{ControllerConfig, config};
 
@@ -39,8 +40,8 @@ struct Args {
     /// How long an idempotency key keeps returning its run after the run finished.
     #[arg(long, default_value = "24h", value_parser = worker_duration::parse)]
     idempotency_window: std::time::Duration,
-    /// Allow a non-loopback --grpc-listen address although clients are not
-    /// authenticated yet (only for trusted networks and tests).
+    /// Allow a non-loopback --grpc-listen address without authentication
+    /// (no token stored and no bootstrap token; only for trusted networks).
     #[arg(long)]
     insecure_no_auth: bool,
     /// Environment variables that `${VAR}` references may read (comma-separated
@@ -49,6 +50,13 @@ struct Args {
     /// variable is refused (docs/security.md).
     #[arg(long, env = "WORKER_ALLOW_ENV", value_name = "NAMES", default_value = "", value_parser = parse_allow_env)]
     allow_env: AllowEnv,
+    /// File holding the secret of the admin token named "bootstrap" (trimmed,
+    /// at least 16 characters); created or updated at start-up.
+    #[arg(long, value_name = "FILE")]
+    bootstrap_token_file: Option<PathBuf>,
+    /// Open streams (agent connections, event watches) per token.
+    #[arg(long, default_value_t = worker_controller::auth::DEFAULT_MAX_STREAMS_PER_TOKEN)]
+    max_streams_per_token: usize,
     /// Base URL of the web UI as people reach it, for links in alerts.
     #[arg(long, env = "WORKER_WEB_URL", default_value = "http://127.0.0.1:7080")]
     web_url: String,
@@ -127,12 +135,17 @@ fn main() -> ExitCode {
         );
         return ExitCode::from(2);
     }
-    if !args.grpc_listen.ip().is_loopback() && !args.insecure_no_auth {
-        eprintln!(
-            "error: --grpc-listen {}: without authentication the controller listens on loopback only \
-             (--insecure-no-auth overrides this)",
-            args.grpc_listen
-        );
+    // Whether a non-loopback --grpc-listen is allowed depends on the stored
+    // tokens: server::run checks it once the store is open, before binding.
+    let bootstrap_secret = match bootstrap_secret(args.bootstrap_token_file.as_deref()) {
+        Ok(secret) => secret,
+        Err(message) => {
+            eprintln!("error: {message}");
+            return ExitCode::from(2);
+        }
+    };
+    if args.max_streams_per_token == 0 {
+        eprintln!("error: --max-streams-per-token must be at least 1");
         return ExitCode::from(2);
     }
     let tls = match worker_controller::tls::ServerTls::from_flags(
@@ -171,6 +184,11 @@ fn main() -> ExitCode {
         },
         dev_agent_capacity: args.dev.then_some(args.dev_capacity.max(1)),
         shutdown_timeout: args.shutdown_timeout,
+        auth: AuthSettings {
+            bootstrap_secret,
+            max_streams_per_token: args.max_streams_per_token,
+        },
+        insecure_no_auth: args.insecure_no_auth,
     };
 
     let runtime = match tokio::runtime::Runtime::new() {
@@ -192,6 +210,10 @@ fn main() -> ExitCode {
             eprint!("{errors}");
             ExitCode::from(2)
         }
+        Err(worker_controller::RunError::Refused(message)) => {
+            eprintln!("error: {message}");
+            ExitCode::from(2)
+        }
         Err(e) => {
             eprintln!("error: {e}");
             ExitCode::from(1)
@@ -205,6 +227,44 @@ struct AllowEnv(Vec<config::env::Pattern>);
 
 fn parse_allow_env(text: &str) -> Result<AllowEnv, String> {
     config::env::parse_allow_list(text).map(AllowEnv)
+}
+
+/// The bootstrap token's secret: the file's content, or else the variable
+/// `WORKER_BOOTSTRAP_TOKEN` (the secret itself), trimmed; refused when
+/// shorter than the minimum.
+fn bootstrap_secret(file: Option<&std::path::Path>) -> Result<Option<String>, String> {
+    use worker_controller::auth::tokens::MIN_BOOTSTRAP_SECRET;
+    let (secret, source) = match file {
+        Some(path) => {
+            let mut text = String::new();
+            let read = std::fs::File::open(path).and_then(|f| {
+                use std::io::Read;
+                // A secret is short; a larger file is a mistake (or /dev/zero).
+                f.take(64 * 1024).read_to_string(&mut text)
+            });
+            if let Err(e) = read {
+                return Err(format!("--bootstrap-token-file {}: {e}", path.display()));
+            }
+            (text, format!("--bootstrap-token-file {}", path.display()))
+        }
+        None => match std::env::var("WORKER_BOOTSTRAP_TOKEN") {
+            Ok(text) => (text, "WORKER_BOOTSTRAP_TOKEN".to_string()),
+            Err(_) => return Ok(None),
+        },
+    };
+    let secret = secret.trim();
+    let length = secret.chars().count();
+    if length < MIN_BOOTSTRAP_SECRET {
+        return Err(format!(
+            "{source}: the bootstrap token is {length} characters long; it must be at least {MIN_BOOTSTRAP_SECRET}"
+        ));
+    }
+    if !secret.chars().all(|c| c.is_ascii_graphic()) {
+        return Err(format!(
+            "{source}: the bootstrap token must be printable ASCII without spaces (it is sent in a header)"
+        ));
+    }
+    Ok(Some(secret.to_string()))
 }
 
 /// Completes on SIGINT or SIGTERM.

@@ -59,6 +59,10 @@ pub struct ControllerConfig {
     pub shutdown_timeout: Duration,
     /// Serve gRPC over TLS (`--tls-cert`, `--tls-key`, `--tls-client-ca`).
     pub tls: Option<crate::tls::ServerTls>,
+    /// Tokens: the bootstrap token and the per-token stream limit.
+    pub auth: crate::auth::AuthSettings,
+    /// Allow a non-loopback `grpc_listen` without authentication.
+    pub insecure_no_auth: bool,
 }
 
 /// Errors that stop the controller.
@@ -92,6 +96,10 @@ pub enum RunError {
     /// Alert delivery could not be set up.
     #[error("alerting: {0}")]
     Alerting(String),
+    /// The settings are refused (checked once the store is open, before any
+    /// port is bound); `main` exits with code 2.
+    #[error("{0}")]
+    Refused(String),
     /// An internal loop ended or panicked, or the engine stopped: the
     /// controller cannot go on and must be restarted.
     #[error("internal failure, the controller stopped: {0}")]
@@ -126,6 +134,36 @@ pub async fn run(
     let alerts_config = crate::alerting::definitions::initial_alerts(&store, config.config.alerts.as_ref())
         .await
         .map_err(definitions_error(&config.db_url))?;
+    let tokens = crate::auth::Tokens::load(store.clone(), config.auth.max_streams_per_token)
+        .await
+        .map_err(|source| RunError::Store {
+            url: crate::store::redact_url(&config.db_url),
+            source,
+        })?;
+    if let Some(secret) = &config.auth.bootstrap_secret {
+        tokens.install_bootstrap(secret).await.map_err(|e| match e {
+            crate::auth::tokens::BootstrapError::TooShort(_) => {
+                RunError::Refused(format!("--bootstrap-token-file / WORKER_BOOTSTRAP_TOKEN: {e}"))
+            }
+            crate::auth::tokens::BootstrapError::Store(source) => RunError::Store {
+                url: crate::store::redact_url(&config.db_url),
+                source,
+            },
+        })?;
+    }
+    if !tokens.enabled() && !config.grpc_listen.ip().is_loopback() && !config.insecure_no_auth {
+        return Err(RunError::Refused(format!(
+            "--grpc-listen {}: without authentication the controller listens on loopback only \
+             (create a token or give --bootstrap-token-file; --insecure-no-auth overrides this)",
+            config.grpc_listen
+        )));
+    }
+    tracing::info!(authentication = tokens.enabled(), "tokens loaded");
+    let tokens = std::sync::Arc::new(tokens);
+    // The --dev agent's token lives in memory only.
+    let dev_agent_token = config
+        .dev_agent_capacity
+        .map(|_| tokens.mint_ephemeral("dev-agent (in-process)", crate::auth::Role::Agent));
     let job_count = jobs.len();
     let engine = Engine::recover(store.clone(), jobs, config.engine)
         .await
@@ -185,15 +223,13 @@ pub async fn run(
     }
     let require_client_certificates = config.tls.as_ref().is_some_and(|t| t.requires_client_certificates());
     let server = server
+        .layer(crate::auth::AuthLayer::new(tokens.clone()))
         .add_service(health_service)
         .add_service(reflection)
         .add_service(
-            ControllerServiceServer::new(ControllerApi::new(
-                engine.clone(),
-                alerts,
-                stop_rx.clone(),
-                &config.db_url,
-            ))
+            ControllerServiceServer::new(
+                ControllerApi::new(engine.clone(), alerts, stop_rx.clone(), &config.db_url).with_tokens(tokens.clone()),
+            )
             .max_decoding_message_size(4 * 1024 * 1024),
         )
         .add_service(
@@ -222,6 +258,7 @@ pub async fn run(
         agent_config.tls_pinned_cert = config.tls.as_ref().map(|tls| tls.server_certificate());
         agent_config.capacity = capacity;
         agent_config.name = format!("{}-dev", agent_config.name);
+        agent_config.token = dev_agent_token.clone();
         let mut stop = stop_rx.clone();
         tokio::spawn(worker_agent::run(agent_config, async move {
             let _ = stop.wait_for(|s| *s).await;

@@ -757,6 +757,8 @@ async fn start_controller() -> Running {
         dev_agent_capacity: None,
         shutdown_timeout: Duration::from_secs(5),
         tls: None,
+        auth: Default::default(),
+        insecure_no_auth: false,
     };
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
     let (ready_tx, ready_rx) = tokio::sync::oneshot::channel();

@@ -201,6 +201,7 @@ backend_tests!(
     reads_by_id_take_more_ids_than_one_statement_may_bind,
     fire_failures_are_recorded_per_job,
     payloads_are_read_by_id_and_big_ones_left_out_of_recovery,
+    tokens_keep_hashes_names_and_revocations,
 );
 
 fn new_run(id: &str, scheduled_for: Option<i64>) -> NewRun {
@@ -570,6 +571,66 @@ async fn a_write_is_read_back_by_its_first_row(db: TestDb) {
     assert!(!store.written(&none, notes, &[], &[]).await.unwrap());
     store.apply(notes, &[], &[]).await.unwrap();
     assert!(store.written(&none, notes, &[], &[]).await.unwrap());
+    store.close().await;
+}
+
+/// Tokens: a name (and a hash) is taken once, revocation happens once and
+/// keeps the row, and an upsert (the bootstrap token) replaces the role and
+/// hash but keeps creation, expiry and revocation.
+async fn tokens_keep_hashes_names_and_revocations(db: TestDb) {
+    let store = db.open().await;
+    assert!(store.tokens().await.unwrap().is_empty());
+    let token = |name: &str, hash: &str| worker_controller::store::TokenRecord {
+        name: name.into(),
+        role: "viewer".into(),
+        hash: hash.into(),
+        created_at: 1_000,
+        expires_at: Some(9_000),
+        revoked_at: None,
+    };
+    assert!(store.insert_token(&token("b", "hash-b")).await.unwrap());
+    assert!(store.insert_token(&token("a", "hash-a")).await.unwrap());
+    assert!(
+        !store.insert_token(&token("a", "hash-other")).await.unwrap(),
+        "a name is taken once"
+    );
+    assert!(
+        !store.insert_token(&token("c", "hash-a")).await.unwrap(),
+        "a hash is taken once"
+    );
+    assert!(store.revoke_token("a", 5_000).await.unwrap());
+    assert!(!store.revoke_token("a", 6_000).await.unwrap(), "revoked once");
+    assert!(!store.revoke_token("nope", 6_000).await.unwrap());
+    let tokens = store.tokens().await.unwrap();
+    assert_eq!(tokens.len(), 2);
+    assert_eq!(
+        tokens[0],
+        worker_controller::store::TokenRecord {
+            revoked_at: Some(5_000),
+            ..token("a", "hash-a")
+        }
+    );
+    assert_eq!(tokens[1], token("b", "hash-b"));
+
+    let mut bootstrap = token("a", "hash-new");
+    bootstrap.role = "admin".into();
+    bootstrap.created_at = 7_000;
+    bootstrap.expires_at = None;
+    store.upsert_token(&bootstrap).await.unwrap();
+    store.upsert_token(&token("bootstrap", "hash-boot")).await.unwrap();
+    let tokens = store.tokens().await.unwrap();
+    assert_eq!(tokens.len(), 3);
+    assert_eq!(
+        (
+            tokens[0].role.as_str(),
+            tokens[0].hash.as_str(),
+            tokens[0].created_at,
+            tokens[0].expires_at,
+            tokens[0].revoked_at
+        ),
+        ("admin", "hash-new", 1_000, Some(9_000), Some(5_000))
+    );
+    assert_eq!(tokens[2].name, "bootstrap");
     store.close().await;
 }
 

@@ -12,6 +12,7 @@
 //! When a test fails, the guards print the tail of every process' stderr and keep
 //! the temp dir, so the failure can be investigated.
 
+pub mod auth;
 pub mod flow;
 pub mod json;
 mod process;

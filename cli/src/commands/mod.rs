@@ -10,6 +10,7 @@ pub mod jobs;
 pub mod queue;
 pub mod runs;
 pub mod schedules;
+pub mod tokens;
 
 use std::io::Read as _;
 
@@ -45,6 +46,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Dlq(cmd) => dlq::run(&mut ctx, cmd).await,
         Command::Agents(AgentsCmd::List) => agents::list(&mut ctx).await,
         Command::Alerts(cmd) => alerts::run(&mut ctx, cmd).await,
+        Command::Tokens(cmd) => tokens::run(&mut ctx, cmd).await,
         Command::Schedules { command } => schedules::run(&mut ctx, command.unwrap_or(SchedulesCmd::List)).await,
         Command::Apply { file } => apply::apply(&mut ctx, &file).await,
         Command::Export => apply::export(&mut ctx).await,

@@ -4,6 +4,12 @@
 //! The first message must be `Hello`; the controller answers `Welcome`, then
 //! sends assignments only against the agent's `Pull` credits. Results are
 //! committed before their `Ack` is sent.
+//!
+//! Identity: an agent id is bound to the token (principal) that first said
+//! `Hello` with it in this controller process; the same id under another
+//! token is refused (`PermissionDenied`), so one agent cannot take over
+//! another's stream or report its attempts. The stream ends with the token's
+//! revocation (or expiry) and counts against the token's stream limit.
 
 use std::pin::Pin;
 use std::sync::Arc;
@@ -16,6 +22,7 @@ use tonic::{Request, Response, Status, Streaming};
 use worker_proto::v1::agent_service_server::AgentService;
 use worker_proto::v1::{AgentMessage, ControllerMessage, InFlight, agent_message};
 
+use crate::auth::Principal;
 use crate::engine::{Engine, ResultMessage};
 
 /// How long a new stream may take to say `Hello`.
@@ -29,6 +36,8 @@ pub struct AgentApi {
     results: mpsc::UnboundedSender<ResultMessage>,
     /// mTLS: refuse streams without a verified client certificate.
     client_certificates_required: bool,
+    /// Agent id → name of the token that first connected with it.
+    owners: Arc<std::sync::Mutex<std::collections::HashMap<String, String>>>,
 }
 
 impl AgentApi {
@@ -44,6 +53,26 @@ impl AgentApi {
             shutdown,
             results,
             client_certificates_required: false,
+            owners: Arc::default(),
+        }
+    }
+
+    /// Binds `agent_id` to `principal` on first use; refuses it to any other.
+    fn bind_identity(&self, agent_id: &str, principal: &Principal) -> Result<(), Status> {
+        let mut owners = self.owners.lock().expect("agent owners poisoned");
+        match owners.get(agent_id) {
+            Some(owner) if *owner != principal.name => {
+                tracing::warn!(agent = %agent_id, token = %principal.name, owner = %owner, "hello refused: agent id of another token");
+                Err(Status::permission_denied(format!(
+                    "hello.agent_id: agent \"{agent_id}\" belongs to another token; token \"{}\" may not connect as it",
+                    principal.name
+                )))
+            }
+            Some(_) => Ok(()),
+            None => {
+                owners.insert(agent_id.to_string(), principal.name.clone());
+                Ok(())
+            }
         }
     }
 
@@ -66,6 +95,8 @@ impl AgentService for AgentApi {
         request: Request<Streaming<AgentMessage>>,
     ) -> Result<Response<Self::ConnectStream>, Status> {
         crate::tls::check_agent_certificate(self.client_certificates_required, &request)?;
+        let principal = Principal::of(&request);
+        let stream_guard = principal.open_stream()?;
         let mut inbound = request.into_inner();
         let hello = match tokio::time::timeout(HELLO_TIMEOUT, inbound.message()).await {
             Ok(Ok(Some(AgentMessage {
@@ -79,6 +110,9 @@ impl AgentService for AgentApi {
             Ok(Err(status)) => return Err(status),
             Err(_) => return Err(Status::deadline_exceeded("hello: not received within 10 s")),
         };
+        if !hello.agent_id.is_empty() {
+            self.bind_identity(&hello.agent_id, &principal)?;
+        }
         let (tx, rx) = mpsc::unbounded_channel();
         let connection = self.engine.register_agent(&hello, tx.clone()).await?;
         let engine = self.engine.clone();
@@ -86,10 +120,21 @@ impl AgentService for AgentApi {
         let mut shutdown = self.shutdown.clone();
         let results = self.results.clone();
         tokio::spawn(async move {
+            let _stream_guard = stream_guard;
+            let ended = principal.ended();
+            tokio::pin!(ended);
             loop {
                 let received = tokio::select! {
                     received = inbound.message() => received,
                     _ = shutdown.wait_for(|s| *s) => break,
+                    status = &mut ended => {
+                        tracing::info!(agent = %agent_id, token = %principal.name, %status, "agent stream closed: token no longer valid");
+                        let _ = tx.send(Err(status));
+                        break;
+                    }
+                    // The answer stream ended: the agent went away, or a new
+                    // connection with its id replaced this one.
+                    _ = tx.closed() => break,
                 };
                 let message = match received {
                     Ok(Some(m)) => m,

@@ -10,8 +10,8 @@ use tonic::{Request, Response, Status};
 use worker_proto::v1 as pb;
 use worker_proto::v1::controller_service_server::ControllerService;
 
-use super::alerts;
 use super::convert::{agent_to_proto, job_to_proto, run_to_proto, stats_to_proto};
+use super::{alerts, tokens};
 use crate::alerting::AlertService;
 use crate::config::{ConfigErrors, Source, parse_document_partial};
 use crate::engine::{Engine, EnqueueOutcome, EnqueueRequest};
@@ -34,6 +34,8 @@ pub struct ControllerApi {
     shutdown: tokio::sync::watch::Receiver<bool>,
     started_at: i64,
     store_kind: &'static str,
+    /// Tokens (`None`: the token calls are unimplemented).
+    tokens: Option<Arc<crate::auth::Tokens>>,
 }
 
 impl ControllerApi {
@@ -56,7 +58,14 @@ impl ControllerApi {
             shutdown,
             started_at: crate::time::now_ms(),
             store_kind,
+            tokens: None,
         }
+    }
+
+    /// Serves the token calls from `tokens`.
+    pub fn with_tokens(mut self, tokens: Arc<crate::auth::Tokens>) -> Self {
+        self.tokens = Some(tokens);
+        self
     }
 
     fn next_fire(&self, job: &crate::job::JobDef) -> Option<i64> {
@@ -285,6 +294,28 @@ impl ControllerService for ControllerApi {
         Ok(Response::new(alerts::record_to_proto(record)))
     }
 
+    async fn create_token(
+        &self,
+        request: Request<pb::CreateTokenRequest>,
+    ) -> Result<Response<pb::CreateTokenResponse>, Status> {
+        Ok(Response::new(
+            tokens::create(self.tokens.as_ref(), request.into_inner()).await?,
+        ))
+    }
+
+    async fn list_tokens(
+        &self,
+        _request: Request<pb::ListTokensRequest>,
+    ) -> Result<Response<pb::ListTokensResponse>, Status> {
+        Ok(Response::new(tokens::list(self.tokens.as_ref())?))
+    }
+
+    async fn revoke_token(&self, request: Request<pb::RevokeTokenRequest>) -> Result<Response<pb::Token>, Status> {
+        Ok(Response::new(
+            tokens::revoke(self.tokens.as_ref(), request.into_inner()).await?,
+        ))
+    }
+
     async fn delete_job(
         &self,
         request: Request<pb::DeleteJobRequest>,
@@ -427,6 +458,8 @@ impl ControllerService for ControllerApi {
         &self,
         request: Request<pb::WatchEventsRequest>,
     ) -> Result<Response<Self::WatchEventsStream>, Status> {
+        let principal = crate::auth::Principal::of(&request);
+        let guard = principal.open_stream()?;
         let job = request.into_inner().job;
         let mut shutdown = self.shutdown.clone();
         let stream = BroadcastStream::new(self.engine.subscribe()).filter_map(move |event| match event {
@@ -442,6 +475,20 @@ impl ControllerService for ControllerApi {
         });
         let stream = futures::StreamExt::take_until(stream, async move {
             let _ = shutdown.wait_for(|s| *s).await;
+        });
+        // A revoked (or expired) token's watch ends with that status; the
+        // guard counts the stream against its token while it is open.
+        let ended: Pin<Box<dyn std::future::Future<Output = Status> + Send>> =
+            Box::pin(async move { principal.ended().await });
+        let state = (Box::pin(stream), ended, guard, false);
+        let stream = futures::stream::unfold(state, |(mut events, mut ended, guard, done)| async move {
+            if done {
+                return None;
+            }
+            tokio::select! {
+                item = events.next() => item.map(|item| (item, (events, ended, guard, false))),
+                status = &mut ended => Some((Err(status), (events, ended, guard, true))),
+            }
         });
         Ok(Response::new(Box::pin(stream)))
     }

@@ -112,6 +112,14 @@ impl Engine {
             }
         }
         let previous = core.agents.remove(&hello.agent_id);
+        // A second connection with the same id replaces the first, whose
+        // stream ends with an error so that its agent notices.
+        if let Some(old) = previous.as_ref().and_then(|p| p.sender.as_ref()) {
+            tracing::warn!(id = %hello.agent_id, "agent connection replaced by a new one with the same id");
+            let _ = old.send(Err(tonic::Status::aborted(
+                "replaced: a new connection with this agent id took over this stream",
+            )));
+        }
         let mut running = previous.map(|p| p.running).unwrap_or_default();
         running.extend(kept.iter().cloned());
         tracing::info!(agent = %hello.name, id = %hello.agent_id, capacity = hello.capacity, kept = kept.len(), "agent connected");

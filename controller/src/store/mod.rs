@@ -27,7 +27,7 @@ use std::sync::Arc;
 
 pub use records::{
     AlertQuery, AlertRecord, AttemptEnd, AttemptRecord, AttemptStart, FireFailureRecord, InsertPlan, JobStatsRecord,
-    NewRun, RunRecord, ScheduleCursor, StateChange, TransitionRecord,
+    NewRun, RunRecord, ScheduleCursor, StateChange, TokenRecord, TransitionRecord,
 };
 pub use write::WriteError;
 use write::{InDoubt, Write};
@@ -276,6 +276,30 @@ impl Store {
     /// Every job whose fires have ever failed.
     pub async fn fire_failures(&self) -> Result<Vec<FireFailureRecord>> {
         dispatch!(self.fire_failures())
+    }
+
+    /// Every API token row, revoked and expired ones included, by name.
+    pub async fn tokens(&self) -> Result<Vec<TokenRecord>> {
+        dispatch!(self.tokens())
+    }
+
+    /// Inserts a new token; `false` (nothing written) when its name or hash
+    /// is taken.
+    pub async fn insert_token(&self, token: &TokenRecord) -> Result<bool> {
+        dispatch!(self.insert_token(token))
+    }
+
+    /// Marks the token `name` revoked at `at`; `false` when there is no such
+    /// token or it was revoked already (nothing written).
+    pub async fn revoke_token(&self, name: &str, at: i64) -> Result<bool> {
+        dispatch!(self.revoke_token(name, at))
+    }
+
+    /// Creates the token `token.name`, or gives an existing one the role and
+    /// hash of `token` (its creation, expiry and revocation are kept): the
+    /// bootstrap token's file is its source of truth.
+    pub async fn upsert_token(&self, token: &TokenRecord) -> Result<()> {
+        dispatch!(self.upsert_token(token))
     }
 
     /// Every schedule cursor.

@@ -307,3 +307,21 @@ pub struct AlertQuery {
     /// Only rows with this status.
     pub status: Option<AlertStatus>,
 }
+
+/// An API token as stored: its name, role and the SHA-256 hash of its secret
+/// (never the secret itself). Timestamps are Unix milliseconds.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TokenRecord {
+    /// Unique name (`[a-z0-9][a-z0-9._-]*`).
+    pub name: String,
+    /// Role name: admin, operator, viewer, enqueuer or agent.
+    pub role: String,
+    /// Lowercase hex SHA-256 of the secret.
+    pub hash: String,
+    /// When it was created.
+    pub created_at: i64,
+    /// When it stops being accepted; `None`: never.
+    pub expires_at: Option<i64>,
+    /// When it was revoked; `None`: not revoked.
+    pub revoked_at: Option<i64>,
+}

@@ -314,12 +314,51 @@ pub(super) fn check_url(url: &str) -> Result<(), String> {
     if host.is_empty() {
         return Err("the URL has no host".into());
     }
+    if let Some(why) = forbidden_host(host) {
+        return Err(why);
+    }
     if !https && !is_loopback(host) {
         return Err(
             "plain http:// is only allowed to a loopback host (localhost, 127.0.0.1, ::1); use https://".into(),
         );
     }
     Ok(())
+}
+
+/// Why alerts may not go to `host`: a link-local address (169.254.0.0/16,
+/// fe80::/10, where clouds serve instance metadata and credentials), an
+/// unspecified, broadcast or multicast address, or an IPv4 address written
+/// in another form than four decimal numbers (`2852039166`, `0xa9fea9fe`),
+/// which would slip past these checks. A name that resolves to such an
+/// address is not caught here (names are resolved at delivery).
+fn forbidden_host(host: &str) -> Option<String> {
+    let host = host.trim_start_matches('[').trim_end_matches(']');
+    let host = host.strip_suffix('.').unwrap_or(host);
+    let ip = match host.parse::<IpAddr>() {
+        Ok(ip) => ip,
+        Err(_) => {
+            let last = host.rsplit('.').next().unwrap_or_default();
+            let numeric = !last.is_empty()
+                && (last.chars().all(|c| c.is_ascii_digit())
+                    || last
+                        .strip_prefix("0x")
+                        .or_else(|| last.strip_prefix("0X"))
+                        .is_some_and(|h| h.chars().all(|c| c.is_ascii_hexdigit())));
+            return numeric.then(|| "write an IPv4 address as four decimal numbers (a.b.c.d)".to_string());
+        }
+    };
+    let ip = match ip {
+        IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(IpAddr::V6(v6), IpAddr::V4),
+        v4 => v4,
+    };
+    let refused = match ip {
+        IpAddr::V4(v4) => v4.is_link_local() || v4.is_unspecified() || v4.is_broadcast() || v4.is_multicast(),
+        IpAddr::V6(v6) => (v6.segments()[0] & 0xffc0) == 0xfe80 || v6.is_unspecified() || v6.is_multicast(),
+    };
+    refused.then(|| {
+        "the host is a link-local, unspecified, broadcast or multicast address (cloud metadata lives          at 169.254.169.254): alerts may not be sent there"
+            .to_string()
+    })
 }
 
 /// `localhost`, 127.0.0.0/8 or ::1 (with or without brackets).

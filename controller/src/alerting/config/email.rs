@@ -93,8 +93,8 @@ struct RawSmtp {
 pub(super) fn check_email(c: &mut Checker<'_>, name: &str, raw: RawEmail) -> Option<ChannelKind> {
     let smtp_at = |field: &'static str| -> [&str; 4] { ["channels", name, "smtp", field] };
     let host = raw.smtp.host.trim().to_string();
-    if host.is_empty() || host.contains(|c: char| c.is_whitespace() || c == '/') {
-        c.error(&smtp_at("host"), format!("invalid host \"{}\"", raw.smtp.host));
+    if host.is_empty() || host.contains(|c: char| c.is_whitespace() || c.is_control() || c == '/') {
+        c.error(&smtp_at("host"), format!("invalid host {:?}", raw.smtp.host));
     }
     let tls = c
         .parse(&smtp_at("tls"), raw.smtp.tls.as_deref(), |s| s.parse::<SmtpTls>())
@@ -115,6 +115,9 @@ pub(super) fn check_email(c: &mut Checker<'_>, name: &str, raw: RawEmail) -> Opt
         (Some(username), Some(password)) => {
             if username.is_empty() {
                 c.error(&smtp_at("username"), "is empty");
+            } else if username.chars().any(char::is_control) {
+                // Not quoted: it may come from a variable.
+                c.error(&smtp_at("username"), "contains a control character (CR, LF, ...)");
             }
             check_secret(c, &smtp_at("password"), &password);
             Some(SmtpCredentials {

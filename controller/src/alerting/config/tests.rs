@@ -782,3 +782,31 @@ fn variables_interpolate_only_in_channel_secrets() {
     assert_eq!(credentials.username, "mailer");
     assert_eq!(credentials.password.expose(), "smtp-s3cret");
 }
+
+/// Alerts never go to cloud metadata or other link-local addresses, nor to
+/// an IPv4 address in a disguised form; `file://` is not a web URL.
+#[test]
+fn link_local_and_disguised_hosts_are_refused() {
+    use super::channel::check_url;
+    for url in [
+        "https://169.254.169.254/latest/meta-data",
+        "https://[fe80::1]/x",
+        "https://[::ffff:169.254.169.254]/x",
+        "https://2852039166/x",
+        "https://0xa9fea9fe/x",
+        "https://169.254.169.254./x",
+        "https://0.0.0.0/x",
+        "https://224.0.0.1/x",
+        "file:///etc/passwd",
+    ] {
+        assert!(check_url(url).is_err(), "{url} was accepted");
+    }
+    for url in [
+        "https://hooks.example.com/x",
+        "https://10.1.2.3/x",
+        "https://[2001:db8::1]/x",
+        "http://127.0.0.1:9/h",
+    ] {
+        assert!(check_url(url).is_ok(), "{url}: {:?}", check_url(url));
+    }
+}

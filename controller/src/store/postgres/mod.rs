@@ -21,11 +21,13 @@
 //!   history, and the recovery read at start-up;
 //! * `definitions.rs`: job definitions, applied configuration files, schedule
 //!   pauses, cursors and fire failures;
-//! * `alerts.rs`: alert channels, rules and history.
+//! * `alerts.rs`: alert channels, rules and history;
+//! * `tokens.rs`: API tokens (hashes only).
 
 mod alerts;
 mod definitions;
 mod runs;
+mod tokens;
 
 use std::str::FromStr;
 use std::time::Duration;
@@ -53,6 +55,11 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
         4,
         "fire failures",
         include_str!("../../../../migrations/postgres/0004_fire_failures.sql"),
+    ),
+    (
+        5,
+        "tokens",
+        include_str!("../../../../migrations/postgres/0005_tokens.sql"),
     ),
 ];
 
