@@ -598,6 +598,7 @@ mod agent_messages {
             heartbeat_interval: Duration::from_secs(1),
             lease_timeout: Duration::from_secs(5),
             idempotency_window: Duration::from_secs(3600),
+            payload_memory_bytes: worker_controller::engine::DEFAULT_PAYLOAD_MEMORY_BYTES,
         }
     }
 
