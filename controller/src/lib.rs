@@ -23,6 +23,7 @@
 //!   with facts by the engine;
 //! * [`api`]: the gRPC services for clients and agents;
 //! * [`server`]: wiring everything together in [`run`], supervision, shutdown;
+//! * [`limits`]: every size and count limit, `--limit NAME=VALUE`;
 //! * [`error`], [`time`]: the error type and its gRPC codes; clocks and
 //!   timestamps.
 //!
@@ -35,6 +36,7 @@ pub mod config;
 pub mod engine;
 pub mod error;
 pub mod job;
+pub mod limits;
 pub mod model;
 pub mod scheduler;
 pub mod server;

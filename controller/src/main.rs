@@ -9,6 +9,7 @@ use clap::Parser;
 use worker_controller::alerting::AlertSettings;
 use worker_controller::alerting::deliver::DeliveryPolicy;
 use worker_controller::engine::EngineSettings;
+use worker_controller::limits::Limits;
 use worker_controller::{ControllerConfig, config};
 
 /// mimalloc instead of the system allocator: with a million runs queued and
@@ -68,6 +69,10 @@ struct Args {
     /// Capacity of the --dev agent.
     #[arg(long, default_value_t = 4)]
     dev_capacity: u32,
+    /// Change a size or count limit, e.g. `--limit payload_bytes=2MiB --limit page_size=500`
+    /// (repeatable; byte sizes take KiB/MiB/GiB; the list is in docs/configuration.md).
+    #[arg(long = "limit", value_name = "NAME=VALUE")]
+    limits: Vec<String>,
 }
 
 fn main() -> ExitCode {
@@ -81,6 +86,16 @@ fn main() -> ExitCode {
     // Test builds (the `failpoints` feature) take fail points from FAILPOINTS.
     #[cfg(feature = "failpoints")]
     let _failpoints = fail::FailScenario::setup();
+
+    // Limits first: loading the configuration already obeys them.
+    let limits = match Limits::from_assignments(args.limits.iter().map(String::as_str)) {
+        Ok(limits) => limits,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let _ = worker_controller::limits::install(limits);
 
     let loaded = match config::load_dir(&args.config_dir) {
         Ok(loaded) => loaded,
@@ -137,6 +152,7 @@ fn main() -> ExitCode {
         },
         dev_agent_capacity: args.dev.then_some(args.dev_capacity.max(1)),
         shutdown_timeout: args.shutdown_timeout,
+        limits,
     };
 
     let runtime = match tokio::runtime::Runtime::new() {

@@ -57,6 +57,8 @@ pub struct ControllerConfig {
     pub dev_agent_capacity: Option<u32>,
     /// How long a shutdown may take before what still runs is abandoned.
     pub shutdown_timeout: Duration,
+    /// Size and count limits (`--limit`); installed process-wide by [`run`].
+    pub limits: crate::limits::Limits,
 }
 
 /// Errors that stop the controller.
@@ -114,6 +116,10 @@ pub async fn run(
     shutdown: impl Future<Output = ()> + Send + 'static,
     ready: impl FnOnce(SocketAddr),
 ) -> Result<(), RunError> {
+    if let Err(in_force) = crate::limits::install(config.limits) {
+        tracing::warn!(limits = %in_force, "limits were already installed in this process; keeping them");
+    }
+    let grpc_message_bytes = crate::limits::current().grpc_message_bytes;
     let store = Store::open(&config.db_url).await.map_err(|source| RunError::Store {
         url: crate::store::redact_url(&config.db_url),
         source,
@@ -187,11 +193,11 @@ pub async fn run(
                 stop_rx.clone(),
                 &config.db_url,
             ))
-            .max_decoding_message_size(4 * 1024 * 1024),
+            .max_decoding_message_size(grpc_message_bytes),
         )
         .add_service(
             AgentServiceServer::new(AgentApi::new(engine.clone(), stop_rx.clone(), results_tx))
-                .max_decoding_message_size(4 * 1024 * 1024),
+                .max_decoding_message_size(grpc_message_bytes),
         )
         .serve_with_incoming_shutdown(
             // No Nagle: small messages (assignments, acks) must not wait for a delayed ACK.

@@ -753,6 +753,7 @@ async fn start_controller() -> Running {
         alerts: Default::default(),
         dev_agent_capacity: None,
         shutdown_timeout: Duration::from_secs(5),
+        limits: Default::default(),
     };
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
     let (ready_tx, ready_rx) = tokio::sync::oneshot::channel();

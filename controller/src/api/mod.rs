@@ -1,8 +1,10 @@
 //! The gRPC services: [`controller::ControllerApi`] for clients and
 //! [`agent::AgentApi`] for agents, plus conversions in [`convert`] and the
-//! alerting part of the client service in [`alerts`].
+//! alerting part of the client service in [`alerts`]; [`limits`] bounds what a
+//! request may cost (parsing off the serving threads, pages, reply bytes, ids).
 
 pub mod agent;
 pub mod alerts;
 pub mod controller;
 pub mod convert;
+pub mod limits;
