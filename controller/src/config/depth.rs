@@ -243,4 +243,40 @@ jobs:
         check_yaml(&lines, 32).unwrap();
         assert!(started.elapsed() < std::time::Duration::from_secs(2));
     }
+
+    /// Measurement for docs/decisions.md (run with `--ignored --nocapture`):
+    /// serde_yaml_ng's time on nested brackets against the pre-scan's.
+    #[test]
+    #[ignore]
+    fn measure_parser_against_scan() {
+        for n in [5_000usize, 10_000, 20_000, 140_000] {
+            let doc = format!("jobs: {}{}", "[".repeat(n), "]".repeat(n));
+            let started = std::time::Instant::now();
+            let scan = check_yaml(&doc, 32);
+            let scan_time = started.elapsed();
+            let parse_time = if n <= 20_000 {
+                let started = std::time::Instant::now();
+                let parsed = serde_yaml_ng::from_str::<serde_yaml_ng::Value>(&doc);
+                format!(
+                    "{:?} ({})",
+                    started.elapsed(),
+                    if parsed.is_ok() { "ok" } else { "error" }
+                )
+            } else {
+                "not run".to_string()
+            };
+            println!(
+                "{} bytes: scan {scan_time:?} ({scan:?}), serde_yaml_ng {parse_time}",
+                doc.len()
+            );
+        }
+        let laughs = include_str!("depth_laughs.yaml");
+        let started = std::time::Instant::now();
+        let parsed = serde_yaml_ng::from_str::<serde_yaml_ng::Value>(laughs);
+        println!(
+            "billion laughs: {:?} in {:?}",
+            parsed.map(|_| "parsed"),
+            started.elapsed()
+        );
+    }
 }
