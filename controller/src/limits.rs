@@ -275,9 +275,9 @@ fn parse_bytes(text: &str) -> Result<u64, String> {
 
 /// `2MiB`, `512KiB` or a plain number, whichever is exact.
 fn format_bytes(v: u64) -> String {
-    if v >= 1 << 20 && v % (1 << 20) == 0 {
+    if v >= 1 << 20 && v.is_multiple_of(1 << 20) {
         format!("{}MiB", v >> 20)
-    } else if v >= 1 << 10 && v % (1 << 10) == 0 {
+    } else if v >= 1 << 10 && v.is_multiple_of(1 << 10) {
         format!("{}KiB", v >> 10)
     } else {
         v.to_string()
@@ -288,13 +288,9 @@ static LIMITS: OnceLock<Limits> = OnceLock::new();
 
 /// Installs the process's limits; call it once, before anything reads them.
 /// Installing the same value again is fine; a different one is refused (the
-/// first stays in force).
-pub fn install(limits: Limits) -> Result<(), Limits> {
-    match LIMITS.set(limits) {
-        Ok(()) => Ok(()),
-        Err(_) if *current() == limits => Ok(()),
-        Err(_) => Err(*current()),
-    }
+/// first stays in force): `false` then.
+pub fn install(limits: Limits) -> bool {
+    LIMITS.set(limits).is_ok() || *current() == limits
 }
 
 /// The limits in force: the installed ones, or the defaults.

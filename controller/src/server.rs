@@ -116,7 +116,8 @@ pub async fn run(
     shutdown: impl Future<Output = ()> + Send + 'static,
     ready: impl FnOnce(SocketAddr),
 ) -> Result<(), RunError> {
-    if let Err(in_force) = crate::limits::install(config.limits) {
+    if !crate::limits::install(config.limits) {
+        let in_force = crate::limits::current();
         tracing::warn!(limits = %in_force, "limits were already installed in this process; keeping them");
     }
     let grpc_message_bytes = crate::limits::current().grpc_message_bytes;
