@@ -20,7 +20,7 @@ pub enum Format {
 /// Renders `value` as JSON or YAML, or as the text `table` builds for `Table`.
 pub fn render<T: Serialize>(format: Format, value: &T, table: impl FnOnce() -> String) -> anyhow::Result<String> {
     let mut text = match format {
-        Format::Table => table(),
+        Format::Table => escape_controls(&table()),
         Format::Json => serde_json::to_string_pretty(value)?,
         Format::Yaml => serde_yaml_ng::to_string(value)?,
     };
@@ -28,6 +28,30 @@ pub fn render<T: Serialize>(format: Format, value: &T, table: impl FnOnce() -> S
         text.push('\n');
     }
     Ok(text)
+}
+
+/// `text` with every control character but newline and tab written as an
+/// escape (`\x1b`, `\r`, `\u{9b}`): what a job printed must not drive the
+/// terminal of whoever reads it (JSON and YAML escape them already).
+pub fn escape_controls(text: &str) -> String {
+    if !text.chars().any(|c| c.is_control() && c != '\n' && c != '\t') {
+        return text.to_string();
+    }
+    let mut out = String::with_capacity(text.len() + 16);
+    for c in text.chars() {
+        match c {
+            '\n' | '\t' => out.push(c),
+            '\r' => out.push_str("\\r"),
+            c if c.is_control() && (c as u32) < 0x80 => {
+                let _ = write!(out, "\\x{:02x}", c as u32);
+            }
+            c if c.is_control() => {
+                let _ = write!(out, "\\u{{{:x}}}", c as u32);
+            }
+            c => out.push(c),
+        }
+    }
+    out
 }
 
 /// Prints `value` in `format` on stdout (see [`render`]). A closed pipe
@@ -187,6 +211,17 @@ pub fn joined(items: &[String]) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Terminal escapes a job printed reach a table escaped; JSON keeps them
+    /// as JSON escapes.
+    #[test]
+    fn tables_escape_control_characters() {
+        let text = "ok\tdone\n\u{1b}[2J\u{1b}]0;pwned\u{7}\r\u{9b}31m";
+        let table = render(Format::Table, &text, || text.to_string()).unwrap();
+        assert_eq!(table, "ok\tdone\n\\x1b[2J\\x1b]0;pwned\\x07\\r\\u{9b}31m\n");
+        let json = render(Format::Json, &text, || unreachable!()).unwrap();
+        assert!(json.contains("\\u001b[2J"), "{json}");
+    }
 
     #[test]
     fn aligns_columns() {

@@ -179,6 +179,7 @@ impl ControllerService for Mock {
     async fn list_runs(&self, _: Request<pb::ListRunsRequest>) -> Result<Response<pb::ListRunsResponse>, Status> {
         Ok(Response::new(pb::ListRunsResponse {
             runs: vec![sample_run("r1", "succeeded")],
+            truncated: false,
         }))
     }
     async fn cancel_run(&self, _: Request<pb::RunRequest>) -> Result<Response<pb::Run>, Status> {
@@ -281,6 +282,7 @@ impl ControllerService for Mock {
         }
         Ok(Response::new(pb::ListRunsResponse {
             runs: vec![sample_run("u2", "cancelled"), sample_run("r2", "cancelled")],
+            truncated: false,
         }))
     }
     async fn apply_jobs(

@@ -152,7 +152,8 @@ fn store_wide_code(code: &str) -> bool {
 
 impl From<Error> for tonic::Status {
     fn from(err: Error) -> Self {
-        tonic::Status::new(err.code.to_grpc(), err.message)
+        // Bounded: the message travels in a header (see `limits::status_message`).
+        tonic::Status::new(err.code.to_grpc(), crate::limits::status_message(err.message))
     }
 }
 

@@ -14,13 +14,6 @@ use crate::scheduler::cron::CronSchedule;
 /// attempt is noticed within a month at worst.
 pub const MAX_TIMEOUT: Duration = Duration::from_secs(30 * 86_400);
 
-/// Longest job name (names match `[a-z0-9][a-z0-9._-]{0,127}`).
-pub const MAX_JOB_NAME: usize = 128;
-
-/// Most jobs one job may list in `depends_on` (and most dependencies of one
-/// run: a triggered job's run depends on one run per listed job).
-pub const MAX_DEPENDS_ON: usize = 100;
-
 /// Longest chain of upstream jobs below a job (`a` depends on `b` depends on
 /// `c`: the chain below `a` is 2 deep). Checked when definitions are applied
 /// and again when a chain is triggered, with the same rule.

@@ -25,6 +25,7 @@
 //! * [`auth`]: tokens, roles and the layer that checks every call;
 //! * [`server`]: wiring everything together in [`run`], supervision, shutdown;
 //! * [`tls`]: gRPC over TLS and the client certificates required of agents;
+//! * [`limits`]: every size and count limit, `--limit NAME=VALUE`;
 //! * [`error`], [`time`]: the error type and its gRPC codes; clocks and
 //!   timestamps.
 //!
@@ -38,6 +39,7 @@ pub mod config;
 pub mod engine;
 pub mod error;
 pub mod job;
+pub mod limits;
 pub mod model;
 pub mod scheduler;
 pub mod server;

@@ -10,6 +10,7 @@ use worker_controller::alerting::AlertSettings;
 use worker_controller::alerting::deliver::DeliveryPolicy;
 use worker_controller::auth::AuthSettings;
 use worker_controller::engine::EngineSettings;
+use worker_controller::limits::Limits;
 use worker_controller::{ControllerConfig, config};
 
 /// mimalloc instead of the system allocator: with a million runs queued and
@@ -95,6 +96,10 @@ struct Args {
     /// Require agents to present a client certificate signed by this CA (PEM; mTLS).
     #[arg(long, value_name = "FILE")]
     tls_client_ca: Option<PathBuf>,
+    /// Change a size or count limit, e.g. `--limit payload_bytes=2MiB --limit page_size=500`
+    /// (repeatable; byte sizes take KiB/MiB/GiB; the list is in docs/configuration.md).
+    #[arg(long = "limit", value_name = "NAME=VALUE")]
+    limits: Vec<String>,
 }
 
 fn main() -> ExitCode {
@@ -110,6 +115,16 @@ fn main() -> ExitCode {
     let _failpoints = fail::FailScenario::setup();
 
     config::env::allow(args.allow_env.0.clone());
+    // Limits first: loading the configuration already obeys them.
+    let limits = match Limits::from_assignments(args.limits.iter().map(String::as_str)) {
+        Ok(limits) => limits,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let _ = worker_controller::limits::install(limits);
+
     let loaded = match config::load_dir(&args.config_dir) {
         Ok(loaded) => loaded,
         Err(errors) => {
@@ -189,6 +204,7 @@ fn main() -> ExitCode {
             max_streams_per_token: args.max_streams_per_token,
         },
         insecure_no_auth: args.insecure_no_auth,
+        limits,
     };
 
     let runtime = match tokio::runtime::Runtime::new() {

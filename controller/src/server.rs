@@ -63,6 +63,8 @@ pub struct ControllerConfig {
     pub auth: crate::auth::AuthSettings,
     /// Allow a non-loopback `grpc_listen` without authentication.
     pub insecure_no_auth: bool,
+    /// Size and count limits (`--limit`); installed process-wide by [`run`].
+    pub limits: crate::limits::Limits,
 }
 
 /// Errors that stop the controller.
@@ -124,6 +126,11 @@ pub async fn run(
     shutdown: impl Future<Output = ()> + Send + 'static,
     ready: impl FnOnce(SocketAddr),
 ) -> Result<(), RunError> {
+    if !crate::limits::install(config.limits) {
+        let in_force = crate::limits::current();
+        tracing::warn!(limits = %in_force, "limits were already installed in this process; keeping them");
+    }
+    let grpc_message_bytes = crate::limits::current().grpc_message_bytes;
     let store = Store::open(&config.db_url).await.map_err(|source| RunError::Store {
         url: crate::store::redact_url(&config.db_url),
         source,
@@ -230,14 +237,14 @@ pub async fn run(
             ControllerServiceServer::new(
                 ControllerApi::new(engine.clone(), alerts, stop_rx.clone(), &config.db_url).with_tokens(tokens.clone()),
             )
-            .max_decoding_message_size(4 * 1024 * 1024),
+            .max_decoding_message_size(grpc_message_bytes),
         )
         .add_service(
             AgentServiceServer::new(
                 AgentApi::new(engine.clone(), stop_rx.clone(), results_tx)
                     .require_client_certificates(require_client_certificates),
             )
-            .max_decoding_message_size(4 * 1024 * 1024),
+            .max_decoding_message_size(grpc_message_bytes),
         )
         .serve_with_incoming_shutdown(
             // No Nagle: small messages (assignments, acks) must not wait for a delayed ACK.

@@ -759,6 +759,7 @@ async fn start_controller() -> Running {
         tls: None,
         auth: Default::default(),
         insecure_no_auth: false,
+        limits: Default::default(),
     };
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
     let (ready_tx, ready_rx) = tokio::sync::oneshot::channel();

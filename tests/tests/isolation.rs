@@ -179,7 +179,7 @@ async fn apply_refuses_a_job_that_could_never_be_triggered() {
     let out = ctl.cli(&["apply", "-f", file.to_str().unwrap()]).await.expect_code(2);
     assert!(
         out.stderr
-            .contains("jobs.wide.depends_on: 101 jobs is over the limit of 100"),
+            .contains("jobs.wide.depends_on: 101 jobs exceeds the limit dependencies=100"),
         "{}",
         out.stderr
     );

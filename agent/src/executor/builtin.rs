@@ -17,6 +17,11 @@ use super::{Context, Report, StopSignal};
 /// Default duration of the `sleep` builtin.
 const DEFAULT_SLEEP: Duration = Duration::from_secs(1);
 
+/// Longest `sleep`: the controller's longest job timeout (30 days). Anything
+/// longer is refused as a permanent failure instead of overflowing a
+/// `Duration` (`{"duration_ms": 1e300}` used to panic the agent).
+const MAX_SLEEP: Duration = Duration::from_secs(30 * 86_400);
+
 /// Runs the builtin `spec` names.
 pub async fn run(spec: &BuiltinSpec, ctx: &Context, mut stop: StopSignal) -> Report {
     match spec.name.as_str() {
@@ -43,14 +48,26 @@ fn sleep_duration(spec: &BuiltinSpec, payload: &str) -> Result<Duration, String>
         && let Some(value) = fields.get("duration_ms")
     {
         return match value.as_f64() {
-            Some(ms) if ms.is_finite() && ms >= 0.0 => Ok(Duration::from_secs_f64(ms / 1000.0)),
+            Some(ms) if ms.is_finite() && ms >= 0.0 && ms <= MAX_SLEEP.as_millis() as f64 => {
+                Duration::try_from_secs_f64(ms / 1000.0).map_err(|e| format!("payload field duration_ms: {e}"))
+            }
+            Some(ms) if ms.is_finite() && ms >= 0.0 => Err(format!(
+                "payload field duration_ms: {value} is longer than the maximum of {} ms (30d)",
+                MAX_SLEEP.as_millis()
+            )),
             _ => Err(format!(
                 "payload field duration_ms must be a non-negative number, got {value}"
             )),
         };
     }
     match spec.args.get("duration") {
-        Some(text) => worker_duration::parse(text).map_err(|e| format!("sleep argument `duration`: {e}")),
+        Some(text) => match worker_duration::parse(text) {
+            Ok(d) if d > MAX_SLEEP => Err(format!(
+                "sleep argument `duration`: {text} is longer than the maximum of 30d"
+            )),
+            Ok(d) => Ok(d),
+            Err(e) => Err(format!("sleep argument `duration`: {e}")),
+        },
         None => Ok(DEFAULT_SLEEP),
     }
 }
@@ -100,6 +117,33 @@ mod tests {
         let report = run(&spec("sleep", &[("duration", "soon")]), &context(), stop).await;
         assert_eq!(report.outcome, Outcome::Failed);
         assert!(report.permanent);
+    }
+
+    /// Hostile durations are permanent failures, never a panic.
+    #[tokio::test]
+    async fn absurd_sleep_durations_are_refused() {
+        for payload in [
+            r#"{"duration_ms": 1e300}"#,
+            r#"{"duration_ms": 1e20}"#,
+            r#"{"duration_ms": -1}"#,
+            r#"{"duration_ms": "soon"}"#,
+            r#"{"duration_ms": 2592000001}"#,
+        ] {
+            let mut ctx = context();
+            ctx.payload = payload.into();
+            let (_h, stop) = StopSignal::new(None);
+            let report = run(&spec("sleep", &[]), &ctx, stop).await;
+            assert_eq!(report.outcome, Outcome::Failed, "{payload}");
+            assert!(report.permanent, "{payload}");
+            assert!(report.error.contains("duration_ms"), "{payload}: {}", report.error);
+        }
+        let (_h, stop) = StopSignal::new(None);
+        let report = run(&spec("sleep", &[("duration", "400d")]), &context(), stop).await;
+        assert!(
+            report.permanent && report.error.contains("maximum of 30d"),
+            "{}",
+            report.error
+        );
     }
 
     #[tokio::test]

@@ -3,7 +3,7 @@
 use worker_proto::v1 as pb;
 
 use super::Ctx;
-use super::runs::emit_runs;
+use super::runs::emit_page;
 use crate::cli::{DlqCmd, DlqTarget};
 use crate::model::RunIds;
 use crate::output::emit;
@@ -18,9 +18,8 @@ pub async fn run(ctx: &mut Ctx, cmd: DlqCmd) -> anyhow::Result<()> {
                     limit: limit.unwrap_or(0),
                 })
                 .await?
-                .into_inner()
-                .runs;
-            emit_runs(ctx, runs)
+                .into_inner();
+            emit_page(ctx, runs)
         }
         DlqCmd::Retry(target) => {
             let ids = ctx.client.retry_dlq(request(target)).await?.into_inner().run_ids;

@@ -3,7 +3,7 @@
 use worker_proto::v1 as pb;
 
 use super::Ctx;
-use super::runs::emit_runs;
+use super::runs::emit_page;
 use crate::cli::QueueCmd;
 use crate::model::QueueStats;
 use crate::output::fmt_ms;
@@ -28,9 +28,8 @@ pub async fn run(ctx: &mut Ctx, cmd: QueueCmd) -> anyhow::Result<()> {
                     limit: limit.unwrap_or(0),
                 })
                 .await?
-                .into_inner()
-                .runs;
-            emit_runs(ctx, runs)
+                .into_inner();
+            emit_page(ctx, runs)
         }
     }
 }

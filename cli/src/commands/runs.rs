@@ -18,8 +18,8 @@ pub async fn run(ctx: &mut Ctx, cmd: RunsCmd) -> anyhow::Result<()> {
                 state: state.unwrap_or_default(),
                 limit: limit.unwrap_or(0),
             };
-            let runs = ctx.client.list_runs(request).await?.into_inner().runs;
-            return emit_runs(ctx, runs);
+            let reply = ctx.client.list_runs(request).await?.into_inner();
+            return emit_page(ctx, reply);
         }
         RunsCmd::Get { id } => ctx.client.get_run(pb::GetRunRequest { id }).await?.into_inner().into(),
         RunsCmd::Cancel(CancelTarget { workflow: Some(id), .. }) => {
@@ -49,6 +49,19 @@ pub async fn run(ctx: &mut Ctx, cmd: RunsCmd) -> anyhow::Result<()> {
 pub fn emit_runs(ctx: &Ctx, runs: Vec<pb::Run>) -> anyhow::Result<()> {
     let runs: Vec<Run> = runs.into_iter().map(Run::from).collect();
     emit(ctx.format, &runs, || runs_table(&runs))
+}
+
+/// Prints a page of runs (see [`emit_runs`]); when the controller stopped short
+/// of the page at its reply-size budget, says so on stderr.
+pub fn emit_page(ctx: &Ctx, reply: pb::ListRunsResponse) -> anyhow::Result<()> {
+    if reply.truncated {
+        eprintln!(
+            "note: the controller stopped at {} runs, its reply-size limit (list_reply_bytes); \
+             use a smaller --limit or a narrower filter to see the rest",
+            reply.runs.len()
+        );
+    }
+    emit_runs(ctx, reply.runs)
 }
 
 /// Runs as a table, one line each.

@@ -99,7 +99,11 @@ pub async fn put_channel(
     alerts: &AlertService,
     request: pb::PutAlertChannelRequest,
 ) -> Result<pb::AlertChannel, Status> {
-    alerts.put_channel(&request.name, &request.spec_yaml).await?;
+    super::limits::check_yaml("spec_yaml", "<channel>", &request.spec_yaml)?;
+    // Parsing and validating (all channels and rules again) off the serving threads.
+    let (service, name, spec) = (alerts.clone(), request.name.clone(), request.spec_yaml);
+    let handle = tokio::runtime::Handle::current();
+    super::limits::off_thread(move || handle.block_on(service.put_channel(&name, &spec))).await??;
     alerts
         .config()
         .channels
@@ -110,7 +114,10 @@ pub async fn put_channel(
 
 /// `PutAlertRule`.
 pub async fn put_rule(alerts: &AlertService, request: pb::PutAlertRuleRequest) -> Result<pb::AlertRule, Status> {
-    let name = alerts.put_rule(&request.spec_yaml).await?;
+    super::limits::check_yaml("spec_yaml", "<rule>", &request.spec_yaml)?;
+    let (service, spec) = (alerts.clone(), request.spec_yaml);
+    let handle = tokio::runtime::Handle::current();
+    let name = super::limits::off_thread(move || handle.block_on(service.put_rule(&spec))).await??;
     alerts
         .config()
         .rules
@@ -131,7 +138,10 @@ pub async fn history(
         None => None,
     };
     let query = AlertQuery {
-        limit: request.limit,
+        limit: match request.limit {
+            0 => 0,
+            n => super::limits::page(n)?,
+        },
         rule: non_empty(request.rule),
         channel: non_empty(request.channel),
         job: non_empty(request.job),

@@ -12,6 +12,7 @@ use worker_proto::v1::controller_service_server::ControllerService;
 
 use super::convert::{agent_to_proto, job_to_proto, run_to_proto, stats_to_proto};
 use super::{alerts, tokens};
+use super::limits::{check_id, check_yaml, off_thread, page, within_budget};
 use crate::alerting::AlertService;
 use crate::config::{ConfigErrors, Source, parse_document_partial};
 use crate::engine::{Engine, EnqueueOutcome, EnqueueRequest};
@@ -21,10 +22,6 @@ use crate::model::RunState;
 use crate::scheduler::cron::{CronSchedule, DstPolicy, parse_tz};
 use crate::store::{FireFailureRecord, ScheduleCursor};
 use crate::time::{rfc3339, rfc3339_opt};
-
-/// Default and largest page of list calls.
-const DEFAULT_LIMIT: u32 = 50;
-const MAX_LIMIT: u32 = 10_000;
 
 /// The client-facing gRPC service.
 #[derive(Clone)]
@@ -79,14 +76,6 @@ impl ControllerApi {
     }
 }
 
-fn limit(requested: u32) -> u32 {
-    if requested == 0 {
-        DEFAULT_LIMIT
-    } else {
-        requested.min(MAX_LIMIT)
-    }
-}
-
 type EventStream = Pin<Box<dyn Stream<Item = Result<pb::RunEvent, Status>> + Send>>;
 
 #[tonic::async_trait]
@@ -126,7 +115,15 @@ impl ControllerService for ControllerApi {
         &self,
         request: Request<pb::EnqueueBatchRequest>,
     ) -> Result<Response<pb::EnqueueBatchResponse>, Status> {
-        let requests = request.into_inner().runs.into_iter().map(enqueue_request).collect();
+        let requests: Vec<EnqueueRequest> = request.into_inner().runs.into_iter().map(enqueue_request).collect();
+        let max = crate::limits::current().batch_runs;
+        if requests.len() > max {
+            return Err(Error::invalid(
+                "runs",
+                crate::limits::exceeds(format!("{} runs", requests.len()), "batch_runs", max),
+            )
+            .into());
+        }
         let outcomes = self.engine.enqueue_batch(requests).await?;
         let mut results = Vec::with_capacity(outcomes.len());
         for outcome in outcomes {
@@ -139,15 +136,18 @@ impl ControllerService for ControllerApi {
         &self,
         request: Request<pb::WorkflowRequest>,
     ) -> Result<Response<pb::ListRunsResponse>, Status> {
-        let runs = self.engine.cancel_workflow(&request.into_inner().id).await?;
-        let runs = self
+        let id = request.into_inner().id;
+        check_id("id", &id)?;
+        let runs = self.engine.cancel_workflow(&id).await?;
+        let mut runs: Vec<pb::Run> = self
             .engine
             .with_attempts(runs)
             .await?
             .into_iter()
             .map(run_to_proto)
             .collect();
-        Ok(Response::new(pb::ListRunsResponse { runs }))
+        let truncated = within_budget(&mut runs);
+        Ok(Response::new(pb::ListRunsResponse { runs, truncated }))
     }
 
     async fn pause_schedule(&self, request: Request<pb::ScheduleRequest>) -> Result<Response<pb::Schedule>, Status> {
@@ -177,34 +177,12 @@ impl ControllerService for ControllerApi {
         let name = if r.source_name.is_empty() {
             "<request>".to_string()
         } else {
-            r.source_name
+            crate::limits::echo(&r.source_name)
         };
-        let lookup = crate::config::env::lookup;
-        let path = std::path::Path::new(&name);
-        let (entries, mut errors) = parse_document_partial(path, &r.yaml, &lookup, Source::Api);
+        // Size and nesting first (linear); then the parser, off the serving threads.
+        check_yaml("yaml", &name, &r.yaml)?;
         let current = self.engine.jobs();
-        let merged = current.with_changes(entries.iter().cloned(), &[]);
-        let applied: std::collections::BTreeSet<&str> = entries.iter().map(|e| e.def.name.as_str()).collect();
-        let rewired = current.rewired(&entries);
-        let problems = merged
-            .dependency_errors()
-            .into_iter()
-            .chain(merged.new_limit_errors(&current, &rewired));
-        for (job, message) in problems {
-            if applied.contains(job.as_str()) {
-                let line = crate::config::lines::line_of(&r.yaml, &["jobs", &job, "depends_on"]);
-                let path = format!("jobs.{job}.depends_on");
-                errors.push(crate::config::ConfigError {
-                    file: name.clone().into(),
-                    line,
-                    path,
-                    message,
-                });
-            }
-        }
-        if !errors.is_empty() {
-            return Err(Error::invalid("yaml", ConfigErrors(errors).to_string().trim_end()).into());
-        }
+        let entries = off_thread(move || parse_apply(&name, &r.yaml, &current)).await??;
         let summary = self.engine.apply_definitions(entries).await?;
         Ok(Response::new(pb::ApplyJobsResponse {
             created: summary.created,
@@ -325,13 +303,14 @@ impl ControllerService for ControllerApi {
     }
 
     async fn get_run(&self, request: Request<pb::GetRunRequest>) -> Result<Response<pb::Run>, Status> {
-        Ok(Response::new(run_to_proto(
-            self.engine.run_view(&request.into_inner().id).await?,
-        )))
+        let id = request.into_inner().id;
+        check_id("id", &id)?;
+        Ok(Response::new(run_to_proto(self.engine.run_view(&id).await?)))
     }
 
     async fn wait_run(&self, request: Request<pb::WaitRunRequest>) -> Result<Response<pb::Run>, Status> {
         let r = request.into_inner();
+        check_id("id", &r.id)?;
         let timeout = (r.timeout_ms > 0).then(|| Duration::from_millis(r.timeout_ms));
         Ok(Response::new(run_to_proto(self.engine.wait_run(&r.id, timeout).await?)))
     }
@@ -344,17 +323,26 @@ impl ControllerService for ControllerApi {
             Some(r.state.parse::<RunState>().map_err(|e| Error::invalid("state", e))?)
         };
         let job = (!r.job.is_empty()).then_some(r.job.as_str());
+        if let Some(job) = job
+            && job.len() > crate::limits::current().job_name_bytes
+        {
+            // No such job can exist; answer as for any undefined job.
+            return Ok(Response::new(pb::ListRunsResponse::default()));
+        }
         Ok(Response::new(self.runs_page(job, state, r.limit).await?))
     }
 
     async fn cancel_run(&self, request: Request<pb::RunRequest>) -> Result<Response<pb::Run>, Status> {
         let id = request.into_inner().id;
+        check_id("id", &id)?;
         self.engine.cancel(&id, "cancelled by operator").await?;
         Ok(Response::new(run_to_proto(self.engine.run_view(&id).await?)))
     }
 
     async fn retry_run(&self, request: Request<pb::RunRequest>) -> Result<Response<pb::Run>, Status> {
-        let run = self.engine.retry(&request.into_inner().id).await?;
+        let id = request.into_inner().id;
+        check_id("id", &id)?;
+        let run = self.engine.retry(&id).await?;
         Ok(Response::new(run_to_proto(self.engine.run_view(&run.id).await?)))
     }
 
@@ -392,11 +380,11 @@ impl ControllerService for ControllerApi {
     ) -> Result<Response<pb::ListRunsResponse>, Status> {
         let runs = self
             .engine
-            .queued_runs(limit(request.into_inner().limit) as usize)
+            .queued_runs(page(request.into_inner().limit)? as usize)
             .await?;
-        Ok(Response::new(pb::ListRunsResponse {
-            runs: runs.into_iter().map(run_to_proto).collect(),
-        }))
+        let mut runs: Vec<pb::Run> = runs.into_iter().map(run_to_proto).collect();
+        let truncated = within_budget(&mut runs);
+        Ok(Response::new(pb::ListRunsResponse { runs, truncated }))
     }
 
     async fn list_dlq(&self, request: Request<pb::ListDlqRequest>) -> Result<Response<pb::ListRunsResponse>, Status> {
@@ -569,20 +557,22 @@ impl ControllerApi {
         state: Option<RunState>,
         requested: u32,
     ) -> Result<pb::ListRunsResponse, Status> {
-        let runs = self.engine.store().runs(job, state, limit(requested)).await?;
-        let runs = self
+        let runs = self.engine.store().runs(job, state, page(requested)?).await?;
+        let mut runs: Vec<pb::Run> = self
             .engine
             .with_attempts(runs)
             .await?
             .into_iter()
             .map(run_to_proto)
             .collect();
-        Ok(pb::ListRunsResponse { runs })
+        let truncated = within_budget(&mut runs);
+        Ok(pb::ListRunsResponse { runs, truncated })
     }
 
     async fn dlq_selection(&self, request: pb::DlqRequest) -> Result<Vec<String>, Status> {
         match (request.id.is_empty(), request.all) {
             (false, false) => {
+                check_id("id", &request.id)?;
                 let run = self
                     .engine
                     .store()
@@ -605,6 +595,48 @@ impl ControllerApi {
     }
 }
 
+/// Parses and checks an `apply` document against the jobs in force (CPU-heavy:
+/// called through `off_thread`).
+fn parse_apply(name: &str, yaml: &str, current: &crate::config::JobSet) -> Result<Vec<crate::config::JobEntry>, Error> {
+    let lookup = crate::config::env::lookup;
+    let path = std::path::Path::new(name);
+    let (entries, mut errors) = parse_document_partial(path, yaml, &lookup, Source::Api);
+    let max = crate::limits::current().definitions_per_apply;
+    if entries.len() > max {
+        return Err(Error::invalid(
+            "yaml",
+            crate::limits::exceeds(
+                format!("{} job definitions", entries.len()),
+                "definitions_per_apply",
+                max,
+            ),
+        ));
+    }
+    let merged = current.with_changes(entries.iter().cloned(), &[]);
+    let applied: std::collections::BTreeSet<&str> = entries.iter().map(|e| e.def.name.as_str()).collect();
+    let rewired = current.rewired(&entries);
+    let problems = merged
+        .dependency_errors()
+        .into_iter()
+        .chain(merged.new_limit_errors(current, &rewired));
+    for (job, message) in problems {
+        if applied.contains(job.as_str()) {
+            let line = crate::config::lines::line_of(yaml, &["jobs", &job, "depends_on"]);
+            let path = format!("jobs.{job}.depends_on");
+            errors.push(crate::config::ConfigError {
+                file: name.into(),
+                line,
+                path,
+                message,
+            });
+        }
+    }
+    if !errors.is_empty() {
+        return Err(Error::invalid("yaml", ConfigErrors(errors).to_string().trim_end()));
+    }
+    Ok(entries)
+}
+
 fn counter(c: &std::sync::atomic::AtomicU64) -> u64 {
     c.load(std::sync::atomic::Ordering::Relaxed)
 }
@@ -622,9 +654,6 @@ fn enqueue_request(r: pb::EnqueueRequest) -> EnqueueRequest {
         reference: r.r#ref,
     }
 }
-
-/// Most fires one preview lists.
-const MAX_PREVIEW: u32 = 1000;
 
 /// The next fires of a job's schedule or of a cron expression.
 fn preview(engine: &Engine, r: pb::PreviewScheduleRequest) -> Result<pb::PreviewScheduleResponse, Error> {
@@ -662,13 +691,11 @@ fn preview(engine: &Engine, r: pb::PreviewScheduleRequest) -> Result<pb::Preview
             .map_err(|e| Error::invalid("from", format!("\"{}\" is not an RFC 3339 timestamp: {e}", r.from)))?
             .with_timezone(&Utc)
     };
+    let max = crate::limits::current().preview_fires;
     let count = match r.count {
-        0 => 10,
-        n if n > MAX_PREVIEW => {
-            return Err(Error::invalid(
-                "count",
-                format!("{n} is over the limit of {MAX_PREVIEW}"),
-            ));
+        0 => 10.min(max),
+        n if n > max => {
+            return Err(Error::invalid("count", crate::limits::exceeds(n, "preview_fires", max)));
         }
         n => n,
     };

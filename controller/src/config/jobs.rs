@@ -13,8 +13,8 @@ use serde_yaml_ng::{Mapping, Value};
 
 use super::raw::{RawBuiltin, RawCommand, RawDefaults, RawJob, RawRetry, RawShell};
 use super::{ConfigError, ConfigErrors, interpolate_str, lines};
-use crate::job::{BUILTINS, BuiltinDef, ExecutorDef, JobDef, MAX_JOB_NAME, MAX_TIMEOUT, RetryPolicy, ShellDef};
-use crate::job::{MAX_CHAIN_DEPTH, MAX_DEPENDS_ON};
+use crate::job::MAX_CHAIN_DEPTH;
+use crate::job::{BUILTINS, BuiltinDef, ExecutorDef, JobDef, MAX_TIMEOUT, RetryPolicy, ShellDef};
 use crate::model::{Backoff, CatchUp, Overlap, Priority};
 use crate::scheduler::cron::{CronSchedule, DstPolicy, parse_tz};
 
@@ -152,17 +152,18 @@ impl JobSet {
     }
 
     /// Jobs that could not be triggered, as (job name, message): more than
-    /// [`MAX_DEPENDS_ON`] upstream jobs, or a chain deeper than
+    /// `dependencies` (a limit) upstream jobs, or a chain deeper than
     /// [`MAX_CHAIN_DEPTH`]: the limits triggering a job enforces, so that
     /// whatever is accepted can be triggered. (Chains through a cycle are
     /// [`JobSet::dependency_errors`].)
     pub fn limit_errors(&self) -> Vec<(String, String)> {
         let mut errors = Vec::new();
         for job in self.iter() {
-            if job.depends_on.len() > MAX_DEPENDS_ON {
+            let max = crate::limits::current().dependencies;
+            if job.depends_on.len() > max {
                 errors.push((
                     job.name.clone(),
-                    format!("{} jobs is over the limit of {MAX_DEPENDS_ON}", job.depends_on.len()),
+                    crate::limits::exceeds(format!("{} jobs", job.depends_on.len()), "dependencies", max),
                 ));
             }
             let depth = self.chain_depth(&job.name);
@@ -633,14 +634,16 @@ pub fn validate_job_name(name: &str) -> Result<(), String> {
         .next()
         .is_some_and(|c| c.is_ascii_lowercase() || c.is_ascii_digit());
     let rest_ok = chars.all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || matches!(c, '.' | '_' | '-'));
-    if name.len() > MAX_JOB_NAME {
+    let max = crate::limits::current().job_name_bytes;
+    if name.len() > max {
         Err(format!(
-            "job name is {} characters, the limit is {MAX_JOB_NAME}",
-            name.len()
+            "job name is {}",
+            crate::limits::exceeds(format!("{} characters", name.len()), "job_name_bytes", max)
         ))
     } else if !first_ok || !rest_ok {
         Err(format!(
-            "invalid job name \"{name}\": use a-z, 0-9, '.', '_' and '-', starting with a letter or digit"
+            "invalid job name \"{}\": use a-z, 0-9, '.', '_' and '-', starting with a letter or digit",
+            crate::limits::echo(name)
         ))
     } else {
         Ok(())
@@ -710,6 +713,7 @@ fn check_retry(c: &mut Checker<'_>, base: &[&str], raw: RawRetry) -> RetryPolicy
 
 fn check_job(c: &mut Checker<'_>, name: &str, raw: RawJob) -> Option<JobDef> {
     let errors_before = c.errors.len();
+    super::fields::check_job_fields(c, name, &raw);
     let at = |field: &'static str| -> [&str; 3] { ["jobs", name, field] };
 
     let timezone = c

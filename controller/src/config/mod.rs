@@ -13,11 +13,20 @@
 //! at the same time by [`crate::alerting::config`] and its problems are listed
 //! with those of `scheduler.yaml`.
 //!
+//! Before any YAML parser sees a document, [`check_document`] bounds its size
+//! (`config_file_bytes`) and nesting ([`depth`], `yaml_depth`): the parser's
+//! time grows with the square of the nesting depth. Files are read with
+//! [`read_bounded`]: regular files only, never more than the limit.
+//!
 //! * [`raw`]: the serde shape of the file;
+//! * [`depth`]: linear nesting pre-scans for YAML and JSON;
+//! * [`fields`]: bounds on job fields (selector and environment keys, counts, durations);
 //! * [`jobs`]: validation into [`crate::job::JobDef`];
 //! * [`lines`]: key path → line number, for error locations.
 
+pub mod depth;
 pub mod env;
+pub mod fields;
 pub mod jobs;
 pub mod lines;
 pub mod raw;
@@ -103,30 +112,28 @@ pub struct LoadedAlerts {
 /// jobs: `jobs: {}`).
 pub fn load_dir(dir: &Path) -> Result<LoadedConfig, ConfigErrors> {
     let env = env::lookup;
-    let unreadable = |file: &Path, e: std::io::Error| ConfigError {
-        file: file.to_path_buf(),
-        line: None,
-        path: String::new(),
-        message: format!("cannot read: {e}"),
-    };
     let mut errors = Vec::new();
     let file = dir.join("scheduler.yaml");
-    let scheduler = match std::fs::read_to_string(&file) {
-        Ok(text) => match parse_scheduler_yaml(&file, &text, &env) {
+    let scheduler = match read_checked(&file) {
+        Ok(Some(text)) => match parse_scheduler_yaml(&file, &text, &env) {
             Ok(jobs) => Some((text, jobs)),
             Err(e) => {
                 errors.extend(e.0);
                 None
             }
         },
+        Ok(None) => {
+            errors.push(whole_file(&file, "cannot read: No such file or directory".into()));
+            None
+        }
         Err(e) => {
-            errors.push(unreadable(&file, e));
+            errors.push(e);
             None
         }
     };
     let alerts_file = dir.join("alerts.yaml");
-    let alerts = match std::fs::read_to_string(&alerts_file) {
-        Ok(text) => match parse_alerts_yaml(&alerts_file, &text, &env) {
+    let alerts = match read_checked(&alerts_file) {
+        Ok(Some(text)) => match parse_alerts_yaml(&alerts_file, &text, &env) {
             Ok(config) => Some(LoadedAlerts {
                 file: alerts_file,
                 text,
@@ -137,9 +144,9 @@ pub fn load_dir(dir: &Path) -> Result<LoadedConfig, ConfigErrors> {
                 None
             }
         },
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
+        Ok(None) => None,
         Err(e) => {
-            errors.push(unreadable(&alerts_file, e));
+            errors.push(e);
             None
         }
     };
@@ -152,6 +159,96 @@ pub fn load_dir(dir: &Path) -> Result<LoadedConfig, ConfigErrors> {
         }),
         _ => Err(ConfigErrors(errors)),
     }
+}
+
+fn whole_file(file: &Path, message: String) -> ConfigError {
+    ConfigError {
+        file: file.to_path_buf(),
+        line: None,
+        path: String::new(),
+        message,
+    }
+}
+
+/// Reads a configuration file of at most `config_file_bytes`: `Ok(None)` when
+/// it does not exist; an error when it is not a regular file (a FIFO, a device
+/// such as `/dev/zero`, also through a symlink), is larger than the limit
+/// (never more than limit + 1 bytes are read) or is not UTF-8.
+pub fn read_bounded(file: &Path) -> Result<Option<String>, ConfigError> {
+    use std::io::Read;
+    let limit = crate::limits::current().config_file_bytes;
+    let metadata = match std::fs::metadata(file) {
+        Ok(m) => m,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(whole_file(file, format!("cannot read: {e}"))),
+    };
+    if !metadata.is_file() {
+        return Err(whole_file(
+            file,
+            "cannot read: not a regular file (configuration must be a plain file)".into(),
+        ));
+    }
+    let too_big = |size: u64| {
+        whole_file(
+            file,
+            format!(
+                "file is {}",
+                crate::limits::exceeds(format!("{size} bytes"), "config_file_bytes", limit)
+            ),
+        )
+    };
+    if metadata.len() > limit as u64 {
+        return Err(too_big(metadata.len()));
+    }
+    let handle = std::fs::File::open(file).map_err(|e| whole_file(file, format!("cannot read: {e}")))?;
+    let mut bytes = Vec::with_capacity(metadata.len() as usize);
+    handle
+        .take(limit as u64 + 1)
+        .read_to_end(&mut bytes)
+        .map_err(|e| whole_file(file, format!("cannot read: {e}")))?;
+    if bytes.len() > limit {
+        // It grew while being read.
+        return Err(too_big(bytes.len() as u64));
+    }
+    String::from_utf8(bytes)
+        .map(Some)
+        .map_err(|e| whole_file(file, format!("cannot read: not UTF-8 ({e})")))
+}
+
+/// [`read_bounded`], then [`check_document`].
+fn read_checked(file: &Path) -> Result<Option<String>, ConfigError> {
+    match read_bounded(file)? {
+        Some(text) => check_document(file, &text).map(|()| Some(text)),
+        None => Ok(None),
+    }
+}
+
+/// Checks a YAML document's size (`config_file_bytes`) and nesting
+/// (`yaml_depth`) before it is parsed; the error names `file` and the line.
+pub fn check_document(file: &Path, text: &str) -> Result<(), ConfigError> {
+    let limits = crate::limits::current();
+    if text.len() > limits.config_file_bytes {
+        return Err(whole_file(
+            file,
+            format!(
+                "document is {}",
+                crate::limits::exceeds(
+                    format!("{} bytes", text.len()),
+                    "config_file_bytes",
+                    limits.config_file_bytes
+                )
+            ),
+        ));
+    }
+    depth::check_yaml(text, limits.yaml_depth).map_err(|e| ConfigError {
+        file: file.to_path_buf(),
+        line: Some(e.line),
+        path: String::new(),
+        message: format!(
+            "nesting depth {}",
+            crate::limits::exceeds(e.depth, "yaml_depth", limits.yaml_depth)
+        ),
+    })
 }
 
 /// Replaces `${NAME}` (NAME of letters, digits and `_`) with the variable's value;
@@ -202,6 +299,30 @@ mod tests {
         assert!(!loaded.jobs.is_empty());
         let alerts = loaded.alerts.expect("config/alerts.yaml is loaded");
         assert!(alerts.config.channels.is_empty() && alerts.config.rules.is_empty());
+    }
+
+    #[test]
+    fn files_are_read_with_a_bound() {
+        let dir = tempfile::tempdir().unwrap();
+        let big = dir.path().join("big.yaml");
+        std::fs::write(&big, vec![b'#'; crate::limits::current().config_file_bytes + 1]).unwrap();
+        let err = read_bounded(&big).unwrap_err().to_string();
+        assert!(err.contains("exceeds the limit config_file_bytes=4194304"), "{err}");
+        assert!(err.contains("big.yaml"), "{err}");
+        #[cfg(unix)]
+        {
+            let link = dir.path().join("zero.yaml");
+            std::os::unix::fs::symlink("/dev/zero", &link).unwrap();
+            let err = read_bounded(&link).unwrap_err().to_string();
+            assert!(err.contains("not a regular file"), "{err}");
+        }
+        assert_eq!(read_bounded(&dir.path().join("missing.yaml")).unwrap(), None);
+        let deep = format!("jobs: {}", "[".repeat(100));
+        let err = check_document(Path::new("s.yaml"), &deep).unwrap_err().to_string();
+        assert!(
+            err.starts_with("s.yaml:1: nesting depth 33 exceeds the limit yaml_depth=32"),
+            "{err}"
+        );
     }
 
     #[test]

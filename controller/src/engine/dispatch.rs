@@ -11,24 +11,18 @@ use worker_proto::v1::{
 use super::select::select_assignments;
 use super::state::{AgentEntry, AgentSender, Core, Renewal};
 use super::transitions::{self, Mover};
-use super::{Counters, Engine, MAX_OUTPUT_BYTES, tail_bytes};
+use super::{Counters, Engine, tail_bytes};
 use crate::alerting::facts::{AttemptFact, Fact, output_tail};
 use crate::api::convert::executor_to_proto;
 use crate::config::JobSet;
 use crate::error::{Error, Result};
+use crate::limits::exceeds;
 use crate::model::{Outcome, RunState};
 use crate::store::{AttemptEnd, AttemptStart, StateChange};
 use crate::time::{parse_rfc3339, rfc3339};
 
 /// Executor kinds an agent may declare.
 pub const EXECUTOR_KINDS: &[&str] = &["shell", "builtin"];
-
-/// Longest agent id, name or host, in bytes.
-pub const MAX_AGENT_TEXT: usize = 256;
-/// Most labels of one agent.
-pub const MAX_AGENT_LABELS: usize = 64;
-/// Longest label key or value, in bytes.
-pub const MAX_LABEL_BYTES: usize = 256;
 
 /// What to do with an attempt that ended.
 pub(super) struct Settlement {
@@ -47,21 +41,32 @@ impl Engine {
         if hello.agent_id.is_empty() {
             return Err(Error::invalid("hello.agent_id", "must not be empty"));
         }
+        let limits = crate::limits::current();
         if hello.capacity == 0 {
             return Err(Error::invalid("hello.capacity", "must be at least 1"));
+        }
+        if hello.capacity > limits.agent_capacity {
+            return Err(Error::invalid(
+                "hello.capacity",
+                exceeds(hello.capacity, "agent_capacity", limits.agent_capacity),
+            ));
         }
         check_agent_text("hello.agent_id", &hello.agent_id)?;
         check_agent_text("hello.name", &hello.name)?;
         check_agent_text("hello.host", &hello.host)?;
-        if hello.labels.len() > MAX_AGENT_LABELS {
+        if hello.labels.len() > limits.labels {
             return Err(Error::invalid(
                 "hello.labels",
-                format!("{} labels is over the limit of {MAX_AGENT_LABELS}", hello.labels.len()),
+                exceeds(format!("{} labels", hello.labels.len()), "labels", limits.labels),
             ));
         }
         for (key, value) in &hello.labels {
-            check_text(&format!("hello.labels.{key}"), key, MAX_LABEL_BYTES)?;
-            check_text(&format!("hello.labels.{key}"), value, MAX_LABEL_BYTES)?;
+            if key.is_empty() {
+                return Err(Error::invalid("hello.labels", "a label key must not be empty"));
+            }
+            let field = format!("hello.labels.{}", crate::limits::echo(key));
+            check_text(&field, key, limits.label_bytes, "label_bytes")?;
+            check_text(&field, value, limits.label_bytes, "label_bytes")?;
         }
         if let Some(bad) = hello.executors.iter().find(|e| !EXECUTOR_KINDS.contains(&e.as_str())) {
             return Err(Error::invalid(
@@ -702,9 +707,9 @@ fn attempt_end(finished: &Finished, outcome: Outcome, now: i64) -> AttemptEnd {
     }
 }
 
-/// Keeps the last [`MAX_OUTPUT_BYTES`] of an output tail (on a char boundary).
+/// Keeps the last `output_bytes` (a limit) of an output tail (on a char boundary).
 fn cap_output(output: &str) -> String {
-    tail_bytes(output, MAX_OUTPUT_BYTES).to_string()
+    tail_bytes(output, crate::limits::current().output_bytes).to_string()
 }
 
 /// `text` as every store can keep it: a job's output may hold NUL bytes,
@@ -717,17 +722,22 @@ pub(super) fn storable(text: &str) -> String {
     }
 }
 
-/// Checks an agent's id, name or host: at most [`MAX_AGENT_TEXT`] bytes, no
+/// Checks an agent's id, name or host: at most `agent_text_bytes` (a limit), no
 /// control characters (they would garble logs and the store).
 fn check_agent_text(field: &str, text: &str) -> Result<()> {
-    check_text(field, text, MAX_AGENT_TEXT)
+    check_text(
+        field,
+        text,
+        crate::limits::current().agent_text_bytes,
+        "agent_text_bytes",
+    )
 }
 
-fn check_text(field: &str, text: &str, max: usize) -> Result<()> {
+fn check_text(field: &str, text: &str, max: usize, limit: &str) -> Result<()> {
     if text.len() > max {
         return Err(Error::invalid(
             field,
-            format!("{} bytes is over the limit of {max}", text.len()),
+            exceeds(format!("{} bytes", text.len()), limit, max),
         ));
     }
     if text.chars().any(char::is_control) {
@@ -763,6 +773,9 @@ mod tests {
         let err = check_agent_text("hello.name", "evil\0name").unwrap_err();
         assert_eq!(err.message, "hello.name: must not contain control characters");
         let err = check_agent_text("hello.host", &"h".repeat(257)).unwrap_err();
-        assert_eq!(err.message, "hello.host: 257 bytes is over the limit of 256");
+        assert_eq!(
+            err.message,
+            "hello.host: 257 bytes exceeds the limit agent_text_bytes=256 (--limit agent_text_bytes=...)"
+        );
     }
 }

@@ -70,15 +70,9 @@ use crate::time::{Clock, rfc3339};
 use state::{AgentInbox, Core, LiveRun, shared_payload};
 use transitions::Mover;
 
-/// Largest payload accepted, in bytes.
-pub const MAX_PAYLOAD_BYTES: usize = 1024 * 1024;
-
 /// Events a slow `WatchEvents` subscriber may fall behind before its stream ends
 /// with `data_loss` (a burst of schedule fires or a batch can be this large).
 pub const EVENT_BUFFER: usize = 65_536;
-/// Output tail kept per attempt, in bytes.
-pub const MAX_OUTPUT_BYTES: usize = 64 * 1024;
-
 /// The last `max` bytes of `text` at most, cut on a character boundary (the
 /// end of an output is what explains a failure).
 pub fn tail_bytes(text: &str, max: usize) -> &str {

@@ -45,9 +45,6 @@ pub use webhook::WebhookChannel;
 use channel::check_channel;
 use rules::check_rule;
 
-/// Longest channel or rule name.
-pub const MAX_NAME: usize = 64;
-
 /// What [`Secret`] prints instead of its value.
 pub const REDACTED: &str = "<redacted>";
 
@@ -189,21 +186,24 @@ pub fn parse_alerts_yaml(
     }
 }
 
-/// Checks a channel or rule name against `[a-z0-9][a-z0-9._-]*`, at most [`MAX_NAME`].
+/// Checks a channel or rule name against `[a-z0-9][a-z0-9._-]*`, at most
+/// `alert_name_bytes` (a limit).
 fn check_name(what: &str, name: &str) -> Result<(), String> {
     let mut chars = name.chars();
     let first_ok = chars
         .next()
         .is_some_and(|c| c.is_ascii_lowercase() || c.is_ascii_digit());
     let rest_ok = chars.all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || matches!(c, '.' | '_' | '-'));
-    if name.len() > MAX_NAME {
+    let max = crate::limits::current().alert_name_bytes;
+    if name.len() > max {
         Err(format!(
-            "{what} name is {} characters, the limit is {MAX_NAME}",
-            name.len()
+            "{what} name is {}",
+            crate::limits::exceeds(format!("{} characters", name.len()), "alert_name_bytes", max)
         ))
     } else if !first_ok || !rest_ok {
         Err(format!(
-            "invalid {what} name \"{name}\": use a-z, 0-9, '.', '_' and '-', starting with a letter or digit"
+            "invalid {what} name \"{}\": use a-z, 0-9, '.', '_' and '-', starting with a letter or digit",
+            crate::limits::echo(name)
         ))
     } else {
         Ok(())

@@ -263,7 +263,10 @@ fn what_could_not_be_triggered_is_refused_with_its_line() {
     assert_eq!(errors.len(), 1, "{errors:?}");
     assert_eq!(errors[0].path, "jobs.wide.depends_on");
     assert_eq!(errors[0].line, Some(105));
-    assert_eq!(errors[0].message, "101 jobs is over the limit of 100");
+    assert_eq!(
+        errors[0].message,
+        "101 jobs exceeds the limit dependencies=100 (--limit dependencies=...)"
+    );
 
     let mut deep = String::from("jobs:\n  l0: { builtin: noop }\n");
     for i in 1..=65 {

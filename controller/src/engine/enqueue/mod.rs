@@ -22,12 +22,9 @@ pub use validate::validate_payload;
 use validate::{DepTarget, Item, find_cycle, new_id, undefined, upstream_chain, validate_request};
 pub(super) use validate::{new_run, record_of_new};
 
-/// Most runs in one batch.
+/// Most plain enqueues committed in one round (the commit loop's batch; the
+/// size of a client's batch enqueue is the `batch_runs` limit).
 pub const MAX_BATCH: usize = 1000;
-/// Most dependencies of one run.
-pub const MAX_DEPENDENCIES: usize = crate::job::MAX_DEPENDS_ON;
-/// Longest idempotency key, in bytes.
-pub const MAX_KEY_BYTES: usize = 256;
 
 /// A request to create one run of a defined job.
 #[derive(Debug, Clone, Default)]
@@ -237,10 +234,11 @@ impl Engine {
         if requests.is_empty() {
             return Err(Error::invalid("runs", "the batch is empty"));
         }
-        if requests.len() > MAX_BATCH {
+        let max = crate::limits::current().batch_runs;
+        if requests.len() > max {
             return Err(Error::invalid(
                 "runs",
-                format!("{} runs is over the limit of {MAX_BATCH}", requests.len()),
+                crate::limits::exceeds(format!("{} runs", requests.len()), "batch_runs", max),
             ));
         }
         self.enqueue_many(requests, true).await
@@ -567,10 +565,11 @@ impl Engine {
         }
         for run in &plan.runs {
             let deps = plan.dependencies.iter().filter(|(r, _)| *r == run.id).count();
-            if deps > MAX_DEPENDENCIES {
+            let max = crate::limits::current().dependencies;
+            if deps > max {
                 return Err(Error::invalid(
                     "depends_on",
-                    format!("{deps} dependencies is over the limit of {MAX_DEPENDENCIES}"),
+                    crate::limits::exceeds(format!("{deps} dependencies"), "dependencies", max),
                 ));
             }
         }

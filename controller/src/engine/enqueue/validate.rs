@@ -7,11 +7,11 @@
 use std::collections::BTreeSet;
 use std::sync::Arc;
 
-use super::super::MAX_PAYLOAD_BYTES;
-use super::{EnqueueRequest, MAX_DEPENDENCIES, MAX_KEY_BYTES};
+use super::EnqueueRequest;
 use crate::config::JobSet;
 use crate::error::{Error, Result};
 use crate::job::JobDef;
+use crate::limits::exceeds;
 use crate::model::{Priority, RunState, Trigger};
 use crate::store::{NewRun, RunRecord};
 use crate::time::parse_rfc3339;
@@ -175,21 +175,23 @@ pub(super) fn validate_request(
         }
     };
     let payload = validate_payload(&request.payload).map_err(|e| Error::invalid(&field("payload"), e))?;
-    if request.depends_on.len() > MAX_DEPENDENCIES {
+    let limits = crate::limits::current();
+    if request.depends_on.len() > limits.dependencies {
         return Err(Error::invalid(
             &field("depends_on"),
-            format!(
-                "{} dependencies is over the limit of {MAX_DEPENDENCIES}",
-                request.depends_on.len()
+            exceeds(
+                format!("{} dependencies", request.depends_on.len()),
+                "dependencies",
+                limits.dependencies,
             ),
         ));
     }
     let key = (!request.idempotency_key.is_empty()).then_some(request.idempotency_key);
     if let Some(k) = &key {
-        if k.len() > MAX_KEY_BYTES {
+        if k.len() > limits.key_bytes {
             return Err(Error::invalid(
                 &field("idempotency_key"),
-                format!("{} bytes is over the limit of {MAX_KEY_BYTES}", k.len()),
+                exceeds(format!("{} bytes", k.len()), "key_bytes", limits.key_bytes),
             ));
         }
         if k.chars().any(char::is_control) {
@@ -202,13 +204,14 @@ pub(super) fn validate_request(
     if let Some(bad) = request
         .depends_on
         .iter()
-        .find(|d| d.len() > MAX_KEY_BYTES || d.chars().any(char::is_control))
+        .find(|d| d.len() > limits.key_bytes || d.chars().any(char::is_control))
     {
         return Err(Error::invalid(
             &field("depends_on"),
             format!(
-                "\"{}\" is not a run id or a ref (at most {MAX_KEY_BYTES} bytes, no control characters)",
-                bad.escape_debug()
+                "\"{}\" is not a run id or a ref (at most key_bytes={} bytes, no control characters)",
+                crate::limits::echo(bad),
+                limits.key_bytes
             ),
         ));
     }
@@ -248,14 +251,23 @@ pub(super) fn validate_request(
 /// Checks size and syntax; returns the payload text to store ("null" when empty).
 /// The error names no field: the caller adds it.
 pub fn validate_payload(payload: &str) -> std::result::Result<String, String> {
-    if payload.len() > MAX_PAYLOAD_BYTES {
-        return Err(format!(
-            "{} bytes is over the limit of {MAX_PAYLOAD_BYTES} bytes (1 MiB)",
-            payload.len()
+    let limits = crate::limits::current();
+    if payload.len() > limits.payload_bytes {
+        return Err(exceeds(
+            format!("{} bytes", payload.len()),
+            "payload_bytes",
+            limits.payload_bytes,
         ));
     }
     if payload.trim().is_empty() {
         return Ok("null".into());
+    }
+    // Before the parser: serde_json stops at depth 128 with a vaguer message.
+    if let Err(depth) = crate::config::depth::check_json(payload, limits.json_depth) {
+        return Err(format!(
+            "nesting {}",
+            exceeds(format!("depth {depth}"), "json_depth", limits.json_depth)
+        ));
     }
     serde_json::from_str::<serde::de::IgnoredAny>(payload).map_err(|e| format!("not valid JSON: {e}"))?;
     Ok(payload.to_string())
@@ -340,11 +352,19 @@ mod tests {
         assert_eq!(validate_payload("").unwrap(), "null");
         assert_eq!(validate_payload("{\"a\":1}").unwrap(), "{\"a\":1}");
         assert!(validate_payload("{bad").unwrap_err().starts_with("not valid JSON"));
-        let big = format!("\"{}\"", "x".repeat(MAX_PAYLOAD_BYTES - 1));
-        assert!(
-            validate_payload(&big)
-                .unwrap_err()
-                .starts_with("1048577 bytes is over the limit of 1048576")
+        let big = format!("\"{}\"", "x".repeat(crate::limits::current().payload_bytes - 1));
+        assert_eq!(
+            validate_payload(&big).unwrap_err(),
+            "1048577 bytes exceeds the limit payload_bytes=1048576 (--limit payload_bytes=...)"
+        );
+        // Depth: 64 levels pass, 65 are refused before serde_json (whose own
+        // limit is 128) sees them.
+        let ok = format!("{}{}", "[".repeat(64), "]".repeat(64));
+        validate_payload(&ok).unwrap();
+        let deep = format!("{}{}", "[".repeat(5000), "]".repeat(5000));
+        assert_eq!(
+            validate_payload(&deep).unwrap_err(),
+            "nesting depth 65 exceeds the limit json_depth=64 (--limit json_depth=...)"
         );
     }
 

@@ -201,6 +201,13 @@ fn parse_element(spec: &FieldSpec, element: &str) -> Result<u64, String> {
         }
     };
     let step = step.unwrap_or(1);
+    let values = spec.open_max - spec.min + 1;
+    if step > values {
+        return Err(format!(
+            "step {step} is larger than the field's range {}-{} ({values} values)",
+            spec.min, spec.open_max
+        ));
+    }
     let mut mask = 0u64;
     let mut value = first;
     while value <= last {
@@ -223,8 +230,8 @@ fn parse_step(text: &str) -> Result<u32, String> {
     match text.parse::<u32>() {
         Ok(0) => Err("step must be at least 1".to_string()),
         Ok(step) => Ok(step),
-        // All digits but too long for u32: larger than any field, same as the start only.
-        Err(_) => Ok(u32::MAX),
+        // All digits but too long for u32: larger than any field.
+        Err(_) => Err(format!("step {text} is larger than the field's range")),
     }
 }
 

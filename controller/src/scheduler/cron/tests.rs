@@ -1078,6 +1078,22 @@ fn parsing_errors_say_what_and_where() {
         ),
         ("0 0 * FOO *", "month: unknown name \"FOO\""),
         ("*/0 * * * *", "minute: step must be at least 1"),
+        (
+            "*/1000 * * * *",
+            "minute: step 1000 is larger than the field's range 0-59 (60 values)",
+        ),
+        (
+            "0 */25 * * *",
+            "hour: step 25 is larger than the field's range 0-23 (24 values)",
+        ),
+        (
+            "0 0 * * 1/8",
+            "day-of-week: step 8 is larger than the field's range 0-6 (7 values)",
+        ),
+        (
+            "*/99999999999 * * * *",
+            "minute: step 99999999999 is larger than the field's range",
+        ),
         ("0 10-5 * * *", "hour: range 10-5 is backwards"),
         ("0 0 * * FRI-MON", "day-of-week: range FRI-MON is backwards"),
         ("0 24 * * *", "hour: 24 is out of range 0-23"),
