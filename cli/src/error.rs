@@ -79,6 +79,9 @@ pub fn describe(err: &anyhow::Error, controller: &str) -> (u8, String) {
         return (err.code, err.message.clone());
     }
     if let Some(status) = err.downcast_ref::<tonic::Status>() {
+        if let Some(message) = crate::tls::explain_plain_text_to_tls(controller, status.message()) {
+            return (UNREACHABLE, message);
+        }
         return (exit_code(status.code()), status_message(status, controller));
     }
     (FAILED, format!("{err:#}"))

@@ -139,6 +139,19 @@ pub fn explain_handshake_failure(controller: &str, detail: &str) -> Option<Strin
     ))
 }
 
+/// The message for a plain-text (`http://`) call that got no HTTP/2 answer
+/// it could read, as happens against a controller serving TLS; `None` for
+/// other failures. Exit 4: the controller cannot be talked to this way.
+pub fn explain_plain_text_to_tls(controller: &str, message: &str) -> Option<String> {
+    if is_https(controller) || !message.contains("h2 protocol error") {
+        return None;
+    }
+    Some(format!(
+        "cannot talk to the controller at {controller}: {message} (if it serves TLS, use an https:// \
+         address and --tls-ca)"
+    ))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -201,5 +214,8 @@ mod tests {
         );
         assert!(text.contains("--tls-ca"), "{text}");
         assert!(explain_handshake_failure("https://h:1", "Connection refused").is_none());
+        let text = explain_plain_text_to_tls("http://h:1", "h2 protocol error: http2 error").unwrap();
+        assert!(text.contains("https://"), "{text}");
+        assert!(explain_plain_text_to_tls("https://h:1", "h2 protocol error").is_none());
     }
 }

@@ -215,6 +215,7 @@ async fn workerctl_verifies_the_controller_certificate() {
     let out = worker_tests::run_cli(&["--controller", &plain, "jobs", "list"]).await;
     assert_eq!(out.code, 4, "plain text against TLS: {out:?}");
     assert!(out.stdout.is_empty(), "{out:?}");
+    assert!(out.stderr.contains("https://"), "{out:?}");
     // TLS options with an http:// address, and files that are not certificates: usage errors.
     let out = worker_tests::run_cli(&["--controller", &plain, "--tls-ca", s(&ca), "jobs", "list"]).await;
     assert_eq!(out.code, 2, "{out:?}");
