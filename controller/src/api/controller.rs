@@ -11,8 +11,8 @@ use worker_proto::v1 as pb;
 use worker_proto::v1::controller_service_server::ControllerService;
 
 use super::convert::{agent_to_proto, job_to_proto, run_to_proto, stats_to_proto};
-use super::{alerts, tokens};
 use super::limits::{check_id, check_yaml, off_thread, page, within_budget};
+use super::{alerts, tokens};
 use crate::alerting::AlertService;
 use crate::config::{ConfigErrors, Source, parse_document_partial};
 use crate::engine::{Engine, EnqueueOutcome, EnqueueRequest};
