@@ -486,11 +486,24 @@ impl Harness {
     pub fn drain(&mut self) -> Result<Vec<(usize, u64, Expect)>, String> {
         let mut got = Vec::new();
         for (agent, link) in self.agents.iter_mut().enumerate() {
+            let current = link.receivers.last().map(|(c, _)| *c);
             for (connection, rx) in &mut link.receivers {
                 while let Ok(message) = rx.try_recv() {
-                    let msg = message
-                        .map_err(|status| format!("[8 protocol] {} got an error: {status}", AGENTS[agent].0))?
-                        .msg;
+                    let msg = match message {
+                        Ok(message) => message.msg,
+                        // A reconnect ends the agent's older stream with this
+                        // error, so that a live agent notices it was replaced.
+                        Err(status)
+                            if Some(*connection) != current
+                                && status.code() == tonic::Code::Aborted
+                                && status.message().starts_with("replaced:") =>
+                        {
+                            continue;
+                        }
+                        Err(status) => {
+                            return Err(format!("[8 protocol] {} got an error: {status}", AGENTS[agent].0));
+                        }
+                    };
                     let run = |id: &str| {
                         self.model.by_id.get(id).copied().ok_or_else(|| {
                             format!("[8 protocol] {} got a message about unknown run {id}", AGENTS[agent].0)
