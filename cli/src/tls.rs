@@ -143,7 +143,9 @@ pub fn explain_handshake_failure(controller: &str, detail: &str) -> Option<Strin
 /// it could read, as happens against a controller serving TLS; `None` for
 /// other failures. Exit 4: the controller cannot be talked to this way.
 pub fn explain_plain_text_to_tls(controller: &str, message: &str) -> Option<String> {
-    if is_https(controller) || !message.contains("h2 protocol error") {
+    // Against a TLS port the HTTP/2 handshake fails; depending on timing
+    // tonic reports it as an h2 protocol error or a bare "transport error".
+    if is_https(controller) || !(message.contains("h2 protocol error") || message == "transport error") {
         return None;
     }
     Some(format!(

@@ -153,7 +153,7 @@ jobs:
         .list_runs(pb::ListRunsRequest {
             job: "append".into(),
             state: String::new(),
-            limit: 5000,
+            limit: 1000, // the largest page (RUNS = 1000)
         })
         .await
         .expect("ListRuns")
