@@ -213,7 +213,7 @@ pub enum RunsCmd {
         #[arg(long, value_name = "S")]
         state: Option<String>,
         /// At most this many runs (default 50).
-        #[arg(long, value_name = "N")]
+        #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
         limit: Option<u32>,
     },
     /// Show one run with its attempts and the output of the last attempt.
@@ -250,7 +250,7 @@ pub enum QueueCmd {
     /// Queued runs in dispatch order.
     List {
         /// At most this many runs (default 50).
-        #[arg(long, value_name = "N")]
+        #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
         limit: Option<u32>,
     },
 }
@@ -261,7 +261,7 @@ pub enum DlqCmd {
     /// List dead runs.
     List {
         /// At most this many runs (default 50).
-        #[arg(long, value_name = "N")]
+        #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
         limit: Option<u32>,
     },
     /// Queue dead runs again with a renewed attempt budget.
@@ -303,7 +303,7 @@ pub enum AlertsCmd {
         #[arg(long)]
         status: Option<String>,
         /// At most this many (default 50).
-        #[arg(long, value_name = "N")]
+        #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
         limit: Option<u32>,
     },
     /// Send a test message to a channel (exit 1 if it is not accepted).

@@ -325,14 +325,34 @@ pub fn echo(text: &str) -> String {
     out
 }
 
+/// `text` with control characters other than newline and tab escaped
+/// (`\u{1b}`); unchanged (not copied) when there are none.
+pub fn escape_controls(text: String) -> String {
+    if !text.chars().any(|c| c.is_control() && c != '\n' && c != '\t') {
+        return text;
+    }
+    let mut out = String::with_capacity(text.len() + 16);
+    for c in text.chars() {
+        if c.is_control() && c != '\n' && c != '\t' {
+            out.extend(c.escape_default());
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
 /// Longest gRPC status message sent, in bytes. The message travels in the
 /// `grpc-message` header, percent-encoded (up to three bytes per byte), and
 /// clients refuse header blocks over 16 KiB with a protocol error.
 pub const STATUS_MESSAGE_BYTES: usize = 4096;
 
 /// `message` cut to [`STATUS_MESSAGE_BYTES`] (on a character boundary), saying
-/// how much was left out.
+/// how much was left out, with every control character but newline and tab
+/// escaped: whatever a request put into a message (a name, a key) must not
+/// drive the terminal of whoever reads the answer.
 pub fn status_message(message: String) -> String {
+    let message = escape_controls(message);
     if message.len() <= STATUS_MESSAGE_BYTES {
         return message;
     }
@@ -413,5 +433,9 @@ mod tests {
         let msg = status_message("é".repeat(10_000));
         assert!(msg.len() <= STATUS_MESSAGE_BYTES + 40, "{}", msg.len());
         assert!(msg.ends_with("more bytes left out)"));
+        assert_eq!(
+            status_message("job \"x\u{1b}]0;t\u{7}\" is not defined\nnext\tline".into()),
+            "job \"x\\u{1b}]0;t\\u{7}\" is not defined\nnext\tline"
+        );
     }
 }

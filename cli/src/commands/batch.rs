@@ -63,8 +63,12 @@ pub fn results_table(results: &[BatchResult]) -> String {
 
 /// Parses a batch file into `EnqueueBatch` items (trigger `api`).
 pub fn parse(text: &str, source: &str) -> Result<Vec<pb::EnqueueRequest>, CliError> {
-    let value: Value =
-        serde_json::from_str(text).map_err(|e| CliError::usage(format!("{source}: not valid JSON: {e}")))?;
+    let value: Value = serde_json::from_str(text).map_err(|e| {
+        CliError::usage(format!(
+            "{source}: not valid JSON: {e}{}",
+            near(text, e.line(), e.column())
+        ))
+    })?;
     let Value::Array(items) = value else {
         return Err(CliError::usage(format!(
             "{source}: expected a JSON array of runs, found {}",
@@ -151,6 +155,24 @@ fn parse_item(mut fields: Map<String, Value>, at: &str) -> Result<pb::EnqueueReq
     })
 }
 
+/// What the text says just before `line`:`column` (1-based, where a JSON
+/// error was found), so the message shows the field it is in: ` (after
+/// `"payload": N`)`. Empty when there is nothing to show.
+fn near(text: &str, line: usize, column: usize) -> String {
+    let Some(line_text) = text.lines().nth(line.saturating_sub(1)) else {
+        return String::new();
+    };
+    let before: Vec<char> = line_text.chars().take(column).collect();
+    let start = before.len().saturating_sub(40);
+    let shown: String = before[start..].iter().collect();
+    let shown = crate::output::escape_controls(shown.trim());
+    if shown.is_empty() {
+        String::new()
+    } else {
+        format!(" (after `{shown}`)")
+    }
+}
+
 /// The JSON type of `value`, for messages.
 fn kind(value: &Value) -> &'static str {
     match value {
@@ -203,6 +225,16 @@ mod tests {
         assert_eq!(runs[2].not_before, "2026-01-01T00:00:00Z");
         assert_eq!(runs[2].idempotency_key, "");
         assert!(parse("[]", "x").unwrap().is_empty());
+    }
+
+    #[test]
+    fn invalid_json_shows_where() {
+        let message = error("[{\"job\": \"hello\",\n  \"payload\": NaN}]");
+        assert!(message.starts_with("runs.json: not valid JSON: "), "{message}");
+        assert!(message.ends_with("(after `\"payload\": N`)"), "{message}");
+        // A string "NaN" is a string payload like any other.
+        let runs = parse(r#"[{"job": "hello", "payload": "NaN"}]"#, "x").unwrap();
+        assert_eq!(runs[0].payload, "\"NaN\"");
     }
 
     #[test]

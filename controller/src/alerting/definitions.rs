@@ -175,7 +175,8 @@ impl AlertService {
         channels.retain(|(n, _)| n != name);
         if channels.len() == before {
             return Err(Error::not_found(format!(
-                "alert channel \"{name}\" is not defined (defined: {})",
+                "alert channel \"{}\" is not defined (defined: {})",
+                crate::limits::echo(name),
                 names(channels.iter().map(|(n, _)| n))
             )));
         }
@@ -208,7 +209,8 @@ impl AlertService {
         rules.retain(|(n, _)| n != name);
         if rules.len() == before {
             return Err(Error::not_found(format!(
-                "alert rule \"{name}\" is not defined (defined: {})",
+                "alert rule \"{}\" is not defined (defined: {})",
+                crate::limits::echo(name),
                 names(rules.iter().map(|(n, _)| n))
             )));
         }

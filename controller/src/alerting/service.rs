@@ -169,7 +169,8 @@ impl AlertService {
         let config = self.config();
         let channel = config.channels.get(name).ok_or_else(|| {
             crate::error::Error::not_found(format!(
-                "alert channel \"{name}\" is not defined (defined: {})",
+                "alert channel \"{}\" is not defined (defined: {})",
+                crate::limits::echo(name),
                 names(config.channels.keys())
             ))
         })?;

@@ -95,7 +95,7 @@ impl ControllerService for ControllerApi {
         let jobs = self.engine.jobs();
         let entry = jobs
             .entry(&name)
-            .ok_or_else(|| Error::not_found(format!("job \"{name}\" is not defined")))?;
+            .ok_or_else(|| Error::not_found(format!("job \"{}\" is not defined", crate::limits::echo(&name))))?;
         let next = self.next_fire(&entry.def);
         let stats = self.engine.store().job_stats(&name).await?;
         let cursor = self.engine.store().cursors().await?.into_iter().find(|c| c.job == name);
@@ -203,7 +203,7 @@ impl ControllerService for ControllerApi {
         let jobs = self.engine.jobs();
         let entry = jobs
             .entry(&r.name)
-            .ok_or_else(|| Error::not_found(format!("job \"{}\" is not defined", r.name)))?;
+            .ok_or_else(|| Error::not_found(format!("job \"{}\" is not defined", crate::limits::echo(&r.name))))?;
         Ok(Response::new(job_to_proto(entry, self.next_fire(&entry.def))))
     }
 
@@ -491,7 +491,7 @@ impl ControllerApi {
         let jobs = self.engine.jobs();
         let def = jobs
             .get(job)
-            .ok_or_else(|| Error::not_found(format!("job \"{job}\" is not defined")))?;
+            .ok_or_else(|| Error::not_found(format!("job \"{}\" is not defined", crate::limits::echo(&job))))?;
         self.schedule_of(def, &cursors, &paused, &failures)
             .ok_or_else(|| Error::precondition(format!("job \"{job}\" has no schedule")).into())
     }
@@ -604,7 +604,7 @@ fn parse_apply(name: &str, yaml: &str, current: &crate::config::JobSet) -> Resul
     let max = crate::limits::current().definitions_per_apply;
     if entries.len() > max {
         return Err(Error::invalid(
-            "yaml",
+            "jobs",
             crate::limits::exceeds(
                 format!("{} job definitions", entries.len()),
                 "definitions_per_apply",
@@ -662,10 +662,10 @@ fn preview(engine: &Engine, r: pb::PreviewScheduleRequest) -> Result<pb::Preview
             let jobs = engine.jobs();
             let job = jobs
                 .get(&r.job)
-                .ok_or_else(|| Error::not_found(format!("job \"{}\" is not defined", r.job)))?;
-            job.schedule
-                .clone()
-                .ok_or_else(|| Error::precondition(format!("job \"{}\" has no schedule", r.job)))?
+                .ok_or_else(|| Error::not_found(format!("job \"{}\" is not defined", crate::limits::echo(&r.job))))?;
+            job.schedule.clone().ok_or_else(|| {
+                Error::precondition(format!("job \"{}\" has no schedule", crate::limits::echo(&r.job)))
+            })?
         }
         (true, false) => {
             let tz = if r.timezone.is_empty() {
@@ -688,7 +688,12 @@ fn preview(engine: &Engine, r: pb::PreviewScheduleRequest) -> Result<pb::Preview
         Utc::now()
     } else {
         chrono::DateTime::parse_from_rfc3339(&r.from)
-            .map_err(|e| Error::invalid("from", format!("\"{}\" is not an RFC 3339 timestamp: {e}", r.from)))?
+            .map_err(|e| {
+                Error::invalid(
+                    "from",
+                    format!("\"{}\" is not an RFC 3339 timestamp: {e}", crate::limits::echo(&r.from)),
+                )
+            })?
             .with_timezone(&Utc)
     };
     let max = crate::limits::current().preview_fires;

@@ -43,13 +43,16 @@ pub fn line_of(text: &str, path: &[&str]) -> Option<usize> {
 }
 
 /// Joins key path segments for messages: `rules`, `[1]`, `event` → `rules[1].event`.
+/// A segment is a key as written, which may be hostile: each is shown as
+/// [`crate::limits::echo`] shows text (control characters escaped, cut after
+/// [`crate::limits::ECHO_CHARS`] characters).
 pub fn display_path(path: &[&str]) -> String {
     let mut out = String::new();
     for segment in path {
         if !out.is_empty() && index_of(segment).is_none() {
             out.push('.');
         }
-        out.push_str(segment);
+        out.push_str(&crate::limits::echo(segment));
     }
     out
 }

@@ -184,6 +184,11 @@ impl fmt::Debug for CronSchedule {
     }
 }
 
+/// Longest cron expression accepted, in bytes: far more than any real
+/// schedule needs (a list of every minute of an hour is 170 bytes), and short
+/// enough that parsing and echoing one costs nothing.
+pub const MAX_EXPRESSION_BYTES: usize = 1024;
+
 impl CronSchedule {
     /// Parses `expr` with the default DST policy (`shift` / `first`); the error
     /// says what is wrong with it and where.
@@ -195,7 +200,19 @@ impl CronSchedule {
     /// with it and where (e.g. `invalid cron expression "61 * * * *": minute: 61
     /// is out of range 0-59`).
     pub fn with_policy(expr: &str, tz: Tz, policy: DstPolicy) -> Result<Self, String> {
-        let invalid = |reason: String| format!("invalid cron expression \"{expr}\": {reason}");
+        let invalid = |reason: String| {
+            format!(
+                "invalid cron expression \"{}\": {}",
+                crate::limits::echo(expr),
+                crate::limits::escape_controls(reason)
+            )
+        };
+        if expr.len() > MAX_EXPRESSION_BYTES {
+            return Err(invalid(format!(
+                "{} bytes long (at most {MAX_EXPRESSION_BYTES})",
+                expr.len()
+            )));
+        }
         let fields = parse::parse_fields(expr).map_err(invalid)?;
         // The calendar repeats every 400 years, so a date pattern without a match
         // in one cycle never matches.

@@ -18,7 +18,7 @@ use crate::time::parse_rfc3339;
 
 /// The error of an item whose job is no longer defined.
 pub(super) fn undefined(job: &str) -> Error {
-    Error::not_found(format!("job \"{job}\" is not defined"))
+    Error::not_found(format!("job \"{}\" is not defined", crate::limits::echo(&job)))
 }
 
 /// A validated item of a request.
@@ -120,9 +120,12 @@ pub(super) fn upstream_chain(jobs: &JobSet, job: &JobDef) -> Result<Vec<Arc<JobD
     let mut order: Vec<Arc<JobDef>> = Vec::new();
     let mut seen: BTreeSet<String> = BTreeSet::new();
     fn walk(jobs: &JobSet, name: &str, seen: &mut BTreeSet<String>, order: &mut Vec<Arc<JobDef>>) -> Result<()> {
-        let job = jobs
-            .get(name)
-            .ok_or_else(|| Error::precondition(format!("upstream job \"{name}\" is not defined")))?;
+        let job = jobs.get(name).ok_or_else(|| {
+            Error::precondition(format!(
+                "upstream job \"{}\" is not defined",
+                crate::limits::echo(&name)
+            ))
+        })?;
         for upstream in &job.depends_on {
             if seen.insert(upstream.clone()) {
                 walk(jobs, upstream, seen, order)?;
@@ -152,7 +155,7 @@ pub(super) fn validate_request(
     }
     let job = jobs
         .get(&request.job)
-        .ok_or_else(|| Error::not_found(format!("job \"{}\" is not defined", request.job)))?;
+        .ok_or_else(|| Error::not_found(format!("job \"{}\" is not defined", crate::limits::echo(&request.job))))?;
     if !job.enabled {
         return Err(Error::precondition(format!("job \"{}\" is disabled", request.job)));
     }
@@ -215,16 +218,37 @@ pub(super) fn validate_request(
             ),
         ));
     }
+    // Nothing is kept for longer than durations may say (100 years): a start
+    // beyond that horizon is a mistake, not a plan.
+    let horizon_ms = worker_duration::MAX.as_millis() as u64;
     let not_before = match (request.delay_ms, request.not_before.is_empty()) {
         (0, true) => None,
-        (delay, true) => Some(now + delay.min(100 * 365 * 86_400_000) as i64),
+        (delay, true) if delay > horizon_ms => {
+            return Err(Error::invalid(
+                &field("delay_ms"),
+                format!("{delay} ms is longer than 100 years (at most {horizon_ms} ms, 36500d)"),
+            ));
+        }
+        (delay, true) => Some(now + delay as i64),
         (0, false) => {
             let at = parse_rfc3339(&request.not_before).ok_or_else(|| {
                 Error::invalid(
                     &field("not_before"),
-                    format!("\"{}\" is not an RFC 3339 timestamp", request.not_before),
+                    format!(
+                        "\"{}\" is not an RFC 3339 timestamp",
+                        crate::limits::echo(&request.not_before)
+                    ),
                 )
             })?;
+            if at > now.saturating_add(horizon_ms as i64) {
+                return Err(Error::invalid(
+                    &field("not_before"),
+                    format!(
+                        "{} is more than 100 years ahead (at most 36500d from now)",
+                        crate::limits::echo(&request.not_before)
+                    ),
+                ));
+            }
             (at > now).then_some(at)
         }
         (_, false) => {

@@ -1211,3 +1211,16 @@ fn policy_names_and_accessors() {
         "CronSchedule(\"30 2 * * *\" in Europe/Berlin, dst gap=skip repeat=both)"
     );
 }
+
+#[test]
+fn long_or_hostile_expressions_are_refused_without_being_echoed_whole() {
+    let long = format!("{}1 * * * *", "1,".repeat(10_240));
+    let err = CronSchedule::parse(&long, Tz::UTC).unwrap_err();
+    assert!(
+        err.contains(&format!("{} bytes long (at most 1024)", long.len())),
+        "{err}"
+    );
+    assert!(err.len() < 400, "{}", err.len());
+    let err = CronSchedule::parse("0 0 \u{1b}[2J * *", Tz::UTC).unwrap_err();
+    assert!(!err.contains('\u{1b}'), "{err}");
+}

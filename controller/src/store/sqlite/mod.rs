@@ -77,6 +77,39 @@ pub(super) struct SqliteStore {
     writer: SqlitePool,
 }
 
+/// How long opening a database waits for another process that holds it
+/// locked (the same as the busy timeout of every statement).
+const OPEN_BUSY_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Runs `connect` again while it fails with `SQLITE_BUSY` or `SQLITE_LOCKED`,
+/// for up to [`OPEN_BUSY_TIMEOUT`]. Connecting sets the journal mode to WAL,
+/// and SQLite answers that pragma `BUSY` at once, without the busy handler,
+/// while another process is creating or converting the same new file (two
+/// controllers started together, a test opening one file twice).
+async fn retry_while_locked<T, F, Fut>(mut connect: F) -> std::result::Result<T, sqlx::Error>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = std::result::Result<T, sqlx::Error>>,
+{
+    let deadline = tokio::time::Instant::now() + OPEN_BUSY_TIMEOUT;
+    let mut pause = Duration::from_millis(5);
+    loop {
+        match connect().await {
+            Err(sqlx::Error::Database(db))
+                if tokio::time::Instant::now() < deadline
+                    && db
+                        .code()
+                        .and_then(|code| code.parse::<i64>().ok())
+                        .is_some_and(|code| matches!(code & 0xff, 5 | 6)) =>
+            {
+                tokio::time::sleep(pause).await;
+                pause = (pause * 2).min(Duration::from_millis(200));
+            }
+            other => return other,
+        }
+    }
+}
+
 impl SqliteStore {
     /// Opens (creating if needed) the database at `url` and applies migrations.
     pub(super) async fn open(url: &str) -> Result<SqliteStore> {
@@ -87,22 +120,26 @@ impl SqliteStore {
             .journal_mode(SqliteJournalMode::Wal)
             .synchronous(SqliteSynchronous::Normal)
             .foreign_keys(true)
-            .busy_timeout(Duration::from_secs(10));
+            .busy_timeout(OPEN_BUSY_TIMEOUT);
         // The writer keeps 16 MiB of pages cached (KiB below).
         let writer_options = options.clone().pragma("cache_size", "-16384");
-        let writer = SqlitePoolOptions::new()
-            .max_connections(1)
-            .min_connections(1)
-            .idle_timeout(None)
-            .max_lifetime(None)
-            .connect_with(writer_options)
-            .await
-            .map_err(|e| super::open_error("cannot open SQLite database", &shown, e.into()))?;
-        let pool = SqlitePoolOptions::new()
-            .max_connections(4)
-            .connect_with(options)
-            .await
-            .map_err(|e| super::open_error("cannot open SQLite database", &shown, e.into()))?;
+        let writer = retry_while_locked(|| {
+            SqlitePoolOptions::new()
+                .max_connections(1)
+                .min_connections(1)
+                .idle_timeout(None)
+                .max_lifetime(None)
+                .connect_with(writer_options.clone())
+        })
+        .await
+        .map_err(|e| super::open_error("cannot open SQLite database", &shown, e.into()))?;
+        let pool = retry_while_locked(|| {
+            SqlitePoolOptions::new()
+                .max_connections(4)
+                .connect_with(options.clone())
+        })
+        .await
+        .map_err(|e| super::open_error("cannot open SQLite database", &shown, e.into()))?;
         let store = SqliteStore { pool, writer };
         store
             .migrate()
@@ -114,10 +151,17 @@ impl SqliteStore {
 
     /// Creates `schema_migrations` if needed, then applies each migration not
     /// recorded there in its own transaction, recording it in the same one.
+    ///
+    /// Every step takes the write lock first (`BEGIN IMMEDIATE`): a statement
+    /// that reads the schema and only then asks to write fails at once with
+    /// `SQLITE_BUSY` (no busy wait) when another process migrated meanwhile,
+    /// which is what two controllers started together on a new file do.
     async fn migrate(&self) -> Result<()> {
+        let mut tx = self.writer.begin_with("BEGIN IMMEDIATE").await?;
         sqlx::query("CREATE TABLE IF NOT EXISTS schema_migrations (version INTEGER PRIMARY KEY, description TEXT NOT NULL, applied_at INTEGER NOT NULL)")
-            .execute(&self.writer)
+            .execute(&mut *tx)
             .await?;
+        tx.commit().await?;
         for (version, description, sql) in MIGRATIONS {
             let mut tx = self.writer.begin_with("BEGIN IMMEDIATE").await?;
             let applied: Option<i64> = sqlx::query_scalar("SELECT version FROM schema_migrations WHERE version = ?")
