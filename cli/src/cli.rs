@@ -89,6 +89,20 @@ pub enum Command {
     /// Print the current job definitions as a document `apply` accepts (YAML,
     /// whatever `-o` says).
     Export,
+    /// Print a shell completion script for bash, zsh, fish, elvish or powershell
+    /// (`workerctl completions bash > /etc/bash_completion.d/workerctl`).
+    Completions {
+        /// The shell.
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
+    /// Write man pages for workerctl and each of its commands into DIR
+    /// (`workerctl.1`, `workerctl-runs-list.1`, ...).
+    Man {
+        /// Directory to write the pages into (created if missing).
+        #[arg(long, value_name = "DIR", default_value = "man")]
+        dir: std::path::PathBuf,
+    },
     /// Benchmark a running controller: burn-down, rate, schedules, preload, agents.
     ///
     /// burn-down, rate and schedules need a controller that already runs with real

@@ -7,6 +7,7 @@ pub mod batch;
 pub mod dlq;
 pub mod enqueue;
 pub mod jobs;
+pub mod packaging;
 pub mod queue;
 pub mod runs;
 pub mod schedules;
@@ -29,8 +30,13 @@ pub struct Ctx {
 
 /// Runs the parsed command line.
 pub async fn run(cli: Cli) -> anyhow::Result<()> {
-    if let Command::Bench { command } = cli.command {
-        return crate::bench::run(command, &cli.controller, cli.token, cli.output).await;
+    match cli.command {
+        Command::Bench { command } => {
+            return crate::bench::run(command, &cli.controller, cli.token, cli.output).await;
+        }
+        Command::Completions { shell } => return packaging::completions(shell),
+        Command::Man { dir } => return packaging::man_pages(&dir),
+        _ => {}
     }
     let mut ctx = Ctx {
         client: client::connect_tls(&cli.controller, cli.token.as_deref(), &cli.tls)?,
@@ -50,7 +56,9 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Schedules { command } => schedules::run(&mut ctx, command.unwrap_or(SchedulesCmd::List)).await,
         Command::Apply { file } => apply::apply(&mut ctx, &file).await,
         Command::Export => apply::export(&mut ctx).await,
-        Command::Bench { .. } => unreachable!("handled above"),
+        Command::Bench { .. } | Command::Completions { .. } | Command::Man { .. } => {
+            unreachable!("handled above")
+        }
     }
 }
 
