@@ -2,9 +2,6 @@
 //! and `workerctl` with a token, a controller started with a bootstrap token,
 //! and an agent started with a token.
 
-use std::process::Command;
-use std::time::{Duration, Instant};
-
 use tonic::service::Interceptor;
 use tonic::service::interceptor::InterceptedService;
 use tonic::transport::Channel;
@@ -12,7 +9,7 @@ use worker_proto::v1::agent_service_client::AgentServiceClient;
 use worker_proto::v1::controller_service_client::ControllerServiceClient;
 use worker_proto::v1::{self as pb};
 
-use crate::{Agent, CliOutput, Controller, ENV_TAG, ProcGuard, TestEnv, bins, run_cli};
+use crate::{Agent, CliOutput, Controller, TestEnv, run_cli};
 
 /// A bootstrap secret the tests use (at least 16 characters).
 pub const BOOTSTRAP_SECRET: &str = "e2e-bootstrap-secret-0123456789";
@@ -102,46 +99,21 @@ impl TestEnv {
         admin_token: &str,
         extra: &[&str],
     ) -> Agent {
-        let mut cmd = Command::new(&bins().agent);
-        cmd.args(["--controller", &ctl.url, "--name", name, "--token", agent_token])
-            .args(extra)
-            .current_dir(self.path())
-            .env(ENV_TAG, self.path());
-        let (proc, lines) = ProcGuard::spawn(
-            &format!("worker-agent {name}"),
-            cmd,
-            self.log_file(&format!("agent-{name}")),
-        );
-        std::thread::spawn(move || for _ in lines {});
-        let mut agent = Agent {
-            name: name.to_string(),
-            proc,
-        };
-        let mut client = ctl.client_with_token(Some(admin_token)).await;
-        let deadline = Instant::now() + Duration::from_secs(20);
-        loop {
-            if let Some(status) = agent.proc.try_wait() {
-                panic!(
-                    "worker-agent {name} exited ({status}) before connecting; stderr:\n{}",
-                    agent.proc.stderr_tail(4000)
-                );
+        let mut args = vec!["--token", agent_token];
+        args.extend_from_slice(extra);
+        let agent = self.spawn_agent(&ctl.url, name, 4, &args);
+        let client = ctl.client_with_token(Some(admin_token)).await;
+        crate::wait_until_connected(agent, || {
+            let mut client = client.clone();
+            async move {
+                client
+                    .list_agents(pb::ListAgentsRequest {})
+                    .await
+                    .expect("ListAgents")
+                    .into_inner()
+                    .agents
             }
-            let agents = client
-                .list_agents(pb::ListAgentsRequest {})
-                .await
-                .expect("ListAgents")
-                .into_inner()
-                .agents;
-            if agents.iter().any(|a| a.name == name && a.state == "connected") {
-                return agent;
-            }
-            if Instant::now() > deadline {
-                panic!(
-                    "agent {name} not listed as connected within 20s (agents: {agents:?}); agent stderr:\n{}",
-                    agent.proc.stderr_tail(4000)
-                );
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
+        })
+        .await
     }
 }

@@ -396,34 +396,50 @@ impl TestEnv {
 
     /// Like [`TestEnv::start_agent`], with extra arguments (e.g. `--labels k=v`).
     pub async fn start_agent_with(&self, ctl: &Controller, name: &str, capacity: u32, extra: &[&str]) -> Agent {
-        let mut agent = self.spawn_agent(&ctl.url, name, capacity, extra);
-        let mut client = ctl.client().await;
-        let deadline = Instant::now() + Duration::from_secs(20);
-        loop {
-            if let Some(status) = agent.proc.try_wait() {
-                panic!(
-                    "worker-agent {name} exited ({status}) before connecting; stderr:\n{}",
-                    agent.proc.stderr_tail(4000)
-                );
+        let agent = self.spawn_agent(&ctl.url, name, capacity, extra);
+        let client = ctl.client().await;
+        wait_until_connected(agent, || {
+            let mut client = client.clone();
+            async move {
+                client
+                    .list_agents(pb::ListAgentsRequest {})
+                    .await
+                    .expect("ListAgents")
+                    .into_inner()
+                    .agents
             }
-            let agents = client
-                .list_agents(pb::ListAgentsRequest {})
-                .await
-                .expect("ListAgents")
-                .into_inner()
-                .agents;
-            if agents.iter().any(|a| a.name == name && a.state == "connected") {
-                break;
-            }
-            if Instant::now() > deadline {
-                panic!(
-                    "agent {name} not listed as connected within 20s (agents: {agents:?}); agent stderr:\n{}",
-                    agent.proc.stderr_tail(4000)
-                );
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
+        })
+        .await
+    }
+}
+
+/// Waits until `list_agents` (a `ListAgents` call) lists `agent` connected
+/// (panicking with its stderr if it exits first or 20 s pass), and returns it.
+pub(crate) async fn wait_until_connected<F, Fut>(mut agent: Agent, mut list_agents: F) -> Agent
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Vec<pb::Agent>>,
+{
+    let name = agent.name.clone();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        if let Some(status) = agent.proc.try_wait() {
+            panic!(
+                "worker-agent {name} exited ({status}) before connecting; stderr:\n{}",
+                agent.proc.stderr_tail(4000)
+            );
         }
-        agent
+        let agents = list_agents().await;
+        if agents.iter().any(|a| a.name == name && a.state == "connected") {
+            return agent;
+        }
+        if Instant::now() > deadline {
+            panic!(
+                "agent {name} not listed as connected within 20s (agents: {agents:?}); agent stderr:\n{}",
+                agent.proc.stderr_tail(4000)
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
 
