@@ -5,10 +5,11 @@
 //!
 //! * [`LiveOutput`]: what the executor's pipe readers push into. A push only
 //!   appends to a bounded buffer under a short lock; when the buffer is full
-//!   the new bytes are counted instead of kept, and a
-//!   `[... N bytes skipped ...]` line takes their place once there is room
-//!   again. The readers never block on it, so a job's stdout and stderr are
-//!   drained as fast as it writes them.
+//!   its oldest bytes are dropped and counted, and a
+//!   `[... N bytes skipped ...]` line takes their place — like the stored
+//!   tail, the newest output (the end of a job, what explains a failure) is
+//!   what survives. The readers never block on it, so a job's stdout and
+//!   stderr are drained as fast as it writes them.
 //! * the flusher ([`spawn_flusher`]), one task per attempt: every
 //!   [`FLUSH_EVERY`], or as soon as [`BATCH_BYTES`] are waiting, it sends what
 //!   the buffer holds as one or more `Output` messages — a chatty job costs a
@@ -25,6 +26,7 @@
 //! `Finished` is sent after that, on the same stream, so the controller has
 //! every chunk before the result.
 
+use std::collections::VecDeque;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -53,8 +55,9 @@ pub fn skip_marker(n: u64) -> String {
 
 #[derive(Debug, Default)]
 struct Pending {
-    data: Vec<u8>,
-    /// Bytes dropped after the end of `data`.
+    /// The newest bytes not sent yet.
+    data: VecDeque<u8>,
+    /// Bytes dropped from the front of `data` since the last send.
     skipped: u64,
     closed: bool,
 }
@@ -79,23 +82,16 @@ impl LiveOutput {
         self.0.pending.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// Appends output; never waits. Bytes beyond [`PENDING_BYTES`] are
-    /// counted as skipped, and a marker takes their place when there is room.
+    /// Appends output; never waits. The buffer keeps the newest
+    /// [`PENDING_BYTES`]; older bytes that were not sent in time are dropped
+    /// and counted, and a marker takes their place.
     pub fn push(&self, bytes: &[u8]) {
         let mut p = self.lock();
-        if p.skipped > 0 {
-            let marker = skip_marker(p.skipped);
-            if PENDING_BYTES - p.data.len() < marker.len() + bytes.len().min(1) {
-                p.skipped += bytes.len() as u64;
-                return;
-            }
-            p.data.extend_from_slice(marker.as_bytes());
-            p.skipped = 0;
-        }
-        let room = PENDING_BYTES - p.data.len();
-        let take = bytes.len().min(room);
-        p.data.extend_from_slice(&bytes[..take]);
-        p.skipped += (bytes.len() - take) as u64;
+        let keep = &bytes[bytes.len().saturating_sub(PENDING_BYTES)..];
+        let overflow = (p.data.len() + keep.len()).saturating_sub(PENDING_BYTES);
+        p.data.drain(..overflow);
+        p.skipped += (overflow + bytes.len() - keep.len()) as u64;
+        p.data.extend(keep);
         let full = p.data.len() >= BATCH_BYTES;
         drop(p);
         if full {
@@ -109,16 +105,18 @@ impl LiveOutput {
         self.0.wake.notify_one();
     }
 
-    /// Takes up to `max` bytes to send (the skip marker counts, and comes
-    /// even when `max` is smaller); `None` when nothing waits.
+    /// Takes up to `max` bytes to send, after the skip marker if bytes were
+    /// dropped (the marker comes even when `max` is smaller); `None` when
+    /// nothing waits.
     fn take(&self, max: usize) -> Option<Vec<u8>> {
         let mut p = self.lock();
-        let n = p.data.len().min(max);
-        let mut out: Vec<u8> = p.data.drain(..n).collect();
-        if p.data.is_empty() && p.skipped > 0 {
+        let mut out = Vec::new();
+        if p.skipped > 0 {
             out.extend_from_slice(skip_marker(p.skipped).as_bytes());
             p.skipped = 0;
         }
+        let n = p.data.len().min(max.saturating_sub(out.len()).max(1));
+        out.extend(p.data.drain(..n));
         (!out.is_empty()).then_some(out)
     }
 
@@ -155,10 +153,12 @@ impl OutputLink {
 
     fn send(&self, output: Output) {
         self.in_flight.fetch_add(output.data.len(), Ordering::AcqRel);
-        if self.tx.send(AgentMessage {
-            msg: Some(agent_message::Msg::Output(output)),
-        })
-        .is_err()
+        if self
+            .tx
+            .send(AgentMessage {
+                msg: Some(agent_message::Msg::Output(output)),
+            })
+            .is_err()
         {
             // The session is gone; its counter with it.
         }
@@ -259,24 +259,33 @@ mod tests {
     }
 
     #[test]
-    fn a_full_buffer_skips_and_marks_the_gap_in_place() {
+    fn a_full_buffer_drops_its_oldest_bytes_and_marks_the_gap() {
         let live = LiveOutput::new();
+        live.push(b"sent\n");
+        assert_eq!(live.take(usize::MAX).unwrap(), b"sent\n");
         live.push(&vec![b'a'; PENDING_BYTES - 10]);
         live.push(b"0123456789XYZ");
-        assert_eq!(live.take(PENDING_BYTES - 5).unwrap().len(), PENDING_BYTES - 5);
-        live.push(b"after");
+        let marker = skip_marker(3);
+        let next = live.take(marker.len() + 3).unwrap();
+        assert_eq!(next, format!("{marker}aaa").into_bytes());
         let rest = live.take(usize::MAX).unwrap();
-        assert_eq!(rest, format!("56789{}after", skip_marker(3)).into_bytes());
+        assert!(rest.ends_with(b"aaa0123456789XYZ"));
+        assert_eq!(rest.len(), PENDING_BYTES - 3);
         assert!(live.take(usize::MAX).is_none());
     }
 
     #[test]
-    fn skipped_bytes_at_the_end_still_get_a_marker() {
+    fn a_single_huge_write_keeps_its_end() {
         let live = LiveOutput::new();
-        live.push(&vec![b'a'; PENDING_BYTES]);
-        live.push(b"lost");
+        live.push(b"old");
+        let mut big = vec![b'x'; 2 * PENDING_BYTES];
+        big.extend_from_slice(b"END");
+        live.push(&big);
         let all = live.take(usize::MAX).unwrap();
-        assert!(all.ends_with(skip_marker(4).as_bytes()));
+        let marker = skip_marker(3 + PENDING_BYTES as u64 + 3);
+        assert!(all.starts_with(marker.as_bytes()));
+        assert!(all.ends_with(b"END"));
+        assert_eq!(all.len(), marker.len() + PENDING_BYTES);
     }
 
     #[tokio::test]
@@ -314,7 +323,10 @@ mod tests {
         tokio::time::sleep(FLUSH_EVERY * 3).await;
         assert!(rx.try_recv().is_err(), "sent while the transport was full");
         in_flight.store(0, Ordering::Release);
-        let message = tokio::time::timeout(Duration::from_secs(2), rx.recv()).await.unwrap().unwrap();
+        let message = tokio::time::timeout(Duration::from_secs(2), rx.recv())
+            .await
+            .unwrap()
+            .unwrap();
         assert_eq!(data(message).1.len(), BATCH_BYTES);
         live.close();
         flusher.await.unwrap();
@@ -329,7 +341,10 @@ mod tests {
         tokio::time::sleep(FLUSH_EVERY * 2).await;
         let (tx, mut rx) = mpsc::unbounded_channel();
         *shared.lock().unwrap() = Some(OutputLink::new(tx, Arc::new(AtomicUsize::new(0))));
-        let message = tokio::time::timeout(Duration::from_secs(2), rx.recv()).await.unwrap().unwrap();
+        let message = tokio::time::timeout(Duration::from_secs(2), rx.recv())
+            .await
+            .unwrap()
+            .unwrap();
         assert_eq!(data(message), (1, b"early\n".to_vec()));
         live.close();
         flusher.await.unwrap();

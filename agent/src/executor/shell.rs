@@ -62,8 +62,14 @@ pub async fn run(spec: &ShellSpec, ctx: &Context, mut stop: StopSignal) -> Repor
         })
     });
     let readers: Vec<JoinHandle<()>> = [
-        child.stdout.take().map(|out| spawn_reader(out, tail.clone(), ctx.live.clone())),
-        child.stderr.take().map(|err| spawn_reader(err, tail.clone(), ctx.live.clone())),
+        child
+            .stdout
+            .take()
+            .map(|out| spawn_reader(out, tail.clone(), ctx.live.clone())),
+        child
+            .stderr
+            .take()
+            .map(|err| spawn_reader(err, tail.clone(), ctx.live.clone())),
     ]
     .into_iter()
     .flatten()

@@ -71,7 +71,15 @@ pub async fn run_one(ctx: &mut Ctx, job: String, opts: RunOptions, trigger: Trig
         Enqueued::from_proto(response).ok_or_else(|| CliError::failed("the controller answered without a run"))?;
     if opts.follow {
         if ctx.format == Format::Table {
-            eprintln!("run {}{}", enqueued.id, if enqueued.duplicate { " (duplicate of an existing run)" } else { "" });
+            eprintln!(
+                "run {}{}",
+                enqueued.id,
+                if enqueued.duplicate {
+                    " (duplicate of an existing run)"
+                } else {
+                    ""
+                }
+            );
         }
         return super::logs::follow(ctx, enqueued.id).await;
     }

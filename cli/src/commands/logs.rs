@@ -191,11 +191,19 @@ impl Printer {
             OutputLine::AttemptStart { attempt, agent, live } => {
                 let agent = agent.as_deref().map(|a| format!(" on {a}")).unwrap_or_default();
                 let when = if *live { "" } else { " (stored tail)" };
-                frame(&mut out, self.at_line_start, format!("--- attempt {attempt}{agent}{when} ---"));
+                frame(
+                    &mut out,
+                    self.at_line_start,
+                    format!("--- attempt {attempt}{agent}{when} ---"),
+                );
             }
             OutputLine::Chunk { data, skipped, .. } => {
                 if *skipped > 0 {
-                    frame(&mut out, self.at_line_start, format!("[... {skipped} bytes skipped ...]"));
+                    frame(
+                        &mut out,
+                        self.at_line_start,
+                        format!("[... {skipped} bytes skipped ...]"),
+                    );
                     self.at_line_start = true;
                 }
                 out.push_str(&escape_controls(data));
@@ -220,7 +228,9 @@ impl Printer {
                 text.push_str(" ---");
                 frame(&mut out, self.at_line_start, text);
             }
-            OutputLine::End { run_id, state, reason, .. } => {
+            OutputLine::End {
+                run_id, state, reason, ..
+            } => {
                 let reason = reason.as_deref().map(|r| format!(": {r}")).unwrap_or_default();
                 frame(&mut out, self.at_line_start, format!("run {run_id} {state}{reason}"));
             }

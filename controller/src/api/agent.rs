@@ -168,7 +168,7 @@ impl AgentService for AgentApi {
                         }],
                     ),
                     // Chunks are taken in stream order, before the attempt's
-                        // Finished: the buffer is complete when that arrives.
+                    // Finished: the buffer is complete when that arrives.
                     Some(agent_message::Msg::Output(output)) => {
                         live.accept(&agent_id, output).await;
                     }

@@ -53,7 +53,12 @@ pub async fn follow(hub: &LiveOutput, run_id: &str, tx: &Tx) {
     }
 }
 
-async fn walk(hub: &LiveOutput, run_id: &str, tx: &Tx, events: &mut broadcast::Receiver<pb::RunEvent>) -> Result<(), Gone> {
+async fn walk(
+    hub: &LiveOutput,
+    run_id: &str,
+    tx: &Tx,
+    events: &mut broadcast::Receiver<pb::RunEvent>,
+) -> Result<(), Gone> {
     // Attempts whose end was sent; the attempt streamed live (its record
     // gives only the end then, not the stored tail again).
     let mut shown = 0u32;
