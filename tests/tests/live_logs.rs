@@ -392,6 +392,15 @@ async fn a_fast_writer_is_not_held_up_and_the_controller_buffer_stays_bounded() 
     assert!(most_buffered <= 64 * 1024, "{most_buffered} bytes buffered");
     assert!(run.attempts[0].output.ends_with("END\n"), "stored tail");
 
+    // The buffer is freed once the attempt ended and its grace passed.
+    wait_for("the live buffer to be freed", Duration::from_secs(20), || async {
+        match server_info(&ctl).await.live_output_bytes {
+            0 => Ok(()),
+            held => Err(format!("{held} bytes held")),
+        }
+    })
+    .await;
+
     assert_eq!(follower.exit_code(Duration::from_secs(30)), 0);
     let events = follower.events();
     let streamed = chunk_text(&events);

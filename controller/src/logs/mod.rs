@@ -41,7 +41,7 @@ use worker_proto::v1::Output;
 use crate::engine::Engine;
 
 /// How long an ended attempt's buffer is kept for the followers still reading it.
-pub const GRACE: Duration = Duration::from_secs(10);
+pub const GRACE: Duration = Duration::from_secs(5);
 /// How often the sweep runs.
 const SWEEP_EVERY: Duration = Duration::from_secs(1);
 /// A buffer that received nothing this long has its attempt checked against
@@ -128,6 +128,24 @@ impl Entry {
         self.start = end - self.ring.len() as u64;
         self.touched = Instant::now();
         self.progress.send_replace(Progress { end, ended: false });
+    }
+
+    /// The bytes from `offset` on (at most `max`), and how many before them
+    /// the ring no longer holds.
+    fn read(&self, offset: u64, max: usize) -> Read {
+        let from = offset.clamp(self.start, self.end());
+        let skip = (from - self.start) as usize;
+        let take = self.ring.len().saturating_sub(skip).min(max);
+        let data: Vec<u8> = self.ring.range(skip..skip + take).copied().collect();
+        let end = from + take as u64;
+        Read {
+            skipped: from.saturating_sub(offset),
+            data,
+            progress: Progress {
+                end,
+                ended: self.ended_at.is_some() && end == self.end(),
+            },
+        }
     }
 
     fn finish(&mut self) {
@@ -231,19 +249,7 @@ impl LiveOutput {
     /// The bytes of `key` from `offset` on, at most `max` of them (`None`
     /// when its buffer is gone).
     pub fn read_from(&self, key: &AttemptKey, offset: u64, max: usize) -> Option<Read> {
-        let attempts = self.lock();
-        let entry = attempts.get(key)?;
-        let from = offset.max(entry.start);
-        let skip = (from - entry.start) as usize;
-        let take = entry.ring.len().saturating_sub(skip).min(max);
-        let data: Vec<u8> = entry.ring.range(skip..skip + take).copied().collect();
-        let end = from + take as u64;
-        let ended = entry.ended_at.is_some() && end == entry.end();
-        Some(Read {
-            skipped: from.saturating_sub(offset),
-            data,
-            progress: Progress { end, ended },
-        })
+        self.lock().get(key).map(|entry| entry.read(offset, max))
     }
 
     /// Bytes held now, over all attempts.
@@ -325,6 +331,26 @@ mod tests {
         assert_eq!(*entry.progress.borrow(), Progress { end: 21, ended: false });
         entry.finish();
         assert!(entry.progress.borrow().ended);
+    }
+
+    #[test]
+    fn a_follower_behind_the_ring_is_told_what_it_skipped() {
+        let mut entry = Entry::new(Some("a".into()));
+        entry.append(b"0123456789", 4);
+        // Behind: offset 2, the ring holds 6..10.
+        let read = entry.read(2, 100);
+        assert_eq!((read.skipped, read.data.as_slice(), read.progress.end), (4, &b"6789"[..], 10));
+        // In step, in pieces of at most `max`.
+        entry.append(b"abc", 4);
+        let read = entry.read(10, 2);
+        assert_eq!((read.skipped, read.data.as_slice(), read.progress.end), (0, &b"ab"[..], 12));
+        assert!(!read.progress.ended);
+        entry.finish();
+        let read = entry.read(12, 2);
+        assert_eq!(read.data, b"c");
+        assert!(read.progress.ended, "the last byte read and the attempt over");
+        assert!(entry.read(13, 2).data.is_empty());
+        assert!(entry.read(99, 2).data.is_empty(), "past the end: nothing, no panic");
     }
 
     #[test]
