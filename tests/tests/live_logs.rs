@@ -411,3 +411,55 @@ async fn a_fast_writer_is_not_held_up_and_the_controller_buffer_stays_bounded() 
     assert!(streamed.len() < 20_000_000, "{} bytes streamed", streamed.len());
     assert!(streamed.contains("bytes skipped ...]") || skipped > 0, "no skip marker");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn follows_count_against_the_stream_limit_and_end_on_revocation() {
+    use worker_tests::auth::BOOTSTRAP_SECRET as ADMIN;
+    let env = TestEnv::new();
+    env.write_config(CONFIG);
+    let ctl = env
+        .start_controller_with_bootstrap("127.0.0.1:0", &["--max-streams-per-token", "1"])
+        .await;
+    let viewer = ctl.create_token(ADMIN, "viewer-1", "viewer", &[]).await;
+    let agent_token = ctl.create_token(ADMIN, "agent-1", "agent", &[]).await;
+    let _agent = env.start_agent_with_token(&ctl, "a1", &agent_token, ADMIN, &[]).await;
+    let enqueued = ctl
+        .cli_with_token(ADMIN, &["enqueue", "slow"])
+        .await
+        .expect_code(0)
+        .json();
+    let id = enqueued["id"].as_str().unwrap().to_string();
+
+    let follow = |token: String| {
+        let ctl = &ctl;
+        let id = id.clone();
+        async move {
+            ctl.client_with_token(Some(&token))
+                .await
+                .follow_run_output(pb::FollowRunOutputRequest { run_id: id })
+                .await
+        }
+    };
+    let mut stream = follow(viewer.clone()).await.expect("a viewer follows").into_inner();
+    let second = follow(viewer.clone())
+        .await
+        .expect_err("a second stream past the limit of 1");
+    assert_eq!(second.code(), tonic::Code::ResourceExhausted, "{second:?}");
+
+    ctl.cli_with_token(ADMIN, &["tokens", "revoke", "viewer-1"])
+        .await
+        .expect_code(0);
+    let ended = tokio::time::timeout(Duration::from_secs(5), async {
+        loop {
+            match stream.message().await {
+                Ok(Some(_)) => continue,
+                other => return other,
+            }
+        }
+    })
+    .await
+    .expect("the follow did not end within 5 s of the revocation");
+    let status = ended.expect_err("the follow ended without an error");
+    assert_eq!(status.code(), tonic::Code::Unauthenticated, "{status:?}");
+    assert!(status.message().contains("\"viewer-1\" was revoked"), "{status:?}");
+}

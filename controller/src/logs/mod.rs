@@ -339,11 +339,17 @@ mod tests {
         entry.append(b"0123456789", 4);
         // Behind: offset 2, the ring holds 6..10.
         let read = entry.read(2, 100);
-        assert_eq!((read.skipped, read.data.as_slice(), read.progress.end), (4, &b"6789"[..], 10));
+        assert_eq!(
+            (read.skipped, read.data.as_slice(), read.progress.end),
+            (4, &b"6789"[..], 10)
+        );
         // In step, in pieces of at most `max`.
         entry.append(b"abc", 4);
         let read = entry.read(10, 2);
-        assert_eq!((read.skipped, read.data.as_slice(), read.progress.end), (0, &b"ab"[..], 12));
+        assert_eq!(
+            (read.skipped, read.data.as_slice(), read.progress.end),
+            (0, &b"ab"[..], 12)
+        );
         assert!(!read.progress.ended);
         entry.finish();
         let read = entry.read(12, 2);
