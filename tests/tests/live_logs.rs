@@ -63,6 +63,8 @@ fn now_ns() -> i128 {
 struct Follower {
     proc: ProcGuard,
     lines: Arc<Mutex<Vec<(String, i128)>>>,
+    /// Set when stdout reached its end and every line is in `lines`.
+    read_all: Arc<std::sync::atomic::AtomicBool>,
 }
 
 impl Follower {
@@ -75,12 +77,15 @@ impl Follower {
         let (proc, rx) = ProcGuard::spawn(name, cmd, env.path().join(format!("{name}.stderr")));
         let lines = Arc::new(Mutex::new(Vec::new()));
         let sink = lines.clone();
+        let read_all = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let done = read_all.clone();
         std::thread::spawn(move || {
             while let Ok(line) = rx.recv() {
                 sink.lock().unwrap().push((line, now_ns()));
             }
+            done.store(true, std::sync::atomic::Ordering::Release);
         });
-        Follower { proc, lines }
+        Follower { proc, lines, read_all }
     }
 
     fn lines(&self) -> Vec<(String, i128)> {
@@ -108,12 +113,12 @@ impl Follower {
             .proc
             .wait_timeout(timeout)
             .unwrap_or_else(|| panic!("workerctl did not exit; stdout so far:\n{}", self.text()));
-        // The reader thread may still hold the last lines for a moment.
-        let deadline = Instant::now() + Duration::from_secs(2);
-        while Instant::now() < deadline && !self.text().contains("\n") {
-            std::thread::sleep(Duration::from_millis(10));
+        // The reader threads may still hold the last lines for a moment.
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while !self.read_all.load(std::sync::atomic::Ordering::Acquire) {
+            assert!(Instant::now() < deadline, "stdout not closed after the exit");
+            std::thread::sleep(Duration::from_millis(5));
         }
-        std::thread::sleep(Duration::from_millis(50));
         status.code().unwrap_or(-1)
     }
 
