@@ -283,6 +283,12 @@ pub async fn stored(ctx: &mut Ctx, run_id: String) -> anyhow::Result<()> {
     for event in stored_events(&run) {
         printer.event(event)?;
     }
+    if ctx.format == Format::Table && printer.end.is_none() {
+        eprintln!(
+            "note: run {} is {}; `runs logs {} --follow` shows its output as it comes",
+            run.id, run.state, run.id
+        );
+    }
     Ok(())
 }
 
