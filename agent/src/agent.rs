@@ -31,6 +31,7 @@ use worker_proto::v1::{Ack, Assignment, Cancel, Finished, Heartbeat, Hello, InFl
 
 use crate::connection::{Backoff, Connector, Session, SessionEvent};
 use crate::executor::{self, Context, Report, StopHandle, StopSignal};
+use crate::live::{LiveOutput, SharedLink, spawn_flusher};
 use crate::{AgentConfig, AgentError};
 
 /// How long a draining agent waits for the last `Ack`s once nothing runs.
@@ -38,6 +39,9 @@ const ACK_WAIT: Duration = Duration::from_secs(5);
 /// Extra time, after drain grace plus kill grace, before a drain gives up on
 /// attempts that did not report (a safety net; executors always report).
 const DRAIN_SLACK: Duration = Duration::from_secs(5);
+
+/// How long an ended attempt waits for its live output to be queued.
+const FLUSH_WAIT: Duration = Duration::from_secs(2);
 
 /// (run id, attempt): identifies an attempt on the wire.
 type Key = (String, u32);
@@ -125,6 +129,8 @@ pub(crate) struct Agent {
     unacked: BTreeMap<Key, Finished>,
     done_tx: mpsc::UnboundedSender<Completion>,
     drain: Option<Drain>,
+    /// The open session's stream, for the attempts' live output.
+    output_link: SharedLink,
 }
 
 impl Agent {
@@ -143,6 +149,7 @@ impl Agent {
             unacked: BTreeMap::new(),
             done_tx,
             drain: None,
+            output_link: SharedLink::default(),
         };
         tracing::info!(
             agent_id = %agent.agent_id,
@@ -199,6 +206,7 @@ impl Agent {
                     );
                     warned = false;
                     backoff.reset();
+                    agent.set_output_link(Some(session.output_link()));
                     link = Link::Up(session);
                     agent.on_connected(&link);
                 }
@@ -219,6 +227,7 @@ impl Agent {
                 }
                 Event::Link(LinkEvent::Lost(error)) => {
                     tracing::warn!(%error, running = agent.running.len(), "connection to controller lost; reconnecting");
+                    agent.set_output_link(None);
                     warned = true;
                     link = Link::Down {
                         retry_at: Instant::now() + backoff.next_delay(),
@@ -232,6 +241,11 @@ impl Agent {
                 Event::Link(LinkEvent::Message(msg)) => agent.on_message(*msg, &link),
             }
         }
+    }
+
+    /// Where live output goes from now on (`None`: it waits for a session).
+    fn set_output_link(&self, link: Option<crate::live::OutputLink>) {
+        *self.output_link.lock().unwrap_or_else(|e| e.into_inner()) = link;
     }
 
     fn hello(&self) -> Hello {
@@ -337,6 +351,8 @@ impl Agent {
 
         let (handle, stop) = StopSignal::new(attempt_timeout(&assignment));
         self.running.insert(key.clone(), handle);
+        let live = LiveOutput::new();
+        let flusher = spawn_flusher(live.clone(), self.output_link.clone(), key.0.clone(), key.1);
         let ctx = Context {
             run_id: assignment.run_id,
             attempt: assignment.attempt,
@@ -344,6 +360,7 @@ impl Agent {
             payload: assignment.payload,
             kill_grace: self.config.kill_grace,
             output_cap: self.config.output_cap,
+            live: Some(live.clone()),
         };
         let spec = assignment.executor;
         let enabled = self.config.executors.clone();
@@ -355,6 +372,11 @@ impl Agent {
                 Ok(report) => report,
                 Err(error) => Report::failed(format!("executor task failed: {error}"), false),
             };
+            // The last output goes out before the result (same stream, in order).
+            live.close();
+            if tokio::time::timeout(FLUSH_WAIT, flusher).await.is_err() {
+                tracing::warn!(run_id = %key.0, attempt = key.1, "live output flusher did not finish");
+            }
             let finished = Finished {
                 run_id: key.0.clone(),
                 attempt: key.1,

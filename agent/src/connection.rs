@@ -10,18 +10,25 @@
 //!
 //! Outgoing messages go through an unbounded channel wrapped in a stream that
 //! tonic sends from; they are small and few (one heartbeat per interval, a
-//! handful per attempt), so the sender never has to wait.
+//! handful per attempt), so the sender never has to wait. Live output shares
+//! the channel (so it stays in order with `Finished`) but is bounded apart:
+//! the stream counts output bytes out as tonic takes them, and the flushers
+//! hold back while [`crate::live::MAX_IN_FLIGHT`] bytes are queued.
 
+use std::sync::Arc;
+use std::sync::atomic::AtomicUsize;
 use std::time::Duration;
 
 use tokio::sync::mpsc;
 use tokio::time::{Interval, MissedTickBehavior};
+use tokio_stream::StreamExt as _;
 use tokio_stream::wrappers::UnboundedReceiverStream;
 use tonic::metadata::AsciiMetadataValue;
 use tonic::transport::Endpoint;
 use worker_proto::v1::agent_service_client::AgentServiceClient;
 use worker_proto::v1::{AgentMessage, ControllerMessage, Hello, Welcome, agent_message, controller_message};
 
+use crate::live::OutputLink;
 use crate::{AgentConfig, AgentError};
 
 /// How long the controller may take to answer `Hello` with `Welcome`.
@@ -81,7 +88,13 @@ impl Connector {
         let _ = tx.send(AgentMessage {
             msg: Some(agent_message::Msg::Hello(hello)),
         });
-        let mut request = tonic::Request::new(UnboundedReceiverStream::new(rx));
+        let in_flight = Arc::new(AtomicUsize::new(0));
+        let taken = in_flight.clone();
+        let outgoing = UnboundedReceiverStream::new(rx).map(move |message| {
+            OutputLink::taken(&taken, &message);
+            message
+        });
+        let mut request = tonic::Request::new(outgoing);
         if let Some(auth) = &self.auth {
             request.metadata_mut().insert("authorization", auth.clone());
         }
@@ -107,6 +120,7 @@ impl Connector {
         heartbeat.set_missed_tick_behavior(MissedTickBehavior::Delay);
         Ok(Box::new(Session {
             tx,
+            in_flight,
             inbound,
             heartbeat,
             welcome,
@@ -127,6 +141,8 @@ pub(crate) enum SessionEvent {
 /// An open `Connect` stream after a successful handshake.
 pub(crate) struct Session {
     tx: mpsc::UnboundedSender<AgentMessage>,
+    /// Live-output bytes queued on `tx` and not yet taken by the transport.
+    in_flight: Arc<AtomicUsize>,
     inbound: tonic::Streaming<ControllerMessage>,
     heartbeat: Interval,
     /// The controller's `Welcome`.
@@ -137,6 +153,11 @@ impl Session {
     /// Queues `msg` for sending. A failure shows up as [`SessionEvent::Closed`].
     pub(crate) fn send(&self, msg: agent_message::Msg) {
         let _ = self.tx.send(AgentMessage { msg: Some(msg) });
+    }
+
+    /// The session's stream as the live-output flushers use it.
+    pub(crate) fn output_link(&self) -> OutputLink {
+        OutputLink::new(self.tx.clone(), self.in_flight.clone())
     }
 
     /// Waits for the next message or heartbeat tick. Cancel-safe.

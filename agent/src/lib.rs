@@ -19,6 +19,8 @@
 //! * [`executor`] — running one attempt: [`executor::shell`] (a process group)
 //!   and [`executor::builtin`] (`noop`, `sleep`).
 //! * [`output`] — the capped output tail kept per attempt.
+//! * [`live`] — the attempt's output streamed to the controller while it
+//!   runs: batched, bounded, never blocking the job.
 //! * [`tls`] — TLS of the connection (`https://`, CA file, client
 //!   certificate), and the PEM loading the controller shares.
 //!
@@ -54,6 +56,7 @@ pub mod config;
 mod connection;
 mod error;
 pub mod executor;
+pub mod live;
 pub mod output;
 pub mod tls;
 

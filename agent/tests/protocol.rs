@@ -34,7 +34,7 @@ impl Peer {
             .unwrap();
     }
 
-    /// The next message other than a heartbeat (panics after 3 s).
+    /// The next message other than a heartbeat or live output (panics after 3 s).
     async fn recv(&mut self) -> Out {
         let deadline = tokio::time::Instant::now() + Duration::from_secs(3);
         loop {
@@ -45,7 +45,7 @@ impl Peer {
                 .expect("stream open")
                 .msg
                 .expect("message set");
-            if !matches!(msg, Out::Heartbeat(_)) {
+            if !matches!(msg, Out::Heartbeat(_) | Out::Output(_)) {
                 return msg;
             }
         }
@@ -324,4 +324,61 @@ async fn invalid_config_is_rejected_up_front() {
     config.capacity = 0;
     let err = worker_agent::run(config, std::future::pending()).await.unwrap_err();
     assert!(err.to_string().contains("capacity"), "{err}");
+}
+
+#[tokio::test]
+async fn live_output_is_batched_and_sent_before_finished() {
+    let (url, mut peers) = fake_controller().await;
+    let (stop_tx, stop_rx) = oneshot::channel::<()>();
+    let agent = tokio::spawn(worker_agent::run(config(&url), async move {
+        let _ = stop_rx.await;
+    }));
+    let mut peer = next_peer(&mut peers).await;
+    handshake(&mut peer).await;
+    assert!(matches!(peer.recv().await, Out::Pull(_)));
+    // 200 small writes, then a pause (a chunk goes out while the job runs),
+    // then the last line.
+    peer.send(In::Assignment(Assignment {
+        run_id: "r1".into(),
+        attempt: 1,
+        job: "test.job".into(),
+        executor: Some(ExecutorSpec {
+            kind: Some(Kind::Shell(worker_proto::v1::ShellSpec {
+                script: "i=0; while [ $i -lt 200 ]; do echo line$i; i=$((i+1)); done; sleep 0.5; echo last".into(),
+                ..Default::default()
+            })),
+        }),
+        ..Default::default()
+    }))
+    .await;
+    let mut outputs = Vec::new();
+    let finished = loop {
+        let msg = tokio::time::timeout(Duration::from_secs(5), peer.inbound.message())
+            .await
+            .expect("a message within 5 s")
+            .unwrap()
+            .unwrap()
+            .msg
+            .unwrap();
+        match msg {
+            Out::Output(output) => outputs.push(output),
+            Out::Finished(finished) => break finished,
+            _ => {}
+        }
+    };
+    assert_eq!(finished.outcome, "succeeded");
+    let seqs: Vec<u64> = outputs.iter().map(|o| o.seq).collect();
+    assert_eq!(seqs, (1..=outputs.len() as u64).collect::<Vec<_>>());
+    assert!(outputs.iter().all(|o| o.run_id == "r1" && o.attempt == 1));
+    // Batched: far fewer messages than writes; the pause splits them.
+    assert!((2..=10).contains(&outputs.len()), "{} Output messages", outputs.len());
+    let streamed: Vec<u8> = outputs.into_iter().flat_map(|o| o.data).collect();
+    assert_eq!(String::from_utf8(streamed).unwrap(), finished.output_tail);
+    peer.send(ack("r1")).await;
+    stop_tx.send(()).unwrap();
+    tokio::time::timeout(Duration::from_secs(2), agent)
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
 }

@@ -167,7 +167,7 @@ pub struct EnqueueArgs {
     #[arg(
         long,
         value_name = "FILE",
-        conflicts_with_all = ["job", "payload", "priority", "depends_on", "key", "delay", "at", "wait", "timeout"]
+        conflicts_with_all = ["job", "payload", "priority", "depends_on", "key", "delay", "at", "wait", "timeout", "follow"]
     )]
     pub batch: Option<String>,
 
@@ -212,6 +212,11 @@ pub struct RunOptions {
     /// With --wait: give up after this long (e.g. 30s, 5m, 1h30m; 0 = never).
     #[arg(long, value_name = "DUR", requires = "wait", value_parser = parse_ms)]
     pub timeout: Option<u64>,
+
+    /// Print the run's output as it arrives, then its result; exit 1 unless
+    /// it succeeded (`-o json`: one object per line).
+    #[arg(long, conflicts_with = "wait")]
+    pub follow: bool,
 }
 
 /// `workerctl runs ...`
@@ -234,6 +239,15 @@ pub enum RunsCmd {
     Get {
         /// Run id.
         id: String,
+    },
+    /// Print a run's output: the stored tail of each attempt, or with
+    /// --follow live until the run ends (exit 1 unless it succeeded).
+    Logs {
+        /// Run id.
+        id: String,
+        /// Follow the output as the job writes it, then print the result.
+        #[arg(short, long)]
+        follow: bool,
     },
     /// Cancel a run that has not ended, or every unfinished run of a workflow.
     Cancel(CancelTarget),

@@ -130,6 +130,7 @@ impl ControllerService for Mock {
     }
 
     type WatchEventsStream = tokio_stream::Empty<Result<pb::RunEvent, Status>>;
+    type FollowRunOutputStream = tokio_stream::Empty<Result<pb::OutputEvent, Status>>;
 
     async fn list_jobs(&self, request: Request<pb::ListJobsRequest>) -> Result<Response<pb::ListJobsResponse>, Status> {
         match request.metadata().get("authorization").and_then(|v| v.to_str().ok()) {
@@ -332,6 +333,12 @@ impl ControllerService for Mock {
         &self,
         _: Request<pb::WatchEventsRequest>,
     ) -> Result<Response<Self::WatchEventsStream>, Status> {
+        unimplemented()
+    }
+    async fn follow_run_output(
+        &self,
+        _: Request<pb::FollowRunOutputRequest>,
+    ) -> Result<Response<Self::FollowRunOutputStream>, Status> {
         unimplemented()
     }
     async fn server_info(&self, _: Request<pb::ServerInfoRequest>) -> Result<Response<pb::ServerInfoResponse>, Status> {

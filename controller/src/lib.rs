@@ -26,6 +26,7 @@
 //! * [`server`]: wiring everything together in [`run`], supervision, shutdown;
 //! * [`tls`]: gRPC over TLS and the client certificates required of agents;
 //! * [`limits`]: every size and count limit, `--limit NAME=VALUE`;
+//! * [`logs`]: live output of running attempts, for `FollowRunOutput`;
 //! * [`error`], [`time`]: the error type and its gRPC codes; clocks and
 //!   timestamps.
 //!
@@ -40,6 +41,7 @@ pub mod engine;
 pub mod error;
 pub mod job;
 pub mod limits;
+pub mod logs;
 pub mod model;
 pub mod scheduler;
 pub mod server;

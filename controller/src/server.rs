@@ -208,6 +208,9 @@ pub async fn run(
     loops.spawn("timer loop", engine.clone().timer_loop(stop_rx.clone()));
     loops.spawn("scheduler", crate::scheduler::run(engine.clone(), stop_rx.clone()));
 
+    let live_output = crate::logs::LiveOutput::new(engine.clone());
+    loops.spawn("live output sweep", live_output.clone().sweep_loop(stop_rx.clone()));
+
     let (health_reporter, health_service) = tonic_health::server::health_reporter();
     health_reporter
         .set_serving::<ControllerServiceServer<ControllerApi>>()
@@ -235,13 +238,16 @@ pub async fn run(
         .add_service(reflection)
         .add_service(
             ControllerServiceServer::new(
-                ControllerApi::new(engine.clone(), alerts, stop_rx.clone(), &config.db_url).with_tokens(tokens.clone()),
+                ControllerApi::new(engine.clone(), alerts, stop_rx.clone(), &config.db_url)
+                    .with_tokens(tokens.clone())
+                    .with_live_output(live_output.clone()),
             )
             .max_decoding_message_size(grpc_message_bytes),
         )
         .add_service(
             AgentServiceServer::new(
                 AgentApi::new(engine.clone(), stop_rx.clone(), results_tx)
+                    .with_live_output(live_output)
                     .require_client_certificates(require_client_certificates),
             )
             .max_decoding_message_size(grpc_message_bytes),

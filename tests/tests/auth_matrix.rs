@@ -144,6 +144,10 @@ async fn call(client: &mut AuthedClient, agent: &mut AuthedAgentClient, method: 
             .watch_events(pb::WatchEventsRequest { job: none() })
             .await
             .map(drop),
+        "ControllerService/FollowRunOutput" => client
+            .follow_run_output(pb::FollowRunOutputRequest { run_id: none() })
+            .await
+            .map(drop),
         "ControllerService/ServerInfo" => client.server_info(pb::ServerInfoRequest {}).await.map(drop),
         "ControllerService/ListAlertChannels" => client
             .list_alert_channels(pb::ListAlertChannelsRequest {})

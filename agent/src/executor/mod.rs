@@ -121,6 +121,9 @@ pub struct Context {
     pub kill_grace: Duration,
     /// Bytes of output tail to keep.
     pub output_cap: usize,
+    /// Where output also goes while the attempt runs, to be streamed to the
+    /// controller (`None`: not streamed).
+    pub live: Option<crate::live::LiveOutput>,
 }
 
 /// Why a running attempt must stop.
@@ -212,6 +215,7 @@ mod tests {
             payload: String::new(),
             kill_grace: Duration::from_millis(300),
             output_cap: 64 * 1024,
+            live: None,
         }
     }
 

@@ -5,7 +5,8 @@
 //! * The environment is the agent's plus the spec's `env`, plus
 //!   `WORKER_RUN_ID`, `WORKER_ATTEMPT` and `WORKER_JOB`; `cwd` is honoured.
 //! * The payload JSON is written to stdin, which is then closed.
-//! * stdout and stderr feed one shared [`TailBuffer`].
+//! * stdout and stderr feed one shared [`TailBuffer`], and the attempt's
+//!   [`LiveOutput`] when it is streamed (a push that never waits).
 //!
 //! The child is started with `process_group(0)`, so it and everything it forks
 //! share a process group whose id is the child's pid. Timeout and cancel kill
@@ -26,6 +27,7 @@ use tokio::time::Instant;
 use worker_proto::v1::ShellSpec;
 
 use super::{Context, Report, StopSignal};
+use crate::live::LiveOutput;
 use crate::output::TailBuffer;
 
 /// How long to wait for the output pipes to close after the process exited on
@@ -60,8 +62,14 @@ pub async fn run(spec: &ShellSpec, ctx: &Context, mut stop: StopSignal) -> Repor
         })
     });
     let readers: Vec<JoinHandle<()>> = [
-        child.stdout.take().map(|out| spawn_reader(out, tail.clone())),
-        child.stderr.take().map(|err| spawn_reader(err, tail.clone())),
+        child
+            .stdout
+            .take()
+            .map(|out| spawn_reader(out, tail.clone(), ctx.live.clone())),
+        child
+            .stderr
+            .take()
+            .map(|err| spawn_reader(err, tail.clone(), ctx.live.clone())),
     ]
     .into_iter()
     .flatten()
@@ -132,8 +140,8 @@ fn build_command(spec: &ShellSpec, ctx: &Context) -> Result<(Command, String), S
     Ok((command, program))
 }
 
-/// Copies everything `pipe` yields into the shared tail.
-fn spawn_reader<R>(mut pipe: R, tail: Arc<Mutex<TailBuffer>>) -> JoinHandle<()>
+/// Copies everything `pipe` yields into the shared tail and the live output.
+fn spawn_reader<R>(mut pipe: R, tail: Arc<Mutex<TailBuffer>>, live: Option<LiveOutput>) -> JoinHandle<()>
 where
     R: AsyncRead + Unpin + Send + 'static,
 {
@@ -142,7 +150,12 @@ where
         loop {
             match pipe.read(&mut buf).await {
                 Ok(0) | Err(_) => break,
-                Ok(n) => tail.lock().unwrap_or_else(|e| e.into_inner()).push(&buf[..n]),
+                Ok(n) => {
+                    tail.lock().unwrap_or_else(|e| e.into_inner()).push(&buf[..n]);
+                    if let Some(live) = &live {
+                        live.push(&buf[..n]);
+                    }
+                }
             }
         }
     })

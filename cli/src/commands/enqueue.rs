@@ -47,8 +47,9 @@ pub async fn run(ctx: &mut Ctx, args: EnqueueArgs) -> anyhow::Result<()> {
     }
 }
 
-/// Enqueues one run of `job`; prints its id (and whether it is a duplicate), or
-/// with `--wait` the finished run (exit 1 unless it succeeded).
+/// Enqueues one run of `job`; prints its id (and whether it is a duplicate),
+/// with `--wait` the finished run, with `--follow` its output as it comes
+/// (both: exit 1 unless it succeeded).
 pub async fn run_one(ctx: &mut Ctx, job: String, opts: RunOptions, trigger: Trigger) -> anyhow::Result<()> {
     let payload = match &opts.payload {
         Some(text) => read_payload(text)?,
@@ -68,6 +69,20 @@ pub async fn run_one(ctx: &mut Ctx, job: String, opts: RunOptions, trigger: Trig
     let response = ctx.client.enqueue(request).await?.into_inner();
     let enqueued =
         Enqueued::from_proto(response).ok_or_else(|| CliError::failed("the controller answered without a run"))?;
+    if opts.follow {
+        if ctx.format == Format::Table {
+            eprintln!(
+                "run {}{}",
+                enqueued.id,
+                if enqueued.duplicate {
+                    " (duplicate of an existing run)"
+                } else {
+                    ""
+                }
+            );
+        }
+        return super::logs::follow(ctx, enqueued.id).await;
+    }
     if !opts.wait {
         if enqueued.duplicate && ctx.format == Format::Table {
             eprintln!("{DUPLICATE_NOTE}");

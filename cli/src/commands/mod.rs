@@ -7,6 +7,7 @@ pub mod batch;
 pub mod dlq;
 pub mod enqueue;
 pub mod jobs;
+pub mod logs;
 pub mod packaging;
 pub mod queue;
 pub mod runs;

@@ -1,4 +1,5 @@
-//! `runs list|get|cancel|retry` (`cancel --workflow`), and the run renderings shared with `enqueue`,
+//! `runs list|get|logs|cancel|retry` (`cancel --workflow`; `logs` is in
+//! [`super::logs`]), and the run renderings shared with `enqueue`,
 //! `queue list` and `dlq list`.
 
 use worker_proto::v1 as pb;
@@ -21,6 +22,8 @@ pub async fn run(ctx: &mut Ctx, cmd: RunsCmd) -> anyhow::Result<()> {
             let reply = ctx.client.list_runs(request).await?.into_inner();
             return emit_page(ctx, reply);
         }
+        RunsCmd::Logs { id, follow: true } => return super::logs::follow(ctx, id).await,
+        RunsCmd::Logs { id, follow: false } => return super::logs::stored(ctx, id).await,
         RunsCmd::Get { id } => ctx.client.get_run(pb::GetRunRequest { id }).await?.into_inner().into(),
         RunsCmd::Cancel(CancelTarget { workflow: Some(id), .. }) => {
             let runs = ctx

@@ -10,6 +10,9 @@
 //! token is refused (`PermissionDenied`), so one agent cannot take over
 //! another's stream or report its attempts. The stream ends with the token's
 //! revocation (or expiry) and counts against the token's stream limit.
+//!
+//! `Output` chunks go to the live-output hub ([`crate::logs`]), which keeps
+//! only those of attempts the engine has running on this very agent.
 
 use std::pin::Pin;
 use std::sync::Arc;
@@ -38,6 +41,8 @@ pub struct AgentApi {
     client_certificates_required: bool,
     /// Agent id → name of the token that first connected with it.
     owners: Arc<std::sync::Mutex<std::collections::HashMap<String, String>>>,
+    /// Where `Output` chunks go (shared with the client service).
+    live: Arc<crate::logs::LiveOutput>,
 }
 
 impl AgentApi {
@@ -49,6 +54,7 @@ impl AgentApi {
         results: mpsc::UnboundedSender<ResultMessage>,
     ) -> Self {
         AgentApi {
+            live: crate::logs::LiveOutput::new(engine.clone()),
             engine,
             shutdown,
             results,
@@ -74,6 +80,12 @@ impl AgentApi {
                 Ok(())
             }
         }
+    }
+
+    /// Feeds `Output` chunks to `live`, the hub `FollowRunOutput` reads.
+    pub fn with_live_output(mut self, live: Arc<crate::logs::LiveOutput>) -> Self {
+        self.live = live;
+        self
     }
 
     /// Refuse agent streams that came without a verified TLS client
@@ -119,6 +131,7 @@ impl AgentService for AgentApi {
         let agent_id = hello.agent_id.clone();
         let mut shutdown = self.shutdown.clone();
         let results = self.results.clone();
+        let live = self.live.clone();
         tokio::spawn(async move {
             let _stream_guard = stream_guard;
             let ended = principal.ended();
@@ -154,7 +167,13 @@ impl AgentService for AgentApi {
                             attempt: started.attempt,
                         }],
                     ),
+                    // Chunks are taken in stream order, before the attempt's
+                    // Finished: the buffer is complete when that arrives.
+                    Some(agent_message::Msg::Output(output)) => {
+                        live.accept(&agent_id, output).await;
+                    }
                     Some(agent_message::Msg::Finished(finished)) => {
+                        live.finished(&agent_id, &finished.run_id, finished.attempt);
                         let message = ResultMessage {
                             agent_id: agent_id.clone(),
                             finished,

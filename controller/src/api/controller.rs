@@ -33,6 +33,8 @@ pub struct ControllerApi {
     store_kind: &'static str,
     /// Tokens (`None`: the token calls are unimplemented).
     tokens: Option<Arc<crate::auth::Tokens>>,
+    /// Live output of running attempts (shared with the agent service).
+    live: Arc<crate::logs::LiveOutput>,
 }
 
 impl ControllerApi {
@@ -50,6 +52,7 @@ impl ControllerApi {
             "sqlite"
         };
         ControllerApi {
+            live: crate::logs::LiveOutput::new(engine.clone()),
             engine,
             alerts,
             shutdown,
@@ -62,6 +65,12 @@ impl ControllerApi {
     /// Serves the token calls from `tokens`.
     pub fn with_tokens(mut self, tokens: Arc<crate::auth::Tokens>) -> Self {
         self.tokens = Some(tokens);
+        self
+    }
+
+    /// Serves `FollowRunOutput` from `live`, the hub the agent service feeds.
+    pub fn with_live_output(mut self, live: Arc<crate::logs::LiveOutput>) -> Self {
+        self.live = live;
         self
     }
 
@@ -437,7 +446,18 @@ impl ControllerService for ControllerApi {
             started_at: rfc3339(self.started_at),
             connected_agents,
             live_runs,
+            live_output_bytes: self.live.buffered_bytes(),
+            ignored_output_chunks: self.live.ignored_chunks(),
         }))
+    }
+
+    type FollowRunOutputStream = super::logs::OutputStream;
+
+    async fn follow_run_output(
+        &self,
+        request: Request<pb::FollowRunOutputRequest>,
+    ) -> Result<Response<Self::FollowRunOutputStream>, Status> {
+        super::logs::follow_run_output(&self.live, self.shutdown.clone(), request).await
     }
 
     type WatchEventsStream = EventStream;

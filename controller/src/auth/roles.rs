@@ -99,6 +99,7 @@ pub const MATRIX: &[(&str, &[Role])] = &[
     ("ControllerService/SetJobEnabled", MANAGE),
     ("ControllerService/DeleteJob", MANAGE),
     ("ControllerService/WatchEvents", FOLLOW),
+    ("ControllerService/FollowRunOutput", READ),
     ("ControllerService/ServerInfo", FOLLOW),
     ("ControllerService/ListAlertChannels", READ),
     ("ControllerService/PutAlertChannel", ADMIN),

@@ -219,6 +219,17 @@ impl Engine {
             .collect()
     }
 
+    /// The agent id and attempt number of `run_id` while it runs (`None`
+    /// otherwise): whom live output of the run may come from.
+    pub async fn attempt_holder(&self, run_id: &str) -> Option<(String, u32)> {
+        let core = self.lock_core().await;
+        let run = core.live.get(run_id)?;
+        if run.state != crate::model::RunState::Running {
+            return None;
+        }
+        Some((run.agent_id()?.to_string(), run.attempt))
+    }
+
     /// Queue depths.
     pub async fn queue_stats(&self) -> Result<QueueStatsView> {
         let now = self.now();
