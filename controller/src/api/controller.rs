@@ -491,7 +491,7 @@ impl ControllerApi {
         let jobs = self.engine.jobs();
         let def = jobs
             .get(job)
-            .ok_or_else(|| Error::not_found(format!("job \"{}\" is not defined", crate::limits::echo(&job))))?;
+            .ok_or_else(|| Error::not_found(format!("job \"{}\" is not defined", crate::limits::echo(job))))?;
         self.schedule_of(def, &cursors, &paused, &failures)
             .ok_or_else(|| Error::precondition(format!("job \"{job}\" has no schedule")).into())
     }

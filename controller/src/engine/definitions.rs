@@ -167,7 +167,7 @@ impl Engine {
             .jobs()
             .entry(name)
             .cloned()
-            .ok_or_else(|| Error::not_found(format!("job \"{}\" is not defined", crate::limits::echo(&name))))?;
+            .ok_or_else(|| Error::not_found(format!("job \"{}\" is not defined", crate::limits::echo(name))))?;
         let mut spec = entry.spec.clone();
         spec.insert(Value::String("enabled".into()), Value::Bool(enabled));
         let lookup = crate::config::env::lookup;
@@ -186,7 +186,7 @@ impl Engine {
         if current.get(name).is_none() {
             return Err(Error::not_found(format!(
                 "job \"{}\" is not defined",
-                crate::limits::echo(&name)
+                crate::limits::echo(name)
             )));
         }
         let dependents: Vec<&str> = current
@@ -236,7 +236,7 @@ impl Engine {
             .jobs()
             .get(name)
             .cloned()
-            .ok_or_else(|| Error::not_found(format!("job \"{}\" is not defined", crate::limits::echo(&name))))?;
+            .ok_or_else(|| Error::not_found(format!("job \"{}\" is not defined", crate::limits::echo(name))))?;
         if job.schedule.is_none() {
             return Err(Error::precondition(format!("job \"{name}\" has no schedule")));
         }

@@ -18,7 +18,7 @@ use crate::time::parse_rfc3339;
 
 /// The error of an item whose job is no longer defined.
 pub(super) fn undefined(job: &str) -> Error {
-    Error::not_found(format!("job \"{}\" is not defined", crate::limits::echo(&job)))
+    Error::not_found(format!("job \"{}\" is not defined", crate::limits::echo(job)))
 }
 
 /// A validated item of a request.
@@ -121,10 +121,7 @@ pub(super) fn upstream_chain(jobs: &JobSet, job: &JobDef) -> Result<Vec<Arc<JobD
     let mut seen: BTreeSet<String> = BTreeSet::new();
     fn walk(jobs: &JobSet, name: &str, seen: &mut BTreeSet<String>, order: &mut Vec<Arc<JobDef>>) -> Result<()> {
         let job = jobs.get(name).ok_or_else(|| {
-            Error::precondition(format!(
-                "upstream job \"{}\" is not defined",
-                crate::limits::echo(&name)
-            ))
+            Error::precondition(format!("upstream job \"{}\" is not defined", crate::limits::echo(name)))
         })?;
         for upstream in &job.depends_on {
             if seen.insert(upstream.clone()) {
