@@ -341,6 +341,23 @@ mod tests {
         Args::try_parse_from(std::iter::once("worker-controller").chain(args.iter().copied()))
     }
 
+    /// `--http-listen` takes an address or `off`; the last one given wins
+    /// (test harnesses pass a default first); `--log-format` is text or json.
+    #[test]
+    fn http_listen_and_log_format_flags() {
+        assert_eq!(
+            parse(&[]).unwrap().http_listen.0,
+            Some("127.0.0.1:7080".parse().unwrap())
+        );
+        assert_eq!(parse(&["--http-listen", "off"]).unwrap().http_listen.0, None);
+        let twice = parse(&["--http-listen", "127.0.0.1:0", "--http-listen", "off"]).unwrap();
+        assert_eq!(twice.http_listen.0, None);
+        let err = parse(&["--http-listen", "nowhere"]).unwrap_err().to_string();
+        assert!(err.contains("invalid address \"nowhere\""), "{err}");
+        assert_eq!(parse(&["--log-format", "json"]).unwrap().log_format, "json");
+        assert!(parse(&["--log-format", "xml"]).is_err());
+    }
+
     /// The duration flags read the grammar of `worker_duration`, as the config
     /// files, the agent and workerctl do: `30s` and a bare `0` are durations, a
     /// bare `30` is refused with the shared message.
