@@ -70,7 +70,7 @@ start_controller() {
     local out=$WORK/$1.out
     : > "$out"
     EXEC_AT=$EPOCHREALTIME
-    $R/worker-controller --config "$WORK/config" --db "$DB" --grpc-listen 127.0.0.1:0 \
+    $R/worker-controller --config "$WORK/config" --db "$DB" --grpc-listen 127.0.0.1:0 --http-listen 127.0.0.1:0 \
         > >(while IFS= read -r line; do printf '%s %s\n' "$EPOCHREALTIME" "$line"; done > "$out") \
         2> "$WORK/$1.err" &
     CTL=$!
@@ -88,6 +88,7 @@ wait_ready() {
     done
     READY_AT=${line%% *}
     ADDR=${line##*grpc=}
+    ADDR=${ADDR%% *}
 }
 
 # stop_controller: SIGTERM, then waits for the exit (SIGKILL after

@@ -15,10 +15,11 @@ DB=${1:-sqlite://$WORK/worker.db}
 ulimit -n 65536 2>/dev/null || true
 mkdir -p "$WORK/config" && printf 'jobs: {}\n' > "$WORK/config/scheduler.yaml"
 
-RUST_LOG=warn $R/worker-controller --config "$WORK/config" --db "$DB" --grpc-listen 127.0.0.1:0 > "$WORK/ctl.out" 2> "$WORK/ctl.err" &
+RUST_LOG=warn $R/worker-controller --config "$WORK/config" --db "$DB" --grpc-listen 127.0.0.1:0 --http-listen 127.0.0.1:0 > "$WORK/ctl.out" 2> "$WORK/ctl.err" &
 CTL=$!
 for _ in $(seq 1 100); do grep -q ready "$WORK/ctl.out" && break; sleep 0.1; done
-ADDR=$(sed -n 's/.*grpc=//p' "$WORK/ctl.out")
+# The ready line: "worker-controller ready grpc=ADDR http=ADDR".
+ADDR=$(sed -n 's/.*grpc=\([^ ]*\).*/\1/p' "$WORK/ctl.out")
 URL=http://$ADDR
 RUST_LOG=warn $R/worker-agent --controller "$URL" --name bench-a1 --capacity 64 --executors builtin > "$WORK/a1.log" 2>&1 &
 A1=$!

@@ -23,6 +23,8 @@
 //!   with facts by the engine;
 //! * [`api`]: the gRPC services for clients and agents;
 //! * [`auth`]: tokens, roles and the layer that checks every call;
+//! * [`http`]: the HTTP listener: `/healthz`, `/readyz` and `/metrics`
+//!   (Prometheus), and the metrics the engine records;
 //! * [`server`]: wiring everything together in [`run`], supervision, shutdown;
 //! * [`tls`]: gRPC over TLS and the client certificates required of agents;
 //! * [`limits`]: every size and count limit, `--limit NAME=VALUE`;
@@ -39,6 +41,7 @@ pub mod auth;
 pub mod config;
 pub mod engine;
 pub mod error;
+pub mod http;
 pub mod job;
 pub mod limits;
 pub mod logs;
@@ -49,4 +52,4 @@ pub mod store;
 pub mod time;
 pub mod tls;
 
-pub use server::{ControllerConfig, RunError, run};
+pub use server::{ControllerConfig, Listening, RunError, run};

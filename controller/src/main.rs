@@ -32,6 +32,15 @@ struct Args {
     /// gRPC listen address (port 0 picks a free port).
     #[arg(long, default_value = "127.0.0.1:7070")]
     grpc_listen: SocketAddr,
+    /// HTTP listen address for /healthz, /readyz and /metrics (port 0 picks
+    /// a free port; `off` disables HTTP). Non-loopback needs authentication,
+    /// as --grpc-listen does.
+    #[arg(long, value_name = "ADDR|off", default_value = "127.0.0.1:7080", value_parser = parse_http_listen, overrides_with = "http_listen")]
+    http_listen: HttpListen,
+    /// Log format on stderr: `text` (for people) or `json` (one object per
+    /// line, with run, job and agent ids as fields).
+    #[arg(long, value_name = "FORMAT", default_value = "text", value_parser = ["text", "json"])]
+    log_format: String,
     /// How often agents send heartbeats.
     #[arg(long, default_value = "5s", value_parser = worker_duration::parse)]
     heartbeat_interval: std::time::Duration,
@@ -104,11 +113,15 @@ struct Args {
 
 fn main() -> ExitCode {
     let args = Args::parse();
-    tracing_subscriber::fmt()
+    let logs = tracing_subscriber::fmt()
         .with_writer(std::io::stderr)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()))
-        .init();
+        .with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()));
+    if args.log_format == "json" {
+        logs.json().init();
+    } else {
+        logs.with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+            .init();
+    }
 
     // Test builds (the `failpoints` feature) take fail points from FAILPOINTS.
     #[cfg(feature = "failpoints")]
@@ -181,6 +194,7 @@ fn main() -> ExitCode {
         config: loaded,
         db_url: args.db,
         grpc_listen: args.grpc_listen,
+        http_listen: args.http_listen.0,
         engine: EngineSettings {
             heartbeat_interval: args.heartbeat_interval,
             lease_timeout: args.lease_timeout,
@@ -214,8 +228,12 @@ fn main() -> ExitCode {
             return ExitCode::from(1);
         }
     };
-    let result = runtime.block_on(worker_controller::run(config, shutdown_signal(), |addr| {
-        println!("worker-controller ready grpc={addr}");
+    let result = runtime.block_on(worker_controller::run(config, shutdown_signal(), |listening| {
+        // Test harnesses read the addresses from this line (port 0 picks one).
+        match listening.http {
+            Some(http) => println!("worker-controller ready grpc={} http={http}", listening.grpc),
+            None => println!("worker-controller ready grpc={}", listening.grpc),
+        }
     }));
     // Tasks still running (a write past the deadline) are abandoned, not awaited.
     runtime.shutdown_timeout(std::time::Duration::from_millis(200));
@@ -235,6 +253,14 @@ fn main() -> ExitCode {
             ExitCode::from(1)
         }
     }
+}
+
+/// The parsed `--http-listen`: an address, or `None` for `off`.
+#[derive(Debug, Clone, Copy)]
+struct HttpListen(Option<SocketAddr>);
+
+fn parse_http_listen(text: &str) -> Result<HttpListen, String> {
+    worker_controller::http::parse_listen(text).map(HttpListen)
 }
 
 /// The parsed `--allow-env` list.
@@ -313,6 +339,23 @@ mod tests {
 
     fn parse(args: &[&str]) -> Result<Args, clap::Error> {
         Args::try_parse_from(std::iter::once("worker-controller").chain(args.iter().copied()))
+    }
+
+    /// `--http-listen` takes an address or `off`; the last one given wins
+    /// (test harnesses pass a default first); `--log-format` is text or json.
+    #[test]
+    fn http_listen_and_log_format_flags() {
+        assert_eq!(
+            parse(&[]).unwrap().http_listen.0,
+            Some("127.0.0.1:7080".parse().unwrap())
+        );
+        assert_eq!(parse(&["--http-listen", "off"]).unwrap().http_listen.0, None);
+        let twice = parse(&["--http-listen", "127.0.0.1:0", "--http-listen", "off"]).unwrap();
+        assert_eq!(twice.http_listen.0, None);
+        let err = parse(&["--http-listen", "nowhere"]).unwrap_err().to_string();
+        assert!(err.contains("invalid address \"nowhere\""), "{err}");
+        assert_eq!(parse(&["--log-format", "json"]).unwrap().log_format, "json");
+        assert!(parse(&["--log-format", "xml"]).is_err());
     }
 
     /// The duration flags read the grammar of `worker_duration`, as the config

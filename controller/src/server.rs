@@ -49,6 +49,9 @@ pub struct ControllerConfig {
     pub db_url: String,
     /// gRPC listen address.
     pub grpc_listen: SocketAddr,
+    /// HTTP listen address (`/healthz`, `/readyz`, `/metrics`); `None` for
+    /// `--http-listen off`.
+    pub http_listen: Option<SocketAddr>,
     /// Agent protocol timing.
     pub engine: EngineSettings,
     /// Alert delivery and links.
@@ -108,6 +111,25 @@ pub enum RunError {
     Failed(String),
 }
 
+/// The addresses the controller serves on, once it serves (passed to
+/// `run`'s `ready`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Listening {
+    /// The bound gRPC address.
+    pub grpc: SocketAddr,
+    /// The bound HTTP address, unless HTTP is off.
+    pub http: Option<SocketAddr>,
+}
+
+/// Aborts its task when dropped (an early return leaves nothing behind).
+struct AbortOnDrop<T>(tokio::task::JoinHandle<T>);
+
+impl<T> Drop for AbortOnDrop<T> {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
 /// How a failure to choose the start-up definitions stops the controller.
 fn definitions_error(db_url: &str) -> impl Fn(crate::engine::DefinitionsError) -> RunError + '_ {
     move |e| match e {
@@ -120,11 +142,11 @@ fn definitions_error(db_url: &str) -> impl Fn(crate::engine::DefinitionsError) -
 }
 
 /// Runs the controller until `shutdown` completes. `ready` is called with the
-/// bound gRPC address once the controller serves.
+/// bound addresses once the controller serves.
 pub async fn run(
     config: ControllerConfig,
     shutdown: impl Future<Output = ()> + Send + 'static,
-    ready: impl FnOnce(SocketAddr),
+    ready: impl FnOnce(Listening),
 ) -> Result<(), RunError> {
     if !crate::limits::install(config.limits) {
         let in_force = crate::limits::current();
@@ -165,8 +187,47 @@ pub async fn run(
             config.grpc_listen
         )));
     }
+    if let Some(http) = config.http_listen
+        && !tokens.enabled()
+        && !http.ip().is_loopback()
+        && !config.insecure_no_auth
+    {
+        return Err(RunError::Refused(format!(
+            "--http-listen {http}: without authentication the controller listens on loopback only \
+             (create a token or give --bootstrap-token-file; --insecure-no-auth overrides this; \
+             --http-listen off disables HTTP)"
+        )));
+    }
     tracing::info!(authentication = tokens.enabled(), "tokens loaded");
     let tokens = std::sync::Arc::new(tokens);
+    // HTTP first: probes see "recovering" (503) while the queue is rebuilt.
+    let readiness = std::sync::Arc::new(crate::http::Readiness::new());
+    let (http_stop_tx, mut http_stop_rx) = tokio::sync::watch::channel(false);
+    let (mut http_server, http_addr) = match config.http_listen {
+        Some(http_listen) => {
+            let listener = TcpListener::bind(http_listen).await.map_err(|source| RunError::Bind {
+                addr: http_listen,
+                source,
+            })?;
+            let addr = listener.local_addr().map_err(|source| RunError::Bind {
+                addr: http_listen,
+                source,
+            })?;
+            let state = crate::http::HttpState {
+                readiness: readiness.clone(),
+                tokens: tokens.clone(),
+            };
+            let stop = async move {
+                let _ = http_stop_rx.wait_for(|s| *s).await;
+            };
+            tracing::info!(%addr, "HTTP serving /healthz, /readyz, /metrics");
+            (
+                Some(AbortOnDrop(tokio::spawn(crate::http::serve(listener, state, stop)))),
+                Some(addr),
+            )
+        }
+        None => (None, None),
+    };
     // The --dev agent's token lives in memory only.
     let dev_agent_token = config
         .dev_agent_capacity
@@ -178,6 +239,7 @@ pub async fn run(
             url: crate::store::redact_url(&config.db_url),
             source,
         })?;
+    readiness.set_engine(engine.clone());
     let listener = TcpListener::bind(config.grpc_listen)
         .await
         .map_err(|source| RunError::Bind {
@@ -261,7 +323,11 @@ pub async fn run(
         );
     let mut server = tokio::spawn(server);
     tracing::info!(%addr, tls = config.tls.is_some(), jobs = job_count, config = %config.config_dir.display(), "controller serving");
-    ready(addr);
+    readiness.set_phase(crate::http::Phase::Running);
+    ready(Listening {
+        grpc: addr,
+        http: http_addr,
+    });
 
     let dev_agent = config.dev_agent_capacity.map(|capacity| {
         // With TLS the in-process agent goes through it too, trusting exactly
@@ -285,6 +351,7 @@ pub async fn run(
     };
     if let Stop::Failed(reason) = stopped {
         tracing::error!(%reason, "internal failure: the controller stops (a supervisor should restart it)");
+        readiness.set_phase(crate::http::Phase::Failed(reason.clone()));
         for service in ["", "worker.v1.ControllerService", "worker.v1.AgentService"] {
             health_reporter
                 .set_service_status(service, tonic_health::ServingStatus::NotServing)
@@ -296,6 +363,7 @@ pub async fn run(
             engine.disconnect_all_agents().await;
             tokio::time::sleep_until(started + NOT_SERVING_WINDOW).await;
             let _ = server_stop_tx.send(true);
+            let _ = http_stop_tx.send(true);
             let _ = (&mut server).await;
         })
         .await;
@@ -311,8 +379,10 @@ pub async fn run(
         deadline_ms = config.shutdown_timeout.as_millis() as u64,
         "shutting down"
     );
+    readiness.set_phase(crate::http::Phase::Stopping);
     let _ = stop_tx.send(true);
     let _ = server_stop_tx.send(true);
+    let _ = http_stop_tx.send(true);
     let graceful = async {
         engine.disconnect_all_agents().await;
         tracing::debug!("agents disconnected");
@@ -324,6 +394,10 @@ pub async fn run(
             _ => (&mut server).await.unwrap_or(Ok(())),
         };
         tracing::debug!("gRPC server stopped");
+        if let Some(http) = &mut http_server {
+            let _ = (&mut http.0).await;
+            tracing::debug!("HTTP server stopped");
+        }
         loops.join_all().await;
         tracing::debug!("loops stopped");
         store.close().await;

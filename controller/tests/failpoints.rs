@@ -747,6 +747,7 @@ async fn start_controller() -> Running {
         config_dir,
         db_url: format!("sqlite://{}", dir.path().join("worker.db").display()),
         grpc_listen: "127.0.0.1:0".parse().unwrap(),
+        http_listen: None,
         engine: EngineSettings {
             heartbeat_interval: Duration::from_secs(1),
             lease_timeout: Duration::from_secs(3),
@@ -768,8 +769,8 @@ async fn start_controller() -> Running {
         async move {
             let _ = stopped.await;
         },
-        move |addr| {
-            let _ = ready_tx.send(addr);
+        move |listening: worker_controller::Listening| {
+            let _ = ready_tx.send(listening.grpc);
         },
     ));
     let addr = tokio::time::timeout(Duration::from_secs(30), ready_rx)

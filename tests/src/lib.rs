@@ -14,6 +14,7 @@
 
 pub mod auth;
 pub mod flow;
+pub mod http;
 pub mod json;
 mod process;
 pub mod receiver;
@@ -303,18 +304,19 @@ impl TestEnv {
     async fn spawn_controller(&self, cmd: Command) -> Controller {
         let (mut proc, lines) = ProcGuard::spawn("worker-controller", cmd, self.log_file("controller"));
         let deadline = Instant::now() + READY_TIMEOUT;
-        let addr = loop {
+        let (addr, http_addr) = loop {
             match lines.try_recv() {
                 Ok(line) => {
                     if let Some(rest) = line.trim().strip_prefix("worker-controller ready grpc=") {
-                        // The address is the first token (more fields may follow).
-                        let addr: SocketAddr = rest
-                            .split_whitespace()
-                            .next()
-                            .unwrap_or("")
-                            .parse()
-                            .unwrap_or_else(|e| panic!("bad address in ready line {line:?}: {e}"));
-                        break addr;
+                        // The gRPC address is the first token; `http=ADDR` may follow.
+                        let mut fields = rest.split_whitespace();
+                        let parse = |text: &str| -> SocketAddr {
+                            text.parse()
+                                .unwrap_or_else(|e| panic!("bad address in ready line {line:?}: {e}"))
+                        };
+                        let addr = parse(fields.next().unwrap_or(""));
+                        let http = fields.find_map(|f| f.strip_prefix("http=")).map(parse);
+                        break (addr, http);
                     }
                 }
                 Err(mpsc::TryRecvError::Empty) => {}
@@ -345,6 +347,7 @@ impl TestEnv {
         Controller {
             url: format!("http://{addr}"),
             addr,
+            http_addr,
             proc,
         }
     }
@@ -520,6 +523,9 @@ pub struct Exited {
 /// A running `worker-controller`.
 pub struct Controller {
     pub addr: SocketAddr,
+    /// The HTTP listener (`/healthz`, `/readyz`, `/metrics`), from the ready
+    /// line; `None` when the controller serves no HTTP.
+    pub http_addr: Option<SocketAddr>,
     /// `http://127.0.0.1:PORT`, for agents, workerctl and the gRPC client.
     pub url: String,
     pub proc: ProcGuard,

@@ -129,6 +129,7 @@ impl AlertService {
             records_rx,
             flushed_rx,
             settings.history_retention,
+            engine.metrics().clone(),
         ));
         let alert_loop = AlertLoop {
             service: service.clone(),
@@ -479,6 +480,7 @@ async fn history_writer(
     mut records: mpsc::UnboundedReceiver<AlertRecord>,
     mut stopped: oneshot::Receiver<()>,
     retention: Duration,
+    metrics: Arc<crate::http::metrics::Metrics>,
 ) {
     let mut prune = tokio::time::interval(Duration::from_secs(3600));
     let mut batch = Vec::new();
@@ -487,6 +489,9 @@ async fn history_writer(
             received = records.recv_many(&mut batch, HISTORY_BATCH) => {
                 if received == 0 {
                     break;
+                }
+                for record in &batch {
+                    metrics.alert_recorded(&record.channel, record.status.as_str());
                 }
                 write_history(&store, &mut batch).await;
             }
@@ -501,6 +506,9 @@ async fn history_writer(
             _ = &mut stopped => {
                 records.close();
                 while records.recv_many(&mut batch, HISTORY_BATCH).await > 0 {
+                    for record in &batch {
+                        metrics.alert_recorded(&record.channel, record.status.as_str());
+                    }
                     write_history(&store, &mut batch).await;
                 }
                 break;

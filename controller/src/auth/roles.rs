@@ -115,11 +115,22 @@ pub const MATRIX: &[(&str, &[Role])] = &[
     ("AgentService/Connect", AGENT),
 ];
 
-/// The roles that may call `method` (`Service/Method`); empty for a method
-/// the table does not know (denied to everyone).
+/// The HTTP endpoints that need a token when authentication is on, with the
+/// roles that may call them (`/healthz` and `/readyz` are open to probes:
+/// they tell nothing but "alive" and "ready"). Shown below the RPCs in
+/// `docs/security.md`'s table.
+pub const HTTP_MATRIX: &[(&str, &[Role])] = &[(METRICS, READ)];
+
+/// The name of `GET /metrics` in [`HTTP_MATRIX`].
+pub const METRICS: &str = "HTTP GET /metrics";
+
+/// The roles that may call `method` (`Service/Method`, or an entry of
+/// [`HTTP_MATRIX`]); empty for a method the tables do not know (denied to
+/// everyone).
 pub fn allowed_roles(method: &str) -> &'static [Role] {
     MATRIX
         .iter()
+        .chain(HTTP_MATRIX)
         .find(|(m, _)| *m == method)
         .map(|(_, roles)| *roles)
         .unwrap_or(&[])
@@ -142,7 +153,7 @@ pub fn markdown_table() -> Vec<String> {
         "| RPC | admin | operator | viewer | enqueuer | agent |".to_string(),
         "|---|---|---|---|---|---|".to_string(),
     ];
-    for (method, roles) in MATRIX {
+    for (method, roles) in MATRIX.iter().chain(HTTP_MATRIX) {
         let cells: Vec<&str> = Role::ALL
             .iter()
             .map(|r| if roles.contains(r) { "yes" } else { "-" })
@@ -205,6 +216,7 @@ mod tests {
     fn unknown_methods_are_denied_and_roles_parse() {
         assert!(allowed_roles("ControllerService/NoSuchCall").is_empty());
         assert_eq!(allowed_roles("AgentService/Connect"), &[Role::Agent]);
+        assert_eq!(allowed_roles(METRICS), READ);
         for role in Role::ALL {
             assert_eq!(role.as_str().parse::<Role>(), Ok(role));
         }

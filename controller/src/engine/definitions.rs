@@ -251,6 +251,7 @@ impl Engine {
     }
 
     fn replace_jobs(&self, next: JobSet) {
+        self.metrics.define_jobs(&next);
         *self.jobs.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(next);
         self.schedules_changed.notify_one();
         self.wake_dispatch.notify_one();

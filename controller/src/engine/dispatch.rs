@@ -291,6 +291,11 @@ impl Engine {
     pub(super) fn picks_committed(&self, core: &mut Core, jobs: &JobSet, picks: Picks, now: i64) {
         let lease_until = now + self.settings.lease_timeout.as_millis() as i64;
         for ((run_id, agent_id), payload) in picks.picks.iter().zip(&picks.payloads) {
+            if let Some(run) = core.live.get(run_id.as_str())
+                && let Some((_, ready_at, _)) = run.ready_key
+            {
+                self.metrics.run_started(&run.job, now - ready_at);
+            }
             core.unindex(run_id);
             core.release_hold(run_id);
             // A big payload's memory goes back to the budget: it is on its way.
@@ -334,6 +339,7 @@ impl Engine {
                     msg: Some(Msg::Assignment(assignment)),
                 },
             );
+            tracing::debug!(run = %run_id, job = %job_name, attempt, agent = %agent_id, "run dispatched");
             self.emit(run_id, &job_name, RunState::Running, attempt, now, None);
         }
     }
@@ -564,8 +570,17 @@ impl Engine {
     fn apply_settlement(&self, core: &mut Core, s: Settlement) {
         let id = s.change.run_id.clone();
         let fact = self.attempt_fact(core, &s);
+        let started_at = core.live.get(id.as_str()).map_or(0, |run| run.extra().started_at);
+        self.metrics.attempt_settled(
+            &s.job,
+            s.end.outcome,
+            s.end
+                .duration_ms
+                .or_else(|| (started_at > 0).then(|| s.change.at - started_at)),
+        );
         core.release_running(&id);
         let attempt = s.end.attempt;
+        tracing::debug!(run = %id, job = %s.job, attempt, outcome = %s.end.outcome, state = %s.change.to, "attempt settled");
         match s.change.to {
             RunState::Scheduled => {
                 let not_before = s.change.not_before.unwrap_or(s.change.at);

@@ -161,6 +161,8 @@ pub struct Engine {
     clock: Clock,
     /// Why the engine stopped, once it has (see [`Engine::failed`]).
     failure: tokio::sync::watch::Sender<Option<String>>,
+    /// Prometheus metrics recorded where events happen (see [`crate::http::metrics`]).
+    metrics: Arc<crate::http::metrics::Metrics>,
 }
 
 impl Engine {
@@ -179,6 +181,8 @@ impl Engine {
         clock: Clock,
     ) -> Result<Arc<Engine>> {
         let (events, _) = broadcast::channel(EVENT_BUFFER);
+        let metrics = Arc::new(crate::http::metrics::Metrics::new());
+        metrics.define_jobs(&jobs);
         let engine = Engine {
             store,
             jobs: std::sync::RwLock::new(Arc::new(jobs)),
@@ -195,6 +199,7 @@ impl Engine {
             alerts: std::sync::OnceLock::new(),
             clock,
             failure: tokio::sync::watch::Sender::new(None),
+            metrics,
         };
         {
             let mut core = engine.lock_core().await;
@@ -368,6 +373,11 @@ impl Engine {
         &self.counters
     }
 
+    /// The Prometheus metrics (served at `/metrics`).
+    pub fn metrics(&self) -> &Arc<crate::http::metrics::Metrics> {
+        &self.metrics
+    }
+
     /// Connects alerting: from now on the engine reports attempt ends, missed
     /// fires and lost agents to `sink` (only those some rule wants). Set once.
     pub fn set_alert_sink(&self, sink: AlertSink) {
@@ -477,6 +487,7 @@ impl Engine {
     }
 
     fn emit(&self, run_id: &str, job: &str, state: RunState, attempt: u32, at: i64, reason: Option<&str>) {
+        self.metrics.run_state(job, state);
         if self.events.receiver_count() == 0 {
             return;
         }

@@ -446,6 +446,10 @@ impl Engine {
         let (whole_plan, changes, starts, ends) = writes_of(plan, picks, grouped, pieces, &all);
         let started = std::time::Instant::now();
         let whole = self.write(&whole_plan, &changes, &starts, &ends).await;
+        if whole.is_ok() {
+            self.metrics
+                .round_committed(started.elapsed(), whole_plan.runs.len() + starts.len() + ends.len());
+        }
         tracing::debug!(
             new_runs = whole_plan.runs.len(),
             changes = changes.len(),

@@ -35,6 +35,7 @@ impl Engine {
             Overlap::Forbid => {
                 tracing::info!(job = %job.name, unfinished = unfinished.len(), "schedule fire skipped: overlap forbidden");
                 self.store.advance_cursor(&job.name, instant, 0, 1).await?;
+                self.metrics.fire_skipped(&job.name);
                 self.report_missed_fires(
                     job,
                     1,

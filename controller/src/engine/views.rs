@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use super::Engine;
 use crate::error::{Error, Result};
-use crate::model::Priority;
+use crate::model::{Priority, RunState};
 use crate::store::{AttemptRecord, RunRecord, TransitionRecord};
 
 /// A run with its attempts (and, for a single run, its transitions).
@@ -245,6 +245,32 @@ impl Engine {
         }
         stats.dead = self.store.dead_run_ids().await?.len() as u64;
         Ok(stats)
+    }
+
+    /// What `/metrics` reads at scrape time: one short hold of the core lock
+    /// (index sizes and one look per priority and agent; no walk of the runs).
+    pub async fn gauges(&self) -> crate::http::metrics::Gauges {
+        let now = self.now();
+        let mut gauges = crate::http::metrics::Gauges::default();
+        {
+            let core = self.lock_core().await;
+            gauges.queued = backlog_of(&core, now);
+            let queued = core.ready.len() as u64;
+            let scheduled = core.timers.len() as u64;
+            let running = core.running.len() as u64;
+            let blocked = (core.live.len() as u64).saturating_sub(queued + scheduled + running);
+            gauges.live = vec![
+                (RunState::Scheduled, scheduled),
+                (RunState::Blocked, blocked),
+                (RunState::Queued, queued),
+                (RunState::Running, running),
+            ];
+            gauges.agents_connected = core.agents.values().filter(|a| a.sender.is_some()).count() as u64;
+            gauges.agents_disconnected = core.agents.len() as u64 - gauges.agents_connected;
+        }
+        gauges.lost_attempts = self.counters.lost_attempts.load(std::sync::atomic::Ordering::Relaxed);
+        gauges.stale_results = self.counters.stale_results.load(std::sync::atomic::Ordering::Relaxed);
+        gauges
     }
 
     /// Known agents (connected, and disconnected ones still holding runs).

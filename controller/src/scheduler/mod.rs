@@ -211,6 +211,7 @@ impl Scheduler {
             tracing::warn!(job = %job.name, error = %e, "recording missed fires failed");
         }
         self.engine.report_missed_fires(job, count, last_missed, reason);
+        self.engine.metrics().fires_missed(&job.name, count);
         newest.timestamp_millis()
     }
 
@@ -218,7 +219,14 @@ impl Scheduler {
     async fn settle(&mut self, outcome: FireOutcome, now: i64) {
         let FireOutcome { job, instant, result } = outcome;
         match result {
-            Ok(_) => {
+            Ok(created) => {
+                if created {
+                    // Measured when the run exists (the fire's jitter, if
+                    // any, comes after: it is the job's choice, not lateness).
+                    self.engine
+                        .metrics()
+                        .fire_created(&job.name, self.engine.now() - instant);
+                }
                 if self.failing.remove(&job.name).is_some() {
                     tracing::info!(job = %job.name, "schedule fires again");
                     self.shown_failing.insert(job.name.clone());
@@ -393,6 +401,7 @@ impl Scheduler {
                 tracing::warn!(job = %job.name, error = %e, "recording missed fires failed");
             }
             tracing::info!(job = %job.name, missed, caught_up = eligible.len(), policy = %job.catch_up, "fires missed while the controller was down");
+            engine.metrics().fires_missed(&job.name, missed);
             engine.report_missed_fires(
                 job,
                 missed,
@@ -414,6 +423,7 @@ impl Scheduler {
                     tracing::warn!(job = %job.name, error = %e, "recording missed fires failed");
                 }
                 engine.report_missed_fires(job, lost as u64, newest.timestamp_millis(), reason);
+                engine.metrics().fires_missed(&job.name, lost as u64);
             }
             if let Some(failed) = newest_failed {
                 self.settle(failed, engine.now()).await;

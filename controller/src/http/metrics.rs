@@ -1,0 +1,587 @@
+//! The controller's Prometheus metrics: the instruments, where the engine
+//! records into them, and the text `/metrics` answers with.
+//!
+//! Two kinds of values (every name, type and label is listed in
+//! `docs/operations.md`):
+//!
+//! * **recorded where the event happens**: runs and attempts finished,
+//!   enqueue→start and run durations, schedule lateness, missed and skipped
+//!   fires, alerts, store commits. Each costs an atomic increment or a
+//!   histogram observe (a short mutex, never held across an await) and, for
+//!   the per-job ones, a look-up of the job's instruments under a read lock;
+//!   no allocation.
+//! * **read at scrape time** ([`Metrics::encode`]): queue depths, live runs
+//!   by state, agents by state, from one short look at the engine's indexes;
+//!   lost attempts and stale results, mirrored from the engine's counters.
+//!
+//! Label cardinality is bounded: the `job` label takes the name of a job
+//! that is defined now ([`Metrics::define_jobs`], called whenever the
+//! definitions change), anything else counts under [`OTHER_JOB`]; the series
+//! of a job that is deleted are dropped. Alert channels are bounded the same
+//! way by [`MAX_CHANNELS`]. Nothing is labelled by run or agent id.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
+use prometheus_client::registry::Registry;
+
+use crate::config::JobSet;
+use crate::model::{Outcome, Priority, RunState};
+
+/// The `job` label of everything recorded for a job that is not defined
+/// (deleted meanwhile, or never defined).
+pub const OTHER_JOB: &str = "_other";
+
+/// The `channel` label of alerts once this many channels have series; more
+/// channels count under [`OTHER_JOB`]'s value `_other`.
+pub const MAX_CHANNELS: usize = 256;
+
+/// The `Content-Type` of the answer (Prometheus text format 0.0.4).
+pub const CONTENT_TYPE: &str = prometheus_client::encoding::prometheus_text::CONTENT_TYPE;
+
+/// Terminal run states, the `outcome` label of `worker_runs_finished_total`.
+const FINISHED: [RunState; 3] = [RunState::Succeeded, RunState::Dead, RunState::Cancelled];
+
+/// `{job}`.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct JobLabels {
+    job: Arc<str>,
+}
+
+/// `{job, outcome}`.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct JobOutcomeLabels {
+    job: Arc<str>,
+    outcome: &'static str,
+}
+
+/// `{priority}`.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct PriorityLabels {
+    priority: &'static str,
+}
+
+/// `{state}`.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct StateLabels {
+    state: &'static str,
+}
+
+/// `{channel, result}`.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct AlertLabels {
+    channel: String,
+    result: String,
+}
+
+type HistogramFamily<S> = Family<S, Histogram, fn() -> Histogram>;
+
+/// One job's instruments, taken out of the families once per definition
+/// change so that recording is a map look-up and an atomic operation.
+struct JobInstruments {
+    /// By [`FINISHED`] index.
+    finished: [Counter; 3],
+    /// By `Outcome as usize`.
+    attempts: [Counter; 5],
+    start_delay: Histogram,
+    duration: Histogram,
+    lateness: Histogram,
+    missed: Counter,
+    skipped: Counter,
+}
+
+/// What the engine holds in memory at scrape time (see
+/// [`crate::engine::Engine::gauges`]).
+#[derive(Debug, Clone, Default)]
+pub struct Gauges {
+    /// (priority, queued runs, oldest wait in ms).
+    pub queued: Vec<(Priority, u64, u64)>,
+    /// Unfinished runs by state (scheduled, blocked, queued, running).
+    pub live: Vec<(RunState, u64)>,
+    /// Agents connected now.
+    pub agents_connected: u64,
+    /// Agents disconnected that still hold runs (within their lease).
+    pub agents_disconnected: u64,
+    /// Attempts lost since start (engine counter).
+    pub lost_attempts: u64,
+    /// Results refused as stale since start (engine counter).
+    pub stale_results: u64,
+}
+
+/// The controller's metrics: the registry and its instruments.
+pub struct Metrics {
+    registry: Registry,
+    /// Instruments of the defined jobs, by name.
+    jobs: std::sync::RwLock<HashMap<Arc<str>, Arc<JobInstruments>>>,
+    /// Instruments of [`OTHER_JOB`].
+    other: Arc<JobInstruments>,
+    finished: Family<JobOutcomeLabels, Counter>,
+    attempts: Family<JobOutcomeLabels, Counter>,
+    start_delay: HistogramFamily<JobLabels>,
+    duration: HistogramFamily<JobLabels>,
+    lateness: HistogramFamily<JobLabels>,
+    missed: Family<JobLabels, Counter>,
+    skipped: Family<JobLabels, Counter>,
+    queue_depth: Family<PriorityLabels, Gauge>,
+    queue_oldest: Family<PriorityLabels, Gauge<f64, std::sync::atomic::AtomicU64>>,
+    runs: Family<StateLabels, Gauge>,
+    agents: Family<StateLabels, Gauge>,
+    lost_attempts: Counter,
+    stale_results: Counter,
+    alerts: Family<AlertLabels, Counter>,
+    /// Channels that have alert series (at most [`MAX_CHANNELS`]).
+    channels: std::sync::Mutex<std::collections::HashSet<String>>,
+    commit_seconds: Histogram,
+    commit_round_size: Histogram,
+    /// Serializes scrapes (the mirrored counters are brought up to date
+    /// before encoding).
+    scrape: std::sync::Mutex<()>,
+}
+
+impl std::fmt::Debug for Metrics {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Metrics").finish_non_exhaustive()
+    }
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Metrics::new()
+    }
+}
+
+fn seconds_short() -> Histogram {
+    // 1 ms … ~9 min.
+    Histogram::new(exponential_buckets(0.001, 2.0, 20))
+}
+
+fn seconds_long() -> Histogram {
+    // 10 ms … ~1.5 h.
+    Histogram::new(exponential_buckets(0.01, 2.0, 20))
+}
+
+impl Metrics {
+    /// The instruments, registered, with no job defined yet.
+    pub fn new() -> Metrics {
+        let mut registry = Registry::with_prefix("worker");
+        let finished = Family::<JobOutcomeLabels, Counter>::default();
+        let attempts = Family::<JobOutcomeLabels, Counter>::default();
+        let start_delay = HistogramFamily::<JobLabels>::new_with_constructor(seconds_short as fn() -> Histogram);
+        let duration = HistogramFamily::<JobLabels>::new_with_constructor(seconds_long as fn() -> Histogram);
+        let lateness = HistogramFamily::<JobLabels>::new_with_constructor(seconds_short as fn() -> Histogram);
+        let missed = Family::<JobLabels, Counter>::default();
+        let skipped = Family::<JobLabels, Counter>::default();
+        let queue_depth = Family::<PriorityLabels, Gauge>::default();
+        let queue_oldest = Family::<PriorityLabels, Gauge<f64, std::sync::atomic::AtomicU64>>::default();
+        let runs = Family::<StateLabels, Gauge>::default();
+        let agents = Family::<StateLabels, Gauge>::default();
+        let lost_attempts = Counter::default();
+        let stale_results = Counter::default();
+        let alerts = Family::<AlertLabels, Counter>::default();
+        // 0.1 ms … ~3 s.
+        let commit_seconds = Histogram::new(exponential_buckets(0.0001, 2.0, 16));
+        // 1 … 4096 writes.
+        let commit_round_size = Histogram::new(exponential_buckets(1.0, 2.0, 13));
+
+        let r = &mut registry;
+        r.register(
+            "queue_depth",
+            "Queued runs (ready to be dispatched), by priority",
+            queue_depth.clone(),
+        );
+        r.register(
+            "queue_oldest_wait_seconds",
+            "How long the oldest queued run of each priority has waited",
+            queue_oldest.clone(),
+        );
+        r.register(
+            "runs",
+            "Unfinished runs by state (scheduled, blocked, queued, running)",
+            runs.clone(),
+        );
+        r.register(
+            "runs_finished",
+            "Runs that reached a final state, by job and outcome (succeeded, dead, cancelled)",
+            finished.clone(),
+        );
+        r.register(
+            "attempts_finished",
+            "Attempts settled, by job and outcome (succeeded, failed, timed_out, lost, cancelled)",
+            attempts.clone(),
+        );
+        r.register(
+            "run_start_delay_seconds",
+            "Time from a run becoming ready (enqueued, or released for a retry) to its dispatch, by job",
+            start_delay.clone(),
+        );
+        r.register(
+            "run_duration_seconds",
+            "Duration of settled attempts (start to result), by job",
+            duration.clone(),
+        );
+        r.register(
+            "schedule_lateness_seconds",
+            "Time from a schedule fire's nominal instant to the creation of its run, by job",
+            lateness.clone(),
+        );
+        r.register(
+            "schedule_missed_fires",
+            "Schedule fires that did not run (controller down, failed fires given up), by job",
+            missed.clone(),
+        );
+        r.register(
+            "schedule_skipped_fires",
+            "Schedule fires skipped because a run of the job was unfinished (overlap: forbid), by job",
+            skipped.clone(),
+        );
+        r.register(
+            "agents",
+            "Known agents by state (connected; disconnected but still holding runs)",
+            agents.clone(),
+        );
+        r.register(
+            "lost_attempts",
+            "Attempts whose agent went silent past the lease",
+            lost_attempts.clone(),
+        );
+        r.register(
+            "stale_results",
+            "Results refused because their attempt was no longer current",
+            stale_results.clone(),
+        );
+        r.register(
+            "alerts",
+            "Alerts recorded, by channel and result (sent, failed, suppressed)",
+            alerts.clone(),
+        );
+        r.register(
+            "store_commit_seconds",
+            "Duration of the engine's round commits to the store",
+            commit_seconds.clone(),
+        );
+        r.register(
+            "store_commit_round_size",
+            "Writes (new runs, assignments, results) in one round commit",
+            commit_round_size.clone(),
+        );
+
+        let mut metrics = Metrics {
+            registry,
+            jobs: Default::default(),
+            other: Arc::new(JobInstruments {
+                finished: Default::default(),
+                attempts: Default::default(),
+                start_delay: seconds_short(),
+                duration: seconds_long(),
+                lateness: seconds_short(),
+                missed: Counter::default(),
+                skipped: Counter::default(),
+            }),
+            finished,
+            attempts,
+            start_delay,
+            duration,
+            lateness,
+            missed,
+            skipped,
+            queue_depth,
+            queue_oldest,
+            runs,
+            agents,
+            lost_attempts,
+            stale_results,
+            alerts,
+            channels: Default::default(),
+            commit_seconds,
+            commit_round_size,
+            scrape: Default::default(),
+        };
+        metrics.other = Arc::new(metrics.instruments(OTHER_JOB.into()));
+        metrics
+    }
+
+    /// The instruments of `job` (its series are created, at zero).
+    fn instruments(&self, job: Arc<str>) -> JobInstruments {
+        let with = |outcome: &'static str| JobOutcomeLabels {
+            job: job.clone(),
+            outcome,
+        };
+        let labels = JobLabels { job: job.clone() };
+        JobInstruments {
+            finished: FINISHED.map(|s| self.finished.get_or_create_owned(&with(s.as_str()))),
+            attempts: [
+                Outcome::Succeeded,
+                Outcome::Failed,
+                Outcome::TimedOut,
+                Outcome::Lost,
+                Outcome::Cancelled,
+            ]
+            .map(|o| self.attempts.get_or_create_owned(&with(o.as_str()))),
+            start_delay: self.start_delay.get_or_create_owned(&labels),
+            duration: self.duration.get_or_create_owned(&labels),
+            lateness: self.lateness.get_or_create_owned(&labels),
+            missed: self.missed.get_or_create_owned(&labels),
+            skipped: self.skipped.get_or_create_owned(&labels),
+        }
+    }
+
+    /// Drops every series of `job`.
+    fn forget(&self, job: &Arc<str>) {
+        let labels = JobLabels { job: job.clone() };
+        for outcome in FINISHED.map(RunState::as_str) {
+            self.finished.remove(&JobOutcomeLabels {
+                job: job.clone(),
+                outcome,
+            });
+        }
+        for outcome in Outcome::ALL.iter().map(|o| o.as_str()) {
+            self.attempts.remove(&JobOutcomeLabels {
+                job: job.clone(),
+                outcome,
+            });
+        }
+        self.start_delay.remove(&labels);
+        self.duration.remove(&labels);
+        self.lateness.remove(&labels);
+        self.missed.remove(&labels);
+        self.skipped.remove(&labels);
+    }
+
+    /// The defined jobs are now `jobs`: new ones get series (at zero), the
+    /// series of deleted ones are dropped, and from now on anything recorded
+    /// for a job not in `jobs` counts under [`OTHER_JOB`].
+    pub fn define_jobs(&self, jobs: &JobSet) {
+        let mut table = self.jobs.write().unwrap_or_else(|e| e.into_inner());
+        let gone: Vec<Arc<str>> = table.keys().filter(|j| jobs.get(j).is_none()).cloned().collect();
+        for job in gone {
+            table.remove(&job);
+            self.forget(&job);
+        }
+        for def in jobs.iter() {
+            if !table.contains_key(def.name.as_str()) {
+                let name: Arc<str> = def.name.as_str().into();
+                table.insert(name.clone(), Arc::new(self.instruments(name)));
+            }
+        }
+    }
+
+    /// Runs `f` on the instruments of `job` (or of [`OTHER_JOB`]).
+    fn with_job(&self, job: &str, f: impl FnOnce(&JobInstruments)) {
+        let table = self.jobs.read().unwrap_or_else(|e| e.into_inner());
+        f(table.get(job).unwrap_or(&self.other))
+    }
+
+    /// A run of `job` reached `state` (counted when it is terminal).
+    pub fn run_state(&self, job: &str, state: RunState) {
+        if let Some(i) = FINISHED.iter().position(|s| *s == state) {
+            self.with_job(job, |m| {
+                m.finished[i].inc();
+            });
+        }
+    }
+
+    /// An attempt of `job` was settled with `outcome` after `duration_ms`
+    /// (when known).
+    pub fn attempt_settled(&self, job: &str, outcome: Outcome, duration_ms: Option<i64>) {
+        self.with_job(job, |m| {
+            m.attempts[outcome as usize].inc();
+            if let Some(ms) = duration_ms {
+                m.duration.observe(ms.max(0) as f64 / 1000.0);
+            }
+        });
+    }
+
+    /// A run of `job` was dispatched after waiting `waited_ms` in the queue.
+    pub fn run_started(&self, job: &str, waited_ms: i64) {
+        self.with_job(job, |m| m.start_delay.observe(waited_ms.max(0) as f64 / 1000.0));
+    }
+
+    /// A schedule fire of `job` created its run `late_ms` after its nominal instant.
+    pub fn fire_created(&self, job: &str, late_ms: i64) {
+        self.with_job(job, |m| m.lateness.observe(late_ms.max(0) as f64 / 1000.0));
+    }
+
+    /// `fires` fires of `job` were missed.
+    pub fn fires_missed(&self, job: &str, fires: u64) {
+        self.with_job(job, |m| {
+            m.missed.inc_by(fires);
+        });
+    }
+
+    /// A fire of `job` was skipped (overlap: forbid).
+    pub fn fire_skipped(&self, job: &str) {
+        self.with_job(job, |m| {
+            m.skipped.inc();
+        });
+    }
+
+    /// A round commit of `writes` writes took `elapsed`.
+    pub fn round_committed(&self, elapsed: Duration, writes: usize) {
+        self.commit_seconds.observe(elapsed.as_secs_f64());
+        self.commit_round_size.observe(writes as f64);
+    }
+
+    /// An alert was recorded for `channel` with `result` (sent, failed,
+    /// suppressed). Alerts are rare: this one allocates its labels.
+    pub fn alert_recorded(&self, channel: &str, result: &str) {
+        let channel = {
+            let mut seen = self.channels.lock().unwrap_or_else(|e| e.into_inner());
+            if seen.contains(channel) || seen.len() < MAX_CHANNELS {
+                seen.insert(channel.to_string());
+                channel
+            } else {
+                OTHER_JOB
+            }
+        };
+        let labels = AlertLabels {
+            channel: channel.to_string(),
+            result: result.to_string(),
+        };
+        self.alerts.get_or_create(&labels).inc();
+    }
+
+    /// The text of `/metrics`: sets the scrape-time values from `gauges`,
+    /// then encodes everything.
+    pub fn encode(&self, gauges: &Gauges) -> String {
+        let _one_at_a_time = self.scrape.lock().unwrap_or_else(|e| e.into_inner());
+        for (priority, depth, oldest_ms) in &gauges.queued {
+            let labels = PriorityLabels {
+                priority: priority.as_str(),
+            };
+            self.queue_depth.get_or_create(&labels).set(*depth as i64);
+            self.queue_oldest.get_or_create(&labels).set(*oldest_ms as f64 / 1000.0);
+        }
+        for &(state, count) in &gauges.live {
+            self.runs
+                .get_or_create(&StateLabels { state: state.as_str() })
+                .set(count as i64);
+        }
+        self.agents
+            .get_or_create(&StateLabels { state: "connected" })
+            .set(gauges.agents_connected as i64);
+        self.agents
+            .get_or_create(&StateLabels { state: "disconnected" })
+            .set(gauges.agents_disconnected as i64);
+        // The engine's counters only grow: the mirrors catch up.
+        mirror(&self.lost_attempts, gauges.lost_attempts);
+        mirror(&self.stale_results, gauges.stale_results);
+        let mut text = String::with_capacity(16 * 1024);
+        prometheus_client::encoding::prometheus_text::encode(&mut text, &self.registry)
+            .expect("writing to a String cannot fail");
+        text
+    }
+}
+
+/// Brings `counter` up to `value` (never down).
+fn mirror(counter: &Counter, value: u64) {
+    let current = counter.get();
+    if value > current {
+        counter.inc_by(value - current);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn jobs(names: &[&str]) -> JobSet {
+        let yaml: String = std::iter::once("jobs:\n".to_string())
+            .chain(names.iter().map(|n| format!("  {n}:\n    builtin: noop\n")))
+            .collect();
+        crate::config::parse_scheduler_yaml(
+            std::path::Path::new("t.yaml"),
+            &yaml,
+            &crate::config::env::from_pairs(&[]),
+        )
+        .expect("valid jobs")
+    }
+
+    fn line<'a>(text: &'a str, start: &str) -> Option<&'a str> {
+        text.lines().find(|l| l.starts_with(start))
+    }
+
+    /// The `job` label only names defined jobs: anything else counts under
+    /// `_other`, and a deleted job's series disappear.
+    #[test]
+    fn undefined_jobs_count_under_other() {
+        let metrics = Metrics::new();
+        metrics.define_jobs(&jobs(&["build", "deploy"]));
+        metrics.run_state("build", RunState::Succeeded);
+        metrics.run_state("build", RunState::Succeeded);
+        metrics.run_state("build", RunState::Running);
+        metrics.run_state("ghost-1", RunState::Dead);
+        metrics.run_state("ghost-2", RunState::Dead);
+        metrics.attempt_settled("ghost-3", Outcome::Failed, Some(1500));
+        let text = metrics.encode(&Gauges::default());
+        assert_eq!(
+            line(&text, r#"worker_runs_finished_total{job="build",outcome="succeeded"}"#),
+            Some(r#"worker_runs_finished_total{job="build",outcome="succeeded"} 2"#),
+            "{text}"
+        );
+        assert_eq!(
+            line(&text, r#"worker_runs_finished_total{job="_other",outcome="dead"}"#),
+            Some(r#"worker_runs_finished_total{job="_other",outcome="dead"} 2"#),
+            "{text}"
+        );
+        assert_eq!(
+            line(&text, r#"worker_run_duration_seconds_count{job="_other"}"#),
+            Some(r#"worker_run_duration_seconds_count{job="_other"} 1"#),
+            "{text}"
+        );
+        assert!(!text.contains("ghost"), "{text}");
+        // A defined job has its series at zero before anything happened.
+        assert!(
+            text.contains(r#"worker_runs_finished_total{job="deploy",outcome="dead"} 0"#),
+            "{text}"
+        );
+
+        // "deploy" is deleted: its series go, and later events are _other's.
+        metrics.define_jobs(&jobs(&["build"]));
+        metrics.run_state("deploy", RunState::Cancelled);
+        let text = metrics.encode(&Gauges::default());
+        assert!(!text.contains(r#"job="deploy""#), "{text}");
+        assert!(
+            text.contains(r#"worker_runs_finished_total{job="_other",outcome="cancelled"} 1"#),
+            "{text}"
+        );
+    }
+
+    /// Scrape-time values: gauges are set, mirrored counters follow the
+    /// engine's and never go down.
+    #[test]
+    fn scrape_time_values_are_encoded() {
+        let metrics = Metrics::new();
+        let mut gauges = Gauges {
+            queued: vec![(Priority::High, 3, 2500)],
+            live: vec![
+                (RunState::Scheduled, 1),
+                (RunState::Blocked, 0),
+                (RunState::Queued, 3),
+                (RunState::Running, 2),
+            ],
+            agents_connected: 1,
+            agents_disconnected: 0,
+            lost_attempts: 4,
+            stale_results: 0,
+        };
+        let text = metrics.encode(&gauges);
+        for expected in [
+            r#"worker_queue_depth{priority="high"} 3"#,
+            r#"worker_queue_oldest_wait_seconds{priority="high"} 2.5"#,
+            r#"worker_runs{state="running"} 2"#,
+            r#"worker_agents{state="connected"} 1"#,
+            "worker_lost_attempts_total 4",
+        ] {
+            assert!(text.lines().any(|l| l == expected), "{expected} missing:\n{text}");
+        }
+        gauges.lost_attempts = 6;
+        let text = metrics.encode(&gauges);
+        assert!(text.lines().any(|l| l == "worker_lost_attempts_total 6"), "{text}");
+    }
+}

@@ -1,0 +1,53 @@
+//! `GET /metrics`: the Prometheus text format.
+//!
+//! With authentication on (a token is stored or a bootstrap token given) the
+//! request needs `Authorization: Bearer <token>` of a role that
+//! [`crate::auth::roles::HTTP_MATRIX`] allows (viewer, operator, admin):
+//! 401 without a valid token, 403 for another role. Without authentication
+//! it is open (the controller then listens on loopback only).
+//!
+//! A scrape holds the engine's core lock only to read index sizes (see
+//! [`crate::engine::Engine::gauges`]); encoding happens after it is released.
+
+use axum::extract::State;
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+
+use super::HttpState;
+use crate::auth::roles::METRICS;
+
+/// `GET /metrics`.
+pub async fn metrics(State(state): State<HttpState>, headers: HeaderMap) -> Response {
+    let authorization = headers.get(header::AUTHORIZATION).map(|v| v.as_bytes());
+    let principal = match state.tokens.authenticate(authorization, crate::time::now_ms()) {
+        Ok(principal) => principal,
+        Err(status) => {
+            return (
+                StatusCode::UNAUTHORIZED,
+                [(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"))],
+                format!("{}\n", status.message()),
+            )
+                .into_response();
+        }
+    };
+    if let Err(status) = principal.authorize(METRICS) {
+        return (StatusCode::FORBIDDEN, format!("{}\n", status.message())).into_response();
+    }
+    let Some(engine) = state.readiness.engine() else {
+        return (
+            StatusCode::SERVICE_UNAVAILABLE,
+            "recovering: metrics are served once the queue is rebuilt\n",
+        )
+            .into_response();
+    };
+    let gauges = engine.gauges().await;
+    let text = engine.metrics().encode(&gauges);
+    (
+        [(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static(super::metrics::CONTENT_TYPE),
+        )],
+        text,
+    )
+        .into_response()
+}
