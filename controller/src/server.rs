@@ -65,6 +65,8 @@ pub struct ControllerConfig {
     pub insecure_no_auth: bool,
     /// Size and count limits (`--limit`); installed process-wide by [`run`].
     pub limits: crate::limits::Limits,
+    /// History retention: the default age and the pass interval.
+    pub retention: crate::engine::retention::RetentionSettings,
 }
 
 /// Errors that stop the controller.
@@ -207,6 +209,8 @@ pub async fn run(
     .map_err(RunError::Alerting)?;
     loops.spawn("timer loop", engine.clone().timer_loop(stop_rx.clone()));
     loops.spawn("scheduler", crate::scheduler::run(engine.clone(), stop_rx.clone()));
+    engine.set_retention(config.retention);
+    loops.spawn("retention loop", engine.clone().retention_loop(stop_rx.clone()));
 
     let (health_reporter, health_service) = tonic_health::server::health_reporter();
     health_reporter

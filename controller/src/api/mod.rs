@@ -1,6 +1,7 @@
 //! The gRPC services: [`controller::ControllerApi`] for clients and
 //! [`agent::AgentApi`] for agents, plus conversions in [`convert`] and the
-//! alerting part of the client service in [`alerts`] and its token calls
+//! alerting part of the client service in [`alerts`], resumable event watches
+//! in [`events`], and its token calls
 //! in [`tokens`]; [`limits`] bounds what a request may cost (parsing off the
 //! serving threads, pages, reply bytes, ids).
 
@@ -8,5 +9,6 @@ pub mod agent;
 pub mod alerts;
 pub mod controller;
 pub mod convert;
+pub mod events;
 pub mod limits;
 pub mod tokens;
