@@ -257,6 +257,16 @@ pub enum RunsCmd {
         /// Run id.
         id: String,
     },
+    /// Delete finished runs past their job's `retention` now (the controller
+    /// also does it periodically) and print what was deleted per job.
+    Prune {
+        /// Only count what would be deleted.
+        #[arg(long)]
+        dry_run: bool,
+        /// Only this job.
+        #[arg(long, value_name = "NAME")]
+        job: Option<String>,
+    },
 }
 
 /// What `runs cancel` acts on: exactly one of ID or `--workflow`.

@@ -600,6 +600,42 @@ pub struct Deleted {
     pub deleted: String,
 }
 
+/// `runs prune`: what was (or, with `dry_run`, would be) deleted.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Pruned {
+    pub dry_run: bool,
+    pub jobs: Vec<JobPruned>,
+}
+
+/// One job's pruned runs by final state.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct JobPruned {
+    pub job: String,
+    pub succeeded: u64,
+    pub dead: u64,
+    pub cancelled: u64,
+    pub total: u64,
+}
+
+impl From<pb::PruneRunsResponse> for Pruned {
+    fn from(r: pb::PruneRunsResponse) -> Self {
+        Pruned {
+            dry_run: r.dry_run,
+            jobs: r
+                .jobs
+                .into_iter()
+                .map(|j| JobPruned {
+                    job: j.job,
+                    succeeded: j.succeeded,
+                    dead: j.dead,
+                    cancelled: j.cancelled,
+                    total: j.total,
+                })
+                .collect(),
+        }
+    }
+}
+
 /// `dlq retry|purge`: the runs acted on.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct RunIds {

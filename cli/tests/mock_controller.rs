@@ -208,6 +208,9 @@ impl ControllerService for Mock {
     async fn purge_dlq(&self, _: Request<pb::DlqRequest>) -> Result<Response<pb::DlqResponse>, Status> {
         unimplemented()
     }
+    async fn prune_runs(&self, _: Request<pb::PruneRunsRequest>) -> Result<Response<pb::PruneRunsResponse>, Status> {
+        unimplemented()
+    }
     async fn list_agents(&self, _: Request<pb::ListAgentsRequest>) -> Result<Response<pb::ListAgentsResponse>, Status> {
         unimplemented()
     }

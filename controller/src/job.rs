@@ -56,6 +56,8 @@ pub struct JobDef {
     pub depends_on: Vec<String>,
     /// Only missed fires this recent are caught up; `None` = no window.
     pub catch_up_window: Option<Duration>,
+    /// How long its finished runs are kept (`retention:`).
+    pub retention: Retention,
 }
 
 /// How a job is executed (exactly one kind).
@@ -101,6 +103,35 @@ pub struct BuiltinDef {
 
 /// Names of the builtin tasks agents provide.
 pub const BUILTINS: &[&str] = &["noop", "sleep"];
+
+/// Longest `retention.max_age` / `dead_max_age`: 100 years.
+pub const MAX_RETENTION: Duration = Duration::from_secs(100 * 365 * 24 * 3600);
+
+/// Most `retention.max_runs`.
+pub const MAX_RETENTION_RUNS: u64 = 1_000_000_000;
+
+/// How long a job's finished runs (succeeded, dead, cancelled) are kept
+/// before the controller prunes them with their attempts, transitions,
+/// dependencies and events (`engine/retention.rs`). Unset fields keep runs
+/// (subject to the controller's `--retention-max-age` for `max_age`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Retention {
+    /// Finished runs older than this (by their finish) are pruned.
+    pub max_age: Option<Duration>,
+    /// Only the newest this many finished runs are kept.
+    pub max_runs: Option<u64>,
+    /// Dead runs' own age limit: with it, dead runs are pruned by it alone
+    /// (not by `max_age` nor counted for `max_runs`), so a failure stays
+    /// visible longer than the successes around it.
+    pub dead_max_age: Option<Duration>,
+}
+
+impl Retention {
+    /// Whether nothing is ever pruned.
+    pub fn keeps_everything(&self) -> bool {
+        self.max_age.is_none() && self.max_runs.is_none() && self.dead_max_age.is_none()
+    }
+}
 
 /// Retry policy of a job: how many attempts a run gets and how long it waits
 /// between them (applied by [`crate::engine::transitions::settle`]).

@@ -86,6 +86,13 @@ struct Args {
     /// commits get this long, then whatever still runs is abandoned.
     #[arg(long, default_value = "10s", value_parser = worker_duration::parse)]
     shutdown_timeout: std::time::Duration,
+    /// Finished runs of jobs without their own `retention.max_age` are pruned
+    /// this long after they finished (e.g. 30d); unset: kept.
+    #[arg(long, value_name = "DURATION", value_parser = parse_retention_age)]
+    retention_max_age: Option<std::time::Duration>,
+    /// How often the controller prunes finished runs past their retention.
+    #[arg(long, value_name = "DURATION", default_value = "60s", value_parser = parse_retention_interval)]
+    retention_interval: std::time::Duration,
     /// Bytes of payloads over 1 KiB kept in memory for waiting runs; beyond
     /// it they stay in the store until their run is dispatched.
     #[arg(long, value_name = "BYTES", default_value_t = worker_controller::engine::DEFAULT_PAYLOAD_MEMORY_BYTES)]
@@ -219,6 +226,10 @@ fn main() -> ExitCode {
         },
         insecure_no_auth: args.insecure_no_auth,
         limits,
+        retention: worker_controller::engine::retention::RetentionSettings {
+            default_max_age: args.retention_max_age,
+            interval: args.retention_interval,
+        },
     };
 
     let runtime = match tokio::runtime::Runtime::new() {
@@ -329,6 +340,24 @@ async fn shutdown_signal() {
         _ = ctrl_c => {}
         _ = term => {}
     }
+}
+
+/// `--retention-max-age`: above zero (leave the flag out to keep runs).
+fn parse_retention_age(s: &str) -> Result<std::time::Duration, String> {
+    let d = worker_duration::parse(s).map_err(|e| e.to_string())?;
+    if d.is_zero() {
+        return Err("must be longer than 0s (leave the flag out to keep finished runs)".into());
+    }
+    Ok(d)
+}
+
+/// `--retention-interval`: from 1s to 1d.
+fn parse_retention_interval(s: &str) -> Result<std::time::Duration, String> {
+    let d = worker_duration::parse(s).map_err(|e| e.to_string())?;
+    if d < std::time::Duration::from_secs(1) || d > std::time::Duration::from_secs(86_400) {
+        return Err(format!("{s} is outside 1s..1d"));
+    }
+    Ok(d)
 }
 
 #[cfg(test)]

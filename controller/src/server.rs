@@ -68,6 +68,8 @@ pub struct ControllerConfig {
     pub insecure_no_auth: bool,
     /// Size and count limits (`--limit`); installed process-wide by [`run`].
     pub limits: crate::limits::Limits,
+    /// History retention: the default age and the pass interval.
+    pub retention: crate::engine::retention::RetentionSettings,
 }
 
 /// Errors that stop the controller.
@@ -269,6 +271,8 @@ pub async fn run(
     .map_err(RunError::Alerting)?;
     loops.spawn("timer loop", engine.clone().timer_loop(stop_rx.clone()));
     loops.spawn("scheduler", crate::scheduler::run(engine.clone(), stop_rx.clone()));
+    engine.set_retention(config.retention);
+    loops.spawn("retention loop", engine.clone().retention_loop(stop_rx.clone()));
 
     let live_output = crate::logs::LiveOutput::new(engine.clone());
     loops.spawn("live output sweep", live_output.clone().sweep_loop(stop_rx.clone()));

@@ -761,6 +761,7 @@ async fn start_controller() -> Running {
         auth: Default::default(),
         insecure_no_auth: false,
         limits: Default::default(),
+        retention: Default::default(),
     };
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
     let (ready_tx, ready_rx) = tokio::sync::oneshot::channel();

@@ -19,7 +19,8 @@ use worker_controller::alerting::{AlertKind, AlertStatus, Event};
 use worker_controller::error::ErrorCode;
 use worker_controller::model::{Outcome, Priority, RunState, Trigger};
 use worker_controller::store::{
-    AlertQuery, AlertRecord, AttemptEnd, AttemptStart, InsertPlan, NewRun, StateChange, Store, WriteError,
+    AlertQuery, AlertRecord, AttemptEnd, AttemptStart, EventFilter, EventKind, EventRecord, InsertPlan, NewRun,
+    PruneCounts, PruneRule, StateChange, Store, WriteError,
 };
 
 // ---------------------------------------------------------------------------
@@ -202,6 +203,14 @@ backend_tests!(
     fire_failures_are_recorded_per_job,
     payloads_are_read_by_id_and_big_ones_left_out_of_recovery,
     tokens_keep_hashes_names_and_revocations,
+    events_are_numbered_in_commit_order_with_their_runs,
+    events_are_filtered_by_job_and_type,
+    concurrent_writers_number_events_without_gaps,
+    committed_events_are_published_as_stored,
+    prune_by_age_deletes_finished_runs_with_their_history,
+    prune_by_count_keeps_the_newest_finished_runs,
+    dead_runs_have_their_own_age_limit,
+    prune_never_touches_unfinished_runs_or_their_upstreams,
 );
 
 fn new_run(id: &str, scheduled_for: Option<i64>) -> NewRun {
@@ -683,7 +692,7 @@ async fn reopening_keeps_everything_and_migrations_run_once(db: TestDb) {
     assert_eq!(active.len(), 1);
     assert_eq!(active[0].payload, "{\"n\":1}");
     store.close().await;
-    assert_eq!(db.migration_versions().await, vec![1, 2, 3, 4, 5]);
+    assert_eq!(db.migration_versions().await, vec![1, 2, 3, 4, 5, 6]);
 }
 
 /// Two controllers starting at once on an empty database: both open, and the
@@ -695,7 +704,7 @@ async fn concurrent_opens_apply_migrations_once(db: TestDb) {
     assert!(!insert(&b, new_run("r2", Some(60_000))).await);
     a.close().await;
     b.close().await;
-    assert_eq!(db.migration_versions().await, vec![1, 2, 3, 4, 5]);
+    assert_eq!(db.migration_versions().await, vec![1, 2, 3, 4, 5, 6]);
 }
 
 /// Recovery reads the dependencies of every blocked run and the attempts of
@@ -942,6 +951,390 @@ async fn cursors_never_move_back_and_count_missed_fires(db: TestDb) {
     // A scheduled insert for an older instant does not move it back either.
     assert!(insert(&store, new_run("old", Some(30_000))).await);
     assert_eq!(store.cursors().await.unwrap()[0].last_fired, 120_000);
+    store.close().await;
+}
+
+/// Every stored event, oldest first.
+async fn all_events(store: &Store) -> Vec<EventRecord> {
+    let head = store.event_head().await.unwrap();
+    store
+        .events_after(0, head, &EventFilter::default(), 100_000)
+        .await
+        .unwrap()
+}
+
+/// (kind, run, from, to) of an event.
+type EventShape<'a> = (EventKind, Option<&'a str>, Option<RunState>, Option<RunState>);
+
+/// The shapes of events, for compact comparisons.
+fn event_shapes(events: &[EventRecord]) -> Vec<EventShape<'_>> {
+    events
+        .iter()
+        .map(|e| (e.kind, e.run_id.as_deref(), e.from, e.state))
+        .collect()
+}
+
+/// Every transition and schedule event gets the next sequence number in the
+/// transaction that commits it; a refused write uses none; a run's events go
+/// when the run is purged, and numbers are never reused.
+async fn events_are_numbered_in_commit_order_with_their_runs(db: TestDb) {
+    let store = db.open().await;
+    assert_eq!(store.event_head().await.unwrap(), 0);
+    assert!(insert(&store, new_run("fire1", Some(60_000))).await);
+    assert!(insert(&store, new_run("api1", None)).await);
+    // A duplicate fire writes nothing, events included.
+    assert!(!insert(&store, new_run("fire2", Some(60_000))).await);
+    let (running, start) = first_attempt("api1");
+    store.apply(&[running], &[start], &[]).await.unwrap();
+    // A refused round (stale change) takes no number.
+    let stale = StateChange::new("fire1", RunState::Running, RunState::Succeeded, 3_000, None);
+    assert!(store.apply(&[stale], &[], &[]).await.is_err());
+    let dead = StateChange::new("api1", RunState::Running, RunState::Dead, 4_000, Some("boom".into()));
+    store.apply(&[dead], &[], &[]).await.unwrap();
+    store.advance_cursor("job.a", 120_000, 2, 1).await.unwrap();
+    store.advance_cursor("job.a", 130_000, 0, 0).await.unwrap();
+    store.set_paused("job.a", true).await.unwrap();
+    store.set_paused("job.a", true).await.unwrap(); // no change, no event
+    store.set_paused("job.a", false).await.unwrap();
+
+    let events = all_events(&store).await;
+    let seqs: Vec<i64> = events.iter().map(|e| e.seq).collect();
+    assert_eq!(seqs, (1..=9).collect::<Vec<i64>>(), "gapless, in commit order");
+    use EventKind::*;
+    use RunState::*;
+    assert_eq!(
+        event_shapes(&events),
+        vec![
+            (ScheduleFired, Some("fire1"), None, None),
+            (Run, Some("fire1"), None, Some(Queued)),
+            (Run, Some("api1"), None, Some(Queued)),
+            (Run, Some("api1"), Some(Queued), Some(Running)),
+            (Run, Some("api1"), Some(Running), Some(Dead)),
+            (ScheduleMissed, None, None, None),
+            (ScheduleSkipped, None, None, None),
+            (SchedulePaused, None, None, None),
+            (ScheduleResumed, None, None, None),
+        ]
+    );
+    assert!(
+        events.iter().all(|e| e.job == "job.a"),
+        "the job is read from the run: {events:?}"
+    );
+    assert_eq!((events[3].attempt, events[4].attempt), (1, 1));
+    assert_eq!(events[4].reason.as_deref(), Some("boom"));
+    assert_eq!((events[5].count, events[6].count), (2, 1));
+    // A run's events match its transitions.
+    assert_eq!(
+        store.transitions("api1").await.unwrap().len(),
+        events
+            .iter()
+            .filter(|e| e.kind == Run && e.run_id.as_deref() == Some("api1"))
+            .count()
+    );
+
+    // Purging a run deletes its events; the counter keeps going.
+    store.purge_dead(&["api1".to_string()], &[]).await.unwrap();
+    let events = all_events(&store).await;
+    assert!(events.iter().all(|e| e.run_id.as_deref() != Some("api1")), "{events:?}");
+    assert_eq!(events.len(), 6);
+    assert_eq!(store.event_head().await.unwrap(), 9);
+    assert!(insert(&store, new_run("api2", None)).await);
+    assert_eq!(
+        all_events(&store).await.last().unwrap().seq,
+        10,
+        "numbers are never reused"
+    );
+    store.close().await;
+    // Reopening keeps the counter.
+    let store = db.open().await;
+    assert_eq!(store.event_head().await.unwrap(), 10);
+    store.close().await;
+}
+
+/// Reads filter by job and event type, page by `limit`, and stop at `up_to`.
+async fn events_are_filtered_by_job_and_type(db: TestDb) {
+    let store = db.open().await;
+    for (i, job) in ["a", "b", "a", "c"].iter().enumerate() {
+        let mut run = new_run(&format!("r{i}"), None);
+        run.job = job.to_string();
+        assert!(insert(&store, run).await);
+    }
+    store.set_paused("a", true).await.unwrap();
+    let head = store.event_head().await.unwrap();
+    assert_eq!(head, 5);
+    let read = |jobs: &[&str], kinds: &[EventKind], after: i64, up_to: i64, limit: u32| {
+        let store = store.clone();
+        let filter = EventFilter {
+            jobs: jobs.iter().map(|j| j.to_string()).collect(),
+            kinds: kinds.to_vec(),
+        };
+        async move {
+            store
+                .events_after(after, up_to, &filter, limit)
+                .await
+                .unwrap()
+                .iter()
+                .map(|e| e.seq)
+                .collect::<Vec<i64>>()
+        }
+    };
+    assert_eq!(read(&["a"], &[], 0, head, 100).await, vec![1, 3, 5]);
+    assert_eq!(read(&["a", "c"], &[EventKind::Run], 0, head, 100).await, vec![1, 3, 4]);
+    assert_eq!(read(&[], &[EventKind::SchedulePaused], 0, head, 100).await, vec![5]);
+    assert_eq!(read(&[], &[], 1, head, 2).await, vec![2, 3]);
+    assert_eq!(read(&[], &[], 0, 3, 100).await, vec![1, 2, 3]);
+    assert!(read(&["zzz"], &[], 0, head, 100).await.is_empty());
+    store.close().await;
+}
+
+/// Two controllers' worth of writers at once: every number is used once,
+/// with no gap, and each run's events keep their order.
+async fn concurrent_writers_number_events_without_gaps(db: TestDb) {
+    let a = db.open().await;
+    let b = db.open().await;
+    let write = |store: Store, prefix: &'static str| async move {
+        for i in 0..40 {
+            let id = format!("{prefix}{i}");
+            assert!(insert(&store, new_run(&id, None)).await);
+            let (running, start) = first_attempt(&id);
+            store.apply(&[running], &[start], &[]).await.unwrap();
+        }
+    };
+    tokio::join!(write(a.clone(), "a"), write(b.clone(), "b"));
+    let events = all_events(&a).await;
+    let seqs: Vec<i64> = events.iter().map(|e| e.seq).collect();
+    assert_eq!(seqs, (1..=160).collect::<Vec<i64>>());
+    for run in events.iter().filter_map(|e| e.run_id.as_deref()) {
+        let states: Vec<Option<RunState>> = events
+            .iter()
+            .filter(|e| e.run_id.as_deref() == Some(run))
+            .map(|e| e.state)
+            .collect();
+        assert_eq!(states, vec![Some(RunState::Queued), Some(RunState::Running)], "{run}");
+    }
+    a.close().await;
+    b.close().await;
+}
+
+/// What the hub publishes after a commit is what the store holds.
+async fn committed_events_are_published_as_stored(db: TestDb) {
+    let store = db.open().await;
+    let mut hub = store.event_hub().subscribe();
+    let mut queued = new_run("r1", None);
+    queued.state = RunState::Queued;
+    let (running, start) = first_attempt("r2");
+    store
+        .commit(
+            &InsertPlan {
+                runs: vec![queued, new_run("r2", None)],
+                dependencies: Vec::new(),
+            },
+            &[running],
+            &[start],
+            &[],
+        )
+        .await
+        .unwrap();
+    let committed = hub.recv().await.unwrap();
+    assert_eq!(committed.events, all_events(&store).await);
+    assert_eq!(committed.events.len(), 3);
+    assert_eq!(committed.events[2].state, Some(RunState::Running));
+    // A write without events publishes nothing.
+    store.set_paused("job.a", false).await.unwrap();
+    assert!(hub.try_recv().is_err());
+    store.close().await;
+}
+
+/// Inserts run `id` of job `job` and moves it to `state` at `finished_at`
+/// (a terminal state: with that finish time), through `running` with one
+/// attempt so that it has attempts, transitions and events to lose.
+async fn finished_run(store: &Store, id: &str, job: &str, state: RunState, finished_at: i64) {
+    let mut run = new_run(id, None);
+    run.job = job.into();
+    run.idempotency_key = Some(format!("key-{id}"));
+    assert!(insert(store, run).await);
+    let (running, start) = first_attempt(id);
+    store.apply(&[running], &[start], &[]).await.unwrap();
+    if state != RunState::Running {
+        let end = AttemptEnd {
+            run_id: id.into(),
+            attempt: 1,
+            outcome: Outcome::Succeeded,
+            exit_code: Some(0),
+            error: None,
+            output: None,
+            started_at: None,
+            finished_at,
+            duration_ms: Some(1),
+        };
+        let change = StateChange::new(id, RunState::Running, state, finished_at, None);
+        store.apply(&[change], &[], &[end]).await.unwrap();
+    }
+}
+
+fn rule(job: &str, cutoff: Option<i64>, dead_cutoff: Option<i64>, keep: Option<u64>) -> PruneRule {
+    PruneRule {
+        job: job.into(),
+        cutoff,
+        dead_cutoff,
+        keep,
+    }
+}
+
+/// Ids of the runs still stored, sorted.
+async fn stored_ids(store: &Store) -> Vec<String> {
+    let mut ids: Vec<String> = store
+        .runs(None, None, 10_000)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|r| r.id)
+        .collect();
+    ids.sort();
+    ids
+}
+
+async fn prune_by_age_deletes_finished_runs_with_their_history(db: TestDb) {
+    let store = db.open().await;
+    finished_run(&store, "old-ok", "a", RunState::Succeeded, 10_000).await;
+    finished_run(&store, "old-cancelled", "a", RunState::Cancelled, 11_000).await;
+    finished_run(&store, "old-dead", "a", RunState::Dead, 12_000).await;
+    finished_run(&store, "new-ok", "a", RunState::Succeeded, 50_000).await;
+    finished_run(&store, "old-other-job", "b", RunState::Succeeded, 10_000).await;
+    finished_run(&store, "still-running", "a", RunState::Running, 0).await;
+    let age = rule("a", Some(20_000), None, None);
+    assert_eq!(
+        store.count_prunable(&age).await.unwrap(),
+        PruneCounts {
+            succeeded: 1,
+            dead: 1,
+            cancelled: 1
+        }
+    );
+    // Two batches of at most two runs, oldest first.
+    let first = store.prune_runs(&age, 2).await.unwrap();
+    assert_eq!(first.ids, vec!["old-ok".to_string(), "old-cancelled".to_string()]);
+    let second = store.prune_runs(&age, 2).await.unwrap();
+    assert_eq!(second.ids, vec!["old-dead".to_string()]);
+    assert_eq!(second.counts.dead, 1);
+    assert!(store.prune_runs(&age, 2).await.unwrap().ids.is_empty());
+    assert_eq!(
+        stored_ids(&store).await,
+        vec!["new-ok".to_string(), "old-other-job".into(), "still-running".into()]
+    );
+    // Their history went with them: attempts, transitions, events, keys.
+    for id in ["old-ok", "old-cancelled", "old-dead"] {
+        assert!(store.transitions(id).await.unwrap().is_empty(), "{id}");
+        assert!(store.attempts(&[id.to_string()]).await.unwrap().is_empty(), "{id}");
+        assert!(
+            store.idempotency_key(&format!("key-{id}")).await.unwrap().is_none(),
+            "{id}"
+        );
+    }
+    let events = all_events(&store).await;
+    let pruned = ["old-ok", "old-cancelled", "old-dead"];
+    assert!(
+        events
+            .iter()
+            .all(|e| !pruned.contains(&e.run_id.as_deref().unwrap_or_default())),
+        "{events:?}"
+    );
+    assert!(events.iter().any(|e| e.run_id.as_deref() == Some("new-ok")));
+    assert_eq!(store.transitions("new-ok").await.unwrap().len(), 3);
+    store.close().await;
+}
+
+async fn prune_by_count_keeps_the_newest_finished_runs(db: TestDb) {
+    let store = db.open().await;
+    for i in 0..6 {
+        finished_run(&store, &format!("r{i}"), "a", RunState::Succeeded, 1_000 * (i + 1)).await;
+    }
+    finished_run(&store, "running", "a", RunState::Running, 0).await;
+    let keep = rule("a", None, None, Some(2));
+    assert_eq!(store.count_prunable(&keep).await.unwrap().succeeded, 4);
+    let batch = store.prune_runs(&keep, 500).await.unwrap();
+    assert_eq!(batch.ids, vec!["r0", "r1", "r2", "r3"]);
+    assert_eq!(
+        stored_ids(&store).await,
+        vec!["r4".to_string(), "r5".into(), "running".into()]
+    );
+    // Age and count together: either one prunes.
+    let both = rule("a", Some(5_500), None, Some(5));
+    assert_eq!(store.prune_runs(&both, 500).await.unwrap().ids, vec!["r4"]);
+    store.close().await;
+}
+
+async fn dead_runs_have_their_own_age_limit(db: TestDb) {
+    let store = db.open().await;
+    finished_run(&store, "ok-old", "a", RunState::Succeeded, 1_000).await;
+    finished_run(&store, "dead-old", "a", RunState::Dead, 1_000).await;
+    finished_run(&store, "dead-older", "a", RunState::Dead, 500).await;
+    finished_run(&store, "ok-new", "a", RunState::Succeeded, 9_000).await;
+    // max_age cuts at 5,000 but dead runs keep until 800; dead runs do not
+    // count for keep = 1 either.
+    let r = rule("a", Some(5_000), Some(800), Some(1));
+    let batch = store.prune_runs(&r, 500).await.unwrap();
+    let mut ids = batch.ids.clone();
+    ids.sort();
+    assert_eq!(ids, vec!["dead-older".to_string(), "ok-old".into()]);
+    assert_eq!((batch.counts.dead, batch.counts.succeeded), (1, 1));
+    assert_eq!(stored_ids(&store).await, vec!["dead-old".to_string(), "ok-new".into()]);
+    // Without a dead limit, dead runs go by max_age like the rest.
+    let r = rule("a", Some(5_000), None, None);
+    assert_eq!(store.prune_runs(&r, 500).await.unwrap().ids, vec!["dead-old"]);
+    store.close().await;
+}
+
+async fn prune_never_touches_unfinished_runs_or_their_upstreams(db: TestDb) {
+    let store = db.open().await;
+    finished_run(&store, "up-done", "a", RunState::Succeeded, 1_000).await;
+    finished_run(&store, "up-other", "a", RunState::Succeeded, 1_000).await;
+    // A blocked run waits on both (on up-done it waits no more, but the
+    // engine reads the edge when its other upstream settles).
+    let mut blocked = new_run("down", None);
+    blocked.state = RunState::Blocked;
+    blocked.job = "b".into();
+    let mut done_down = new_run("down-done", None);
+    done_down.job = "b".into();
+    store
+        .insert_runs(&InsertPlan {
+            runs: vec![blocked, done_down],
+            dependencies: vec![
+                ("down".into(), "up-done".into()),
+                ("down".into(), "up-other".into()),
+                ("down-done".into(), "up-other".into()),
+            ],
+        })
+        .await
+        .unwrap();
+    for state in [RunState::Queued, RunState::Scheduled] {
+        let mut run = new_run(&format!("waiting-{state}"), None);
+        run.state = state;
+        run.created_at = 0;
+        assert!(insert(&store, run).await);
+    }
+    let everything = rule("a", Some(i64::MAX), None, Some(1));
+    assert_eq!(store.count_prunable(&everything).await.unwrap().total(), 0);
+    assert!(store.prune_runs(&everything, 500).await.unwrap().ids.is_empty());
+    let all_of_job_a = rule("job.a", Some(i64::MAX), None, None);
+    assert!(store.prune_runs(&all_of_job_a, 500).await.unwrap().ids.is_empty());
+    // Once the blocked run is finished (cancelled), the upstream only it
+    // waited on may go, and so may the blocked run, with its dependency rows;
+    // up-other stays while the queued down-done waits on it.
+    let cancel = StateChange::new("down", RunState::Blocked, RunState::Cancelled, 2_000, None);
+    store.apply(&[cancel], &[], &[]).await.unwrap();
+    assert_eq!(store.prune_runs(&everything, 500).await.unwrap().ids, vec!["up-done"]);
+    let b = rule("b", Some(i64::MAX), None, None);
+    assert_eq!(store.prune_runs(&b, 500).await.unwrap().ids, vec!["down"]);
+    assert_eq!(
+        store.dependencies(&["down".into(), "down-done".into()]).await.unwrap(),
+        vec![("down-done".to_string(), "up-other".to_string())]
+    );
+    let left = stored_ids(&store).await;
+    assert!(
+        left.contains(&"down-done".to_string()) && left.contains(&"up-other".to_string()),
+        "{left:?}"
+    );
     store.close().await;
 }
 

@@ -93,6 +93,13 @@ async fn call(client: &mut AuthedClient, agent: &mut AuthedAgentClient, method: 
             .purge_dlq(pb::DlqRequest { id: none(), all: false })
             .await
             .map(drop),
+        "ControllerService/PruneRuns" => client
+            .prune_runs(pb::PruneRunsRequest {
+                job: none(),
+                dry_run: true,
+            })
+            .await
+            .map(drop),
         "ControllerService/ListAgents" => client.list_agents(pb::ListAgentsRequest {}).await.map(drop),
         "ControllerService/ListSchedules" => client.list_schedules(pb::ListSchedulesRequest {}).await.map(drop),
         "ControllerService/PauseSchedule" => client
@@ -141,7 +148,10 @@ async fn call(client: &mut AuthedClient, agent: &mut AuthedAgentClient, method: 
             .map(drop),
         "ControllerService/DeleteJob" => client.delete_job(pb::DeleteJobRequest { name: none() }).await.map(drop),
         "ControllerService/WatchEvents" => client
-            .watch_events(pb::WatchEventsRequest { job: none() })
+            .watch_events(pb::WatchEventsRequest {
+                job: none(),
+                ..Default::default()
+            })
             .await
             .map(drop),
         "ControllerService/FollowRunOutput" => client

@@ -295,7 +295,10 @@ jobs:
     let paused_at = chrono::Utc::now();
     let mut client = ctl.client().await;
     let mut events = client
-        .watch_events(pb::WatchEventsRequest { job: "tick".into() })
+        .watch_events(pb::WatchEventsRequest {
+            job: "tick".into(),
+            ..Default::default()
+        })
         .await
         .expect("WatchEvents")
         .into_inner();

@@ -126,7 +126,10 @@ jobs:
 
     let mut client = ctl.client().await;
     let mut events = client
-        .watch_events(pb::WatchEventsRequest { job: "hello".into() })
+        .watch_events(pb::WatchEventsRequest {
+            job: "hello".into(),
+            ..Default::default()
+        })
         .await
         .expect("WatchEvents")
         .into_inner();

@@ -142,7 +142,10 @@ pub async fn run(target: &Target, printer: &Printer, args: RateArgs) -> anyhow::
     // Subscribe before the first arrival.
     let mut watch_client = target.client()?;
     let mut events = watch_client
-        .watch_events(pb::WatchEventsRequest { job: job.to_string() })
+        .watch_events(pb::WatchEventsRequest {
+            job: job.to_string(),
+            ..Default::default()
+        })
         .await?
         .into_inner();
     let state = Arc::new(Mutex::new(State::default()));

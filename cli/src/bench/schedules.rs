@@ -133,7 +133,7 @@ pub async fn run(target: &Target, printer: &Printer, args: SchedulesArgs) -> any
     // Subscribe before the jobs exist.
     let mut watch_client = target.client()?;
     let mut events = watch_client
-        .watch_events(pb::WatchEventsRequest { job: String::new() })
+        .watch_events(pb::WatchEventsRequest::default())
         .await?
         .into_inner();
     let seen = Arc::new(Mutex::new(Seen::default()));

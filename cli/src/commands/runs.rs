@@ -1,4 +1,4 @@
-//! `runs list|get|logs|cancel|retry` (`cancel --workflow`; `logs` is in
+//! `runs list|get|logs|cancel|retry|prune` (`cancel --workflow`; `logs` is in
 //! [`super::logs`]), and the run renderings shared with `enqueue`,
 //! `queue list` and `dlq list`.
 
@@ -6,7 +6,7 @@ use worker_proto::v1 as pb;
 
 use super::Ctx;
 use crate::cli::{CancelTarget, RunsCmd};
-use crate::model::Run;
+use crate::model::{Pruned, Run};
 use crate::output::fmt_ms;
 use crate::output::{Table, dash, emit, joined, key_values, time, truncate};
 
@@ -44,8 +44,36 @@ pub async fn run(ctx: &mut Ctx, cmd: RunsCmd) -> anyhow::Result<()> {
             .into_inner()
             .into(),
         RunsCmd::Retry { id } => ctx.client.retry_run(pb::RunRequest { id }).await?.into_inner().into(),
+        RunsCmd::Prune { dry_run, job } => {
+            let request = pb::PruneRunsRequest {
+                job: job.unwrap_or_default(),
+                dry_run,
+            };
+            let pruned: Pruned = ctx.client.prune_runs(request).await?.into_inner().into();
+            return emit(ctx.format, &pruned, || pruned_table(&pruned));
+        }
     };
     emit(ctx.format, &run, || run_detail(&run))
+}
+
+/// `runs prune` for people: one line per job, then the total.
+fn pruned_table(pruned: &Pruned) -> String {
+    let verb = if pruned.dry_run { "would delete" } else { "deleted" };
+    if pruned.jobs.is_empty() {
+        return format!("nothing to prune ({verb} 0 runs)\n");
+    }
+    let mut table = Table::new(["JOB", "SUCCEEDED", "DEAD", "CANCELLED", "TOTAL"]);
+    for j in &pruned.jobs {
+        table.row([
+            j.job.clone(),
+            j.succeeded.to_string(),
+            j.dead.to_string(),
+            j.cancelled.to_string(),
+            j.total.to_string(),
+        ]);
+    }
+    let total: u64 = pruned.jobs.iter().map(|j| j.total).sum();
+    format!("{}{verb} {total} run(s)\n", table.render())
 }
 
 /// Prints a list of runs (an array, or [`runs_table`]).

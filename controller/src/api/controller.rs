@@ -5,7 +5,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::Utc;
-use tokio_stream::{Stream, StreamExt, wrappers::BroadcastStream};
+use tokio_stream::{Stream, StreamExt};
 use tonic::{Request, Response, Status};
 use worker_proto::v1 as pb;
 use worker_proto::v1::controller_service_server::ControllerService;
@@ -460,6 +460,30 @@ impl ControllerService for ControllerApi {
         super::logs::follow_run_output(&self.live, self.shutdown.clone(), request).await
     }
 
+    async fn prune_runs(
+        &self,
+        request: Request<pb::PruneRunsRequest>,
+    ) -> Result<Response<pb::PruneRunsResponse>, Status> {
+        let r = request.into_inner();
+        let job = (!r.job.is_empty()).then_some(r.job.as_str());
+        // On demand: shorter pauses than the background loop's.
+        let pause = Duration::from_millis(10);
+        let jobs = self.engine.prune(job, r.dry_run, pause).await?;
+        Ok(Response::new(pb::PruneRunsResponse {
+            dry_run: r.dry_run,
+            jobs: jobs
+                .into_iter()
+                .map(|j| pb::JobPruned {
+                    job: j.job,
+                    succeeded: j.counts.succeeded,
+                    dead: j.counts.dead,
+                    cancelled: j.counts.cancelled,
+                    total: j.counts.total(),
+                })
+                .collect(),
+        }))
+    }
+
     type WatchEventsStream = EventStream;
 
     async fn watch_events(
@@ -468,19 +492,11 @@ impl ControllerService for ControllerApi {
     ) -> Result<Response<Self::WatchEventsStream>, Status> {
         let principal = crate::auth::Principal::of(&request);
         let guard = principal.open_stream()?;
-        let job = request.into_inner().job;
+        let (filter, start) = super::events::parse_request(request.get_ref())?;
         let mut shutdown = self.shutdown.clone();
-        let stream = BroadcastStream::new(self.engine.subscribe()).filter_map(move |event| match event {
-            Ok(e) if job.is_empty() || e.job == job => Some(Ok(e)),
-            Ok(_) => None,
-            Err(_) => Some(Err(Status::data_loss("event stream lagged; some events were dropped"))),
-        });
-        // A lag ends the stream, with the data_loss status as its last item.
-        let stream = futures::StreamExt::scan(stream, false, |ended, item| {
-            let next = if *ended { None } else { Some(item) };
-            *ended = *ended || next.as_ref().is_some_and(|i| i.is_err());
-            futures::future::ready(next)
-        });
+        // Resumable: a lagging watcher reads the store (see `api/events.rs`).
+        let events = super::events::watch(self.engine.store().clone(), filter, start).await?;
+        let stream = tokio_stream::wrappers::ReceiverStream::new(events);
         let stream = futures::StreamExt::take_until(stream, async move {
             let _ = shutdown.wait_for(|s| *s).await;
         });

@@ -87,6 +87,7 @@ pub const MATRIX: &[(&str, &[Role])] = &[
     ("ControllerService/ListDlq", READ),
     ("ControllerService/RetryDlq", MANAGE),
     ("ControllerService/PurgeDlq", MANAGE),
+    ("ControllerService/PruneRuns", MANAGE),
     ("ControllerService/ListAgents", READ),
     ("ControllerService/ListSchedules", READ),
     ("ControllerService/PauseSchedule", MANAGE),

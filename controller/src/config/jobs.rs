@@ -11,10 +11,13 @@ use std::time::Duration;
 use serde::de::DeserializeOwned;
 use serde_yaml_ng::{Mapping, Value};
 
-use super::raw::{RawBuiltin, RawCommand, RawDefaults, RawJob, RawRetry, RawShell};
+use super::raw::{RawBuiltin, RawCommand, RawDefaults, RawJob, RawRetention, RawRetry, RawShell};
 use super::{ConfigError, ConfigErrors, interpolate_str, lines};
 use crate::job::MAX_CHAIN_DEPTH;
-use crate::job::{BUILTINS, BuiltinDef, ExecutorDef, JobDef, MAX_TIMEOUT, RetryPolicy, ShellDef};
+use crate::job::{
+    BUILTINS, BuiltinDef, ExecutorDef, JobDef, MAX_RETENTION, MAX_RETENTION_RUNS, MAX_TIMEOUT, Retention, RetryPolicy,
+    ShellDef,
+};
 use crate::model::{Backoff, CatchUp, Overlap, Priority};
 use crate::scheduler::cron::{CronSchedule, DstPolicy, parse_tz};
 
@@ -589,11 +592,11 @@ pub fn spec_to_yaml(spec: &Mapping) -> String {
 }
 
 /// The spec with the document's defaults filled in where the job sets nothing
-/// (`retry` is merged field by field).
+/// (`retry` and `retention` are merged field by field).
 fn merge_defaults(defaults: &Mapping, mut spec: Mapping) -> Mapping {
     for (key, value) in defaults {
         match (key.as_str(), spec.get_mut(key)) {
-            (Some("retry"), Some(Value::Mapping(job_retry))) => {
+            (Some("retry" | "retention"), Some(Value::Mapping(job_retry))) => {
                 if let Value::Mapping(default_retry) = value {
                     for (k, v) in default_retry {
                         if !job_retry.contains_key(k) {
@@ -657,6 +660,49 @@ fn check_defaults(c: &mut Checker<'_>, raw: RawDefaults) {
     });
     c.parse(&["defaults", "timeout"], raw.timeout.as_deref(), parse_timeout);
     check_retry(c, &["defaults", "retry"], raw.retry.unwrap_or_default());
+    check_retention(c, &["defaults", "retention"], raw.retention.unwrap_or_default());
+}
+
+/// `retention: { max_age, max_runs, dead_max_age }`: ages above zero and at
+/// most [`MAX_RETENTION`], a count from 1 to [`MAX_RETENTION_RUNS`], and a
+/// dead runs' age not shorter than `max_age` (it is meant to keep failures longer).
+fn check_retention(c: &mut Checker<'_>, base: &[&str], raw: RawRetention) -> Retention {
+    let at = |field: &'static str| -> Vec<&str> {
+        let mut p = base.to_vec();
+        p.push(field);
+        p
+    };
+    let age = |s: &str| -> Result<Duration, String> {
+        let d = worker_duration::parse(s).map_err(|e| e.to_string())?;
+        if d.is_zero() {
+            Err("must be longer than 0s (leave it out to keep runs)".to_string())
+        } else if d > MAX_RETENTION {
+            Err(format!("{s} is longer than the limit of 100 years"))
+        } else {
+            Ok(d)
+        }
+    };
+    let mut retention = Retention {
+        max_age: c.parse(&at("max_age"), raw.max_age.as_deref(), age),
+        max_runs: None,
+        dead_max_age: c.parse(&at("dead_max_age"), raw.dead_max_age.as_deref(), age),
+    };
+    if let Some(n) = raw.max_runs {
+        if n == 0 || n > MAX_RETENTION_RUNS {
+            c.error(
+                &at("max_runs"),
+                format!("must be between 1 and {MAX_RETENTION_RUNS}, got {n}"),
+            );
+        } else {
+            retention.max_runs = Some(n);
+        }
+    }
+    if let (Some(all), Some(dead)) = (retention.max_age, retention.dead_max_age)
+        && dead < all
+    {
+        c.error(&at("dead_max_age"), "must not be shorter than max_age");
+    }
+    retention
 }
 
 /// `0s` means "no timeout"; longer than [`MAX_TIMEOUT`] is refused.
@@ -738,6 +784,7 @@ fn check_job(c: &mut Checker<'_>, name: &str, raw: RawJob) -> Option<JobDef> {
         .parse(&at("timeout"), raw.timeout.as_deref(), parse_timeout)
         .unwrap_or(Some(Duration::from_secs(30 * 60)));
     let retry = check_retry(c, &at("retry"), raw.retry.unwrap_or_default());
+    let retention = check_retention(c, &at("retention"), raw.retention.unwrap_or_default());
     let overlap = c
         .parse(&at("overlap"), raw.overlap.as_deref(), |s| s.parse())
         .unwrap_or(Overlap::Allow);
@@ -820,6 +867,7 @@ fn check_job(c: &mut Checker<'_>, name: &str, raw: RawJob) -> Option<JobDef> {
         tags: raw.tags.unwrap_or_default(),
         depends_on,
         catch_up_window,
+        retention,
     })
 }
 

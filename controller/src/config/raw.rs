@@ -68,6 +68,18 @@ pub struct RawDefaults {
     #[serde(default, deserialize_with = "duration_text")]
     pub timeout: Option<String>,
     pub retry: Option<RawRetry>,
+    pub retention: Option<RawRetention>,
+}
+
+/// `retention:` of a job or of the defaults.
+#[derive(Debug, Default, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawRetention {
+    #[serde(default, deserialize_with = "duration_text")]
+    pub max_age: Option<String>,
+    pub max_runs: Option<u64>,
+    #[serde(default, deserialize_with = "duration_text")]
+    pub dead_max_age: Option<String>,
 }
 
 /// `retry:` of a job or of the defaults.
@@ -110,6 +122,7 @@ pub struct RawJob {
     pub dst: Option<RawDst>,
     #[serde(default, deserialize_with = "duration_text")]
     pub catch_up_window: Option<String>,
+    pub retention: Option<RawRetention>,
 }
 
 /// `dst: { gap, repeat }` of a scheduled job.

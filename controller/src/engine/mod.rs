@@ -38,6 +38,7 @@ mod definitions;
 mod deps;
 mod dispatch;
 mod enqueue;
+pub mod retention;
 pub mod round;
 mod runs;
 pub mod select;
@@ -70,8 +71,9 @@ use crate::time::{Clock, rfc3339};
 use state::{AgentInbox, Core, LiveRun, shared_payload};
 use transitions::Mover;
 
-/// Events a slow `WatchEvents` subscriber may fall behind before its stream ends
-/// with `data_loss` (a burst of schedule fires or a batch can be this large).
+/// Events an in-process subscriber ([`Engine::subscribe`]: `WaitRun`) may fall
+/// behind (a burst of schedule fires or a batch can be this large). Clients'
+/// `WatchEvents` read the store's durable events instead (`api/events.rs`).
 pub const EVENT_BUFFER: usize = 65_536;
 /// The last `max` bytes of `text` at most, cut on a character boundary (the
 /// end of an output is what explains a failure).
@@ -163,6 +165,8 @@ pub struct Engine {
     failure: tokio::sync::watch::Sender<Option<String>>,
     /// Prometheus metrics recorded where events happen (see [`crate::http::metrics`]).
     metrics: Arc<crate::http::metrics::Metrics>,
+    /// Controller-wide history retention (see [`retention`]).
+    retention: std::sync::RwLock<retention::RetentionSettings>,
 }
 
 impl Engine {
@@ -200,6 +204,7 @@ impl Engine {
             clock,
             failure: tokio::sync::watch::Sender::new(None),
             metrics,
+            retention: std::sync::RwLock::new(retention::RetentionSettings::default()),
         };
         {
             let mut core = engine.lock_core().await;
@@ -481,7 +486,8 @@ impl Engine {
         });
     }
 
-    /// Lifecycle events of runs, live.
+    /// Lifecycle events of runs, live and without sequence numbers (for
+    /// in-process waiters; clients watch [`Store::event_hub`]).
     pub fn subscribe(&self) -> broadcast::Receiver<RunEvent> {
         self.events.subscribe()
     }
@@ -499,6 +505,8 @@ impl Engine {
             at: rfc3339(at),
             reason: reason.unwrap_or_default().to_string(),
             at_unix_micros: chrono::Utc::now().timestamp_micros(),
+            r#type: "run".to_string(),
+            ..RunEvent::default()
         });
     }
 

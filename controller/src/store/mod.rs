@@ -17,18 +17,22 @@
 //! and the engine acknowledges nothing before that commit returns. Migrations
 //! (`migrations/{sqlite,postgres}`) are embedded and applied by [`Store::open`].
 
+pub mod events;
 mod postgres;
 mod records;
+pub mod retention;
 mod sqlite;
 mod write;
 
 use std::str::FromStr;
 use std::sync::Arc;
 
+pub use events::{Committed, EventFilter, EventHub, EventKind, EventRecord};
 pub use records::{
     AlertQuery, AlertRecord, AttemptEnd, AttemptRecord, AttemptStart, FireFailureRecord, InsertPlan, JobStatsRecord,
     NewRun, RunRecord, ScheduleCursor, StateChange, TokenRecord, TransitionRecord,
 };
+pub use retention::{PruneBatch, PruneCounts, PruneRule};
 pub use write::WriteError;
 use write::{InDoubt, Write};
 
@@ -45,6 +49,8 @@ pub const ALERT_HISTORY_MAX_LIMIT: u32 = 10_000;
 #[derive(Clone)]
 pub struct Store {
     backend: Arc<Backend>,
+    /// Each committed write's events, live (see [`events`]).
+    hub: EventHub,
 }
 
 enum Backend {
@@ -83,6 +89,7 @@ impl Store {
         };
         Ok(Store {
             backend: Arc::new(backend),
+            hub: EventHub::default(),
         })
     }
 
@@ -103,6 +110,13 @@ impl Store {
             return Err(write::in_doubt_error());
         }
         let inserted = dispatch!(self.insert_runs(plan))?;
+        let inserted = match inserted {
+            Some(events) => {
+                self.hub.publish(events);
+                true
+            }
+            None => false,
+        };
         self.after(in_doubt)?;
         Ok(inserted)
     }
@@ -148,9 +162,12 @@ impl Store {
         dispatch!(self.paused_schedules())
     }
 
-    /// Pauses or resumes a schedule.
+    /// Pauses or resumes a schedule; a change is an event
+    /// (`schedule_paused` or `schedule_resumed`), none when it already was so.
     pub async fn set_paused(&self, job: &str, paused: bool) -> Result<()> {
-        dispatch!(self.set_paused(job, paused))
+        let events = dispatch!(self.set_paused(job, paused))?;
+        self.hub.publish(events);
+        Ok(())
     }
 
     /// Applies state changes, new attempts and finished attempts in one
@@ -187,7 +204,8 @@ impl Store {
         if in_doubt == Some(InDoubt::Lost) {
             return Err(write::in_doubt_error());
         }
-        dispatch!(self.commit(plan, changes, starts, ends))?;
+        let events = dispatch!(self.commit(plan, changes, starts, ends))?;
+        self.hub.publish(events);
         self.after(in_doubt)
     }
 
@@ -208,7 +226,8 @@ impl Store {
         if in_doubt == Some(InDoubt::Lost) {
             return Err(write::in_doubt_error());
         }
-        dispatch!(self.purge_dead(ids, changes))?;
+        let events = dispatch!(self.purge_dead(ids, changes))?;
+        self.hub.publish(events);
         self.after(in_doubt)
     }
 
@@ -256,9 +275,47 @@ impl Store {
         }
     }
 
+    /// Deletes at most `limit` of the finished runs `rule` prunes (oldest
+    /// first) with their attempts, transitions, events, dependency rows and
+    /// idempotency keys, in one transaction (`store/retention.rs`). The
+    /// caller keeps other writers of runs out meanwhile (the engine's lock).
+    pub async fn prune_runs(&self, rule: &PruneRule, limit: u32) -> Result<PruneBatch, WriteError> {
+        dispatch!(self.prune_runs(rule, limit))
+    }
+
+    /// What [`Store::prune_runs`] would delete under `rule`, all batches together.
+    pub async fn count_prunable(&self, rule: &PruneRule) -> Result<PruneCounts> {
+        dispatch!(self.count_prunable(rule))
+    }
+
+    /// Events after `after` up to `up_to` (sequence numbers, both
+    /// included/excluded as `after < seq <= up_to`) that pass `filter`,
+    /// oldest first, at most `limit`.
+    pub async fn events_after(
+        &self,
+        after: i64,
+        up_to: i64,
+        filter: &EventFilter,
+        limit: u32,
+    ) -> Result<Vec<EventRecord>> {
+        dispatch!(self.events_after(after, up_to, filter, limit))
+    }
+
+    /// The last sequence number handed out: every event up to it is committed.
+    pub async fn event_head(&self) -> Result<i64> {
+        dispatch!(self.event_head())
+    }
+
+    /// The live side of the events: each committed write's events.
+    pub fn event_hub(&self) -> &EventHub {
+        &self.hub
+    }
+
     /// Moves a schedule cursor (never backwards) and adds to its missed/skipped counters.
     pub async fn advance_cursor(&self, job: &str, last_fired: i64, missed: u64, skipped: u64) -> Result<()> {
-        dispatch!(self.advance_cursor(job, last_fired, missed, skipped))
+        let events = dispatch!(self.advance_cursor(job, last_fired, missed, skipped))?;
+        self.hub.publish(events);
+        Ok(())
     }
 
     /// Records a failed try of `job`'s fire at `fire_at`: its failures in a

@@ -311,3 +311,52 @@ fn variables_interpolate_only_in_env_values() {
         assert!(text.contains(&format!("jobs.a.{field}")), "{field}: {text}");
     }
 }
+
+#[test]
+fn retention_is_merged_from_defaults_field_by_field() {
+    let set = parse(
+        "defaults:\n  retention: { max_age: 30d, dead_max_age: 90d }\njobs:\n  a:\n    shell: x\n  b:\n    retention: { max_runs: 10000, max_age: 7d }\n    shell: x\n",
+    )
+    .unwrap();
+    let day = Duration::from_secs(86_400);
+    let a = set.get("a").unwrap().retention;
+    assert_eq!(
+        (a.max_age, a.max_runs, a.dead_max_age),
+        (Some(30 * day), None, Some(90 * day))
+    );
+    let b = set.get("b").unwrap().retention;
+    assert_eq!(
+        (b.max_age, b.max_runs, b.dead_max_age),
+        (Some(7 * day), Some(10_000), Some(90 * day))
+    );
+    let none = parse("jobs:\n  c:\n    shell: x\n").unwrap();
+    assert!(none.get("c").unwrap().retention.keeps_everything());
+}
+
+#[test]
+fn retention_errors_name_the_field_and_the_limit() {
+    let defaults = parse("defaults:\n  retention: { max_age: 0s }\njobs:\n  z:\n    shell: x\n")
+        .unwrap_err()
+        .0;
+    assert_eq!(defaults.len(), 1, "{defaults:?}");
+    assert_eq!(defaults[0].path, "defaults.retention.max_age");
+    assert!(defaults[0].message.contains("must be longer than 0s"), "{defaults:?}");
+    let text = "jobs:\n  a:\n    retention: { max_runs: 0 }\n    shell: x\n  b:\n    retention: { max_age: 30d, dead_max_age: 1d }\n    shell: x\n  c:\n    retention: { max_age: 200000d }\n    shell: x\n  d:\n    retention: { max_agee: 1d }\n    shell: x\n";
+    let errors = parse(text).unwrap_err().0;
+    let found: Vec<(&str, &str)> = errors.iter().map(|e| (e.path.as_str(), e.message.as_str())).collect();
+    let has = |path: &str, text: &str| {
+        assert!(
+            found.iter().any(|(p, m)| *p == path && m.contains(text)),
+            "no error at {path} containing {text:?}: {found:#?}"
+        )
+    };
+    has("jobs.a.retention.max_runs", "must be between 1 and 1000000000, got 0");
+    has("jobs.b.retention.dead_max_age", "must not be shorter than max_age");
+    has("jobs.c.retention.max_age", "longer than 100 years");
+    assert!(
+        found
+            .iter()
+            .any(|(p, m)| p.starts_with("jobs.d.retention") && m.contains("max_agee")),
+        "{found:#?}"
+    );
+}

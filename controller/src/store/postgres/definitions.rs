@@ -11,8 +11,10 @@
 
 use sqlx::Row;
 
+use super::events::write_events;
 use super::{PgStore, record_applied};
 use crate::error::Result;
+use crate::store::events::{self, EventRecord};
 use crate::store::{FireFailureRecord, ScheduleCursor};
 
 impl PgStore {
@@ -75,30 +77,43 @@ impl PgStore {
     }
 
     /// Pauses or resumes a schedule.
-    pub(in crate::store) async fn set_paused(&self, job: &str, paused: bool) -> Result<()> {
-        if paused {
+    pub(in crate::store) async fn set_paused(&self, job: &str, paused: bool) -> Result<Vec<EventRecord>> {
+        let now = chrono::Utc::now().timestamp_millis();
+        let mut tx = self.pool.begin().await?;
+        let changed = if paused {
             sqlx::query("INSERT INTO schedule_pauses (job, paused_at) VALUES ($1, $2) ON CONFLICT (job) DO NOTHING")
                 .bind(job)
-                .bind(chrono::Utc::now().timestamp_millis())
-                .execute(&self.pool)
-                .await?;
+                .bind(now)
+                .execute(&mut *tx)
+                .await?
         } else {
             sqlx::query("DELETE FROM schedule_pauses WHERE job = $1")
                 .bind(job)
-                .execute(&self.pool)
-                .await?;
+                .execute(&mut *tx)
+                .await?
         }
-        Ok(())
+        .rows_affected();
+        // Pausing a paused schedule (or resuming a running one) is no event.
+        let pending = if changed > 0 {
+            vec![events::pause_event(job, paused, now)]
+        } else {
+            Vec::new()
+        };
+        let events = write_events(&mut tx, pending).await?;
+        tx.commit().await?;
+        Ok(events)
     }
 
-    /// Moves a schedule cursor and adds to its missed/skipped counters.
+    /// Moves a schedule cursor and adds to its missed/skipped counters (each
+    /// count above zero is an event).
     pub(in crate::store) async fn advance_cursor(
         &self,
         job: &str,
         last_fired: i64,
         missed: u64,
         skipped: u64,
-    ) -> Result<()> {
+    ) -> Result<Vec<EventRecord>> {
+        let mut tx = self.pool.begin().await?;
         sqlx::query(
             "INSERT INTO schedule_cursors (job, last_fired, missed, skipped) VALUES ($1, $2, $3, $4)
              ON CONFLICT (job) DO UPDATE SET last_fired = GREATEST(schedule_cursors.last_fired, excluded.last_fired),
@@ -108,9 +123,12 @@ impl PgStore {
         .bind(last_fired)
         .bind(missed as i64)
         .bind(skipped as i64)
-        .execute(&self.pool)
+        .execute(&mut *tx)
         .await?;
-        Ok(())
+        let now = chrono::Utc::now().timestamp_millis();
+        let events = write_events(&mut tx, events::cursor_events(job, now, missed, skipped)).await?;
+        tx.commit().await?;
+        Ok(events)
     }
 
     /// Records a failed try of `job`'s fire at `fire_at`: its failures in a

@@ -26,6 +26,8 @@
 
 mod alerts;
 mod definitions;
+mod events;
+mod retention;
 mod runs;
 mod tokens;
 
@@ -60,6 +62,11 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
         5,
         "tokens",
         include_str!("../../../../migrations/postgres/0005_tokens.sql"),
+    ),
+    (
+        6,
+        "events",
+        include_str!("../../../../migrations/postgres/0006_events.sql"),
     ),
 ];
 

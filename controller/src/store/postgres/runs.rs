@@ -16,9 +16,11 @@ use std::collections::HashSet;
 
 use sqlx::{AssertSqlSafe, PgConnection, Row};
 
+use super::events::write_events;
 use super::{PgStore, RUN_COLUMNS, run_from_row};
 use crate::error::{Error, Result};
 use crate::model::{Outcome, RunState};
+use crate::store::events::{self, EventRecord};
 use crate::store::write::{self, Write, WriteError};
 use crate::store::{
     AttemptEnd, AttemptRecord, AttemptStart, InsertPlan, JobStatsRecord, RunRecord, StateChange, TransitionRecord,
@@ -30,22 +32,26 @@ const FIRE_INDEX: &str = "runs_job_fire";
 
 impl PgStore {
     /// See [`crate::store::Store::insert_runs`].
-    pub(in crate::store) async fn insert_runs(&self, plan: &InsertPlan) -> Result<bool, WriteError> {
+    pub(in crate::store) async fn insert_runs(
+        &self,
+        plan: &InsertPlan,
+    ) -> Result<Option<Vec<EventRecord>>, WriteError> {
         let mut tx = self.pool.begin().await?;
         match insert_runs_in(&mut tx, plan).await {
             Ok(true) => {}
             Ok(false) => {
                 tx.rollback().await?;
-                return Ok(false);
+                return Ok(None);
             }
             // The transaction is dropped, so rolled back.
             Err(sqlx::Error::Database(e)) if e.is_unique_violation() && e.constraint() == Some(FIRE_INDEX) => {
-                return Ok(false);
+                return Ok(None);
             }
             Err(e) => return Err(e.into()),
         }
+        let events = write_events(&mut tx, events::run_events(plan, &[])).await?;
         tx.commit().await.map_err(write::in_doubt)?;
-        Ok(true)
+        Ok(Some(events))
     }
 
     /// New runs and changes of existing ones in one transaction (the engine's
@@ -56,7 +62,7 @@ impl PgStore {
         changes: &[StateChange],
         starts: &[AttemptStart],
         ends: &[AttemptEnd],
-    ) -> Result<(), WriteError> {
+    ) -> Result<Vec<EventRecord>, WriteError> {
         let mut tx = self.pool.begin().await?;
         if !insert_runs_in(&mut tx, plan).await? {
             tx.rollback().await?;
@@ -65,13 +71,18 @@ impl PgStore {
             )));
         }
         apply_in(&mut tx, changes, starts, ends).await?;
+        let events = write_events(&mut tx, events::run_events(plan, changes)).await?;
         tx.commit().await.map_err(write::in_doubt)?;
-        Ok(())
+        Ok(events)
     }
 
     /// Deletes dead runs and applies `changes` in one transaction; every id
     /// must be a dead run.
-    pub(in crate::store) async fn purge_dead(&self, ids: &[String], changes: &[StateChange]) -> Result<(), WriteError> {
+    pub(in crate::store) async fn purge_dead(
+        &self,
+        ids: &[String],
+        changes: &[StateChange],
+    ) -> Result<Vec<EventRecord>, WriteError> {
         let mut tx = self.pool.begin().await?;
         let deleted: Vec<String> =
             sqlx::query_scalar("DELETE FROM runs WHERE id = ANY($1) AND state = 'dead' RETURNING id")
@@ -86,8 +97,9 @@ impl PgStore {
             )));
         }
         apply_in(&mut tx, changes, &[], &[]).await?;
+        let events = write_events(&mut tx, events::run_events(&InsertPlan::default(), changes)).await?;
         tx.commit().await.map_err(write::in_doubt)?;
-        Ok(())
+        Ok(events)
     }
 
     /// See [`crate::store::Store::written`].

@@ -29,13 +29,17 @@
 
 mod alerts;
 mod definitions;
+mod events;
+mod retention;
 mod runs;
 mod tokens;
 
 use std::str::FromStr;
 use std::time::Duration;
 
-use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteRow, SqliteSynchronous};
+use sqlx::sqlite::{
+    SqliteAutoVacuum, SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteRow, SqliteSynchronous,
+};
 use sqlx::{Row, SqlitePool};
 
 use super::{RunRecord, parse_column, redact_url};
@@ -66,6 +70,11 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
         5,
         "tokens",
         include_str!("../../../../migrations/sqlite/0005_tokens.sql"),
+    ),
+    (
+        6,
+        "events",
+        include_str!("../../../../migrations/sqlite/0006_events.sql"),
     ),
 ];
 
@@ -120,6 +129,10 @@ impl SqliteStore {
             .journal_mode(SqliteJournalMode::Wal)
             .synchronous(SqliteSynchronous::Normal)
             .foreign_keys(true)
+            // Takes effect on a new file only (before its first table): pages
+            // freed by retention can then be given back with
+            // `PRAGMA incremental_vacuum` (docs/decisions.md, "History retention").
+            .auto_vacuum(SqliteAutoVacuum::Incremental)
             .busy_timeout(OPEN_BUSY_TIMEOUT);
         // The writer keeps 16 MiB of pages cached (KiB below).
         let writer_options = options.clone().pragma("cache_size", "-16384");

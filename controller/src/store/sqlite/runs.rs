@@ -14,9 +14,11 @@
 
 use sqlx::{AssertSqlSafe, QueryBuilder, Row, Sqlite, SqliteConnection, SqlitePool};
 
+use super::events::write_events;
 use super::{ROWS_PER_STATEMENT, RUN_COLUMNS, SqliteStore, run_from_row};
 use crate::error::{Error, Result};
 use crate::model::{Outcome, RunState};
+use crate::store::events::{self, EventRecord};
 use crate::store::write::{self, Write, WriteError};
 use crate::store::{
     AttemptEnd, AttemptRecord, AttemptStart, InsertPlan, JobStatsRecord, NewRun, RunRecord, StateChange,
@@ -28,16 +30,20 @@ impl SqliteStore {
     /// transitions, in one transaction. For scheduled fires the schedule cursor
     /// moves in the same transaction. Returns `false` (and writes nothing) when a
     /// run for the same (job, fire instant) already exists.
-    pub(in crate::store) async fn insert_runs(&self, plan: &InsertPlan) -> Result<bool, WriteError> {
+    pub(in crate::store) async fn insert_runs(
+        &self,
+        plan: &InsertPlan,
+    ) -> Result<Option<Vec<EventRecord>>, WriteError> {
         // IMMEDIATE: take the write lock first, so two concurrent inserts of one
         // fire serialize and the second one's insert is ignored (and reported).
         let mut tx = self.writer.begin_with("BEGIN IMMEDIATE").await?;
         if !insert_runs_in(&mut tx, plan).await? {
             tx.rollback().await?;
-            return Ok(false);
+            return Ok(None);
         }
+        let events = write_events(&mut tx, events::run_events(plan, &[])).await?;
         tx.commit().await.map_err(write::in_doubt)?;
-        Ok(true)
+        Ok(Some(events))
     }
 
     /// New runs and changes of existing ones in one transaction (the engine's
@@ -48,7 +54,7 @@ impl SqliteStore {
         changes: &[StateChange],
         starts: &[AttemptStart],
         ends: &[AttemptEnd],
-    ) -> Result<(), WriteError> {
+    ) -> Result<Vec<EventRecord>, WriteError> {
         let mut tx = self.writer.begin_with("BEGIN IMMEDIATE").await?;
         if !insert_runs_in(&mut tx, plan).await? {
             tx.rollback().await?;
@@ -57,13 +63,18 @@ impl SqliteStore {
             )));
         }
         apply_in(&mut tx, changes, starts, ends).await?;
+        let events = write_events(&mut tx, events::run_events(plan, changes)).await?;
         tx.commit().await.map_err(write::in_doubt)?;
-        Ok(())
+        Ok(events)
     }
 
     /// Deletes dead runs and applies `changes` in one transaction; every id
     /// must be a dead run.
-    pub(in crate::store) async fn purge_dead(&self, ids: &[String], changes: &[StateChange]) -> Result<(), WriteError> {
+    pub(in crate::store) async fn purge_dead(
+        &self,
+        ids: &[String],
+        changes: &[StateChange],
+    ) -> Result<Vec<EventRecord>, WriteError> {
         let mut tx = self.writer.begin_with("BEGIN IMMEDIATE").await?;
         for id in ids {
             let n = sqlx::query("DELETE FROM runs WHERE id = ? AND state = 'dead'")
@@ -78,8 +89,9 @@ impl SqliteStore {
             }
         }
         apply_in(&mut tx, changes, &[], &[]).await?;
+        let events = write_events(&mut tx, events::run_events(&InsertPlan::default(), changes)).await?;
         tx.commit().await.map_err(write::in_doubt)?;
-        Ok(())
+        Ok(events)
     }
 
     /// See [`crate::store::Store::written`].
