@@ -100,7 +100,7 @@ pub const MATRIX: &[(&str, &[Role])] = &[
     ("ControllerService/SetJobEnabled", MANAGE),
     ("ControllerService/DeleteJob", MANAGE),
     ("ControllerService/WatchEvents", FOLLOW),
-    ("ControllerService/FollowRunOutput", READ),
+    ("ControllerService/FollowRunOutput", FOLLOW),
     ("ControllerService/ServerInfo", FOLLOW),
     ("ControllerService/ListAlertChannels", READ),
     ("ControllerService/PutAlertChannel", ADMIN),
