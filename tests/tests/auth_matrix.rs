@@ -229,6 +229,19 @@ async fn call(client: &mut AuthedClient, agent: &mut AuthedAgentClient, method: 
     }
 }
 
+/// `GET path` on the controller's HTTP listener, its status read as the
+/// gRPC status of the same meaning (401 Unauthenticated, 403 PermissionDenied).
+async fn http_call(ctl: &Controller, path: &str, token: Option<&str>) -> Result<(), Status> {
+    let addr = ctl.http_addr.expect("the controller serves HTTP");
+    let answer = worker_tests::http::get(addr, path, token).await;
+    match answer.status {
+        200 => Ok(()),
+        401 => Err(Status::unauthenticated(answer.body)),
+        403 => Err(Status::permission_denied(answer.body)),
+        other => Err(Status::internal(format!("GET {path}: HTTP {other}: {}", answer.body))),
+    }
+}
+
 /// What a call's answer says about authentication and authorization.
 fn verdict(result: &Result<(), Status>) -> &'static str {
     match result {
@@ -286,7 +299,10 @@ async fn every_rpc_with_every_role_gets_the_documented_answer() {
         let mut agent = ctl.agent_client_with_token(token.as_deref()).await;
         for (method, allowed) in &matrix {
             calls += 1;
-            let result = call(&mut client, &mut agent, method, calls).await;
+            let result = match method.strip_prefix("HTTP GET ") {
+                Some(path) => http_call(&ctl, path, token.as_deref()).await,
+                None => call(&mut client, &mut agent, method, calls).await,
+            };
             let expected = match *kind {
                 "unauthenticated" => "unauthenticated",
                 _ if allowed.contains(who) => "allowed",
