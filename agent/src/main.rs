@@ -70,10 +70,17 @@ struct Args {
     /// line, with run, job and agent ids as fields).
     #[arg(long, value_name = "FORMAT", default_value = "text", value_parser = ["text", "json"])]
     log_format: String,
+    /// Print this program's man page (roff) on stdout and exit:
+    /// `worker-agent --print-man > /usr/local/share/man/man1/worker-agent.1`.
+    #[arg(long, hide = true)]
+    print_man: bool,
 }
 
 fn main() -> ExitCode {
     let args = Args::parse();
+    if args.print_man {
+        return print_man();
+    }
     let logs = tracing_subscriber::fmt().with_writer(std::io::stderr).with_env_filter(
         tracing_subscriber::EnvFilter::try_from_default_env()
             .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
@@ -159,6 +166,18 @@ fn shutdown_signal() -> anyhow::Result<impl Future<Output = ()> + Send + 'static
     Ok(async move {
         let _ = rx.await;
     })
+}
+
+/// Writes the man page generated from [`Args`] to stdout.
+fn print_man() -> ExitCode {
+    use clap::CommandFactory as _;
+    match clap_mangen::Man::new(Args::command()).render(&mut std::io::stdout()) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: cannot write the man page: {e}");
+            ExitCode::from(1)
+        }
+    }
 }
 
 #[cfg(test)]

@@ -116,10 +116,17 @@ struct Args {
     /// (repeatable; byte sizes take KiB/MiB/GiB; the list is in docs/configuration.md).
     #[arg(long = "limit", value_name = "NAME=VALUE")]
     limits: Vec<String>,
+    /// Print this program's man page (roff) on stdout and exit:
+    /// `worker-controller --print-man > /usr/local/share/man/man1/worker-controller.1`.
+    #[arg(long, hide = true)]
+    print_man: bool,
 }
 
 fn main() -> ExitCode {
     let args = Args::parse();
+    if args.print_man {
+        return print_man();
+    }
     let logs = tracing_subscriber::fmt()
         .with_writer(std::io::stderr)
         .with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()));
@@ -358,6 +365,18 @@ fn parse_retention_interval(s: &str) -> Result<std::time::Duration, String> {
         return Err(format!("{s} is outside 1s..1d"));
     }
     Ok(d)
+}
+
+/// Writes the man page generated from [`Args`] to stdout.
+fn print_man() -> ExitCode {
+    use clap::CommandFactory as _;
+    match clap_mangen::Man::new(Args::command()).render(&mut std::io::stdout()) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: cannot write the man page: {e}");
+            ExitCode::from(1)
+        }
+    }
 }
 
 #[cfg(test)]

@@ -80,6 +80,23 @@ fn man_pages_are_written_for_every_command() {
     assert!(String::from_utf8_lossy(&out.stderr).contains("--dir"));
 }
 
+#[test]
+fn the_controller_and_the_agent_print_their_man_pages() {
+    for (binary, flag) in [(&bins().controller, "--grpc-listen"), (&bins().agent, "--capacity")] {
+        let out = Command::new(binary).arg("--print-man").output().expect("run");
+        assert!(out.status.success(), "{}: {}", binary.display(), out.status);
+        let page = String::from_utf8(out.stdout).unwrap();
+        assert!(page.contains(".TH worker-"), "{}: a man page", binary.display());
+        // roff writes a flag's dashes as `\-`.
+        assert!(
+            page.contains(&flag.replace('-', "\\-")),
+            "{}: documents {flag}",
+            binary.display()
+        );
+        assert!(!page.contains("print\\-man"), "the flag itself is hidden");
+    }
+}
+
 /// The unit with `/usr/local/bin/NAME` replaced by the binary just built.
 fn unit_for_verify(unit: &Path, dir: &Path) -> PathBuf {
     let text = std::fs::read_to_string(unit).unwrap();
