@@ -99,9 +99,22 @@ impl TestEnv {
         admin_token: &str,
         extra: &[&str],
     ) -> Agent {
+        // `--capacity N` in `extra` wins over the agent's default of 4.
+        let capacity = extra
+            .iter()
+            .position(|a| *a == "--capacity")
+            .and_then(|i| extra.get(i + 1))
+            .map_or(4, |n| n.parse().expect("--capacity N"));
         let mut args = vec!["--token", agent_token];
-        args.extend_from_slice(extra);
-        let agent = self.spawn_agent(&ctl.url, name, 4, &args);
+        let mut rest = extra.iter();
+        while let Some(arg) = rest.next() {
+            if *arg == "--capacity" {
+                rest.next();
+            } else {
+                args.push(arg);
+            }
+        }
+        let agent = self.spawn_agent(&ctl.url, name, capacity, &args);
         let client = ctl.client_with_token(Some(admin_token)).await;
         crate::wait_until_connected(agent, || {
             let mut client = client.clone();
