@@ -211,6 +211,7 @@ backend_tests!(
     prune_by_count_keeps_the_newest_finished_runs,
     dead_runs_have_their_own_age_limit,
     prune_never_touches_unfinished_runs_or_their_upstreams,
+    schedule_events_without_a_run_are_pruned_by_age_and_count,
 );
 
 fn new_run(id: &str, scheduled_for: Option<i64>) -> NewRun {
@@ -1241,6 +1242,71 @@ async fn prune_by_age_deletes_finished_runs_with_their_history(db: TestDb) {
     );
     assert!(events.iter().any(|e| e.run_id.as_deref() == Some("new-ok")));
     assert_eq!(store.transitions("new-ok").await.unwrap().len(), 3);
+    store.close().await;
+}
+
+/// Events of no run (pauses, resumes, missed and skipped fires) go by the
+/// job's age and count, oldest first; events of runs, and other jobs'
+/// events, stay; `history_jobs` names every job with runs or events.
+async fn schedule_events_without_a_run_are_pruned_by_age_and_count(db: TestDb) {
+    let store = db.open().await;
+    finished_run(&store, "a-run", "a", RunState::Succeeded, 10_000).await;
+    for paused in [true, false, true, false, true] {
+        store.set_paused("a", paused).await.unwrap();
+    }
+    store.set_paused("b", true).await.unwrap();
+    let schedule_events = |job: &'static str| {
+        let store = store.clone();
+        async move {
+            all_events(&store)
+                .await
+                .into_iter()
+                .filter(|e| e.job == job && e.run_id.is_none())
+                .map(|e| e.seq)
+                .collect::<Vec<i64>>()
+        }
+    };
+    let before = schedule_events("a").await;
+    assert_eq!(before.len(), 5);
+    let run_events = all_events(&store).await.iter().filter(|e| e.run_id.is_some()).count();
+    assert_eq!(
+        store.history_jobs().await.unwrap(),
+        vec!["a".to_string(), "b".to_string()]
+    );
+
+    // Neither an age nor a count: nothing to do.
+    assert_eq!(
+        store
+            .prune_schedule_events(&rule("a", None, Some(i64::MAX), None), 100)
+            .await
+            .unwrap(),
+        0
+    );
+    // Keep the newest two, in batches of two.
+    let keep_two = rule("a", None, None, Some(2));
+    assert_eq!(store.prune_schedule_events(&keep_two, 2).await.unwrap(), 2);
+    assert_eq!(store.prune_schedule_events(&keep_two, 2).await.unwrap(), 1);
+    assert_eq!(store.prune_schedule_events(&keep_two, 2).await.unwrap(), 0);
+    assert_eq!(schedule_events("a").await, before[3..].to_vec());
+    // An age that has not passed keeps them; one that has takes the rest.
+    assert_eq!(
+        store
+            .prune_schedule_events(&rule("a", Some(0), None, None), 100)
+            .await
+            .unwrap(),
+        0
+    );
+    assert_eq!(
+        store
+            .prune_schedule_events(&rule("a", Some(i64::MAX), None, None), 100)
+            .await
+            .unwrap(),
+        2
+    );
+    assert!(schedule_events("a").await.is_empty());
+    assert_eq!(schedule_events("b").await.len(), 1, "another job's events stay");
+    let after = all_events(&store).await.iter().filter(|e| e.run_id.is_some()).count();
+    assert_eq!(after, run_events, "events of runs go only with their runs");
     store.close().await;
 }
 

@@ -275,3 +275,60 @@ async fn a_client_following_a_pruned_run_stays_consistent() {
         .expect("event");
     assert_eq!(e.run_id, second, "the next stored event: {e:?}");
 }
+
+/// A deleted job's finished runs go by the controller's default
+/// (`--retention-max-age`): its own `retention:` went with its definition.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_deleted_jobs_history_goes_by_the_default() {
+    let env = TestEnv::new();
+    env.write_config("jobs:\n  kept:\n    builtin: { name: noop }\n");
+    let ctl = env
+        .start_controller_with(&["--retention-interval", "1s", "--retention-max-age", "1h"])
+        .await;
+    let _agent = env.start_agent(&ctl, "a", 2).await;
+    let dir = tempfile::tempdir().unwrap();
+    let doc = dir.path().join("doomed.yaml");
+    std::fs::write(&doc, "jobs:\n  doomed:\n    builtin: { name: noop }\n").unwrap();
+    ctl.cli(&["apply", "-f", doc.to_str().unwrap()]).await.expect_code(0);
+    let doomed = enqueue_batch(&ctl, "doomed", 3, 0).await;
+    wait_for("three finished runs", Duration::from_secs(30), || async {
+        let done = runs_of(&ctl, "doomed")
+            .await
+            .iter()
+            .filter(|r| r.state == "succeeded")
+            .count();
+        if done == 3 {
+            Ok(())
+        } else {
+            Err(format!("{done} succeeded"))
+        }
+    })
+    .await;
+    ctl.cli(&["jobs", "delete", "doomed"]).await.expect_code(0);
+    // An hour is far off: a dry run of the default finds nothing yet.
+    let dry = ctl.cli_json(&["runs", "prune", "--dry-run"]).await;
+    assert!(dry["jobs"].as_array().unwrap().is_empty(), "{dry}");
+    drop(ctl);
+
+    // The same store with a default of one second: the deleted job's runs go.
+    let ctl = env
+        .start_controller_with(&["--retention-interval", "1s", "--retention-max-age", "1s"])
+        .await;
+    wait_for("the deleted job's runs pruned", Duration::from_secs(30), || async {
+        let left = runs_of(&ctl, "doomed").await.len();
+        if left == 0 {
+            Ok(())
+        } else {
+            Err(format!("{left} runs of doomed left"))
+        }
+    })
+    .await;
+    let mut client = ctl.client().await;
+    for id in &doomed {
+        let err = client
+            .get_run(pb::GetRunRequest { id: id.clone() })
+            .await
+            .expect_err("pruned");
+        assert_eq!(err.code(), tonic::Code::NotFound, "{id}");
+    }
+}

@@ -99,25 +99,60 @@ impl Engine {
                 })?],
                 None => jobs.iter().cloned().collect(),
             };
+        let now = self.now();
+        let mut rules: Vec<PruneRule> = defs.iter().map(|def| self.prune_rule(def, now)).collect();
+        if only.is_none() {
+            // A deleted job's history goes by the default rule (its own
+            // `retention:` went with its definition).
+            let default_cutoff = self.retention().default_max_age.map(|d| now.saturating_sub(ms(d)));
+            if let Some(cutoff) = default_cutoff {
+                for job in self.store.history_jobs().await? {
+                    if jobs.get(&job).is_none() {
+                        rules.push(PruneRule {
+                            job,
+                            cutoff: Some(cutoff),
+                            dead_cutoff: None,
+                            keep: None,
+                        });
+                    }
+                }
+            }
+        }
         let mut report = Vec::new();
-        for def in defs {
-            let rule = self.prune_rule(&def, self.now());
+        for rule in rules {
             if rule.is_empty() {
                 continue;
             }
             let counts = if dry_run {
                 self.store.count_prunable(&rule).await?
             } else {
-                self.prune_job(&rule, pause).await?
+                let counts = self.prune_job(&rule, pause).await?;
+                self.prune_schedule_events(&rule, pause).await?;
+                counts
             };
             if counts.total() > 0 {
-                report.push(JobPruned {
-                    job: def.name.clone(),
-                    counts,
-                });
+                report.push(JobPruned { job: rule.job, counts });
             }
         }
         Ok(report)
+    }
+
+    /// Prunes `rule.job`'s events that belong to no run (missed and skipped
+    /// fires, pauses, resumes) by the same age and count, batch by batch;
+    /// no engine lock: no in-memory state refers to them.
+    async fn prune_schedule_events(&self, rule: &PruneRule, pause: Duration) -> Result<u64> {
+        let mut total = 0;
+        loop {
+            let deleted = self.store.prune_schedule_events(rule, PRUNE_BATCH).await?;
+            total += deleted;
+            if deleted < u64::from(PRUNE_BATCH) {
+                if total > 0 {
+                    tracing::info!(job = %rule.job, events = total, "retention pruned schedule events");
+                }
+                return Ok(total);
+            }
+            tokio::time::sleep(pause).await;
+        }
     }
 
     /// Prunes one job batch by batch until a batch comes back short.

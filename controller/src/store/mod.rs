@@ -283,6 +283,20 @@ impl Store {
         dispatch!(self.prune_runs(rule, limit))
     }
 
+    /// Deletes up to `limit` of `rule.job`'s events that belong to no run
+    /// (schedule fires missed or skipped, pauses, resumes): those before
+    /// `rule.cutoff` and those beyond the newest `rule.keep` of them. Returns
+    /// how many went. Events of runs go with their runs ([`Store::prune_runs`]).
+    pub async fn prune_schedule_events(&self, rule: &PruneRule, limit: u32) -> Result<u64> {
+        dispatch!(self.prune_schedule_events(rule, limit))
+    }
+
+    /// The jobs that have runs or events in the store, defined or not (a
+    /// deleted job's history is pruned by the default rule).
+    pub async fn history_jobs(&self) -> Result<Vec<String>> {
+        dispatch!(self.history_jobs())
+    }
+
     /// What [`Store::prune_runs`] would delete under `rule`, all batches together.
     pub async fn count_prunable(&self, rule: &PruneRule) -> Result<PruneCounts> {
         dispatch!(self.count_prunable(rule))

@@ -153,3 +153,43 @@ impl Bind {
         }
     }
 }
+
+/// The `DELETE` of [`crate::store::Store::prune_schedule_events`], built for
+/// either backend; `None` when `rule` prunes no schedule events (neither a
+/// cut-off nor a count).
+pub(in crate::store) fn schedule_events_delete<DB: sqlx::Database>(
+    rule: &PruneRule,
+    limit: u32,
+) -> Option<sqlx::QueryBuilder<DB>>
+where
+    String: for<'q> sqlx::Encode<'q, DB> + sqlx::Type<DB>,
+    i64: for<'q> sqlx::Encode<'q, DB> + sqlx::Type<DB>,
+{
+    if rule.cutoff.is_none() && rule.keep.is_none() {
+        return None;
+    }
+    let mut q = sqlx::QueryBuilder::<DB>::new(
+        "DELETE FROM events WHERE seq IN (SELECT e.seq FROM events e WHERE e.run_id IS NULL AND e.job = ",
+    );
+    q.push_bind(rule.job.clone()).push(" AND (");
+    let mut first = true;
+    if let Some(cutoff) = rule.cutoff {
+        q.push("e.at < ").push_bind(cutoff);
+        first = false;
+    }
+    if let Some(keep) = rule.keep {
+        if !first {
+            q.push(" OR ");
+        }
+        q.push("e.seq NOT IN (SELECT k.seq FROM events k WHERE k.run_id IS NULL AND k.job = ")
+            .push_bind(rule.job.clone())
+            .push(" ORDER BY k.seq DESC LIMIT ")
+            .push_bind(i64::try_from(keep).unwrap_or(i64::MAX))
+            .push(")");
+    }
+    q.push(") ORDER BY e.seq LIMIT ").push_bind(i64::from(limit)).push(")");
+    Some(q)
+}
+
+/// The query of [`crate::store::Store::history_jobs`].
+pub(in crate::store) const HISTORY_JOBS: &str = "SELECT job FROM runs UNION SELECT job FROM events ORDER BY 1";

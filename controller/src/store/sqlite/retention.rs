@@ -73,6 +73,21 @@ impl SqliteStore {
         Ok(batch)
     }
 
+    /// See [`crate::store::Store::prune_schedule_events`].
+    pub(in crate::store) async fn prune_schedule_events(&self, rule: &PruneRule, limit: u32) -> Result<u64> {
+        let Some(mut q) = retention::schedule_events_delete::<Sqlite>(rule, limit) else {
+            return Ok(0);
+        };
+        Ok(q.build().execute(&self.writer).await?.rows_affected())
+    }
+
+    /// See [`crate::store::Store::history_jobs`].
+    pub(in crate::store) async fn history_jobs(&self) -> Result<Vec<String>> {
+        Ok(sqlx::query_scalar(retention::HISTORY_JOBS)
+            .fetch_all(&self.pool)
+            .await?)
+    }
+
     /// See [`crate::store::Store::count_prunable`].
     pub(in crate::store) async fn count_prunable(&self, rule: &PruneRule) -> Result<PruneCounts> {
         let mut counts = PruneCounts::default();
