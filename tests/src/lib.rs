@@ -16,6 +16,7 @@ pub mod auth;
 pub mod flow;
 pub mod http;
 pub mod json;
+pub mod pg;
 mod process;
 pub mod receiver;
 pub mod skip;
@@ -170,6 +171,9 @@ pub struct TestEnv {
     dir: Option<tempfile::TempDir>,
     path: PathBuf,
     seq: std::sync::atomic::AtomicUsize,
+    /// The store its controllers use, when not `sqlite://DIR/worker.db`
+    /// (see [`TestEnv::with_db`]).
+    db: Option<String>,
 }
 
 impl Default for TestEnv {
@@ -192,7 +196,15 @@ impl TestEnv {
             dir: Some(dir),
             path,
             seq: Default::default(),
+            db: None,
         }
+    }
+
+    /// The same world with its controllers on the store at `url` (e.g. a
+    /// fresh PostgreSQL database from [`pg::fresh_database`]).
+    pub fn with_db(mut self, url: &str) -> Self {
+        self.db = Some(url.to_string());
+        self
     }
 
     /// The temp dir.
@@ -215,9 +227,11 @@ impl TestEnv {
         self.path.join("worker.db")
     }
 
-    /// `sqlite://DIR/worker.db`.
+    /// `sqlite://DIR/worker.db`, or the store given to [`TestEnv::with_db`].
     pub fn db_url(&self) -> String {
-        format!("sqlite://{}", self.db_path().display())
+        self.db
+            .clone()
+            .unwrap_or_else(|| format!("sqlite://{}", self.db_path().display()))
     }
 
     /// Writes `scheduler.yaml`.

@@ -78,7 +78,20 @@ fn is_finished(state: &str) -> bool {
 /// scheduled an hour ahead) is untouched.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn pruning_during_a_burn_down_keeps_unfinished_runs_and_limits_finished_ones() {
-    let env = TestEnv::new();
+    burn_down(TestEnv::new()).await;
+}
+
+/// The same on PostgreSQL (its own prune queries, row locks and cascades).
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn pruning_during_a_burn_down_on_postgres() {
+    let Some(db) = worker_tests::pg::fresh_database().await else {
+        return;
+    };
+    burn_down(TestEnv::new().with_db(&db.url)).await;
+    db.drop_now().await;
+}
+
+async fn burn_down(env: TestEnv) {
     env.write_config(CONFIG);
     let ctl = env.start_controller_with(&["--retention-interval", "1s"]).await;
     let _agent = env.start_agent(&ctl, "burner", 16).await;
