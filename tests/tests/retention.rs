@@ -98,8 +98,23 @@ async fn burn_down(env: TestEnv) {
 
     let held = enqueue_batch(&ctl, "held", 50, 0).await;
     let later = enqueue_batch(&ctl, "quick", 50, 3_600_000).await;
-    // Old enough for their 1-2 s limits, were they finished.
-    tokio::time::sleep(Duration::from_millis(2500)).await; // pacing: age the unfinished runs past the limits
+    // Until they are past their 1-2 s limits, were they finished (by the
+    // runs' own creation instants): pruning must still leave them alone.
+    wait_for(
+        "the unfinished runs to be older than 2 s",
+        Duration::from_secs(30),
+        || async {
+            let now = chrono::Utc::now().timestamp_millis();
+            let runs = [runs_of(&ctl, "held").await, runs_of(&ctl, "quick").await].concat();
+            let youngest = runs.iter().map(|r| ms(&r.created_at)).max().unwrap_or(i64::MAX);
+            if runs.len() == 100 && now - youngest > 2_100 {
+                Ok(())
+            } else {
+                Err(format!("{} runs, the youngest {} ms old", runs.len(), now - youngest))
+            }
+        },
+    )
+    .await;
 
     // The burn-down, with `runs prune` called over and over meanwhile (the
     // background loop prunes every second too).
