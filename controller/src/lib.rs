@@ -25,6 +25,8 @@
 //! * [`auth`]: tokens, roles and the layer that checks every call;
 //! * [`http`]: the HTTP listener: `/healthz`, `/readyz` and `/metrics`
 //!   (Prometheus), and the metrics the engine records;
+//! * [`web`]: the web UI on the same listener: pages rendered on the
+//!   server that act through the client API's service;
 //! * [`server`]: wiring everything together in [`run`], supervision, shutdown;
 //! * [`tls`]: gRPC over TLS and the client certificates required of agents;
 //! * [`limits`]: every size and count limit, `--limit NAME=VALUE`;
@@ -51,5 +53,6 @@ pub mod server;
 pub mod store;
 pub mod time;
 pub mod tls;
+pub mod web;
 
 pub use server::{ControllerConfig, Listening, RunError, run};

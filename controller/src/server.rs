@@ -204,6 +204,13 @@ pub async fn run(
     let tokens = std::sync::Arc::new(tokens);
     // HTTP first: probes see "recovering" (503) while the queue is rebuilt.
     let readiness = std::sync::Arc::new(crate::http::Readiness::new());
+    let web = std::sync::Arc::new(crate::web::Web::new(
+        config
+            .alerts
+            .web_url
+            .as_deref()
+            .is_some_and(|u| u.starts_with("https://")),
+    ));
     let (http_stop_tx, mut http_stop_rx) = tokio::sync::watch::channel(false);
     let (mut http_server, http_addr) = match config.http_listen {
         Some(http_listen) => {
@@ -218,11 +225,12 @@ pub async fn run(
             let state = crate::http::HttpState {
                 readiness: readiness.clone(),
                 tokens: tokens.clone(),
+                web: web.clone(),
             };
             let stop = async move {
                 let _ = http_stop_rx.wait_for(|s| *s).await;
             };
-            tracing::info!(%addr, "HTTP serving /healthz, /readyz, /metrics");
+            tracing::info!(%addr, "HTTP serving the web UI, /healthz, /readyz, /metrics");
             (
                 Some(AbortOnDrop(tokio::spawn(crate::http::serve(listener, state, stop)))),
                 Some(addr),
@@ -293,6 +301,13 @@ pub async fn run(
     let server_stop = async move {
         let _ = server_stop_rx.wait_for(|s| *s).await;
     };
+    // One service instance answers gRPC and the web UI alike.
+    let controller_api = std::sync::Arc::new(
+        ControllerApi::new(engine.clone(), alerts, stop_rx.clone(), &config.db_url)
+            .with_tokens(tokens.clone())
+            .with_live_output(live_output.clone()),
+    );
+    web.set_api(controller_api.clone());
     let mut server = tonic::transport::Server::builder();
     if let Some(tls) = &config.tls {
         server = server.tls_config(tls.server_config())?;
@@ -302,14 +317,7 @@ pub async fn run(
         .layer(crate::auth::AuthLayer::new(tokens.clone()))
         .add_service(health_service)
         .add_service(reflection)
-        .add_service(
-            ControllerServiceServer::new(
-                ControllerApi::new(engine.clone(), alerts, stop_rx.clone(), &config.db_url)
-                    .with_tokens(tokens.clone())
-                    .with_live_output(live_output.clone()),
-            )
-            .max_decoding_message_size(grpc_message_bytes),
-        )
+        .add_service(ControllerServiceServer::from_arc(controller_api).max_decoding_message_size(grpc_message_bytes))
         .add_service(
             AgentServiceServer::new(
                 AgentApi::new(engine.clone(), stop_rx.clone(), results_tx)

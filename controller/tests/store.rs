@@ -212,6 +212,7 @@ backend_tests!(
     dead_runs_have_their_own_age_limit,
     prune_never_touches_unfinished_runs_or_their_upstreams,
     schedule_events_without_a_run_are_pruned_by_age_and_count,
+    finished_runs_are_counted_per_hour,
 );
 
 fn new_run(id: &str, scheduled_for: Option<i64>) -> NewRun {
@@ -1171,6 +1172,25 @@ async fn finished_run(store: &Store, id: &str, job: &str, state: RunState, finis
         let change = StateChange::new(id, RunState::Running, state, finished_at, None);
         store.apply(&[change], &[], &[end]).await.unwrap();
     }
+}
+
+async fn finished_runs_are_counted_per_hour(db: TestDb) {
+    let store = db.open().await;
+    const H: i64 = 3_600_000;
+    finished_run(&store, "before", "a", RunState::Succeeded, 10 * H - 1).await;
+    finished_run(&store, "ok-1", "a", RunState::Succeeded, 10 * H).await;
+    finished_run(&store, "ok-2", "b", RunState::Succeeded, 10 * H + 5).await;
+    finished_run(&store, "dead-1", "a", RunState::Dead, 10 * H + 9).await;
+    finished_run(&store, "gone-1", "a", RunState::Cancelled, 12 * H + 1).await;
+    finished_run(&store, "still-running", "a", RunState::Running, 0).await;
+    let hours = store.finished_per_hour(10 * H).await.unwrap();
+    let shapes: Vec<_> = hours
+        .iter()
+        .map(|h| (h.hour, h.succeeded, h.dead, h.cancelled))
+        .collect();
+    assert_eq!(shapes, vec![(10 * H, 2, 1, 0), (12 * H, 0, 0, 1)]);
+    assert!(store.finished_per_hour(13 * H).await.unwrap().is_empty());
+    store.close().await;
 }
 
 fn rule(job: &str, cutoff: Option<i64>, dead_cutoff: Option<i64>, keep: Option<u64>) -> PruneRule {

@@ -60,6 +60,19 @@ impl Principal {
             .unwrap_or_else(Principal::anonymous)
     }
 
+    /// Whether the token is still good at `now` (not revoked, not expired):
+    /// web sessions end when it is not. Always for the anonymous admin.
+    pub fn still_valid(&self, now: i64) -> Result<(), String> {
+        let Some(token) = &self.token else { return Ok(()) };
+        if let Some(at) = token.revoked_at() {
+            return Err(format!("token \"{}\" was revoked at {}", self.name, rfc3339(at)));
+        }
+        match token.expires_at() {
+            Some(at) if at <= now => Err(format!("token \"{}\" expired at {}", self.name, rfc3339(at))),
+            _ => Ok(()),
+        }
+    }
+
     /// Whether it may call `method` (`Service/Method`): the anonymous admin
     /// may call anything the role matrix knows, a token what its role is
     /// allowed.

@@ -6,7 +6,8 @@
 //!   reachable, recovery done, loops running), from a shared [`Readiness`];
 //! * [`metrics`]: the Prometheus instruments the engine records into, and
 //!   their text;
-//! * [`scrape`]: `/metrics`, checked by role when authentication is on.
+//! * [`scrape`]: `/metrics`, checked by role when authentication is on;
+//! * the web UI ([`crate::web`]) on every other path.
 //!
 //! The listener is bound after the store is open and the addresses are
 //! checked, but before recovery, so that a probe sees "recovering" rather
@@ -32,16 +33,20 @@ use crate::auth::Tokens;
 pub struct HttpState {
     /// Whether the controller is ready, and its engine once recovered.
     pub readiness: Arc<Readiness>,
-    /// Tokens, for `/metrics`.
+    /// Tokens, for `/metrics` and the web UI's sign-in.
     pub tokens: Arc<Tokens>,
+    /// The web UI's sessions and its connection to the API.
+    pub web: Arc<crate::web::Web>,
 }
 
-/// The routes: `/healthz`, `/readyz`, `/metrics`.
+/// The routes: `/healthz`, `/readyz`, `/metrics`, and the web UI's
+/// ([`crate::web`]).
 pub fn router(state: HttpState) -> Router {
     Router::new()
         .route("/healthz", get(health::healthz))
         .route("/readyz", get(health::readyz))
         .route("/metrics", get(scrape::metrics))
+        .merge(crate::web::router(state.clone()))
         .with_state(state)
 }
 

@@ -29,8 +29,8 @@ use std::sync::Arc;
 
 pub use events::{Committed, EventFilter, EventHub, EventKind, EventRecord};
 pub use records::{
-    AlertQuery, AlertRecord, AttemptEnd, AttemptRecord, AttemptStart, FireFailureRecord, InsertPlan, JobStatsRecord,
-    NewRun, RunRecord, ScheduleCursor, StateChange, TokenRecord, TransitionRecord,
+    AlertQuery, AlertRecord, AttemptEnd, AttemptRecord, AttemptStart, FireFailureRecord, HourCount, InsertPlan,
+    JobStatsRecord, NewRun, RunRecord, ScheduleCursor, StateChange, TokenRecord, TransitionRecord,
 };
 pub use retention::{PruneBatch, PruneCounts, PruneRule};
 pub use write::WriteError;
@@ -455,6 +455,15 @@ impl Store {
     /// Ids of all runs in the dead-letter queue.
     pub async fn dead_run_ids(&self) -> Result<Vec<String>> {
         dispatch!(self.dead_run_ids())
+    }
+
+    /// Runs finished since `since` (Unix ms) by hour and final state, oldest
+    /// hour first; hours without any are left out. Only runs created at most
+    /// a day before `since` are counted (the scan follows the `created_at`
+    /// index), so a run that waited longer than that before finishing is
+    /// missing from the chart.
+    pub async fn finished_per_hour(&self, since: i64) -> Result<Vec<HourCount>> {
+        dispatch!(self.finished_per_hour(since))
     }
 
     /// Statistics of one job's history.

@@ -235,6 +235,20 @@ pub struct FireFailureRecord {
     pub failed_at: i64,
 }
 
+/// Runs that finished within one hour, by final state (the web UI's
+/// dashboard chart).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct HourCount {
+    /// The hour's start, Unix ms (a multiple of 3,600,000).
+    pub hour: i64,
+    /// Runs that succeeded in that hour.
+    pub succeeded: u64,
+    /// Runs that went to the dead-letter queue in that hour.
+    pub dead: u64,
+    /// Runs cancelled in that hour.
+    pub cancelled: u64,
+}
+
 /// Aggregates of a job's history.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct JobStatsRecord {

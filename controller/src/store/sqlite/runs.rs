@@ -21,9 +21,12 @@ use crate::model::{Outcome, RunState};
 use crate::store::events::{self, EventRecord};
 use crate::store::write::{self, Write, WriteError};
 use crate::store::{
-    AttemptEnd, AttemptRecord, AttemptStart, InsertPlan, JobStatsRecord, NewRun, RunRecord, StateChange,
+    AttemptEnd, AttemptRecord, AttemptStart, HourCount, InsertPlan, JobStatsRecord, NewRun, RunRecord, StateChange,
     TransitionRecord, parse_column,
 };
+
+/// One hour in milliseconds.
+const HOUR_MS: i64 = 3_600_000;
 
 impl SqliteStore {
     /// Inserts new runs, their dependencies and idempotency keys, with their first
@@ -344,6 +347,39 @@ impl SqliteStore {
                 .fetch_all(&self.pool)
                 .await?,
         )
+    }
+
+    /// Runs finished since `since`, by hour and final state (see
+    /// [`crate::store::Store::finished_per_hour`]).
+    pub(in crate::store) async fn finished_per_hour(&self, since: i64) -> Result<Vec<HourCount>> {
+        let rows = sqlx::query(
+            "SELECT finished_at / 3600000 AS hour, state, COUNT(*) FROM runs
+             WHERE created_at >= ?1 - 86400000 AND finished_at >= ?1 AND state IN ('succeeded', 'dead', 'cancelled')
+             GROUP BY hour, state ORDER BY hour",
+        )
+        .bind(since)
+        .fetch_all(&self.pool)
+        .await?;
+        let mut hours: Vec<HourCount> = Vec::new();
+        for r in &rows {
+            let hour = r.get::<i64, _>(0) * HOUR_MS;
+            let state: RunState = parse_column(&r.get::<String, _>(1))?;
+            let n = r.get::<i64, _>(2) as u64;
+            if hours.last().is_none_or(|h| h.hour != hour) {
+                hours.push(HourCount {
+                    hour,
+                    ..HourCount::default()
+                });
+            }
+            let h = hours.last_mut().expect("pushed above");
+            match state {
+                RunState::Succeeded => h.succeeded += n,
+                RunState::Dead => h.dead += n,
+                RunState::Cancelled => h.cancelled += n,
+                _ => {}
+            }
+        }
+        Ok(hours)
     }
 
     /// Statistics of one job's history.
