@@ -1,6 +1,6 @@
 //! A minimal HTTP/1.0 client for the controller's HTTP endpoints
-//! (`/healthz`, `/readyz`, `/metrics`): one request per connection, read to
-//! the end, so no chunked decoding is needed.
+//! (`/healthz`, `/readyz`, `/metrics`, the web UI): one request per
+//! connection, read to the end, so no chunked decoding is needed.
 
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -29,32 +29,55 @@ impl HttpAnswer {
 /// `GET path` on `addr`, with `Authorization: Bearer token` when given.
 /// Panics when the request cannot be made within 10 s.
 pub async fn get(addr: SocketAddr, path: &str, token: Option<&str>) -> HttpAnswer {
-    let request = async {
+    let headers: Vec<(&str, String)> = token
+        .map(|t| vec![("Authorization", format!("Bearer {t}"))])
+        .unwrap_or_default();
+    request(addr, "GET", path, &headers, None).await
+}
+
+/// One request: `method path` with `headers` and, when given, a form body
+/// (`application/x-www-form-urlencoded`). Panics when the request cannot be
+/// made within 10 s.
+pub async fn request(
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    headers: &[(&str, String)],
+    form: Option<&str>,
+) -> HttpAnswer {
+    let call = async {
         let mut stream = TcpStream::connect(addr).await?;
-        let mut head = format!("GET {path} HTTP/1.0\r\nHost: {addr}\r\n");
-        if let Some(token) = token {
-            head.push_str(&format!("Authorization: Bearer {token}\r\n"));
+        let mut head = format!("{method} {path} HTTP/1.0\r\nHost: {addr}\r\n");
+        for (name, value) in headers {
+            head.push_str(&format!("{name}: {value}\r\n"));
+        }
+        if let Some(body) = form {
+            head.push_str("Content-Type: application/x-www-form-urlencoded\r\n");
+            head.push_str(&format!("Content-Length: {}\r\n", body.len()));
         }
         head.push_str("\r\n");
+        if let Some(body) = form {
+            head.push_str(body);
+        }
         stream.write_all(head.as_bytes()).await?;
         let mut raw = Vec::new();
         stream.read_to_end(&mut raw).await?;
         Ok::<_, std::io::Error>(raw)
     };
-    let raw = tokio::time::timeout(Duration::from_secs(10), request)
+    let raw = tokio::time::timeout(Duration::from_secs(10), call)
         .await
-        .unwrap_or_else(|_| panic!("GET {path} on {addr}: no answer within 10 s"))
-        .unwrap_or_else(|e| panic!("GET {path} on {addr}: {e}"));
+        .unwrap_or_else(|_| panic!("{method} {path} on {addr}: no answer within 10 s"))
+        .unwrap_or_else(|e| panic!("{method} {path} on {addr}: {e}"));
     let text = String::from_utf8_lossy(&raw).into_owned();
     let (head, body) = text
         .split_once("\r\n\r\n")
-        .unwrap_or_else(|| panic!("GET {path}: no end of headers in {text:?}"));
+        .unwrap_or_else(|| panic!("{method} {path}: no end of headers in {text:?}"));
     let mut lines = head.lines();
     let status = lines
         .next()
         .and_then(|l| l.split_whitespace().nth(1))
         .and_then(|s| s.parse().ok())
-        .unwrap_or_else(|| panic!("GET {path}: bad status line in {text:?}"));
+        .unwrap_or_else(|| panic!("{method} {path}: bad status line in {text:?}"));
     let headers = lines
         .filter_map(|l| l.split_once(':'))
         .map(|(n, v)| (n.trim().to_ascii_lowercase(), v.trim().to_string()))

@@ -21,6 +21,7 @@ mod process;
 pub mod receiver;
 pub mod skip;
 pub mod smtp;
+pub mod web;
 
 use std::future::Future;
 use std::net::SocketAddr;
