@@ -13,6 +13,7 @@
 //! the temp dir, so the failure can be investigated.
 
 pub mod auth;
+pub mod browser;
 pub mod flow;
 pub mod http;
 pub mod json;

@@ -115,9 +115,14 @@ fn percent(text: &str) -> String {
     out
 }
 
-/// The CSRF token a page's forms carry (`name="csrf" value="..."`).
+/// The CSRF token of a page: its `<meta name="csrf-token">`, or else what
+/// its forms carry (`name="csrf" value="..."`).
 pub fn csrf_of(page: &str) -> Option<String> {
-    let at = page.find("name=\"csrf\" value=\"")? + "name=\"csrf\" value=\"".len();
-    let rest = &page[at..];
-    Some(rest[..rest.find('"')?].to_string())
+    ["name=\"csrf-token\" content=\"", "name=\"csrf\" value=\""]
+        .iter()
+        .find_map(|marker| {
+            let at = page.find(marker)? + marker.len();
+            let rest = &page[at..];
+            Some(rest[..rest.find('"')?].to_string())
+        })
 }

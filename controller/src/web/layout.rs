@@ -44,9 +44,12 @@ const NAV: &[(Nav, &str, &str)] = &[
     (Nav::Alerts, "/alerts", "Alerts"),
 ];
 
-fn head(title: &str) -> Markup {
+fn head(title: &str, csrf: Option<&str>) -> Markup {
     html! {
         head {
+            @if let Some(csrf) = csrf {
+                meta name="csrf-token" content=(csrf);
+            }
             meta charset="utf-8";
             meta name="viewport" content="width=device-width, initial-scale=1";
             meta name="color-scheme" content="light dark";
@@ -65,7 +68,7 @@ pub fn page(caller: &Caller, nav: Nav, title: &str, body: Markup) -> Response {
     let markup = html! {
         (DOCTYPE)
         html lang="en" {
-            (head(title))
+            (head(title, Some(caller.csrf())))
             body {
                 a.skip href="#main" { "Skip to content" }
                 header.top {
@@ -108,7 +111,7 @@ pub fn bare_page(title: &str, body: Markup) -> Html<String> {
         html! {
             (DOCTYPE)
             html lang="en" {
-                (head(title))
+                (head(title, None))
                 body.bare { main #main { (body) } }
             }
         }

@@ -89,6 +89,7 @@ pub fn router(state: HttpState) -> Router<HttpState> {
         .merge(session::routes())
         .merge(assets::routes())
         .merge(pages::routes())
+        .fallback(|| async { WebError::not_found("there is no page at this address") })
         .layer(axum::middleware::from_fn_with_state(state, session::csrf_guard))
 }
 
