@@ -661,7 +661,7 @@ async fn save(state: &HttpState, caller: &Caller, mut form: JobForm, editing: bo
 
 fn select(id: &str, name: &str, current: &str, default_label: &str, options: &[&str], extra: Markup) -> Markup {
     html! {
-        select id=(id) name=(name) aria-describedby=[(!default_label.is_empty()).then(|| format!("{id}-hint"))] {
+        select id=(id) name=(name) {
             option value="" selected[current.is_empty()] { (default_label) }
             @for o in options { option value=(o) selected[current == *o] { (o) } }
             @if !current.is_empty() && !options.contains(&current) {
