@@ -8,12 +8,12 @@
 //! Nothing is fetched from elsewhere and there is no front-end build step.
 //!
 //! Layout:
-//! * [`session`]: sign-in by token, the session cookie, the [`Caller`] of a
+//! * [`session`] — sign-in by token, the session cookie, the [`Caller`] of a
 //!   request, and the CSRF guard every state-changing request passes;
-//! * [`form`]: form bodies and query strings;
-//! * [`layout`]: the page shell (navigation, flash messages) and small
+//! * [`form`] — form bodies and query strings;
+//! * [`layout`] — the page shell (navigation, flash messages) and small
 //!   shared pieces (badges, times, tables, error texts);
-//! * [`assets`]: the stylesheet and the script;
+//! * [`assets`] — the stylesheet and the script;
 //! * one module per area under [`pages`].
 //!
 //! **No second implementation of any rule**: every read and every action

@@ -1,11 +1,11 @@
 //! One module per area of the UI, each with its routes.
 //!
-//! * [`dashboard`]: `/`, `/live/counters`;
-//! * [`jobs`]: `/jobs...` (list, detail, editor, schedule preview, actions);
-//! * [`runs`]: `/runs...` (list, detail with live output, cancel, retry);
-//! * [`queue`]: `/queue` and `/dlq` (retry, purge);
-//! * [`agents`]: `/agents`;
-//! * [`alerts`]: `/alerts...` (channels, rules, history, test).
+//! * [`dashboard`] — `/`, `/live/counters`;
+//! * [`jobs`] — `/jobs...` (list, detail, editor, schedule preview, actions);
+//! * [`runs`] — `/runs...` (list, detail with live output, cancel, retry);
+//! * [`queue`] — `/queue` and `/dlq` (retry, purge);
+//! * [`agents`] — `/agents`;
+//! * [`alerts`] — `/alerts...` (channels, rules, history, test).
 
 pub mod agents;
 pub mod alerts;
