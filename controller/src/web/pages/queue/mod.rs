@@ -213,8 +213,10 @@ mod tests {
 
     #[test]
     fn tallies_read_well() {
-        let mut t = Tally::default();
-        t.done = 1;
+        let mut t = Tally {
+            done: 1,
+            ..Tally::default()
+        };
         assert_eq!(t.text("retried"), "retried 1 run");
         t.done = 3;
         t.failed.push(("01X".into(), "not dead".into()));
