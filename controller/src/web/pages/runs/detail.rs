@@ -346,7 +346,8 @@ mod tests {
 
     #[test]
     fn cuts_fall_on_character_boundaries() {
-        assert_eq!(tail("ab€", 4), ("€", true));
+        assert_eq!(tail("ab€", 4), ("b€", true));
+        assert_eq!(tail("ab€", 3), ("€", true));
         assert_eq!(tail("ab€", 2), ("", true));
         assert_eq!(tail("xyz", 2), ("yz", true));
         assert_eq!(head("€abc", 2), ("", true));
