@@ -4,10 +4,23 @@
 "use strict";
 
 (function () {
-  // Forms with data-confirm ask first.
+  // Forms with data-confirm ask first; a submit button's own data-confirm
+  // wins (one form, several actions). "{checked}" in the text is replaced
+  // by the number of checked id boxes of the form (none: nothing to do).
   document.addEventListener("submit", function (e) {
     var form = e.target;
-    var text = form.getAttribute && form.getAttribute("data-confirm");
+    var by = e.submitter;
+    var text = (by && by.getAttribute && by.getAttribute("data-confirm")) ||
+      (form.getAttribute && form.getAttribute("data-confirm"));
+    if (text && text.indexOf("{checked}") !== -1) {
+      var n = form.querySelectorAll('input[type=checkbox][name="id"]:checked').length;
+      if (n === 0) {
+        e.preventDefault();
+        window.alert("Select at least one run first.");
+        return;
+      }
+      text = text.replace("{checked}", String(n));
+    }
     if (text && !window.confirm(text)) e.preventDefault();
   });
 
