@@ -62,8 +62,7 @@ async fn list(State(state): State<HttpState>, caller: Caller, query: Query) -> W
                             td.hide-phone { (a.host) }
                             td { (layout::badge(&a.state)) }
                             td.mono {
-                                @let mut labels: Vec<_> = a.labels.iter().collect();
-                                @let _ = labels.sort();
+                                @let labels: std::collections::BTreeMap<_, _> = a.labels.iter().collect();
                                 @for (k, v) in labels { span { (k) "=" (v) } " " }
                             }
                             td.num { (a.running.len()) "/" (a.capacity) }

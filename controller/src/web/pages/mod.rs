@@ -4,7 +4,7 @@
 //! * [`jobs`]: `/jobs...` (list, detail, editor, schedule preview, actions);
 //! * [`runs`]: `/runs...` (list, detail with live output, cancel, retry);
 //! * [`queue`]: `/queue` and `/dlq` (retry, purge);
-//! * [`agents`]: `/agents`;
+//! * [`agents`][]: `/agents`;
 //! * [`alerts`]: `/alerts...` (channels, rules, history, test).
 
 pub mod agents;

@@ -14,7 +14,7 @@
 //!   one-button actions (test, enable/disable, delete);
 //! * [`channels`]: the channel form (and why secrets must be entered again);
 //! * [`rules`]: the rule form;
-//! * [`history`]: `/alerts/history`.
+//! * [`history`][]: `/alerts/history`.
 //!
 //! Channel changes are for admins (`PutAlertChannel`), rule changes and tests
 //! for operators too; what the caller's role may not do is not offered.
