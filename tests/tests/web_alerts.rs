@@ -403,6 +403,22 @@ async fn agents_drain_and_what_each_role_is_offered() {
         .unwrap()
         .into_inner();
     assert_eq!(again.state, "disconnected");
+    let cli = ctl
+        .cli_with_token(BOOTSTRAP_SECRET, &["agents", "drain", &id])
+        .await
+        .expect_code(0)
+        .json();
+    assert_eq!(
+        (cli["id"].as_str(), cli["state"].as_str()),
+        (Some(id.as_str()), Some("disconnected"))
+    );
+    // Unknown: exit 3 (not found); a viewer: exit 4 (refused, as for every call).
+    ctl.cli_with_token(BOOTSTRAP_SECRET, &["agents", "drain", "nope"])
+        .await
+        .expect_code(3);
+    ctl.cli_with_token(&viewer_token, &["agents", "drain", &id])
+        .await
+        .expect_code(4);
     let unknown = client
         .drain_agent(pb::DrainAgentRequest { id: "nope".into() })
         .await
