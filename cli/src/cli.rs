@@ -404,6 +404,12 @@ pub enum TokensCmd {
 pub enum AgentsCmd {
     /// List the agents known to the controller.
     List,
+    /// Drain an agent: it is assigned nothing more, finishes its in-flight
+    /// runs and disconnects (an agent already draining is shown as it is).
+    Drain {
+        /// The agent's id (`workerctl agents list` shows it).
+        id: String,
+    },
 }
 
 /// `workerctl schedules ...`

@@ -214,6 +214,9 @@ impl ControllerService for Mock {
     async fn list_agents(&self, _: Request<pb::ListAgentsRequest>) -> Result<Response<pb::ListAgentsResponse>, Status> {
         unimplemented()
     }
+    async fn drain_agent(&self, _: Request<pb::DrainAgentRequest>) -> Result<Response<pb::Agent>, Status> {
+        unimplemented()
+    }
     async fn list_schedules(
         &self,
         _: Request<pb::ListSchedulesRequest>,

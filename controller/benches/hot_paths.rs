@@ -65,6 +65,7 @@ fn core_with(queued: usize, agents: usize, credits: u32) -> Core {
                 last_seen: 0,
                 running: Default::default(),
                 lost_reported: false,
+                draining: false,
             },
         );
     }

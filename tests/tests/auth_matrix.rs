@@ -101,6 +101,7 @@ async fn call(client: &mut AuthedClient, agent: &mut AuthedAgentClient, method: 
             .await
             .map(drop),
         "ControllerService/ListAgents" => client.list_agents(pb::ListAgentsRequest {}).await.map(drop),
+        "ControllerService/DrainAgent" => client.drain_agent(pb::DrainAgentRequest { id: none() }).await.map(drop),
         "ControllerService/ListSchedules" => client.list_schedules(pb::ListSchedulesRequest {}).await.map(drop),
         "ControllerService/PauseSchedule" => client
             .pause_schedule(pb::ScheduleRequest { job: none() })

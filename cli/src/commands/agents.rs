@@ -1,4 +1,4 @@
-//! `agents list`.
+//! `agents list`, `agents drain ID`.
 
 use worker_proto::v1 as pb;
 
@@ -18,6 +18,13 @@ pub async fn list(ctx: &mut Ctx) -> anyhow::Result<()> {
         .map(Agent::from)
         .collect();
     emit(ctx.format, &agents, || agents_table(&agents))
+}
+
+/// Drains agent `id`; prints it as `agents list` would (one row, or its
+/// JSON object).
+pub async fn drain(ctx: &mut Ctx, id: String) -> anyhow::Result<()> {
+    let agent = Agent::from(ctx.client.drain_agent(pb::DrainAgentRequest { id }).await?.into_inner());
+    emit(ctx.format, &agent, || agents_table(std::slice::from_ref(&agent)))
 }
 
 /// Agents as a table.

@@ -35,7 +35,7 @@ impl From<pb::AlertChannel> for AlertChannel {
     }
 }
 
-/// A rule (`-o json`: `{name, event, jobs, min_priority, channels, throttle, params}`).
+/// A rule (`-o json`: `{name, event, jobs, min_priority, channels, throttle, params, enabled}`).
 #[derive(Debug, Clone, Serialize)]
 pub struct AlertRule {
     pub name: String,
@@ -45,6 +45,7 @@ pub struct AlertRule {
     pub channels: Vec<String>,
     pub throttle: String,
     pub params: BTreeMap<String, String>,
+    pub enabled: bool,
 }
 
 impl From<pb::AlertRule> for AlertRule {
@@ -57,6 +58,7 @@ impl From<pb::AlertRule> for AlertRule {
             channels: r.channels,
             throttle: r.throttle,
             params: r.params.into_iter().collect(),
+            enabled: r.enabled,
         }
     }
 }

@@ -52,6 +52,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Queue(cmd) => queue::run(&mut ctx, cmd).await,
         Command::Dlq(cmd) => dlq::run(&mut ctx, cmd).await,
         Command::Agents(AgentsCmd::List) => agents::list(&mut ctx).await,
+        Command::Agents(AgentsCmd::Drain { id }) => agents::drain(&mut ctx, id).await,
         Command::Alerts(cmd) => alerts::run(&mut ctx, cmd).await,
         Command::Tokens(cmd) => tokens::run(&mut ctx, cmd).await,
         Command::Schedules { command } => schedules::run(&mut ctx, command.unwrap_or(SchedulesCmd::List)).await,

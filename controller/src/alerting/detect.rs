@@ -177,7 +177,7 @@ impl Detector {
                     alerts.push(for_rule(alert, Event::ConsecutiveFailures, rule));
                 }
             }
-            if !alerts.is_empty() && config.rules.iter().any(|r| r.event == Event::Recovered) {
+            if !alerts.is_empty() && config.rules.iter().any(|r| r.enabled && r.event == Event::Recovered) {
                 self.failing.insert(a.job.clone());
             }
         } else if a.outcome == Outcome::Succeeded {

@@ -196,6 +196,9 @@ pub struct Rule {
     pub throttle: Duration,
     /// Parameters of the event.
     pub params: EventParams,
+    /// `enabled` (default `true`): a disabled rule is kept (and shown) but
+    /// matches nothing.
+    pub enabled: bool,
     /// The rule's mapping as written, `${VARS}` not interpolated.
     pub spec: Mapping,
 }
@@ -206,9 +209,9 @@ impl Rule {
     /// event has none) is routed by this rule. A job-less event matches only a
     /// rule whose pattern matches every job; a priority-less one ignores
     /// `min_priority`. A `queue_backlog` rule with a `priority` matches only
-    /// that queue.
+    /// that queue. A disabled rule matches nothing.
     pub fn matches(&self, event: Event, job: Option<&str>, priority: Option<Priority>) -> bool {
-        if event != self.event {
+        if !self.enabled || event != self.event {
             return false;
         }
         let job_ok = match job {
@@ -308,8 +311,18 @@ mod tests {
             channels: vec!["c".into()],
             throttle: Duration::ZERO,
             params,
+            enabled: true,
             spec: Mapping::new(),
         }
+    }
+
+    #[test]
+    fn a_disabled_rule_matches_nothing() {
+        let mut r = rule(Event::RunDead, "*", Priority::Low, EventParams::None);
+        assert!(r.matches(Event::RunDead, Some("j"), Some(Priority::Low)));
+        r.enabled = false;
+        assert!(!r.matches(Event::RunDead, Some("j"), Some(Priority::Low)));
+        assert!(!r.matches(Event::RunDead, None, None));
     }
 
     #[test]

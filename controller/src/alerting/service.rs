@@ -154,7 +154,7 @@ impl AlertService {
     /// Puts `config` in force (the events its rules are about are reported by
     /// the engine from now on).
     pub(super) fn set_config(&self, config: AlertsConfig) {
-        let mask = interest_mask(config.rules.iter().map(|r| r.event));
+        let mask = interest_mask(config.rules.iter().filter(|r| r.enabled).map(|r| r.event));
         *self.inner.config.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(config);
         self.inner.interest.store(mask, Ordering::Relaxed);
     }
@@ -289,7 +289,7 @@ impl AlertLoop {
     async fn on_tick(&mut self, facts: &mut mpsc::UnboundedReceiver<Fact>) {
         let config = self.service.config();
         let now = now_ms();
-        let wants = |event| config.rules.iter().any(|r: &Rule| r.event == event);
+        let wants = |event| config.rules.iter().any(|r: &Rule| r.enabled && r.event == event);
         let mut alerts = Vec::new();
         if wants(Event::RunSlow) {
             let running = self.engine.running_attempts().await;

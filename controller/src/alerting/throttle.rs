@@ -242,6 +242,7 @@ mod tests {
             channels: vec!["c".into()],
             throttle: WINDOW,
             params: super::super::rules::EventParams::None,
+            enabled: true,
             spec: Default::default(),
         };
         let mut t = Throttle::new();

@@ -58,6 +58,7 @@ pub fn rule_to_proto(rule: &Rule) -> pb::AlertRule {
         throttle: worker_duration::format(rule.throttle),
         params,
         spec_yaml: serde_yaml_ng::to_string(&rule.spec).unwrap_or_default(),
+        enabled: rule.enabled,
     }
 }
 

@@ -420,6 +420,15 @@ impl ControllerService for ControllerApi {
         Ok(Response::new(pb::ListAgentsResponse { agents }))
     }
 
+    async fn drain_agent(&self, request: Request<pb::DrainAgentRequest>) -> Result<Response<pb::Agent>, Status> {
+        let id = request.into_inner().id;
+        if id.is_empty() {
+            return Err(Error::invalid("id", "must not be empty").into());
+        }
+        let agent = self.engine.drain_agent(&id).await?;
+        Ok(Response::new(agent_to_proto(agent)))
+    }
+
     async fn list_schedules(
         &self,
         _: Request<pb::ListSchedulesRequest>,

@@ -89,6 +89,7 @@ pub const MATRIX: &[(&str, &[Role])] = &[
     ("ControllerService/PurgeDlq", MANAGE),
     ("ControllerService/PruneRuns", MANAGE),
     ("ControllerService/ListAgents", READ),
+    ("ControllerService/DrainAgent", MANAGE),
     ("ControllerService/ListSchedules", READ),
     ("ControllerService/PauseSchedule", MANAGE),
     ("ControllerService/ResumeSchedule", MANAGE),

@@ -5,7 +5,7 @@ use std::collections::{BTreeSet, HashMap};
 use std::sync::Arc;
 
 use worker_proto::v1::{
-    Ack, Assignment, Cancel, ControllerMessage, Finished, Hello, InFlight, Welcome, controller_message::Msg,
+    Ack, Assignment, Cancel, ControllerMessage, Drain, Finished, Hello, InFlight, Welcome, controller_message::Msg,
 };
 
 use super::select::select_assignments;
@@ -149,6 +149,7 @@ impl Engine {
                 last_seen: now,
                 running,
                 lost_reported: false,
+                draining: false,
             },
         );
         Ok(connection)
@@ -164,6 +165,37 @@ impl Engine {
             agent.credits = 0;
             tracing::info!(agent = %agent.name, running = agent.running.len(), "agent disconnected");
         }
+    }
+
+    /// `DrainAgent`: marks the connected agent `id` draining (it is assigned
+    /// nothing more; its credits are dropped) and sends it `Drain`, after
+    /// which it finishes its in-flight runs and disconnects. An agent already
+    /// draining is returned as it is; an unknown id is `NotFound`, a
+    /// disconnected agent (nothing to drain) `FailedPrecondition`.
+    pub async fn drain_agent(&self, id: &str) -> Result<super::AgentView> {
+        let mut core = self.lock_core().await;
+        let Some(agent) = core.agents.get_mut(id) else {
+            return Err(Error::not_found(format!(
+                "agent \"{}\" is not known (ListAgents shows the agents)",
+                crate::limits::echo(id)
+            )));
+        };
+        if agent.draining {
+            return Ok(super::views::agent_view(agent));
+        }
+        let Some(sender) = agent.sender.as_ref() else {
+            return Err(Error::precondition(format!(
+                "agent \"{}\" is disconnected: there is nothing to drain",
+                crate::limits::echo(id)
+            )));
+        };
+        let _ = sender.send(Ok(ControllerMessage {
+            msg: Some(Msg::Drain(Drain {})),
+        }));
+        agent.draining = true;
+        agent.credits = 0;
+        tracing::info!(agent = %agent.name, id = %agent.id, running = agent.running.len(), "agent asked to drain");
+        Ok(super::views::agent_view(agent))
     }
 
     /// `Pull{credits}`: the agent can take more runs. Never waits for the core
@@ -199,7 +231,12 @@ impl Engine {
     /// memory (the common case) nothing is read.
     pub(super) async fn pick(&self, core: &mut Core, jobs: &JobSet, now: i64) -> Result<Picks> {
         let mut picked = Picks::default();
-        if !core.agents.values().any(|a| a.sender.is_some() && a.credits > 0) || core.ready.is_empty() {
+        if !core
+            .agents
+            .values()
+            .any(|a| a.sender.is_some() && !a.draining && a.credits > 0)
+            || core.ready.is_empty()
+        {
             return Ok(picked);
         }
         let mut selected = select_assignments(core, jobs, now);

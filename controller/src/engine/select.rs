@@ -19,7 +19,7 @@ pub fn select_assignments<'a>(core: &'a mut Core, jobs: &'a JobSet, now: i64) ->
     let mut credits_left: u32 = core
         .agents
         .values()
-        .filter(|a| a.sender.is_some())
+        .filter(|a| a.sender.is_some() && !a.draining)
         .map(|a| a.credits)
         .sum();
     let mut picks = Vec::new();
@@ -158,6 +158,7 @@ mod tests {
                 last_seen: 0,
                 running: Default::default(),
                 lost_reported: false,
+                draining: false,
             },
         );
     }

@@ -172,12 +172,16 @@ pub struct AgentEntry {
     /// earlier process of an agent that connected again under the same name
     /// and host (a restart, not a loss). Reset when it is heard from again.
     pub lost_reported: bool,
+    /// Asked to drain (`DrainAgent`): it is assigned nothing more and holds
+    /// no credits. Reset when the agent id connects again.
+    pub draining: bool,
 }
 
 impl AgentEntry {
     /// Whether the agent can take a run of `kind` with this `selector` now.
     pub fn accepts(&self, kind: &str, selector: &BTreeMap<String, String>) -> bool {
         self.sender.is_some()
+            && !self.draining
             && self.credits > 0
             && self.executors.iter().any(|e| e == kind)
             && selector.iter().all(|(k, v)| self.labels.get(k) == Some(v))
@@ -414,6 +418,7 @@ impl Core {
             if let Some(agent) = self.agents.get_mut(&agent_id)
                 && agent.connection == connection
                 && agent.sender.is_some()
+                && !agent.draining
             {
                 agent.credits = agent
                     .credits

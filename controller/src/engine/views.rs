@@ -92,7 +92,7 @@ pub struct AgentView {
     pub executors: Vec<String>,
     /// Capacity.
     pub capacity: u32,
-    /// `connected` or `disconnected`.
+    /// `connected`, `draining` (connected, asked to drain) or `disconnected`.
     pub state: &'static str,
     /// When it connected.
     pub connected_at: i64,
@@ -276,27 +276,7 @@ impl Engine {
     /// Known agents (connected, and disconnected ones still holding runs).
     pub async fn agents(&self) -> Vec<AgentView> {
         let core = self.lock_core().await;
-        let mut agents: Vec<AgentView> = core
-            .agents
-            .values()
-            .map(|a| AgentView {
-                id: a.id.clone(),
-                name: a.name.clone(),
-                host: a.host.clone(),
-                labels: a.labels.clone(),
-                executors: a.executors.clone(),
-                capacity: a.capacity,
-                state: if a.sender.is_some() {
-                    "connected"
-                } else {
-                    "disconnected"
-                },
-                connected_at: a.connected_at,
-                last_seen: a.last_seen,
-                running: a.running.iter().map(|(id, _)| id.clone()).collect(),
-                version: a.version.clone(),
-            })
-            .collect();
+        let mut agents: Vec<AgentView> = core.agents.values().map(agent_view).collect();
         agents.sort_by(|a, b| a.name.cmp(&b.name).then(a.id.cmp(&b.id)));
         agents
     }
@@ -397,5 +377,26 @@ impl Engine {
                 .collect(),
             holds: core.holds.iter().map(|(id, h)| (id.to_string(), h.until)).collect(),
         }
+    }
+}
+
+/// What [`Engine::agents`] shows of one agent.
+pub(super) fn agent_view(a: &super::state::AgentEntry) -> AgentView {
+    AgentView {
+        id: a.id.clone(),
+        name: a.name.clone(),
+        host: a.host.clone(),
+        labels: a.labels.clone(),
+        executors: a.executors.clone(),
+        capacity: a.capacity,
+        state: match (a.sender.is_some(), a.draining) {
+            (true, false) => "connected",
+            (true, true) => "draining",
+            (false, _) => "disconnected",
+        },
+        connected_at: a.connected_at,
+        last_seen: a.last_seen,
+        running: a.running.iter().map(|(id, _)| id.clone()).collect(),
+        version: a.version.clone(),
     }
 }

@@ -32,6 +32,7 @@ struct RawRule {
     #[serde(default, deserialize_with = "crate::config::raw::duration_text")]
     max_wait: Option<String>,
     priority: Option<String>,
+    enabled: Option<bool>,
 }
 
 /// Checks `rules[index]`; `names` collects the rule names seen so far (index by name).
@@ -185,6 +186,7 @@ pub(super) fn check_rule(
         channels: raw.channels,
         throttle,
         params,
+        enabled: raw.enabled.unwrap_or(true),
         spec,
     })
 }

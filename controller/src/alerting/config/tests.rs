@@ -810,3 +810,35 @@ fn link_local_and_disguised_hosts_are_refused() {
         assert!(check_url(url).is_ok(), "{url}: {:?}", check_url(url));
     }
 }
+
+#[test]
+fn rules_may_be_disabled_and_the_flag_round_trips_through_the_spec() {
+    let text = "channels:\n  c: { type: discord, webhook_url: \"https://d.example.com/x\" }\nrules:\n  - { name: on, event: run_dead, channels: [c] }\n  - { name: off, event: run_dead, channels: [c], enabled: false }\n";
+    let config = parse(text).unwrap();
+    let [on, off] = config.rules.as_slice() else {
+        panic!("two rules expected");
+    };
+    assert!(on.enabled, "enabled by default");
+    assert!(!off.enabled);
+    assert_eq!(
+        config
+            .matching(Event::RunDead, Some("j"), Some(Priority::Low))
+            .map(|r| r.name.as_str())
+            .collect::<Vec<_>>(),
+        ["on"],
+        "a disabled rule matches nothing"
+    );
+    // The spec as stored (and shown) keeps the flag; parsed again it is the same rule.
+    let spec = serde_yaml_ng::to_string(&off.spec).unwrap();
+    assert!(spec.contains("enabled: false"), "{spec}");
+    let again = parse(&format!(
+        "channels:\n  c: {{ type: discord, webhook_url: \"https://d.example.com/x\" }}\nrules:\n  - {}\n",
+        serde_json::to_string(&off.spec).unwrap()
+    ))
+    .unwrap();
+    assert!(!again.rules[0].enabled);
+    assert_errors(
+        "channels:\n  c: { type: discord, webhook_url: \"https://d.example.com/x\" }\nrules:\n  - { name: a, event: run_dead, channels: [c], enabled: maybe }\n",
+        &[(4, "rules[0].enabled", "expected a boolean")],
+    );
+}
