@@ -11,7 +11,32 @@ use worker_tests::{Controller, TestEnv};
 
 /// Every state-changing route of the UI, with a job, run, rule, channel and
 /// agent that need not exist: the guard refuses before any handler runs.
-const POST_ROUTES: &[&str] = &["/logout"];
+const POST_ROUTES: &[&str] = &[
+    "/logout",
+    "/jobs/new",
+    "/jobs/hello/edit",
+    "/jobs/hello/delete",
+    "/jobs/hello/enable",
+    "/jobs/hello/disable",
+    "/jobs/hello/pause",
+    "/jobs/hello/resume",
+    "/jobs/hello/run",
+    "/runs/01NOSUCHRUN/cancel",
+    "/runs/01NOSUCHRUN/retry",
+    "/runs/01NOSUCHRUN/cancel-workflow",
+    "/queue/cancel",
+    "/dlq/retry",
+    "/dlq/purge",
+    "/agents/01NOSUCHAGENT/drain",
+    "/alerts/channels/new",
+    "/alerts/channels/hook/edit",
+    "/alerts/channels/hook/delete",
+    "/alerts/channels/hook/test",
+    "/alerts/rules/new",
+    "/alerts/rules/slow/edit",
+    "/alerts/rules/slow/delete",
+    "/alerts/rules/slow/toggle",
+];
 
 const CONFIG: &str = "jobs:\n  hello:\n    shell: echo hello\n";
 
@@ -133,6 +158,19 @@ async fn every_state_changing_request_needs_a_session_its_csrf_token_and_this_or
             .await;
         assert_eq!(elsewhere.status, 403, "{route} from another site");
         assert!(elsewhere.body.contains("another site"), "{}", elsewhere.body);
+    }
+    // And each of them is a route that takes POST: with the token it passes
+    // the guard and reaches its handler (sign-out last).
+    for route in POST_ROUTES {
+        s.get("/").await;
+        let passed = s.post(route, &[]).await;
+        assert_ne!(passed.status, 405, "{route} takes no POST");
+        assert!(
+            !passed.body.contains("there is no page at this address") && !passed.body.contains("refused:"),
+            "{route} did not reach a handler ({}): {}",
+            passed.status,
+            passed.body
+        );
     }
 }
 
