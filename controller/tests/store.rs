@@ -694,7 +694,7 @@ async fn reopening_keeps_everything_and_migrations_run_once(db: TestDb) {
     assert_eq!(active.len(), 1);
     assert_eq!(active[0].payload, "{\"n\":1}");
     store.close().await;
-    assert_eq!(db.migration_versions().await, vec![1, 2, 3, 4, 5, 6]);
+    assert_eq!(db.migration_versions().await, vec![1, 2, 3, 4, 5, 6, 7]);
 }
 
 /// Two controllers starting at once on an empty database: both open, and the
@@ -706,7 +706,7 @@ async fn concurrent_opens_apply_migrations_once(db: TestDb) {
     assert!(!insert(&b, new_run("r2", Some(60_000))).await);
     a.close().await;
     b.close().await;
-    assert_eq!(db.migration_versions().await, vec![1, 2, 3, 4, 5, 6]);
+    assert_eq!(db.migration_versions().await, vec![1, 2, 3, 4, 5, 6, 7]);
 }
 
 /// Recovery reads the dependencies of every blocked run and the attempts of
@@ -1190,6 +1190,8 @@ async fn finished_runs_are_counted_per_hour(db: TestDb) {
         .collect();
     assert_eq!(shapes, vec![(10 * H, 2, 1, 0), (12 * H, 0, 0, 1)]);
     assert!(store.finished_per_hour(13 * H).await.unwrap().is_empty());
+    assert_eq!(store.count_dead().await.unwrap(), 1);
+    assert_eq!(store.dead_run_ids().await.unwrap(), vec!["dead-1".to_string()]);
     store.close().await;
 }
 

@@ -436,11 +436,12 @@ impl ControllerService for ControllerApi {
         let cursors = self.engine.store().cursors().await?;
         let paused = self.engine.store().paused_schedules().await?;
         let failures = self.engine.store().fire_failures().await?;
+        let lookup = ScheduleLookup::new(&cursors, &paused, &failures);
         let schedules = self
             .engine
             .jobs()
             .iter()
-            .filter_map(|job| self.schedule_of(job, &cursors, &paused, &failures))
+            .filter_map(|job| self.schedule_of(job, &lookup))
             .collect();
         Ok(Response::new(pb::ListSchedulesResponse { schedules }))
     }
@@ -527,6 +528,24 @@ impl ControllerService for ControllerApi {
     }
 }
 
+/// The stored schedule state by job name: a listing of 10,000 schedules looks
+/// each job up in constant time.
+struct ScheduleLookup<'a> {
+    cursors: std::collections::HashMap<&'a str, &'a ScheduleCursor>,
+    paused: std::collections::HashSet<&'a str>,
+    failures: std::collections::HashMap<&'a str, &'a FireFailureRecord>,
+}
+
+impl<'a> ScheduleLookup<'a> {
+    fn new(cursors: &'a [ScheduleCursor], paused: &'a [String], failures: &'a [FireFailureRecord]) -> Self {
+        ScheduleLookup {
+            cursors: cursors.iter().map(|c| (c.job.as_str(), c)).collect(),
+            paused: paused.iter().map(String::as_str).collect(),
+            failures: failures.iter().map(|f| (f.job.as_str(), f)).collect(),
+        }
+    }
+}
+
 impl ControllerApi {
     /// The schedule of one job.
     async fn schedule(&self, job: &str) -> Result<pb::Schedule, Status> {
@@ -537,21 +556,15 @@ impl ControllerApi {
         let def = jobs
             .get(job)
             .ok_or_else(|| Error::not_found(format!("job \"{}\" is not defined", crate::limits::echo(job))))?;
-        self.schedule_of(def, &cursors, &paused, &failures)
+        self.schedule_of(def, &ScheduleLookup::new(&cursors, &paused, &failures))
             .ok_or_else(|| Error::precondition(format!("job \"{job}\" has no schedule")).into())
     }
 
-    fn schedule_of(
-        &self,
-        job: &JobDef,
-        cursors: &[ScheduleCursor],
-        paused: &[String],
-        failures: &[FireFailureRecord],
-    ) -> Option<pb::Schedule> {
+    fn schedule_of(&self, job: &JobDef, lookup: &ScheduleLookup<'_>) -> Option<pb::Schedule> {
         let schedule = job.schedule.as_ref()?;
-        let cursor = cursors.iter().find(|c| c.job == job.name);
-        let failure = failures.iter().find(|f| f.job == job.name);
-        let is_paused = paused.contains(&job.name);
+        let cursor = lookup.cursors.get(job.name.as_str()).copied();
+        let failure = lookup.failures.get(job.name.as_str()).copied();
+        let is_paused = lookup.paused.contains(job.name.as_str());
         let next = if is_paused { None } else { self.next_fire(job) };
         Some(pb::Schedule {
             job: job.name.clone(),

@@ -243,7 +243,7 @@ impl Engine {
             stats.running = core.running.len() as u64;
             stats.blocked = (core.live.len() as u64).saturating_sub(stats.queued + stats.scheduled + stats.running);
         }
-        stats.dead = self.store.dead_run_ids().await?.len() as u64;
+        stats.dead = self.store.count_dead().await?;
         Ok(stats)
     }
 

@@ -466,6 +466,11 @@ impl Store {
         dispatch!(self.finished_per_hour(since))
     }
 
+    /// How many runs are in the dead-letter queue.
+    pub async fn count_dead(&self) -> Result<u64> {
+        dispatch!(self.count_dead())
+    }
+
     /// Statistics of one job's history.
     pub async fn job_stats(&self, job: &str) -> Result<JobStatsRecord> {
         dispatch!(self.job_stats(job))

@@ -68,6 +68,11 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
         "events",
         include_str!("../../../../migrations/postgres/0006_events.sql"),
     ),
+    (
+        7,
+        "runs_state_created",
+        include_str!("../../../../migrations/postgres/0007_runs_state_created.sql"),
+    ),
 ];
 
 /// Key of the advisory lock serializing migrations ("worker" + 1).

@@ -237,16 +237,18 @@ impl PgStore {
         state: Option<RunState>,
         limit: u32,
     ) -> Result<Vec<RunRecord>> {
-        let sql = format!(
-            "SELECT {RUN_COLUMNS} FROM runs WHERE ($1::text IS NULL OR job = $1) AND ($2::text IS NULL OR state = $2)
-             ORDER BY created_at DESC, id DESC LIMIT $3"
-        );
-        let rows = sqlx::query(AssertSqlSafe(sql))
-            .bind(job)
-            .bind(state.map(|s| s.as_str()))
-            .bind(i64::from(limit))
-            .fetch_all(&self.pool)
-            .await?;
+        // Only the filters given, so that the planner can use the (job,
+        // created_at) index whatever the plan cache holds.
+        let mut q = sqlx::QueryBuilder::<sqlx::Postgres>::new(format!("SELECT {RUN_COLUMNS} FROM runs WHERE TRUE"));
+        if let Some(job) = job {
+            q.push(" AND job = ").push_bind(job);
+        }
+        if let Some(state) = state {
+            q.push(" AND state = ").push_bind(state.as_str());
+        }
+        q.push(" ORDER BY created_at DESC, id DESC LIMIT ")
+            .push_bind(i64::from(limit));
+        let rows = q.build().fetch_all(&self.pool).await?;
         rows.iter().map(run_from_row).collect()
     }
 
@@ -320,6 +322,14 @@ impl PgStore {
                 .fetch_all(&self.pool)
                 .await?,
         )
+    }
+
+    /// How many runs are in the dead-letter queue (one indexed count).
+    pub(in crate::store) async fn count_dead(&self) -> Result<u64> {
+        let n: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM runs WHERE state = 'dead'")
+            .fetch_one(&self.pool)
+            .await?;
+        Ok(n as u64)
     }
 
     /// Runs finished since `since`, by hour and final state (see

@@ -76,6 +76,11 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
         "events",
         include_str!("../../../../migrations/sqlite/0006_events.sql"),
     ),
+    (
+        7,
+        "runs_state_created",
+        include_str!("../../../../migrations/sqlite/0007_runs_state_created.sql"),
+    ),
 ];
 
 /// Handle to a SQLite database.

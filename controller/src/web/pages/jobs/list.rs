@@ -3,20 +3,20 @@
 //! next fire, last result, success rate, a sparkline of recent durations and
 //! its state.
 //!
-//! One ListJobs and one ListSchedules per page; the stats of the page's rows
-//! only are read from the store (`Store::job_stats`, concurrently with
-//! `join_all`) rather than by GetJob per row, which would read every schedule
-//! cursor once per row: with 10,000 jobs and 1,000,000 runs the page stays
-//! fast because only its 50 rows' stats are read, each by the job index.
+//! Read from the engine and the store rather than through the API, after the
+//! ListJobs and ListSchedules role checks: the engine's job set is filtered and
+//! paged first, and only the page's 50 rows are converted with their next fire
+//! (ListJobs would compute it for all 10,000 jobs) and have their stats read
+//! (`Store::job_stats`, concurrently with `join_all`, each by the job index;
+//! GetJob per row would read every schedule cursor once per row).
 
 use std::collections::{BTreeMap, BTreeSet};
 
 use axum::extract::State;
 use maud::html;
 use worker_proto::v1 as pb;
-use worker_proto::v1::controller_service_server::ControllerService;
 
-use super::{engine, job_url};
+use super::job_url;
 use crate::api::convert::stats_to_proto;
 use crate::http::HttpState;
 use crate::web::form::{Query, query_string};
@@ -29,6 +29,12 @@ pub const PAGE_SIZE: usize = 50;
 const SPARK_POINTS: usize = 20;
 
 /// Whether `job` matches the search text `q` (lower-case) and `tag`.
+fn matches_def(job: &crate::job::JobDef, q: &str, tag: &str) -> bool {
+    let text = q.is_empty() || job.name.to_lowercase().contains(q) || job.description.to_lowercase().contains(q);
+    text && (tag.is_empty() || job.tags.iter().any(|t| t == tag))
+}
+
+/// Whether `job` matches the search `q` (lower case) and `tag`.
 pub fn matches(job: &pb::Job, q: &str, tag: &str) -> bool {
     let text = q.is_empty() || job.name.to_lowercase().contains(q) || job.description.to_lowercase().contains(q);
     text && (tag.is_empty() || job.tags.iter().any(|t| t == tag))
@@ -36,35 +42,63 @@ pub fn matches(job: &pb::Job, q: &str, tag: &str) -> bool {
 
 /// `GET /jobs`.
 pub async fn list(State(state): State<HttpState>, caller: Caller, query: Query) -> WebResult {
-    let api = state.web.api()?;
+    // 503 while the controller recovers, as every page.
+    state.web.api()?;
     let q = query.text("q");
     let tag = query.text("tag");
     let page: usize = query.text("page").parse().unwrap_or(1).max(1);
-    let all = api
-        .list_jobs(caller.request("ControllerService/ListJobs", pb::ListJobsRequest {})?)
-        .await?
-        .into_inner()
-        .jobs;
-    let tags: BTreeSet<String> = all.iter().flat_map(|j| j.tags.iter().cloned()).collect();
+    // The definitions as the engine holds them (what ListJobs lists), filtered
+    // and paged before anything per job is computed: converting all 10,000
+    // jobs with their next fires, as ListJobs does, costs more than the page.
+    caller.request("ControllerService/ListJobs", ())?;
+    caller.request("ControllerService/ListSchedules", ())?;
+    let engine = super::engine(&state)?;
+    let set = engine.jobs();
+    let tags: BTreeSet<String> = set.entries().flat_map(|e| e.def.tags.iter().cloned()).collect();
     let needle = q.to_lowercase();
-    let mut jobs: Vec<pb::Job> = all.into_iter().filter(|j| matches(j, &needle, &tag)).collect();
-    jobs.sort_by(|a, b| a.name.cmp(&b.name));
-    let total = jobs.len();
+    // Entries come in name order (a BTreeMap).
+    let matching: Vec<&crate::config::jobs::JobEntry> =
+        set.entries().filter(|e| matches_def(&e.def, &needle, &tag)).collect();
+    let total = matching.len();
     let pages = total.div_ceil(PAGE_SIZE).max(1);
     let page = page.min(pages);
-    let rows: Vec<pb::Job> = jobs.into_iter().skip((page - 1) * PAGE_SIZE).take(PAGE_SIZE).collect();
-
-    let schedules: BTreeMap<String, pb::Schedule> = api
-        .list_schedules(caller.request("ControllerService/ListSchedules", pb::ListSchedulesRequest {})?)
-        .await?
-        .into_inner()
-        .schedules
+    let paused: std::collections::HashSet<String> = engine
+        .store()
+        .paused_schedules()
+        .await
+        .map_err(|e| WebError::from(tonic::Status::from(e)))?
         .into_iter()
-        .map(|s| (s.job.clone(), s))
         .collect();
+    let now = chrono::Utc::now();
+    let page_entries = matching.into_iter().skip((page - 1) * PAGE_SIZE).take(PAGE_SIZE);
+    let mut rows: Vec<pb::Job> = Vec::with_capacity(PAGE_SIZE);
+    let mut schedules: BTreeMap<String, pb::Schedule> = BTreeMap::new();
+    for entry in page_entries {
+        let is_paused = paused.contains(&entry.def.name);
+        let next = entry
+            .def
+            .schedule
+            .as_ref()
+            .filter(|_| entry.def.enabled && !is_paused)
+            .and_then(|s| s.next_after(now))
+            .map(|t| t.timestamp_millis());
+        if entry.def.schedule.is_some() {
+            schedules.insert(
+                entry.def.name.clone(),
+                pb::Schedule {
+                    job: entry.def.name.clone(),
+                    enabled: entry.def.enabled,
+                    paused: is_paused,
+                    next_fire: crate::time::rfc3339_opt(next),
+                    ..pb::Schedule::default()
+                },
+            );
+        }
+        rows.push(crate::api::convert::job_to_proto(entry, next));
+    }
     // The page's rows' stats, straight from the store (see the module docs).
     caller.request("ControllerService/GetJob", ())?;
-    let store = engine(&state)?.store();
+    let store = engine.store();
     let stats = futures::future::join_all(rows.iter().map(|j| store.job_stats(&j.name))).await;
     let mut stats_of = Vec::with_capacity(rows.len());
     for s in stats {

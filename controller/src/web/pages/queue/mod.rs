@@ -25,7 +25,7 @@ use crate::web::layout::{self, Nav};
 use crate::web::{Caller, WebResult};
 
 /// Runs listed at most on `/queue` and `/dlq`.
-pub const SHOWN: u32 = 200;
+pub const SHOWN: u32 = 100;
 /// Runs one action accepts at most (a selection of a listed page).
 pub const MAX_SELECTED: usize = SHOWN as usize;
 
