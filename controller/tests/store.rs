@@ -1191,6 +1191,33 @@ async fn finished_runs_are_counted_per_hour(db: TestDb) {
     assert_eq!(shapes, vec![(10 * H, 2, 1, 0), (12 * H, 0, 0, 1)]);
     assert!(store.finished_per_hour(13 * H).await.unwrap().is_empty());
     assert_eq!(store.count_dead().await.unwrap(), 1);
+    // The job list's summaries: in the order asked, a job without runs empty.
+    let stats = store
+        .job_list_stats(&["b".into(), "none".into(), "a".into()], 2)
+        .await
+        .unwrap();
+    let shapes: Vec<_> = stats
+        .iter()
+        .map(|s| {
+            (
+                s.runs_total,
+                s.succeeded,
+                s.dead,
+                s.cancelled,
+                s.active,
+                s.recent_durations_ms.len(),
+            )
+        })
+        .collect();
+    assert_eq!(shapes, vec![(1, 1, 0, 0, 0, 1), (0, 0, 0, 0, 0, 0), (5, 2, 1, 1, 1, 2)]);
+    assert_eq!(stats[0].last_run.as_ref().map(|r| r.id.as_str()), Some("ok-2"));
+    assert!(stats[1].last_run.is_none());
+    let one = store.job_stats("a").await.unwrap();
+    assert_eq!(
+        stats[2].last_run.as_ref().map(|r| &r.id),
+        one.last_run.as_ref().map(|r| &r.id)
+    );
+    assert_eq!(stats[2].recent_durations_ms, one.recent_durations_ms[..2].to_vec());
     assert_eq!(store.dead_run_ids().await.unwrap(), vec!["dead-1".to_string()]);
     store.close().await;
 }

@@ -392,6 +392,72 @@ impl SqliteStore {
         Ok(hours)
     }
 
+    /// Summaries of several jobs' histories (see
+    /// [`crate::store::Store::job_list_stats`]).
+    pub(in crate::store) async fn job_list_stats(&self, jobs: &[String], recent: u32) -> Result<Vec<JobStatsRecord>> {
+        if jobs.is_empty() {
+            return Ok(Vec::new());
+        }
+        let marks = vec!["?"; jobs.len()].join(", ");
+        let bind_all = |sql: String| {
+            let mut q = sqlx::query(AssertSqlSafe(sql));
+            for j in jobs {
+                q = q.bind(j);
+            }
+            q
+        };
+        let counts = bind_all(format!(
+            "SELECT job, state, COUNT(*) FROM runs WHERE job IN ({marks}) GROUP BY job, state"
+        ))
+        .fetch_all(&self.pool)
+        .await?;
+        let lasts = bind_all(format!(
+            "SELECT {RUN_COLUMNS} FROM (SELECT *, ROW_NUMBER() OVER (PARTITION BY job ORDER BY created_at DESC, id DESC) AS rn
+             FROM runs WHERE job IN ({marks})) WHERE rn = 1"
+        ))
+        .fetch_all(&self.pool)
+        .await?;
+        let durations = bind_all(format!(
+            "SELECT job, duration_ms FROM (SELECT r.job AS job, a.duration_ms AS duration_ms, a.finished_at AS finished_at,
+                 ROW_NUMBER() OVER (PARTITION BY r.job ORDER BY a.finished_at DESC) AS rn
+             FROM attempts a JOIN runs r ON r.id = a.run_id
+             WHERE r.job IN ({marks}) AND a.outcome = 'succeeded' AND a.duration_ms IS NOT NULL)
+             WHERE rn <= {recent} ORDER BY job, finished_at DESC"
+        ))
+        .fetch_all(&self.pool)
+        .await?;
+        let mut out: Vec<JobStatsRecord> = jobs.iter().map(|_| JobStatsRecord::default()).collect();
+        let index: std::collections::HashMap<&str, usize> =
+            jobs.iter().enumerate().map(|(i, j)| (j.as_str(), i)).collect();
+        for r in &counts {
+            let Some(&i) = index.get(r.get::<String, _>(0).as_str()) else {
+                continue;
+            };
+            let state: RunState = parse_column(&r.get::<String, _>(1))?;
+            let n = r.get::<i64, _>(2) as u64;
+            let stats = &mut out[i];
+            stats.runs_total += n;
+            match state {
+                RunState::Succeeded => stats.succeeded = n,
+                RunState::Dead => stats.dead = n,
+                RunState::Cancelled => stats.cancelled = n,
+                _ => stats.active += n,
+            }
+        }
+        for r in &lasts {
+            let run = run_from_row(r)?;
+            if let Some(&i) = index.get(run.job.as_str()) {
+                out[i].last_run = Some(run);
+            }
+        }
+        for r in &durations {
+            if let Some(&i) = index.get(r.get::<String, _>(0).as_str()) {
+                out[i].recent_durations_ms.push(r.get::<i64, _>(1));
+            }
+        }
+        Ok(out)
+    }
+
     /// Statistics of one job's history.
     pub(in crate::store) async fn job_stats(&self, job: &str) -> Result<JobStatsRecord> {
         let mut stats = JobStatsRecord::default();

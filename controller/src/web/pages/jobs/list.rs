@@ -7,7 +7,7 @@
 //! ListJobs and ListSchedules role checks: the engine's job set is filtered and
 //! paged first, and only the page's 50 rows are converted with their next fire
 //! (ListJobs would compute it for all 10,000 jobs) and have their stats read
-//! (`Store::job_stats`, concurrently with `join_all`, each by the job index;
+//! (`Store::job_list_stats`: three statements for the page, by the job index;
 //! GetJob per row would read every schedule cursor once per row).
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -99,10 +99,13 @@ pub async fn list(State(state): State<HttpState>, caller: Caller, query: Query) 
     // The page's rows' stats, straight from the store (see the module docs).
     caller.request("ControllerService/GetJob", ())?;
     let store = engine.store();
-    let stats = futures::future::join_all(rows.iter().map(|j| store.job_stats(&j.name))).await;
+    let names: Vec<String> = rows.iter().map(|j| j.name.clone()).collect();
+    let stats = store
+        .job_list_stats(&names, SPARK_POINTS as u32)
+        .await
+        .map_err(|e| WebError::from(tonic::Status::from(e)))?;
     let mut stats_of = Vec::with_capacity(rows.len());
-    for s in stats {
-        let record = s.map_err(|e| WebError::from(tonic::Status::from(e)))?;
+    for record in stats {
         let mut spark: Vec<u64> = record
             .recent_durations_ms
             .iter()
