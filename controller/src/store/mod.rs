@@ -30,7 +30,7 @@ use std::sync::Arc;
 pub use events::{Committed, EventFilter, EventHub, EventKind, EventRecord};
 pub use records::{
     AlertQuery, AlertRecord, AttemptEnd, AttemptRecord, AttemptStart, FireFailureRecord, HourCount, InsertPlan,
-    JobStatsRecord, NewRun, RunRecord, ScheduleCursor, StateChange, TokenRecord, TransitionRecord,
+    JobListRows, JobStatsRecord, NewRun, RunRecord, ScheduleCursor, StateChange, TokenRecord, TransitionRecord,
 };
 pub use retention::{PruneBatch, PruneCounts, PruneRule};
 pub use write::WriteError;
@@ -481,9 +481,33 @@ impl Store {
     /// successful attempts (newest first). The attempt outcome counts of
     /// [`Store::job_stats`] are left at zero. In the order of `jobs`.
     pub async fn job_list_stats(&self, jobs: &[String], recent: u32) -> Result<Vec<JobStatsRecord>> {
-        let mut out = Vec::with_capacity(jobs.len());
+        let mut out: Vec<JobStatsRecord> = jobs.iter().map(|_| JobStatsRecord::default()).collect();
+        let index: std::collections::HashMap<&str, usize> =
+            jobs.iter().enumerate().map(|(i, j)| (j.as_str(), i)).collect();
         for chunk in jobs.chunks(JOBS_PER_STATS_STATEMENT) {
-            out.extend(dispatch!(self.job_list_stats(chunk, recent))?);
+            let rows = dispatch!(self.job_list_rows(chunk, recent))?;
+            for (job, state, n) in rows.counts {
+                let Some(&i) = index.get(job.as_str()) else { continue };
+                let n = n as u64;
+                let stats = &mut out[i];
+                stats.runs_total += n;
+                match parse_column::<RunState>(&state)? {
+                    RunState::Succeeded => stats.succeeded = n,
+                    RunState::Dead => stats.dead = n,
+                    RunState::Cancelled => stats.cancelled = n,
+                    _ => stats.active += n,
+                }
+            }
+            for run in rows.lasts {
+                if let Some(&i) = index.get(run.job.as_str()) {
+                    out[i].last_run = Some(run);
+                }
+            }
+            for (job, duration) in rows.durations {
+                if let Some(&i) = index.get(job.as_str()) {
+                    out[i].recent_durations_ms.push(duration);
+                }
+            }
         }
         Ok(out)
     }

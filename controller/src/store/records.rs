@@ -249,6 +249,18 @@ pub struct HourCount {
     pub cancelled: u64,
 }
 
+/// What a backend reads for [`crate::store::Store::job_list_stats`], folded
+/// into one record per job by the store.
+#[derive(Debug, Clone, Default)]
+pub struct JobListRows {
+    /// (job, state, runs in that state).
+    pub counts: Vec<(String, String, i64)>,
+    /// Each job's newest run.
+    pub lasts: Vec<RunRecord>,
+    /// (job, duration in ms) of the latest successful attempts, newest first per job.
+    pub durations: Vec<(String, i64)>,
+}
+
 /// Aggregates of a job's history.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct JobStatsRecord {

@@ -139,10 +139,12 @@ pub fn csrf_field(caller: &Caller) -> Markup {
 }
 
 /// A button that POSTs to `action` with `fields`, asking `confirm` first
-/// when given. `class` styles it (`""`, `"danger"`, `"secondary"`).
+/// when given. `id` is the button's stable id (for browser tests and users'
+/// scripts); `class` styles it (`""`, `"danger"`, `"secondary"`).
 pub fn action_button(
     caller: &Caller,
     action: &str,
+    id: Option<&str>,
     label: &str,
     class: &str,
     fields: &[(&str, &str)],
@@ -154,7 +156,7 @@ pub fn action_button(
             @for (name, value) in fields {
                 input type="hidden" name=(name) value=(value);
             }
-            button type="submit" class=(class) { (label) }
+            button id=[id] type="submit" class=(class) { (label) }
         }
     }
 }

@@ -23,8 +23,8 @@ use crate::model::{Outcome, RunState};
 use crate::store::events::{self, EventRecord};
 use crate::store::write::{self, Write, WriteError};
 use crate::store::{
-    AttemptEnd, AttemptRecord, AttemptStart, HourCount, InsertPlan, JobStatsRecord, RunRecord, StateChange,
-    TransitionRecord, parse_column,
+    AttemptEnd, AttemptRecord, AttemptStart, HourCount, InsertPlan, JobListRows, JobStatsRecord, RunRecord,
+    StateChange, TransitionRecord, parse_column,
 };
 
 /// Name of the unique index that makes a fire instant create one run only.
@@ -365,12 +365,9 @@ impl PgStore {
         Ok(hours)
     }
 
-    /// Summaries of several jobs' histories (see
+    /// The rows of several jobs' summaries (see
     /// [`crate::store::Store::job_list_stats`]).
-    pub(in crate::store) async fn job_list_stats(&self, jobs: &[String], recent: u32) -> Result<Vec<JobStatsRecord>> {
-        if jobs.is_empty() {
-            return Ok(Vec::new());
-        }
+    pub(in crate::store) async fn job_list_rows(&self, jobs: &[String], recent: u32) -> Result<JobListRows> {
         let counts = sqlx::query("SELECT job, state, COUNT(*) FROM runs WHERE job = ANY($1) GROUP BY job, state")
             .bind(jobs)
             .fetch_all(&self.pool)
@@ -391,36 +388,17 @@ impl PgStore {
         .bind(i64::from(recent))
         .fetch_all(&self.pool)
         .await?;
-        let mut out: Vec<JobStatsRecord> = jobs.iter().map(|_| JobStatsRecord::default()).collect();
-        let index: std::collections::HashMap<&str, usize> =
-            jobs.iter().enumerate().map(|(i, j)| (j.as_str(), i)).collect();
-        for r in &counts {
-            let Some(&i) = index.get(r.get::<String, _>(0).as_str()) else {
-                continue;
-            };
-            let state: RunState = parse_column(&r.get::<String, _>(1))?;
-            let n = r.get::<i64, _>(2) as u64;
-            let stats = &mut out[i];
-            stats.runs_total += n;
-            match state {
-                RunState::Succeeded => stats.succeeded = n,
-                RunState::Dead => stats.dead = n,
-                RunState::Cancelled => stats.cancelled = n,
-                _ => stats.active += n,
-            }
-        }
-        for r in &lasts {
-            let run = run_from_row(r)?;
-            if let Some(&i) = index.get(run.job.as_str()) {
-                out[i].last_run = Some(run);
-            }
-        }
-        for r in &durations {
-            if let Some(&i) = index.get(r.get::<String, _>(0).as_str()) {
-                out[i].recent_durations_ms.push(r.get::<i64, _>(1));
-            }
-        }
-        Ok(out)
+        Ok(JobListRows {
+            counts: counts
+                .iter()
+                .map(|r| (r.get::<String, _>(0), r.get::<String, _>(1), r.get::<i64, _>(2)))
+                .collect(),
+            lasts: lasts.iter().map(run_from_row).collect::<Result<_>>()?,
+            durations: durations
+                .iter()
+                .map(|r| (r.get::<String, _>(0), r.get::<i64, _>(1)))
+                .collect(),
+        })
     }
 
     /// Statistics of one job's history.

@@ -33,8 +33,12 @@ pub fn routes() -> Router<HttpState> {
         .route("/live/counters", get(counters))
 }
 
-/// The numbers the counters show, by `data-counter` key.
-async fn counter_values(state: &HttpState, caller: &Caller) -> Result<serde_json::Value, WebError> {
+/// The queue's numbers and the agents, and from them what the counters show
+/// by `data-counter` key.
+async fn counter_values(
+    state: &HttpState,
+    caller: &Caller,
+) -> Result<(serde_json::Value, pb::QueueStatsResponse), WebError> {
     let api = state.web.api()?;
     let q = api
         .queue_stats(caller.request("ControllerService/QueueStats", pb::QueueStatsRequest {})?)
@@ -57,16 +61,12 @@ async fn counter_values(state: &HttpState, caller: &Caller) -> Result<serde_json
     for p in &q.priorities {
         values[format!("priority-{}", p.priority)] = p.queued.into();
     }
-    Ok(values)
+    Ok((values, q))
 }
 
 async fn dashboard(State(state): State<HttpState>, caller: Caller) -> WebResult {
     let api = state.web.api()?;
-    let values = counter_values(&state, &caller).await?;
-    let q = api
-        .queue_stats(caller.request("ControllerService/QueueStats", pb::QueueStatsRequest {})?)
-        .await?
-        .into_inner();
+    let (values, q) = counter_values(&state, &caller).await?;
     let mut schedules = api
         .list_schedules(caller.request("ControllerService/ListSchedules", pb::ListSchedulesRequest {})?)
         .await?
@@ -189,7 +189,7 @@ fn counter_stream(state: HttpState, caller: Caller) -> impl Stream<Item = Result
             return None;
         }
         let event = match counter_values(&state, &caller).await {
-            Ok(values) => Event::default().event("counters").data(values.to_string()),
+            Ok((values, _)) => Event::default().event("counters").data(values.to_string()),
             Err(e) => Event::default().event("failure").data(e.message),
         };
         Some((Ok(event), (state, caller, false)))

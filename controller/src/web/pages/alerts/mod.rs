@@ -138,7 +138,7 @@ async fn overview(State(state): State<HttpState>, caller: Caller) -> WebResult {
                                         a.button.secondary id={ "edit-channel-" (c.name) } href={ (base) "/edit" } { "Edit" }
                                     }
                                     @if may_delete_channel {
-                                        (layout::action_button(&caller, &format!("{base}/delete"), "Delete", "danger", &[],
+                                        (layout::action_button(&caller, &format!("{base}/delete"), None, "Delete", "danger", &[],
                                             Some(&format!("Really delete channel {}?", c.name))))
                                     }
                                 }
@@ -184,7 +184,7 @@ async fn overview(State(state): State<HttpState>, caller: Caller) -> WebResult {
                                         }
                                     }
                                     @if may_delete_rule {
-                                        (layout::action_button(&caller, &format!("{base}/delete"), "Delete", "danger", &[],
+                                        (layout::action_button(&caller, &format!("{base}/delete"), None, "Delete", "danger", &[],
                                             Some(&format!("Really delete rule {}?", r.name))))
                                     }
                                 }

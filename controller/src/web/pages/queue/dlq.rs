@@ -18,7 +18,7 @@ use super::{SHOWN, Tally, select_all, select_box, selection};
 use crate::http::HttpState;
 use crate::web::form::FormData;
 use crate::web::layout::{self, Nav};
-use crate::web::pages::runs::{id_button, job_href, run_href};
+use crate::web::pages::runs::{job_href, run_href};
 use crate::web::{Caller, WebResult};
 
 /// `GET /dlq`.
@@ -103,11 +103,11 @@ pub async fn page(State(state): State<HttpState>, caller: Caller) -> WebResult {
             @if may_act {
                 div.actions #dlq-all {
                     @if may_retry {
-                        (id_button(&caller, "/dlq/retry", "dlq-retry-all", &format!("Retry all {dead}"), "secondary",
+                        (layout::action_button(&caller, "/dlq/retry", Some("dlq-retry-all"), &format!("Retry all {dead}"), "secondary",
                             &[("all", "true")], Some(&format!("Retry all {dead} dead runs?"))))
                     }
                     @if may_purge {
-                        (id_button(&caller, "/dlq/purge", "dlq-purge-all", &format!("Purge all {dead}"), "danger",
+                        (layout::action_button(&caller, "/dlq/purge", Some("dlq-purge-all"), &format!("Purge all {dead}"), "danger",
                             &[("all", "true")], Some(&format!("Really purge all {dead} dead runs? Their history is deleted."))))
                     }
                 }

@@ -18,7 +18,7 @@ use worker_proto::v1 as pb;
 use worker_proto::v1::controller_service_server::ControllerService;
 
 use super::output::{attempt_end_line, attempt_heading};
-use super::{between, id_button, is_terminal, job_href, retryable, run_duration, run_href, started_at, workflow};
+use super::{between, is_terminal, job_href, retryable, run_duration, run_href, started_at, workflow};
 use crate::http::HttpState;
 use crate::web::form::FormData;
 use crate::web::layout::{self, Nav};
@@ -75,11 +75,11 @@ pub async fn page(State(state): State<HttpState>, caller: Caller, Path(id): Path
     let actions = html! {
         div.actions #run-actions {
             @if !terminal && caller.may("ControllerService/CancelRun") {
-                (id_button(&caller, &format!("{href}/cancel"), "cancel-run", "Cancel run", "danger", &[],
+                (layout::action_button(&caller, &format!("{href}/cancel"), Some("cancel-run"), "Cancel run", "danger", &[],
                     Some(&format!("Really cancel run {} of {}?", run.id, run.job))))
             }
             @if retryable(&run.state) && caller.may("ControllerService/RetryRun") {
-                (id_button(&caller, &format!("{href}/retry"), "retry-run",
+                (layout::action_button(&caller, &format!("{href}/retry"), Some("retry-run"),
                     if run.state == "dead" { "Retry (queue again)" } else { "Retry as a new run" }, "", &[], None))
             }
         }
@@ -88,7 +88,7 @@ pub async fn page(State(state): State<HttpState>, caller: Caller, Path(id): Path
         @if let Some(g) = &graph {
             @if !g.id.is_empty() && g.unfinished > 0 && caller.may("ControllerService/CancelWorkflow") {
                 div.actions {
-                    (id_button(&caller, &format!("{href}/cancel-workflow"), "cancel-workflow", "Cancel workflow", "danger",
+                    (layout::action_button(&caller, &format!("{href}/cancel-workflow"), Some("cancel-workflow"), "Cancel workflow", "danger",
                         &[("workflow", g.id.as_str())],
                         Some(&format!("Really cancel the {} unfinished runs of workflow {}?", g.unfinished, g.id))))
                 }

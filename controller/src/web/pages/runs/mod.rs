@@ -20,10 +20,8 @@ pub mod workflow;
 
 use axum::Router;
 use axum::routing::{get, post};
-use maud::{Markup, html};
 
 use crate::http::HttpState;
-use crate::web::Caller;
 use crate::web::form::segment;
 use crate::web::layout;
 
@@ -46,28 +44,6 @@ pub fn run_href(id: &str) -> String {
 /// The link to a job's page.
 pub fn job_href(job: &str) -> String {
     format!("/jobs/{}", segment(job))
-}
-
-/// A one-button POST form like [`layout::action_button`], whose button has
-/// the stable `id` browser tests and users' scripts rely on.
-pub fn id_button(
-    caller: &Caller,
-    action: &str,
-    id: &str,
-    label: &str,
-    class: &str,
-    fields: &[(&str, &str)],
-    confirm: Option<&str>,
-) -> Markup {
-    html! {
-        form.inline method="post" action=(action) data-confirm=[confirm] {
-            (layout::csrf_field(caller))
-            @for (name, value) in fields {
-                input type="hidden" name=(name) value=(value);
-            }
-            button #(id) type="submit" class=(class) { (label) }
-        }
-    }
 }
 
 /// Milliseconds between two RFC 3339 instants (`None` if either is empty or
