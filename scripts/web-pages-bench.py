@@ -112,18 +112,21 @@ def fill_runs(db, jobs, runs):
             attempt_rows.append((rid, 1, "01BENCHAGENT", "bench-agent", started, finished, outcome,
                                  0 if state == "succeeded" else 1, None if state == "succeeded" else "exit code 1",
                                  "hello\n", duration))
-            transition_rows.append((rid, None, "queued", created, None))
-            transition_rows.append((rid, "running", state, finished, None))
+            transition_rows.append((job, rid, None, "queued", created, None))
+            transition_rows.append((job, rid, "running", state, finished, None))
         conn.executemany("INSERT INTO runs (id, job, state, priority, payload, trigger_kind, scheduled_for, created_at,"
                          " not_before, ready_at, finished_at, attempt, max_attempts, reason, workflow_id,"
                          " cancel_requested) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)", run_rows)
         conn.executemany("INSERT INTO attempts (run_id, attempt, agent_id, agent_name, started_at, finished_at,"
                          " outcome, exit_code, error, output, duration_ms) VALUES (?,?,?,?,?,?,?,?,?,?,?)",
                          attempt_rows)
-        conn.executemany("INSERT INTO transitions (run_id, from_state, to_state, at, reason) VALUES (?,?,?,?,?)",
-                         transition_rows)
+        # A run's transitions are its events of kind 'run' (migration 0008).
+        conn.executemany("INSERT INTO events (kind, job, run_id, from_state, to_state, at, reason)"
+                         " VALUES ('run',?,?,?,?,?,?)", transition_rows)
         conn.commit()
         print(f"  {min(runs, start + batch):,} runs written", file=sys.stderr)
+    # The controller numbers its next events after the last one written here.
+    conn.execute("UPDATE event_counter SET last_seq = (SELECT COALESCE(MAX(seq), 0) FROM events)")
     conn.execute("ANALYZE")
     conn.commit()
     conn.close()

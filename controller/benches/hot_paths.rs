@@ -13,9 +13,9 @@ use criterion::{BatchSize, BenchmarkId, Criterion, criterion_group, criterion_ma
 use worker_controller::config::{JobSet, parse_scheduler_yaml};
 use worker_controller::engine::select::select_assignments;
 use worker_controller::engine::state::{AgentEntry, Core, LiveRun};
-use worker_controller::model::{Priority, RunState, Trigger};
+use worker_controller::model::{Outcome, Priority, RunState, Trigger};
 use worker_controller::scheduler::cron::{CronSchedule, parse_tz};
-use worker_controller::store::{InsertPlan, NewRun, StateChange, Store};
+use worker_controller::store::{AttemptEnd, AttemptStart, InsertPlan, NewRun, StateChange, Store};
 
 fn jobs() -> JobSet {
     parse_scheduler_yaml(Path::new("bench.yaml"), "jobs:\n  noop:\n    builtin: noop\n", &|_| {
@@ -181,11 +181,95 @@ fn store_batch_commit(c: &mut Criterion) {
     group.finish();
 }
 
+/// A no-op run's whole life in the store, as the engine writes it: `batch`
+/// runs inserted queued in one transaction, started (state change and
+/// attempt) in a second, finished (state change and attempt end) in a third.
+/// The figure is the time of the three commits for `batch` runs.
+fn store_run_lifecycle(c: &mut Criterion) {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    let dir = tempfile::tempdir().expect("temp dir");
+    let url = format!("sqlite://{}", dir.path().join("bench.db").display());
+    let store = runtime.block_on(Store::open(&url)).expect("store");
+    let mut group = c.benchmark_group("store_run_lifecycle");
+    let mut next = 0usize;
+    for batch in [1usize, 100, 1_000] {
+        group.throughput(criterion::Throughput::Elements(batch as u64));
+        group.bench_with_input(BenchmarkId::new("sqlite", batch), &batch, |b, &batch| {
+            b.iter(|| {
+                let ids: Vec<String> = (next..next + batch).map(|i| format!("01LIFE{i:020}")).collect();
+                next += batch;
+                let now = next as i64;
+                let runs = ids
+                    .iter()
+                    .map(|id| NewRun {
+                        id: id.clone(),
+                        job: "bench.noop".into(),
+                        state: RunState::Queued,
+                        priority: Priority::Normal,
+                        payload: "{}".into(),
+                        trigger: Trigger::Api,
+                        scheduled_for: None,
+                        created_at: now,
+                        not_before: None,
+                        ready_at: Some(now),
+                        max_attempts: 3,
+                        reason: None,
+                        workflow_id: None,
+                        idempotency_key: None,
+                    })
+                    .collect();
+                let plan = InsertPlan {
+                    runs,
+                    dependencies: Vec::new(),
+                };
+                runtime.block_on(store.insert_runs(&plan)).expect("insert");
+                let mut starts = Vec::with_capacity(batch);
+                let mut changes = Vec::with_capacity(batch);
+                for id in &ids {
+                    let mut change = StateChange::new(id, RunState::Queued, RunState::Running, now, None);
+                    change.attempt = Some(1);
+                    changes.push(change);
+                    starts.push(AttemptStart {
+                        run_id: id.clone(),
+                        attempt: 1,
+                        agent_id: "01AGENT".into(),
+                        agent_name: "bench".into(),
+                        started_at: now,
+                    });
+                }
+                runtime.block_on(store.apply(&changes, &starts, &[])).expect("start");
+                let mut ends = Vec::with_capacity(batch);
+                let mut changes = Vec::with_capacity(batch);
+                for id in &ids {
+                    changes.push(StateChange::new(id, RunState::Running, RunState::Succeeded, now, None));
+                    ends.push(AttemptEnd {
+                        run_id: id.clone(),
+                        attempt: 1,
+                        outcome: Outcome::Succeeded,
+                        exit_code: Some(0),
+                        error: None,
+                        output: None,
+                        started_at: Some(now),
+                        finished_at: now,
+                        duration_ms: Some(0),
+                    });
+                }
+                runtime.block_on(store.apply(&changes, &[], &ends)).expect("finish");
+            });
+        });
+    }
+    group.finish();
+}
+
 criterion_group!(
     benches,
     ready_queue,
     ready_selection,
     cron_next_fire,
-    store_batch_commit
+    store_batch_commit,
+    store_run_lifecycle
 );
 criterion_main!(benches);

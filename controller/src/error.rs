@@ -120,6 +120,23 @@ impl From<sqlx::Error> for Error {
     }
 }
 
+impl From<rusqlite::Error> for Error {
+    fn from(err: rusqlite::Error) -> Self {
+        let store_wide = match &err {
+            rusqlite::Error::SqliteFailure(e, _) => store_wide_code(&e.extended_code.to_string()),
+            _ => false,
+        };
+        if store_wide {
+            Error {
+                code: ErrorCode::Unavailable,
+                message: format!("store unavailable: {err}"),
+            }
+        } else {
+            Error::internal(format!("store error: {err}"))
+        }
+    }
+}
+
 /// Whether `err` says the store as a whole cannot take writes now (any other
 /// write would fail the same way), rather than refusing this statement's
 /// content: the engine then retries everything later instead of splitting

@@ -593,14 +593,17 @@ impl ControllerApi {
     }
 
     async fn enqueue_response(&self, outcome: EnqueueOutcome) -> Result<pb::EnqueueResponse, Status> {
-        let view = self.engine.with_attempts(vec![outcome.run]).await?.remove(0);
-        let upstream = self
-            .engine
-            .with_attempts(outcome.upstream)
-            .await?
-            .into_iter()
-            .map(run_to_proto)
-            .collect();
+        let (view, upstream) = match &outcome.created_dependencies {
+            Some(dependencies) => (
+                Engine::fresh_views(vec![outcome.run], dependencies).remove(0),
+                Engine::fresh_views(outcome.upstream, dependencies),
+            ),
+            None => (
+                self.engine.with_attempts(vec![outcome.run]).await?.remove(0),
+                self.engine.with_attempts(outcome.upstream).await?,
+            ),
+        };
+        let upstream = upstream.into_iter().map(run_to_proto).collect();
         Ok(pb::EnqueueResponse {
             run: Some(run_to_proto(view)),
             duplicate: outcome.duplicate,

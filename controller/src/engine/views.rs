@@ -129,6 +129,25 @@ impl Engine {
         })
     }
 
+    /// Views of runs this call has just created (see
+    /// [`super::EnqueueOutcome::created_dependencies`]): no attempts yet, and
+    /// their dependencies as written, so no store read (an enqueue's answer
+    /// used to cost two reads per run).
+    pub fn fresh_views(runs: Vec<RunRecord>, dependencies: &[(String, String)]) -> Vec<RunView> {
+        runs.into_iter()
+            .map(|run| RunView {
+                depends_on: dependencies
+                    .iter()
+                    .filter(|(r, _)| *r == run.id)
+                    .map(|(_, u)| u.clone())
+                    .collect(),
+                run,
+                attempts: Vec::new(),
+                transitions: Vec::new(),
+            })
+            .collect()
+    }
+
     /// Attaches attempts to runs (one query for all).
     pub async fn with_attempts(&self, runs: Vec<RunRecord>) -> Result<Vec<RunView>> {
         let ids: Vec<String> = runs.iter().map(|r| r.id.clone()).collect();

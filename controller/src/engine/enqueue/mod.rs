@@ -70,6 +70,11 @@ pub struct EnqueueOutcome {
     pub duplicate: bool,
     /// Upstream runs created for the job's chain, upstream first.
     pub upstream: Vec<RunRecord>,
+    /// For runs this call created: the (run, upstream run) dependencies of
+    /// `run` and `upstream`, as written. Such runs have no attempts yet, so
+    /// answering needs no store read (see [`super::Engine::fresh_views`]);
+    /// `None` for a duplicate, whose history must be read.
+    pub created_dependencies: Option<Vec<(String, String)>>,
 }
 
 /// A plain enqueue (no key, no dependencies, no upstream jobs) waiting for the
@@ -225,6 +230,7 @@ impl Engine {
             run: record_of_new(run),
             duplicate: false,
             upstream: Vec::new(),
+            created_dependencies: Some(Vec::new()),
         }));
     }
 
@@ -615,6 +621,13 @@ impl Engine {
         self.wake_timers.notify_one();
 
         let records: Vec<RunRecord> = plan.runs.into_iter().map(record_of_new).collect();
+        let mut dependencies_of: HashMap<&str, Vec<(String, String)>> = HashMap::new();
+        for (run_id, upstream) in &plan.dependencies {
+            dependencies_of
+                .entry(run_id.as_str())
+                .or_default()
+                .push((run_id.clone(), upstream.clone()));
+        }
         let mut outcomes = Vec::with_capacity(items.len());
         for (index, resolved) in resolved.into_iter().enumerate() {
             outcomes.push(match resolved {
@@ -622,12 +635,23 @@ impl Engine {
                     run: *run,
                     duplicate: true,
                     upstream: Vec::new(),
+                    created_dependencies: None,
                 },
-                Resolved::New(_) => EnqueueOutcome {
-                    run: records[plan_index_of_item[index].expect("new item has a run")].clone(),
-                    duplicate: false,
-                    upstream: upstream_of_item[index].iter().map(|i| records[*i].clone()).collect(),
-                },
+                Resolved::New(_) => {
+                    let run = records[plan_index_of_item[index].expect("new item has a run")].clone();
+                    let upstream: Vec<RunRecord> =
+                        upstream_of_item[index].iter().map(|i| records[*i].clone()).collect();
+                    let created_dependencies = std::iter::once(&run)
+                        .chain(&upstream)
+                        .flat_map(|r| dependencies_of.get(r.id.as_str()).into_iter().flatten().cloned())
+                        .collect();
+                    EnqueueOutcome {
+                        run,
+                        duplicate: false,
+                        upstream,
+                        created_dependencies: Some(created_dependencies),
+                    }
+                }
             });
         }
         Ok(Some(outcomes))

@@ -73,6 +73,11 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
         "runs_state_created",
         include_str!("../../../../migrations/postgres/0007_runs_state_created.sql"),
     ),
+    (
+        8,
+        "transitions in events",
+        include_str!("../../../../migrations/postgres/0008_transitions_in_events.sql"),
+    ),
 ];
 
 /// Key of the advisory lock serializing migrations ("worker" + 1).

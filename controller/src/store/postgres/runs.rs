@@ -297,11 +297,12 @@ impl PgStore {
 
     /// Recorded transitions of a run, in order.
     pub(in crate::store) async fn transitions(&self, run_id: &str) -> Result<Vec<TransitionRecord>> {
-        let rows =
-            sqlx::query("SELECT from_state, to_state, at, reason FROM transitions WHERE run_id = $1 ORDER BY seq")
-                .bind(run_id)
-                .fetch_all(&self.pool)
-                .await?;
+        let rows = sqlx::query(
+            "SELECT from_state, to_state, at, reason FROM events WHERE run_id = $1 AND kind = 'run' ORDER BY seq",
+        )
+        .bind(run_id)
+        .fetch_all(&self.pool)
+        .await?;
         rows.iter()
             .map(|r| {
                 let from: Option<String> = r.get(0);
@@ -492,17 +493,6 @@ async fn insert_runs_in(conn: &mut PgConnection, plan: &InsertPlan) -> sqlx::Res
     if inserted.len() != runs.len() {
         return Ok(false);
     }
-    sqlx::query(
-        "INSERT INTO transitions (run_id, from_state, to_state, at, reason)
-             SELECT run_id, NULL, to_state, at, reason FROM UNNEST($1::text[], $2::text[], $3::bigint[], $4::text[])
-               AS v (run_id, to_state, at, reason)",
-    )
-    .bind(runs.iter().map(|r| r.id.clone()).collect::<Vec<_>>())
-    .bind(runs.iter().map(|r| r.state.as_str()).collect::<Vec<_>>())
-    .bind(runs.iter().map(|r| r.created_at).collect::<Vec<_>>())
-    .bind(runs.iter().map(|r| r.reason.clone()).collect::<Vec<_>>())
-    .execute(&mut *conn)
-    .await?;
     // One row per job and per key: a statement may not upsert a row twice.
     let mut cursors: std::collections::BTreeMap<&str, i64> = std::collections::BTreeMap::new();
     let mut keys: std::collections::BTreeMap<&str, (&str, i64)> = std::collections::BTreeMap::new();
@@ -633,20 +623,6 @@ async fn apply_in(
         .rows_affected();
         if changed != changes.len() as u64 {
             return Err(change_conflict(conn, changes).await);
-        }
-        let moved: Vec<&StateChange> = changes.iter().filter(|c| c.from != c.to).collect();
-        if !moved.is_empty() {
-            sqlx::query(
-                "INSERT INTO transitions (run_id, from_state, to_state, at, reason)
-                     SELECT * FROM UNNEST($1::text[], $2::text[], $3::text[], $4::bigint[], $5::text[])",
-            )
-            .bind(moved.iter().map(|c| c.run_id.clone()).collect::<Vec<_>>())
-            .bind(moved.iter().map(|c| c.from.as_str().to_string()).collect::<Vec<_>>())
-            .bind(moved.iter().map(|c| c.to.as_str().to_string()).collect::<Vec<_>>())
-            .bind(moved.iter().map(|c| c.at).collect::<Vec<_>>())
-            .bind(moved.iter().map(|c| c.reason.clone()).collect::<Vec<_>>())
-            .execute(&mut *conn)
-            .await?;
         }
     }
     Ok(())

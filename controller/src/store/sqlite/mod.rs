@@ -18,6 +18,9 @@
 //! files as the PostgreSQL backend's (`store/postgres/`), so that the two
 //! dialects compare file by file:
 //!
+//! * `hot.rs`: the engine's hot writes (new runs, commit rounds, purges)
+//!   executed as one synchronous call on the writer's raw handle, without
+//!   sqlx's per-statement hand-off (why: see the file);
 //! * `runs.rs`: runs, attempts, transitions, dependencies and idempotency keys:
 //!   inserting runs, the engine's commit rounds, purging the dead-letter queue,
 //!   reading back a write that failed in doubt, the reads of runs and their
@@ -30,6 +33,7 @@
 mod alerts;
 mod definitions;
 mod events;
+mod hot;
 mod retention;
 mod runs;
 mod tokens;
@@ -44,6 +48,7 @@ use sqlx::{Row, SqlitePool};
 
 use super::{RunRecord, parse_column, redact_url};
 use crate::error::{Error, Result};
+use crate::store::WriteError;
 
 /// Rows per multi-row statement (at 9 parameters a row, far below SQLite's limit).
 const ROWS_PER_STATEMENT: usize = 500;
@@ -81,10 +86,20 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
         "runs_state_created",
         include_str!("../../../../migrations/sqlite/0007_runs_state_created.sql"),
     ),
+    (
+        8,
+        "transitions in events",
+        include_str!("../../../../migrations/sqlite/0008_transitions_in_events.sql"),
+    ),
 ];
 
 /// Handle to a SQLite database.
 pub(super) struct SqliteStore {
+    /// The writer's handle as the hot path sees it (see `hot.rs`), kept
+    /// between writes for its prepared statements. Declared first, so that
+    /// it is dropped (its statements finalized) before `writer` closes the
+    /// handle: sqlx panics when it closes a handle with live statements.
+    hot: std::sync::Mutex<Option<hot::HotConnection>>,
     /// Readers.
     pool: SqlitePool,
     /// The one connection that writes.
@@ -140,13 +155,19 @@ impl SqliteStore {
             .auto_vacuum(SqliteAutoVacuum::Incremental)
             .busy_timeout(OPEN_BUSY_TIMEOUT);
         // The writer keeps 16 MiB of pages cached (KiB below).
-        let writer_options = options.clone().pragma("cache_size", "-16384");
+        // Serialized (SQLite's own mutex on the connection): the hot path's
+        // cached statements may then be finalized from whichever thread drops
+        // the store, whatever sqlx's worker thread is doing.
+        let writer_options = options.clone().pragma("cache_size", "-16384").serialized(true);
         let writer = retry_while_locked(|| {
             SqlitePoolOptions::new()
                 .max_connections(1)
                 .min_connections(1)
                 .idle_timeout(None)
                 .max_lifetime(None)
+                // One connection, used by one writer at a time: a ping before
+                // each write would be one more hand-off to its worker thread.
+                .test_before_acquire(false)
                 .connect_with(writer_options.clone())
         })
         .await
@@ -158,7 +179,11 @@ impl SqliteStore {
         })
         .await
         .map_err(|e| super::open_error("cannot open SQLite database", &shown, e.into()))?;
-        let store = SqliteStore { pool, writer };
+        let store = SqliteStore {
+            pool,
+            writer,
+            hot: std::sync::Mutex::new(None),
+        };
         store
             .migrate()
             .await
@@ -202,8 +227,37 @@ impl SqliteStore {
         Ok(())
     }
 
-    /// Closes the pool, waiting for connections to finish.
+    /// Runs `f` on the writer connection's raw handle, taken out of sqlx's
+    /// worker thread for the call (see `hot.rs`): one hand-off per write.
+    async fn hot_write<T>(
+        &self,
+        f: impl FnOnce(&hot::HotConnection) -> Result<T, WriteError>,
+    ) -> Result<T, WriteError> {
+        let mut conn = self.writer.acquire().await?;
+        let mut locked = conn.lock_handle().await?;
+        let handle = locked.as_raw_handle();
+        let mut slot = self.hot.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        // SAFETY: `locked` keeps sqlx's worker off the handle until it is
+        // dropped, after `f` returns; the slot's mutex keeps other callers out.
+        let hot = unsafe { hot::HotConnection::wrap(slot.take(), handle) }?;
+        let outcome = f(&hot);
+        *slot = Some(hot);
+        outcome
+    }
+
+    /// Closes the pool, waiting for connections to finish. The hot path's
+    /// cached statements are finalized first, while the handle is locked.
     pub(super) async fn close(&self) {
+        if let Ok(mut conn) = self.writer.acquire().await
+            && let Ok(_locked) = conn.lock_handle().await
+        {
+            drop(
+                self.hot
+                    .lock()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner)
+                    .take(),
+            );
+        }
         self.pool.close().await;
         self.writer.close().await;
     }

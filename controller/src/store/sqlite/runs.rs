@@ -12,16 +12,16 @@
 //! invariants"). Leases and the ready queue are not stored: at start-up the
 //! engine rebuilds them in memory from the unfinished runs and their attempts.
 
-use sqlx::{AssertSqlSafe, QueryBuilder, Row, Sqlite, SqliteConnection, SqlitePool};
+use sqlx::{AssertSqlSafe, QueryBuilder, Row, Sqlite, SqlitePool};
 
-use super::events::write_events;
+use super::hot;
 use super::{ROWS_PER_STATEMENT, RUN_COLUMNS, SqliteStore, run_from_row};
 use crate::error::{Error, Result};
 use crate::model::{Outcome, RunState};
 use crate::store::events::{self, EventRecord};
-use crate::store::write::{self, Write, WriteError};
+use crate::store::write::{Write, WriteError};
 use crate::store::{
-    AttemptEnd, AttemptRecord, AttemptStart, HourCount, InsertPlan, JobListRows, JobStatsRecord, NewRun, RunRecord,
+    AttemptEnd, AttemptRecord, AttemptStart, HourCount, InsertPlan, JobListRows, JobStatsRecord, RunRecord,
     StateChange, TransitionRecord, parse_column,
 };
 
@@ -30,23 +30,25 @@ const HOUR_MS: i64 = 3_600_000;
 
 impl SqliteStore {
     /// Inserts new runs, their dependencies and idempotency keys, with their first
-    /// transitions, in one transaction. For scheduled fires the schedule cursor
-    /// moves in the same transaction. Returns `false` (and writes nothing) when a
-    /// run for the same (job, fire instant) already exists.
+    /// transitions (events), in one transaction. For scheduled fires the schedule
+    /// cursor moves in the same transaction. Returns `None` (and writes nothing)
+    /// when a run for the same (job, fire instant) already exists.
     pub(in crate::store) async fn insert_runs(
         &self,
         plan: &InsertPlan,
     ) -> Result<Option<Vec<EventRecord>>, WriteError> {
-        // IMMEDIATE: take the write lock first, so two concurrent inserts of one
-        // fire serialize and the second one's insert is ignored (and reported).
-        let mut tx = self.writer.begin_with("BEGIN IMMEDIATE").await?;
-        if !insert_runs_in(&mut tx, plan).await? {
-            tx.rollback().await?;
-            return Ok(None);
-        }
-        let events = write_events(&mut tx, events::run_events(plan, &[])).await?;
-        tx.commit().await.map_err(write::in_doubt)?;
-        Ok(Some(events))
+        // IMMEDIATE (see `HotConnection::transaction`): two concurrent inserts
+        // of one fire serialize, and the second one's insert is ignored (and
+        // reported).
+        self.hot_write(|hot| {
+            hot.transaction(|conn| {
+                if !hot::insert_runs(conn, plan)? {
+                    return Ok(None);
+                }
+                hot::write_events(conn, events::run_events(plan, &[]), &[]).map(Some)
+            })
+        })
+        .await
     }
 
     /// New runs and changes of existing ones in one transaction (the engine's
@@ -58,17 +60,20 @@ impl SqliteStore {
         starts: &[AttemptStart],
         ends: &[AttemptEnd],
     ) -> Result<Vec<EventRecord>, WriteError> {
-        let mut tx = self.writer.begin_with("BEGIN IMMEDIATE").await?;
-        if !insert_runs_in(&mut tx, plan).await? {
-            tx.rollback().await?;
-            return Err(WriteError::Refused(Error::internal(
-                "a new run collided with an existing schedule fire",
-            )));
-        }
-        apply_in(&mut tx, changes, starts, ends).await?;
-        let events = write_events(&mut tx, events::run_events(plan, changes)).await?;
-        tx.commit().await.map_err(write::in_doubt)?;
-        Ok(events)
+        self.hot_write(|hot| {
+            hot.transaction(|conn| {
+                if !hot::insert_runs(conn, plan)? {
+                    return Err(WriteError::Refused(Error::internal(
+                        "a new run collided with an existing schedule fire",
+                    )));
+                }
+                let moved = hot::apply(conn, changes, starts, ends)?;
+                let moved = moving(changes, moved);
+                hot::write_events(conn, events::run_events(plan, changes), &moved).map(Some)
+            })
+        })
+        .await
+        .map(Option::unwrap_or_default)
     }
 
     /// Deletes dead runs and applies `changes` in one transaction; every id
@@ -78,23 +83,18 @@ impl SqliteStore {
         ids: &[String],
         changes: &[StateChange],
     ) -> Result<Vec<EventRecord>, WriteError> {
-        let mut tx = self.writer.begin_with("BEGIN IMMEDIATE").await?;
-        for id in ids {
-            let n = sqlx::query("DELETE FROM runs WHERE id = ? AND state = 'dead'")
-                .bind(id)
-                .execute(&mut *tx)
-                .await?
-                .rows_affected();
-            if n != 1 {
-                return Err(WriteError::conflict(format!(
-                    "run {id} is not in the dead-letter queue"
-                )));
-            }
-        }
-        apply_in(&mut tx, changes, &[], &[]).await?;
-        let events = write_events(&mut tx, events::run_events(&InsertPlan::default(), changes)).await?;
-        tx.commit().await.map_err(write::in_doubt)?;
-        Ok(events)
+        self.hot_write(|hot| {
+            hot.transaction(|conn| {
+                for id in ids {
+                    hot::delete_dead(conn, id)?;
+                }
+                let moved = hot::apply(conn, changes, &[], &[])?;
+                let moved = moving(changes, moved);
+                hot::write_events(conn, events::run_events(&InsertPlan::default(), changes), &moved).map(Some)
+            })
+        })
+        .await
+        .map(Option::unwrap_or_default)
     }
 
     /// See [`crate::store::Store::written`].
@@ -324,11 +324,12 @@ impl SqliteStore {
 
     /// Recorded transitions of a run, in order.
     pub(in crate::store) async fn transitions(&self, run_id: &str) -> Result<Vec<TransitionRecord>> {
-        let rows =
-            sqlx::query("SELECT from_state, to_state, at, reason FROM transitions WHERE run_id = ? ORDER BY seq")
-                .bind(run_id)
-                .fetch_all(&self.pool)
-                .await?;
+        let rows = sqlx::query(
+            "SELECT from_state, to_state, at, reason FROM events WHERE run_id = ? AND kind = 'run' ORDER BY seq",
+        )
+        .bind(run_id)
+        .fetch_all(&self.pool)
+        .await?;
         rows.iter()
             .map(|r| {
                 let from: Option<String> = r.get(0);
@@ -486,220 +487,15 @@ impl SqliteStore {
     }
 }
 
-/// Inserts the runs of `plan` (see [`SqliteStore::insert_runs`]) on `conn`, inside
-/// the caller's transaction. Multi-row statements: a plan costs a handful of
-/// statements. `false`: a (job, fire instant) exists already; nothing may be kept.
-async fn insert_runs_in(conn: &mut SqliteConnection, plan: &InsertPlan) -> Result<bool> {
-    for chunk in plan.runs.chunks(ROWS_PER_STATEMENT / 2) {
-        let mut q = QueryBuilder::<Sqlite>::new(
-            "INSERT INTO runs (id, job, state, priority, payload, trigger_kind, scheduled_for, created_at, not_before,
-                 ready_at, attempt, max_attempts, reason, workflow_id, idempotency_key) ",
-        );
-        q.push_values(chunk, |mut row, run| {
-            row.push_bind(&run.id)
-                .push_bind(&run.job)
-                .push_bind(run.state.as_str())
-                .push_bind(run.priority.as_str())
-                .push_bind(&run.payload)
-                .push_bind(run.trigger.as_str())
-                .push_bind(run.scheduled_for)
-                .push_bind(run.created_at)
-                .push_bind(run.not_before)
-                .push_bind(run.ready_at)
-                .push_bind(0i64)
-                .push_bind(run.max_attempts)
-                .push_bind(&run.reason)
-                .push_bind(&run.workflow_id)
-                .push_bind(&run.idempotency_key);
-        });
-        // A (job, scheduled_for) that exists already is ignored by the unique
-        // index: fewer rows than asked means this fire happened before.
-        q.push(" ON CONFLICT DO NOTHING");
-        let inserted = q.build().execute(&mut *conn).await?.rows_affected();
-        if inserted != chunk.len() as u64 {
-            return Ok(false);
-        }
-    }
-    for chunk in plan.runs.chunks(ROWS_PER_STATEMENT) {
-        let mut q = QueryBuilder::<Sqlite>::new("INSERT INTO transitions (run_id, from_state, to_state, at, reason) ");
-        q.push_values(chunk, |mut row, run| {
-            row.push_bind(&run.id)
-                .push_bind(None::<&str>)
-                .push_bind(run.state.as_str())
-                .push_bind(run.created_at)
-                .push_bind(&run.reason);
-        });
-        q.build().execute(&mut *conn).await?;
-    }
-    let mut cursors: std::collections::BTreeMap<&str, i64> = std::collections::BTreeMap::new();
-    for run in &plan.runs {
-        if let Some(instant) = run.scheduled_for {
-            let cursor = cursors.entry(run.job.as_str()).or_insert(instant);
-            *cursor = (*cursor).max(instant);
-        }
-    }
-    let cursors: Vec<(&str, i64)> = cursors.into_iter().collect();
-    for chunk in cursors.chunks(ROWS_PER_STATEMENT) {
-        let mut q = QueryBuilder::<Sqlite>::new("INSERT INTO schedule_cursors (job, last_fired) ");
-        q.push_values(chunk, |mut row, (job, instant)| {
-            row.push_bind(*job).push_bind(*instant);
-        });
-        q.push(" ON CONFLICT (job) DO UPDATE SET last_fired = MAX(last_fired, excluded.last_fired)");
-        q.build().execute(&mut *conn).await?;
-    }
-    let keyed: Vec<&NewRun> = plan.runs.iter().filter(|r| r.idempotency_key.is_some()).collect();
-    for chunk in keyed.chunks(ROWS_PER_STATEMENT) {
-        let mut q = QueryBuilder::<Sqlite>::new("INSERT INTO idempotency_keys (key, run_id, created_at) ");
-        q.push_values(chunk, |mut row, run| {
-            row.push_bind(&run.idempotency_key)
-                .push_bind(&run.id)
-                .push_bind(run.created_at);
-        });
-        q.push(" ON CONFLICT (key) DO UPDATE SET run_id = excluded.run_id, created_at = excluded.created_at");
-        q.build().execute(&mut *conn).await?;
-    }
-    for chunk in plan.dependencies.chunks(ROWS_PER_STATEMENT) {
-        let mut q = QueryBuilder::<Sqlite>::new("INSERT INTO run_dependencies (run_id, upstream_id) ");
-        q.push_values(chunk, |mut row, (run_id, upstream_id)| {
-            row.push_bind(run_id).push_bind(upstream_id);
-        });
-        q.build().execute(&mut *conn).await?;
-    }
-    Ok(true)
-}
-
-/// Applies state changes, new attempts and finished attempts on `conn`, inside
-/// the caller's transaction. Multi-row statements: a batch costs a handful of
-/// statements, not three per run (each is a round trip to SQLite's worker thread).
-/// A change applies only where its run is in the change's `from` state, an end
-/// only to an attempt not ended yet; any miss is a [`WriteError::Conflict`]
-/// (the caller's transaction is dropped, so nothing of it is kept).
-async fn apply_in(
-    conn: &mut SqliteConnection,
-    changes: &[StateChange],
-    starts: &[AttemptStart],
-    ends: &[AttemptEnd],
-) -> Result<(), WriteError> {
-    for chunk in starts.chunks(ROWS_PER_STATEMENT) {
-        let mut q =
-            QueryBuilder::<Sqlite>::new("INSERT INTO attempts (run_id, attempt, agent_id, agent_name, started_at) ");
-        q.push_values(chunk, |mut row, start| {
-            row.push_bind(&start.run_id)
-                .push_bind(start.attempt)
-                .push_bind(&start.agent_id)
-                .push_bind(&start.agent_name)
-                .push_bind(start.started_at);
-        });
-        q.build().execute(&mut *conn).await?;
-    }
-    for chunk in ends.chunks(ROWS_PER_STATEMENT) {
-        let mut q = QueryBuilder::<Sqlite>::new(
-            "WITH v (run_id, attempt, finished_at, outcome, exit_code, error, output, duration_ms, started_at) AS (",
-        );
-        q.push_values(chunk, |mut row, end| {
-            row.push_bind(&end.run_id)
-                .push_bind(end.attempt)
-                .push_bind(end.finished_at)
-                .push_bind(end.outcome.as_str())
-                .push_bind(end.exit_code)
-                .push_bind(&end.error)
-                .push_bind(&end.output)
-                .push_bind(end.duration_ms)
-                .push_bind(end.started_at);
-        });
-        q.push(
-            ") UPDATE attempts SET finished_at = v.finished_at, outcome = v.outcome, exit_code = v.exit_code,
-                 error = v.error, output = v.output, duration_ms = v.duration_ms,
-                 started_at = COALESCE(v.started_at, attempts.started_at)
-                 FROM v WHERE attempts.run_id = v.run_id AND attempts.attempt = v.attempt
-                   AND attempts.outcome IS NULL",
-        );
-        let ended = q.build().execute(&mut *conn).await?.rows_affected();
-        if ended != chunk.len() as u64 {
-            return Err(end_conflict(conn, chunk).await);
-        }
-    }
-    for chunk in changes.chunks(ROWS_PER_STATEMENT) {
-        let mut q = QueryBuilder::<Sqlite>::new(
-            "WITH v (id, from_state, state, reason, not_before, ready_at, attempt, max_attempts, finished_at,
-                     cancel_requested) AS (",
-        );
-        q.push_values(chunk, |mut row, change| {
-            row.push_bind(&change.run_id)
-                .push_bind(change.from.as_str())
-                .push_bind(change.to.as_str())
-                .push_bind(&change.reason)
-                .push_bind(change.not_before)
-                .push_bind(change.ready_at)
-                .push_bind(change.attempt)
-                .push_bind(change.max_attempts)
-                .push_bind(change.to.is_terminal().then_some(change.at))
-                .push_bind(change.cancel_requested);
-        });
-        q.push(
-            ") UPDATE runs SET state = v.state, reason = v.reason, not_before = v.not_before,
-                 ready_at = COALESCE(v.ready_at, runs.ready_at), attempt = COALESCE(v.attempt, runs.attempt),
-                 max_attempts = COALESCE(v.max_attempts, runs.max_attempts), finished_at = v.finished_at,
-                 cancel_requested = v.cancel_requested
-                 FROM v WHERE runs.id = v.id AND runs.state = v.from_state",
-        );
-        let changed = q.build().execute(&mut *conn).await?.rows_affected();
-        if changed != chunk.len() as u64 {
-            return Err(change_conflict(conn, chunk).await);
-        }
-    }
-    let transitions: Vec<&StateChange> = changes.iter().filter(|c| c.from != c.to).collect();
-    for chunk in transitions.chunks(ROWS_PER_STATEMENT) {
-        let mut q = QueryBuilder::<Sqlite>::new("INSERT INTO transitions (run_id, from_state, to_state, at, reason) ");
-        q.push_values(chunk, |mut row, change| {
-            row.push_bind(&change.run_id)
-                .push_bind(change.from.as_str())
-                .push_bind(change.to.as_str())
-                .push_bind(change.at)
-                .push_bind(&change.reason);
-        });
-        q.build().execute(&mut *conn).await?;
-    }
-    Ok(())
-}
-
-/// The conflict of a batch of changes some of which did not apply: names the
-/// first run not in its change's `from` state (as the transaction sees it).
-async fn change_conflict(conn: &mut SqliteConnection, chunk: &[StateChange]) -> WriteError {
-    for change in chunk {
-        let state: Option<String> = match sqlx::query_scalar("SELECT state FROM runs WHERE id = ?")
-            .bind(&change.run_id)
-            .fetch_optional(&mut *conn)
-            .await
-        {
-            Ok(state) => state,
-            Err(e) => return e.into(),
-        };
-        if let Some(conflict) = write::change_mismatch(change, state.as_deref()) {
-            return conflict;
-        }
-    }
-    write::change_mismatch_unknown(chunk)
-}
-
-/// The conflict of a batch of attempt ends some of which did not apply.
-async fn end_conflict(conn: &mut SqliteConnection, chunk: &[AttemptEnd]) -> WriteError {
-    for end in chunk {
-        let outcome: Option<Option<String>> =
-            match sqlx::query_scalar("SELECT outcome FROM attempts WHERE run_id = ? AND attempt = ?")
-                .bind(&end.run_id)
-                .bind(end.attempt)
-                .fetch_optional(&mut *conn)
-                .await
-            {
-                Ok(outcome) => outcome,
-                Err(e) => return e.into(),
-            };
-        if let Some(conflict) = write::end_mismatch(end, outcome) {
-            return conflict;
-        }
-    }
-    WriteError::conflict("an attempt end did not apply to its attempt")
+/// The (job, attempt) of the changes that move their runs (those with an
+/// event), out of what [`hot::apply`] returned for every change.
+fn moving(changes: &[StateChange], moved: Vec<(String, u32)>) -> Vec<(String, u32)> {
+    changes
+        .iter()
+        .zip(moved)
+        .filter(|(c, _)| c.from != c.to)
+        .map(|(_, m)| m)
+        .collect()
 }
 
 /// The non-terminal runs after `after` (created_at, id), oldest first, at most
