@@ -103,8 +103,13 @@ async fn workloads_a_and_b_report_every_job_and_ordered_latencies() {
         .await;
     let listed = runs.as_array().map_or(0, Vec::len);
     assert!(listed > 0, "{runs:#}");
+    let mut attempts = 0;
     for run in runs.as_array().into_iter().flatten() {
-        let agent = run["agent"].as_str().unwrap_or_default();
-        assert!(agent.starts_with("bench-workload-a-"), "{run:#}");
+        for attempt in run["attempts"].as_array().into_iter().flatten() {
+            let agent = attempt["agent"].as_str().unwrap_or_default();
+            assert!(agent.starts_with("bench-workload-a-"), "{run:#}");
+            attempts += 1;
+        }
     }
+    assert_eq!(attempts, listed, "one attempt per run: {runs:#}");
 }
