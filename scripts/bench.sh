@@ -20,7 +20,8 @@ DB=${1:-sqlite://$WORK/worker.db}
 ulimit -n 65536 2>/dev/null || true
 mkdir -p "$WORK/config" && printf 'jobs: {}\n' > "$WORK/config/scheduler.yaml"
 
-RUST_LOG=warn $R/worker-controller --config "$WORK/config" --db "$DB" --grpc-listen 127.0.0.1:0 --http-listen 127.0.0.1:0 > "$WORK/ctl.out" 2> "$WORK/ctl.err" &
+# `schedules` applies its S definitions (plus the two base jobs) in one ApplyJobs.
+RUST_LOG=warn $R/worker-controller --config "$WORK/config" --db "$DB" --limit definitions_per_apply=100002 --grpc-listen 127.0.0.1:0 --http-listen 127.0.0.1:0 > "$WORK/ctl.out" 2> "$WORK/ctl.err" &
 CTL=$!
 for _ in $(seq 1 100); do grep -q ready "$WORK/ctl.out" && break; sleep 0.1; done
 # The ready line: "worker-controller ready grpc=ADDR http=ADDR".
