@@ -341,11 +341,15 @@ impl Agent {
             // leave the attempt to expire, but make it visible.
             tracing::warn!(run_id = %key.0, attempt = key.1, "assignment beyond capacity");
         }
-        let started_at = now_rfc3339();
+        // One clock reading for both forms of the start instant.
+        let started = Utc::now();
+        let started_at = rfc3339(started);
+        let started_at_unix_micros = started.timestamp_micros();
         link.send(Out::Started(Started {
             run_id: key.0.clone(),
             attempt: key.1,
             started_at: started_at.clone(),
+            started_at_unix_micros,
         }));
         tracing::info!(run_id = %key.0, attempt = key.1, job = %assignment.job, "attempt started");
 
@@ -388,6 +392,7 @@ impl Agent {
                 finished_at: now_rfc3339(),
                 duration_ms: u64::try_from(clock.elapsed().as_millis()).unwrap_or(u64::MAX),
                 permanent: report.permanent,
+                started_at_unix_micros,
             };
             let _ = done_tx.send(Completion { key, finished });
         });
@@ -494,7 +499,12 @@ fn attempt_timeout(assignment: &Assignment) -> Option<Duration> {
 }
 
 fn now_rfc3339() -> String {
-    Utc::now().to_rfc3339_opts(SecondsFormat::Millis, true)
+    rfc3339(Utc::now())
+}
+
+/// `at` in RFC 3339 with milliseconds, UTC.
+fn rfc3339(at: chrono::DateTime<Utc>) -> String {
+    at.to_rfc3339_opts(SecondsFormat::Millis, true)
 }
 
 #[cfg(test)]

@@ -103,11 +103,12 @@ pub enum Command {
         #[arg(long, value_name = "DIR", default_value = "man")]
         dir: std::path::PathBuf,
     },
-    /// Benchmark a running controller: burn-down, rate, schedules, preload, agents.
+    /// Benchmark a running controller: burn-down, rate, schedules, preload, agents,
+    /// workload-a, workload-b.
     ///
     /// burn-down, rate and schedules need a controller that already runs with real
     /// agents (executor `builtin`); preload and agents start simulated agents of
-    /// their own. The exact configuration is printed with the results (`-o json`:
+    /// their own; workload-a and workload-b spawn real `worker-agent` processes. The exact configuration is printed with the results (`-o json`:
     /// one object {scenario, config, server, results, ok, problems}).
     Bench {
         /// The scenario.

@@ -691,6 +691,7 @@ mod agent_messages {
                         finished_at: stamp.to_string(),
                         duration_ms: *duration_ms,
                         permanent: *permanent,
+                        started_at_unix_micros: *duration_ms as i64,
                     };
                     let _ = self.results.send(ResultMessage {
                         agent_id,

@@ -15,6 +15,18 @@
 //!   enqueues nothing and drains N runs queued earlier (e.g. by `--hold` before
 //!   a controller restart), timing the first assignment.
 //! * `agents`: A simulated agents on one controller; memory per agent.
+//! * `workload-a`: peer queues' drain test: N no-op runs enqueued in batches
+//!   while no agent can take them, then K real `worker-agent` processes the
+//!   bench spawns drain them; enqueue jobs/s, work jobs/s, first completion.
+//! * `workload-b`: peer queues' latency test: N runs enqueued one per call at
+//!   R/s (open loop, like `rate`); intended arrival → the handler's start on
+//!   the agent, plus the commit latencies; spawns its own agents (or uses the
+//!   connected ones with `--agents 0`).
+//!
+//! Modules: one per scenario; [`open_loop`] is the fixed arrival clock of
+//! `rate` and `workload-b`; [`agent_procs`] the real agent processes of the
+//! workloads; [`sim_agent`] the simulated agents of `preload` and `agents`;
+//! [`stats`] the HDR histograms.
 //!
 //! Each scenario first applies its own job definitions (`bench.noop`,
 //! `bench.sleep`, and `bench.preload` / `bench.sched.<i>` where needed) with
@@ -28,7 +40,8 @@
 //!
 //! ```text
 //! {
-//!   "scenario": "burn-down" | "rate" | "schedules" | "preload" | "agents",
+//!   "scenario": "burn-down" | "rate" | "schedules" | "preload" | "agents" |
+//!               "workload-a" | "workload-b",
 //!   "config": {                  // the exact parameters, defaults resolved
 //!     "controller": "http://127.0.0.1:7070",
 //!     "workerctl_version": "0.1.0",
@@ -59,17 +72,25 @@
 //! | schedules | `count`, `lead_s`, `grace_s`, `nominal` (RFC 3339 instant T), `cron` | `fired`, `missing`, `completed`, `lateness` (`Latency`, first event of the run − T), `apply_seconds`, `apply_documents`, `deleted`, `not_deleted` |
 //! | preload | `mode` (`enqueue-drain`, `hold`, `existing`), `queued` (runs the bench enqueues), `hold`, `existing` (N or null), `batch`, `concurrency`, `agents`, `capacity`, `measure`, `stall_timeout_s` (the last four null with `--hold`) | `mode`, `drained` (every run to drain was acknowledged; always false with `--hold`), `held_runs` (runs left queued on purpose: Q with `--hold`, else 0), `definition` (what ApplyJobs did to `bench.preload`: `created`, `updated`, `unchanged`), `enqueued`, `enqueue_seconds`, `enqueue_per_sec` (null with `--existing`), `controller_queued` (QueueStats `queued` before the agents start; `--existing` only, else null), `rss_before_bytes`, `rss_queued_bytes`, `live_runs_queued`, `rss_after_bytes`, `first_assignment_seconds` (agents start connecting → first Assignment to any of them), `measured_runs`, `measured_seconds`, `dispatch_per_sec` (first `measure` runs), `drained_runs`, `drain_seconds`, `drain_per_sec` (all runs), `foreign_assignments` (assignments of other jobs the simulated agents answered); with `--hold` every agent measurement is null and `drained_runs` 0 |
 //! | agents | `count`, `per_connection`, `connections`, `timeout_s` | `connected`, `connect_seconds`, `rss_before_bytes`, `rss_connected_bytes`, `bytes_per_agent`, `rss_closed_bytes`, `disconnected_seconds` |
+//! | workload-a | `job` (`bench.workload-a`), `jobs`, `batch`, `concurrency`, `agents`, `capacity`, `agent_bin`, `label` (`bench-run=<unique>`), `stall_timeout_s` | `enqueued`, `leftover_runs` (unfinished runs of the job left by an interrupted earlier invocation: the new agents drain them too, and they count in `completed` and `work_per_sec`), `enqueue_seconds`, `enqueue_per_sec` (phase 1, no agent able to take the runs), `completed` (GetJob `succeeded` growth), `failed` (`dead` growth), `work_seconds`, `work_per_sec` (agents' spawn → live runs back to their level before the enqueue; 0 when not all succeeded), `first_completion_seconds` (spawn → commit of the first `succeeded`; null if not seen), `rss_before_bytes`, `rss_queued_bytes`, `rss_after_bytes` |
+//! | workload-b | `job` (`bench.workload-b`, or `bench.noop` with `--agents 0`), `jobs`, `rate`, `concurrency`, `grace_s`, `agents`, `capacity`, `agent_bin`, `label` (the last three null with `--agents 0`) | `arrivals`, `sent`, `achieved_rate`, `errors`, `succeeded`, `failed`, `incomplete`, `handler_start_missing` (finished runs whose end event had no handler start), `handler_before_dispatch` (runs whose handler start precedes the dispatch commit's stamp), `intended_to_handler_start` (intended → agent's handler start, the headline), `enqueue_to_commit`, `enqueue_to_start` (intended → running committed), `dispatch_to_handler_start` (running committed → handler start): each a `Latency` |
 //!
 //! Exit codes: 0 success; 1 the benchmark could not complete (errors, runs
-//! never seen, a lagging event stream); 2 usage; 4 controller unreachable.
+//! never seen, a lagging event stream); 2 usage; 4 controller unreachable;
+//! 130 interrupted (Ctrl-C or SIGTERM: the scenario stops at once and the
+//! agents it spawned are killed).
 
+mod agent_procs;
 mod agents;
 mod burn_down;
+mod open_loop;
 mod preload;
 mod rate;
 mod schedules;
 mod sim_agent;
 mod stats;
+mod workload_a;
+mod workload_b;
 
 use std::time::Duration;
 
@@ -93,7 +114,8 @@ pub const BASE_JOBS: &str = "  bench.noop:\n    description: workerctl bench\n  
 #[derive(Debug, Subcommand)]
 #[command(
     after_help = "burn-down, rate and schedules need a controller that already runs with real agents \
-(executor `builtin`); preload and agents bring their own simulated agents."
+(executor `builtin`); preload and agents bring their own simulated agents; workload-a and workload-b \
+spawn real worker-agent processes (the binary next to workerctl, or --agent-bin)."
 )]
 pub enum BenchCmd {
     /// Enqueue N runs in batches; report enqueue/s, then completed/s and the drain
@@ -110,6 +132,65 @@ pub enum BenchCmd {
     Preload(PreloadArgs),
     /// A simulated agents connected at once; controller memory per agent.
     Agents(AgentsArgs),
+    /// Peer queues' drain test: N no-op jobs enqueued in batches while no worker
+    /// can take them, then real agents spawned by the bench drain them.
+    WorkloadA(WorkloadAArgs),
+    /// Peer queues' latency test: jobs enqueued one per call at a fixed rate
+    /// (open loop); intended arrival → handler start on the agent.
+    WorkloadB(WorkloadBArgs),
+}
+
+/// `bench workload-a`
+#[derive(Debug, Clone, Args)]
+pub struct WorkloadAArgs {
+    /// Number of jobs (no-op runs) to enqueue.
+    #[arg(long, value_name = "N", default_value_t = 100_000, value_parser = clap::value_parser!(u64).range(1..))]
+    pub jobs: u64,
+    /// Jobs per EnqueueBatch call.
+    #[arg(long, value_name = "B", default_value_t = 1000, value_parser = clap::value_parser!(u64).range(1..=100_000))]
+    pub batch: u64,
+    /// Batches in flight at once, each on its own connection.
+    #[arg(long, value_name = "C", default_value_t = 4, value_parser = clap::value_parser!(u64).range(1..=1024))]
+    pub concurrency: u64,
+    /// Real `worker-agent` processes spawned once the jobs are queued.
+    #[arg(long, value_name = "K", default_value_t = 2, value_parser = clap::value_parser!(u64).range(1..=256))]
+    pub agents: u64,
+    /// Capacity (slots) of each agent.
+    #[arg(long, value_name = "N", default_value_t = 64, value_parser = clap::value_parser!(u32).range(1..))]
+    pub capacity: u32,
+    /// The agent binary [default: `worker-agent` next to this executable].
+    #[arg(long, value_name = "PATH")]
+    pub agent_bin: Option<std::path::PathBuf>,
+    /// Give up when no job completes for this long.
+    #[arg(long, value_name = "DUR", default_value = "30s", value_parser = crate::cli::parse_ms)]
+    pub stall_timeout: u64,
+}
+
+/// `bench workload-b`
+#[derive(Debug, Clone, Args)]
+pub struct WorkloadBArgs {
+    /// Number of jobs, enqueued one per Enqueue call.
+    #[arg(long, value_name = "N", default_value_t = 5000, value_parser = clap::value_parser!(u64).range(1..))]
+    pub jobs: u64,
+    /// Arrivals per second (fixed clock, open loop).
+    #[arg(long, value_name = "R", default_value_t = 500.0, value_parser = positive_f64)]
+    pub rate: f64,
+    /// Connections the Enqueue calls are spread over (round-robin).
+    #[arg(long, value_name = "C", default_value_t = 8, value_parser = clap::value_parser!(u64).range(1..=1024))]
+    pub concurrency: u64,
+    /// Real `worker-agent` processes the bench spawns (0: use the agents
+    /// already connected, with job bench.noop).
+    #[arg(long, value_name = "K", default_value_t = 2, value_parser = clap::value_parser!(u64).range(0..=256))]
+    pub agents: u64,
+    /// Capacity (slots) of each spawned agent.
+    #[arg(long, value_name = "N", default_value_t = 64, value_parser = clap::value_parser!(u32).range(1..))]
+    pub capacity: u32,
+    /// The agent binary [default: `worker-agent` next to this executable].
+    #[arg(long, value_name = "PATH")]
+    pub agent_bin: Option<std::path::PathBuf>,
+    /// How long to wait for outstanding results after the last arrival.
+    #[arg(long, value_name = "DUR", default_value = "10s", value_parser = crate::cli::parse_ms)]
+    pub grace: u64,
 }
 
 /// Which bench job the runs use.
@@ -545,12 +626,28 @@ pub async fn run(cmd: BenchCmd, controller: &str, token: Option<String>, format:
 
 async fn run_scenario(cmd: BenchCmd, target: Target, format: Format) -> anyhow::Result<()> {
     let printer = Printer { format };
-    let (report, table) = match cmd {
-        BenchCmd::BurnDown(args) => burn_down::run(&target, &printer, args).await?,
-        BenchCmd::Rate(args) => rate::run(&target, &printer, args).await?,
-        BenchCmd::Schedules(args) => schedules::run(&target, &printer, args).await?,
-        BenchCmd::Preload(args) => preload::run(&target, &printer, args).await?,
-        BenchCmd::Agents(args) => agents::run(&target, &printer, args).await?,
+    let scenario = async {
+        Ok::<_, anyhow::Error>(match cmd {
+            BenchCmd::BurnDown(args) => burn_down::run(&target, &printer, args).await?,
+            BenchCmd::Rate(args) => rate::run(&target, &printer, args).await?,
+            BenchCmd::Schedules(args) => schedules::run(&target, &printer, args).await?,
+            BenchCmd::Preload(args) => preload::run(&target, &printer, args).await?,
+            BenchCmd::Agents(args) => agents::run(&target, &printer, args).await?,
+            BenchCmd::WorkloadA(args) => workload_a::run(&target, &printer, args).await?,
+            BenchCmd::WorkloadB(args) => workload_b::run(&target, &printer, args).await?,
+        })
+    };
+    // Dropping the scenario on a signal drops what it owns: spawned agents
+    // are killed (kill_on_drop), connections closed.
+    let (report, table) = tokio::select! {
+        done = scenario => done?,
+        signal = interrupted() => {
+            return Err(CliError {
+                code: INTERRUPTED,
+                message: format!("bench interrupted by {signal}"),
+            }
+            .into());
+        }
     };
     emit(format, &report, || {
         let mut text = format!("Results\n{}", indent(&table));
@@ -571,6 +668,30 @@ async fn run_scenario(cmd: BenchCmd, target: Target, format: Format) -> anyhow::
             report.problems.join("; ")
         ))
         .into())
+    }
+}
+
+/// Exit code of an interrupted bench (128 + SIGINT, as shells report it).
+pub const INTERRUPTED: u8 = 130;
+
+/// Waits for Ctrl-C or SIGTERM; returns its name.
+async fn interrupted() -> &'static str {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        let Ok(mut term) = signal(SignalKind::terminate()) else {
+            let _ = tokio::signal::ctrl_c().await;
+            return "Ctrl-C";
+        };
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => "Ctrl-C",
+            _ = term.recv() => "SIGTERM",
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+        "Ctrl-C"
     }
 }
 
@@ -686,6 +807,43 @@ mod tests {
         assert!(bench(&["rate", "--rate", "-3"]).is_err());
         assert!(bench(&["rate", "--rate", "nan"]).is_err());
         assert!(bench(&["rate", "--duration", "0s"]).is_err());
+    }
+
+    #[test]
+    fn workload_flags() {
+        let BenchCmd::WorkloadA(a) = bench(&["workload-a"]).unwrap() else {
+            panic!()
+        };
+        assert_eq!(
+            (a.jobs, a.batch, a.agents, a.capacity, a.agent_bin),
+            (100_000, 1000, 2, 64, None)
+        );
+        let BenchCmd::WorkloadA(a) = bench(&[
+            "workload-a",
+            "--jobs",
+            "200",
+            "--agents",
+            "1",
+            "--agent-bin",
+            "/x/worker-agent",
+        ])
+        .unwrap() else {
+            panic!()
+        };
+        assert_eq!((a.jobs, a.agents), (200, 1));
+        assert_eq!(a.agent_bin.as_deref(), Some(std::path::Path::new("/x/worker-agent")));
+        assert!(bench(&["workload-a", "--agents", "0"]).is_err());
+        assert!(bench(&["workload-a", "--jobs", "0"]).is_err());
+
+        let BenchCmd::WorkloadB(b) = bench(&["workload-b"]).unwrap() else {
+            panic!()
+        };
+        assert_eq!((b.jobs, b.rate, b.agents, b.grace), (5000, 500.0, 2, 10_000));
+        let BenchCmd::WorkloadB(b) = bench(&["workload-b", "--rate", "5000", "--agents", "0"]).unwrap() else {
+            panic!()
+        };
+        assert_eq!((b.rate, b.agents), (5000.0, 0));
+        assert!(bench(&["workload-b", "--rate", "0"]).is_err());
     }
 
     fn preload(args: &[&str]) -> Result<PreloadArgs, clap::Error> {

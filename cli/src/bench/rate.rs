@@ -1,28 +1,15 @@
-//! `bench rate`: open-loop arrivals on a fixed clock, latency percentiles
-//! measured from each run's intended arrival time.
-//!
-//! Arrival `i` is due at `start + i / R`. Each Enqueue is sent on a task of its
-//! own (connections round-robin), so a slow answer never delays the next
-//! arrival; and latencies are measured from the *intended* instant, not from
-//! the moment the request actually left, so a stalled sender or controller
-//! shows up in the percentiles (no coordinated omission). Instants on the
-//! controller's side are the commit times of the run's transitions
-//! (`RunEvent.at_unix_micros`), read from a WatchEvents stream opened before
-//! the first arrival; they are compared with this host's clock, which is the
-//! same clock when the bench runs on the controller's machine.
+//! `bench rate`: open-loop arrivals on a fixed clock for a duration, latency
+//! percentiles measured from each run's intended arrival time to the
+//! controller's commits (the arrival machinery is [`super::open_loop`]).
 
-use std::collections::HashMap;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use serde::Serialize;
-use tokio::sync::watch;
-use worker_proto::v1 as pb;
 
-use super::stats::{Latency, arrivals, histogram, intended_offset, latency_table, record};
+use super::open_loop::{self, Plan};
+use super::stats::{Latency, arrivals, histogram, latency_table, record};
 use super::{
-    Printer, RateArgs, Report, Target, apply_jobs, base_config, burn_down::job_text, progress, round, secs, server_info,
+    Printer, RateArgs, Report, Target, apply_jobs, base_config, burn_down::job_text, round, secs, server_info,
 };
 use crate::output::key_values;
 
@@ -39,62 +26,6 @@ struct Results {
     enqueue_to_commit: Latency,
     enqueue_to_start: Latency,
     start_to_result: Latency,
-}
-
-/// What is known of one run.
-#[derive(Debug, Default)]
-struct Track {
-    intended_us: Option<i64>,
-    queued_us: Option<i64>,
-    running_us: Option<i64>,
-    /// Commit time of the terminal state, and whether it is `succeeded`.
-    end: Option<(i64, bool)>,
-}
-
-#[derive(Debug, Default)]
-struct State {
-    runs: HashMap<String, Track>,
-    /// Runs with both their intended time and their end.
-    complete: u64,
-}
-
-impl State {
-    fn check_complete(&mut self, id: &str, was: bool, done: &watch::Sender<u64>) {
-        let track = &self.runs[id];
-        if !was && track.intended_us.is_some() && track.end.is_some() {
-            self.complete += 1;
-            done.send_replace(self.complete);
-        }
-    }
-
-    fn is_complete(track: &Track) -> bool {
-        track.intended_us.is_some() && track.end.is_some()
-    }
-
-    fn event(&mut self, e: pb::RunEvent, done: &watch::Sender<u64>) {
-        let track = self.runs.entry(e.run_id.clone()).or_default();
-        let was = Self::is_complete(track);
-        match e.state.as_str() {
-            "queued" => {
-                track.queued_us.get_or_insert(e.at_unix_micros);
-            }
-            "running" => {
-                track.running_us.get_or_insert(e.at_unix_micros);
-            }
-            "succeeded" | "dead" | "cancelled" => {
-                track.end.get_or_insert((e.at_unix_micros, e.state == "succeeded"));
-            }
-            _ => {}
-        }
-        self.check_complete(&e.run_id, was, done);
-    }
-
-    fn sent(&mut self, id: String, intended_us: i64, done: &watch::Sender<u64>) {
-        let track = self.runs.entry(id.clone()).or_default();
-        let was = Self::is_complete(track);
-        track.intended_us = Some(intended_us);
-        self.check_complete(&id, was, done);
-    }
 }
 
 /// Runs the scenario.
@@ -139,113 +70,24 @@ pub async fn run(target: &Target, printer: &Printer, args: RateArgs) -> anyhow::
     );
     apply_jobs(&mut client, "").await?;
 
-    // Subscribe before the first arrival.
-    let mut watch_client = target.client()?;
-    let mut events = watch_client
-        .watch_events(pb::WatchEventsRequest {
-            job: job.to_string(),
-            ..Default::default()
-        })
-        .await?
-        .into_inner();
-    let state = Arc::new(Mutex::new(State::default()));
-    let (done_tx, mut done_rx) = watch::channel(0u64);
-    let done_tx = Arc::new(done_tx);
-    let mut reader = tokio::spawn({
-        let state = state.clone();
-        let done_tx = done_tx.clone();
-        async move {
-            loop {
-                match events.message().await {
-                    Ok(Some(e)) => state.lock().unwrap().event(e, &done_tx),
-                    Ok(None) => {
-                        return "the controller closed the event stream (it drops a subscriber that falls behind: \
-                                events were lost; try a lower --rate)"
-                            .to_string();
-                    }
-                    Err(s) => return format!("the event stream failed: {}", s.message()),
-                }
-            }
-        }
-    });
-
-    let clients = target.clients(args.concurrency)?;
-    let errors = Arc::new(AtomicU64::new(0));
-    let sent = Arc::new(AtomicU64::new(0));
-    let first_error: Arc<Mutex<Option<String>>> = Arc::default();
-    let mut sends = tokio::task::JoinSet::new();
-    progress(format!("{total} arrivals of {job} at {}/s", args.rate));
-    let start = Instant::now();
-    let start_us = chrono::Utc::now().timestamp_micros();
-    for i in 0..total {
-        let offset = intended_offset(i, args.rate);
-        tokio::time::sleep_until((start + offset).into()).await;
-        let intended_us = start_us + offset.as_micros() as i64;
-        let mut client = clients[(i % clients.len() as u64) as usize].clone();
-        let (state, done_tx, errors, sent, first_error) = (
-            state.clone(),
-            done_tx.clone(),
-            errors.clone(),
-            sent.clone(),
-            first_error.clone(),
-        );
-        let request = pb::EnqueueRequest {
-            job: job.to_string(),
-            trigger: "api".into(),
-            ..Default::default()
-        };
-        sends.spawn(async move {
-            match client.enqueue(request).await {
-                Ok(r) => match r.into_inner().run {
-                    Some(run) => {
-                        sent.fetch_add(1, Ordering::Relaxed);
-                        state.lock().unwrap().sent(run.id, intended_us, &done_tx);
-                    }
-                    None => {
-                        errors.fetch_add(1, Ordering::Relaxed);
-                    }
-                },
-                Err(s) => {
-                    errors.fetch_add(1, Ordering::Relaxed);
-                    first_error
-                        .lock()
-                        .unwrap()
-                        .get_or_insert_with(|| s.message().to_string());
-                }
-            }
-        });
-        // Reap finished sends now and then so the set stays small.
-        while sends.try_join_next().is_some() {}
-    }
-    let arrival_window = start.elapsed().max(duration);
-    let deadline = tokio::time::Instant::now() + Duration::from_millis(args.grace);
-    progress("arrivals done; waiting for outstanding results");
-
-    let mut problems = Vec::new();
-    // Answers of the last sends, then results, both within the grace period.
-    let mut stream_error = None;
-    let wait = async {
-        while sends.join_next().await.is_some() {}
-        let expected = sent.load(Ordering::Relaxed);
-        let _ = done_rx.wait_for(|c| *c >= expected).await;
+    let plan = Plan {
+        job: job.to_string(),
+        total,
+        rate: args.rate,
+        concurrency: args.concurrency,
+        grace: Duration::from_millis(args.grace),
     };
-    tokio::select! {
-        _ = tokio::time::timeout_at(deadline, wait) => {}
-        e = &mut reader => stream_error = Some(e.unwrap_or_else(|e| e.to_string())),
+    let outcome = open_loop::run(target, &plan).await?;
+    let arrival_window = outcome.arrival_window.max(duration);
+    let mut problems = Vec::new();
+    if let Some(e) = &outcome.stream_error {
+        problems.push(e.clone());
     }
-    reader.abort();
-    sends.abort_all();
-    if let Some(e) = stream_error {
-        problems.push(e);
-    }
-
-    let sent = sent.load(Ordering::Relaxed);
-    let errors = errors.load(Ordering::Relaxed);
+    let (sent, errors) = (outcome.sent, outcome.errors);
     let (mut commit, mut start_h, mut result_h) = (histogram(), histogram(), histogram());
     let (mut succeeded, mut failed) = (0, 0);
     {
-        let state = state.lock().unwrap();
-        for t in state.runs.values() {
+        for t in outcome.runs.values() {
             let Some(intended) = t.intended_us else { continue };
             if let Some(q) = t.queued_us {
                 record(&mut commit, q - intended);
@@ -266,7 +108,7 @@ pub async fn run(target: &Target, printer: &Printer, args: RateArgs) -> anyhow::
     }
     let incomplete = sent - succeeded - failed;
     if errors > 0 {
-        let first = first_error.lock().unwrap().clone().unwrap_or_default();
+        let first = outcome.first_error.clone().unwrap_or_default();
         problems.push(format!("{errors} of {total} Enqueue calls failed (first: {first})"));
     }
     if incomplete > 0 {

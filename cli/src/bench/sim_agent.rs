@@ -192,11 +192,14 @@ pub async fn start(channel: Channel, auth: Auth, spec: Spec, counters: Arc<Count
                     match message.msg {
                         Some(controller_message::Msg::Assignment(a)) => {
                             counters.first_assignment_at.get_or_init(Instant::now);
-                            let now = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Micros, true);
+                            let clock = chrono::Utc::now();
+                            let now = clock.to_rfc3339_opts(chrono::SecondsFormat::Micros, true);
+                            let started_at_unix_micros = clock.timestamp_micros();
                             send(&tx, agent_message::Msg::Started(pb::Started {
                                 run_id: a.run_id.clone(),
                                 attempt: a.attempt,
                                 started_at: now.clone(),
+                                started_at_unix_micros,
                             }));
                             send(&tx, agent_message::Msg::Finished(pb::Finished {
                                 run_id: a.run_id,
@@ -206,6 +209,7 @@ pub async fn start(channel: Channel, auth: Auth, spec: Spec, counters: Arc<Count
                                 started_at: now.clone(),
                                 finished_at: now,
                                 duration_ms: 0,
+                                started_at_unix_micros,
                                 ..Default::default()
                             }));
                             send(&tx, agent_message::Msg::Pull(pb::Pull { credits: 1 }));

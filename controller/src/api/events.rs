@@ -172,7 +172,7 @@ impl Watcher {
             let full = page.len() == PAGE as usize;
             let last = page.last().map(|e| e.seq);
             for event in &page {
-                if self.send(event, event.at * 1000).await.is_err() {
+                if self.send(event, event.at * 1000, None).await.is_err() {
                     return Ok(Err(Gone));
                 }
             }
@@ -216,20 +216,25 @@ impl Watcher {
                 }
                 self.seen = event.seq;
                 if self.filter.matches(event) {
-                    self.send(event, committed.committed_micros).await?;
+                    let handler_started = committed.handler_started_micros(event);
+                    self.send(event, committed.committed_micros, handler_started).await?;
                 }
             }
         }
     }
 
-    async fn send(&self, event: &EventRecord, at_micros: i64) -> Result<(), Gone> {
-        self.tx.send(Ok(to_proto(event, at_micros))).await.map_err(|_| Gone)
+    async fn send(&self, event: &EventRecord, at_micros: i64, handler_started: Option<i64>) -> Result<(), Gone> {
+        self.tx
+            .send(Ok(to_proto(event, at_micros, handler_started)))
+            .await
+            .map_err(|_| Gone)
     }
 }
 
 /// An event as the API shows it; `at_micros` is the commit time for live
-/// events and the event's time for stored ones.
-pub fn to_proto(event: &EventRecord, at_micros: i64) -> pb::RunEvent {
+/// events and the event's time for stored ones; `handler_started` the agent's
+/// start of the attempt a live event ends (never known for stored ones).
+pub fn to_proto(event: &EventRecord, at_micros: i64, handler_started: Option<i64>) -> pb::RunEvent {
     pb::RunEvent {
         run_id: event.run_id.clone().unwrap_or_default(),
         job: event.job.clone(),
@@ -242,6 +247,7 @@ pub fn to_proto(event: &EventRecord, at_micros: i64) -> pb::RunEvent {
         r#type: event.kind.as_str().to_string(),
         from_state: event.from.map(|s| s.as_str().to_string()).unwrap_or_default(),
         count: event.count,
+        handler_started_unix_micros: handler_started.unwrap_or(0),
     }
 }
 

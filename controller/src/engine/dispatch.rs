@@ -426,7 +426,10 @@ impl Engine {
                 continue;
             }
             match self.settlement(core, end, finished.permanent, Mover::Agent) {
-                Ok(settlement) => sorted.grouped.push((index, settlement)),
+                Ok(mut settlement) => {
+                    settlement.change.handler_started_micros = handler_started(finished);
+                    sorted.grouped.push((index, settlement))
+                }
                 Err(e) => sorted.acks[index] = Some(ack_of(finished, false, format!("not recorded: {e}"))),
             }
         }
@@ -447,7 +450,14 @@ impl Engine {
             }
         }
         for (index, end, permanent) in std::mem::take(&mut sorted.singles) {
-            match self.settle(core, end, permanent, Mover::Agent).await {
+            let settled = match self.settlement(core, end, permanent, Mover::Agent) {
+                Ok(mut settlement) => {
+                    settlement.change.handler_started_micros = handler_started(&sorted.finished[index]);
+                    self.commit_settlement(core, settlement).await
+                }
+                Err(e) => Err(e),
+            };
+            match settled {
                 Ok(()) => sorted.acks[index] = Some(ack_of(&sorted.finished[index], true, String::new())),
                 Err(e) => {
                     Counters::add(&self.counters.failed_results);
@@ -524,6 +534,12 @@ impl Engine {
     /// lock held.
     pub(super) async fn settle(&self, core: &mut Core, end: AttemptEnd, permanent: bool, by: Mover) -> Result<()> {
         let settlement = self.settlement(core, end, permanent, by)?;
+        self.commit_settlement(core, settlement).await
+    }
+
+    /// Commits a settlement alone (with the changes of the runs blocked behind
+    /// it) and updates memory. Called with the core lock held.
+    async fn commit_settlement(&self, core: &mut Core, settlement: Settlement) -> Result<()> {
         let mut changes = vec![settlement.change.clone()];
         changes.extend(settlement.dependents.iter().cloned());
         self.write(
@@ -743,6 +759,12 @@ fn ack_of(finished: &Finished, accepted: bool, reason: String) -> Ack {
         accepted,
         reason,
     }
+}
+
+/// When the agent's executor started the attempt, if the agent said
+/// (`Finished.started_at_unix_micros`; 0 from agents that do not send it).
+fn handler_started(finished: &Finished) -> Option<i64> {
+    (finished.started_at_unix_micros > 0).then_some(finished.started_at_unix_micros)
 }
 
 fn attempt_end(finished: &Finished, outcome: Outcome, now: i64) -> AttemptEnd {

@@ -17,6 +17,7 @@
 //! see on the hub (a write that failed in doubt but committed, or writers that
 //! published out of order) or a lag sends them back to the store.
 
+use std::collections::HashMap;
 use std::sync::Arc;
 
 use tokio::sync::broadcast;
@@ -183,6 +184,22 @@ pub struct Committed {
     pub events: Vec<EventRecord>,
     /// When the commit returned (microseconds since the Unix epoch).
     pub committed_micros: i64,
+    /// Run id → when the agent's executor started the attempt this write
+    /// ended ([`StateChange::handler_started_micros`]), for the runs whose
+    /// change out of `running` carried it. Live only: never stored, so events
+    /// read back from the store have no such time.
+    pub handler_started: HashMap<String, i64>,
+}
+
+impl Committed {
+    /// When the agent's handler started the attempt that `event` ends: set
+    /// only for a run's transition out of `running` with the agent's time.
+    pub fn handler_started_micros(&self, event: &EventRecord) -> Option<i64> {
+        if self.handler_started.is_empty() || event.from != Some(RunState::Running) {
+            return None;
+        }
+        self.handler_started.get(event.run_id.as_deref()?).copied()
+    }
 }
 
 /// The live side of the events: each committed write's events, in one message.
@@ -207,12 +224,24 @@ impl EventHub {
     /// Publishes a committed write's events (nothing when there are none or
     /// nobody listens).
     pub(in crate::store) fn publish(&self, events: Vec<EventRecord>) {
+        self.publish_changes(events, &[]);
+    }
+
+    /// Publishes a committed write's events with the agents' handler start
+    /// times its `changes` carry (collected only when somebody listens).
+    pub(in crate::store) fn publish_changes(&self, events: Vec<EventRecord>, changes: &[StateChange]) {
         if events.is_empty() || self.sender.receiver_count() == 0 {
             return;
         }
+        let handler_started = changes
+            .iter()
+            .filter(|c| c.from == RunState::Running)
+            .filter_map(|c| Some((c.run_id.clone(), c.handler_started_micros?)))
+            .collect();
         let _ = self.sender.send(Arc::new(Committed {
             events,
             committed_micros: chrono::Utc::now().timestamp_micros(),
+            handler_started,
         }));
     }
 }
@@ -242,6 +271,33 @@ mod tests {
             kinds: vec![EventKind::SchedulePaused],
         };
         assert!(!kinds.matches(&event));
+    }
+
+    #[test]
+    fn handler_start_rides_on_the_end_of_an_attempt_only() {
+        let hub = EventHub::default();
+        let mut live = hub.subscribe();
+        let mut ended = StateChange::new("r1", RunState::Running, RunState::Succeeded, 5, None);
+        ended.handler_started_micros = Some(4_000);
+        let mut other = StateChange::new("r2", RunState::Queued, RunState::Running, 5, None);
+        other.handler_started_micros = Some(9_000); // not an attempt's end: ignored
+        let plain = StateChange::new("r3", RunState::Running, RunState::Dead, 5, None);
+        let changes = [ended, other, plain];
+        let mut events: Vec<EventRecord> = run_events(&InsertPlan::default(), &changes)
+            .into_iter()
+            .map(|p| p.event)
+            .collect();
+        for (i, e) in events.iter_mut().enumerate() {
+            e.seq = i as i64 + 1;
+        }
+        hub.publish_changes(events, &changes);
+        let committed = live.try_recv().unwrap();
+        let times: Vec<Option<i64>> = committed
+            .events
+            .iter()
+            .map(|e| committed.handler_started_micros(e))
+            .collect();
+        assert_eq!(times, [Some(4_000), None, None]);
     }
 
     #[test]

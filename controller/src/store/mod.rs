@@ -209,7 +209,7 @@ impl Store {
             return Err(write::in_doubt_error());
         }
         let events = dispatch!(self.commit(plan, changes, starts, ends))?;
-        self.hub.publish(events);
+        self.hub.publish_changes(events, changes);
         self.after(in_doubt)
     }
 

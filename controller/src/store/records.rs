@@ -107,6 +107,11 @@ pub struct StateChange {
     pub max_attempts: Option<u32>,
     /// Whether a cancel is pending.
     pub cancel_requested: bool,
+    /// For a change out of `running` settling an agent's result: when the
+    /// agent's executor started the attempt (agent clock, µs since the Unix
+    /// epoch; `Finished.started_at_unix_micros`). Not stored: it only rides
+    /// on the write's live event (`Committed::handler_started`).
+    pub handler_started_micros: Option<i64>,
 }
 
 impl StateChange {
@@ -123,6 +128,7 @@ impl StateChange {
             attempt: None,
             max_attempts: None,
             cancel_requested: false,
+            handler_started_micros: None,
         }
     }
 }
