@@ -154,11 +154,16 @@ impl SqliteStore {
             // `PRAGMA incremental_vacuum` (docs/decisions.md, "History retention").
             .auto_vacuum(SqliteAutoVacuum::Incremental)
             .busy_timeout(OPEN_BUSY_TIMEOUT);
-        // The writer keeps 16 MiB of pages cached (KiB below).
-        // Serialized (SQLite's own mutex on the connection): the hot path's
+        // The writer keeps 16 MiB of pages cached (KiB below). It checkpoints
+        // itself only every 10,000 pages (~40 MiB of WAL; SQLite's default is
+        // 1,000): see `checkpointer`. Serialized (SQLite's own mutex on the connection): the hot path's
         // cached statements may then be finalized from whichever thread drops
         // the store, whatever sqlx's worker thread is doing.
-        let writer_options = options.clone().pragma("cache_size", "-16384").serialized(true);
+        let writer_options = options
+            .clone()
+            .pragma("cache_size", "-16384")
+            .pragma("wal_autocheckpoint", "10000")
+            .serialized(true);
         let writer = retry_while_locked(|| {
             SqlitePoolOptions::new()
                 .max_connections(1)
@@ -268,10 +273,14 @@ const CHECKPOINT_INTERVAL: Duration = Duration::from_millis(100);
 
 /// Copies committed WAL frames into the database file (and syncs it) every
 /// [`CHECKPOINT_INTERVAL`], from a reader connection in `PASSIVE` mode, which
-/// never blocks the writer. The writer still checkpoints itself every 1,000
-/// pages (SQLite's default, which also lets the WAL start over), but finds the
-/// work done: its commits no longer wait for a full copy and sync of the
-/// database file. Ends when the pool is closed.
+/// never blocks the writer. The writer still checkpoints itself, because
+/// under constant writes only its checkpoint (it adds no frames meanwhile)
+/// catches up completely and lets the WAL start over; without it the WAL grew
+/// to 780 MB during 200,000 runs. It does so every 10,000 pages instead of
+/// SQLite's default 1,000, and finds most of the copying done: at 500 runs/s
+/// the default made a commit wait for a checkpoint's sync about eight times a
+/// second (p99 enqueue→commit 2.7–3.1 ms; 0.8–1.0 ms at 10,000 pages, the WAL
+/// staying under ~42 MB). Ends when the pool is closed.
 async fn checkpointer(pool: SqlitePool) {
     loop {
         tokio::time::sleep(CHECKPOINT_INTERVAL).await;
