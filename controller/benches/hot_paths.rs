@@ -134,7 +134,8 @@ fn store_batch_commit(c: &mut Criterion) {
     let dir = tempfile::tempdir().expect("temp dir");
     let url = format!("sqlite://{}", dir.path().join("bench.db").display());
     let store = runtime.block_on(Store::open(&url)).expect("store");
-    let rows = 1_000usize;
+    // Each batch size flips its own runs: 1 at offset 0, 100 at 1,000, 1,000 at 2,000.
+    let rows = 3_000usize;
     let runs: Vec<NewRun> = (0..rows)
         .map(|i| NewRun {
             id: format!("run-{i:06}"),
@@ -160,10 +161,12 @@ fn store_batch_commit(c: &mut Criterion) {
         }))
         .expect("insert");
     let mut group = c.benchmark_group("store_batch_commit");
-    for batch in [1usize, 100, 1_000] {
+    for (batch, offset) in [(1usize, 0usize), (100, 1_000), (1_000, 2_000)] {
         group.throughput(criterion::Throughput::Elements(batch as u64));
+        // Outside the routine: criterion calls it more than once (warm-up,
+        // then the samples), and the runs keep the state the last call left.
+        let mut flip = false;
         group.bench_with_input(BenchmarkId::new("state_changes", batch), &batch, |b, &batch| {
-            let mut flip = false;
             b.iter(|| {
                 flip = !flip;
                 let (from, to) = if flip {
@@ -171,7 +174,7 @@ fn store_batch_commit(c: &mut Criterion) {
                 } else {
                     (RunState::Running, RunState::Queued)
                 };
-                let changes: Vec<StateChange> = (0..batch)
+                let changes: Vec<StateChange> = (offset..offset + batch)
                     .map(|i| StateChange::new(&format!("run-{i:06}"), from, to, 1, None))
                     .collect();
                 runtime.block_on(store.apply(&changes, &[], &[])).expect("commit");
