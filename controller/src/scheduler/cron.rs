@@ -267,7 +267,10 @@ impl CronSchedule {
             if t >= horizon {
                 return None;
             }
-            let w_end = t.checked_add_signed(window)?;
+            // The last window before the end of chrono's range ends there:
+            // a fire within it must still be found (it was not, from any
+            // instant less than a window before the end).
+            let w_end = t.checked_add_signed(window).unwrap_or(DateTime::<Utc>::MAX_UTC);
             let (o_start, o_end) = (self.offset_secs(t), self.offset_secs(w_end));
             let (lo, hi) = (o_start.min(o_end), o_start.max(o_end));
             // Every instant u of (t, w_end] has its local time (and a shifted

@@ -1143,6 +1143,12 @@ fn rare_and_extreme_schedules() {
     // The end of time: no panic, no hang.
     let s = CronSchedule::parse("* * * * * *", tz("Europe/Berlin")).unwrap();
     assert_eq!(s.next_after(DateTime::<Utc>::MAX_UTC), None);
+    // Less than a window (3 h) before the end of time, a fire still due is
+    // found (found by the property test in tests/fuzz.rs).
+    let s = CronSchedule::parse("0 4/6 1,* 8/1 0", utc).unwrap();
+    let last = Utc.with_ymd_and_hms(262_142, 12, 31, 22, 0, 0).unwrap();
+    assert_eq!(s.next_after(last - chrono::Duration::seconds(1)), Some(last));
+    assert_eq!(s.next_after(last - chrono::Duration::hours(4)), Some(last));
     // Far future (beyond the zone's transition table): still answers.
     assert!(s.next_after(at("2300-06-01T00:00:00Z")).is_some());
     let s = CronSchedule::parse("0 12 * * *", tz("Europe/Berlin")).unwrap();
