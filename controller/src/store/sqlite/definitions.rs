@@ -4,7 +4,7 @@
 //! failures of a job's fires.
 //!
 //! A cursor also moves when a schedule fire's runs are inserted, in that
-//! insert's transaction (`insert_runs_in` in `runs.rs`), so a fire is recorded
+//! insert's transaction (`hot::insert_runs` in `hot.rs`), so a fire is recorded
 //! together with its runs; [`SqliteStore::advance_cursor`] moves it for fires
 //! that create no run (paused, missed or skipped ones) and adds to the
 //! missed/skipped counters. Either way it never moves backwards.

@@ -21,10 +21,11 @@
 //! * `hot.rs`: the engine's hot writes (new runs, commit rounds, purges)
 //!   executed as one synchronous call on the writer's raw handle, without
 //!   sqlx's per-statement hand-off (why: see the file);
-//! * `runs.rs`: runs, attempts, transitions, dependencies and idempotency keys:
-//!   inserting runs, the engine's commit rounds, purging the dead-letter queue,
-//!   reading back a write that failed in doubt, the reads of runs and their
-//!   history, and the recovery read at start-up;
+//! * `runs.rs`: runs, attempts, transitions (events), dependencies and
+//!   idempotency keys: the engine's writes (inserting runs, commit rounds,
+//!   purging the dead-letter queue, through `hot.rs`), reading back a write
+//!   that failed in doubt, the reads of runs and their history, and the
+//!   recovery read at start-up;
 //! * `definitions.rs`: job definitions, applied configuration files, schedule
 //!   pauses, cursors and fire failures;
 //! * `alerts.rs`: alert channels, rules and history;

@@ -1,16 +1,16 @@
-//! SQLite queries of runs and their history: inserting new runs (with their
-//! first transitions, dependencies, idempotency keys and, for schedule fires,
-//! the cursor move), the engine's commit rounds (state changes, attempt starts
-//! and ends, transitions), purging runs from the dead-letter queue, reading back
-//! a write that failed in doubt, the reads of runs, attempts, transitions and a
-//! job's statistics, and the recovery read of every unfinished run at start-up.
+//! SQLite queries of runs and their history: the engine's writes of runs
+//! (inserting new runs, commit rounds, purging the dead-letter queue), each
+//! one transaction run by `hot.rs` on the writer's raw handle; reading back a
+//! write that failed in doubt; the reads of runs, attempts, transitions (a
+//! run's events of kind `run`) and a job's statistics; and the recovery read
+//! of every unfinished run at start-up.
 //!
-//! The write path is one piece because its statements share one transaction: a
-//! change applies only where its run is still in the change's `from` state, an
-//! attempt end only to an attempt that has not ended, a purge only to dead runs,
-//! and any miss refuses the whole transaction (`docs/decisions.md`, "Engine
-//! invariants"). Leases and the ready queue are not stored: at start-up the
-//! engine rebuilds them in memory from the unfinished runs and their attempts.
+//! A write's statements share one transaction: a change applies only where its
+//! run is still in the change's `from` state, an attempt end only to an
+//! attempt that has not ended, a purge only to dead runs, and any miss refuses
+//! the whole transaction (`docs/decisions.md`, "Engine invariants"). Leases and
+//! the ready queue are not stored: at start-up the engine rebuilds them in
+//! memory from the unfinished runs and their attempts.
 
 use sqlx::{AssertSqlSafe, QueryBuilder, Row, Sqlite, SqlitePool};
 
