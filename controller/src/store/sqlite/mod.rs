@@ -157,9 +157,10 @@ impl SqliteStore {
             .busy_timeout(OPEN_BUSY_TIMEOUT);
         // The writer keeps 16 MiB of pages cached (KiB below). It checkpoints
         // itself only every 10,000 pages (~40 MiB of WAL; SQLite's default is
-        // 1,000): see `checkpointer`. Serialized (SQLite's own mutex on the connection): the hot path's
-        // cached statements may then be finalized from whichever thread drops
-        // the store, whatever sqlx's worker thread is doing.
+        // 1,000): see `checkpointer`. It is opened serialized (SQLite's own
+        // mutex on the connection), so that the hot path's cached statements
+        // may be finalized from whichever thread drops the store, whatever
+        // sqlx's worker thread is doing.
         let writer_options = options
             .clone()
             .pragma("cache_size", "-16384")
