@@ -126,7 +126,9 @@ fn cron_next_fire(c: &mut Criterion) {
     group.finish();
 }
 
-fn store_batch_commit(c: &mut Criterion) {
+/// A runtime and a new SQLite store in a temporary directory (kept alive by
+/// the returned guard).
+fn sqlite_store() -> (tokio::runtime::Runtime, tempfile::TempDir, Store) {
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -134,25 +136,35 @@ fn store_batch_commit(c: &mut Criterion) {
     let dir = tempfile::tempdir().expect("temp dir");
     let url = format!("sqlite://{}", dir.path().join("bench.db").display());
     let store = runtime.block_on(Store::open(&url)).expect("store");
+    (runtime, dir, store)
+}
+
+/// A queued run of `job` created at `at`, as a plain enqueue makes it.
+fn queued_run(id: String, job: &str, at: i64) -> NewRun {
+    NewRun {
+        id,
+        job: job.into(),
+        state: RunState::Queued,
+        priority: Priority::Normal,
+        payload: "{}".into(),
+        trigger: Trigger::Api,
+        scheduled_for: None,
+        created_at: at,
+        not_before: None,
+        ready_at: Some(at),
+        max_attempts: 3,
+        reason: None,
+        workflow_id: None,
+        idempotency_key: None,
+    }
+}
+
+fn store_batch_commit(c: &mut Criterion) {
+    let (runtime, _dir, store) = sqlite_store();
     // Each batch size flips its own runs: 1 at offset 0, 100 at 1,000, 1,000 at 2,000.
     let rows = 3_000usize;
     let runs: Vec<NewRun> = (0..rows)
-        .map(|i| NewRun {
-            id: format!("run-{i:06}"),
-            job: "noop".into(),
-            state: RunState::Queued,
-            priority: Priority::Normal,
-            payload: "null".into(),
-            trigger: Trigger::Api,
-            scheduled_for: None,
-            created_at: i as i64,
-            not_before: None,
-            ready_at: Some(i as i64),
-            max_attempts: 3,
-            reason: None,
-            workflow_id: None,
-            idempotency_key: None,
-        })
+        .map(|i| queued_run(format!("run-{i:06}"), "noop", i as i64))
         .collect();
     runtime
         .block_on(store.insert_runs(&InsertPlan {
@@ -189,13 +201,7 @@ fn store_batch_commit(c: &mut Criterion) {
 /// attempt) in a second, finished (state change and attempt end) in a third.
 /// The figure is the time of the three commits for `batch` runs.
 fn store_run_lifecycle(c: &mut Criterion) {
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .expect("runtime");
-    let dir = tempfile::tempdir().expect("temp dir");
-    let url = format!("sqlite://{}", dir.path().join("bench.db").display());
-    let store = runtime.block_on(Store::open(&url)).expect("store");
+    let (runtime, _dir, store) = sqlite_store();
     let mut group = c.benchmark_group("store_run_lifecycle");
     let mut next = 0usize;
     for batch in [1usize, 100, 1_000] {
@@ -205,25 +211,7 @@ fn store_run_lifecycle(c: &mut Criterion) {
                 let ids: Vec<String> = (next..next + batch).map(|i| format!("01LIFE{i:020}")).collect();
                 next += batch;
                 let now = next as i64;
-                let runs = ids
-                    .iter()
-                    .map(|id| NewRun {
-                        id: id.clone(),
-                        job: "bench.noop".into(),
-                        state: RunState::Queued,
-                        priority: Priority::Normal,
-                        payload: "{}".into(),
-                        trigger: Trigger::Api,
-                        scheduled_for: None,
-                        created_at: now,
-                        not_before: None,
-                        ready_at: Some(now),
-                        max_attempts: 3,
-                        reason: None,
-                        workflow_id: None,
-                        idempotency_key: None,
-                    })
-                    .collect();
+                let runs = ids.iter().map(|id| queued_run(id.clone(), "bench.noop", now)).collect();
                 let plan = InsertPlan {
                     runs,
                     dependencies: Vec::new(),

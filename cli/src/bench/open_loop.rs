@@ -21,7 +21,9 @@ use std::time::{Duration, Instant};
 use tokio::sync::watch;
 use worker_proto::v1 as pb;
 
-use super::stats::intended_offset;
+use hdrhistogram::Histogram;
+
+use super::stats::{histogram, intended_offset, record};
 use super::{Target, progress};
 
 /// How long before an arrival the bench stops sleeping on tokio's timer.
@@ -139,6 +141,78 @@ pub struct Outcome {
     pub stream_error: Option<String>,
     /// Every run the bench enqueued (and any other run of the job seen).
     pub runs: HashMap<String, Track>,
+}
+
+/// What every open-loop scenario counts of the runs it sent (those whose
+/// intended arrival is known).
+pub struct Tally {
+    /// Runs that ended `succeeded`.
+    pub succeeded: u64,
+    /// Runs that ended otherwise.
+    pub failed: u64,
+    /// Runs enqueued whose end was not seen.
+    pub incomplete: u64,
+    /// Intended arrival → `queued` committed (µs).
+    pub enqueue_to_commit: Histogram<u64>,
+    /// Intended arrival → `running` committed, the dispatch (µs).
+    pub enqueue_to_start: Histogram<u64>,
+}
+
+impl Outcome {
+    /// The runs' ends and the two commit latencies every scenario reports.
+    pub fn tally(&self) -> Tally {
+        let (mut enqueue_to_commit, mut enqueue_to_start) = (histogram(), histogram());
+        let (mut succeeded, mut failed) = (0, 0);
+        for t in self.runs.values() {
+            let Some(intended) = t.intended_us else { continue };
+            if let Some(q) = t.queued_us {
+                record(&mut enqueue_to_commit, q - intended);
+            }
+            if let Some(r) = t.running_us {
+                record(&mut enqueue_to_start, r - intended);
+            }
+            match t.end {
+                Some((_, true)) => succeeded += 1,
+                Some((_, false)) => failed += 1,
+                None => {}
+            }
+        }
+        Tally {
+            succeeded,
+            failed,
+            incomplete: self.sent - succeeded - failed,
+            enqueue_to_commit,
+            enqueue_to_start,
+        }
+    }
+
+    /// The problems every scenario reports: an event stream that ended, failed
+    /// Enqueue calls (of `arrivals`), runs without a result within `grace_ms`
+    /// of the last arrival (the sentence ends with `hint`), failed runs.
+    pub fn problems(&self, tally: &Tally, arrivals: u64, grace_ms: u64, hint: &str) -> Vec<String> {
+        let mut problems = Vec::new();
+        if let Some(e) = &self.stream_error {
+            problems.push(e.clone());
+        }
+        if self.errors > 0 {
+            let first = self.first_error.clone().unwrap_or_default();
+            problems.push(format!(
+                "{} of {arrivals} Enqueue calls failed (first: {first})",
+                self.errors
+            ));
+        }
+        if tally.incomplete > 0 {
+            problems.push(format!(
+                "{} runs had no result within {} of the last arrival{hint}",
+                tally.incomplete,
+                crate::output::fmt_ms(grace_ms)
+            ));
+        }
+        if tally.failed > 0 {
+            problems.push(format!("{} runs ended without succeeding", tally.failed));
+        }
+        problems
+    }
 }
 
 /// Opens the event stream, sends `plan.total` arrivals on the fixed clock and

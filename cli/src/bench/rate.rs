@@ -79,46 +79,21 @@ pub async fn run(target: &Target, printer: &Printer, args: RateArgs) -> anyhow::
     };
     let outcome = open_loop::run(target, &plan).await?;
     let arrival_window = outcome.arrival_window.max(duration);
-    let mut problems = Vec::new();
-    if let Some(e) = &outcome.stream_error {
-        problems.push(e.clone());
-    }
     let (sent, errors) = (outcome.sent, outcome.errors);
-    let (mut commit, mut start_h, mut result_h) = (histogram(), histogram(), histogram());
-    let (mut succeeded, mut failed) = (0, 0);
-    {
-        for t in outcome.runs.values() {
-            let Some(intended) = t.intended_us else { continue };
-            if let Some(q) = t.queued_us {
-                record(&mut commit, q - intended);
-            }
-            if let Some(r) = t.running_us {
-                record(&mut start_h, r - intended);
-            }
-            match (t.end, t.running_us) {
-                (Some((end, true)), Some(r)) => {
-                    succeeded += 1;
-                    record(&mut result_h, end - r);
-                }
-                (Some((_, true)), None) => succeeded += 1,
-                (Some((_, false)), _) => failed += 1,
-                (None, _) => {}
-            }
+    let tally = outcome.tally();
+    let (succeeded, failed, incomplete) = (tally.succeeded, tally.failed, tally.incomplete);
+    let problems = outcome.problems(
+        &tally,
+        total,
+        args.grace,
+        " (are agents with executor `builtin` connected?)",
+    );
+    // Running committed → result committed, of the runs that succeeded.
+    let mut result_h = histogram();
+    for t in outcome.runs.values() {
+        if let (Some(_), Some((end, true)), Some(r)) = (t.intended_us, t.end, t.running_us) {
+            record(&mut result_h, end - r);
         }
-    }
-    let incomplete = sent - succeeded - failed;
-    if errors > 0 {
-        let first = outcome.first_error.clone().unwrap_or_default();
-        problems.push(format!("{errors} of {total} Enqueue calls failed (first: {first})"));
-    }
-    if incomplete > 0 {
-        problems.push(format!(
-            "{incomplete} runs had no result within {} of the last arrival (are agents with executor `builtin` connected?)",
-            crate::output::fmt_ms(args.grace)
-        ));
-    }
-    if failed > 0 {
-        problems.push(format!("{failed} runs ended without succeeding"));
     }
     let results = Results {
         arrivals: total,
@@ -128,8 +103,8 @@ pub async fn run(target: &Target, printer: &Printer, args: RateArgs) -> anyhow::
         succeeded,
         failed,
         incomplete,
-        enqueue_to_commit: Latency::of(&commit),
-        enqueue_to_start: Latency::of(&start_h),
+        enqueue_to_commit: Latency::of(&tally.enqueue_to_commit),
+        enqueue_to_start: Latency::of(&tally.enqueue_to_start),
         start_to_result: Latency::of(&result_h),
     };
     let mut table = key_values(&[

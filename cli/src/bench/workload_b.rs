@@ -175,26 +175,16 @@ pub async fn run(target: &Target, printer: &Printer, args: WorkloadBArgs) -> any
     }
     let outcome = outcome?;
 
-    let mut problems = Vec::new();
-    if let Some(e) = &outcome.stream_error {
-        problems.push(e.clone());
-    }
-    let (mut handler_h, mut commit_h, mut start_h, mut dispatch_handler_h) =
-        (histogram(), histogram(), histogram(), histogram());
-    let (mut succeeded, mut failed, mut missing, mut before_dispatch) = (0, 0, 0, 0);
+    let tally = outcome.tally();
+    let (succeeded, failed, incomplete) = (tally.succeeded, tally.failed, tally.incomplete);
+    let mut problems = outcome.problems(&tally, args.jobs, args.grace, "");
+    // Of the runs that ended: intended → handler start, dispatch → handler start.
+    let (mut handler_h, mut dispatch_handler_h) = (histogram(), histogram());
+    let (mut missing, mut before_dispatch) = (0, 0);
     for t in outcome.runs.values() {
-        let Some(intended) = t.intended_us else { continue };
-        if let Some(q) = t.queued_us {
-            record(&mut commit_h, q - intended);
-        }
-        if let Some(r) = t.running_us {
-            record(&mut start_h, r - intended);
-        }
-        match t.end {
-            Some((_, true)) => succeeded += 1,
-            Some((_, false)) => failed += 1,
-            None => continue,
-        }
+        let (Some(intended), Some(_)) = (t.intended_us, t.end) else {
+            continue;
+        };
         match (t.handler_us, t.running_us) {
             (Some(h), running) => {
                 record(&mut handler_h, h - intended);
@@ -207,24 +197,6 @@ pub async fn run(target: &Target, printer: &Printer, args: WorkloadBArgs) -> any
             }
             (None, _) => missing += 1,
         }
-    }
-    let incomplete = outcome.sent - succeeded - failed;
-    if outcome.errors > 0 {
-        problems.push(format!(
-            "{} of {} Enqueue calls failed (first: {})",
-            outcome.errors,
-            args.jobs,
-            outcome.first_error.clone().unwrap_or_default()
-        ));
-    }
-    if incomplete > 0 {
-        problems.push(format!(
-            "{incomplete} runs had no result within {} of the last arrival",
-            crate::output::fmt_ms(args.grace)
-        ));
-    }
-    if failed > 0 {
-        problems.push(format!("{failed} runs ended without succeeding"));
     }
     if missing > 0 {
         problems.push(format!(
@@ -243,8 +215,8 @@ pub async fn run(target: &Target, printer: &Printer, args: WorkloadBArgs) -> any
         handler_start_missing: missing,
         handler_before_dispatch: before_dispatch,
         intended_to_handler_start: Latency::of(&handler_h),
-        enqueue_to_commit: Latency::of(&commit_h),
-        enqueue_to_start: Latency::of(&start_h),
+        enqueue_to_commit: Latency::of(&tally.enqueue_to_commit),
+        enqueue_to_start: Latency::of(&tally.enqueue_to_start),
         dispatch_to_handler_start: Latency::of(&dispatch_handler_h),
     };
     let mut table = key_values(&[

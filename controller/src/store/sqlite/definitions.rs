@@ -11,7 +11,7 @@
 
 use sqlx::Row;
 
-use super::events::write_events;
+use super::events::write_schedule_events;
 use super::{SqliteStore, record_applied};
 use crate::error::Result;
 use crate::store::events::{self, EventRecord};
@@ -99,7 +99,7 @@ impl SqliteStore {
         } else {
             Vec::new()
         };
-        let events = write_events(&mut tx, pending).await?;
+        let events = write_schedule_events(&mut tx, pending).await?;
         tx.commit().await?;
         Ok(events)
     }
@@ -126,7 +126,7 @@ impl SqliteStore {
         .execute(&mut *tx)
         .await?;
         let now = chrono::Utc::now().timestamp_millis();
-        let events = write_events(&mut tx, events::cursor_events(job, now, missed, skipped)).await?;
+        let events = write_schedule_events(&mut tx, events::cursor_events(job, now, missed, skipped)).await?;
         tx.commit().await?;
         Ok(events)
     }

@@ -1,8 +1,7 @@
-//! SQLite queries of lifecycle events: writing a transaction's events with
-//! their sequence numbers (see `store/events.rs` for why a counter row), and
-//! reading them in pages for `WatchEvents`.
-
-use std::collections::HashMap;
+//! SQLite queries of lifecycle events: writing a transaction's schedule
+//! events with their sequence numbers (see `store/events.rs` for why a counter
+//! row; run events are written by `hot.rs`), and reading them in pages for
+//! `WatchEvents`.
 
 use sqlx::{QueryBuilder, Row, Sqlite, SqliteConnection};
 
@@ -55,30 +54,22 @@ impl SqliteStore {
     }
 }
 
-/// Writes `pending` inside the caller's transaction: looks up the job and
-/// attempt of changed runs, takes sequence numbers from the counter and
-/// inserts the rows. Returns the events as written.
-pub(super) async fn write_events(conn: &mut SqliteConnection, pending: Vec<PendingEvent>) -> Result<Vec<EventRecord>> {
+/// Writes the schedule events `pending` (pauses, missed and skipped fires)
+/// inside the caller's transaction: takes sequence numbers from the counter
+/// and inserts the rows. Returns the events as written. Run events, whose job
+/// and attempt come from the changed rows, are written by the hot path
+/// (`hot::write_events`) with the engine's writes.
+pub(super) async fn write_schedule_events(
+    conn: &mut SqliteConnection,
+    pending: Vec<PendingEvent>,
+) -> Result<Vec<EventRecord>> {
     if pending.is_empty() {
         return Ok(Vec::new());
     }
-    let lookups: Vec<&str> = pending
-        .iter()
-        .filter(|p| p.lookup)
-        .filter_map(|p| p.event.run_id.as_deref())
-        .collect();
-    let mut runs: HashMap<String, (String, u32)> = HashMap::new();
-    for chunk in lookups.chunks(ROWS_PER_STATEMENT) {
-        let mut q = QueryBuilder::<Sqlite>::new("SELECT id, job, attempt FROM runs WHERE id IN (");
-        let mut list = q.separated(", ");
-        for id in chunk {
-            list.push_bind(*id);
-        }
-        q.push(")");
-        for row in q.build().fetch_all(&mut *conn).await? {
-            runs.insert(row.get(0), (row.get(1), row.get::<i64, _>(2) as u32));
-        }
-    }
+    debug_assert!(
+        pending.iter().all(|p| !p.lookup),
+        "run events go through hot::write_events"
+    );
     let last: i64 =
         sqlx::query_scalar("UPDATE event_counter SET last_seq = last_seq + ? WHERE id = 1 RETURNING last_seq")
             .bind(pending.len() as i64)
@@ -89,12 +80,6 @@ pub(super) async fn write_events(conn: &mut SqliteConnection, pending: Vec<Pendi
     for (i, p) in pending.into_iter().enumerate() {
         let mut event = p.event;
         event.seq = first + i as i64;
-        if p.lookup
-            && let Some((job, attempt)) = event.run_id.as_ref().and_then(|id| runs.get(id))
-        {
-            event.job = job.clone();
-            event.attempt = *attempt;
-        }
         events.push(event);
     }
     for chunk in events.chunks(ROWS_PER_STATEMENT / 2) {
