@@ -115,7 +115,7 @@ impl Link {
 
 enum Event {
     Shutdown,
-    Done(Completion),
+    Done(Box<Completion>),
     Link(LinkEvent),
     Timer,
 }
@@ -178,13 +178,13 @@ impl Agent {
             let timer = agent.next_timer();
             let event = tokio::select! {
                 () = &mut shutdown, if agent.drain.is_none() => Event::Shutdown,
-                Some(done) = done_rx.recv() => Event::Done(done),
+                Some(done) = done_rx.recv() => Event::Done(Box::new(done)),
                 event = link.next() => Event::Link(event),
                 () = tokio::time::sleep_until(timer.unwrap_or_else(Instant::now)), if timer.is_some() => Event::Timer,
             };
             match event {
                 Event::Shutdown => agent.begin_drain("shutdown requested"),
-                Event::Done(done) => agent.finished(done, &link),
+                Event::Done(done) => agent.finished(*done, &link),
                 Event::Timer => {
                     if agent.on_timer() {
                         return Ok(());
@@ -258,6 +258,8 @@ impl Agent {
             capacity: self.config.capacity,
             version: env!("CARGO_PKG_VERSION").to_string(),
             in_flight: self.in_flight(),
+            // Filled by the SDK's handler registry.
+            handlers: Vec::new(),
         }
     }
 
@@ -381,6 +383,7 @@ impl Agent {
             if tokio::time::timeout(FLUSH_WAIT, flusher).await.is_err() {
                 tracing::warn!(run_id = %key.0, attempt = key.1, "live output flusher did not finish");
             }
+            let (metrics, spans) = report.measures.into_proto();
             let finished = Finished {
                 run_id: key.0.clone(),
                 attempt: key.1,
@@ -393,6 +396,11 @@ impl Agent {
                 duration_ms: u64::try_from(clock.elapsed().as_millis()).unwrap_or(u64::MAX),
                 permanent: report.permanent,
                 started_at_unix_micros,
+                metrics,
+                spans,
+                retry_after_ms: report
+                    .retry_after
+                    .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX)),
             };
             let _ = done_tx.send(Completion { key, finished });
         });

@@ -18,6 +18,7 @@
 //!   running attempts, unacknowledged results, credits, drain.
 //! * [`executor`] — running one attempt: [`executor::shell`] (a process group)
 //!   and [`executor::builtin`] (`noop`, `sleep`).
+//! * [`measure`] — metrics and spans a job reports, sent with its result.
 //! * [`output`] — the capped output tail kept per attempt.
 //! * [`live`] — the attempt's output streamed to the controller while it
 //!   runs: batched, bounded, never blocking the job.
@@ -57,6 +58,7 @@ mod connection;
 mod error;
 pub mod executor;
 pub mod live;
+pub mod measure;
 pub mod output;
 pub mod tls;
 

@@ -160,12 +160,37 @@ pub struct Job {
     pub source: Option<String>,
 }
 
-/// How a job runs: `{"shell": {...}}` or `{"builtin": {...}}`.
+/// How a job runs: `{"shell": {...}}`, `{"http": {...}}`, `{"builtin": {...}}`
+/// or `{"handler": {"name": ...}}`.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Executor {
     Shell(Shell),
+    Http(Http),
     Builtin(Builtin),
+    Handler(Handler),
+}
+
+/// An HTTP request made by the agent (templates as defined; `${VAR}` in
+/// header values is shown as written: the agent reads it).
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Http {
+    pub method: String,
+    pub url: String,
+    pub headers: BTreeMap<String, String>,
+    pub body: Option<String>,
+    pub expect_status: Vec<String>,
+    pub retry_on: Vec<String>,
+    /// `0` = only the job's timeout.
+    pub timeout_ms: u64,
+    /// `null` = the default (10).
+    pub max_redirects: Option<u32>,
+}
+
+/// A handler registered by an SDK agent.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Handler {
+    pub name: String,
 }
 
 /// A process started by the agent.
@@ -244,6 +269,17 @@ impl From<pb::executor_spec::Kind> for Executor {
                 name: b.name,
                 args: sorted(b.args),
             }),
+            pb::executor_spec::Kind::Http(h) => Executor::Http(Http {
+                method: if h.method.is_empty() { "GET".into() } else { h.method },
+                url: h.url,
+                headers: sorted(h.headers),
+                body: opt(h.body),
+                expect_status: h.expect_status,
+                retry_on: h.retry_on,
+                timeout_ms: h.timeout_ms,
+                max_redirects: h.max_redirects,
+            }),
+            pb::executor_spec::Kind::Handler(h) => Executor::Handler(Handler { name: h.name }),
         }
     }
 }
@@ -257,6 +293,8 @@ impl Executor {
                 _ => format!("shell: {}", s.argv.join(" ")),
             },
             Executor::Builtin(b) => format!("builtin: {}", b.name),
+            Executor::Http(h) => format!("http: {} {}", h.method, h.url),
+            Executor::Handler(h) => format!("handler: {}", h.name),
         }
     }
 }
@@ -735,6 +773,7 @@ mod tests {
     #[test]
     fn job_detail_flattens_stats() {
         let detail = pb::JobDetail {
+            days: Default::default(),
             job: Some(pb::Job {
                 name: "backup".into(),
                 priority: "high".into(),

@@ -67,15 +67,93 @@ pub enum ExecutorDef {
     Shell(ShellDef),
     /// A task built into the agent.
     Builtin(BuiltinDef),
+    /// An HTTP request made by the agent.
+    Http(HttpDef),
+    /// A handler registered by an agent built on the SDK.
+    Handler(HandlerDef),
 }
 
 impl ExecutorDef {
-    /// The executor kind an agent must accept: `shell` or `builtin`.
+    /// The executor kind an agent must accept: `shell`, `http`, `builtin` or `handler`.
     pub fn kind(&self) -> &'static str {
         match self {
             ExecutorDef::Shell(_) => "shell",
             ExecutorDef::Builtin(_) => "builtin",
+            ExecutorDef::Http(_) => "http",
+            ExecutorDef::Handler(_) => "handler",
         }
+    }
+
+    /// The handler an agent must have registered to run this job, if any.
+    pub fn handler(&self) -> Option<&str> {
+        match self {
+            ExecutorDef::Handler(h) => Some(&h.name),
+            _ => None,
+        }
+    }
+}
+
+/// An HTTP request (`http:`), run by the agent's `http` executor. The URL,
+/// header values and body are templates the agent fills in
+/// (`{{payload.x}}`, `{{run.id}}`); `${VAR}` in header values is left as
+/// written and read from the agent's environment, so secrets never pass
+/// through the controller.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct HttpDef {
+    /// Upper-case method: GET, POST, PUT, PATCH, DELETE, HEAD or OPTIONS.
+    pub method: String,
+    /// `http://` or `https://` URL template.
+    pub url: String,
+    /// Header templates.
+    pub headers: BTreeMap<String, String>,
+    /// Body template, empty = no body.
+    pub body: String,
+    /// Statuses that mean success (`2xx`, `204`, `200-299`); empty = 2xx.
+    pub expect_status: Vec<String>,
+    /// Retryable failures (statuses as above and `network`); empty = the
+    /// default `408, 429, 5xx, network`.
+    pub retry_on: Vec<String>,
+    /// Timeout of the request itself; `None` = the job's timeout only.
+    pub timeout: Option<Duration>,
+    /// Redirects followed at most; `None` = 10.
+    pub max_redirects: Option<u32>,
+}
+
+/// HTTP methods an `http` job may use.
+pub const HTTP_METHODS: &[&str] = &["GET", "POST", "PUT", "PATCH", "DELETE", "HEAD", "OPTIONS"];
+
+/// Most redirects an `http` job may follow.
+pub const MAX_HTTP_REDIRECTS: u32 = 20;
+
+/// A handler (`handler: NAME`) registered by an SDK agent; its runs go only
+/// to agents that registered the name.
+#[derive(Debug, Clone, PartialEq)]
+pub struct HandlerDef {
+    /// The registered name, `[A-Za-z0-9][A-Za-z0-9._:-]{0,127}`.
+    pub name: String,
+}
+
+/// Whether `name` is a valid handler name (the grammar of [`HandlerDef::name`]).
+pub fn valid_handler_name(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= 128
+        && name.as_bytes()[0].is_ascii_alphanumeric()
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'.' | b':' | b'-'))
+}
+
+/// Whether `pattern` is a status pattern of `expect_status` / `retry_on`: a
+/// code `100..=599`, a class `1xx`..`5xx`, or a range `A-B` of codes with
+/// `A <= B`. `network` is accepted by `retry_on` only (checked there).
+pub fn valid_status_pattern(pattern: &str) -> bool {
+    let code = |s: &str| s.len() == 3 && s.parse::<u16>().is_ok_and(|c| (100..=599).contains(&c));
+    if let Some(class) = pattern.strip_suffix("xx") {
+        return matches!(class, "1" | "2" | "3" | "4" | "5");
+    }
+    match pattern.split_once('-') {
+        Some((a, b)) => code(a) && code(b) && a <= b,
+        None => code(pattern),
     }
 }
 

@@ -648,6 +648,7 @@ mod agent_messages {
 
         fn hello(&self, id: usize, capacity: u32, executors: &[&str], in_flight: &[RunRef]) -> pb::Hello {
             pb::Hello {
+                handlers: Default::default(),
                 agent_id: AGENT_IDS[id].to_string(),
                 name: format!("agent-{id}"),
                 host: "fuzz".into(),
@@ -680,6 +681,9 @@ mod agent_messages {
                 } => {
                     let (run_id, attempt) = self.resolve(run);
                     let finished = pb::Finished {
+                        spans: Default::default(),
+                        retry_after_ms: Default::default(),
+                        metrics: Default::default(),
                         run_id,
                         attempt,
                         outcome: outcome.to_string(),

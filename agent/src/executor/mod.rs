@@ -24,6 +24,8 @@ use tokio::time::Instant;
 use worker_proto::v1::ExecutorSpec;
 use worker_proto::v1::executor_spec::Kind;
 
+use crate::measure::Measures;
+
 /// How an attempt ended, as named in the protocol.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Outcome {
@@ -50,7 +52,7 @@ impl Outcome {
 }
 
 /// The result of one attempt, before timestamps are added.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct Report {
     /// How the attempt ended.
     pub outcome: Outcome,
@@ -62,6 +64,11 @@ pub struct Report {
     pub output: String,
     /// The failure must not be retried.
     pub permanent: bool,
+    /// Metrics and spans the job reported.
+    pub measures: Measures,
+    /// A retryable failure asks to be retried no sooner than this (an HTTP
+    /// `Retry-After`).
+    pub retry_after: Option<Duration>,
 }
 
 impl Report {
@@ -73,6 +80,8 @@ impl Report {
             error: String::new(),
             output: output.into(),
             permanent: false,
+            measures: Measures::default(),
+            retry_after: None,
         }
     }
 
@@ -84,6 +93,8 @@ impl Report {
             error: error.into(),
             output: String::new(),
             permanent,
+            measures: Measures::default(),
+            retry_after: None,
         }
     }
 
@@ -102,6 +113,8 @@ impl Report {
             error,
             output,
             permanent: false,
+            measures: Measures::default(),
+            retry_after: None,
         }
     }
 }
@@ -191,7 +204,9 @@ pub async fn execute(spec: Option<&ExecutorSpec>, enabled: &[String], ctx: &Cont
     };
     let name = match kind {
         Kind::Shell(_) => "shell",
+        Kind::Http(_) => "http",
         Kind::Builtin(_) => "builtin",
+        Kind::Handler(_) => "handler",
     };
     if !enabled.iter().any(|e| e == name) {
         return Report::failed(format!("executor `{name}` is not enabled on this agent"), true);
@@ -199,6 +214,8 @@ pub async fn execute(spec: Option<&ExecutorSpec>, enabled: &[String], ctx: &Cont
     match kind {
         Kind::Shell(spec) => shell::run(spec, ctx, stop).await,
         Kind::Builtin(spec) => builtin::run(spec, ctx, stop).await,
+        // Filled in by the http executor and the SDK's handler registry.
+        Kind::Http(_) | Kind::Handler(_) => Report::failed(format!("executor `{name}` is not available yet"), true),
     }
 }
 

@@ -151,6 +151,7 @@ pub async fn start(channel: Channel, auth: Auth, spec: Spec, counters: Arc<Count
             capacity: spec.capacity,
             version: env!("CARGO_PKG_VERSION").into(),
             in_flight: Vec::new(),
+            handlers: Vec::new(),
         }),
     );
     let response = tokio::time::timeout(WELCOME_TIMEOUT, client.connect(UnboundedReceiverStream::new(rx)))

@@ -238,6 +238,7 @@ mod tests {
     fn job_detail_shows_rate_and_percentiles() {
         let detail = JobDetail::from_proto(
             pb::JobDetail {
+                days: Default::default(),
                 job: Some(pb::Job {
                     name: "backup".into(),
                     schedule: "0 3 * * *".into(),

@@ -112,6 +112,7 @@ impl ControllerService for ControllerApi {
         Ok(Response::new(pb::JobDetail {
             job: Some(job_to_proto(entry, next)),
             stats: Some(stats_to_proto(stats, next, fires)),
+            days: Vec::new(),
         }))
     }
 

@@ -28,6 +28,23 @@ pub fn executor_to_proto(job: &JobDef, for_agent: bool) -> pb::ExecutorSpec {
             name: builtin.name.clone(),
             args: builtin.args.clone().into_iter().collect(),
         }),
+        // Header values are sent as written: `${VAR}` in them is read by the
+        // agent, so there is nothing secret here to mask.
+        ExecutorDef::Http(http) => pb::executor_spec::Kind::Http(pb::HttpSpec {
+            method: http.method.clone(),
+            url: http.url.clone(),
+            headers: http.headers.clone().into_iter().collect(),
+            body: http.body.clone(),
+            expect_status: http.expect_status.clone(),
+            retry_on: http.retry_on.clone(),
+            timeout_ms: http
+                .timeout
+                .map_or(0, |t| u64::try_from(t.as_millis()).unwrap_or(u64::MAX)),
+            max_redirects: http.max_redirects,
+        }),
+        ExecutorDef::Handler(handler) => pb::executor_spec::Kind::Handler(pb::HandlerSpec {
+            name: handler.name.clone(),
+        }),
     };
     pb::ExecutorSpec { kind: Some(kind) }
 }
@@ -119,6 +136,8 @@ fn attempt_to_proto(a: AttemptRecord) -> pb::Attempt {
         started_at: rfc3339(a.started_at),
         finished_at: rfc3339_opt(a.finished_at),
         duration_ms: a.duration_ms.unwrap_or(0).max(0) as u64,
+        metrics: Vec::new(),
+        spans: Vec::new(),
     }
 }
 
@@ -181,6 +200,7 @@ pub fn agent_to_proto(a: AgentView) -> pb::Agent {
         host: a.host,
         labels: a.labels.into_iter().collect(),
         executors: a.executors,
+        handlers: a.handlers,
         capacity: a.capacity,
         state: a.state.to_string(),
         connected_at: rfc3339(a.connected_at),

@@ -411,6 +411,10 @@ fn friendlier(message: &str) -> String {
         "expected a command string (run by sh -c) or a mapping { command, env, cwd }".into()
     } else if message.contains("untagged enum RawCommand") {
         "expected a command string (run by sh -c) or a list of program and arguments".into()
+    } else if message.contains("untagged enum RawHttp") {
+        "expected a URL (requested with GET) or a mapping { method, url, headers, body, expect_status, retry_on, timeout, max_redirects }".into()
+    } else if message.contains("untagged enum RawStatus") {
+        "expected a status code (404), a class (5xx) or a range (500-504)".into()
     } else if message.contains("untagged enum RawBuiltin") {
         format!(
             "expected a builtin name ({}) or a mapping {{ name, duration }}",
@@ -830,20 +834,36 @@ fn check_job(c: &mut Checker<'_>, name: &str, raw: RawJob) -> Option<JobDef> {
         }
     }
 
-    let executor = match (raw.shell, raw.builtin) {
-        (Some(shell), None) => check_shell(c, name, shell),
-        (None, Some(builtin)) => check_builtin(c, name, builtin),
-        (Some(_), Some(_)) => {
-            c.error(
-                &["jobs", name],
-                "exactly one executor is allowed, found both `shell` and `builtin`",
-            );
-            None
-        }
-        (None, None) => {
-            c.error(&["jobs", name], "missing executor: add `shell` or `builtin`");
-            None
-        }
+    let given: Vec<&str> = [
+        ("shell", raw.shell.is_some()),
+        ("http", raw.http.is_some()),
+        ("builtin", raw.builtin.is_some()),
+        ("handler", raw.handler.is_some()),
+    ]
+    .into_iter()
+    .filter_map(|(kind, set)| set.then_some(kind))
+    .collect();
+    let executor = if given.len() > 1 {
+        let found = given.iter().map(|k| format!("`{k}`")).collect::<Vec<_>>().join(" and ");
+        c.error(
+            &["jobs", name],
+            format!("exactly one executor is allowed, found {found}"),
+        );
+        None
+    } else if let Some(shell) = raw.shell {
+        check_shell(c, name, shell)
+    } else if let Some(builtin) = raw.builtin {
+        check_builtin(c, name, builtin)
+    } else if let Some(http) = raw.http {
+        super::executors::check_http(c, name, http)
+    } else if let Some(handler) = raw.handler {
+        super::executors::check_handler(c, name, handler)
+    } else {
+        c.error(
+            &["jobs", name],
+            "missing executor: add `shell`, `http`, `builtin` or `handler`",
+        );
+        None
     };
 
     if c.errors.len() > errors_before {

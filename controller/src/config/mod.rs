@@ -26,6 +26,7 @@
 
 pub mod depth;
 pub mod env;
+pub mod executors;
 pub mod fields;
 pub mod jobs;
 pub mod lines;

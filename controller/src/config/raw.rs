@@ -118,6 +118,8 @@ pub struct RawJob {
     pub tags: Option<Vec<String>>,
     pub shell: Option<RawShell>,
     pub builtin: Option<RawBuiltin>,
+    pub http: Option<RawHttp>,
+    pub handler: Option<String>,
     pub depends_on: Option<Vec<String>>,
     pub dst: Option<RawDst>,
     #[serde(default, deserialize_with = "duration_text")]
@@ -173,4 +175,46 @@ pub struct RawBuiltinFull {
     pub name: String,
     #[serde(default, deserialize_with = "duration_text")]
     pub duration: Option<String>,
+}
+
+/// `http:` as a URL (a GET) or a mapping.
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+pub enum RawHttp {
+    Url(String),
+    Full(RawHttpFull),
+}
+
+/// `http: { method, url, headers, body, expect_status, retry_on, timeout, max_redirects }`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawHttpFull {
+    pub method: Option<String>,
+    pub url: String,
+    pub headers: Option<BTreeMap<String, String>>,
+    pub body: Option<String>,
+    pub expect_status: Option<Vec<RawStatus>>,
+    pub retry_on: Option<Vec<RawStatus>>,
+    #[serde(default, deserialize_with = "duration_text")]
+    pub timeout: Option<String>,
+    pub max_redirects: Option<u32>,
+}
+
+/// One entry of `expect_status` / `retry_on`: a number (`404`) or text
+/// (`5xx`, `200-204`, `network`).
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+pub enum RawStatus {
+    Code(u64),
+    Text(String),
+}
+
+impl RawStatus {
+    /// The entry as text.
+    pub fn text(&self) -> String {
+        match self {
+            RawStatus::Code(c) => c.to_string(),
+            RawStatus::Text(t) => t.trim().to_string(),
+        }
+    }
 }

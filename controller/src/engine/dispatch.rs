@@ -21,8 +21,11 @@ use crate::model::{Outcome, RunState};
 use crate::store::{AttemptEnd, AttemptStart, StateChange};
 use crate::time::{parse_rfc3339, rfc3339};
 
-/// Executor kinds an agent may declare.
-pub const EXECUTOR_KINDS: &[&str] = &["shell", "builtin"];
+/// Most handler names one agent may register.
+pub const MAX_HANDLERS: usize = 1024;
+
+/// Executor kinds an agent may announce.
+pub const EXECUTOR_KINDS: &[&str] = &["shell", "http", "builtin", "handler"];
 
 /// What to do with an attempt that ended.
 pub(super) struct Settlement {
@@ -72,6 +75,27 @@ impl Engine {
             return Err(Error::invalid(
                 "hello.executors",
                 format!("unknown executor \"{bad}\" (expected: {})", EXECUTOR_KINDS.join(", ")),
+            ));
+        }
+        if hello.handlers.len() > MAX_HANDLERS {
+            return Err(Error::invalid(
+                "hello.handlers",
+                format!("{} handlers, at most {MAX_HANDLERS}", hello.handlers.len()),
+            ));
+        }
+        if let Some(bad) = hello.handlers.iter().find(|h| !crate::job::valid_handler_name(h)) {
+            return Err(Error::invalid(
+                "hello.handlers",
+                format!(
+                    "\"{}\" is not a handler name (1 to 128 letters, digits, `.`, `_`, `:`, `-`)",
+                    crate::limits::echo(bad)
+                ),
+            ));
+        }
+        if !hello.handlers.is_empty() && !hello.executors.iter().any(|e| e == "handler") {
+            return Err(Error::invalid(
+                "hello.handlers",
+                "handlers are registered but the executor `handler` is not enabled",
             ));
         }
         let now = self.now();
@@ -140,6 +164,7 @@ impl Engine {
                 host: hello.host.clone(),
                 labels: hello.labels.clone().into_iter().collect(),
                 executors: hello.executors.clone(),
+                handlers: hello.handlers.clone(),
                 capacity: hello.capacity,
                 version: hello.version.clone(),
                 credits: 0,
@@ -422,10 +447,10 @@ impl Engine {
             }
             let end = attempt_end(finished, outcome, self.now());
             if core.dependents.contains_key(&finished.run_id) {
-                sorted.singles.push((index, end, finished.permanent));
+                sorted.singles.push((index, end, Ask::of(finished)));
                 continue;
             }
-            match self.settlement(core, end, finished.permanent, Mover::Agent) {
+            match self.settlement(core, end, Ask::of(finished), Mover::Agent) {
                 Ok(mut settlement) => {
                     settlement.change.handler_started_micros = handler_started(finished);
                     sorted.grouped.push((index, settlement))
@@ -449,8 +474,8 @@ impl Engine {
                 sorted.acks[index] = Some(ack_of(&sorted.finished[index], true, String::new()));
             }
         }
-        for (index, end, permanent) in std::mem::take(&mut sorted.singles) {
-            let settled = match self.settlement(core, end, permanent, Mover::Agent) {
+        for (index, end, ask) in std::mem::take(&mut sorted.singles) {
+            let settled = match self.settlement(core, end, ask, Mover::Agent) {
                 Ok(mut settlement) => {
                     settlement.change.handler_started_micros = handler_started(&sorted.finished[index]);
                     self.commit_settlement(core, settlement).await
@@ -532,8 +557,8 @@ impl Engine {
     /// Decides the run's next state after an attempt ended, commits it (with the
     /// changes of runs blocked behind it), and updates memory. Called with the core
     /// lock held.
-    pub(super) async fn settle(&self, core: &mut Core, end: AttemptEnd, permanent: bool, by: Mover) -> Result<()> {
-        let settlement = self.settlement(core, end, permanent, by)?;
+    pub(super) async fn settle(&self, core: &mut Core, end: AttemptEnd, ask: Ask, by: Mover) -> Result<()> {
+        let settlement = self.settlement(core, end, ask, by)?;
         self.commit_settlement(core, settlement).await
     }
 
@@ -555,7 +580,7 @@ impl Engine {
 
     /// What settling an ended attempt writes: the run's next state (decided
     /// by [`transitions::settle`]) and the changes of the runs blocked behind it.
-    pub(super) fn settlement(&self, core: &Core, end: AttemptEnd, permanent: bool, by: Mover) -> Result<Settlement> {
+    pub(super) fn settlement(&self, core: &Core, end: AttemptEnd, ask: Ask, by: Mover) -> Result<Settlement> {
         let run = core
             .live
             .get(end.run_id.as_str())
@@ -568,7 +593,8 @@ impl Engine {
         let ended = transitions::Ended {
             outcome: end.outcome,
             error: &error,
-            permanent,
+            permanent: ask.permanent,
+            retry_after_ms: ask.retry_after_ms,
             attempt: run.attempt,
             max_attempts: run.max_attempts,
             cancel,
@@ -727,7 +753,7 @@ pub(super) struct SortedResults {
     /// Not the current attempt: answered from the store.
     stale: Vec<(usize, Outcome)>,
     /// Runs with blocked dependents: settled one by one.
-    singles: Vec<(usize, AttemptEnd, bool)>,
+    singles: Vec<(usize, AttemptEnd, Ask)>,
     /// Settled in the round's commit.
     grouped: Vec<(usize, Settlement)>,
 }
@@ -739,6 +765,25 @@ impl SortedResults {
             .iter()
             .map(|(_, s)| (s.change.clone(), s.end.clone()))
             .collect()
+    }
+}
+
+/// What an attempt's report asks of the retry decision.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Ask {
+    /// The failure must not be retried.
+    pub permanent: bool,
+    /// A retry must wait at least this long (an HTTP `Retry-After`), in ms.
+    pub retry_after_ms: u64,
+}
+
+impl Ask {
+    /// What `finished` asks.
+    pub fn of(finished: &Finished) -> Ask {
+        Ask {
+            permanent: finished.permanent,
+            retry_after_ms: finished.retry_after_ms,
+        }
     }
 }
 

@@ -80,10 +80,9 @@ pub fn select_assignments<'a>(core: &'a mut Core, jobs: &'a JobSet, now: i64) ->
                 continue;
             }
         }
-        let kind = job.executor.kind();
         let Some(agent) = agents
             .values_mut()
-            .filter(|a| a.accepts(kind, &job.selector))
+            .filter(|a| a.accepts(&job.executor, &job.selector))
             .max_by(|a, b| preference(a, b))
         else {
             give_up(&mut unplaceable, *visited);
@@ -149,6 +148,7 @@ mod tests {
                     .map(|(k, v)| (k.to_string(), v.to_string()))
                     .collect::<BTreeMap<_, _>>(),
                 executors: vec!["builtin".into()],
+                handlers: Vec::new(),
                 capacity: credits,
                 version: "t".into(),
                 credits,

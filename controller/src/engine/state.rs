@@ -9,6 +9,7 @@ use std::sync::Arc;
 use tokio::sync::mpsc::UnboundedSender;
 use worker_proto::v1::ControllerMessage;
 
+use crate::job::ExecutorDef;
 use crate::model::{Priority, RunState};
 
 /// Ordering key of the ready queue: priority first (highest first), then the
@@ -152,6 +153,8 @@ pub struct AgentEntry {
     pub labels: BTreeMap<String, String>,
     /// Executor kinds it runs.
     pub executors: Vec<String>,
+    /// Handler names it registered (SDK agents).
+    pub handlers: Vec<String>,
     /// Concurrent runs it accepts.
     pub capacity: u32,
     /// Agent version.
@@ -178,12 +181,16 @@ pub struct AgentEntry {
 }
 
 impl AgentEntry {
-    /// Whether the agent can take a run of `kind` with this `selector` now.
-    pub fn accepts(&self, kind: &str, selector: &BTreeMap<String, String>) -> bool {
+    /// Whether the agent can take a run of a job with this executor and
+    /// `selector` now: it runs the executor's kind and, for a `handler` job,
+    /// registered the handler.
+    pub fn accepts(&self, executor: &ExecutorDef, selector: &BTreeMap<String, String>) -> bool {
+        let kind = executor.kind();
         self.sender.is_some()
             && !self.draining
             && self.credits > 0
             && self.executors.iter().any(|e| e == kind)
+            && executor.handler().is_none_or(|h| self.handlers.iter().any(|r| r == h))
             && selector.iter().all(|(k, v)| self.labels.get(k) == Some(v))
     }
 }

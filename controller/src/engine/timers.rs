@@ -173,7 +173,10 @@ impl Engine {
             };
             // One failure must not keep the other expired attempts from ending:
             // this one is tried again after a backoff.
-            if let Err(e) = self.settle(&mut core, end, false, Mover::LeaseExpiry).await {
+            if let Err(e) = self
+                .settle(&mut core, end, super::dispatch::Ask::default(), Mover::LeaseExpiry)
+                .await
+            {
                 if self.failure().is_some() {
                     return Err(e);
                 }

@@ -229,6 +229,10 @@ pub fn change(
     Ok(StateChange::new(run_id, from, to, at, reason))
 }
 
+/// Longest retry delay an attempt may ask for (`Finished.retry_after_ms`, an
+/// HTTP `Retry-After`): a day. A longer ask waits this long.
+pub const MAX_RETRY_AFTER: std::time::Duration = std::time::Duration::from_secs(86_400);
+
 /// What is known about an attempt that ended, for [`settle`].
 #[derive(Debug, Clone)]
 pub struct Ended<'a> {
@@ -238,6 +242,9 @@ pub struct Ended<'a> {
     pub error: &'a str,
     /// The failure is marked non-retryable (shell exit code listed, SDK permanent error).
     pub permanent: bool,
+    /// The attempt asked its retry to wait at least this long, in ms (an
+    /// HTTP `Retry-After`; 0 = no ask). Honoured up to [`MAX_RETRY_AFTER`].
+    pub retry_after_ms: u64,
     /// The attempt's number.
     pub attempt: u32,
     /// The run's attempt limit.
@@ -279,7 +286,8 @@ pub fn settle(ended: &Ended<'_>, job: &str, retry: Option<&RetryPolicy>, rng: &m
         ),
         _ => match retry {
             Some(policy) => {
-                let delay = policy.delay(ended.attempt, rng).as_millis() as i64;
+                let asked = ended.retry_after_ms.min(MAX_RETRY_AFTER.as_millis() as u64) as i64;
+                let delay = (policy.delay(ended.attempt, rng).as_millis() as i64).max(asked);
                 let reason = format!(
                     "attempt {} {}: {error}; retry in {delay} ms",
                     ended.attempt, ended.outcome
@@ -384,6 +392,7 @@ mod tests {
             outcome,
             error: "exit code 1",
             permanent: false,
+            retry_after_ms: 0,
             attempt,
             max_attempts,
             cancel: None,
@@ -407,6 +416,24 @@ mod tests {
         let exhausted = settle(&ended(Outcome::Lost, 3, 3), "j", Some(&policy), rng);
         assert_eq!(exhausted.to, Dead);
         assert_eq!(exhausted.reason.as_deref(), Some("attempts exhausted (3): exit code 1"));
+        let mut asked = ended(Outcome::Failed, 1, 3);
+        asked.retry_after_ms = 90_000;
+        assert_eq!(
+            settle(&asked, "j", Some(&policy), rng).retry_in_ms,
+            Some(90_000),
+            "Retry-After above the backoff wins"
+        );
+        asked.retry_after_ms = 1_000;
+        assert_eq!(
+            settle(&asked, "j", Some(&policy), rng).retry_in_ms,
+            Some(policy.initial_delay.as_millis() as i64),
+            "the backoff above Retry-After wins"
+        );
+        asked.retry_after_ms = u64::MAX;
+        assert_eq!(
+            settle(&asked, "j", Some(&policy), rng).retry_in_ms,
+            Some(MAX_RETRY_AFTER.as_millis() as i64)
+        );
         let mut permanent = ended(Outcome::Failed, 1, 3);
         permanent.permanent = true;
         assert_eq!(settle(&permanent, "j", Some(&policy), rng).to, Dead);

@@ -90,6 +90,8 @@ pub struct AgentView {
     pub labels: BTreeMap<String, String>,
     /// Executor kinds.
     pub executors: Vec<String>,
+    /// Handler names it registered.
+    pub handlers: Vec<String>,
     /// Capacity.
     pub capacity: u32,
     /// `connected`, `draining` (connected, asked to drain) or `disconnected`.
@@ -407,6 +409,7 @@ pub(super) fn agent_view(a: &super::state::AgentEntry) -> AgentView {
         host: a.host.clone(),
         labels: a.labels.clone(),
         executors: a.executors.clone(),
+        handlers: a.handlers.clone(),
         capacity: a.capacity,
         state: match (a.sender.is_some(), a.draining) {
             (true, false) => "connected",

@@ -299,6 +299,7 @@ pub fn hello(v: &Value) -> Result<pb::Hello, String> {
         })
         .collect();
     let hello = pb::Hello {
+        handlers: Default::default(),
         agent_id: f.s("agent_id"),
         name: f.s("name"),
         host: f.s("host"),

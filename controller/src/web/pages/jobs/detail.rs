@@ -45,6 +45,12 @@ fn executor_text(job: &pb::Job) -> String {
             let args: Vec<String> = b.args.iter().map(|(k, v)| format!("{k}={v}")).collect();
             format!("builtin: {} {}", b.name, args.join(" "))
         }
+        Some(Kind::Http(h)) => format!(
+            "http: {} {}",
+            if h.method.is_empty() { "GET" } else { &h.method },
+            h.url
+        ),
+        Some(Kind::Handler(h)) => format!("handler: {}", h.name),
         None => "—".into(),
     }
 }

@@ -279,6 +279,10 @@ impl JobForm {
             Some(_) => set("executor", Some("yaml".into())),
             None => {}
         }
+        // `http:` and `handler:` are edited as YAML under "other fields".
+        if rest.contains_key("http") || rest.contains_key("handler") {
+            set("executor", Some("yaml".into()));
+        }
         form.enabled = match rest.remove("enabled") {
             None => true,
             Some(Value::Bool(b)) => b,
@@ -795,7 +799,7 @@ async fn render(
                 select #executor name="executor" {
                     option value="shell" selected[executor == "shell" || executor.is_empty()] { "shell command" }
                     option value="builtin" selected[executor == "builtin"] { "builtin task" }
-                    option value="yaml" selected[executor == "yaml"] { "as written under other fields" }
+                    option value="yaml" selected[executor == "yaml"] { "as written under other fields (http, handler)" }
                 }
                 label for="command" { "Shell command (run by sh -c; the payload is on its standard input)" }
                 textarea #command name="command" rows="3" aria-invalid=[invalid("command")] aria-describedby=[described("command")] { (form.value("command")) }
