@@ -7,7 +7,8 @@
 //!   a `Cancel`, a drain, or its own timeout), [`Report`] (what came out) — and
 //!   [`execute`], which picks the executor and refuses kinds that are not
 //!   enabled on this agent;
-//! * [`shell`]: child processes in their own process group;
+//! * [`shell`]: child processes in their own process group, reporting
+//!   metrics and spans through [`markers`] on stdout;
 //! * [`builtin`]: tasks compiled into the agent (`noop`, `sleep`).
 //!
 //! Executors never return errors: every way an attempt can go wrong (spawn
@@ -15,6 +16,7 @@
 //! controller, which owns the retry decision.
 
 pub mod builtin;
+pub mod markers;
 pub mod shell;
 
 use std::time::Duration;

@@ -823,6 +823,8 @@ fn attempt_end(finished: &Finished, outcome: Outcome, now: i64) -> AttemptEnd {
         started_at: parse_rfc3339(&finished.started_at),
         finished_at: parse_rfc3339(&finished.finished_at).unwrap_or(now),
         duration_ms: Some(finished.duration_ms as i64),
+        metrics: super::measures::metrics(&finished.run_id, &finished.metrics),
+        spans: super::measures::spans(&finished.run_id, &finished.spans),
     }
 }
 
