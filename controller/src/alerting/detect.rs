@@ -14,7 +14,12 @@
 //! * `recovered`: the first success of a job after an unsuccessful attempt
 //!   that matched an alert rule (sent or suppressed);
 //! * `run_slow`: an attempt running (polled) or finished longer than the rule's
-//!   `threshold`, once per (rule, attempt);
+//!   `threshold`, once per (rule, attempt); with a `span`, an attempt that
+//!   ended having spent longer than `threshold` in that reported span;
+//! * `metric_high`: a reported metric above the rule's `above`, in one attempt
+//!   (`per: attempt`) or summed over the job's UTC day (`per: day`, once per
+//!   rule, job and day; the sum counts from midnight or from the controller's
+//!   start, whichever is later);
 //! * `queue_backlog`: a priority's queue deeper than `max_depth` or whose oldest
 //!   run waited longer than `max_wait`, once until it is back under both;
 //! * `schedule_missed`, `agent_lost`: reported by the scheduler and the engine;
@@ -30,7 +35,7 @@ use super::alert::{Alert, AlertKind};
 use super::config::AlertsConfig;
 use super::facts::{AgentFact, AttemptFact, Fact, FailedFireFact, MissedFact};
 use super::message::{CUT, truncate};
-use super::rules::{Event, EventParams, Rule};
+use super::rules::{Event, EventParams, MetricWindow, Rule};
 use crate::engine::RunningAttempt;
 use crate::model::{Outcome, Priority, RunState};
 use crate::time::rfc3339;
@@ -85,6 +90,10 @@ pub struct Detector {
     slow: HashMap<(String, u32), Vec<String>>,
     /// (rule, priority) queues currently over their limits.
     backlogged: HashSet<(String, Priority)>,
+    /// (job, metric) → (UTC day, sum of the values reported that day).
+    day_sums: HashMap<(String, String), (i64, f64)>,
+    /// (rule, job, UTC day) that alerted `metric_high` per day.
+    high_days: HashSet<(String, String, i64)>,
 }
 
 impl Detector {
@@ -196,9 +205,13 @@ impl Detector {
         }
         // Slow, judged on the finished attempt unless the running check already alerted it.
         let already = self.slow.remove(&(a.run_id.clone(), a.attempt)).unwrap_or_default();
+        if a.outcome != Outcome::Cancelled && !a.spans.is_empty() {
+            alerts.extend(slow_spans(config, links, a));
+        }
+        alerts.extend(self.metrics_high(config, links, a));
         if let Some(duration) = a.duration_ms.filter(|_| a.outcome != Outcome::Cancelled) {
             for rule in config.matching(Event::RunSlow, job, priority) {
-                if let EventParams::RunSlow { threshold } = rule.params
+                if let EventParams::RunSlow { threshold, span: None } = rule.params
                     && duration > threshold.as_millis() as i64
                     && !already.contains(&rule.name)
                 {
@@ -226,6 +239,63 @@ impl Detector {
         alerts
     }
 
+    /// `metric_high` for what attempt `a` reported: its own value (`per:
+    /// attempt`), or the job's sum for the UTC day once it crosses the limit
+    /// (`per: day`, once per rule, job and day).
+    fn metrics_high(&mut self, config: &AlertsConfig, links: &Links, a: &AttemptFact) -> Vec<Alert> {
+        let mut alerts = Vec::new();
+        let day = a.at.div_euclid(86_400_000);
+        for m in &a.metrics {
+            let sum = {
+                let entry = self
+                    .day_sums
+                    .entry((a.job.clone(), m.name.clone()))
+                    .or_insert((day, 0.0));
+                if entry.0 != day {
+                    *entry = (day, 0.0);
+                }
+                entry.1 += m.value;
+                entry.1
+            };
+            for rule in config.matching(Event::MetricHigh, Some(&a.job), Some(a.priority)) {
+                let EventParams::MetricHigh { metric, above, per } = &rule.params else {
+                    continue;
+                };
+                if *metric != m.name {
+                    continue;
+                }
+                let (value, what) = match per {
+                    MetricWindow::Attempt => (m.value, format!("attempt {} reported", a.attempt)),
+                    MetricWindow::Day => (sum, "reached today (UTC)".to_string()),
+                };
+                if value <= *above {
+                    continue;
+                }
+                if *per == MetricWindow::Day && !self.high_days.insert((rule.name.clone(), a.job.clone(), day)) {
+                    continue;
+                }
+                let mut alert = attempt_alert(a, links);
+                alert.title = format!("metric_high: {} {metric} {what} {}", a.job, number(value));
+                alert.text = format!(
+                    "Job {}: {metric} {what} {}, above the limit of {} (run {}).",
+                    a.job,
+                    number(value),
+                    number(*above),
+                    a.run_id
+                );
+                alert.error = None;
+                alert.output_tail = None;
+                alert.details.push(("Metric".into(), metric.clone()));
+                alert
+                    .details
+                    .push(("Limit".into(), format!("{} per {}", number(*above), per.as_str())));
+                alerts.push(for_rule(alert, Event::MetricHigh, rule));
+            }
+        }
+        self.high_days.retain(|(_, _, d)| *d >= day - 1);
+        alerts
+    }
+
     /// `run_slow` for attempts still running past a rule's threshold (once per
     /// rule and attempt); forgets attempts that are no longer running.
     pub fn check_running(
@@ -242,7 +312,8 @@ impl Detector {
         for r in running {
             let elapsed = now - r.started_at;
             for rule in config.matching(Event::RunSlow, Some(&r.job), Some(r.priority)) {
-                let EventParams::RunSlow { threshold } = rule.params else {
+                // Spans are judged when the attempt ends.
+                let EventParams::RunSlow { threshold, span: None } = rule.params else {
                     continue;
                 };
                 if elapsed <= threshold.as_millis() as i64 {
@@ -347,6 +418,55 @@ impl Detector {
         }
         self.backlogged.retain(|key| still_over.contains(key));
         alerts
+    }
+}
+
+/// `run_slow` rules with a `span` that attempt `a` spent longer in.
+fn slow_spans(config: &AlertsConfig, links: &Links, a: &AttemptFact) -> Vec<Alert> {
+    let mut alerts = Vec::new();
+    for rule in config.matching(Event::RunSlow, Some(&a.job), Some(a.priority)) {
+        let EventParams::RunSlow {
+            threshold,
+            span: Some(name),
+        } = &rule.params
+        else {
+            continue;
+        };
+        let Some(span) = a.spans.iter().find(|s| s.name == *name) else {
+            continue;
+        };
+        if span.total_us <= threshold.as_micros() as u64 {
+            continue;
+        }
+        let took = worker_duration::format(Duration::from_millis(span.total_us / 1000));
+        let mut alert = attempt_alert(a, links);
+        alert.title = format!("run_slow: {} attempt {} spent {took} in {name}", a.job, a.attempt);
+        alert.text = format!(
+            "Run {} of job {} spent {took} in `{name}` ({} pass(es)), longer than {} ({}).",
+            a.run_id,
+            a.job,
+            span.count,
+            worker_duration::format(*threshold),
+            a.outcome
+        );
+        alert.details.push(("Span".into(), name.clone()));
+        alert
+            .details
+            .push(("Threshold".into(), worker_duration::format(*threshold)));
+        alerts.push(for_rule(alert, Event::RunSlow, rule));
+    }
+    alerts
+}
+
+/// A metric value for people (`12`, `0.4200` → `0.42`).
+fn number(v: f64) -> String {
+    if v.fract() == 0.0 && v.abs() < 1e15 {
+        format!("{v:.0}")
+    } else {
+        format!("{v:.4}")
+            .trim_end_matches('0')
+            .trim_end_matches('.')
+            .to_string()
     }
 }
 

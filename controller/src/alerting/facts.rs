@@ -55,6 +55,10 @@ pub struct AttemptFact {
     pub duration_ms: Option<i64>,
     /// When it ended (Unix ms).
     pub at: i64,
+    /// Values the attempt reported (for `metric_high`).
+    pub metrics: Vec<crate::store::MetricRecord>,
+    /// Time per operation it reported (for `run_slow` with a `span`).
+    pub spans: Vec<crate::store::SpanRecord>,
 }
 
 /// Schedule fires that did not run.
@@ -149,11 +153,18 @@ impl AlertSink {
 
     /// Whether an attempt that ended with `outcome` can matter to some rule.
     /// Successes matter only to `recovered`, `consecutive_failures` (they reset
-    /// the count) and `run_slow`; cancellations to none.
+    /// the count), `run_slow` and `metric_high`; cancellations only to
+    /// `metric_high`.
     pub fn wants_attempt(&self, outcome: Outcome) -> bool {
         let wanted = match outcome {
-            Outcome::Succeeded => &[Event::Recovered, Event::ConsecutiveFailures, Event::RunSlow][..],
-            Outcome::Cancelled => &[][..],
+            Outcome::Succeeded => &[
+                Event::Recovered,
+                Event::ConsecutiveFailures,
+                Event::RunSlow,
+                Event::MetricHigh,
+            ][..],
+            // What a cancelled attempt reported still counts (a cost was paid).
+            Outcome::Cancelled => &[Event::MetricHigh][..],
             _ => &[
                 Event::RunFailed,
                 Event::RunTimedOut,
@@ -161,6 +172,7 @@ impl AlertSink {
                 Event::ConsecutiveFailures,
                 Event::Recovered,
                 Event::RunSlow,
+                Event::MetricHigh,
             ][..],
         };
         wanted.iter().any(|e| self.wants(*e))

@@ -38,6 +38,9 @@ named_enum!(
         QueueBacklog => "queue_backlog",
         /// The first success of a job after a failure that alerted.
         Recovered => "recovered",
+        /// A value a job reports (`metric`) went above the rule's `above`,
+        /// in one attempt or summed over a UTC day (`per`).
+        MetricHigh => "metric_high",
     }
 );
 
@@ -161,6 +164,18 @@ pub enum EventParams {
     RunSlow {
         /// How long is too long (greater than zero).
         threshold: Duration,
+        /// Judge the time an attempt spent in this reported span (its total)
+        /// instead of the whole attempt; judged when the attempt ends.
+        span: Option<String>,
+    },
+    /// `metric_high`: alert when a reported metric goes above `above`.
+    MetricHigh {
+        /// The metric's name.
+        metric: String,
+        /// The limit.
+        above: f64,
+        /// One attempt's value, or the sum over a UTC day.
+        per: MetricWindow,
     },
     /// `consecutive_failures`: alert when a job failed `count` times in a row.
     ConsecutiveFailures {
@@ -177,6 +192,26 @@ pub enum EventParams {
         /// Only this priority's queue (every priority when unset).
         priority: Option<Priority>,
     },
+}
+
+/// What a `metric_high` rule compares with its limit.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MetricWindow {
+    /// The value one attempt reported.
+    Attempt,
+    /// The sum of the values the job's attempts reported since midnight UTC
+    /// (alerts once per rule, job and day).
+    Day,
+}
+
+impl MetricWindow {
+    /// `attempt` or `day`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            MetricWindow::Attempt => "attempt",
+            MetricWindow::Day => "day",
+        }
+    }
 }
 
 /// One validated rule of `alerts.yaml`.

@@ -27,8 +27,16 @@ pub fn rule_to_proto(rule: &Rule) -> pb::AlertRule {
     let mut params = HashMap::new();
     match &rule.params {
         EventParams::None => {}
-        EventParams::RunSlow { threshold } => {
+        EventParams::RunSlow { threshold, span } => {
             params.insert("threshold".into(), worker_duration::format(*threshold));
+            if let Some(span) = span {
+                params.insert("span".into(), span.clone());
+            }
+        }
+        EventParams::MetricHigh { metric, above, per } => {
+            params.insert("metric".into(), metric.clone());
+            params.insert("above".into(), above.to_string());
+            params.insert("per".into(), per.as_str().into());
         }
         EventParams::ConsecutiveFailures { count } => {
             params.insert("count".into(), count.to_string());

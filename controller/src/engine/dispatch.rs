@@ -643,6 +643,8 @@ impl Engine {
                 .duration_ms
                 .or_else(|| (started_at > 0).then(|| s.change.at - started_at)),
             at: s.change.at,
+            metrics: s.end.metrics.clone(),
+            spans: s.end.spans.clone(),
         })
     }
 

@@ -694,27 +694,44 @@ mod tests {
             total_us: 1_500_000,
             max_us: 900_000,
         };
-        metrics.attempt_reported("enrich", &[metric("api_cost_usd", 0.25), metric("delta", -1.0)], &[span.clone()]);
+        metrics.attempt_reported(
+            "enrich",
+            &[metric("api_cost_usd", 0.25), metric("delta", -1.0)],
+            std::slice::from_ref(&span),
+        );
         metrics.attempt_reported("enrich", &[metric("api_cost_usd", 0.5)], &[]);
         metrics.attempt_reported("ghost", &[metric("api_cost_usd", 9.0)], &[]);
-        let many: Vec<MetricRecord> = (0..MAX_REPORTED_NAMES_PER_JOB + 3).map(|i| metric(&format!("m{i}"), 1.0)).collect();
+        let many: Vec<MetricRecord> = (0..MAX_REPORTED_NAMES_PER_JOB + 3)
+            .map(|i| metric(&format!("m{i}"), 1.0))
+            .collect();
         metrics.attempt_reported("other", &many, &[]);
         let text = metrics.encode(&Gauges::default());
         assert!(
             text.contains(r#"worker_job_metric_total{job="enrich",metric="api_cost_usd"} 0.75"#),
             "{text}"
         );
-        assert!(text.contains(r#"worker_job_span_seconds_sum{job="enrich",span="fetch"} 1.5"#), "{text}");
-        assert!(text.contains(r#"worker_job_span_seconds_count{job="enrich",span="fetch"} 1"#), "{text}");
+        assert!(
+            text.contains(r#"worker_job_span_seconds_sum{job="enrich",span="fetch"} 1.5"#),
+            "{text}"
+        );
+        assert!(
+            text.contains(r#"worker_job_span_seconds_count{job="enrich",span="fetch"} 1"#),
+            "{text}"
+        );
         assert!(!text.contains("ghost"), "{text}");
         assert!(text.contains("worker_job_reported_names_dropped_total 3"), "{text}");
         assert_eq!(
-            text.lines().filter(|l| l.starts_with(r#"worker_job_metric_total{job="other""#)).count(),
+            text.lines()
+                .filter(|l| l.starts_with(r#"worker_job_metric_total{job="other""#))
+                .count(),
             MAX_REPORTED_NAMES_PER_JOB
         );
         metrics.define_jobs(&jobs(&["other"]));
         let text = metrics.encode(&Gauges::default());
-        assert!(!text.contains(r#"job="enrich""#), "a deleted job's reported series go: {text}");
+        assert!(
+            !text.contains(r#"job="enrich""#),
+            "a deleted job's reported series go: {text}"
+        );
     }
 
     /// Scrape-time values: gauges are set, mirrored counters follow the

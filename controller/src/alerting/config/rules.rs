@@ -10,7 +10,7 @@ use serde::Deserialize;
 use serde_yaml_ng::Value;
 
 use super::check_name;
-use crate::alerting::rules::{Event, EventParams, Glob, Rule};
+use crate::alerting::rules::{Event, EventParams, Glob, MetricWindow, Rule};
 use crate::config::jobs::Checker;
 use crate::model::Priority;
 
@@ -32,6 +32,10 @@ struct RawRule {
     #[serde(default, deserialize_with = "crate::config::raw::duration_text")]
     max_wait: Option<String>,
     priority: Option<String>,
+    span: Option<String>,
+    metric: Option<String>,
+    above: Option<f64>,
+    per: Option<String>,
     enabled: Option<bool>,
 }
 
@@ -121,6 +125,10 @@ pub(super) fn check_rule(
         ("max_depth", raw.max_depth.is_some(), Event::QueueBacklog),
         ("max_wait", raw.max_wait.is_some(), Event::QueueBacklog),
         ("priority", raw.priority.is_some(), Event::QueueBacklog),
+        ("span", raw.span.is_some(), Event::RunSlow),
+        ("metric", raw.metric.is_some(), Event::MetricHigh),
+        ("above", raw.above.is_some(), Event::MetricHigh),
+        ("per", raw.per.is_some(), Event::MetricHigh),
     ];
     for (field, present, owner) in set {
         if present && event != owner {
@@ -141,7 +149,18 @@ pub(super) fn check_rule(
     }
     let params = match event {
         Event::RunSlow => match threshold {
-            Some(threshold) => EventParams::RunSlow { threshold },
+            Some(threshold) => {
+                if let Some(span) = raw.span.as_deref().filter(|s| !measure_name(s)) {
+                    c.error(
+                        &at("span"),
+                        format!("\"{span}\" is not a span name (1 to 64 letters, digits, `_ . : -`)"),
+                    );
+                }
+                EventParams::RunSlow {
+                    threshold,
+                    span: raw.span.clone(),
+                }
+            }
             None => {
                 if raw.threshold.is_none() {
                     c.error(&base, "`run_slow` needs a `threshold` (how long is too long, e.g. 10m)");
@@ -149,6 +168,43 @@ pub(super) fn check_rule(
                 EventParams::None
             }
         },
+        Event::MetricHigh => {
+            let metric = raw.metric.clone().unwrap_or_default();
+            if raw.metric.is_none() {
+                c.error(
+                    &base,
+                    "`metric_high` needs a `metric` (the reported name, e.g. api_cost_usd)",
+                );
+            } else if !measure_name(&metric) {
+                c.error(
+                    &at("metric"),
+                    format!("\"{metric}\" is not a metric name (1 to 64 letters, digits, `_ . : -`)"),
+                );
+            }
+            let above = match raw.above {
+                Some(above) if above.is_finite() => above,
+                Some(_) => {
+                    c.error(&at("above"), "must be a finite number");
+                    0.0
+                }
+                None => {
+                    c.error(&base, "`metric_high` needs `above` (the limit, a number)");
+                    0.0
+                }
+            };
+            let per = match raw.per.as_deref() {
+                None | Some("day") => MetricWindow::Day,
+                Some("attempt") => MetricWindow::Attempt,
+                Some(other) => {
+                    c.error(
+                        &at("per"),
+                        format!("\"{other}\" is not a window (expected attempt or day)"),
+                    );
+                    MetricWindow::Day
+                }
+            };
+            EventParams::MetricHigh { metric, above, per }
+        }
         Event::ConsecutiveFailures => match raw.count {
             Some(count) => EventParams::ConsecutiveFailures { count },
             None => {
@@ -189,6 +245,11 @@ pub(super) fn check_rule(
         enabled: raw.enabled.unwrap_or(true),
         spec,
     })
+}
+
+/// Whether `name` can be a reported metric or span name.
+fn measure_name(name: &str) -> bool {
+    crate::engine::measures::valid_name(name)
 }
 
 /// A duration greater than zero.

@@ -113,6 +113,7 @@ fn the_documented_example_parses() {
     assert_eq!(
         slow.params,
         EventParams::RunSlow {
+            span: Default::default(),
             threshold: Duration::from_secs(600)
         }
     );
@@ -451,6 +452,29 @@ fn event_parameters_belong_to_their_event() {
     assert_errors(
         &rules("  - { name: a, event: run_slow, threshold: 0s, channels: [c] }\n"),
         &[(4, "rules[0].threshold", "must be greater than zero")],
+    );
+    assert_errors(
+        &rules(
+            "  - { name: a, event: run_slow, threshold: 1s, span: \"bad span\", channels: [c] }\n  - { name: b, event: run_failed, span: fetch, channels: [c] }\n",
+        ),
+        &[
+            (4, "rules[0].span", "\"bad span\" is not a span name"),
+            (
+                5,
+                "rules[1].span",
+                "`span` only applies to `run_slow` rules, not `run_failed`",
+            ),
+        ],
+    );
+    assert_errors(
+        &rules(
+            "  - { name: a, event: metric_high, channels: [c] }\n  - { name: b, event: metric_high, metric: cost, above: 1, per: week, channels: [c] }\n",
+        ),
+        &[
+            (4, "rules[0]", "`metric_high` needs a `metric`"),
+            (4, "rules[0]", "`metric_high` needs `above`"),
+            (5, "rules[1].per", "\"week\" is not a window (expected attempt or day)"),
+        ],
     );
     assert_errors(
         &rules(

@@ -11,6 +11,8 @@ fn config(rules: &str) -> AlertsConfig {
 
 fn attempt(job: &str, attempt: u32, outcome: Outcome, state: RunState) -> Fact {
     Fact::AttemptEnded(Box::new(AttemptFact {
+        spans: Default::default(),
+        metrics: Default::default(),
         run_id: format!("run-{job}-{attempt}"),
         job: job.into(),
         priority: Priority::Normal,
@@ -339,4 +341,94 @@ fn failed_fires_are_throttled_per_rule_and_job() {
         decisions,
         [Decision::Send, Decision::Suppress, Decision::Send, Decision::Suppress]
     );
+}
+
+fn reporting(job: &str, attempt: u32, at: i64, cost: f64, fetch_ms: u64) -> Fact {
+    let Fact::AttemptEnded(mut a) = attempt_fact(job, attempt) else {
+        unreachable!()
+    };
+    a.at = at;
+    a.metrics = vec![crate::store::MetricRecord {
+        name: "api_cost_usd".into(),
+        value: cost,
+    }];
+    a.spans = vec![crate::store::SpanRecord {
+        name: "fetch".into(),
+        count: 2,
+        total_us: fetch_ms * 1000,
+        max_us: fetch_ms * 500,
+    }];
+    Fact::AttemptEnded(a)
+}
+
+fn attempt_fact(job: &str, n: u32) -> Fact {
+    attempt(job, n, Outcome::Succeeded, RunState::Succeeded)
+}
+
+#[test]
+fn a_slow_span_alerts_when_the_attempt_ends_and_never_while_running() {
+    let c = config("  - { name: slow-fetch, event: run_slow, threshold: 1s, span: fetch, channels: [hook] }\n");
+    let links = Links::default();
+    let mut d = Detector::new();
+    assert!(d.on_fact(&c, &links, &reporting("enrich", 1, 0, 0.1, 900)).is_empty());
+    let a = d.on_fact(&c, &links, &reporting("enrich", 2, 0, 0.1, 1_500));
+    assert_eq!(titles(&a), ["run_slow: enrich attempt 2 spent 1s500ms in fetch"]);
+    assert!(
+        d.on_fact(&c, &links, &attempt_fact("enrich", 3)).is_empty(),
+        "the attempt's whole duration (1.5 s) is not what a span rule judges"
+    );
+    let running = RunningAttempt {
+        run_id: "run-x-1".into(),
+        job: "x".into(),
+        priority: Priority::Normal,
+        attempt: 1,
+        max_attempts: 3,
+        agent: None,
+        started_at: 0,
+    };
+    assert!(d.check_running(&c, &links, &[running], 60_000).is_empty());
+}
+
+#[test]
+fn metric_high_per_attempt_and_per_day() {
+    const DAY: i64 = 86_400_000;
+    let c = config(
+        "  - { name: costly-run, event: metric_high, metric: api_cost_usd, above: 0.5, per: attempt, channels: [hook] }\n\
+         \x20 - { name: daily-budget, event: metric_high, metric: api_cost_usd, above: 1, channels: [hook] }\n",
+    );
+    let links = Links::default();
+    let mut d = Detector::new();
+    assert!(
+        d.on_fact(&c, &links, &reporting("enrich", 1, DAY + 1, 0.4, 1))
+            .is_empty()
+    );
+    assert!(
+        d.on_fact(&c, &links, &reporting("enrich", 2, DAY + 2, 0.4, 1))
+            .is_empty()
+    );
+    let a = d.on_fact(&c, &links, &reporting("enrich", 3, DAY + 3, 0.6, 1));
+    assert_eq!(
+        titles(&a),
+        [
+            "metric_high: enrich api_cost_usd attempt 3 reported 0.6",
+            "metric_high: enrich api_cost_usd reached today (UTC) 1.4"
+        ]
+    );
+    assert_eq!(a[1].rule.as_deref(), Some("daily-budget"));
+    let again = d.on_fact(&c, &links, &reporting("enrich", 4, DAY + 4, 0.2, 1));
+    assert!(again.is_empty(), "once per day: {:?}", titles(&again));
+    assert!(
+        d.on_fact(&c, &links, &reporting("other", 1, DAY + 5, 0.45, 1))
+            .is_empty(),
+        "sums are per job"
+    );
+    let next_day = d.on_fact(&c, &links, &reporting("enrich", 5, 2 * DAY + 1, 0.5, 1));
+    assert!(next_day.is_empty(), "a new day starts from zero");
+    assert!(
+        d.on_fact(&c, &links, &reporting("enrich", 6, 2 * DAY + 2, 0.5, 1))
+            .is_empty(),
+        "at the limit is not above it"
+    );
+    let a = d.on_fact(&c, &links, &reporting("enrich", 7, 2 * DAY + 3, 0.1, 1));
+    assert_eq!(titles(&a), ["metric_high: enrich api_cost_usd reached today (UTC) 1.1"]);
 }

@@ -93,7 +93,7 @@ impl Tone {
                     | Event::ScheduleFailed
                     | Event::AgentLost,
                 ) => Tone::Failure,
-                Some(Event::RunSlow | Event::QueueBacklog | Event::ScheduleMissed) => Tone::Warning,
+                Some(Event::RunSlow | Event::QueueBacklog | Event::ScheduleMissed | Event::MetricHigh) => Tone::Warning,
                 Some(Event::Recovered) => Tone::Recovery,
                 None => Tone::Info,
             },

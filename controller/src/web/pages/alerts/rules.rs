@@ -29,6 +29,14 @@ use crate::web::{Caller, WebError, WebResult};
 /// a hint.
 const PARAMS: &[(&str, &str, &str)] = &[
     ("threshold", "run_slow", "how long is too long, e.g. 10m"),
+    (
+        "span",
+        "run_slow",
+        "judge time in this reported span (empty: the whole attempt)",
+    ),
+    ("metric", "metric_high", "the reported metric, e.g. api_cost_usd"),
+    ("above", "metric_high", "the limit, a number"),
+    ("per", "metric_high", "attempt or day (default day, UTC)"),
     ("count", "consecutive_failures", "failures in a row, at least 2"),
     ("max_depth", "queue_backlog", "queued runs of one priority"),
     ("max_wait", "queue_backlog", "wait of the oldest queued run, e.g. 5m"),
@@ -116,6 +124,7 @@ impl RuleFields {
         for (k, v) in &self.params {
             let value = match k.as_str() {
                 "count" | "max_depth" => v.parse::<u64>().map(Value::from).unwrap_or_else(|_| text(v)),
+                "above" => v.parse::<f64>().map(Value::from).unwrap_or_else(|_| text(v)),
                 _ => text(v),
             };
             put(k, value);
