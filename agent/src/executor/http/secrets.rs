@@ -22,7 +22,8 @@
 //! echoes a header back, an error that quotes one). A short value redacts
 //! every occurrence of those characters, wherever they stand. [`Redactor`]
 //! works on a stream, holding back the few bytes that might be the start of a
-//! value cut by a chunk boundary.
+//! value cut by a chunk boundary; a stream that ends inside a value (a body
+//! cut short) ends with `***` rather than with part of the value.
 
 use crate::config::EnvPattern;
 
@@ -144,10 +145,16 @@ impl Redactor {
         out
     }
 
-    /// Ends the stream; returns the bytes still held back, redacted.
+    /// Ends the stream; returns the bytes still held back, redacted. A tail
+    /// that is the start of a value (a stream cut off inside one) is masked
+    /// too: part of a secret is not shown either.
     pub fn finish(&mut self) -> Vec<u8> {
         let data = std::mem::take(&mut self.carry);
-        self.scan(&data, true).0
+        let (mut out, held) = self.scan(&data, false);
+        if held < data.len() {
+            out.extend_from_slice(MASK.as_bytes());
+        }
+        out
     }
 
     /// Redacts `data`; returns the output and where the held-back tail
@@ -242,7 +249,7 @@ mod tests {
 
     #[test]
     fn a_value_cut_by_chunk_boundaries_is_still_redacted() {
-        let text = b"token=s3cr3t; again s3cr3t! prefix s3cr";
+        let text = b"token=s3cr3t; again s3cr3t! cut s3cr";
         for split in 1..6 {
             let mut r = Redactor::new(["s3cr3t".to_string()]);
             let mut out = Vec::new();
@@ -252,7 +259,7 @@ mod tests {
             out.extend(r.finish());
             assert_eq!(
                 String::from_utf8(out).unwrap(),
-                "token=***; again ***! prefix s3cr",
+                "token=***; again ***! cut ***",
                 "chunks of {split}"
             );
         }
