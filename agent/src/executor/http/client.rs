@@ -144,11 +144,11 @@ fn system_roots() -> &'static RootCertStore {
 #[derive(Debug, Default)]
 pub struct Trace {
     /// How long each new connection took (TCP and TLS), in order.
-    pub connects: Mutex<Vec<Duration>>,
+    connects: Mutex<Vec<Duration>>,
     /// Why a redirect was refused, when one was (the message of the failure).
-    pub refused_redirect: Mutex<Option<String>>,
+    refused_redirect: Mutex<Option<String>>,
     /// A redirect was not followed because `max_redirects` were.
-    pub redirect_limit_hit: AtomicBool,
+    redirect_limit_hit: AtomicBool,
 }
 
 impl Trace {
