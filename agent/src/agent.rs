@@ -30,6 +30,7 @@ use worker_proto::v1::controller_message::Msg as In;
 use worker_proto::v1::{Ack, Assignment, Cancel, Finished, Heartbeat, Hello, InFlight, Pull, Started};
 
 use crate::connection::{Backoff, Connector, Session, SessionEvent};
+use crate::executor::http::HttpSettings;
 use crate::executor::{self, Context, Report, StopHandle, StopSignal};
 use crate::live::{LiveOutput, SharedLink, spawn_flusher};
 use crate::{AgentConfig, AgentError};
@@ -131,6 +132,8 @@ pub(crate) struct Agent {
     drain: Option<Drain>,
     /// The open session's stream, for the attempts' live output.
     output_link: SharedLink,
+    /// What `http` attempts share (built from the configuration at start).
+    http: HttpSettings,
 }
 
 impl Agent {
@@ -138,6 +141,7 @@ impl Agent {
     pub(crate) async fn run(
         config: AgentConfig,
         connector: Connector,
+        http: HttpSettings,
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> Result<(), AgentError> {
         let (done_tx, mut done_rx) = mpsc::unbounded_channel();
@@ -150,6 +154,7 @@ impl Agent {
             done_tx,
             drain: None,
             output_link: SharedLink::default(),
+            http,
         };
         tracing::info!(
             agent_id = %agent.agent_id,
@@ -367,6 +372,7 @@ impl Agent {
             kill_grace: self.config.kill_grace,
             output_cap: self.config.output_cap,
             live: Some(live.clone()),
+            http: self.http.clone(),
         };
         let spec = assignment.executor;
         let enabled = self.config.executors.clone();

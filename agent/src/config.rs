@@ -2,8 +2,9 @@
 //!
 //! [`AgentConfig`] is plain data so that the controller's `--dev` mode can build
 //! one in-process without going through command-line parsing. The parsers
-//! ([`parse_labels`], [`parse_executors`]) return messages that name the bad
-//! entry, because they end up in front of an operator.
+//! ([`parse_labels`], [`parse_executors`], [`parse_allow_env`]) return
+//! messages that name the bad entry, because they end up in front of an
+//! operator.
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -12,7 +13,7 @@ use std::time::Duration;
 use crate::AgentError;
 
 /// Executor kinds this agent implements.
-pub const KNOWN_EXECUTORS: &[&str] = &["shell", "builtin"];
+pub const KNOWN_EXECUTORS: &[&str] = &["shell", "http", "builtin"];
 
 /// Longest label key accepted.
 const MAX_LABEL_KEY: usize = 63;
@@ -54,12 +55,19 @@ pub struct AgentConfig {
     /// instead of a CA: how the controller's `--dev` agent trusts the
     /// controller it runs in. Set by code, not by a flag; needs `https://`.
     pub tls_pinned_cert: Option<Vec<u8>>,
+    /// The environment variables `${VAR}` in an `http` job's header values
+    /// may read (`--allow-env`); empty: none.
+    pub allow_env: Vec<EnvPattern>,
+    /// PEM file of CAs trusted by `http` jobs besides the system's
+    /// (`--http-ca`).
+    pub http_ca: Option<PathBuf>,
 }
 
 impl AgentConfig {
     /// A configuration with defaults: name = host name, no labels, capacity 4,
-    /// executors `shell` and `builtin`, no token, kill grace 5s, drain grace
-    /// 30s, output cap 64 KiB, no TLS files.
+    /// executors `shell`, `http` and `builtin`, no token, kill grace 5s, drain
+    /// grace 30s, output cap 64 KiB, no TLS files, no variable allowed to
+    /// `http` jobs, no extra CA.
     pub fn new(controller: impl Into<String>) -> Self {
         Self {
             controller: controller.into(),
@@ -75,6 +83,8 @@ impl AgentConfig {
             tls_cert: None,
             tls_key: None,
             tls_pinned_cert: None,
+            allow_env: Vec::new(),
+            http_ca: None,
         }
     }
 
@@ -143,6 +153,50 @@ pub fn parse_executors(text: &str) -> Result<Vec<String>, String> {
         ));
     }
     Ok(executors)
+}
+
+/// One entry of the `--allow-env` list: a variable name, or a prefix written
+/// `PREFIX*`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum EnvPattern {
+    /// Exactly this variable.
+    Name(String),
+    /// Every variable whose name starts with this prefix.
+    Prefix(String),
+}
+
+impl EnvPattern {
+    /// Whether the variable `name` is covered.
+    pub fn matches(&self, name: &str) -> bool {
+        match self {
+            EnvPattern::Name(n) => n == name,
+            EnvPattern::Prefix(p) => name.starts_with(p.as_str()),
+        }
+    }
+}
+
+/// Parses `--allow-env`: comma-separated names of letters, digits and `_`,
+/// each optionally ending in `*` (a prefix of at least one character) — the
+/// grammar of the controller's `--allow-env`.
+pub fn parse_allow_env(text: &str) -> Result<Vec<EnvPattern>, String> {
+    let mut patterns = Vec::new();
+    for item in text.split(',').map(str::trim).filter(|s| !s.is_empty()) {
+        let (name, prefix) = match item.strip_suffix('*') {
+            Some(p) => (p, true),
+            None => (item, false),
+        };
+        if name.is_empty() || !name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') {
+            return Err(format!(
+                "\"{item}\" is not a variable name (letters, digits and _, optionally ending in * for a prefix)"
+            ));
+        }
+        patterns.push(if prefix {
+            EnvPattern::Prefix(name.to_string())
+        } else {
+            EnvPattern::Name(name.to_string())
+        });
+    }
+    Ok(patterns)
 }
 
 fn check_executor(name: &str) -> Result<(), String> {
@@ -236,9 +290,31 @@ mod tests {
     fn parses_executors() {
         assert_eq!(parse_executors("shell,builtin").unwrap(), ["shell", "builtin"]);
         assert_eq!(parse_executors(" builtin , builtin ").unwrap(), ["builtin"]);
-        let err = parse_executors("shell,http").unwrap_err();
-        assert!(err.contains("`http`"), "{err}");
+        assert_eq!(parse_executors("shell,http").unwrap(), ["shell", "http"]);
+        let err = parse_executors("shell,ftp").unwrap_err();
+        assert!(err.contains("`ftp`"), "{err}");
         assert!(parse_executors("").is_err());
+    }
+
+    #[test]
+    fn the_allow_list_parses_names_and_prefixes() {
+        assert_eq!(
+            parse_allow_env(" API_TOKEN, WORKER_SECRET_* ,").unwrap(),
+            vec![
+                EnvPattern::Name("API_TOKEN".into()),
+                EnvPattern::Prefix("WORKER_SECRET_".into())
+            ]
+        );
+        assert_eq!(parse_allow_env("").unwrap(), vec![]);
+        for bad in ["*", "A-B", "A B", "$X", "A*B"] {
+            let err = parse_allow_env(bad).unwrap_err();
+            assert!(err.contains("is not a variable name"), "{bad}: {err}");
+            assert!(err.contains(bad), "{bad}: {err}");
+        }
+        assert!(EnvPattern::Name("A".into()).matches("A"));
+        assert!(!EnvPattern::Name("A".into()).matches("AB"));
+        assert!(EnvPattern::Prefix("WORKER_SECRET_".into()).matches("WORKER_SECRET_X"));
+        assert!(!EnvPattern::Prefix("WORKER_SECRET_".into()).matches("WORKER_DB_URL"));
     }
 
     #[test]
@@ -250,8 +326,8 @@ mod tests {
         bad.capacity = 0;
         assert!(bad.validate().unwrap_err().to_string().contains("capacity"));
         let mut bad = config.clone();
-        bad.executors = vec!["http".into()];
-        assert!(bad.validate().unwrap_err().to_string().contains("http"));
+        bad.executors = vec!["ftp".into()];
+        assert!(bad.validate().unwrap_err().to_string().contains("ftp"));
         let mut bad = config;
         bad.token = Some("has space".into());
         assert!(bad.validate().unwrap_err().to_string().contains("token"));

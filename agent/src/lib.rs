@@ -16,8 +16,9 @@
 //!   backoff. A session is disposable.
 //! * `agent` — the event loop that owns everything that outlives a session:
 //!   running attempts, unacknowledged results, credits, drain.
-//! * [`executor`] — running one attempt: [`executor::shell`] (a process group)
-//!   and [`executor::builtin`] (`noop`, `sleep`).
+//! * [`executor`] — running one attempt: [`executor::shell`] (a process
+//!   group), [`executor::http`] (one HTTP request) and [`executor::builtin`]
+//!   (`noop`, `sleep`).
 //! * [`measure`] — metrics and spans a job reports, sent with its result.
 //! * [`output`] — the capped output tail kept per attempt.
 //! * [`live`] — the attempt's output streamed to the controller while it
@@ -64,7 +65,7 @@ pub mod tls;
 
 use std::future::Future;
 
-pub use config::{AgentConfig, parse_executors, parse_labels};
+pub use config::{AgentConfig, EnvPattern, parse_allow_env, parse_executors, parse_labels};
 pub use error::AgentError;
 
 /// Runs an agent until `shutdown` resolves (or the controller sends `Drain`)
@@ -82,5 +83,6 @@ pub use error::AgentError;
 pub async fn run(config: AgentConfig, shutdown: impl Future<Output = ()> + Send + 'static) -> Result<(), AgentError> {
     config.validate()?;
     let connector = connection::Connector::new(&config)?;
-    agent::Agent::run(config, connector, shutdown).await
+    let http = executor::http::HttpSettings::from_config(&config)?;
+    agent::Agent::run(config, connector, http, shutdown).await
 }

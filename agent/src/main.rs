@@ -15,7 +15,7 @@ use std::time::Duration;
 use anyhow::Context as _;
 use clap::Parser;
 use tokio::signal::unix::{SignalKind, signal};
-use worker_agent::{AgentConfig, AgentError, parse_executors, parse_labels};
+use worker_agent::{AgentConfig, AgentError, EnvPattern, parse_allow_env, parse_executors, parse_labels};
 
 /// Runs jobs for a Worker controller.
 #[derive(Debug, Parser)]
@@ -38,7 +38,7 @@ struct Args {
     capacity: u32,
 
     /// Executor kinds to run, comma-separated.
-    #[arg(long, default_value = "shell,builtin", value_parser = parse_executors)]
+    #[arg(long, default_value = "shell,http,builtin", value_parser = parse_executors)]
     executors: Vec<Vec<String>>,
 
     /// Bearer token for the controller.
@@ -65,6 +65,15 @@ struct Args {
     /// PEM private key of --tls-cert.
     #[arg(long, env = "WORKER_TLS_KEY", value_name = "FILE", requires = "tls_cert")]
     tls_key: Option<PathBuf>,
+
+    /// Environment variables `${VAR}` in an http job's header values may read,
+    /// comma-separated, `PREFIX*` for a prefix (may be repeated) [default: none].
+    #[arg(long, env = "WORKER_AGENT_ALLOW_ENV", value_name = "NAMES", value_parser = parse_allow_env)]
+    allow_env: Vec<Vec<EnvPattern>>,
+
+    /// PEM file of CA certificates http jobs trust besides the system's.
+    #[arg(long, env = "WORKER_AGENT_HTTP_CA", value_name = "FILE")]
+    http_ca: Option<PathBuf>,
 
     /// Log format on stderr: `text` (for people) or `json` (one object per
     /// line, with run, job and agent ids as fields).
@@ -133,6 +142,8 @@ fn config_from(args: Args) -> AgentConfig {
     config.tls_ca = args.tls_ca;
     config.tls_cert = args.tls_cert;
     config.tls_key = args.tls_key;
+    config.allow_env = args.allow_env.into_iter().flatten().collect();
+    config.http_ca = args.http_ca;
     config
 }
 
@@ -217,5 +228,27 @@ mod tests {
             (args.kill_grace, args.drain_grace),
             (Duration::from_secs(5), Duration::from_secs(30))
         );
+    }
+
+    #[test]
+    fn http_flags() {
+        let config = config_from(parse(&[]).unwrap());
+        assert_eq!(config.executors, ["shell", "http", "builtin"]);
+        assert!(config.allow_env.is_empty());
+        assert_eq!(config.http_ca, None);
+
+        let config = config_from(parse(&["--allow-env", "API_TOKEN,SECRET_*", "--http-ca", "ca.pem"]).unwrap());
+        assert_eq!(
+            config.allow_env,
+            [
+                EnvPattern::Name("API_TOKEN".into()),
+                EnvPattern::Prefix("SECRET_".into())
+            ]
+        );
+        assert_eq!(config.http_ca, Some(PathBuf::from("ca.pem")));
+
+        let err = parse(&["--allow-env", "API-TOKEN"]).unwrap_err().to_string();
+        assert!(err.contains("--allow-env"), "{err}");
+        assert!(err.contains("\"API-TOKEN\" is not a variable name"), "{err}");
     }
 }

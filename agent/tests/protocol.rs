@@ -164,7 +164,7 @@ async fn assignments_credits_cancel_and_shutdown() {
     assert_eq!(hello.name, "test-agent");
     assert_eq!(hello.capacity, 2);
     assert_eq!(hello.labels["region"], "eu");
-    assert_eq!(hello.executors, ["shell", "builtin"]);
+    assert_eq!(hello.executors, ["shell", "http", "builtin"]);
     assert!(ulid::Ulid::from_string(&hello.agent_id).is_ok());
     assert!(hello.in_flight.is_empty());
     assert!(matches!(peer.recv().await, Out::Pull(p) if p.credits == 2));

@@ -415,7 +415,20 @@ impl TestEnv {
 
     /// Like [`TestEnv::start_agent`], with extra arguments (e.g. `--labels k=v`).
     pub async fn start_agent_with(&self, ctl: &Controller, name: &str, capacity: u32, extra: &[&str]) -> Agent {
-        let agent = self.spawn_agent(&ctl.url, name, capacity, extra);
+        self.start_agent_with_env(ctl, name, capacity, &[], extra).await
+    }
+
+    /// Like [`TestEnv::start_agent_with`], with extra environment variables
+    /// (e.g. the secrets `${VAR}` in an `http` job's headers reads).
+    pub async fn start_agent_with_env(
+        &self,
+        ctl: &Controller,
+        name: &str,
+        capacity: u32,
+        env: &[(&str, &str)],
+        extra: &[&str],
+    ) -> Agent {
+        let agent = self.spawn_agent_with_env(&ctl.url, name, capacity, env, extra);
         let client = ctl.client().await;
         wait_until_connected(agent, || {
             let mut client = client.clone();
@@ -467,11 +480,24 @@ impl TestEnv {
     /// connect (e.g. an agent the controller must refuse, or one reaching the
     /// controller over TLS, where [`Controller::client`] cannot follow).
     pub fn spawn_agent(&self, url: &str, name: &str, capacity: u32, extra: &[&str]) -> Agent {
+        self.spawn_agent_with_env(url, name, capacity, &[], extra)
+    }
+
+    /// [`TestEnv::spawn_agent`] with extra environment variables.
+    pub fn spawn_agent_with_env(
+        &self,
+        url: &str,
+        name: &str,
+        capacity: u32,
+        env: &[(&str, &str)],
+        extra: &[&str],
+    ) -> Agent {
         let mut cmd = Command::new(&bins().agent);
         cmd.args(["--controller", url, "--name", name])
             .args(["--capacity", &capacity.to_string()])
             .args(extra)
             .current_dir(&self.path)
+            .envs(env.iter().copied())
             .env(ENV_TAG, &self.path);
         let (proc, lines) = ProcGuard::spawn(
             &format!("worker-agent {name}"),

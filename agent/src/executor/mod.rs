@@ -9,6 +9,8 @@
 //!   enabled on this agent;
 //! * [`shell`]: child processes in their own process group, reporting
 //!   metrics and spans through [`markers`] on stdout;
+//! * [`http`]: one HTTP request, with [`template`] filling its URL, headers
+//!   and body from the payload;
 //! * [`builtin`]: tasks compiled into the agent (`noop`, `sleep`).
 //!
 //! Executors never return errors: every way an attempt can go wrong (spawn
@@ -16,8 +18,10 @@
 //! controller, which owns the retry decision.
 
 pub mod builtin;
+pub mod http;
 pub mod markers;
 pub mod shell;
+pub mod template;
 
 use std::time::Duration;
 
@@ -139,6 +143,8 @@ pub struct Context {
     /// Where output also goes while the attempt runs, to be streamed to the
     /// controller (`None`: not streamed).
     pub live: Option<crate::live::LiveOutput>,
+    /// What `http` attempts share: TLS roots and the variables they may read.
+    pub http: http::HttpSettings,
 }
 
 /// Why a running attempt must stop.
@@ -216,8 +222,9 @@ pub async fn execute(spec: Option<&ExecutorSpec>, enabled: &[String], ctx: &Cont
     match kind {
         Kind::Shell(spec) => shell::run(spec, ctx, stop).await,
         Kind::Builtin(spec) => builtin::run(spec, ctx, stop).await,
-        // Filled in by the http executor and the SDK's handler registry.
-        Kind::Http(_) | Kind::Handler(_) => Report::failed(format!("executor `{name}` is not available yet"), true),
+        Kind::Http(spec) => http::run(spec, ctx, stop).await,
+        // Filled in by the SDK's handler registry.
+        Kind::Handler(_) => Report::failed(format!("executor `{name}` is not available yet"), true),
     }
 }
 
@@ -235,6 +242,7 @@ mod tests {
             kill_grace: Duration::from_millis(300),
             output_cap: 64 * 1024,
             live: None,
+            http: http::HttpSettings::default(),
         }
     }
 
