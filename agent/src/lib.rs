@@ -16,8 +16,11 @@
 //!   backoff. A session is disposable.
 //! * `agent` — the event loop that owns everything that outlives a session:
 //!   running attempts, unacknowledged results, credits, drain.
-//! * [`executor`] — running one attempt: [`executor::shell`] (a process group)
-//!   and [`executor::builtin`] (`noop`, `sleep`).
+//! * [`executor`] — running one attempt: [`executor::shell`] (a process
+//!   group), [`executor::builtin`] (`noop`, `sleep`) and [`executor::handler`]
+//!   (a handler registered through the SDK).
+//! * [`sdk`] — the SDK: an application registers typed handlers by name
+//!   ([`Agent::builder`]) and runs as an agent, on the same loop.
 //! * [`measure`] — metrics and spans a job reports, sent with its result.
 //! * [`output`] — the capped output tail kept per attempt.
 //! * [`live`] — the attempt's output streamed to the controller while it
@@ -38,6 +41,31 @@
 //! controller records and retries by policy.
 //!
 //! # Use
+//!
+//! An application with handlers of its own builds an [`Agent`] (see [`sdk`]
+//! for the whole picture):
+//!
+//! ```no_run
+//! use worker_agent::{Agent, HandlerContext, HandlerError};
+//!
+//! async fn enrich(ctx: HandlerContext, lead: serde_json::Value) -> Result<(), HandlerError> {
+//!     if ctx.is_cancelled() {
+//!         return Err(HandlerError::retryable("stopped"));
+//!     }
+//!     ctx.log(format!("enriching {lead}"));
+//!     Ok(())
+//! }
+//!
+//! # async fn example() -> Result<(), worker_agent::AgentError> {
+//! Agent::builder("http://127.0.0.1:7070")
+//!     .handler("leads.enrich", enrich)
+//!     .build()?
+//!     .run(async {
+//!         let _ = tokio::signal::ctrl_c().await;
+//!     })
+//!     .await
+//! # }
+//! ```
 //!
 //! The `worker-agent` binary is a thin wrapper over [`run`]; the controller's
 //! `--dev` mode calls [`run`] in-process:
@@ -60,12 +88,14 @@ pub mod executor;
 pub mod live;
 pub mod measure;
 pub mod output;
+pub mod sdk;
 pub mod tls;
 
 use std::future::Future;
 
 pub use config::{AgentConfig, parse_executors, parse_labels};
 pub use error::AgentError;
+pub use sdk::{Agent, AgentBuilder, HandlerContext, HandlerError, SpanGuard, StopReason};
 
 /// Runs an agent until `shutdown` resolves (or the controller sends `Drain`)
 /// and the drain has finished.
@@ -82,5 +112,5 @@ pub use error::AgentError;
 pub async fn run(config: AgentConfig, shutdown: impl Future<Output = ()> + Send + 'static) -> Result<(), AgentError> {
     config.validate()?;
     let connector = connection::Connector::new(&config)?;
-    agent::Agent::run(config, connector, shutdown).await
+    agent::Agent::run(config, sdk::Handlers::default(), connector, shutdown).await
 }

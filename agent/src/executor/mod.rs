@@ -8,13 +8,15 @@
 //!   [`execute`], which picks the executor and refuses kinds that are not
 //!   enabled on this agent;
 //! * [`shell`]: child processes in their own process group;
-//! * [`builtin`]: tasks compiled into the agent (`noop`, `sleep`).
+//! * [`builtin`]: tasks compiled into the agent (`noop`, `sleep`);
+//! * [`handler`]: handlers an application registered through the SDK.
 //!
 //! Executors never return errors: every way an attempt can go wrong (spawn
 //! failure, non-zero exit, timeout, bad spec) is an outcome reported to the
 //! controller, which owns the retry decision.
 
 pub mod builtin;
+pub mod handler;
 pub mod shell;
 
 use std::time::Duration;
@@ -137,6 +139,8 @@ pub struct Context {
     /// Where output also goes while the attempt runs, to be streamed to the
     /// controller (`None`: not streamed).
     pub live: Option<crate::live::LiveOutput>,
+    /// The handlers registered through the SDK (empty on a plain agent).
+    pub handlers: crate::sdk::Handlers,
 }
 
 /// Why a running attempt must stop.
@@ -214,13 +218,14 @@ pub async fn execute(spec: Option<&ExecutorSpec>, enabled: &[String], ctx: &Cont
     match kind {
         Kind::Shell(spec) => shell::run(spec, ctx, stop).await,
         Kind::Builtin(spec) => builtin::run(spec, ctx, stop).await,
-        // Filled in by the http executor and the SDK's handler registry.
-        Kind::Http(_) | Kind::Handler(_) => Report::failed(format!("executor `{name}` is not available yet"), true),
+        Kind::Handler(spec) => handler::run(spec, ctx, stop).await,
+        // Filled in by the http executor.
+        Kind::Http(_) => Report::failed(format!("executor `{name}` is not available yet"), true),
     }
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use worker_proto::v1::BuiltinSpec;
 
@@ -233,6 +238,7 @@ mod tests {
             kill_grace: Duration::from_millis(300),
             output_cap: 64 * 1024,
             live: None,
+            handlers: Default::default(),
         }
     }
 
