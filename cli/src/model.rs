@@ -65,6 +65,70 @@ pub struct Attempt {
     pub started_at: Option<String>,
     pub finished_at: Option<String>,
     pub duration_ms: u64,
+    /// What the job reported: `{"name": value}`, by name.
+    pub metrics: BTreeMap<String, f64>,
+    /// Time per operation, the slowest (largest total) first.
+    pub spans: Vec<SpanTotal>,
+}
+
+/// Time an attempt spent in one operation.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct SpanTotal {
+    pub name: String,
+    /// Times the attempt entered it.
+    pub count: u64,
+    /// Their total, in milliseconds (fractional).
+    pub total_ms: f64,
+    /// The longest of them, in milliseconds (fractional).
+    pub max_ms: f64,
+}
+
+/// One UTC day of what a job's attempts reported (`jobs get`, `days`).
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct JobDay {
+    /// `YYYY-MM-DD` (UTC).
+    pub date: String,
+    /// Attempts that reported metrics or spans that day.
+    pub attempts: u64,
+    /// Sum per metric name.
+    pub metrics: BTreeMap<String, f64>,
+    /// Per span: attempts that reported it and the p50/p95 of their totals,
+    /// slowest p95 first.
+    pub spans: Vec<SpanDay>,
+}
+
+/// One span's day in [`JobDay`].
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct SpanDay {
+    pub name: String,
+    pub attempts: u64,
+    pub p50_ms: f64,
+    pub p95_ms: f64,
+}
+
+/// Microseconds as fractional milliseconds.
+fn us_to_ms(us: u64) -> f64 {
+    us as f64 / 1000.0
+}
+
+impl From<pb::JobDay> for JobDay {
+    fn from(d: pb::JobDay) -> Self {
+        Self {
+            date: d.date,
+            attempts: d.attempts,
+            metrics: d.metric_sums.into_iter().map(|m| (m.name, m.value)).collect(),
+            spans: d
+                .spans
+                .into_iter()
+                .map(|s| SpanDay {
+                    name: s.name,
+                    attempts: s.attempts,
+                    p50_ms: us_to_ms(s.p50_us),
+                    p95_ms: us_to_ms(s.p95_us),
+                })
+                .collect(),
+        }
+    }
 }
 
 /// One recorded state change of a run.
@@ -113,6 +177,17 @@ impl From<pb::Attempt> for Attempt {
             started_at: opt(a.started_at),
             finished_at: opt(a.finished_at),
             duration_ms: a.duration_ms,
+            metrics: a.metrics.into_iter().map(|m| (m.name, m.value)).collect(),
+            spans: a
+                .spans
+                .into_iter()
+                .map(|s| SpanTotal {
+                    name: s.name,
+                    count: s.count,
+                    total_ms: us_to_ms(s.total_us),
+                    max_ms: us_to_ms(s.max_us),
+                })
+                .collect(),
         }
     }
 }
@@ -316,6 +391,9 @@ pub struct JobDetail {
     #[serde(flatten)]
     pub job: Job,
     pub stats: Option<JobStats>,
+    /// What its attempts reported over the last 7 UTC days (days with
+    /// reports only), newest first.
+    pub days: Vec<JobDay>,
 }
 
 /// Run statistics of one job.
@@ -377,6 +455,7 @@ impl JobDetail {
         Self {
             job: job.into(),
             stats: detail.stats.map(JobStats::from),
+            days: detail.days.into_iter().map(JobDay::from).collect(),
         }
     }
 }

@@ -138,6 +138,26 @@ fn one_line(text: &str) -> String {
     }
 }
 
+/// A metric value for people: integers without a fraction, others with up
+/// to four significant decimals (`120`, `0.42`, `1234.5678`).
+pub fn fmt_value(v: f64) -> String {
+    if v.fract() == 0.0 && v.abs() < 1e15 {
+        format!("{v:.0}")
+    } else {
+        let text = format!("{v:.4}");
+        text.trim_end_matches('0').trim_end_matches('.').to_string()
+    }
+}
+
+/// Fractional milliseconds for people: `0.35ms` below 1 ms, else as [`fmt_ms`].
+pub fn fmt_ms_f(ms: f64) -> String {
+    if ms < 1.0 {
+        format!("{}ms", fmt_value((ms * 100.0).round() / 100.0))
+    } else {
+        fmt_ms(ms.round() as u64)
+    }
+}
+
 /// Milliseconds for people, in tables: `850ms`, `12.3s`, `4m 05s`, `2h 03m`,
 /// `3d 4h`. Display only: flags and files take the grammar of
 /// [`worker_duration`] (see [`crate::cli::parse_ms`]).

@@ -238,6 +238,8 @@ fn store_run_lifecycle(c: &mut Criterion) {
                 for id in &ids {
                     changes.push(StateChange::new(id, RunState::Running, RunState::Succeeded, now, None));
                     ends.push(AttemptEnd {
+                        spans: Default::default(),
+                        metrics: Default::default(),
                         run_id: id.clone(),
                         attempt: 1,
                         outcome: Outcome::Succeeded,

@@ -19,8 +19,8 @@ use worker_controller::alerting::{AlertKind, AlertStatus, Event};
 use worker_controller::error::ErrorCode;
 use worker_controller::model::{Outcome, Priority, RunState, Trigger};
 use worker_controller::store::{
-    AlertQuery, AlertRecord, AttemptEnd, AttemptStart, EventFilter, EventKind, EventRecord, InsertPlan, NewRun,
-    PruneCounts, PruneRule, StateChange, Store, WriteError,
+    AlertQuery, AlertRecord, AttemptEnd, AttemptStart, EventFilter, EventKind, EventRecord, InsertPlan, MetricRecord,
+    NewRun, PruneCounts, PruneRule, SpanRecord, StateChange, Store, WriteError,
 };
 
 // ---------------------------------------------------------------------------
@@ -184,6 +184,7 @@ backend_tests!(
     a_fire_instant_creates_one_run_and_moves_the_cursor,
     concurrent_inserts_of_one_fire_create_exactly_one_run,
     transitions_attempts_and_stats_are_recorded,
+    reported_metrics_and_spans_are_stored_summed_per_day_and_pruned,
     purge_deletes_only_dead_runs_with_their_history,
     reopening_keeps_everything_and_migrations_run_once,
     concurrent_opens_apply_migrations_once,
@@ -331,6 +332,8 @@ async fn transitions_attempts_and_stats_are_recorded(db: TestDb) {
     let (running, start) = first_attempt("r1");
     store.apply(&[running], &[start], &[]).await.unwrap();
     let end = AttemptEnd {
+        spans: Default::default(),
+        metrics: Default::default(),
         run_id: "r1".into(),
         attempt: 1,
         outcome: Outcome::Succeeded,
@@ -394,6 +397,121 @@ async fn transitions_attempts_and_stats_are_recorded(db: TestDb) {
     assert_eq!(stats.recent_durations_ms, vec![500]);
     assert_eq!(stats.last_run.map(|r| r.id).as_deref(), Some("r1"));
     assert!(store.active_runs().await.unwrap().is_empty());
+    store.close().await;
+}
+
+async fn reported_metrics_and_spans_are_stored_summed_per_day_and_pruned(db: TestDb) {
+    const DAY: i64 = 86_400_000;
+    let store = db.open().await;
+    // Three runs of job.a: two on day 10, one on day 11; the second reports nothing.
+    let ends = [
+        ("m1", 10 * DAY + 5, 0.25, 100_000),
+        ("m2", 10 * DAY + 9, 0.0, 0),
+        ("m3", 11 * DAY + 1, 0.5, 300_000),
+    ];
+    for (id, finished_at, cost, fetch_us) in ends {
+        insert(&store, new_run(id, None)).await;
+        let (running, start) = first_attempt(id);
+        store.apply(&[running], &[start], &[]).await.unwrap();
+        let reports = fetch_us > 0;
+        let end = AttemptEnd {
+            run_id: id.into(),
+            attempt: 1,
+            outcome: Outcome::Succeeded,
+            exit_code: None,
+            error: None,
+            output: None,
+            started_at: None,
+            finished_at,
+            duration_ms: Some(1),
+            metrics: if reports {
+                vec![
+                    MetricRecord {
+                        name: "api_cost_usd".into(),
+                        value: cost,
+                    },
+                    MetricRecord {
+                        name: "items".into(),
+                        value: 2.0,
+                    },
+                ]
+            } else {
+                Vec::new()
+            },
+            spans: if reports {
+                vec![
+                    SpanRecord {
+                        name: "fetch".into(),
+                        count: 2,
+                        total_us: fetch_us,
+                        max_us: fetch_us / 2,
+                    },
+                    SpanRecord {
+                        name: "db.write".into(),
+                        count: 1,
+                        total_us: 7,
+                        max_us: 7,
+                    },
+                ]
+            } else {
+                Vec::new()
+            },
+        };
+        let done = StateChange::new(id, RunState::Running, RunState::Succeeded, finished_at, None);
+        store.apply(&[done], &[], &[end]).await.unwrap();
+    }
+
+    let attempts = store.attempts(&["m1".to_string(), "m2".to_string()]).await.unwrap();
+    let m1 = attempts.iter().find(|a| a.run_id == "m1").unwrap();
+    assert_eq!(
+        m1.metrics,
+        vec![
+            MetricRecord {
+                name: "api_cost_usd".into(),
+                value: 0.25
+            },
+            MetricRecord {
+                name: "items".into(),
+                value: 2.0
+            }
+        ]
+    );
+    assert_eq!(
+        m1.spans
+            .iter()
+            .map(|s| (s.name.as_str(), s.count, s.total_us, s.max_us))
+            .collect::<Vec<_>>(),
+        vec![("fetch", 2, 100_000, 50_000), ("db.write", 1, 7, 7)],
+        "spans slowest first"
+    );
+    let m2 = attempts.iter().find(|a| a.run_id == "m2").unwrap();
+    assert!(m2.metrics.is_empty() && m2.spans.is_empty());
+
+    let days = store.job_days("job.a", 10 * DAY).await.unwrap();
+    assert_eq!(
+        days.iter().map(|d| (d.day, d.attempts)).collect::<Vec<_>>(),
+        vec![(11, 1), (10, 1)]
+    );
+    assert_eq!(
+        days[1].metric_sums,
+        vec![("api_cost_usd".to_string(), 0.25), ("items".to_string(), 2.0)]
+    );
+    assert_eq!(days[0].spans[0], ("fetch".to_string(), 1, 300_000, 300_000));
+    assert!(
+        store.job_days("job.a", 11 * DAY).await.unwrap().len() == 1,
+        "days before `since` are left out"
+    );
+    assert!(store.job_days("job.b", 0).await.unwrap().is_empty());
+
+    // The rows go with their run.
+    let age = PruneRule {
+        job: "job.a".into(),
+        cutoff: Some(12 * DAY),
+        dead_cutoff: None,
+        keep: None,
+    };
+    while !store.prune_runs(&age, 100).await.unwrap().ids.is_empty() {}
+    assert!(store.job_days("job.a", 0).await.unwrap().is_empty());
     store.close().await;
 }
 
@@ -511,6 +629,8 @@ async fn an_attempt_ends_once(db: TestDb) {
     let (running, start) = first_attempt("r1");
     store.apply(&[running], &[start], &[]).await.unwrap();
     let end = |outcome| AttemptEnd {
+        spans: Default::default(),
+        metrics: Default::default(),
         run_id: "r1".into(),
         attempt: 1,
         outcome,
@@ -559,6 +679,8 @@ async fn a_write_is_read_back_by_its_first_row(db: TestDb) {
     assert!(store.written(&none, changes, &[], &[]).await.unwrap());
 
     let end = AttemptEnd {
+        spans: Default::default(),
+        metrics: Default::default(),
         run_id: "r1".into(),
         attempt: 1,
         outcome: Outcome::Succeeded,
@@ -694,7 +816,7 @@ async fn reopening_keeps_everything_and_migrations_run_once(db: TestDb) {
     assert_eq!(active.len(), 1);
     assert_eq!(active[0].payload, "{\"n\":1}");
     store.close().await;
-    assert_eq!(db.migration_versions().await, vec![1, 2, 3, 4, 5, 6, 7, 8]);
+    assert_eq!(db.migration_versions().await, vec![1, 2, 3, 4, 5, 6, 7, 8, 9]);
 }
 
 /// Two controllers starting at once on an empty database: both open, and the
@@ -706,7 +828,7 @@ async fn concurrent_opens_apply_migrations_once(db: TestDb) {
     assert!(!insert(&b, new_run("r2", Some(60_000))).await);
     a.close().await;
     b.close().await;
-    assert_eq!(db.migration_versions().await, vec![1, 2, 3, 4, 5, 6, 7, 8]);
+    assert_eq!(db.migration_versions().await, vec![1, 2, 3, 4, 5, 6, 7, 8, 9]);
 }
 
 /// Recovery reads the dependencies of every blocked run and the attempts of
@@ -1159,6 +1281,8 @@ async fn finished_run(store: &Store, id: &str, job: &str, state: RunState, finis
     store.apply(&[running], &[start], &[]).await.unwrap();
     if state != RunState::Running {
         let end = AttemptEnd {
+            spans: Default::default(),
+            metrics: Default::default(),
             run_id: id.into(),
             attempt: 1,
             outcome: Outcome::Succeeded,

@@ -7,7 +7,8 @@
 //!   a `Cancel`, a drain, or its own timeout), [`Report`] (what came out) — and
 //!   [`execute`], which picks the executor and refuses kinds that are not
 //!   enabled on this agent;
-//! * [`shell`]: child processes in their own process group;
+//! * [`shell`]: child processes in their own process group, reporting
+//!   metrics and spans through [`markers`] on stdout;
 //! * [`builtin`]: tasks compiled into the agent (`noop`, `sleep`);
 //! * [`handler`]: handlers an application registered through the SDK.
 //!
@@ -17,6 +18,7 @@
 
 pub mod builtin;
 pub mod handler;
+pub mod markers;
 pub mod shell;
 
 use std::time::Duration;

@@ -7,6 +7,8 @@
 //! * The payload JSON is written to stdin, which is then closed.
 //! * stdout and stderr feed one shared [`TailBuffer`], and the attempt's
 //!   [`LiveOutput`] when it is streamed (a push that never waits).
+//! * Marker lines on stdout (`::worker metric items 120`, `::worker span
+//!   fetch 1.5s`) report metrics and spans ([`super::markers`]).
 //!
 //! The child is started with `process_group(0)`, so it and everything it forks
 //! share a process group whose id is the child's pid. Timeout and cancel kill
@@ -26,6 +28,7 @@ use tokio::task::JoinHandle;
 use tokio::time::Instant;
 use worker_proto::v1::ShellSpec;
 
+use super::markers::MarkerScanner;
 use super::{Context, Report, StopSignal};
 use crate::live::LiveOutput;
 use crate::output::TailBuffer;
@@ -53,6 +56,7 @@ pub async fn run(spec: &ShellSpec, ctx: &Context, mut stop: StopSignal) -> Repor
     let pgid = child.id().map_or(0, |pid| pid as i32);
 
     let tail = Arc::new(Mutex::new(TailBuffer::new(ctx.output_cap)));
+    let markers = Arc::new(Mutex::new(MarkerScanner::default()));
     let stdin_task = child.stdin.take().map(|mut stdin| {
         let payload = ctx.payload.clone().into_bytes();
         tokio::spawn(async move {
@@ -65,11 +69,11 @@ pub async fn run(spec: &ShellSpec, ctx: &Context, mut stop: StopSignal) -> Repor
         child
             .stdout
             .take()
-            .map(|out| spawn_reader(out, tail.clone(), ctx.live.clone())),
+            .map(|out| spawn_reader(out, tail.clone(), ctx.live.clone(), Some(markers.clone()))),
         child
             .stderr
             .take()
-            .map(|err| spawn_reader(err, tail.clone(), ctx.live.clone())),
+            .map(|err| spawn_reader(err, tail.clone(), ctx.live.clone(), None)),
     ]
     .into_iter()
     .flatten()
@@ -98,9 +102,17 @@ pub async fn run(spec: &ShellSpec, ctx: &Context, mut stop: StopSignal) -> Repor
     if let Some(task) = stdin_task {
         task.abort();
     }
+    let measures = {
+        let mut markers = markers.lock().unwrap_or_else(|e| e.into_inner());
+        markers.finish();
+        if let Some(problems) = markers.problems() {
+            tail.lock().unwrap_or_else(|e| e.into_inner()).push(problems.as_bytes());
+        }
+        std::mem::take(&mut markers.measures)
+    };
     let output = tail.lock().unwrap_or_else(|e| e.into_inner()).render();
 
-    match ended {
+    let mut report = match ended {
         Ok(Ok(status)) => exit_report(status, spec, output),
         Ok(Err(error)) => {
             let mut report = Report::failed(format!("waiting for `{program}` failed: {error}"), false);
@@ -108,7 +120,9 @@ pub async fn run(spec: &ShellSpec, ctx: &Context, mut stop: StopSignal) -> Repor
             report
         }
         Err(stop) => Report::stopped(stop, output),
-    }
+    };
+    report.measures = measures;
+    report
 }
 
 /// Builds the command; returns it with the program name used in messages.
@@ -140,8 +154,14 @@ fn build_command(spec: &ShellSpec, ctx: &Context) -> Result<(Command, String), S
     Ok((command, program))
 }
 
-/// Copies everything `pipe` yields into the shared tail and the live output.
-fn spawn_reader<R>(mut pipe: R, tail: Arc<Mutex<TailBuffer>>, live: Option<LiveOutput>) -> JoinHandle<()>
+/// Copies everything `pipe` yields into the shared tail and the live output,
+/// and into `markers` when given (stdout).
+fn spawn_reader<R>(
+    mut pipe: R,
+    tail: Arc<Mutex<TailBuffer>>,
+    live: Option<LiveOutput>,
+    markers: Option<Arc<Mutex<MarkerScanner>>>,
+) -> JoinHandle<()>
 where
     R: AsyncRead + Unpin + Send + 'static,
 {
@@ -154,6 +174,9 @@ where
                     tail.lock().unwrap_or_else(|e| e.into_inner()).push(&buf[..n]);
                     if let Some(live) = &live {
                         live.push(&buf[..n]);
+                    }
+                    if let Some(markers) = &markers {
+                        markers.lock().unwrap_or_else(|e| e.into_inner()).push(&buf[..n]);
                     }
                 }
             }
@@ -265,6 +288,31 @@ mod tests {
             .filter_map(|l| l.strip_prefix(key))
             .map(|p| p.trim().parse().expect("pid"))
             .collect()
+    }
+
+    #[tokio::test]
+    async fn marker_lines_on_stdout_report_metrics_and_spans() {
+        let spec = script(
+            "echo '::worker metric items 120'; echo '::worker span fetch 250ms'; \
+             echo '::worker metric api_cost_usd 0.42' >&2; echo '::worker metric broken x'; exit 3",
+        );
+        let report = run_spec(&spec, &context(), None).await;
+        assert_eq!(report.outcome, Outcome::Failed, "reports do not change the outcome");
+        let (metrics, spans) = report.measures.into_proto();
+        assert_eq!(metrics.len(), 1, "stderr is not read for markers: {metrics:?}");
+        assert_eq!((metrics[0].name.as_str(), metrics[0].value), ("items", 120.0));
+        assert_eq!((spans[0].name.as_str(), spans[0].total_us), ("fetch", 250_000));
+        assert!(
+            report.output.contains("::worker metric items 120"),
+            "markers stay in the output"
+        );
+        assert!(
+            report
+                .output
+                .contains("[worker] ignored marker: \"::worker metric broken x\""),
+            "{}",
+            report.output
+        );
     }
 
     #[tokio::test]

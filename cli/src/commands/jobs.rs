@@ -6,8 +6,8 @@ use super::Ctx;
 use super::enqueue::{self, Trigger};
 use crate::cli::JobsCmd;
 use crate::model::{Deleted, Job, JobDetail, JobStats};
-use crate::output::fmt_ms;
 use crate::output::{Table, dash, emit, joined, key_values, pairs, time, truncate};
+use crate::output::{fmt_ms, fmt_ms_f, fmt_value};
 
 /// Runs a `jobs` subcommand.
 pub async fn run(ctx: &mut Ctx, cmd: JobsCmd) -> anyhow::Result<()> {
@@ -58,6 +58,7 @@ async fn set_enabled(ctx: &mut Ctx, name: String, enabled: bool) -> anyhow::Resu
         job_detail(&JobDetail {
             job: job.clone(),
             stats: None,
+            days: Vec::new(),
         })
     })
 }
@@ -154,7 +155,36 @@ pub fn job_detail(detail: &JobDetail) -> String {
         out.push_str("\nstats:\n");
         out.push_str(&indent(&stats_lines(stats)));
     }
+    if !detail.days.is_empty() {
+        out.push_str("\nreported per day (UTC):\n");
+        out.push_str(&indent(&days_table(detail)));
+    }
     out
+}
+
+/// What the job's attempts reported, a row per day: metric sums and the
+/// p50/p95 of each span, slowest first.
+fn days_table(detail: &JobDetail) -> String {
+    let mut table = Table::new(["DATE", "ATTEMPTS", "METRICS (SUM)", "SPANS (P50/P95)"]);
+    for d in &detail.days {
+        let metrics: Vec<String> = d
+            .metrics
+            .iter()
+            .map(|(k, v)| format!("{k}={}", fmt_value(*v)))
+            .collect();
+        let spans: Vec<String> = d
+            .spans
+            .iter()
+            .map(|s| format!("{} {}/{}", s.name, fmt_ms_f(s.p50_ms), fmt_ms_f(s.p95_ms)))
+            .collect();
+        table.row([
+            d.date.clone(),
+            d.attempts.to_string(),
+            truncate(&metrics.join(" "), 60),
+            truncate(&spans.join(", "), 80),
+        ]);
+    }
+    table.render()
 }
 
 /// The statistics of `jobs get` as `key: value` lines.

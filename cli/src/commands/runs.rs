@@ -7,8 +7,8 @@ use worker_proto::v1 as pb;
 use super::Ctx;
 use crate::cli::{CancelTarget, RunsCmd};
 use crate::model::{Pruned, Run};
-use crate::output::fmt_ms;
 use crate::output::{Table, dash, emit, joined, key_values, time, truncate};
+use crate::output::{fmt_ms, fmt_ms_f, fmt_value};
 
 /// Runs a `runs` subcommand.
 pub async fn run(ctx: &mut Ctx, cmd: RunsCmd) -> anyhow::Result<()> {
@@ -170,6 +170,33 @@ pub fn run_detail(run: &Run) -> String {
         out.push('\n');
         out.push_str(&table.render());
     }
+    for a in run
+        .attempts
+        .iter()
+        .filter(|a| !a.metrics.is_empty() || !a.spans.is_empty())
+    {
+        out.push_str(&format!("\nreported by attempt {}:\n", a.attempt));
+        if !a.metrics.is_empty() {
+            let metrics: Vec<String> = a
+                .metrics
+                .iter()
+                .map(|(k, v)| format!("{k}={}", fmt_value(*v)))
+                .collect();
+            out.push_str(&format!("  metrics: {}\n", metrics.join(" ")));
+        }
+        if !a.spans.is_empty() {
+            let mut table = Table::new(["SPAN", "COUNT", "TOTAL", "MAX"]);
+            for s in &a.spans {
+                table.row([
+                    s.name.clone(),
+                    s.count.to_string(),
+                    fmt_ms_f(s.total_ms),
+                    fmt_ms_f(s.max_ms),
+                ]);
+            }
+            out.push_str(&indent(&table.render()));
+        }
+    }
     if !run.transitions.is_empty() {
         let mut table = Table::new(["AT", "FROM", "TO", "REASON"]);
         for t in &run.transitions {
@@ -193,6 +220,11 @@ pub fn run_detail(run: &Run) -> String {
         }
     }
     out
+}
+
+/// `text` with every line indented by two spaces.
+fn indent(text: &str) -> String {
+    text.lines().map(|l| format!("  {l}\n")).collect()
 }
 
 /// `attempts used/max`.

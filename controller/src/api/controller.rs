@@ -23,6 +23,10 @@ use crate::scheduler::cron::{CronSchedule, DstPolicy, parse_tz};
 use crate::store::{FireFailureRecord, ScheduleCursor};
 use crate::time::{rfc3339, rfc3339_opt};
 
+/// Days of reported metrics and spans `GetJob` answers with (today and the
+/// six before it, UTC).
+pub const JOB_DAYS: i64 = 7;
+
 /// The client-facing gRPC service.
 #[derive(Clone)]
 pub struct ControllerApi {
@@ -107,12 +111,14 @@ impl ControllerService for ControllerApi {
             .ok_or_else(|| Error::not_found(format!("job \"{}\" is not defined", crate::limits::echo(&name))))?;
         let next = self.next_fire(&entry.def);
         let stats = self.engine.store().job_stats(&name).await?;
+        let since = crate::api::convert::day_start(self.engine.now()) - (JOB_DAYS - 1) * 86_400_000;
+        let days = self.engine.store().job_days(&name, since).await?;
         let cursor = self.engine.store().cursors().await?.into_iter().find(|c| c.job == name);
         let fires = cursor.map(|c| (c.missed, c.skipped)).unwrap_or_default();
         Ok(Response::new(pb::JobDetail {
             job: Some(job_to_proto(entry, next)),
             stats: Some(stats_to_proto(stats, next, fires)),
-            days: Vec::new(),
+            days: days.into_iter().map(crate::api::convert::job_day_to_proto).collect(),
         }))
     }
 

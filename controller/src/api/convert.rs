@@ -5,7 +5,7 @@ use worker_proto::v1 as pb;
 use crate::config::JobEntry;
 use crate::engine::{AgentView, RunView};
 use crate::job::{ExecutorDef, JobDef};
-use crate::store::{AttemptRecord, JobStatsRecord, TransitionRecord};
+use crate::store::{AttemptRecord, JobDayRecord, JobStatsRecord, TransitionRecord};
 use crate::time::{rfc3339, rfc3339_opt};
 
 /// The executor of a job, with its non-retryable exit codes. `for_agent`
@@ -136,8 +136,55 @@ fn attempt_to_proto(a: AttemptRecord) -> pb::Attempt {
         started_at: rfc3339(a.started_at),
         finished_at: rfc3339_opt(a.finished_at),
         duration_ms: a.duration_ms.unwrap_or(0).max(0) as u64,
-        metrics: Vec::new(),
-        spans: Vec::new(),
+        metrics: a
+            .metrics
+            .into_iter()
+            .map(|m| pb::Metric {
+                name: m.name,
+                value: m.value,
+            })
+            .collect(),
+        spans: a
+            .spans
+            .into_iter()
+            .map(|s| pb::Span {
+                name: s.name,
+                count: s.count,
+                total_us: s.total_us,
+                max_us: s.max_us,
+            })
+            .collect(),
+    }
+}
+
+/// The start (Unix ms) of the UTC day holding `at` (Unix ms).
+pub fn day_start(at: i64) -> i64 {
+    at.div_euclid(86_400_000) * 86_400_000
+}
+
+/// A job's day of reported metrics and spans.
+pub fn job_day_to_proto(d: JobDayRecord) -> pb::JobDay {
+    let date = chrono::DateTime::from_timestamp(d.day * 86_400, 0)
+        .map(|t| t.format("%Y-%m-%d").to_string())
+        .unwrap_or_default();
+    pb::JobDay {
+        date,
+        attempts: d.attempts,
+        metric_sums: d
+            .metric_sums
+            .into_iter()
+            .map(|(name, value)| pb::Metric { name, value })
+            .collect(),
+        spans: d
+            .spans
+            .into_iter()
+            .map(|(name, attempts, p50_us, p95_us)| pb::SpanDay {
+                name,
+                attempts,
+                p50_us,
+                p95_us,
+            })
+            .collect(),
     }
 }
 

@@ -657,6 +657,9 @@ impl Engine {
                 .duration_ms
                 .or_else(|| (started_at > 0).then(|| s.change.at - started_at)),
         );
+        if !s.end.metrics.is_empty() || !s.end.spans.is_empty() {
+            self.metrics.attempt_reported(&s.job, &s.end.metrics, &s.end.spans);
+        }
         core.release_running(&id);
         let attempt = s.end.attempt;
         tracing::debug!(run = %id, job = %s.job, attempt, outcome = %s.end.outcome, state = %s.change.to, "attempt settled");
@@ -823,6 +826,8 @@ fn attempt_end(finished: &Finished, outcome: Outcome, now: i64) -> AttemptEnd {
         started_at: parse_rfc3339(&finished.started_at),
         finished_at: parse_rfc3339(&finished.finished_at).unwrap_or(now),
         duration_ms: Some(finished.duration_ms as i64),
+        metrics: super::measures::metrics(&finished.run_id, &finished.metrics),
+        spans: super::measures::spans(&finished.run_id, &finished.spans),
     }
 }
 

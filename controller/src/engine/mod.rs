@@ -11,6 +11,7 @@
 //! * `enqueue`, `runs`: enqueue, cancel, retry, DLQ: what clients ask for;
 //! * `deps`: what happens to blocked runs when an upstream run moves;
 //! * `dispatch`: the agent side: registration, credits, assignment, results;
+//! * [`measures`]: the checks on the metrics and spans a result carries;
 //! * [`select`]: which queued runs go to which agents (no I/O);
 //! * [`round`]: the commit loop: plain enqueues, assignments and results share
 //!   one transaction per round;
@@ -38,6 +39,7 @@ mod definitions;
 mod deps;
 mod dispatch;
 mod enqueue;
+pub mod measures;
 pub mod retention;
 pub mod round;
 mod runs;

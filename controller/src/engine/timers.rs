@@ -170,6 +170,8 @@ impl Engine {
                 started_at: None,
                 finished_at: now,
                 duration_ms: None,
+                metrics: Vec::new(),
+                spans: Vec::new(),
             };
             // One failure must not keep the other expired attempts from ending:
             // this one is tried again after a backoff.

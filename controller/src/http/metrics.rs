@@ -18,7 +18,10 @@
 //! that is defined now ([`Metrics::define_jobs`], called whenever the
 //! definitions change), anything else counts under [`OTHER_JOB`]; the series
 //! of a job that is deleted are dropped. Alert channels are bounded the same
-//! way by [`MAX_CHANNELS`]. Nothing is labelled by run or agent id.
+//! way by [`MAX_CHANNELS`]. What jobs report (`worker_job_metric_total`,
+//! `worker_job_span_seconds`) is exported for defined jobs only, at most
+//! [`MAX_REPORTED_NAMES_PER_JOB`] metric and span names per job and
+//! [`MAX_REPORTED_SERIES`] in all. Nothing is labelled by run or agent id.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -33,6 +36,7 @@ use prometheus_client::registry::Registry;
 
 use crate::config::JobSet;
 use crate::model::{Outcome, Priority, RunState};
+use crate::store::{MetricRecord, SpanRecord};
 
 /// The `job` label of everything recorded for a job that is not defined
 /// (deleted meanwhile, or never defined).
@@ -59,6 +63,35 @@ struct JobLabels {
 struct JobOutcomeLabels {
     job: Arc<str>,
     outcome: &'static str,
+}
+
+/// `{job, metric}` of a job-reported value.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct JobMetricLabels {
+    job: Arc<str>,
+    metric: String,
+}
+
+/// `{job, span}` of a job-reported span.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct JobSpanLabels {
+    job: Arc<str>,
+    span: String,
+}
+
+/// Most metric names (and, separately, span names) of one job that get
+/// series on `/metrics`; further names are counted in
+/// `worker_job_reported_names_dropped`.
+pub const MAX_REPORTED_NAMES_PER_JOB: usize = 32;
+
+/// Most job-reported series (metric and span names over all jobs).
+pub const MAX_REPORTED_SERIES: usize = 2048;
+
+/// The metric and span names of one job that have series.
+#[derive(Debug, Default)]
+struct ReportedNames {
+    metrics: std::collections::HashSet<String>,
+    spans: std::collections::HashSet<String>,
 }
 
 /// `{priority}`.
@@ -139,6 +172,11 @@ pub struct Metrics {
     channels: std::sync::Mutex<std::collections::HashSet<String>>,
     commit_seconds: Histogram,
     commit_round_size: Histogram,
+    job_metric: Family<JobMetricLabels, Counter<f64, std::sync::atomic::AtomicU64>>,
+    job_span: HistogramFamily<JobSpanLabels>,
+    reported_dropped: Counter,
+    /// Names with series, per defined job (bounded, see [`MAX_REPORTED_NAMES_PER_JOB`]).
+    reported: std::sync::Mutex<HashMap<Arc<str>, ReportedNames>>,
     /// Serializes scrapes (the mirrored counters are brought up to date
     /// before encoding).
     scrape: std::sync::Mutex<()>,
@@ -189,7 +227,26 @@ impl Metrics {
         // 1 … 4096 writes.
         let commit_round_size = Histogram::new(exponential_buckets(1.0, 2.0, 13));
 
+        let job_metric = Family::<JobMetricLabels, Counter<f64, std::sync::atomic::AtomicU64>>::default();
+        let job_span = HistogramFamily::<JobSpanLabels>::new_with_constructor(seconds_long as fn() -> Histogram);
+        let reported_dropped = Counter::default();
+
         let r = &mut registry;
+        r.register(
+            "job_metric",
+            "Sum of the non-negative values jobs reported (ctx.metric, ::worker metric), by job and metric name",
+            job_metric.clone(),
+        );
+        r.register(
+            "job_span_seconds",
+            "Time an attempt spent in a reported operation (its total per attempt), by job and span name",
+            job_span.clone(),
+        );
+        r.register(
+            "job_reported_names_dropped",
+            "Reported values not exported because their job had too many names or the controller too many series",
+            reported_dropped.clone(),
+        );
         r.register(
             "queue_depth",
             "Queued runs (ready to be dispatched), by priority",
@@ -300,6 +357,10 @@ impl Metrics {
             channels: Default::default(),
             commit_seconds,
             commit_round_size,
+            job_metric,
+            job_span,
+            reported_dropped,
+            reported: Default::default(),
             scrape: Default::default(),
         };
         metrics.other = Arc::new(metrics.instruments(OTHER_JOB.into()));
@@ -351,6 +412,19 @@ impl Metrics {
         self.lateness.remove(&labels);
         self.missed.remove(&labels);
         self.skipped.remove(&labels);
+        let names = self.reported.lock().unwrap_or_else(|e| e.into_inner()).remove(job);
+        for metric in names.iter().flat_map(|n| n.metrics.iter()) {
+            self.job_metric.remove(&JobMetricLabels {
+                job: job.clone(),
+                metric: metric.clone(),
+            });
+        }
+        for span in names.iter().flat_map(|n| n.spans.iter()) {
+            self.job_span.remove(&JobSpanLabels {
+                job: job.clone(),
+                span: span.clone(),
+            });
+        }
     }
 
     /// The defined jobs are now `jobs`: new ones get series (at zero), the
@@ -395,6 +469,58 @@ impl Metrics {
                 m.duration.observe(ms.max(0) as f64 / 1000.0);
             }
         });
+    }
+
+    /// An attempt of `job` reported `metrics` and `spans`. Only defined jobs
+    /// are exported, at most [`MAX_REPORTED_NAMES_PER_JOB`] names of each
+    /// kind per job and [`MAX_REPORTED_SERIES`] in all; the rest is counted
+    /// as dropped. Negative metric values are not added (the series is a
+    /// counter). Rare next to the hot path: one mutex for the name sets.
+    pub fn attempt_reported(&self, job: &str, metrics: &[MetricRecord], spans: &[SpanRecord]) {
+        let Some(job) = self
+            .jobs
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .get_key_value(job)
+            .map(|(k, _)| k.clone())
+        else {
+            return;
+        };
+        let mut reported = self.reported.lock().unwrap_or_else(|e| e.into_inner());
+        let mut series: usize = reported.values().map(|n| n.metrics.len() + n.spans.len()).sum();
+        let names = reported.entry(job.clone()).or_default();
+        let mut admit = |set: &mut std::collections::HashSet<String>, name: &str| {
+            if set.contains(name) {
+                return true;
+            }
+            if set.len() >= MAX_REPORTED_NAMES_PER_JOB || series >= MAX_REPORTED_SERIES {
+                self.reported_dropped.inc();
+                return false;
+            }
+            series += 1;
+            set.insert(name.to_string());
+            true
+        };
+        for m in metrics {
+            if admit(&mut names.metrics, &m.name) && m.value > 0.0 {
+                self.job_metric
+                    .get_or_create(&JobMetricLabels {
+                        job: job.clone(),
+                        metric: m.name.clone(),
+                    })
+                    .inc_by(m.value);
+            }
+        }
+        for sp in spans {
+            if admit(&mut names.spans, &sp.name) {
+                self.job_span
+                    .get_or_create(&JobSpanLabels {
+                        job: job.clone(),
+                        span: sp.name.clone(),
+                    })
+                    .observe(sp.total_us as f64 / 1e6);
+            }
+        }
     }
 
     /// A run of `job` was dispatched after waiting `waited_ms` in the queue.
@@ -550,6 +676,45 @@ mod tests {
             text.contains(r#"worker_runs_finished_total{job="_other",outcome="cancelled"} 1"#),
             "{text}"
         );
+    }
+
+    /// Job-reported values: summed per (job, metric), spans observed per
+    /// attempt, bounded per job, dropped with the job, never for undefined jobs.
+    #[test]
+    fn job_reported_values_are_exported_bounded() {
+        let metrics = Metrics::new();
+        metrics.define_jobs(&jobs(&["enrich", "other"]));
+        let metric = |name: &str, value| MetricRecord {
+            name: name.into(),
+            value,
+        };
+        let span = SpanRecord {
+            name: "fetch".into(),
+            count: 3,
+            total_us: 1_500_000,
+            max_us: 900_000,
+        };
+        metrics.attempt_reported("enrich", &[metric("api_cost_usd", 0.25), metric("delta", -1.0)], &[span.clone()]);
+        metrics.attempt_reported("enrich", &[metric("api_cost_usd", 0.5)], &[]);
+        metrics.attempt_reported("ghost", &[metric("api_cost_usd", 9.0)], &[]);
+        let many: Vec<MetricRecord> = (0..MAX_REPORTED_NAMES_PER_JOB + 3).map(|i| metric(&format!("m{i}"), 1.0)).collect();
+        metrics.attempt_reported("other", &many, &[]);
+        let text = metrics.encode(&Gauges::default());
+        assert!(
+            text.contains(r#"worker_job_metric_total{job="enrich",metric="api_cost_usd"} 0.75"#),
+            "{text}"
+        );
+        assert!(text.contains(r#"worker_job_span_seconds_sum{job="enrich",span="fetch"} 1.5"#), "{text}");
+        assert!(text.contains(r#"worker_job_span_seconds_count{job="enrich",span="fetch"} 1"#), "{text}");
+        assert!(!text.contains("ghost"), "{text}");
+        assert!(text.contains("worker_job_reported_names_dropped_total 3"), "{text}");
+        assert_eq!(
+            text.lines().filter(|l| l.starts_with(r#"worker_job_metric_total{job="other""#)).count(),
+            MAX_REPORTED_NAMES_PER_JOB
+        );
+        metrics.define_jobs(&jobs(&["other"]));
+        let text = metrics.encode(&Gauges::default());
+        assert!(!text.contains(r#"job="enrich""#), "a deleted job's reported series go: {text}");
     }
 
     /// Scrape-time values: gauges are set, mirrored counters follow the

@@ -24,13 +24,15 @@ pub mod retention;
 mod sqlite;
 mod write;
 
+use std::collections::HashMap;
 use std::str::FromStr;
 use std::sync::Arc;
 
 pub use events::{Committed, EventFilter, EventHub, EventKind, EventRecord};
 pub use records::{
     AlertQuery, AlertRecord, AttemptEnd, AttemptRecord, AttemptStart, FireFailureRecord, HourCount, InsertPlan,
-    JobListRows, JobStatsRecord, NewRun, RunRecord, ScheduleCursor, StateChange, TokenRecord, TransitionRecord,
+    JobDayRecord, JobListRows, JobStatsRecord, MetricRecord, NewRun, RunRecord, ScheduleCursor, SpanRecord,
+    StateChange, TokenRecord, TransitionRecord,
 };
 pub use retention::{PruneBatch, PruneCounts, PruneRule};
 pub use write::WriteError;
@@ -66,6 +68,69 @@ macro_rules! dispatch {
             Backend::Postgres(store) => store.$method($($arg),*).await,
         }
     };
+}
+
+/// One row of `attempt_measures`, as the backends read it.
+#[derive(Debug, Clone)]
+pub(crate) struct MeasureRow {
+    pub run_id: String,
+    pub attempt: u32,
+    pub kind: String,
+    pub name: String,
+    pub value: f64,
+    pub count: i64,
+    pub max_us: i64,
+}
+
+/// One row of a job's daily stats query: (UTC day, run id, attempt, kind,
+/// name, value).
+pub(crate) type DayRow = (i64, String, i64, String, String, f64);
+
+/// Most rows [`Store::job_days`] reads (the newest first); a job reporting
+/// more over its window has its oldest days summarised from what fits.
+pub const MAX_DAY_ROWS: i64 = 500_000;
+
+/// Folds the rows of a job's measures into days: attempts, metric sums,
+/// span percentiles (nearest rank).
+fn days_from_rows(rows: Vec<DayRow>) -> Vec<JobDayRecord> {
+    use std::collections::{BTreeMap, HashSet};
+    #[derive(Default)]
+    struct Day {
+        attempts: HashSet<(String, i64)>,
+        sums: BTreeMap<String, f64>,
+        spans: BTreeMap<String, Vec<u64>>,
+    }
+    let mut days: BTreeMap<i64, Day> = BTreeMap::new();
+    for (day, run_id, attempt, kind, name, value) in rows {
+        let d = days.entry(day).or_default();
+        d.attempts.insert((run_id, attempt));
+        if kind == "metric" {
+            *d.sums.entry(name).or_default() += value;
+        } else {
+            d.spans.entry(name).or_default().push(value.max(0.0) as u64);
+        }
+    }
+    days.into_iter()
+        .rev()
+        .map(|(day, d)| {
+            let mut spans: Vec<(String, u64, u64, u64)> = d
+                .spans
+                .into_iter()
+                .map(|(name, mut values)| {
+                    values.sort_unstable();
+                    let rank = |q: f64| values[((values.len() as f64 * q).ceil() as usize).clamp(1, values.len()) - 1];
+                    (name, values.len() as u64, rank(0.5), rank(0.95))
+                })
+                .collect();
+            spans.sort_by(|a, b| b.3.cmp(&a.3).then_with(|| a.0.cmp(&b.0)));
+            JobDayRecord {
+                day,
+                attempts: d.attempts.len() as u64,
+                metric_sums: d.sums.into_iter().collect(),
+                spans,
+            }
+        })
+        .collect()
 }
 
 /// Jobs summarised per statement by [`Store::job_list_stats`] (well under
@@ -441,9 +506,53 @@ impl Store {
         dispatch!(self.runs(job, state, limit))
     }
 
-    /// Attempts of the given runs, by run then attempt number.
+    /// Attempts of the given runs, by run then attempt number, with what
+    /// they reported (metrics by name, spans slowest first).
     pub async fn attempts(&self, run_ids: &[String]) -> Result<Vec<AttemptRecord>> {
-        dispatch!(self.attempts(run_ids))
+        let mut attempts: Vec<AttemptRecord> = dispatch!(self.attempts(run_ids))?;
+        if attempts.iter().all(|a| a.outcome.is_none()) {
+            return Ok(attempts);
+        }
+        let finished: Vec<String> = attempts
+            .iter()
+            .filter(|a| a.outcome.is_some())
+            .map(|a| a.run_id.clone())
+            .collect();
+        let mut measures: HashMap<(String, u32), Vec<MeasureRow>> = HashMap::new();
+        for row in dispatch!(self.measures(&finished))? {
+            measures.entry((row.run_id.clone(), row.attempt)).or_default().push(row);
+        }
+        for attempt in &mut attempts {
+            let Some(rows) = measures.remove(&(attempt.run_id.clone(), attempt.attempt)) else {
+                continue;
+            };
+            for row in rows {
+                match row.kind.as_str() {
+                    "metric" => attempt.metrics.push(MetricRecord {
+                        name: row.name,
+                        value: row.value,
+                    }),
+                    _ => attempt.spans.push(SpanRecord {
+                        name: row.name,
+                        count: row.count.max(0) as u64,
+                        total_us: row.value.max(0.0) as u64,
+                        max_us: row.max_us.max(0) as u64,
+                    }),
+                }
+            }
+            attempt.metrics.sort_by(|a, b| a.name.cmp(&b.name));
+            attempt
+                .spans
+                .sort_by(|a, b| b.total_us.cmp(&a.total_us).then_with(|| a.name.cmp(&b.name)));
+        }
+        Ok(attempts)
+    }
+
+    /// What `job`'s attempts reported per UTC day, for the days since `since`
+    /// (Unix ms) that have any, newest first.
+    pub async fn job_days(&self, job: &str, since: i64) -> Result<Vec<JobDayRecord>> {
+        let rows: Vec<DayRow> = dispatch!(self.job_day_rows(job, since))?;
+        Ok(days_from_rows(rows))
     }
 
     /// The outcome recorded for (run, attempt), if it has finished.

@@ -169,6 +169,46 @@ pub struct AttemptEnd {
     pub finished_at: i64,
     /// Run time reported by the agent.
     pub duration_ms: Option<i64>,
+    /// Values the job reported (checked by `engine::measures`).
+    pub metrics: Vec<MetricRecord>,
+    /// Time per operation the job reported.
+    pub spans: Vec<SpanRecord>,
+}
+
+/// A named value an attempt reported (`api_cost_usd: 0.42`).
+#[derive(Debug, Clone, PartialEq)]
+pub struct MetricRecord {
+    /// Its name.
+    pub name: String,
+    /// Its value (the sum of what the attempt reported under the name).
+    pub value: f64,
+}
+
+/// Time an attempt spent in one named operation (`fetch`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SpanRecord {
+    /// The operation's name.
+    pub name: String,
+    /// Times the attempt entered it.
+    pub count: u64,
+    /// Their total duration, µs.
+    pub total_us: u64,
+    /// The longest of them, µs.
+    pub max_us: u64,
+}
+
+/// What a job's attempts reported on one UTC day ([`crate::store::Store::job_days`]).
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct JobDayRecord {
+    /// Days since the Unix epoch (UTC).
+    pub day: i64,
+    /// Attempts that reported metrics or spans that day.
+    pub attempts: u64,
+    /// Sum per metric name, sorted by name.
+    pub metric_sums: Vec<(String, f64)>,
+    /// Per span name: (name, attempts that reported it, p50 µs, p95 µs) of
+    /// the attempts' totals, slowest p95 first.
+    pub spans: Vec<(String, u64, u64, u64)>,
 }
 
 /// An attempt as stored.
@@ -196,6 +236,10 @@ pub struct AttemptRecord {
     pub output: Option<String>,
     /// Duration.
     pub duration_ms: Option<i64>,
+    /// Values the job reported, by name.
+    pub metrics: Vec<MetricRecord>,
+    /// Time per operation, the slowest (largest total) first.
+    pub spans: Vec<SpanRecord>,
 }
 
 /// A recorded transition.

@@ -81,6 +81,11 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
         "transitions in events",
         include_str!("../../../../migrations/postgres/0008_transitions_in_events.sql"),
     ),
+    (
+        9,
+        "attempt measures",
+        include_str!("../../../../migrations/postgres/0009_attempt_measures.sql"),
+    ),
 ];
 
 /// Key of the advisory lock serializing migrations ("worker" + 1).

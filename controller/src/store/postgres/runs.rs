@@ -23,8 +23,8 @@ use crate::model::{Outcome, RunState};
 use crate::store::events::{self, EventRecord};
 use crate::store::write::{self, Write, WriteError};
 use crate::store::{
-    AttemptEnd, AttemptRecord, AttemptStart, HourCount, InsertPlan, JobListRows, JobStatsRecord, RunRecord,
-    StateChange, TransitionRecord, parse_column,
+    AttemptEnd, AttemptRecord, AttemptStart, DayRow, HourCount, InsertPlan, JobListRows, JobStatsRecord, MeasureRow,
+    RunRecord, StateChange, TransitionRecord, parse_column,
 };
 
 /// Name of the unique index that makes a fire instant create one run only.
@@ -279,9 +279,54 @@ impl PgStore {
                     error: r.get(8),
                     output: r.get(9),
                     duration_ms: r.get(10),
+                    // Read by the store's facade (`Store::attempts`).
+                    metrics: Vec::new(),
+                    spans: Vec::new(),
                 })
             })
             .collect()
+    }
+
+    /// What the attempts of the given runs reported (`attempt_measures`).
+    pub(in crate::store) async fn measures(&self, run_ids: &[String]) -> Result<Vec<MeasureRow>> {
+        if run_ids.is_empty() {
+            return Ok(Vec::new());
+        }
+        let rows = sqlx::query(
+            "SELECT run_id, attempt, kind, name, value, count, max_us FROM attempt_measures WHERE run_id = ANY($1)",
+        )
+        .bind(run_ids)
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(rows
+            .iter()
+            .map(|r| MeasureRow {
+                run_id: r.get(0),
+                attempt: r.get::<i64, _>(1) as u32,
+                kind: r.get(2),
+                name: r.get(3),
+                value: r.get(4),
+                count: r.get(5),
+                max_us: r.get(6),
+            })
+            .collect())
+    }
+
+    /// The rows of `job`'s daily stats since `since` (Unix ms), newest first.
+    pub(in crate::store) async fn job_day_rows(&self, job: &str, since: i64) -> Result<Vec<DayRow>> {
+        let rows = sqlx::query(
+            "SELECT finished_at / 86400000, run_id, attempt, kind, name, value FROM attempt_measures
+             WHERE job = $1 AND finished_at >= $2 ORDER BY finished_at DESC LIMIT $3",
+        )
+        .bind(job)
+        .bind(since)
+        .bind(crate::store::MAX_DAY_ROWS)
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(rows
+            .iter()
+            .map(|r| (r.get(0), r.get(1), r.get(2), r.get(3), r.get(4), r.get(5)))
+            .collect())
     }
 
     /// The outcome recorded for (run, attempt), if it has finished.
@@ -585,6 +630,9 @@ async fn apply_in(
         if ended != ends.len() as u64 {
             return Err(end_conflict(conn, ends).await);
         }
+        if ends.iter().any(|e| !e.metrics.is_empty() || !e.spans.is_empty()) {
+            insert_measures(conn, ends).await?;
+        }
     }
     if !changes.is_empty() {
         let changed = sqlx::query(
@@ -665,4 +713,53 @@ async fn end_conflict(conn: &mut PgConnection, ends: &[AttemptEnd]) -> WriteErro
         }
     }
     WriteError::conflict("an attempt end did not apply to its attempt")
+}
+
+/// Inserts what the ended attempts reported (`attempt_measures`), with
+/// their run's job, in one statement.
+async fn insert_measures(conn: &mut PgConnection, ends: &[AttemptEnd]) -> Result<(), sqlx::Error> {
+    let mut run_ids = Vec::new();
+    let mut attempts = Vec::new();
+    let mut finished = Vec::new();
+    let mut kinds = Vec::new();
+    let mut names = Vec::new();
+    let mut values = Vec::new();
+    let mut counts = Vec::new();
+    let mut maxes = Vec::new();
+    for e in ends {
+        let metrics = e.metrics.iter().map(|m| ("metric", &m.name, m.value, 1, 0));
+        let spans = e
+            .spans
+            .iter()
+            .map(|s| ("span", &s.name, s.total_us as f64, s.count as i64, s.max_us as i64));
+        for (kind, name, value, count, max_us) in metrics.chain(spans) {
+            run_ids.push(e.run_id.clone());
+            attempts.push(i64::from(e.attempt));
+            finished.push(e.finished_at);
+            kinds.push(kind);
+            names.push(name.clone());
+            values.push(value);
+            counts.push(count);
+            maxes.push(max_us);
+        }
+    }
+    sqlx::query(
+        "INSERT INTO attempt_measures (run_id, attempt, job, finished_at, kind, name, value, count, max_us)
+         SELECT v.run_id, v.attempt, r.job, v.finished_at, v.kind, v.name, v.value, v.count, v.max_us
+         FROM UNNEST($1::text[], $2::bigint[], $3::bigint[], $4::text[], $5::text[], $6::float8[], $7::bigint[],
+                     $8::bigint[])
+              AS v (run_id, attempt, finished_at, kind, name, value, count, max_us)
+         JOIN runs r ON r.id = v.run_id",
+    )
+    .bind(run_ids)
+    .bind(attempts)
+    .bind(finished)
+    .bind(kinds)
+    .bind(names)
+    .bind(values)
+    .bind(counts)
+    .bind(maxes)
+    .execute(&mut *conn)
+    .await?;
+    Ok(())
 }

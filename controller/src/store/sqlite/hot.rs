@@ -198,6 +198,48 @@ pub(super) fn insert_runs(conn: &Connection, plan: &InsertPlan) -> Result<bool, 
     Ok(true)
 }
 
+/// Inserts what the ended attempts reported (`attempt_measures`), with
+/// their run's job.
+fn insert_measures(conn: &Connection, ends: &[AttemptEnd]) -> Result<(), WriteError> {
+    let mut insert = conn
+        .prepare_cached(
+            "INSERT INTO attempt_measures (run_id, attempt, job, finished_at, kind, name, value, count, max_us)
+             VALUES (?1, ?2, (SELECT job FROM runs WHERE id = ?1), ?3, ?4, ?5, ?6, ?7, ?8)",
+        )
+        .map_err(refused)?;
+    for e in ends {
+        for m in &e.metrics {
+            insert
+                .execute(params![
+                    e.run_id,
+                    e.attempt,
+                    e.finished_at,
+                    "metric",
+                    m.name,
+                    m.value,
+                    1,
+                    0
+                ])
+                .map_err(refused)?;
+        }
+        for sp in &e.spans {
+            insert
+                .execute(params![
+                    e.run_id,
+                    e.attempt,
+                    e.finished_at,
+                    "span",
+                    sp.name,
+                    sp.total_us as f64,
+                    sp.count as i64,
+                    sp.max_us as i64
+                ])
+                .map_err(refused)?;
+        }
+    }
+    Ok(())
+}
+
 /// Applies attempt starts, attempt ends and state changes, in that order.
 /// Returns, for each change, the run's job and attempt number after it (what
 /// its event records).
@@ -244,6 +286,9 @@ pub(super) fn apply(
             if ended != 1 {
                 return Err(end_conflict(conn, e));
             }
+        }
+        if ends.iter().any(|e| !e.metrics.is_empty() || !e.spans.is_empty()) {
+            insert_measures(conn, ends)?;
         }
     }
     let mut moved = Vec::with_capacity(changes.len());

@@ -92,6 +92,11 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
         "transitions in events",
         include_str!("../../../../migrations/sqlite/0008_transitions_in_events.sql"),
     ),
+    (
+        9,
+        "attempt measures",
+        include_str!("../../../../migrations/sqlite/0009_attempt_measures.sql"),
+    ),
 ];
 
 /// Handle to a SQLite database.

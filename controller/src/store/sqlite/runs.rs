@@ -21,8 +21,8 @@ use crate::model::{Outcome, RunState};
 use crate::store::events::{self, EventRecord};
 use crate::store::write::{Write, WriteError};
 use crate::store::{
-    AttemptEnd, AttemptRecord, AttemptStart, HourCount, InsertPlan, JobListRows, JobStatsRecord, RunRecord,
-    StateChange, TransitionRecord, parse_column,
+    AttemptEnd, AttemptRecord, AttemptStart, DayRow, HourCount, InsertPlan, JobListRows, JobStatsRecord, MeasureRow,
+    RunRecord, StateChange, TransitionRecord, parse_column,
 };
 
 /// One hour in milliseconds.
@@ -306,9 +306,58 @@ impl SqliteStore {
                     error: r.get(8),
                     output: r.get(9),
                     duration_ms: r.get(10),
+                    // Read by the store's facade (`Store::attempts`).
+                    metrics: Vec::new(),
+                    spans: Vec::new(),
                 })
             })
             .collect()
+    }
+
+    /// What the attempts of the given runs reported (`attempt_measures`).
+    pub(in crate::store) async fn measures(&self, run_ids: &[String]) -> Result<Vec<MeasureRow>> {
+        let mut rows = Vec::new();
+        for chunk in sorted_unique(run_ids).chunks(ROWS_PER_STATEMENT) {
+            let placeholders = vec!["?"; chunk.len()].join(", ");
+            let sql = format!(
+                "SELECT run_id, attempt, kind, name, value, count, max_us
+                 FROM attempt_measures WHERE run_id IN ({placeholders})"
+            );
+            let mut query = sqlx::query(AssertSqlSafe(sql));
+            for id in chunk {
+                query = query.bind(id);
+            }
+            rows.extend(query.fetch_all(&self.pool).await?);
+        }
+        Ok(rows
+            .iter()
+            .map(|r| MeasureRow {
+                run_id: r.get(0),
+                attempt: r.get::<i64, _>(1) as u32,
+                kind: r.get(2),
+                name: r.get(3),
+                value: r.get(4),
+                count: r.get(5),
+                max_us: r.get(6),
+            })
+            .collect())
+    }
+
+    /// The rows of `job`'s daily stats since `since` (Unix ms), newest first.
+    pub(in crate::store) async fn job_day_rows(&self, job: &str, since: i64) -> Result<Vec<DayRow>> {
+        let rows = sqlx::query(
+            "SELECT finished_at / 86400000, run_id, attempt, kind, name, value FROM attempt_measures
+             WHERE job = ?1 AND finished_at >= ?2 ORDER BY finished_at DESC LIMIT ?3",
+        )
+        .bind(job)
+        .bind(since)
+        .bind(crate::store::MAX_DAY_ROWS)
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(rows
+            .iter()
+            .map(|r| (r.get(0), r.get(1), r.get(2), r.get(3), r.get(4), r.get(5)))
+            .collect())
     }
 
     /// The outcome recorded for (run, attempt), if it has finished.
