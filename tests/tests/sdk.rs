@@ -4,6 +4,8 @@
 //!
 //! * a `handler: leads.enrich` job succeeds, and the attempt's output holds
 //!   what the handler logged;
+//! * what it reported with `ctx.metric` / `ctx.span` is in `runs get` and
+//!   in the job's daily sums (`jobs get`);
 //! * the API's `503` is a retryable failure (the second attempt succeeds), its
 //!   `404` a permanent one (dead after one attempt);
 //! * handler jobs go only to the agent that registered the handler (a plain
@@ -177,6 +179,16 @@ jobs:
     ] {
         assert!(output.contains(line), "missing {line:?} in the output of {run:#}");
     }
+    // What the handler reported with ctx.metric and ctx.span.
+    let metrics = &tries[0]["metrics"];
+    assert_eq!(metrics["api_cost_usd"].as_f64(), Some(0.02), "{run:#}");
+    assert_eq!(metrics["items"].as_f64(), Some(1.0), "{run:#}");
+    let mut spans: Vec<(&str, Option<u64>)> = json::arr(&tries[0], "spans")
+        .iter()
+        .map(|s| (str_field(s, "name"), s["count"].as_u64()))
+        .collect();
+    spans.sort();
+    assert_eq!(spans, [("fetch", Some(1)), ("transform", Some(1))], "{run:#}");
 
     // 503: retryable, the second attempt succeeds.
     let done = ctl.wait_run(&flaky, Duration::from_secs(30)).await;
@@ -213,6 +225,17 @@ jobs:
     assert_eq!(done.state, "succeeded", "{done:?}");
     let (run, tries) = attempts(&ctl, &shell).await;
     assert_eq!(str_field(&tries[0], "agent"), "plain", "{run:#}");
+
+    // The job's daily sums: six successful lookups at $0.02.
+    let job = ctl.cli_json(&["jobs", "get", "leads.enrich"]).await;
+    let sum = |name: &str| -> f64 {
+        json::arr(&job, "days")
+            .iter()
+            .map(|d| d["metrics"][name].as_f64().unwrap_or(0.0))
+            .sum()
+    };
+    assert!((sum("api_cost_usd") - 0.12).abs() < 1e-9, "{job:#}");
+    assert_eq!(sum("items"), 6.0, "{job:#}");
 
     // The unregistered handler's run was never assigned.
     let run = ctl.cli_run(&unassigned).await;
