@@ -35,11 +35,13 @@ pub struct AgentConfig {
     pub labels: BTreeMap<String, String>,
     /// How many attempts may run at the same time; at least 1.
     pub capacity: u32,
-    /// Executor kinds this agent runs, a subset of [`KNOWN_EXECUTORS`].
+    /// Executor kinds this agent runs, a subset of [`KNOWN_EXECUTORS`] (plus
+    /// [`HANDLER_EXECUTOR`] on an agent built with the SDK).
     pub executors: Vec<String>,
     /// Bearer token sent as `authorization: Bearer <token>` metadata when set.
     pub token: Option<String>,
-    /// Time between SIGTERM and SIGKILL when a process group is killed.
+    /// Time between SIGTERM and SIGKILL when a process group is killed; also
+    /// how long a handler may take to return once its attempt was stopped.
     pub kill_grace: Duration,
     /// On shutdown or drain: how long in-flight work may still run before it is
     /// cancelled.
