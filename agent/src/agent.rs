@@ -33,6 +33,7 @@ use crate::connection::{Backoff, Connector, Session, SessionEvent};
 use crate::executor::http::HttpSettings;
 use crate::executor::{self, Context, Report, StopHandle, StopSignal};
 use crate::live::{LiveOutput, SharedLink, spawn_flusher};
+use crate::sdk::Handlers;
 use crate::{AgentConfig, AgentError};
 
 /// How long a draining agent waits for the last `Ack`s once nothing runs.
@@ -124,6 +125,8 @@ enum Event {
 /// All state of a running agent.
 pub(crate) struct Agent {
     config: AgentConfig,
+    /// Handlers registered through the SDK (empty on a plain agent).
+    handlers: Handlers,
     agent_id: String,
     host: String,
     running: HashMap<Key, StopHandle>,
@@ -137,9 +140,11 @@ pub(crate) struct Agent {
 }
 
 impl Agent {
-    /// Runs until a drain completes. `config` must be valid.
+    /// Runs until a drain completes. `config` must be valid, and so must
+    /// `handlers` (checked by the SDK's builder).
     pub(crate) async fn run(
         config: AgentConfig,
+        handlers: Handlers,
         connector: Connector,
         http: HttpSettings,
         shutdown: impl Future<Output = ()> + Send + 'static,
@@ -149,6 +154,7 @@ impl Agent {
             agent_id: ulid::Ulid::new().to_string(),
             host: crate::config::host_name(),
             config,
+            handlers,
             running: HashMap::new(),
             unacked: BTreeMap::new(),
             done_tx,
@@ -162,6 +168,7 @@ impl Agent {
             controller = %agent.config.controller,
             capacity = agent.config.capacity,
             executors = ?agent.config.executors,
+            handlers = ?agent.handlers,
             "agent starting"
         );
         let mut shutdown = Box::pin(shutdown);
@@ -263,8 +270,7 @@ impl Agent {
             capacity: self.config.capacity,
             version: env!("CARGO_PKG_VERSION").to_string(),
             in_flight: self.in_flight(),
-            // Filled by the SDK's handler registry.
-            handlers: Vec::new(),
+            handlers: self.handlers.names(),
         }
     }
 
@@ -373,6 +379,7 @@ impl Agent {
             output_cap: self.config.output_cap,
             live: Some(live.clone()),
             http: self.http.clone(),
+            handlers: self.handlers.clone(),
         };
         let spec = assignment.executor;
         let enabled = self.config.executors.clone();

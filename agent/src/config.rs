@@ -15,6 +15,11 @@ use crate::AgentError;
 /// Executor kinds this agent implements.
 pub const KNOWN_EXECUTORS: &[&str] = &["shell", "http", "builtin"];
 
+/// The executor of handlers registered through the SDK
+/// ([`crate::Agent::builder`]); enabled only on an agent built that way, since
+/// a plain agent has no handlers to run.
+pub const HANDLER_EXECUTOR: &str = "handler";
+
 /// Longest label key accepted.
 const MAX_LABEL_KEY: usize = 63;
 /// Longest label value accepted.
@@ -31,11 +36,13 @@ pub struct AgentConfig {
     pub labels: BTreeMap<String, String>,
     /// How many attempts may run at the same time; at least 1.
     pub capacity: u32,
-    /// Executor kinds this agent runs, a subset of [`KNOWN_EXECUTORS`].
+    /// Executor kinds this agent runs, a subset of [`KNOWN_EXECUTORS`] (plus
+    /// [`HANDLER_EXECUTOR`] on an agent built with the SDK).
     pub executors: Vec<String>,
     /// Bearer token sent as `authorization: Bearer <token>` metadata when set.
     pub token: Option<String>,
-    /// Time between SIGTERM and SIGKILL when a process group is killed.
+    /// Time between SIGTERM and SIGKILL when a process group is killed; also
+    /// how long a handler may take to return once its attempt was stopped.
     pub kill_grace: Duration,
     /// On shutdown or drain: how long in-flight work may still run before it is
     /// cancelled.
@@ -90,6 +97,12 @@ impl AgentConfig {
 
     /// Checks every field; the error names the offending one.
     pub fn validate(&self) -> Result<(), AgentError> {
+        self.validate_for(false)
+    }
+
+    /// [`AgentConfig::validate`], accepting the executor [`HANDLER_EXECUTOR`]
+    /// when `with_handlers` (an agent built by the SDK).
+    pub(crate) fn validate_for(&self, with_handlers: bool) -> Result<(), AgentError> {
         let bad = |msg: String| Err(AgentError::Config(msg));
         if self.controller.trim().is_empty() {
             return bad("controller: address is empty".into());
@@ -103,7 +116,11 @@ impl AgentConfig {
         if self.executors.is_empty() {
             return bad("executors: at least one executor must be enabled".into());
         }
-        for executor in &self.executors {
+        for executor in self
+            .executors
+            .iter()
+            .filter(|e| !(with_handlers && *e == HANDLER_EXECUTOR))
+        {
             check_executor(executor).map_err(|e| AgentError::Config(format!("executors: {e}")))?;
         }
         for (key, value) in &self.labels {
@@ -202,6 +219,12 @@ pub fn parse_allow_env(text: &str) -> Result<Vec<EnvPattern>, String> {
 fn check_executor(name: &str) -> Result<(), String> {
     if KNOWN_EXECUTORS.contains(&name) {
         Ok(())
+    } else if name == HANDLER_EXECUTOR {
+        Err(format!(
+            "executor `{name}` runs handlers registered through the SDK (worker_agent::Agent::builder); \
+             this agent has none (it supports {})",
+            KNOWN_EXECUTORS.join(", ")
+        ))
     } else {
         Err(format!(
             "unknown executor `{name}` (this agent supports {})",
@@ -293,6 +316,8 @@ mod tests {
         assert_eq!(parse_executors("shell,http").unwrap(), ["shell", "http"]);
         let err = parse_executors("shell,ftp").unwrap_err();
         assert!(err.contains("`ftp`"), "{err}");
+        let err = parse_executors("handler").unwrap_err();
+        assert!(err.contains("SDK"), "{err}");
         assert!(parse_executors("").is_err());
     }
 

@@ -17,8 +17,11 @@
 //! * `agent` — the event loop that owns everything that outlives a session:
 //!   running attempts, unacknowledged results, credits, drain.
 //! * [`executor`] — running one attempt: [`executor::shell`] (a process
-//!   group), [`executor::http`] (one HTTP request) and [`executor::builtin`]
-//!   (`noop`, `sleep`).
+//!   group), [`executor::http`] (one HTTP request), [`executor::builtin`]
+//!   (`noop`, `sleep`) and [`executor::handler`] (a handler registered
+//!   through the SDK).
+//! * [`sdk`] — the SDK: an application registers typed handlers by name
+//!   ([`Agent::builder`]) and runs as an agent, on the same loop.
 //! * [`measure`] — metrics and spans a job reports, sent with its result.
 //! * [`output`] — the capped output tail kept per attempt.
 //! * [`live`] — the attempt's output streamed to the controller while it
@@ -39,6 +42,31 @@
 //! controller records and retries by policy.
 //!
 //! # Use
+//!
+//! An application with handlers of its own builds an [`Agent`] (see [`sdk`]
+//! for the whole picture):
+//!
+//! ```no_run
+//! use worker_agent::{Agent, HandlerContext, HandlerError};
+//!
+//! async fn enrich(ctx: HandlerContext, lead: serde_json::Value) -> Result<(), HandlerError> {
+//!     if ctx.is_cancelled() {
+//!         return Err(HandlerError::retryable("stopped"));
+//!     }
+//!     ctx.log(format!("enriching {lead}"));
+//!     Ok(())
+//! }
+//!
+//! # async fn example() -> Result<(), worker_agent::AgentError> {
+//! Agent::builder("http://127.0.0.1:7070")
+//!     .handler("leads.enrich", enrich)
+//!     .build()?
+//!     .run(async {
+//!         let _ = tokio::signal::ctrl_c().await;
+//!     })
+//!     .await
+//! # }
+//! ```
 //!
 //! The `worker-agent` binary is a thin wrapper over [`run`]; the controller's
 //! `--dev` mode calls [`run`] in-process:
@@ -61,12 +89,14 @@ pub mod executor;
 pub mod live;
 pub mod measure;
 pub mod output;
+pub mod sdk;
 pub mod tls;
 
 use std::future::Future;
 
 pub use config::{AgentConfig, EnvPattern, parse_allow_env, parse_executors, parse_labels};
 pub use error::AgentError;
+pub use sdk::{Agent, AgentBuilder, HandlerContext, HandlerError, SpanGuard, StopReason};
 
 /// Runs an agent until `shutdown` resolves (or the controller sends `Drain`)
 /// and the drain has finished.
@@ -84,5 +114,5 @@ pub async fn run(config: AgentConfig, shutdown: impl Future<Output = ()> + Send 
     config.validate()?;
     let connector = connection::Connector::new(&config)?;
     let http = executor::http::HttpSettings::from_config(&config)?;
-    agent::Agent::run(config, connector, http, shutdown).await
+    agent::Agent::run(config, sdk::Handlers::default(), connector, http, shutdown).await
 }

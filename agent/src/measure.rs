@@ -3,9 +3,9 @@
 //! `Finished` (`docs/executors.md#metrics-and-spans`).
 //!
 //! Every executor feeds the same [`Measures`]: the SDK through
-//! `Context::metric` / `Context::span`, shell jobs through marker lines on
-//! stdout, the `http` executor with its own connect / first-byte / total
-//! spans. The limits here are the controller's (it drops what breaks them
+//! [`crate::HandlerContext::metric`] / [`crate::HandlerContext::span`], shell
+//! jobs through marker lines on stdout, the `http` executor with its own
+//! connect / first-byte / total spans. The limits here are the controller's (it drops what breaks them
 //! too), so an agent never sends what would be thrown away.
 
 use std::time::Duration;

@@ -1,6 +1,7 @@
 //! Harness of the end-to-end tests: it builds and starts the real
-//! `worker-controller`, `worker-agent` and `workerctl` binaries on loopback,
-//! each test in its own temporary directory with its own SQLite file and ports.
+//! `worker-controller`, `worker-agent` and `workerctl` binaries (and the SDK
+//! example `enrich-agent`) on loopback, each test in its own temporary
+//! directory with its own SQLite file and ports.
 //!
 //! * [`TestEnv`]: a temp dir holding `config/scheduler.yaml`, the database and
 //!   the logs of the processes started from it.
@@ -55,12 +56,16 @@ const READY_TIMEOUT: Duration = Duration::from_secs(30);
 // Binaries
 // ---------------------------------------------------------------------------
 
-/// Paths of the three binaries under test.
+/// Paths of the binaries under test.
 #[derive(Debug)]
 pub struct Bins {
     pub controller: PathBuf,
     pub agent: PathBuf,
     pub cli: PathBuf,
+    /// The SDK example `enrich-agent` (`examples/enrich-agent`); checked to
+    /// exist only when a test starts it, so that `WORKER_TESTS_SKIP_BUILD=1`
+    /// runs of other tests do not need it built.
+    pub enrich_agent: PathBuf,
     /// Whether `worker-controller` accepts `--http-listen` (then the harness
     /// passes `127.0.0.1:0`, so parallel controllers do not fight for a port).
     pub controller_has_http_listen: bool,
@@ -103,7 +108,12 @@ fn build_bins() -> Bins {
             &profile,
             &["-p", "worker-controller", "--features", "failpoints"],
         );
-        cargo_build(&root, &target_dir, &profile, &["-p", "worker-agent", "-p", "workerctl"]);
+        cargo_build(
+            &root,
+            &target_dir,
+            &profile,
+            &["-p", "worker-agent", "-p", "workerctl", "-p", "worker-example-enrich"],
+        );
         eprintln!("[harness] binaries built in {:?}", started.elapsed());
     }
 
@@ -124,6 +134,7 @@ fn build_bins() -> Bins {
         controller,
         agent: bin("worker-agent"),
         cli: bin("workerctl"),
+        enrich_agent: profile_dir.join("enrich-agent"),
     }
 }
 
@@ -480,7 +491,7 @@ impl TestEnv {
     /// connect (e.g. an agent the controller must refuse, or one reaching the
     /// controller over TLS, where [`Controller::client`] cannot follow).
     pub fn spawn_agent(&self, url: &str, name: &str, capacity: u32, extra: &[&str]) -> Agent {
-        self.spawn_agent_with_env(url, name, capacity, &[], extra)
+        self.spawn_agent_program(&bins().agent, "worker-agent", url, name, capacity, &[], extra)
     }
 
     /// [`TestEnv::spawn_agent`] with extra environment variables.
@@ -492,18 +503,56 @@ impl TestEnv {
         env: &[(&str, &str)],
         extra: &[&str],
     ) -> Agent {
-        let mut cmd = Command::new(&bins().agent);
+        self.spawn_agent_program(&bins().agent, "worker-agent", url, name, capacity, env, extra)
+    }
+
+    /// Starts the SDK example `enrich-agent --controller URL --api API` (the
+    /// handler `leads.enrich`) and waits until the controller lists it as
+    /// connected.
+    pub async fn start_enrich_agent(&self, ctl: &Controller, name: &str, capacity: u32, api: &str) -> Agent {
+        let program = &bins().enrich_agent;
+        assert!(
+            program.is_file(),
+            "{} not found; build it with `cargo build --bins -p worker-example-enrich`",
+            program.display()
+        );
+        let agent = self.spawn_agent_program(program, "enrich-agent", &ctl.url, name, capacity, &[], &["--api", api]);
+        let client = ctl.client().await;
+        wait_until_connected(agent, || {
+            let mut client = client.clone();
+            async move {
+                client
+                    .list_agents(pb::ListAgentsRequest {})
+                    .await
+                    .expect("ListAgents")
+                    .into_inner()
+                    .agents
+            }
+        })
+        .await
+    }
+
+    /// Starts `program` (an agent: `worker-agent` or one built with the SDK)
+    /// with `--controller URL --name NAME --capacity N`, `extra` and `env`.
+    #[allow(clippy::too_many_arguments)]
+    fn spawn_agent_program(
+        &self,
+        program: &Path,
+        label: &str,
+        url: &str,
+        name: &str,
+        capacity: u32,
+        env: &[(&str, &str)],
+        extra: &[&str],
+    ) -> Agent {
+        let mut cmd = Command::new(program);
         cmd.args(["--controller", url, "--name", name])
             .args(["--capacity", &capacity.to_string()])
             .args(extra)
             .current_dir(&self.path)
             .envs(env.iter().copied())
             .env(ENV_TAG, &self.path);
-        let (proc, lines) = ProcGuard::spawn(
-            &format!("worker-agent {name}"),
-            cmd,
-            self.log_file(&format!("agent-{name}")),
-        );
+        let (proc, lines) = ProcGuard::spawn(&format!("{label} {name}"), cmd, self.log_file(&format!("agent-{name}")));
         std::thread::spawn(move || for _ in lines {});
         Agent {
             name: name.to_string(),

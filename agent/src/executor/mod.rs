@@ -11,13 +11,15 @@
 //!   metrics and spans through [`markers`] on stdout;
 //! * [`http`]: one HTTP request, with [`template`] filling its URL, headers
 //!   and body from the payload;
-//! * [`builtin`]: tasks compiled into the agent (`noop`, `sleep`).
+//! * [`builtin`]: tasks compiled into the agent (`noop`, `sleep`);
+//! * [`handler`]: handlers an application registered through the SDK.
 //!
 //! Executors never return errors: every way an attempt can go wrong (spawn
 //! failure, non-zero exit, timeout, bad spec) is an outcome reported to the
 //! controller, which owns the retry decision.
 
 pub mod builtin;
+pub mod handler;
 pub mod http;
 pub mod markers;
 pub mod shell;
@@ -145,6 +147,8 @@ pub struct Context {
     pub live: Option<crate::live::LiveOutput>,
     /// What `http` attempts share: TLS roots and the variables they may read.
     pub http: http::HttpSettings,
+    /// The handlers registered through the SDK (empty on a plain agent).
+    pub handlers: crate::sdk::Handlers,
 }
 
 /// Why a running attempt must stop.
@@ -223,13 +227,12 @@ pub async fn execute(spec: Option<&ExecutorSpec>, enabled: &[String], ctx: &Cont
         Kind::Shell(spec) => shell::run(spec, ctx, stop).await,
         Kind::Builtin(spec) => builtin::run(spec, ctx, stop).await,
         Kind::Http(spec) => http::run(spec, ctx, stop).await,
-        // Filled in by the SDK's handler registry.
-        Kind::Handler(_) => Report::failed(format!("executor `{name}` is not available yet"), true),
+        Kind::Handler(spec) => handler::run(spec, ctx, stop).await,
     }
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use worker_proto::v1::BuiltinSpec;
 
@@ -243,6 +246,7 @@ mod tests {
             output_cap: 64 * 1024,
             live: None,
             http: http::HttpSettings::default(),
+            handlers: Default::default(),
         }
     }
 
