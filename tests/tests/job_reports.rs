@@ -1,7 +1,8 @@
 //! What jobs report about themselves, end to end: metrics and spans sent by a
-//! shell job (marker lines) reach `runs get`, the job's daily stats in
-//! `jobs get`, `/metrics`, and alert rules (`run_slow` on a span,
-//! `metric_high`) that deliver to a real webhook receiver.
+//! shell job (marker lines) and by the `http` executor reach `runs get`, the
+//! job's daily stats in `jobs get`, `/metrics`, and alert rules (`run_slow`
+//! on a span, `metric_high`) that deliver to a real webhook receiver. (The
+//! SDK's `ctx.metric` / `ctx.span` are covered by `sdk.rs`.)
 
 use std::time::Duration;
 
@@ -40,12 +41,15 @@ fn f64_of(v: &Value) -> f64 {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_shell_jobs_reports_reach_runs_stats_metrics_and_alerts() {
+async fn reports_reach_runs_stats_metrics_and_alerts() {
     let env = TestEnv::new();
-    env.write_config(
-        r#"
-jobs:
-  report.shell:
+    let recv = Receiver::start().await;
+    recv.always("/api", 200);
+    let http_job = format!(
+        "  report.http:\n    http: {{ method: POST, url: \"{}\", body: '{{\"run\": \"{{{{run.id}}}}\"}}' }}\n    retry: {{ max_attempts: 1 }}\n",
+        recv.url("/api")
+    );
+    let shell_job = r#"  report.shell:
     shell: |
       echo '::worker metric api_cost_usd 0.42'
       echo '::worker metric items 120'
@@ -54,9 +58,8 @@ jobs:
       echo '::worker span db.write 20ms'
       echo '::worker metric broken value'
     retry: { max_attempts: 1 }
-"#,
-    );
-    let recv = Receiver::start().await;
+"#;
+    env.write_config(&format!("jobs:\n{shell_job}{http_job}"));
     env.write_alerts(&format!(
         r#"channels:
   hook: {{ type: webhook, url: "{}", secret: s3cret }}
@@ -129,6 +132,38 @@ rules:
     assert_eq!(f64_of(&today["metrics"]["items"]), 240.0);
     assert_eq!(today["spans"][0]["name"], "fetch");
     assert_eq!(f64_of(&today["spans"][0]["p95_ms"]), 400.0);
+
+    // The http executor's own spans.
+    let http_run = ctl.cli_enqueue("report.http", &[]).await;
+    assert_eq!(
+        ctl.wait_run(&http_run, Duration::from_secs(20)).await.state,
+        "succeeded"
+    );
+    let json = ctl.cli_json(&["runs", "get", &http_run]).await;
+    let attempt = &json["attempts"][0];
+    let mut names: Vec<&str> = attempt["spans"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["name"].as_str().unwrap())
+        .collect();
+    names.sort();
+    assert_eq!(names, ["connect", "first_byte", "total"], "{attempt:#}");
+    assert!(attempt["metrics"]["response_bytes"].as_f64().is_some(), "{attempt:#}");
+    let received = recv.received("/api");
+    assert_eq!(
+        received[0].body,
+        format!("{{\"run\": \"{http_run}\"}}"),
+        "the body template was filled"
+    );
+    let job = ctl.cli_json(&["jobs", "get", "report.http"]).await;
+    assert_eq!(job["days"][0]["attempts"], 1, "{job:#}");
+    metric_reaches(
+        &ctl,
+        r#"worker_job_span_seconds_count{job="report.http",span="total"}"#,
+        1.0,
+    )
+    .await;
 
     // /metrics.
     metric_reaches(

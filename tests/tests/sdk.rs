@@ -237,6 +237,14 @@ jobs:
     assert!((sum("api_cost_usd") - 0.12).abs() < 1e-9, "{job:#}");
     assert_eq!(sum("items"), 6.0, "{job:#}");
 
+    // And on /metrics (recorded when each result is applied, before the runs were read above).
+    let text = worker_tests::http::get(ctl.http_addr.expect("HTTP address"), "/metrics", None)
+        .await
+        .body;
+    let series = |s: &str| worker_tests::http::sample(&text, s).unwrap_or_else(|| panic!("{s} missing: {text}"));
+    assert!((series(r#"worker_job_metric_total{job="leads.enrich",metric="api_cost_usd"}"#) - 0.12).abs() < 1e-9);
+    assert!(series(r#"worker_job_span_seconds_count{job="leads.enrich",span="fetch"}"#) >= 6.0);
+
     // The unregistered handler's run was never assigned.
     let run = ctl.cli_run(&unassigned).await;
     assert_eq!(str_field(&run, "state"), "queued", "{run:#}");

@@ -310,7 +310,7 @@ mod tests {
         assert!(err.contains("executors: `handler` must be enabled"), "{err}");
         // A whole config replaces the executors too.
         let err = error(builder().config(AgentConfig::new("http://x:1")).handler("a", ok));
-        assert!(err.contains("enabled: shell, builtin"), "{err}");
+        assert!(err.contains("enabled: shell, http, builtin"), "{err}");
         let err = error(builder().executors(["handler", "ftp"]).handler("a", ok));
         assert!(err.contains("executors: unknown executor `ftp`"), "{err}");
         let err = error(builder().capacity(0).handler("a", ok));
