@@ -216,6 +216,44 @@ pub fn parse_allow_env(text: &str) -> Result<Vec<EnvPattern>, String> {
     Ok(patterns)
 }
 
+/// Replaces each `${NAME}` (NAME of letters, digits and `_`) in `text` with
+/// what `resolve` answers for NAME; `$${` writes a literal `${`, and other
+/// `${...}` forms (a shell's `${X:-default}`) are kept as written. The first
+/// error of `resolve` is returned. The grammar of `${VAR}` everywhere: the
+/// controller's `env` values and channel secrets, the agent's `http` headers.
+pub fn substitute_env_refs(
+    text: &str,
+    resolve: &mut dyn FnMut(&str) -> Result<String, String>,
+) -> Result<String, String> {
+    let mut out = String::with_capacity(text.len());
+    let mut rest = text;
+    while let Some(pos) = rest.find('$') {
+        out.push_str(&rest[..pos]);
+        let after = &rest[pos..];
+        if let Some(literal) = after.strip_prefix("$${") {
+            out.push_str("${");
+            rest = literal;
+        } else if let Some(body) = after.strip_prefix("${") {
+            let Some(end) = body.find('}') else {
+                out.push_str(after);
+                return Ok(out);
+            };
+            let name = &body[..end];
+            if !name.is_empty() && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') {
+                out.push_str(&resolve(name)?);
+            } else {
+                out.push_str(&after[..end + 3]);
+            }
+            rest = &body[end + 1..];
+        } else {
+            out.push('$');
+            rest = &after[1..];
+        }
+    }
+    out.push_str(rest);
+    Ok(out)
+}
+
 fn check_executor(name: &str) -> Result<(), String> {
     if KNOWN_EXECUTORS.contains(&name) {
         Ok(())

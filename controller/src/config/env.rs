@@ -21,45 +21,15 @@ pub type Lookup<'a> = &'a dyn Fn(&str) -> Result<String, String>;
 /// The process-wide allow-list (empty: no variable may be interpolated).
 static ALLOWED: RwLock<Vec<Pattern>> = RwLock::new(Vec::new());
 
-/// One entry of the allow-list: a name, or a prefix written `PREFIX*`.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Pattern {
-    /// Exactly this variable.
-    Name(String),
-    /// Every variable whose name starts with this prefix.
-    Prefix(String),
-}
-
-impl Pattern {
-    fn matches(&self, name: &str) -> bool {
-        match self {
-            Pattern::Name(n) => n == name,
-            Pattern::Prefix(p) => name.starts_with(p.as_str()),
-        }
-    }
-}
+/// One entry of the allow-list: a name, or a prefix written `PREFIX*`. The
+/// agent's `--allow-env` (for `http` headers) has the same grammar, and this
+/// is its type.
+pub use worker_agent::config::EnvPattern as Pattern;
 
 /// Parses `--allow-env`: comma-separated names of letters, digits and `_`,
 /// each optionally ending in `*` (a prefix of at least one character).
 pub fn parse_allow_list(text: &str) -> Result<Vec<Pattern>, String> {
-    let mut patterns = Vec::new();
-    for item in text.split(',').map(str::trim).filter(|s| !s.is_empty()) {
-        let (name, prefix) = match item.strip_suffix('*') {
-            Some(p) => (p, true),
-            None => (item, false),
-        };
-        if name.is_empty() || !name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') {
-            return Err(format!(
-                "\"{item}\" is not a variable name (letters, digits and _, optionally ending in * for a prefix)"
-            ));
-        }
-        patterns.push(if prefix {
-            Pattern::Prefix(name.to_string())
-        } else {
-            Pattern::Name(name.to_string())
-        });
-    }
-    Ok(patterns)
+    worker_agent::config::parse_allow_env(text)
 }
 
 /// Sets the process-wide allow-list (called once by `main`, before loading

@@ -257,34 +257,7 @@ pub fn check_document(file: &Path, text: &str) -> Result<(), ConfigError> {
 /// `${X:-default}`) are kept as written. The error (from `lookup`) names the
 /// first variable that is unset or not allowed, never a value.
 pub fn interpolate_str(text: &str, lookup: env::Lookup<'_>) -> Result<String, String> {
-    let mut out = String::with_capacity(text.len());
-    let mut rest = text;
-    while let Some(pos) = rest.find('$') {
-        out.push_str(&rest[..pos]);
-        let after = &rest[pos..];
-        if let Some(literal) = after.strip_prefix("$${") {
-            out.push_str("${");
-            rest = literal;
-        } else if let Some(body) = after.strip_prefix("${") {
-            let Some(end) = body.find('}') else {
-                out.push_str(after);
-                return Ok(out);
-            };
-            let name = &body[..end];
-            if !name.is_empty() && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') {
-                let value = lookup(name)?;
-                out.push_str(&value);
-            } else {
-                out.push_str(&after[..end + 3]);
-            }
-            rest = &body[end + 1..];
-        } else {
-            out.push('$');
-            rest = &after[1..];
-        }
-    }
-    out.push_str(rest);
-    Ok(out)
+    worker_agent::config::substitute_env_refs(text, &mut |name| lookup(name))
 }
 
 #[cfg(test)]

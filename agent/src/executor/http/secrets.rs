@@ -39,33 +39,7 @@ pub fn interpolate(
     lookup: &dyn Fn(&str) -> Option<String>,
     secrets: &mut Vec<String>,
 ) -> Result<String, String> {
-    let mut out = String::with_capacity(text.len());
-    let mut rest = text;
-    while let Some(pos) = rest.find('$') {
-        out.push_str(&rest[..pos]);
-        let after = &rest[pos..];
-        if let Some(literal) = after.strip_prefix("$${") {
-            out.push_str("${");
-            rest = literal;
-        } else if let Some(body) = after.strip_prefix("${") {
-            let Some(end) = body.find('}') else {
-                out.push_str(after);
-                return Ok(out);
-            };
-            let name = &body[..end];
-            if !name.is_empty() && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') {
-                out.push_str(&resolve(name, allowed, lookup, secrets)?);
-            } else {
-                out.push_str(&after[..end + 3]);
-            }
-            rest = &body[end + 1..];
-        } else {
-            out.push('$');
-            rest = &after[1..];
-        }
-    }
-    out.push_str(rest);
-    Ok(out)
+    crate::config::substitute_env_refs(text, &mut |name| resolve(name, allowed, lookup, secrets))
 }
 
 fn resolve(
