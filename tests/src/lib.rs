@@ -440,19 +440,7 @@ impl TestEnv {
         extra: &[&str],
     ) -> Agent {
         let agent = self.spawn_agent_with_env(&ctl.url, name, capacity, env, extra);
-        let client = ctl.client().await;
-        wait_until_connected(agent, || {
-            let mut client = client.clone();
-            async move {
-                client
-                    .list_agents(pb::ListAgentsRequest {})
-                    .await
-                    .expect("ListAgents")
-                    .into_inner()
-                    .agents
-            }
-        })
-        .await
+        ctl.connected(agent).await
     }
 }
 
@@ -517,19 +505,7 @@ impl TestEnv {
             program.display()
         );
         let agent = self.spawn_agent_program(program, "enrich-agent", &ctl.url, name, capacity, &[], &["--api", api]);
-        let client = ctl.client().await;
-        wait_until_connected(agent, || {
-            let mut client = client.clone();
-            async move {
-                client
-                    .list_agents(pb::ListAgentsRequest {})
-                    .await
-                    .expect("ListAgents")
-                    .into_inner()
-                    .agents
-            }
-        })
-        .await
+        ctl.connected(agent).await
     }
 
     /// Starts `program` (an agent: `worker-agent` or one built with the SDK)
@@ -667,6 +643,24 @@ impl CliOutput {
 }
 
 impl Controller {
+    /// Waits until this controller lists `agent` as connected (panicking with
+    /// its stderr if it exits first or 20 s pass), and returns it.
+    pub async fn connected(&self, agent: Agent) -> Agent {
+        let client = self.client().await;
+        wait_until_connected(agent, || {
+            let mut client = client.clone();
+            async move {
+                client
+                    .list_agents(pb::ListAgentsRequest {})
+                    .await
+                    .expect("ListAgents")
+                    .into_inner()
+                    .agents
+            }
+        })
+        .await
+    }
+
     /// A gRPC client connected to this controller.
     pub async fn client(&self) -> ControllerServiceClient<Channel> {
         let channel = Channel::from_shared(self.url.clone())

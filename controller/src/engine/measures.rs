@@ -14,24 +14,11 @@ use worker_proto::v1 as pb;
 
 use crate::store::{MetricRecord, SpanRecord};
 
-/// Most metrics one attempt keeps.
-pub const MAX_METRICS: usize = 64;
-/// Most spans one attempt keeps.
-pub const MAX_SPANS: usize = 64;
-/// Longest metric or span name, in bytes.
-pub const MAX_NAME_BYTES: usize = 64;
+/// The agent's limits and name rule, which the controller applies again.
+pub use worker_agent::measure::{MAX_METRICS, MAX_NAME_BYTES, MAX_SPANS, valid_name};
+
 /// Longest span total accepted (a year, in µs); longer is clamped.
 const MAX_SPAN_US: u64 = 365 * 86_400 * 1_000_000;
-
-/// Whether `name` is a valid metric or span name.
-pub fn valid_name(name: &str) -> bool {
-    !name.is_empty()
-        && name.len() <= MAX_NAME_BYTES
-        && name.as_bytes()[0].is_ascii_alphanumeric()
-        && name
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'.' | b':' | b'-'))
-}
 
 /// The metrics of run `run_id`'s result that may be stored.
 pub fn metrics(run_id: &str, reported: &[pb::Metric]) -> Vec<MetricRecord> {
