@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use worker_tests::http::{get, sample};
 use worker_tests::receiver::Receiver;
+use worker_tests::web::WebSession;
 use worker_tests::{Controller, TestEnv, Value, run_cli, wait_for};
 
 /// Fetches `/metrics` until `series` has `value`.
@@ -107,6 +108,21 @@ rules:
         .stdout;
     assert!(text.contains("reported by attempt 1:"), "{text}");
     assert!(text.contains("metrics: api_cost_usd=0.42 items=120"), "{text}");
+
+    // The web UI's run page shows them too.
+    let mut web = WebSession::sign_in(ctl.http_addr.expect("HTTP address"), None).await;
+    let page = web.get(&format!("/runs/{first}")).await;
+    assert_eq!(page.status, 200);
+    assert!(
+        page.body.contains(r#"id="spans-1""#) && page.body.contains("db.write"),
+        "{}",
+        page.body
+    );
+    assert!(
+        page.body.contains("api_cost_usd") && page.body.contains("0.42"),
+        "{}",
+        page.body
+    );
 
     // run_slow on the span: fetch (400 ms) alerts, db.write (20 ms) does not.
     let slow = alerts_of(&recv, "run_slow", 1).await;

@@ -104,6 +104,10 @@ pub async fn page(State(state): State<HttpState>, caller: Caller, Path(id): Path
         (payload(&run.payload))
         h2 { "Attempts" }
         (attempts(&run))
+        @if run.attempts.iter().any(|a| !a.metrics.is_empty() || !a.spans.is_empty()) {
+            h2 { "Reported" }
+            (reported(&run))
+        }
         h2 { "Transitions" }
         (transitions(&run))
         h2 { "Output" }
@@ -215,6 +219,43 @@ fn attempts(run: &pb::Run) -> Markup {
             }
         }
         @if skip > 0 { p.muted { "The newest " (ROWS_SHOWN) " of " (run.attempts.len()) " attempts." } }
+    }
+}
+
+/// What the attempts reported: metrics, and time per operation (slowest
+/// first), newest attempt first.
+fn reported(run: &pb::Run) -> Markup {
+    let ms = |us: u64| {
+        if us < 1000 {
+            format!("{:.2} ms", us as f64 / 1000.0)
+        } else {
+            layout::duration_ms(us / 1000)
+        }
+    };
+    html! {
+        @for a in run.attempts.iter().rev().filter(|a| !a.metrics.is_empty() || !a.spans.is_empty()) {
+            h3 { "Attempt " (a.attempt) }
+            @if !a.metrics.is_empty() {
+                dl.facts #{"metrics-" (a.attempt)} {
+                    @for m in &a.metrics { dt { (m.name) } dd { (m.value) } }
+                }
+            }
+            @if !a.spans.is_empty() {
+                div.table-wrap {
+                    table #{"spans-" (a.attempt)} {
+                        tr { th { "span" } th.num { "count" } th.num { "total" } th.num { "longest" } }
+                        @for sp in &a.spans {
+                            tr {
+                                td { (sp.name) }
+                                td.num { (sp.count) }
+                                td.num { (ms(sp.total_us)) }
+                                td.num { (ms(sp.max_us)) }
+                            }
+                        }
+                    }
+                }
+            }
+        }
     }
 }
 
