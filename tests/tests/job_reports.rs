@@ -181,6 +181,14 @@ rules:
     )
     .await;
 
+    // And on the job's page.
+    let page = web.get("/jobs/report.shell").await;
+    assert!(
+        page.body.contains(r#"id="job-days""#) && page.body.contains("api_cost_usd=0.84"),
+        "{}",
+        page.body
+    );
+
     // /metrics.
     metric_reaches(
         &ctl,

@@ -36,6 +36,33 @@ fn ms(v: u64) -> String {
     if v == 0 { "—".into() } else { layout::duration_ms(v) }
 }
 
+/// What the job's attempts reported, a row per UTC day: metric sums and
+/// each span's p50 / p95 (slowest first).
+fn reported_days(days: &[pb::JobDay]) -> Markup {
+    let us = |v: u64| {
+        if v < 1000 {
+            format!("{:.2} ms", v as f64 / 1000.0)
+        } else {
+            layout::duration_ms(v / 1000)
+        }
+    };
+    html! {
+        div.table-wrap {
+            table #job-days {
+                tr { th { "day" } th.num { "attempts" } th { "metrics (sum)" } th { "spans (p50 / p95)" } }
+                @for d in days {
+                    tr {
+                        td { (d.date) }
+                        td.num { (d.attempts) }
+                        td { @for m in &d.metric_sums { span.mono { (m.name) "=" (m.value) } " " } }
+                        td { @for sp in &d.spans { span.mono { (sp.name) " " (us(sp.p50_us)) " / " (us(sp.p95_us)) } " " } }
+                    }
+                }
+            }
+        }
+    }
+}
+
 fn executor_text(job: &pb::Job) -> String {
     use pb::executor_spec::Kind;
     match job.executor.as_ref().and_then(|e| e.kind.as_ref()) {
@@ -68,6 +95,7 @@ async fn render(state: &HttpState, caller: &Caller, name: &str, run: RunForm, st
         .into_inner();
     let job = detail.job.unwrap_or_default();
     let stats = detail.stats.unwrap_or_default();
+    let days = detail.days;
     let schedule = if job.schedule.is_empty() {
         None
     } else {
@@ -181,6 +209,10 @@ async fn render(state: &HttpState, caller: &Caller, name: &str, run: RunForm, st
                     dt { "last fire error" } dd { span.mono { (s.last_error) } " (" (layout::time(&s.last_failed_at)) ")" }
                 }
             }
+        }
+        @if !days.is_empty() {
+            h2 { "Reported per day (UTC)" }
+            (reported_days(&days))
         }
         @if let Some(preview) = preview {
             h2 { "Next fires" }
