@@ -268,11 +268,19 @@ pub async fn run(
         .ok_or_else(|| RunError::Failed("the commit loop is connected twice".into()))?;
     loops.spawn("commit loop", engine.clone().commit_loop(rounds, stop_rx.clone()));
     // Alerting first: the scheduler's catch-up may already report missed fires.
+    // `metric_high`'s day sums go on from what today's attempts reported
+    // (no result is applied before the server serves).
+    let today = engine.now().div_euclid(86_400_000) * 86_400_000;
+    let day_sums = store.metric_sums_since(today).await.map_err(|source| RunError::Store {
+        url: crate::store::redact_url(&config.db_url),
+        source,
+    })?;
     let alerts = AlertService::start(
         store.clone(),
         engine.clone(),
         alerts_config,
         config.alerts.clone(),
+        day_sums,
         stop_rx.clone(),
         &mut loops.alerting,
     )

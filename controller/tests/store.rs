@@ -502,6 +502,15 @@ async fn reported_metrics_and_spans_are_stored_summed_per_day_and_pruned(db: Tes
         "days before `since` are left out"
     );
     assert!(store.job_days("job.b", 0).await.unwrap().is_empty());
+    let mut sums = store.metric_sums_since(11 * DAY).await.unwrap();
+    sums.sort_by(|a, b| a.1.cmp(&b.1));
+    assert_eq!(
+        sums,
+        vec![
+            ("job.a".to_string(), "api_cost_usd".to_string(), 0.5),
+            ("job.a".to_string(), "items".to_string(), 2.0)
+        ]
+    );
 
     // The rows go with their run.
     let age = PruneRule {

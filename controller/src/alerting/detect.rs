@@ -18,15 +18,16 @@
 //!   ended having spent longer than `threshold` in that reported span;
 //! * `metric_high`: a reported metric above the rule's `above`, in one attempt
 //!   (`per: attempt`) or summed over the job's UTC day (`per: day`, once per
-//!   rule, job and day; the sum counts from midnight or from the controller's
-//!   start, whichever is later);
+//!   rule, job and day; the sum starts from what the store holds for the day
+//!   when the controller starts);
 //! * `queue_backlog`: a priority's queue deeper than `max_depth` or whose oldest
 //!   run waited longer than `max_wait`, once until it is back under both;
 //! * `schedule_missed`, `agent_lost`: reported by the scheduler and the engine;
 //! * `schedule_failed`: a fire the scheduler could not create (its run was not
 //!   enqueued), once per failed try; the scheduler retries it with backoff.
 //!
-//! Counters live in memory: after a restart a streak starts again at zero.
+//! Counters live in memory: after a restart a streak starts again at zero
+//! (the day sums of `metric_high` are seeded from the store instead).
 
 use std::collections::{HashMap, HashSet};
 use std::time::Duration;
@@ -100,6 +101,14 @@ impl Detector {
     /// Empty state.
     pub fn new() -> Detector {
         Detector::default()
+    }
+
+    /// Starts `metric_high`'s day sums from what the store holds for UTC day
+    /// `day` (days since the epoch): (job, metric, sum) since its midnight.
+    pub fn seed_day_sums(&mut self, day: i64, sums: Vec<(String, String, f64)>) {
+        for (job, metric, sum) in sums {
+            self.day_sums.insert((job, metric), (day, sum));
+        }
     }
 
     /// The alerts a fact raises, one per matching rule (with `rule` set).

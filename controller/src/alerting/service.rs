@@ -100,11 +100,14 @@ impl AlertService {
     /// Starts alerting with `config`: connects `engine` to it and spawns the
     /// alert loop and the history writer onto `tasks`; both stop when
     /// `shutdown` turns true (after finishing what they hold).
+    /// `day_sums` are the metric sums of the current UTC day so far (see
+    /// [`Store::metric_sums_since`]), for `metric_high` rules `per: day`.
     pub fn start(
         store: Store,
         engine: Arc<Engine>,
         config: AlertsConfig,
         settings: AlertSettings,
+        day_sums: Vec<(String, String, f64)>,
         shutdown: watch::Receiver<bool>,
         tasks: &mut JoinSet<()>,
     ) -> Result<AlertService, String> {
@@ -131,11 +134,13 @@ impl AlertService {
             settings.history_retention,
             engine.metrics().clone(),
         ));
+        let mut detector = Detector::new();
+        detector.seed_day_sums(engine.now().div_euclid(86_400_000), day_sums);
         let alert_loop = AlertLoop {
             service: service.clone(),
             engine,
             links: Links::new(settings.web_url),
-            detector: Detector::new(),
+            detector,
             throttle: Throttle::new(),
             deliveries: JoinSet::new(),
             in_flight: HashMap::new(),

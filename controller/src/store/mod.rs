@@ -548,6 +548,12 @@ impl Store {
         Ok(attempts)
     }
 
+    /// The sum of every metric each job's attempts reported since `since`
+    /// (Unix ms): (job, metric, sum). Seeds `metric_high`'s day sums at start.
+    pub async fn metric_sums_since(&self, since: i64) -> Result<Vec<(String, String, f64)>> {
+        dispatch!(self.metric_sums_since(since))
+    }
+
     /// What `job`'s attempts reported per UTC day, for the days since `since`
     /// (Unix ms) that have any, newest first.
     pub async fn job_days(&self, job: &str, since: i64) -> Result<Vec<JobDayRecord>> {

@@ -432,3 +432,15 @@ fn metric_high_per_attempt_and_per_day() {
     let a = d.on_fact(&c, &links, &reporting("enrich", 7, 2 * DAY + 3, 0.1, 1));
     assert_eq!(titles(&a), ["metric_high: enrich api_cost_usd reached today (UTC) 1.1"]);
 }
+
+#[test]
+fn metric_high_per_day_goes_on_from_the_stored_sum() {
+    const DAY: i64 = 86_400_000;
+    let c = config("  - { name: budget, event: metric_high, metric: api_cost_usd, above: 1, channels: [hook] }\n");
+    let links = Links::default();
+    let mut d = Detector::new();
+    // Before a restart, today's attempts reported 0.9.
+    d.seed_day_sums(1, vec![("enrich".into(), "api_cost_usd".into(), 0.9)]);
+    let a = d.on_fact(&c, &links, &reporting("enrich", 1, DAY + 10, 0.2, 1));
+    assert_eq!(titles(&a), ["metric_high: enrich api_cost_usd reached today (UTC) 1.1"]);
+}

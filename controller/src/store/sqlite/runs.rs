@@ -343,6 +343,18 @@ impl SqliteStore {
             .collect())
     }
 
+    /// (job, metric, sum of its values) over the attempts that ended since `since`.
+    pub(in crate::store) async fn metric_sums_since(&self, since: i64) -> Result<Vec<(String, String, f64)>> {
+        let rows = sqlx::query(
+            "SELECT job, name, SUM(value) FROM attempt_measures WHERE kind = 'metric' AND finished_at >= ?1
+             GROUP BY job, name",
+        )
+        .bind(since)
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(rows.iter().map(|r| (r.get(0), r.get(1), r.get(2))).collect())
+    }
+
     /// The rows of `job`'s daily stats since `since` (Unix ms), newest first.
     pub(in crate::store) async fn job_day_rows(&self, job: &str, since: i64) -> Result<Vec<DayRow>> {
         let rows = sqlx::query(
