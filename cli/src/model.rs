@@ -817,7 +817,9 @@ mod tests {
                     "output": null,
                     "started_at": "2025-01-01T00:00:01Z",
                     "finished_at": null,
-                    "duration_ms": 0
+                    "duration_ms": 0,
+                    "metrics": {},
+                    "spans": []
                 }],
                 "depends_on": [],
                 "workflow_id": null,
