@@ -44,8 +44,13 @@ pub struct HttpSettings(Arc<Inner>);
 
 struct Inner {
     allow_env: Vec<EnvPattern>,
-    tls: rustls::ClientConfig,
-    /// Certificates of `--http-ca`.
+    /// The system's roots plus `--http-ca`, built on the first `http`
+    /// attempt: reading the system's certificates takes tens of
+    /// milliseconds that an agent running no `http` job never pays.
+    tls: OnceLock<rustls::ClientConfig>,
+    /// The certificates of `--http-ca` (checked at start-up).
+    extra: Vec<rustls::pki_types::CertificateDer<'static>>,
+    /// How many `--http-ca` holds.
     extra_cas: usize,
 }
 
@@ -83,33 +88,47 @@ impl HttpSettings {
     ///
     /// As [`HttpSettings::from_config`].
     pub fn new(allow_env: Vec<EnvPattern>, extra_ca: Option<&Path>) -> Result<Self, AgentError> {
-        let mut roots = system_roots().clone();
-        let mut extra_cas = 0;
+        let mut extra = Vec::new();
         if let Some(path) = extra_ca {
             let certs = crate::tls::load_certs("--http-ca", path).map_err(|e| AgentError::Config(e.to_string()))?;
+            // Checked now, so that a bad file stops the agent before it connects.
+            let mut check = RootCertStore::empty();
             for (i, cert) in certs.certs.into_iter().enumerate() {
-                roots.add(cert).map_err(|e| {
+                check.add(cert.clone()).map_err(|e| {
                     AgentError::Config(format!(
                         "--http-ca {}: certificate {} cannot be a trust anchor: {e}",
                         path.display(),
                         i + 1
                     ))
                 })?;
-                extra_cas += 1;
+                extra.push(cert);
             }
         }
-        let provider = Arc::new(rustls::crypto::ring::default_provider());
-        let mut tls = rustls::ClientConfig::builder_with_provider(provider)
-            .with_safe_default_protocol_versions()
-            .map_err(|e| AgentError::Config(format!("TLS configuration of http jobs: {e}")))?
-            .with_root_certificates(roots)
-            .with_no_client_auth();
-        tls.alpn_protocols = vec![b"http/1.1".to_vec()];
         Ok(HttpSettings(Arc::new(Inner {
             allow_env,
-            tls,
-            extra_cas,
+            tls: OnceLock::new(),
+            extra_cas: extra.len(),
+            extra,
         })))
+    }
+
+    /// The TLS configuration of `http` attempts (built on first use).
+    fn tls(&self) -> &rustls::ClientConfig {
+        self.0.tls.get_or_init(|| {
+            let mut roots = system_roots().clone();
+            for cert in &self.0.extra {
+                // Each was added to a store at start-up already.
+                let _ = roots.add(cert.clone());
+            }
+            let provider = Arc::new(rustls::crypto::ring::default_provider());
+            let mut tls = rustls::ClientConfig::builder_with_provider(provider)
+                .with_safe_default_protocol_versions()
+                .expect("ring supports the default protocol versions")
+                .with_root_certificates(roots)
+                .with_no_client_auth();
+            tls.alpn_protocols = vec![b"http/1.1".to_vec()];
+            tls
+        })
     }
 
     /// The variables `${VAR}` in header values may read.
@@ -200,7 +219,7 @@ pub fn build(
         attempt.follow()
     });
     reqwest::Client::builder()
-        .tls_backend_preconfigured(settings.0.tls.clone())
+        .tls_backend_preconfigured(settings.tls().clone())
         .user_agent(concat!("worker-agent/", env!("CARGO_PKG_VERSION")))
         .redirect(policy)
         .connector_layer(ConnectTimer { trace })
