@@ -56,7 +56,7 @@ fn core_with(queued: usize, agents: usize, credits: u32) -> Core {
                 host: "bench".into(),
                 labels: BTreeMap::new(),
                 executors: vec!["builtin".into()],
-                handlers: Vec::new(),
+                handlers: Default::default(),
                 capacity: credits,
                 version: "bench".into(),
                 credits,

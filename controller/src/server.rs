@@ -270,11 +270,19 @@ pub async fn run(
     // Alerting first: the scheduler's catch-up may already report missed fires.
     // `metric_high`'s day sums go on from what today's attempts reported
     // (no result is applied before the server serves).
-    let today = engine.now().div_euclid(86_400_000) * 86_400_000;
-    let day_sums = store.metric_sums_since(today).await.map_err(|source| RunError::Store {
-        url: crate::store::redact_url(&config.db_url),
-        source,
-    })?;
+    let watched = crate::alerting::detect::daily_metrics(&alerts_config);
+    let day_sums = if watched.is_empty() {
+        Vec::new()
+    } else {
+        let today = engine.now().div_euclid(86_400_000) * 86_400_000;
+        let sums = store.metric_sums_since(today).await.map_err(|source| RunError::Store {
+            url: crate::store::redact_url(&config.db_url),
+            source,
+        })?;
+        sums.into_iter()
+            .filter(|(_, metric, _)| watched.contains(metric))
+            .collect()
+    };
     let alerts = AlertService::start(
         store.clone(),
         engine.clone(),

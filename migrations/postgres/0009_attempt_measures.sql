@@ -21,3 +21,6 @@ CREATE TABLE attempt_measures (
 );
 
 CREATE INDEX attempt_measures_job_finished ON attempt_measures (job, finished_at);
+
+-- The day sums `metric_high` starts from when the controller starts.
+CREATE INDEX attempt_measures_finished ON attempt_measures (finished_at);

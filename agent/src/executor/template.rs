@@ -19,9 +19,9 @@
 //! only, see [`parse`]).
 //!
 //! [`render`] fills a template; with [`Escape::Url`] every substituted value is
-//! percent-encoded (all but `A-Z a-z 0-9 - . _ ~`), so a payload value cannot
-//! change the URL's structure (add a path segment, a query parameter, a
-//! user part). The payload is parsed once, on the first field that needs it.
+//! percent-encoded (all but `A-Z a-z 0-9 - . _ ~`), and a value `.` or `..`
+//! is refused, so a payload value cannot change the URL's structure (add or
+//! climb a path segment, add a query parameter, a user part). The payload is parsed once, on the first field that needs it.
 
 use std::cell::OnceCell;
 
@@ -41,6 +41,10 @@ pub enum TemplateError {
     /// A placeholder that is none of the known ones (its text, trimmed).
     #[error("unknown placeholder `{{{{{0}}}}}` (expected payload, payload.FIELD, run.id, run.attempt or run.job)")]
     Unknown(String),
+    /// A value substituted into a URL is `.` or `..`, which a URL parser
+    /// would take for a step through the path.
+    #[error("a value substituted into the URL is \"{0}\", which would move along the URL's path")]
+    DotSegment(String),
     /// A `{{payload.FIELD}}` when the payload is not JSON (the parser's message).
     #[error("`{{{{{placeholder}}}}}` needs a field of the payload, which is not JSON: {reason}")]
     PayloadNotJson {
@@ -189,6 +193,20 @@ fn lookup<'v>(root: &'v Value, path: &[&str]) -> Option<&'v Value> {
     })
 }
 
+/// Whether the scheme or the authority (user, host, port) of the URL
+/// template `url` holds a placeholder: then whoever writes the payload picks
+/// the server, which must not be allowed when the request carries secrets
+/// (`${VAR}` in its headers).
+pub fn templated_origin(url: &str) -> bool {
+    let url = url.trim();
+    let (scheme, rest) = match url.find("://") {
+        Some(at) => (&url[..at], &url[at + 3..]),
+        None => return url.contains("{{"),
+    };
+    let authority = rest.split(['/', '?', '#']).next().unwrap_or_default();
+    scheme.contains("{{") || authority.contains("{{") || authority.contains("}}")
+}
+
 /// Fills `template` from `fields`, escaping substituted values as `escape` says.
 pub fn render(template: &str, fields: &Fields<'_>, escape: Escape) -> Result<String, TemplateError> {
     let mut out = String::with_capacity(template.len());
@@ -199,6 +217,11 @@ pub fn render(template: &str, fields: &Fields<'_>, escape: Escape) -> Result<Str
                 let value = fields.value(&field)?;
                 match escape {
                     Escape::None => out.push_str(&value),
+                    // `.` and `..` are dot segments however they are encoded
+                    // (`%2e%2e` too): a URL parser would climb the path.
+                    Escape::Url if value == "." || value == ".." => {
+                        return Err(TemplateError::DotSegment(value.to_string()));
+                    }
                     Escape::Url => out.extend(utf8_percent_encode(&value, URL_VALUE)),
                 }
             }
@@ -293,6 +316,21 @@ mod tests {
         let pieces = parse("Bearer ${TOKEN} {{run.id}}").unwrap();
         assert_eq!(pieces, [Piece::Text("Bearer ${TOKEN} "), Piece::Field(Field::RunId)]);
         assert_eq!(render("${X}", &fields(""), Escape::Url).unwrap(), "${X}");
+        for dots in [".", ".."] {
+            let payload = format!(r#"{{"id": "{dots}"}}"#);
+            let f = fields(&payload);
+            assert_eq!(
+                render("https://a/users/{{payload.id}}/delete", &f, Escape::Url),
+                Err(TemplateError::DotSegment(dots.into()))
+            );
+            assert!(render("{{payload.id}}", &f, Escape::None).is_ok(), "only URLs care");
+        }
+        let f = fields(r#"{"id": "..."}"#);
+        assert_eq!(render("/{{payload.id}}", &f, Escape::Url).unwrap(), "/...");
+        assert!(templated_origin("https://{{payload.host}}/x"));
+        assert!(templated_origin("https://api.example.com:{{payload.port}}/x"));
+        assert!(templated_origin("{{payload.url}}"));
+        assert!(!templated_origin("https://api.example.com/{{payload.id}}?q={{run.id}}"));
     }
 
     #[test]

@@ -97,7 +97,7 @@ impl fmt::Debug for AgentBuilder {
 
 impl AgentBuilder {
     /// Replaces every setting with `config` (the controller address and the
-    /// executors included: [`AgentConfig::new`] enables `shell` and `builtin`,
+    /// executors included: [`AgentConfig::new`] enables `shell`, `http` and `builtin`,
     /// so add `handler` to run handlers). Setters called afterwards change it.
     pub fn config(mut self, config: AgentConfig) -> Self {
         self.config = config;

@@ -91,8 +91,11 @@ pub struct Detector {
     slow: HashMap<(String, u32), Vec<String>>,
     /// (rule, priority) queues currently over their limits.
     backlogged: HashSet<(String, Priority)>,
-    /// (job, metric) → (UTC day, sum of the values reported that day).
+    /// (job, metric) → (UTC day, sum of the values reported that day), for
+    /// the metrics a `per: day` rule watches.
     day_sums: HashMap<(String, String), (i64, f64)>,
+    /// The UTC day of the last attempt seen (older sums are dropped when it changes).
+    sums_day: i64,
     /// (rule, job, UTC day) that alerted `metric_high` per day.
     high_days: HashSet<(String, String, i64)>,
 }
@@ -106,6 +109,7 @@ impl Detector {
     /// Starts `metric_high`'s day sums from what the store holds for UTC day
     /// `day` (days since the epoch): (job, metric, sum) since its midnight.
     pub fn seed_day_sums(&mut self, day: i64, sums: Vec<(String, String, f64)>) {
+        self.sums_day = day;
         for (job, metric, sum) in sums {
             self.day_sums.insert((job, metric), (day, sum));
         }
@@ -254,8 +258,20 @@ impl Detector {
     fn metrics_high(&mut self, config: &AlertsConfig, links: &Links, a: &AttemptFact) -> Vec<Alert> {
         let mut alerts = Vec::new();
         let day = a.at.div_euclid(86_400_000);
+        if day != self.sums_day {
+            // A new day: yesterday's sums are done with.
+            self.sums_day = day;
+            self.day_sums.retain(|_, (d, _)| *d >= day);
+        }
         for m in &a.metrics {
-            let sum = {
+            // Only the metrics a `per: day` rule watches are summed (the map
+            // stays as small as the rules, whatever names jobs report).
+            let watched = config.rules.iter().any(|r| {
+                matches!(&r.params, EventParams::MetricHigh { metric, per: MetricWindow::Day, .. } if *metric == m.name)
+            });
+            let sum = if !watched {
+                0.0
+            } else {
                 let entry = self
                     .day_sums
                     .entry((a.job.clone(), m.name.clone()))
@@ -428,6 +444,22 @@ impl Detector {
         self.backlogged.retain(|key| still_over.contains(key));
         alerts
     }
+}
+
+/// The metrics that `metric_high` rules with `per: day` watch.
+pub fn daily_metrics(config: &AlertsConfig) -> Vec<String> {
+    config
+        .rules
+        .iter()
+        .filter_map(|r| match &r.params {
+            EventParams::MetricHigh {
+                metric,
+                per: MetricWindow::Day,
+                ..
+            } => Some(metric.clone()),
+            _ => None,
+        })
+        .collect()
 }
 
 /// `run_slow` rules with a `span` that attempt `a` spent longer in.

@@ -74,6 +74,13 @@ pub(crate) fn check_http(c: &mut Checker<'_>, name: &str, raw: RawHttp) -> Optio
             c.error(&path, e);
         }
     }
+    if headers.values().any(|v| v.contains("${")) && worker_agent::executor::template::templated_origin(&url) {
+        c.error(
+            &at("url"),
+            "the scheme and host must be written out when a header holds ${VAR}: a placeholder there would let \
+             whoever enqueues choose who receives the secret",
+        );
+    }
     let body = raw.body.unwrap_or_default();
     if body.len() > MAX_BODY_BYTES {
         c.error(&at("body"), format!("{} bytes, at most {MAX_BODY_BYTES}", body.len()));
@@ -219,6 +226,32 @@ mod tests {
         );
         assert!(check_template("{{env.HOME}}").unwrap_err().contains("`{{env.HOME}}`"));
         assert!(check_template("x {{payload").unwrap_err().contains("not closed"));
+    }
+
+    #[test]
+    fn a_payload_cannot_choose_who_receives_a_secret() {
+        let yaml = |url: &str, header: &str| {
+            format!("jobs:\n  j:\n    http: {{ url: \"{url}\", headers: {{ Authorization: \"{header}\" }} }}\n")
+        };
+        let parse = |text: &str| {
+            crate::config::parse_scheduler_yaml(
+                std::path::Path::new("s.yaml"),
+                text,
+                &crate::config::env::from_pairs(&[]),
+            )
+        };
+        let err = parse(&yaml("https://{{payload.host}}/x", "Bearer ${TOKEN}"))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("jobs.j.http.url") && err.contains("scheme and host must be written out"),
+            "{err}"
+        );
+        assert!(
+            parse(&yaml("https://{{payload.host}}/x", "Bearer fixed")).is_ok(),
+            "no secret, no rule"
+        );
+        assert!(parse(&yaml("https://api.example.com/{{payload.id}}", "Bearer ${TOKEN}")).is_ok());
     }
 
     #[test]

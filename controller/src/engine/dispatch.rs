@@ -164,7 +164,7 @@ impl Engine {
                 host: hello.host.clone(),
                 labels: hello.labels.clone().into_iter().collect(),
                 executors: hello.executors.clone(),
-                handlers: hello.handlers.clone(),
+                handlers: hello.handlers.iter().cloned().collect(),
                 capacity: hello.capacity,
                 version: hello.version.clone(),
                 credits: 0,

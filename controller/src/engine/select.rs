@@ -148,7 +148,7 @@ mod tests {
                     .map(|(k, v)| (k.to_string(), v.to_string()))
                     .collect::<BTreeMap<_, _>>(),
                 executors: vec!["builtin".into()],
-                handlers: Vec::new(),
+                handlers: Default::default(),
                 capacity: credits,
                 version: "t".into(),
                 credits,

@@ -154,7 +154,7 @@ pub struct AgentEntry {
     /// Executor kinds it runs.
     pub executors: Vec<String>,
     /// Handler names it registered (SDK agents).
-    pub handlers: Vec<String>,
+    pub handlers: BTreeSet<String>,
     /// Concurrent runs it accepts.
     pub capacity: u32,
     /// Agent version.
@@ -190,7 +190,7 @@ impl AgentEntry {
             && !self.draining
             && self.credits > 0
             && self.executors.iter().any(|e| e == kind)
-            && executor.handler().is_none_or(|h| self.handlers.iter().any(|r| r == h))
+            && executor.handler().is_none_or(|h| self.handlers.contains(h))
             && selector.iter().all(|(k, v)| self.labels.get(k) == Some(v))
     }
 }

@@ -409,7 +409,7 @@ pub(super) fn agent_view(a: &super::state::AgentEntry) -> AgentView {
         host: a.host.clone(),
         labels: a.labels.clone(),
         executors: a.executors.clone(),
-        handlers: a.handlers.clone(),
+        handlers: a.handlers.iter().cloned().collect(),
         capacity: a.capacity,
         state: match (a.sender.is_some(), a.draining) {
             (true, false) => "connected",

@@ -477,13 +477,11 @@ impl Metrics {
     /// as dropped. Negative metric values are not added (the series is a
     /// counter). Rare next to the hot path: one mutex for the name sets.
     pub fn attempt_reported(&self, job: &str, metrics: &[MetricRecord], spans: &[SpanRecord]) {
-        let Some(job) = self
-            .jobs
-            .read()
-            .unwrap_or_else(|e| e.into_inner())
-            .get_key_value(job)
-            .map(|(k, _)| k.clone())
-        else {
+        // The definitions stay read-locked until the series exist, so that a
+        // job deleted meanwhile (`define_jobs`, which takes the same locks in
+        // the same order) cannot get them back.
+        let table = self.jobs.read().unwrap_or_else(|e| e.into_inner());
+        let Some(job) = table.get_key_value(job).map(|(k, _)| k.clone()) else {
             return;
         };
         let mut reported = self.reported.lock().unwrap_or_else(|e| e.into_inner());

@@ -82,39 +82,58 @@ pub(crate) struct MeasureRow {
     pub max_us: i64,
 }
 
-/// One row of a job's daily stats query: (UTC day, run id, attempt, kind,
-/// name, value).
-pub(crate) type DayRow = (i64, String, i64, String, String, f64);
+/// What a backend reads for [`Store::job_days`], aggregated by the database
+/// where it can be: (UTC day, attempts that reported), (day, metric, sum),
+/// and the span totals (day, span, total µs) of the newest
+/// [`MAX_SPAN_ROWS`] span reports, for the percentiles.
+#[derive(Debug, Default)]
+pub(crate) struct DayRows {
+    pub attempts: Vec<(i64, i64)>,
+    pub sums: Vec<(i64, String, f64)>,
+    pub spans: Vec<(i64, String, f64)>,
+}
 
-/// Most rows [`Store::job_days`] reads (the newest first); a job reporting
-/// more over its window has its oldest days summarised from what fits.
-pub const MAX_DAY_ROWS: i64 = 500_000;
+/// Most span reports [`Store::job_days`] reads for its percentiles (the
+/// newest first); a job reporting more over the week has its older days'
+/// percentiles computed from what fits (sums and counts stay exact).
+pub const MAX_SPAN_ROWS: i64 = 100_000;
 
-/// Folds the rows of a job's measures into days: attempts, metric sums,
-/// span percentiles (nearest rank).
-fn days_from_rows(rows: Vec<DayRow>) -> Vec<JobDayRecord> {
-    use std::collections::{BTreeMap, HashSet};
-    #[derive(Default)]
-    struct Day {
-        attempts: HashSet<(String, i64)>,
-        sums: BTreeMap<String, f64>,
-        spans: BTreeMap<String, Vec<u64>>,
+/// Most metric and span names one day of [`Store::job_days`] lists (the
+/// first by name, and the slowest spans).
+pub const MAX_DAY_NAMES: usize = 100;
+
+/// Folds a job's aggregated reports into days, newest first: metric sums by
+/// name, span percentiles (nearest rank) slowest p95 first.
+fn days_from_rows(rows: DayRows) -> Vec<JobDayRecord> {
+    use std::collections::BTreeMap;
+    type Day = (JobDayRecord, BTreeMap<String, Vec<u64>>);
+    fn day(days: &mut BTreeMap<i64, Day>, d: i64) -> &mut Day {
+        days.entry(d).or_insert_with(|| {
+            (
+                JobDayRecord {
+                    day: d,
+                    ..Default::default()
+                },
+                BTreeMap::new(),
+            )
+        })
     }
     let mut days: BTreeMap<i64, Day> = BTreeMap::new();
-    for (day, run_id, attempt, kind, name, value) in rows {
-        let d = days.entry(day).or_default();
-        d.attempts.insert((run_id, attempt));
-        if kind == "metric" {
-            *d.sums.entry(name).or_default() += value;
-        } else {
-            d.spans.entry(name).or_default().push(value.max(0.0) as u64);
-        }
+    for (d, n) in rows.attempts {
+        day(&mut days, d).0.attempts = n.max(0) as u64;
     }
-    days.into_iter()
+    for (d, name, sum) in rows.sums {
+        day(&mut days, d).0.metric_sums.push((name, sum));
+    }
+    for (d, name, value) in rows.spans {
+        day(&mut days, d).1.entry(name).or_default().push(value.max(0.0) as u64);
+    }
+    days.into_values()
         .rev()
-        .map(|(day, d)| {
-            let mut spans: Vec<(String, u64, u64, u64)> = d
-                .spans
+        .map(|(mut record, spans)| {
+            record.metric_sums.sort_by(|a, b| a.0.cmp(&b.0));
+            record.metric_sums.truncate(MAX_DAY_NAMES);
+            record.spans = spans
                 .into_iter()
                 .map(|(name, mut values)| {
                     values.sort_unstable();
@@ -122,13 +141,9 @@ fn days_from_rows(rows: Vec<DayRow>) -> Vec<JobDayRecord> {
                     (name, values.len() as u64, rank(0.5), rank(0.95))
                 })
                 .collect();
-            spans.sort_by(|a, b| b.3.cmp(&a.3).then_with(|| a.0.cmp(&b.0)));
-            JobDayRecord {
-                day,
-                attempts: d.attempts.len() as u64,
-                metric_sums: d.sums.into_iter().collect(),
-                spans,
-            }
+            record.spans.sort_by(|a, b| b.3.cmp(&a.3).then_with(|| a.0.cmp(&b.0)));
+            record.spans.truncate(MAX_DAY_NAMES);
+            record
         })
         .collect()
 }
@@ -557,7 +572,7 @@ impl Store {
     /// What `job`'s attempts reported per UTC day, for the days since `since`
     /// (Unix ms) that have any, newest first.
     pub async fn job_days(&self, job: &str, since: i64) -> Result<Vec<JobDayRecord>> {
-        let rows: Vec<DayRow> = dispatch!(self.job_day_rows(job, since))?;
+        let rows: DayRows = dispatch!(self.job_day_rows(job, since))?;
         Ok(days_from_rows(rows))
     }
 

@@ -222,6 +222,8 @@ pub fn build(
         .tls_backend_preconfigured(settings.tls().clone())
         .user_agent(concat!("worker-agent/", env!("CARGO_PKG_VERSION")))
         .redirect(policy)
+        // A followed redirect must not carry the job's URL (its query may hold a key).
+        .referer(false)
         .connector_layer(ConnectTimer { trace })
         .build()
 }

@@ -59,6 +59,13 @@ impl Prepared {
         let url = url(&spec.url, &fields)?;
         let mut secrets = Vec::new();
         let headers = headers(spec, &fields, allowed, lookup, &mut secrets)?;
+        if !secrets.is_empty() && template::templated_origin(&spec.url) {
+            return Err(
+                "http.url: the server is a placeholder while headers carry ${VAR} values: the payload would choose \
+                 who receives them (write the scheme and host in the URL)"
+                    .into(),
+            );
+        }
         let body = if spec.body.is_empty() {
             None
         } else {
@@ -200,6 +207,20 @@ mod tests {
         assert_eq!(p.timeout, Some(Duration::from_secs(5)));
         assert_eq!(p.max_redirects, 0);
         assert_eq!(p.secrets, ["tok-123"]);
+    }
+
+    #[test]
+    fn a_payload_chosen_server_never_gets_secrets_nor_a_climbed_path() {
+        let mut s = HttpSpec {
+            url: "https://{{payload.host}}/x".into(),
+            headers: [("Authorization".to_string(), "Bearer ${API_TOKEN}".to_string())].into(),
+            ..Default::default()
+        };
+        let err = prepare(&s, r#"{"host": "attacker.example"}"#, "API_TOKEN").unwrap_err();
+        assert!(err.contains("the server is a placeholder"), "{err}");
+        s.url = "https://api.example.com/users/{{payload.id}}/delete".into();
+        let err = prepare(&s, r#"{"id": ".."}"#, "API_TOKEN").unwrap_err();
+        assert!(err.contains("would move along the URL's path"), "{err}");
     }
 
     #[test]

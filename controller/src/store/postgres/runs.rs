@@ -23,7 +23,7 @@ use crate::model::{Outcome, RunState};
 use crate::store::events::{self, EventRecord};
 use crate::store::write::{self, Write, WriteError};
 use crate::store::{
-    AttemptEnd, AttemptRecord, AttemptStart, DayRow, HourCount, InsertPlan, JobListRows, JobStatsRecord, MeasureRow,
+    AttemptEnd, AttemptRecord, AttemptStart, DayRows, HourCount, InsertPlan, JobListRows, JobStatsRecord, MeasureRow,
     RunRecord, StateChange, TransitionRecord, parse_column,
 };
 
@@ -324,21 +324,38 @@ impl PgStore {
         Ok(rows.iter().map(|r| (r.get(0), r.get(1), r.get(2))).collect())
     }
 
-    /// The rows of `job`'s daily stats since `since` (Unix ms), newest first.
-    pub(in crate::store) async fn job_day_rows(&self, job: &str, since: i64) -> Result<Vec<DayRow>> {
-        let rows = sqlx::query(
-            "SELECT finished_at / 86400000, run_id, attempt, kind, name, value FROM attempt_measures
-             WHERE job = $1 AND finished_at >= $2 ORDER BY finished_at DESC LIMIT $3",
+    /// The aggregated reports of `job` since `since` (Unix ms), by UTC day.
+    pub(in crate::store) async fn job_day_rows(&self, job: &str, since: i64) -> Result<DayRows> {
+        let attempts = sqlx::query(
+            "SELECT day, COUNT(*) FROM (SELECT DISTINCT finished_at / 86400000 AS day, run_id, attempt
+                 FROM attempt_measures WHERE job = $1 AND finished_at >= $2) AS reported GROUP BY day",
         )
         .bind(job)
         .bind(since)
-        .bind(crate::store::MAX_DAY_ROWS)
         .fetch_all(&self.pool)
         .await?;
-        Ok(rows
-            .iter()
-            .map(|r| (r.get(0), r.get(1), r.get(2), r.get(3), r.get(4), r.get(5)))
-            .collect())
+        let sums = sqlx::query(
+            "SELECT finished_at / 86400000 AS day, name, SUM(value)::float8 FROM attempt_measures
+             WHERE job = $1 AND finished_at >= $2 AND kind = 'metric' GROUP BY day, name",
+        )
+        .bind(job)
+        .bind(since)
+        .fetch_all(&self.pool)
+        .await?;
+        let spans = sqlx::query(
+            "SELECT finished_at / 86400000, name, value FROM attempt_measures
+             WHERE job = $1 AND finished_at >= $2 AND kind = 'span' ORDER BY finished_at DESC LIMIT $3",
+        )
+        .bind(job)
+        .bind(since)
+        .bind(crate::store::MAX_SPAN_ROWS)
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(DayRows {
+            attempts: attempts.iter().map(|r| (r.get(0), r.get(1))).collect(),
+            sums: sums.iter().map(|r| (r.get(0), r.get(1), r.get(2))).collect(),
+            spans: spans.iter().map(|r| (r.get(0), r.get(1), r.get(2))).collect(),
+        })
     }
 
     /// The outcome recorded for (run, attempt), if it has finished.
