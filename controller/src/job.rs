@@ -170,12 +170,13 @@ pub struct ShellDef {
     pub cwd: String,
 }
 
-/// A builtin task: `noop` or `sleep`.
+/// A builtin task (one of [`BUILTINS`]), its arguments checked by
+/// [`crate::config::builtins`].
 #[derive(Debug, Clone, PartialEq)]
 pub struct BuiltinDef {
-    /// `noop` or `sleep`.
+    /// One of [`BUILTINS`].
     pub name: String,
-    /// Arguments (`duration` for `sleep`).
+    /// Arguments, nested fields as dotted keys (`duration` for `sleep`).
     pub args: BTreeMap<String, String>,
 }
 

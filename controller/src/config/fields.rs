@@ -7,7 +7,7 @@
 use std::time::Duration;
 
 use super::jobs::Checker;
-use super::raw::{RawBuiltin, RawCommand, RawJob, RawShell};
+use super::raw::{RawCommand, RawJob, RawShell};
 use crate::job::MAX_TIMEOUT;
 use crate::limits::{current, echo, exceeds};
 
@@ -127,16 +127,6 @@ pub(crate) fn check_job_fields(c: &mut Checker<'_>, name: &str, raw: &RawJob) {
     };
     if script.is_some_and(|s| s.contains('\0')) {
         c.error(&at("shell"), "the command must not contain NUL bytes");
-    }
-    if let Some(RawBuiltin::Full(builtin)) = &raw.builtin
-        && let Some(text) = &builtin.duration
-        && let Ok(d) = worker_duration::parse(text)
-        && d > MAX_TIMEOUT
-    {
-        c.error(
-            &["jobs", name, "builtin", "duration"],
-            format!("{text} is longer than the maximum of 30d"),
-        );
     }
 }
 

@@ -11,12 +11,11 @@ use std::time::Duration;
 use serde::de::DeserializeOwned;
 use serde_yaml_ng::{Mapping, Value};
 
-use super::raw::{RawBuiltin, RawCommand, RawDefaults, RawJob, RawRetention, RawRetry, RawShell};
+use super::raw::{RawCommand, RawDefaults, RawJob, RawRetention, RawRetry, RawShell};
 use super::{ConfigError, ConfigErrors, interpolate_str, lines};
 use crate::job::MAX_CHAIN_DEPTH;
 use crate::job::{
-    BUILTINS, BuiltinDef, ExecutorDef, JobDef, MAX_RETENTION, MAX_RETENTION_RUNS, MAX_TIMEOUT, Retention, RetryPolicy,
-    ShellDef,
+    BUILTINS, ExecutorDef, JobDef, MAX_RETENTION, MAX_RETENTION_RUNS, MAX_TIMEOUT, Retention, RetryPolicy, ShellDef,
 };
 use crate::model::{Backoff, CatchUp, Overlap, Priority};
 use crate::scheduler::cron::{CronSchedule, DstPolicy, parse_tz};
@@ -417,7 +416,7 @@ fn friendlier(message: &str) -> String {
         "expected a status code (404), a class (5xx) or a range (500-504)".into()
     } else if message.contains("untagged enum RawBuiltin") {
         format!(
-            "expected a builtin name ({}) or a mapping {{ name, duration }}",
+            "expected a builtin name ({}) or a mapping {{ name, ...arguments }}",
             BUILTINS.join(", ")
         )
     } else {
@@ -853,7 +852,7 @@ fn check_job(c: &mut Checker<'_>, name: &str, raw: RawJob) -> Option<JobDef> {
     } else if let Some(shell) = raw.shell {
         check_shell(c, name, shell)
     } else if let Some(builtin) = raw.builtin {
-        check_builtin(c, name, builtin)
+        super::builtins::check(c, name, builtin)
     } else if let Some(http) = raw.http {
         super::executors::check_http(c, name, http)
     } else if let Some(handler) = raw.handler {
@@ -914,35 +913,6 @@ fn check_shell(c: &mut Checker<'_>, name: &str, raw: RawShell) -> Option<Executo
         RawCommand::Argv(argv) => def.argv = argv,
     }
     Some(ExecutorDef::Shell(def))
-}
-
-fn check_builtin(c: &mut Checker<'_>, name: &str, raw: RawBuiltin) -> Option<ExecutorDef> {
-    let (builtin, duration) = match raw {
-        RawBuiltin::Name(n) => (n, None),
-        RawBuiltin::Full(full) => (full.name, full.duration),
-    };
-    if !BUILTINS.contains(&builtin.as_str()) {
-        c.error(
-            &["jobs", name, "builtin"],
-            format!(
-                "unknown builtin \"{builtin}\" (expected one of: {})",
-                BUILTINS.join(", ")
-            ),
-        );
-        return None;
-    }
-    let mut args = BTreeMap::new();
-    if let Some(d) = duration {
-        if builtin != "sleep" {
-            c.error(&["jobs", name, "builtin", "duration"], "only `sleep` takes a duration");
-            return None;
-        }
-        worker_duration::parse(&d)
-            .map_err(|e| c.error(&["jobs", name, "builtin", "duration"], e.to_string()))
-            .ok()?;
-        args.insert("duration".to_string(), d);
-    }
-    Some(ExecutorDef::Builtin(BuiltinDef { name: builtin, args }))
 }
 
 #[cfg(test)]

@@ -24,6 +24,7 @@
 //! * [`jobs`]: validation into [`crate::job::JobDef`];
 //! * [`lines`]: key path → line number, for error locations.
 
+pub mod builtins;
 pub mod depth;
 pub mod env;
 pub mod executors;

@@ -160,7 +160,7 @@ pub enum RawCommand {
     Argv(Vec<String>),
 }
 
-/// `builtin:` as a name or `{ name, duration }`.
+/// `builtin:` as a name or `{ name, ...arguments }`.
 #[derive(Debug, Deserialize)]
 #[serde(untagged)]
 pub enum RawBuiltin {
@@ -168,13 +168,14 @@ pub enum RawBuiltin {
     Full(RawBuiltinFull),
 }
 
-/// `builtin: { name, duration }`.
+/// `builtin: { name, ...arguments }`: the arguments are checked by the
+/// builtin's own typed struct (see [`crate::config::builtins`]), which refuses
+/// unknown fields.
 #[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
 pub struct RawBuiltinFull {
     pub name: String,
-    #[serde(default, deserialize_with = "duration_text")]
-    pub duration: Option<String>,
+    #[serde(flatten)]
+    pub args: serde_yaml_ng::Mapping,
 }
 
 /// `http:` as a URL (a GET) or a mapping.

@@ -360,3 +360,21 @@ fn retention_errors_name_the_field_and_the_limit() {
         "{found:#?}"
     );
 }
+
+#[test]
+fn builtin_arguments_are_checked_by_their_builtin() {
+    let errors = parse(
+        "jobs:\n  a:\n    builtin: { name: noop, duration: 2s }\n  b:\n    builtin: { name: sleep, seconds: 2 }\n",
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(errors.contains("scheduler.yaml:3: jobs.a.builtin"), "{errors}");
+    assert!(errors.contains("unknown field `duration`"), "{errors}");
+    assert!(errors.contains("scheduler.yaml:5: jobs.b.builtin"), "{errors}");
+    assert!(errors.contains("unknown field `seconds`"), "{errors}");
+    let jobs = parse("jobs:\n  a:\n    builtin: { name: sleep, duration: 2s }\n").unwrap();
+    match &jobs.get("a").unwrap().executor {
+        ExecutorDef::Builtin(b) => assert_eq!(b.args.get("duration").map(String::as_str), Some("2s")),
+        other => panic!("{other:?}"),
+    }
+}

@@ -7,6 +7,11 @@
 //!   other attempt.
 //!
 //! An unknown name is a permanent failure: retrying cannot make it exist.
+//!
+//! A builtin with more to it than a few lines gets its own submodule here,
+//! with one arm in [`run`]; the controller checks its arguments in
+//! `worker_controller::config::builtins` and sends them as the flat `args`
+//! map (nested fields as dotted keys).
 
 use std::time::Duration;
 
