@@ -137,6 +137,8 @@ pub(crate) struct Agent {
     output_link: SharedLink,
     /// What `http` attempts share (built from the configuration at start).
     http: HttpSettings,
+    /// The controller's client API, for builtins that call it (`digest`).
+    controller: crate::connection::ControllerLink,
 }
 
 impl Agent {
@@ -161,6 +163,7 @@ impl Agent {
             drain: None,
             output_link: SharedLink::default(),
             http,
+            controller: connector.controller_link(),
         };
         tracing::info!(
             agent_id = %agent.agent_id,
@@ -380,6 +383,7 @@ impl Agent {
             live: Some(live.clone()),
             http: self.http.clone(),
             handlers: self.handlers.clone(),
+            controller: Some(self.controller.clone()),
         };
         let spec = assignment.executor;
         let enabled = self.config.executors.clone();

@@ -128,6 +128,58 @@ impl Connector {
     }
 }
 
+/// The controller's client API (`ControllerService`) as this agent reaches
+/// it: the same address, TLS settings and token as its `Connect` stream. Used
+/// by builtins that ask the controller for something (`digest`). Cheap to
+/// clone; each call opens its connection lazily.
+#[derive(Clone)]
+pub struct ControllerLink {
+    endpoint: Endpoint,
+    auth: Option<AsciiMetadataValue>,
+}
+
+impl std::fmt::Debug for ControllerLink {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // Never the token.
+        f.debug_struct("ControllerLink")
+            .field("uri", self.endpoint.uri())
+            .finish_non_exhaustive()
+    }
+}
+
+impl ControllerLink {
+    /// `SendDigest` for attempt `attempt` of run `run_id`, within `timeout`.
+    pub async fn send_digest(
+        &self,
+        run_id: &str,
+        attempt: u32,
+        timeout: Duration,
+    ) -> Result<worker_proto::v1::SendDigestResponse, tonic::Status> {
+        let channel = self.endpoint.clone().timeout(timeout).connect_lazy();
+        let mut client = worker_proto::v1::controller_service_client::ControllerServiceClient::new(channel);
+        let mut request = tonic::Request::new(worker_proto::v1::SendDigestRequest {
+            run_id: run_id.to_string(),
+            attempt,
+        });
+        request.set_timeout(timeout);
+        if let Some(auth) = &self.auth {
+            request.metadata_mut().insert("authorization", auth.clone());
+        }
+        client.send_digest(request).await.map(tonic::Response::into_inner)
+    }
+}
+
+impl Connector {
+    /// The controller's client API, reached like this connector reaches the
+    /// agent protocol.
+    pub(crate) fn controller_link(&self) -> ControllerLink {
+        ControllerLink {
+            endpoint: self.endpoint.clone(),
+            auth: self.auth.clone(),
+        }
+    }
+}
+
 /// What happened on an open session.
 pub(crate) enum SessionEvent {
     /// The controller sent a message.

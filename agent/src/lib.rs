@@ -95,6 +95,7 @@ pub mod tls;
 use std::future::Future;
 
 pub use config::{AgentConfig, EnvPattern, parse_allow_env, parse_executors, parse_labels};
+pub use connection::ControllerLink;
 pub use error::AgentError;
 pub use sdk::{Agent, AgentBuilder, HandlerContext, HandlerError, SpanGuard, StopReason};
 

@@ -21,6 +21,8 @@
 //! * [`alerting`]: alert channels and rules, detection, throttling, delivery
 //!   (Slack, Discord, email, webhooks) and history, in tasks of its own fed
 //!   with facts by the engine;
+//! * [`digest`]: the `digest` builtin's daily and weekly activity emails,
+//!   composed and sent by the controller through an alert email channel;
 //! * [`api`]: the gRPC services for clients and agents;
 //! * [`auth`]: tokens, roles and the layer that checks every call;
 //! * [`http`]: the HTTP listener: `/healthz`, `/readyz` and `/metrics`
@@ -41,6 +43,7 @@ pub mod alerting;
 pub mod api;
 pub mod auth;
 pub mod config;
+pub mod digest;
 pub mod engine;
 pub mod error;
 pub mod http;

@@ -318,9 +318,11 @@ pub async fn run(
         let _ = server_stop_rx.wait_for(|s| *s).await;
     };
     // One service instance answers gRPC and the web UI alike.
+    let agent_owners = crate::api::agent::AgentOwners::default();
     let controller_api = std::sync::Arc::new(
         ControllerApi::new(engine.clone(), alerts, stop_rx.clone(), &config.db_url)
             .with_tokens(tokens.clone())
+            .with_agent_owners(agent_owners.clone())
             .with_live_output(live_output.clone()),
     );
     web.set_api(controller_api.clone());
@@ -337,6 +339,7 @@ pub async fn run(
         .add_service(
             AgentServiceServer::new(
                 AgentApi::new(engine.clone(), stop_rx.clone(), results_tx)
+                    .with_owners(agent_owners)
                     .with_live_output(live_output)
                     .require_client_certificates(require_client_certificates),
             )

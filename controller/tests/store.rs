@@ -214,6 +214,7 @@ backend_tests!(
     prune_never_touches_unfinished_runs_or_their_upstreams,
     schedule_events_without_a_run_are_pruned_by_age_and_count,
     finished_runs_are_counted_per_hour,
+    digest_rows_aggregate_one_window,
 );
 
 fn new_run(id: &str, scheduled_for: Option<i64>) -> NewRun {
@@ -2030,4 +2031,232 @@ async fn a_corrupt_alert_history_row_is_an_internal_error(db: TestDb) {
     assert_eq!(err.code, ErrorCode::Internal, "{}", err.message);
     assert!(err.message.contains("alert status \"lost\""), "{}", err.message);
     store.close().await;
+}
+
+// ---------------------------------------------------------------------------
+// The `digest` builtin's aggregates
+
+/// A run of `job` created at `created`, with one attempt that ends with
+/// `outcome` at `finished` (after `duration` ms, with `error` and a `cost`
+/// metric when given) and leaves the run in `state`; `finished: None` leaves
+/// it running.
+#[allow(clippy::too_many_arguments)]
+async fn digest_run(
+    store: &Store,
+    id: &str,
+    job: &str,
+    created: i64,
+    end: Option<(i64, Outcome, RunState)>,
+    duration: i64,
+    error: Option<&str>,
+    cost: Option<f64>,
+) {
+    let mut run = new_run(id, None);
+    run.job = job.into();
+    run.created_at = created;
+    run.ready_at = Some(created);
+    assert!(insert(store, run).await);
+    let mut running = StateChange::new(id, RunState::Queued, RunState::Running, created + 1, None);
+    running.attempt = Some(1);
+    let start = AttemptStart {
+        run_id: id.into(),
+        attempt: 1,
+        agent_id: "a1".into(),
+        agent_name: "agent-one".into(),
+        started_at: created + 1,
+    };
+    store.apply(&[running], &[start], &[]).await.unwrap();
+    let Some((finished, outcome, state)) = end else { return };
+    let end = AttemptEnd {
+        run_id: id.into(),
+        attempt: 1,
+        outcome,
+        exit_code: None,
+        error: error.map(str::to_string),
+        output: None,
+        started_at: None,
+        finished_at: finished,
+        duration_ms: Some(duration),
+        metrics: cost
+            .map(|value| {
+                vec![MetricRecord {
+                    name: "cost_usd".into(),
+                    value,
+                }]
+            })
+            .unwrap_or_default(),
+        spans: Vec::new(),
+    };
+    let change = StateChange::new(id, RunState::Running, state, finished, None);
+    store.apply(&[change], &[], &[end]).await.unwrap();
+}
+
+async fn digest_rows_aggregate_one_window(db: TestDb) {
+    use worker_controller::store::digest::{DigestCost, DigestQuery, DigestSlow};
+    const DAY: i64 = 86_400_000;
+    let store = db.open().await;
+    let done = |at: i64| Some((at, Outcome::Succeeded, RunState::Succeeded));
+    digest_run(
+        &store,
+        "ok1",
+        "job.a",
+        10 * DAY + 1_000,
+        done(10 * DAY + 5_000),
+        4_000,
+        None,
+        Some(0.25),
+    )
+    .await;
+    digest_run(
+        &store,
+        "ok2",
+        "job.a",
+        10 * DAY + 2_000,
+        done(10 * DAY + 9_000),
+        7_000,
+        None,
+        Some(0.5),
+    )
+    .await;
+    digest_run(
+        &store,
+        "bad1",
+        "job.b",
+        10 * DAY + 3_000,
+        Some((10 * DAY + 6_000, Outcome::Failed, RunState::Dead)),
+        3_000,
+        Some("disk <full> & more"),
+        None,
+    )
+    .await;
+    // Before the window, at its end (exclusive), created too long before it,
+    // and still running: none of them counts.
+    digest_run(
+        &store,
+        "old",
+        "job.a",
+        9 * DAY,
+        done(10 * DAY - 1),
+        99_000,
+        None,
+        Some(5.0),
+    )
+    .await;
+    digest_run(
+        &store,
+        "late",
+        "job.a",
+        10 * DAY + 4_000,
+        done(11 * DAY),
+        99_000,
+        None,
+        Some(5.0),
+    )
+    .await;
+    digest_run(
+        &store,
+        "ancient",
+        "job.c",
+        DAY,
+        done(10 * DAY + 100),
+        99_000,
+        None,
+        None,
+    )
+    .await;
+    digest_run(&store, "busy", "job.a", 10 * DAY + 5_000, None, 0, None, None).await;
+
+    let query = DigestQuery {
+        from: 10 * DAY,
+        to: 11 * DAY,
+        failures: 10,
+        slowest: 10,
+        costs: 10,
+        counts: 100,
+        error_chars: 100,
+    };
+    let rows = store.digest_rows(&query).await.unwrap();
+    assert_eq!(
+        rows.outcomes,
+        vec![
+            ("job.a".to_string(), "succeeded".to_string(), 2),
+            ("job.b".to_string(), "failed".to_string(), 1)
+        ]
+    );
+    assert_eq!(
+        rows.run_ends,
+        vec![
+            ("job.a".to_string(), "succeeded".to_string(), 2),
+            ("job.b".to_string(), "dead".to_string(), 1)
+        ]
+    );
+    assert_eq!(rows.failures.len(), 1);
+    let f = &rows.failures[0];
+    assert_eq!((f.run_id.as_str(), f.attempt, f.job.as_str()), ("bad1", 1, "job.b"));
+    assert_eq!((f.outcome.as_str(), f.error.as_str()), ("failed", "disk <full> & more"));
+    assert_eq!(f.finished_at, 10 * DAY + 6_000);
+    assert_eq!(
+        rows.slowest,
+        vec![
+            DigestSlow {
+                job: "job.a".into(),
+                attempts: 2,
+                avg_ms: 5_500.0,
+                max_ms: 7_000
+            },
+            DigestSlow {
+                job: "job.b".into(),
+                attempts: 1,
+                avg_ms: 3_000.0,
+                max_ms: 3_000
+            },
+        ]
+    );
+    assert_eq!(
+        rows.costs,
+        vec![DigestCost {
+            job: "job.a".into(),
+            metric: "cost_usd".into(),
+            sum: 0.75,
+            reports: 2
+        }]
+    );
+    assert_eq!(rows.dead_letter, 1);
+
+    // The limits hold: rows and error characters.
+    let small = store
+        .digest_rows(&DigestQuery {
+            failures: 0,
+            slowest: 1,
+            costs: 0,
+            counts: 1,
+            error_chars: 4,
+            ..query
+        })
+        .await
+        .unwrap();
+    assert!(small.failures.is_empty() && small.costs.is_empty());
+    assert_eq!(small.slowest.len(), 1);
+    assert_eq!((small.outcomes.len(), small.run_ends.len()), (1, 1));
+    let short = store
+        .digest_rows(&DigestQuery {
+            error_chars: 4,
+            ..query
+        })
+        .await
+        .unwrap();
+    assert_eq!(short.failures[0].error, "disk");
+
+    // An empty window reads nothing but the DLQ.
+    let empty = store
+        .digest_rows(&DigestQuery {
+            from: 20 * DAY,
+            to: 21 * DAY,
+            ..query
+        })
+        .await
+        .unwrap();
+    assert!(empty.outcomes.is_empty() && empty.run_ends.is_empty() && empty.failures.is_empty());
+    assert!(empty.slowest.is_empty() && empty.costs.is_empty());
+    assert_eq!(empty.dead_letter, 1);
 }

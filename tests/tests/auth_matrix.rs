@@ -207,6 +207,13 @@ async fn call(client: &mut AuthedClient, agent: &mut AuthedAgentClient, method: 
             .revoke_token(pb::RevokeTokenRequest { name: none() })
             .await
             .map(drop),
+        "ControllerService/SendDigest" => client
+            .send_digest(pb::SendDigestRequest {
+                run_id: none(),
+                attempt: 1,
+            })
+            .await
+            .map(drop),
         "AgentService/Connect" => {
             let hello = pb::AgentMessage {
                 msg: Some(pb::agent_message::Msg::Hello(pb::Hello {

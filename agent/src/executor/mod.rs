@@ -11,7 +11,7 @@
 //!   metrics and spans through [`markers`] on stdout;
 //! * [`http`]: one HTTP request, with [`template`] filling its URL, headers
 //!   and body from the payload;
-//! * [`builtin`]: tasks compiled into the agent (`noop`, `sleep`);
+//! * [`builtin`]: tasks compiled into the agent (`noop`, `sleep`, `digest`);
 //! * [`handler`]: handlers an application registered through the SDK.
 //!
 //! Executors never return errors: every way an attempt can go wrong (spawn
@@ -149,6 +149,9 @@ pub struct Context {
     pub http: http::HttpSettings,
     /// The handlers registered through the SDK (empty on a plain agent).
     pub handlers: crate::sdk::Handlers,
+    /// The controller's client API, for builtins that call it (`digest`);
+    /// `None` where there is no controller (unit tests).
+    pub controller: Option<crate::ControllerLink>,
 }
 
 /// Why a running attempt must stop.
@@ -247,6 +250,7 @@ pub(crate) mod tests {
             live: None,
             http: http::HttpSettings::default(),
             handlers: Default::default(),
+            controller: None,
         }
     }
 

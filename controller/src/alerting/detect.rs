@@ -78,6 +78,11 @@ impl Links {
     pub fn queue(&self) -> Option<String> {
         self.to("/queue")
     }
+
+    /// The dead-letter queue's page.
+    pub fn dlq(&self) -> Option<String> {
+        self.to("/dlq")
+    }
 }
 
 /// The detection state (streaks, alerted attempts, queues over their limits).

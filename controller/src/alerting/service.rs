@@ -94,6 +94,8 @@ pub(super) struct Inner {
     records: mpsc::UnboundedSender<AlertRecord>,
     /// Serializes changes of channels and rules.
     pub(super) edit_lock: tokio::sync::Mutex<()>,
+    /// Base URL of the web UI (`--web-url`), for links in digests.
+    web_url: Option<String>,
 }
 
 impl AlertService {
@@ -122,6 +124,7 @@ impl AlertService {
             interest: interest.clone(),
             records: records_tx,
             edit_lock: tokio::sync::Mutex::new(()),
+            web_url: settings.web_url.clone(),
         });
         let service = AlertService { inner };
         service.set_config(config);
@@ -154,6 +157,16 @@ impl AlertService {
     /// The channels and rules in force.
     pub fn config(&self) -> Arc<AlertsConfig> {
         self.inner.config.read().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    /// The deliverer (its SMTP transport and policy), for the `digest` builtin.
+    pub fn deliverer(&self) -> &Deliverer {
+        &self.inner.deliverer
+    }
+
+    /// Base URL of the web UI (`--web-url`), when set.
+    pub fn web_url(&self) -> Option<&str> {
+        self.inner.web_url.as_deref()
     }
 
     /// Puts `config` in force (the events its rules are about are reported by

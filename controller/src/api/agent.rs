@@ -28,6 +28,11 @@ use worker_proto::v1::{AgentMessage, ControllerMessage, InFlight, agent_message}
 use crate::auth::Principal;
 use crate::engine::{Engine, ResultMessage};
 
+/// Agent id → name of the token that first connected with it, shared with
+/// the client service (`SendDigest` checks that its caller's token holds the
+/// run it names).
+pub type AgentOwners = Arc<std::sync::Mutex<std::collections::HashMap<String, String>>>;
+
 /// How long a new stream may take to say `Hello`.
 const HELLO_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -40,7 +45,7 @@ pub struct AgentApi {
     /// mTLS: refuse streams without a verified client certificate.
     client_certificates_required: bool,
     /// Agent id → name of the token that first connected with it.
-    owners: Arc<std::sync::Mutex<std::collections::HashMap<String, String>>>,
+    owners: AgentOwners,
     /// Where `Output` chunks go (shared with the client service).
     live: Arc<crate::logs::LiveOutput>,
 }
@@ -80,6 +85,13 @@ impl AgentApi {
                 Ok(())
             }
         }
+    }
+
+    /// Keeps the agent ids' owners in `owners` (shared with the client
+    /// service, see [`AgentOwners`]).
+    pub fn with_owners(mut self, owners: AgentOwners) -> Self {
+        self.owners = owners;
+        self
     }
 
     /// Feeds `Output` chunks to `live`, the hub `FollowRunOutput` reads.

@@ -39,6 +39,8 @@ pub struct ControllerApi {
     tokens: Option<Arc<crate::auth::Tokens>>,
     /// Live output of running attempts (shared with the agent service).
     live: Arc<crate::logs::LiveOutput>,
+    /// Which token each agent id connected with (shared with the agent service).
+    agent_owners: super::agent::AgentOwners,
 }
 
 impl ControllerApi {
@@ -63,7 +65,15 @@ impl ControllerApi {
             started_at: crate::time::now_ms(),
             store_kind,
             tokens: None,
+            agent_owners: Default::default(),
         }
+    }
+
+    /// Reads agent ids' owners from `owners`, the map the agent service keeps
+    /// (for `SendDigest`).
+    pub fn with_agent_owners(mut self, owners: super::agent::AgentOwners) -> Self {
+        self.agent_owners = owners;
+        self
     }
 
     /// Serves the token calls from `tokens`.
@@ -199,6 +209,10 @@ impl ControllerService for ControllerApi {
         check_yaml("yaml", &name, &r.yaml)?;
         let current = self.engine.jobs();
         let entries = off_thread(move || parse_apply(&name, &r.yaml, &current)).await??;
+        let digest_problems = crate::digest::check_jobs(entries.iter().map(|e| e.def.as_ref()), &self.alerts.config());
+        if let Some((job, problem)) = digest_problems.into_iter().next() {
+            return Err(Error::invalid(&format!("jobs.{job}.builtin"), problem).into());
+        }
         let summary = self.engine.apply_definitions(entries).await?;
         Ok(Response::new(pb::ApplyJobsResponse {
             created: summary.created,
@@ -308,6 +322,22 @@ impl ControllerService for ControllerApi {
         Ok(Response::new(
             tokens::revoke(self.tokens.as_ref(), request.into_inner()).await?,
         ))
+    }
+
+    async fn send_digest(
+        &self,
+        request: Request<pb::SendDigestRequest>,
+    ) -> Result<Response<pb::SendDigestResponse>, Status> {
+        let principal = crate::auth::Principal::of(&request);
+        let reply = super::digest::send_digest(
+            &self.engine,
+            &self.alerts,
+            &self.agent_owners,
+            &principal,
+            request.into_inner(),
+        )
+        .await?;
+        Ok(Response::new(reply))
     }
 
     async fn delete_job(

@@ -9,6 +9,7 @@ pub mod agent;
 pub mod alerts;
 pub mod controller;
 pub mod convert;
+mod digest;
 pub mod events;
 pub mod limits;
 pub mod logs;

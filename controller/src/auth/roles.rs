@@ -19,7 +19,8 @@ pub enum Role {
     Viewer,
     /// Enqueue runs and follow them.
     Enqueuer,
-    /// The agent protocol (`AgentService.Connect`) only.
+    /// The agent protocol (`AgentService.Connect`), and `SendDigest` for the
+    /// digest runs its agents hold.
     Agent,
 }
 
@@ -68,7 +69,7 @@ const ENQUEUE: &[Role] = &[Admin, Operator, Enqueuer];
 const MANAGE: &[Role] = &[Admin, Operator];
 /// Tokens and alert channels.
 const ADMIN: &[Role] = &[Admin];
-/// The agent protocol.
+/// The agent protocol (and `SendDigest`, checked further by its handler).
 const AGENT: &[Role] = &[Agent];
 
 /// The role matrix: every RPC (`Service/Method`, as in the gRPC path
@@ -115,6 +116,7 @@ pub const MATRIX: &[(&str, &[Role])] = &[
     ("ControllerService/ListTokens", ADMIN),
     ("ControllerService/RevokeToken", ADMIN),
     ("AgentService/Connect", AGENT),
+    ("ControllerService/SendDigest", AGENT),
 ];
 
 /// The HTTP endpoints that need a token when authentication is on, with the

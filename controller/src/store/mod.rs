@@ -17,6 +17,7 @@
 //! and the engine acknowledges nothing before that commit returns. Migrations
 //! (`migrations/{sqlite,postgres}`) are embedded and applied by [`Store::open`].
 
+pub mod digest;
 pub mod events;
 mod postgres;
 mod records;
@@ -691,6 +692,20 @@ impl Store {
     /// Closes the pool, waiting for connections to finish.
     pub async fn close(&self) {
         dispatch!(self.close())
+    }
+
+    // -----------------------------------------------------------------------
+    // The `digest` builtin (`docs/digest.md`, [`digest`])
+
+    /// The activity of the window `query` names, aggregated by the database
+    /// (bounded queries on indexes; see [`digest`]): attempts by outcome and
+    /// runs by final state per job, the newest failures with their errors,
+    /// the slowest jobs, the reported metric sums, and the dead-letter queue's
+    /// size now.
+    pub async fn digest_rows(&self, query: &digest::DigestQuery) -> Result<digest::DigestRows> {
+        let mut rows = dispatch!(self.digest_rows(query))?;
+        rows.dead_letter = self.count_dead().await?;
+        Ok(rows)
     }
 }
 

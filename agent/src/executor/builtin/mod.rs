@@ -4,7 +4,9 @@
 //!   for measuring scheduling overhead;
 //! * `sleep` waits for `args["duration"]` (default 1s), or for the payload's
 //!   `duration_ms` number when present; it honours cancel and timeout like any
-//!   other attempt.
+//!   other attempt;
+//! * `digest` asks the controller to send the daily or weekly digest email
+//!   its job defines (`digest.rs`, `docs/digest.md`).
 //!
 //! An unknown name is a permanent failure: retrying cannot make it exist.
 //!
@@ -12,6 +14,8 @@
 //! with one arm in [`run`]; the controller checks its arguments in
 //! `worker_controller::config::builtins` and sends them as the flat `args`
 //! map (nested fields as dotted keys).
+
+mod digest;
 
 use std::time::Duration;
 
@@ -43,6 +47,7 @@ pub async fn run(spec: &BuiltinSpec, ctx: &Context, mut stop: StopSignal) -> Rep
                 stop = stop.wait() => Report::stopped(stop, String::new()),
             }
         }
+        "digest" => digest::run(spec, ctx, stop).await,
         other => Report::failed(format!("unknown builtin `{other}` (known: noop, sleep)"), true),
     }
 }

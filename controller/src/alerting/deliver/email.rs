@@ -1,6 +1,7 @@
 //! Delivery over SMTP: the `multipart/alternative` mail of an alert (rendered
-//! by [`message::email()`]), one SMTP conversation per attempt through the
-//! channel's server, and the judgement of its reply.
+//! by [`message::email()`]) or any other [`Mail`] (the `digest` builtin's),
+//! one SMTP conversation per attempt through the channel's server, and the
+//! judgement of its reply.
 //!
 //! The server's final reply is the answer (`250 2.0.0 Ok: queued as …`). A
 //! permanent (5xx) reply fails at once (`535` for bad credentials, a refused
@@ -17,7 +18,7 @@ use lettre::message::header::{HeaderName, HeaderValue};
 use lettre::transport::smtp::authentication::Credentials;
 use lettre::{AsyncSmtpTransport, AsyncTransport, Message, Tokio1Executor};
 
-use super::{ANSWER_BODY_MAX, Deliverer, Failure, chain};
+use super::{ANSWER_BODY_MAX, AttemptError, Deliverer, Failure, chain};
 use crate::alerting::alert::Alert;
 use crate::alerting::config::{EmailChannel, SmtpTls, parse_mailbox};
 use crate::alerting::message;
@@ -26,30 +27,70 @@ use crate::alerting::message;
 /// this many [`DeliveryPolicy::timeout`](super::DeliveryPolicy::timeout)s.
 pub const SMTP_CONVERSATION_TIMEOUTS: u32 = 5;
 
+/// A mail to send through an email channel's SMTP server: what the alert
+/// email and the `digest` builtin (`crate::digest`) share.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Mail {
+    /// The subject (one line).
+    pub subject: String,
+    /// The plain-text part.
+    pub text: String,
+    /// The HTML part (escaped by its author).
+    pub html: String,
+    /// Used in the `Message-ID` (`<ID@sender-domain>`) and, for alerts, the
+    /// `X-Worker-Alert` header.
+    pub id: String,
+    /// Recipients instead of the channel's `to` (empty: the channel's).
+    pub to: Vec<String>,
+    /// Extra header (`X-Worker-Alert`, `X-Worker-Digest`) carrying [`Mail::id`].
+    pub id_header: &'static str,
+}
+
 impl Deliverer {
     /// Sends the email of `alert` through the channel's SMTP server.
     pub(super) async fn send_email(&self, email: &EmailChannel, alert: &Alert) -> Result<String, Failure> {
         let rendered = message::email(alert);
+        let mail = Mail {
+            subject: rendered.subject,
+            text: rendered.text,
+            html: rendered.html,
+            id: alert.id.clone(),
+            to: Vec::new(),
+            id_header: "X-Worker-Alert",
+        };
+        self.smtp_send(email, &mail).await
+    }
+
+    /// Sends `mail` through the channel `email` (one SMTP conversation, no
+    /// retry): the server's answer (`250 2.0.0 Ok: queued as …`), or why it
+    /// failed and whether another attempt may succeed.
+    pub async fn send_mail(&self, email: &EmailChannel, mail: &Mail) -> Result<String, AttemptError> {
+        self.smtp_send(email, mail).await.map_err(|f| f.error)
+    }
+
+    /// One SMTP conversation delivering `mail` through `email`'s server.
+    async fn smtp_send(&self, email: &EmailChannel, mail: &Mail) -> Result<String, Failure> {
         let from = parse_mailbox(&email.from).map_err(|e| Failure::permanent(format!("from: {e}")))?;
         let domain = from.email.domain().to_string();
         let mut builder = Message::builder()
             .from(from)
-            .subject(rendered.subject)
-            .message_id(Some(format!("<{}@{domain}>", alert.id)))
+            .subject(mail.subject.clone())
+            .message_id(Some(format!("<{}@{domain}>", mail.id)))
             .raw_header(HeaderValue::new(
                 HeaderName::new_from_ascii_str("Auto-Submitted"),
                 "auto-generated".into(),
             ))
             .raw_header(HeaderValue::new(
-                HeaderName::new_from_ascii_str("X-Worker-Alert"),
-                message::one_line(&alert.id),
+                HeaderName::new_from_ascii_str(mail.id_header),
+                message::one_line(&mail.id),
             ));
-        for to in &email.to {
+        let recipients = if mail.to.is_empty() { &email.to } else { &mail.to };
+        for to in recipients {
             let mailbox = parse_mailbox(to).map_err(|e| Failure::permanent(format!("to: {e}")))?;
             builder = builder.to(mailbox);
         }
-        let mail = builder
-            .multipart(MultiPart::alternative_plain_html(rendered.text, rendered.html))
+        let message = builder
+            .multipart(MultiPart::alternative_plain_html(mail.text.clone(), mail.html.clone()))
             .map_err(|e| Failure::permanent(format!("cannot build the email: {e}")))?;
 
         let smtp = &email.smtp;
@@ -68,7 +109,7 @@ impl Deliverer {
         }
         let transport: AsyncSmtpTransport<Tokio1Executor> = transport.build();
         let limit = self.policy().timeout.saturating_mul(SMTP_CONVERSATION_TIMEOUTS);
-        match tokio::time::timeout(limit, transport.send(mail)).await {
+        match tokio::time::timeout(limit, transport.send(message)).await {
             Err(_) => Err(Failure::retryable(format!(
                 "SMTP {}:{} did not finish within {} s",
                 smtp.host,

@@ -60,7 +60,7 @@ use super::config::{Channel, ChannelKind};
 mod email;
 mod http;
 
-pub use email::SMTP_CONVERSATION_TIMEOUTS;
+pub use email::{Mail, SMTP_CONVERSATION_TIMEOUTS};
 pub use http::{DELIVERY_HEADER, EVENT_HEADER, SIGNATURE_HEADER, TIMESTAMP_HEADER, signature};
 
 /// At most this many characters of a response body go into an answer.

@@ -27,6 +27,13 @@ pub(super) fn html_escape(c: char) -> Option<&'static str> {
     }
 }
 
+/// `text` with every HTML special character escaped (`&`, `<`, `>`, `"`,
+/// `'`): safe in element text and quoted attribute values. The `digest`
+/// builtin's HTML part uses it too.
+pub fn html_text(text: &str) -> String {
+    escaped(text, html_escape)
+}
+
 /// An email's rendered parts.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Email {

@@ -28,6 +28,7 @@
 
 mod alerts;
 mod definitions;
+mod digest;
 mod events;
 mod nodelay;
 mod retention;

@@ -33,6 +33,7 @@
 
 mod alerts;
 mod definitions;
+mod digest;
 mod events;
 mod hot;
 mod retention;
