@@ -40,6 +40,7 @@
 pub mod alerting;
 pub mod api;
 pub mod auth;
+pub mod catalog;
 pub mod config;
 pub mod engine;
 pub mod error;
