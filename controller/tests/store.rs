@@ -2108,7 +2108,8 @@ async fn catalog_packs_are_immutable_and_ratings_one_per_token_and_via(db: TestD
         ("other", 1.0, 1)
     );
     let reviews = store.catalog_reviews("greet").await.unwrap();
-    let shapes: Vec<(&str, &str, Option<u32>, Option<&str>, i64)> = reviews
+    type Shape<'a> = (&'a str, &'a str, Option<u32>, Option<&'a str>, i64);
+    let shapes: Vec<Shape<'_>> = reviews
         .iter()
         .map(|r| {
             (

@@ -398,11 +398,9 @@ async fn install(
         if given.contains_key(&v.name) {
             continue;
         }
-        if interactive {
-            if let Some(value) = prompt(v)? {
-                given.insert(v.name.clone(), value);
-                continue;
-            }
+        if interactive && let Some(value) = prompt(v)? {
+            given.insert(v.name.clone(), value);
+            continue;
         }
         if !v.has_default {
             missing.push(v.name.clone());

@@ -523,8 +523,7 @@ impl Catalog {
             (None, source) => {
                 self.store
                     .put_catalog_rating(&r.name, caller, &r.via, r.rating, crate::time::now_ms())
-                    .await
-                    .map_err(Error::from)?;
+                    .await?;
                 Ok(self.summary(&r.name, &source).await?)
             }
         }
@@ -553,8 +552,7 @@ impl Catalog {
             (None, source) => {
                 self.store
                     .put_catalog_review(&r.name, caller, &r.via, text, crate::time::now_ms())
-                    .await
-                    .map_err(Error::from)?;
+                    .await?;
                 Ok(self.summary(&r.name, &source).await?)
             }
         }

@@ -295,10 +295,10 @@ pub fn parse_manifest(file: &str, text: &str) -> Result<Manifest, ConfigErrors> 
                 format!("more than {MAX_TEXT_BYTES} bytes"),
             );
         }
-        if let Some(default) = &v.default {
-            if let Err(e) = check_value(v, default) {
-                c.error(&["variables", &at, "default"], e);
-            }
+        if let Some(default) = &v.default
+            && let Err(e) = check_value(v, default)
+        {
+            c.error(&["variables", &at, "default"], e);
         }
     }
     if raw.files.len() + 1 > MAX_FILES {
