@@ -6,7 +6,11 @@
 use std::path::PathBuf;
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
-    let protos = ["worker/v1/controller.proto", "worker/v1/agent.proto"];
+    let protos = [
+        "worker/v1/controller.proto",
+        "worker/v1/agent.proto",
+        "worker/v1/catalog.proto",
+    ];
     for proto in protos {
         println!("cargo:rerun-if-changed={proto}");
     }

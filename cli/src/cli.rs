@@ -115,6 +115,79 @@ pub enum Command {
         #[command(subcommand)]
         command: crate::bench::BenchCmd,
     },
+    /// The job catalog: browse, preview, install, rate and review job packs,
+    /// publish one, (re)write a pack's checksums (docs/catalog.md).
+    #[command(subcommand)]
+    Catalog(CatalogCmd),
+}
+
+/// `workerctl catalog ...`
+#[derive(Debug, Subcommand)]
+pub enum CatalogCmd {
+    /// Every pack of every source (newest version), with its rating.
+    List {
+        /// Only this source (`published`, `directory` or a remote's name).
+        #[arg(long)]
+        source: Option<String>,
+    },
+    /// The packs whose name, description or author contain TEXT.
+    Search {
+        /// Text to look for (any case).
+        text: String,
+        /// Only this source.
+        #[arg(long)]
+        source: Option<String>,
+    },
+    /// One pack: manifest, variables, reviews and every file's content.
+    Show {
+        /// `NAME` or `NAME@VERSION`.
+        pack: String,
+        /// The source to take it from (default: the first that has it).
+        #[arg(long)]
+        source: Option<String>,
+    },
+    /// Verify a pack's checksums, ask for its variables and apply its jobs.
+    Install {
+        /// `NAME` or `NAME@VERSION`.
+        pack: String,
+        /// The source to take it from (default: the first that has it).
+        #[arg(long)]
+        source: Option<String>,
+        /// A variable's value (repeatable); a secret takes a `${VAR}` reference.
+        #[arg(long = "set", value_name = "VAR=VALUE")]
+        set: Vec<String>,
+    },
+    /// Rate a pack from 1 to 5 (one rating per token; a new one replaces it).
+    Rate {
+        /// Pack name.
+        name: String,
+        /// 1 to 5.
+        rating: u32,
+        /// The source of the pack.
+        #[arg(long)]
+        source: Option<String>,
+    },
+    /// Review a pack (one review per token; a new one replaces it).
+    Review {
+        /// Pack name.
+        name: String,
+        /// The review.
+        text: String,
+        /// The source of the pack.
+        #[arg(long)]
+        source: Option<String>,
+    },
+    /// Verify a pack directory's checksums and publish it to the controller.
+    Publish {
+        /// The pack directory (holding pack.yaml).
+        dir: std::path::PathBuf,
+    },
+    /// (Re)write the `files:` checksums of DIR/pack.yaml from the files in DIR
+    /// (no controller needed).
+    Checksum {
+        /// The pack directory.
+        dir: std::path::PathBuf,
+    },
 }
 
 /// `workerctl jobs ...`

@@ -81,6 +81,28 @@ pub fn connect_tls(url: &str, token: Option<&str>, tls: &crate::tls::TlsArgs) ->
         .max_decoding_message_size(64 * 1024 * 1024))
 }
 
+/// The generated `CatalogService` client, with authentication.
+pub type CatalogClient =
+    worker_proto::v1::catalog_service_client::CatalogServiceClient<InterceptedService<Channel, Auth>>;
+
+/// A `CatalogService` client of the controller at `url`, connected as
+/// [`connect_tls`] connects.
+pub fn connect_catalog(url: &str, token: Option<&str>, tls: &crate::tls::TlsArgs) -> Result<CatalogClient, CliError> {
+    let normalized = normalize_url(url);
+    let endpoint = Endpoint::from_shared(normalized.clone())
+        .map_err(|e| CliError::usage(format!("--controller: invalid URL `{url}`: {e}")))?
+        .connect_timeout(CONNECT_TIMEOUT)
+        .tcp_nodelay(true);
+    let endpoint = crate::tls::configure(endpoint, &normalized, tls)?;
+    Ok(
+        worker_proto::v1::catalog_service_client::CatalogServiceClient::with_interceptor(
+            endpoint.connect_lazy(),
+            Auth::new(token)?,
+        )
+        .max_decoding_message_size(64 * 1024 * 1024),
+    )
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -42,6 +42,7 @@
 pub mod alerting;
 pub mod api;
 pub mod auth;
+pub mod catalog;
 pub mod config;
 pub mod digest;
 pub mod engine;

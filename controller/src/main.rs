@@ -159,6 +159,11 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
+    // catalogs.yaml (remote catalogs), checked before anything is bound.
+    if let Err(errors) = worker_controller::catalog::sources::check(&args.config_dir) {
+        eprint!("{errors}");
+        return ExitCode::from(2);
+    }
     if args.lease_timeout <= args.heartbeat_interval {
         eprintln!(
             "error: --lease-timeout ({:?}) must be longer than --heartbeat-interval ({:?})",

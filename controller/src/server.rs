@@ -326,6 +326,14 @@ pub async fn run(
             .with_live_output(live_output.clone()),
     );
     web.set_api(controller_api.clone());
+    // The job catalog: published packs, `DIR/catalog/`, `DIR/catalogs.yaml`'s remotes.
+    let catalog_remotes = crate::catalog::sources::load(&config.config_dir).map_err(RunError::Definitions)?;
+    let catalog = std::sync::Arc::new(crate::catalog::Catalog::new(
+        store.clone(),
+        Some(config.config_dir.join("catalog")),
+        catalog_remotes,
+        controller_api.clone(),
+    ));
     let mut server = tonic::transport::Server::builder();
     if let Some(tls) = &config.tls {
         server = server.tls_config(tls.server_config())?;
@@ -336,6 +344,12 @@ pub async fn run(
         .add_service(health_service)
         .add_service(reflection)
         .add_service(ControllerServiceServer::from_arc(controller_api).max_decoding_message_size(grpc_message_bytes))
+        .add_service(
+            worker_proto::v1::catalog_service_server::CatalogServiceServer::new(
+                crate::catalog::service::CatalogApi::new(catalog),
+            )
+            .max_decoding_message_size(grpc_message_bytes),
+        )
         .add_service(
             AgentServiceServer::new(
                 AgentApi::new(engine.clone(), stop_rx.clone(), results_tx)

@@ -215,6 +215,7 @@ backend_tests!(
     schedule_events_without_a_run_are_pruned_by_age_and_count,
     finished_runs_are_counted_per_hour,
     digest_rows_aggregate_one_window,
+    catalog_packs_are_immutable_and_ratings_one_per_token_and_via,
 );
 
 fn new_run(id: &str, scheduled_for: Option<i64>) -> NewRun {
@@ -2259,4 +2260,102 @@ async fn digest_rows_aggregate_one_window(db: TestDb) {
     assert!(empty.outcomes.is_empty() && empty.run_ends.is_empty() && empty.failures.is_empty());
     assert!(empty.slowest.is_empty() && empty.costs.is_empty());
     assert_eq!(empty.dead_letter, 1);
+}
+
+async fn catalog_packs_are_immutable_and_ratings_one_per_token_and_via(db: TestDb) {
+    use worker_controller::store::{CatalogFileRecord, CatalogPackRecord, CatalogPublish};
+    let store = db.open().await;
+    assert!(store.catalog_packs().await.unwrap().is_empty());
+    let pack = |version: &str, digest: &str, at: i64| CatalogPackRecord {
+        name: "greet".into(),
+        version: version.into(),
+        manifest: format!("name: greet\nversion: {version}\n"),
+        digest: digest.into(),
+        description: "Prints a greeting".into(),
+        author: "me".into(),
+        published_at: at,
+        publisher: "ops".into(),
+    };
+    let files = vec![
+        CatalogFileRecord {
+            path: "job.yaml".into(),
+            content: b"jobs: {}\n".to_vec(),
+            sha256: "aa".into(),
+        },
+        CatalogFileRecord {
+            path: "bin/tool".into(),
+            content: vec![0, 159, 146, 150, 255],
+            sha256: "bb".into(),
+        },
+    ];
+    assert_eq!(
+        store.publish_pack(&pack("1.0.0", "d1", 10), &files).await.unwrap(),
+        CatalogPublish::Created
+    );
+    assert_eq!(
+        store.publish_pack(&pack("1.0.0", "d1", 20), &files).await.unwrap(),
+        CatalogPublish::Unchanged
+    );
+    assert_eq!(
+        store.publish_pack(&pack("1.0.0", "d2", 30), &files[..1]).await.unwrap(),
+        CatalogPublish::Conflict("d1".into())
+    );
+    assert_eq!(
+        store.publish_pack(&pack("1.1.0", "d3", 40), &files[..1]).await.unwrap(),
+        CatalogPublish::Created
+    );
+    let packs = store.catalog_packs().await.unwrap();
+    assert_eq!(packs, vec![pack("1.0.0", "d1", 10), pack("1.1.0", "d3", 40)]);
+    // Files come back by path, bytes as stored (binary included); the refused
+    // re-publish changed nothing.
+    let stored = store.catalog_pack_files("greet", "1.0.0").await.unwrap();
+    assert_eq!(stored, vec![files[1].clone(), files[0].clone()]);
+    assert_eq!(store.catalog_pack_files("greet", "1.1.0").await.unwrap().len(), 1);
+    assert!(store.catalog_pack_files("greet", "9.9.9").await.unwrap().is_empty());
+
+    // One row per (pack, token, via): a rating and a review share it, a new one replaces.
+    store.put_catalog_rating("greet", "ops", "", 5, 100).await.unwrap();
+    store
+        .put_catalog_review("greet", "ops", "", "Great", 110)
+        .await
+        .unwrap();
+    store.put_catalog_rating("greet", "ops", "", 4, 120).await.unwrap();
+    store.put_catalog_rating("greet", "hub", "alice", 2, 130).await.unwrap();
+    store
+        .put_catalog_review("greet", "hub", "bob", "Only a review", 140)
+        .await
+        .unwrap();
+    store.put_catalog_rating("other", "ops", "", 1, 150).await.unwrap();
+    let ratings = store.catalog_ratings().await.unwrap();
+    assert_eq!(ratings.len(), 2);
+    assert_eq!(
+        (ratings[0].pack.as_str(), ratings[0].average, ratings[0].count),
+        ("greet", 3.0, 2)
+    );
+    assert_eq!(
+        (ratings[1].pack.as_str(), ratings[1].average, ratings[1].count),
+        ("other", 1.0, 1)
+    );
+    let reviews = store.catalog_reviews("greet").await.unwrap();
+    type Shape<'a> = (&'a str, &'a str, Option<u32>, Option<&'a str>, i64);
+    let shapes: Vec<Shape<'_>> = reviews
+        .iter()
+        .map(|r| {
+            (
+                r.token.as_str(),
+                r.via.as_str(),
+                r.rating,
+                r.review.as_deref(),
+                r.updated_at,
+            )
+        })
+        .collect();
+    assert_eq!(
+        shapes,
+        vec![
+            ("hub", "bob", None, Some("Only a review"), 140),
+            ("hub", "alice", Some(2), None, 130),
+            ("ops", "", Some(4), Some("Great"), 120),
+        ]
+    );
 }

@@ -6,6 +6,8 @@
 //!   (`docs/architecture.md#the-agent-protocol`): `Hello`/`Welcome`, `Pull`
 //!   credits, `Assignment`, `Started`, `Heartbeat`, `Finished`, `Ack`, `Cancel`,
 //!   `Drain`.
+//! * `CatalogService`: the job catalog (`docs/catalog.md`): list, search, show,
+//!   publish, install, rate and review job packs.
 //!
 //! Timestamps are RFC 3339 strings in UTC (empty when unset); durations are
 //! milliseconds; priorities, states and outcomes are the lower-case names the

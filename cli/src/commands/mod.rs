@@ -4,6 +4,7 @@ pub mod agents;
 pub mod alerts;
 pub mod apply;
 pub mod batch;
+pub mod catalog;
 pub mod dlq;
 pub mod enqueue;
 pub mod jobs;
@@ -37,6 +38,9 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         }
         Command::Completions { shell } => return packaging::completions(shell),
         Command::Man { dir } => return packaging::man_pages(&dir),
+        Command::Catalog(cmd) => {
+            return catalog::run(cmd, &cli.controller, cli.token.as_deref(), &cli.tls, cli.output).await;
+        }
         _ => {}
     }
     let mut ctx = Ctx {
@@ -58,7 +62,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Schedules { command } => schedules::run(&mut ctx, command.unwrap_or(SchedulesCmd::List)).await,
         Command::Apply { file } => apply::apply(&mut ctx, &file).await,
         Command::Export => apply::export(&mut ctx).await,
-        Command::Bench { .. } | Command::Completions { .. } | Command::Man { .. } => {
+        Command::Bench { .. } | Command::Completions { .. } | Command::Man { .. } | Command::Catalog(_) => {
             unreachable!("handled above")
         }
     }

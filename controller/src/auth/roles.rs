@@ -117,6 +117,15 @@ pub const MATRIX: &[(&str, &[Role])] = &[
     ("ControllerService/RevokeToken", ADMIN),
     ("AgentService/Connect", AGENT),
     ("ControllerService/SendDigest", AGENT),
+    // The job catalog (docs/catalog.md): install applies jobs, so it takes
+    // the role ApplyJobs takes; so do publish, rate and review.
+    ("CatalogService/ListPacks", READ),
+    ("CatalogService/SearchPacks", READ),
+    ("CatalogService/ShowPack", READ),
+    ("CatalogService/PublishPack", MANAGE),
+    ("CatalogService/InstallPack", MANAGE),
+    ("CatalogService/RatePack", MANAGE),
+    ("CatalogService/ReviewPack", MANAGE),
 ];
 
 /// The HTTP endpoints that need a token when authentication is on, with the
@@ -199,6 +208,7 @@ mod tests {
         for proto in [
             include_str!("../../../proto/worker/v1/controller.proto"),
             include_str!("../../../proto/worker/v1/agent.proto"),
+            include_str!("../../../proto/worker/v1/catalog.proto"),
         ] {
             let mut service = "";
             for line in proto.lines().map(str::trim) {

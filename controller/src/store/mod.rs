@@ -31,9 +31,10 @@ use std::sync::Arc;
 
 pub use events::{Committed, EventFilter, EventHub, EventKind, EventRecord};
 pub use records::{
-    AlertQuery, AlertRecord, AttemptEnd, AttemptRecord, AttemptStart, FireFailureRecord, HourCount, InsertPlan,
-    JobDayRecord, JobListRows, JobStatsRecord, MetricRecord, NewRun, RunRecord, ScheduleCursor, SpanRecord,
-    StateChange, TokenRecord, TransitionRecord,
+    AlertQuery, AlertRecord, AttemptEnd, AttemptRecord, AttemptStart, CatalogFileRecord, CatalogPackRecord,
+    CatalogPublish, CatalogRatingRecord, CatalogReviewRecord, FireFailureRecord, HourCount, InsertPlan, JobDayRecord,
+    JobListRows, JobStatsRecord, MetricRecord, NewRun, RunRecord, ScheduleCursor, SpanRecord, StateChange, TokenRecord,
+    TransitionRecord,
 };
 pub use retention::{PruneBatch, PruneCounts, PruneRule};
 pub use write::WriteError;
@@ -706,6 +707,47 @@ impl Store {
         let mut rows = dispatch!(self.digest_rows(query))?;
         rows.dead_letter = self.count_dead().await?;
         Ok(rows)
+    }
+
+    // --- The job catalog (docs/catalog.md; queries in `*/catalog.rs`) ---
+
+    /// Stores a published pack and its files in one transaction, unless its
+    /// (name, version) is stored already: then nothing is written and the
+    /// answer tells whether the stored pack has the same digest.
+    pub async fn publish_pack(&self, pack: &CatalogPackRecord, files: &[CatalogFileRecord]) -> Result<CatalogPublish> {
+        dispatch!(self.publish_pack(pack, files))
+    }
+
+    /// Every published pack (all versions, without files), by name then
+    /// publication time.
+    pub async fn catalog_packs(&self) -> Result<Vec<CatalogPackRecord>> {
+        dispatch!(self.catalog_packs())
+    }
+
+    /// The files of the published pack `name` `version`, by path (empty when
+    /// there is no such pack).
+    pub async fn catalog_pack_files(&self, name: &str, version: &str) -> Result<Vec<CatalogFileRecord>> {
+        dispatch!(self.catalog_pack_files(name, version))
+    }
+
+    /// Sets the rating (1–5) of `pack` by (`token`, `via`), keeping its review.
+    pub async fn put_catalog_rating(&self, pack: &str, token: &str, via: &str, rating: u32, at: i64) -> Result<()> {
+        dispatch!(self.put_catalog_rating(pack, token, via, rating, at))
+    }
+
+    /// Sets the review of `pack` by (`token`, `via`), keeping its rating.
+    pub async fn put_catalog_review(&self, pack: &str, token: &str, via: &str, text: &str, at: i64) -> Result<()> {
+        dispatch!(self.put_catalog_review(pack, token, via, text, at))
+    }
+
+    /// The average and count of the ratings of every rated pack, by name.
+    pub async fn catalog_ratings(&self) -> Result<Vec<CatalogRatingRecord>> {
+        dispatch!(self.catalog_ratings())
+    }
+
+    /// The ratings and reviews of `pack`, newest first.
+    pub async fn catalog_reviews(&self, pack: &str) -> Result<Vec<CatalogReviewRecord>> {
+        dispatch!(self.catalog_reviews(pack))
     }
 }
 

@@ -401,3 +401,76 @@ pub struct TokenRecord {
     /// When it was revoked; `None`: not revoked.
     pub revoked_at: Option<i64>,
 }
+
+/// A pack published to this controller's catalog (`catalog_packs`), without
+/// its files. Timestamps are Unix milliseconds.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CatalogPackRecord {
+    /// Pack name.
+    pub name: String,
+    /// Its version (semver).
+    pub version: String,
+    /// The `pack.yaml` text as published.
+    pub manifest: String,
+    /// Hex SHA-256 of the manifest: equal digests mean equal packs (the
+    /// manifest lists every file's digest).
+    pub digest: String,
+    /// The manifest's description.
+    pub description: String,
+    /// The manifest's author.
+    pub author: String,
+    /// When it was published.
+    pub published_at: i64,
+    /// The publishing token's name ("anonymous" without authentication).
+    pub publisher: String,
+}
+
+/// One file of a published pack (`catalog_files`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CatalogFileRecord {
+    /// Relative path in the pack.
+    pub path: String,
+    /// The bytes.
+    pub content: Vec<u8>,
+    /// Hex SHA-256 of `content`.
+    pub sha256: String,
+}
+
+/// What [`crate::store::Store::publish_pack`] did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CatalogPublish {
+    /// The pack was stored.
+    Created,
+    /// The same (name, version) with the same digest was stored already.
+    Unchanged,
+    /// The (name, version) is stored with other content (this digest).
+    Conflict(String),
+}
+
+/// One rating and/or review of a pack (`catalog_reviews`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CatalogReviewRecord {
+    /// Pack name.
+    pub pack: String,
+    /// The token that wrote it.
+    pub token: String,
+    /// The forwarding controller's caller ('' when written directly).
+    pub via: String,
+    /// 1 to 5, when rated.
+    pub rating: Option<u32>,
+    /// The review text, when reviewed.
+    pub review: Option<String>,
+    /// When it was last changed.
+    pub updated_at: i64,
+}
+
+/// The ratings of one pack: their average and count.
+#[derive(Debug, Clone, PartialEq)]
+pub struct CatalogRatingRecord {
+    /// Pack name.
+    pub pack: String,
+    /// Average of the ratings.
+    pub average: f64,
+    /// How many ratings.
+    pub count: u64,
+}

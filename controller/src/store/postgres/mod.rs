@@ -27,6 +27,7 @@
 //!   sets it; without it each commit round waited ~40 ms for a delayed ACK).
 
 mod alerts;
+mod catalog;
 mod definitions;
 mod digest;
 mod events;
@@ -86,6 +87,11 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
         9,
         "attempt measures",
         include_str!("../../../../migrations/postgres/0009_attempt_measures.sql"),
+    ),
+    (
+        10,
+        "catalog",
+        include_str!("../../../../migrations/postgres/0010_catalog.sql"),
     ),
 ];
 

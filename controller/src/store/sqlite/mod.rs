@@ -32,6 +32,7 @@
 //! * `tokens.rs`: API tokens (hashes only).
 
 mod alerts;
+mod catalog;
 mod definitions;
 mod digest;
 mod events;
@@ -97,6 +98,11 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
         9,
         "attempt measures",
         include_str!("../../../../migrations/sqlite/0009_attempt_measures.sql"),
+    ),
+    (
+        10,
+        "catalog",
+        include_str!("../../../../migrations/sqlite/0010_catalog.sql"),
     ),
 ];
 
