@@ -30,6 +30,7 @@ use worker_proto::v1::controller_message::Msg as In;
 use worker_proto::v1::{Ack, Assignment, Cancel, Finished, Heartbeat, Hello, InFlight, Pull, Started};
 
 use crate::connection::{Backoff, Connector, Session, SessionEvent};
+use crate::executor::builtin::backup::source::ControllerLink;
 use crate::executor::http::HttpSettings;
 use crate::executor::{self, Context, Report, StopHandle, StopSignal};
 use crate::live::{LiveOutput, SharedLink, spawn_flusher};
@@ -137,6 +138,9 @@ pub(crate) struct Agent {
     output_link: SharedLink,
     /// What `http` attempts share (built from the configuration at start).
     http: HttpSettings,
+    /// The controller's endpoint and the agent's token, for builtins that
+    /// call the API (`backup`).
+    controller: ControllerLink,
 }
 
 impl Agent {
@@ -150,6 +154,7 @@ impl Agent {
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> Result<(), AgentError> {
         let (done_tx, mut done_rx) = mpsc::unbounded_channel();
+        let controller = ControllerLink::new(connector.endpoint().clone(), config.token.clone());
         let mut agent = Agent {
             agent_id: ulid::Ulid::new().to_string(),
             host: crate::config::host_name(),
@@ -161,6 +166,7 @@ impl Agent {
             drain: None,
             output_link: SharedLink::default(),
             http,
+            controller,
         };
         tracing::info!(
             agent_id = %agent.agent_id,
@@ -380,6 +386,7 @@ impl Agent {
             live: Some(live.clone()),
             http: self.http.clone(),
             handlers: self.handlers.clone(),
+            controller: self.controller.clone(),
         };
         let spec = assignment.executor;
         let enabled = self.config.executors.clone();

@@ -80,6 +80,12 @@ impl Connector {
         Ok(Self { endpoint, auth })
     }
 
+    /// The controller's endpoint (address, TLS, timeouts), for calls outside
+    /// the agent stream.
+    pub(crate) fn endpoint(&self) -> &Endpoint {
+        &self.endpoint
+    }
+
     /// Connects, sends `hello` and waits for `Welcome`.
     pub(crate) async fn open(self, hello: Hello) -> Result<Box<Session>, String> {
         let channel = self.endpoint.connect().await.map_err(|e| error_chain(&e))?;

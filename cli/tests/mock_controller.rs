@@ -129,6 +129,15 @@ impl ControllerService for Mock {
         unimplemented()
     }
 
+    type SnapshotStoreStream = tokio_stream::Empty<Result<pb::SnapshotChunk, Status>>;
+
+    async fn snapshot_store(
+        &self,
+        _: Request<pb::SnapshotStoreRequest>,
+    ) -> Result<Response<Self::SnapshotStoreStream>, Status> {
+        unimplemented()
+    }
+
     type WatchEventsStream = tokio_stream::Empty<Result<pb::RunEvent, Status>>;
     type FollowRunOutputStream = tokio_stream::Empty<Result<pb::OutputEvent, Status>>;
 

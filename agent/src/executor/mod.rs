@@ -149,6 +149,9 @@ pub struct Context {
     pub http: http::HttpSettings,
     /// The handlers registered through the SDK (empty on a plain agent).
     pub handlers: crate::sdk::Handlers,
+    /// How to reach the controller outside the agent stream (the `backup`
+    /// builtin's store snapshot).
+    pub controller: builtin::backup::source::ControllerLink,
 }
 
 /// Why a running attempt must stop.
@@ -247,6 +250,7 @@ pub(crate) mod tests {
             live: None,
             http: http::HttpSettings::default(),
             handlers: Default::default(),
+            controller: Default::default(),
         }
     }
 

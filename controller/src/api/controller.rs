@@ -39,6 +39,8 @@ pub struct ControllerApi {
     tokens: Option<Arc<crate::auth::Tokens>>,
     /// Live output of running attempts (shared with the agent service).
     live: Arc<crate::logs::LiveOutput>,
+    /// The store's URL (`SnapshotStore` snapshots it).
+    db_url: Arc<str>,
 }
 
 impl ControllerApi {
@@ -63,6 +65,7 @@ impl ControllerApi {
             started_at: crate::time::now_ms(),
             store_kind,
             tokens: None,
+            db_url: Arc::from(db_url),
         }
     }
 
@@ -308,6 +311,15 @@ impl ControllerService for ControllerApi {
         Ok(Response::new(
             tokens::revoke(self.tokens.as_ref(), request.into_inner()).await?,
         ))
+    }
+
+    type SnapshotStoreStream = super::snapshot::SnapshotStream;
+
+    async fn snapshot_store(
+        &self,
+        request: Request<pb::SnapshotStoreRequest>,
+    ) -> Result<Response<Self::SnapshotStoreStream>, Status> {
+        super::snapshot::snapshot_store(self.engine.store(), &self.db_url, request).await
     }
 
     async fn delete_job(

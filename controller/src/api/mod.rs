@@ -2,7 +2,7 @@
 //! [`agent::AgentApi`] for agents, plus conversions in [`convert`] and the
 //! alerting part of the client service in [`alerts`], resumable event watches
 //! in [`events`], its token calls in [`tokens`], `FollowRunOutput` in
-//! [`logs`]; [`limits`] bounds what a request may cost (parsing off the
+//! [`logs`], the store snapshot of backups in [`snapshot`]; [`limits`] bounds what a request may cost (parsing off the
 //! serving threads, pages, reply bytes, ids).
 
 pub mod agent;
@@ -12,4 +12,5 @@ pub mod convert;
 pub mod events;
 pub mod limits;
 pub mod logs;
+pub mod snapshot;
 pub mod tokens;

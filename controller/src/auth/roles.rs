@@ -114,6 +114,7 @@ pub const MATRIX: &[(&str, &[Role])] = &[
     ("ControllerService/CreateToken", ADMIN),
     ("ControllerService/ListTokens", ADMIN),
     ("ControllerService/RevokeToken", ADMIN),
+    ("ControllerService/SnapshotStore", ADMIN),
     ("AgentService/Connect", AGENT),
 ];
 

@@ -4,7 +4,9 @@
 //!   for measuring scheduling overhead;
 //! * `sleep` waits for `args["duration"]` (default 1s), or for the payload's
 //!   `duration_ms` number when present; it honours cancel and timeout like any
-//!   other attempt.
+//!   other attempt;
+//! * `backup` ([`backup`]) snapshots the controller's store or a PostgreSQL
+//!   database into a directory and/or S3, keeping the last `keep_days` days.
 //!
 //! An unknown name is a permanent failure: retrying cannot make it exist.
 //!
@@ -12,6 +14,8 @@
 //! with one arm in [`run`]; the controller checks its arguments in
 //! `worker_controller::config::builtins` and sends them as the flat `args`
 //! map (nested fields as dotted keys).
+
+pub mod backup;
 
 use std::time::Duration;
 
@@ -31,6 +35,7 @@ const MAX_SLEEP: Duration = Duration::from_secs(30 * 86_400);
 pub async fn run(spec: &BuiltinSpec, ctx: &Context, mut stop: StopSignal) -> Report {
     match spec.name.as_str() {
         "noop" => Report::succeeded("noop"),
+        "backup" => backup::run(spec, ctx, stop).await,
         "sleep" => {
             let duration = match sleep_duration(spec, &ctx.payload) {
                 Ok(duration) => duration,

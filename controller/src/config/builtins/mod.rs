@@ -8,6 +8,8 @@
 //! dotted keys, e.g. `s3.bucket`). What an agent does with them lives in
 //! `worker_agent::executor::builtin`.
 
+mod backup;
+
 use std::collections::BTreeMap;
 
 use serde::Deserialize;
@@ -27,6 +29,7 @@ pub(crate) fn check(c: &mut Checker<'_>, job: &str, raw: RawBuiltin) -> Option<E
     let args = match name.as_str() {
         "noop" => check_noop(c, &at, args),
         "sleep" => check_sleep(c, &at, args),
+        "backup" => backup::check(c, &at, args),
         _ => {
             c.error(
                 &at,
