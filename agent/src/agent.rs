@@ -137,7 +137,8 @@ pub(crate) struct Agent {
     output_link: SharedLink,
     /// What `http` attempts share (built from the configuration at start).
     http: HttpSettings,
-    /// The controller's client API, for builtins that call it (`digest`).
+    /// The controller's client API, for builtins that call it (`digest`,
+    /// `backup`).
     controller: crate::connection::ControllerLink,
 }
 

@@ -148,6 +148,16 @@ impl std::fmt::Debug for ControllerLink {
 }
 
 impl ControllerLink {
+    /// The controller's endpoint, with the agent's TLS settings.
+    pub(crate) fn endpoint(&self) -> &Endpoint {
+        &self.endpoint
+    }
+
+    /// The agent's `authorization` header value, when it has a token.
+    pub(crate) fn authorization(&self) -> Option<&AsciiMetadataValue> {
+        self.auth.as_ref()
+    }
+
     /// `SendDigest` for attempt `attempt` of run `run_id`, within `timeout`.
     pub async fn send_digest(
         &self,

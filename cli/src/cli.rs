@@ -119,6 +119,11 @@ pub enum Command {
     /// publish one, (re)write a pack's checksums (docs/catalog.md).
     #[command(subcommand)]
     Catalog(CatalogCmd),
+    /// Backups made by the `backup` builtin: list them, restore one
+    /// (docs/backup.md). Reads the directory or bucket directly; the
+    /// controller is not called.
+    #[command(subcommand)]
+    Backup(BackupCmd),
 }
 
 /// `workerctl catalog ...`
@@ -188,6 +193,51 @@ pub enum CatalogCmd {
         /// The pack directory.
         dir: std::path::PathBuf,
     },
+}
+
+/// `workerctl backup ...`
+#[derive(Debug, Subcommand)]
+pub enum BackupCmd {
+    /// List the backups of a directory or S3 location, newest first.
+    List {
+        /// Where: a directory, or s3://BUCKET/PREFIX.
+        #[arg(long, value_name = "DIR|s3://BUCKET/PREFIX")]
+        from: String,
+        #[command(flatten)]
+        s3: BackupS3Args,
+    },
+    /// Restore a backup: its SHA-256 is checked against its manifest before
+    /// anything is written; a SQLite backup becomes a new database file, a
+    /// PostgreSQL one is loaded with pg_restore into a database without tables.
+    Restore {
+        /// The backup id (`workerctl backup list` shows it).
+        id: String,
+        /// Where the backup is: a directory, or s3://BUCKET/PREFIX.
+        #[arg(long, value_name = "DIR|s3://BUCKET/PREFIX")]
+        from: String,
+        /// Restore into: a new SQLite file PATH, or postgres://URL.
+        #[arg(long, value_name = "PATH|postgres://URL")]
+        to: String,
+        /// Replace an existing file, or restore into a database that has
+        /// tables (pg_restore --clean). Never do this over a running store.
+        #[arg(long)]
+        force: bool,
+        #[command(flatten)]
+        s3: BackupS3Args,
+    },
+}
+
+/// The S3 options of `workerctl backup`; credentials come from the
+/// standard AWS variables (AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY,
+/// AWS_SESSION_TOKEN).
+#[derive(Debug, Clone, clap::Args)]
+pub struct BackupS3Args {
+    /// The S3 endpoint URL (default: AWS).
+    #[arg(long, value_name = "URL")]
+    pub s3_endpoint: Option<String>,
+    /// The S3 region (default: AWS_REGION, else us-east-1).
+    #[arg(long, value_name = "REGION")]
+    pub s3_region: Option<String>,
 }
 
 /// `workerctl jobs ...`

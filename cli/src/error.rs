@@ -8,6 +8,7 @@
 //! | 2 | usage or validation error |
 //! | 3 | not found |
 //! | 4 | controller unreachable (also: its TLS certificate is not trusted), no token where one is required, the token refused, or its role not allowed |
+//! | 5 | bad data: a backup whose checksum does not match its manifest (`backup restore`) |
 
 use std::fmt;
 
@@ -23,6 +24,8 @@ pub const USAGE: u8 = 2;
 pub const NOT_FOUND: u8 = 3;
 /// The controller cannot be reached, or refused the credentials.
 pub const UNREACHABLE: u8 = 4;
+/// The data is corrupt (a backup's SHA-256 differs from its manifest's).
+pub const DATA: u8 = 5;
 
 /// An error raised by `workerctl` itself, with the exit code it stands for.
 #[derive(Debug)]

@@ -129,6 +129,19 @@ impl ControllerService for Mock {
         unimplemented()
     }
 
+    type SnapshotStoreStream = tokio_stream::Empty<Result<pb::SnapshotChunk, Status>>;
+
+    async fn snapshot_store(
+        &self,
+        _: Request<pb::SnapshotStoreRequest>,
+    ) -> Result<Response<Self::SnapshotStoreStream>, Status> {
+        unimplemented()
+    }
+
+    async fn send_digest(&self, _: Request<pb::SendDigestRequest>) -> Result<Response<pb::SendDigestResponse>, Status> {
+        unimplemented()
+    }
+
     type WatchEventsStream = tokio_stream::Empty<Result<pb::RunEvent, Status>>;
     type FollowRunOutputStream = tokio_stream::Empty<Result<pb::OutputEvent, Status>>;
 

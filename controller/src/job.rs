@@ -181,7 +181,7 @@ pub struct BuiltinDef {
 }
 
 /// Names of the builtin tasks agents provide.
-pub const BUILTINS: &[&str] = &["noop", "sleep", "digest"];
+pub const BUILTINS: &[&str] = &["noop", "sleep", "backup", "digest"];
 
 /// Longest `retention.max_age` / `dead_max_age`: 100 years.
 pub const MAX_RETENTION: Duration = Duration::from_secs(100 * 365 * 24 * 3600);

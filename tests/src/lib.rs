@@ -21,6 +21,7 @@ pub mod json;
 pub mod pg;
 mod process;
 pub mod receiver;
+pub mod s3;
 pub mod skip;
 pub mod smtp;
 pub mod web;

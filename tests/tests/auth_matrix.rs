@@ -214,6 +214,7 @@ async fn call(client: &mut AuthedClient, agent: &mut AuthedAgentClient, method: 
             })
             .await
             .map(drop),
+        "ControllerService/SnapshotStore" => client.snapshot_store(pb::SnapshotStoreRequest {}).await.map(drop),
         "AgentService/Connect" => {
             let hello = pb::AgentMessage {
                 msg: Some(pb::agent_message::Msg::Hello(pb::Hello {

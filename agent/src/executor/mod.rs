@@ -149,7 +149,8 @@ pub struct Context {
     pub http: http::HttpSettings,
     /// The handlers registered through the SDK (empty on a plain agent).
     pub handlers: crate::sdk::Handlers,
-    /// The controller's client API, for builtins that call it (`digest`);
+    /// The controller's client API, for builtins that call it (`digest`,
+    /// `backup`);
     /// `None` where there is no controller (unit tests).
     pub controller: Option<crate::ControllerLink>,
 }

@@ -139,6 +139,8 @@ fn build_command(spec: &ShellSpec, ctx: &Context) -> Result<(Command, String), S
         return Err("shell executor needs `argv` or `script`".to_string());
     };
     command
+        // The admin token of the `backup` builtin is not the jobs' to read.
+        .env_remove(super::builtin::backup::source::BACKUP_TOKEN_ENV)
         .envs(&spec.env)
         .env("WORKER_RUN_ID", &ctx.run_id)
         .env("WORKER_ATTEMPT", ctx.attempt.to_string())

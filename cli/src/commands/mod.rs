@@ -3,6 +3,7 @@
 pub mod agents;
 pub mod alerts;
 pub mod apply;
+pub mod backup;
 pub mod batch;
 pub mod catalog;
 pub mod dlq;
@@ -41,6 +42,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Catalog(cmd) => {
             return catalog::run(cmd, &cli.controller, cli.token.as_deref(), &cli.tls, cli.output).await;
         }
+        Command::Backup(cmd) => return backup::run(cmd, cli.output).await,
         _ => {}
     }
     let mut ctx = Ctx {
@@ -62,7 +64,11 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Schedules { command } => schedules::run(&mut ctx, command.unwrap_or(SchedulesCmd::List)).await,
         Command::Apply { file } => apply::apply(&mut ctx, &file).await,
         Command::Export => apply::export(&mut ctx).await,
-        Command::Bench { .. } | Command::Completions { .. } | Command::Man { .. } | Command::Catalog(_) => {
+        Command::Bench { .. }
+        | Command::Completions { .. }
+        | Command::Man { .. }
+        | Command::Catalog(_)
+        | Command::Backup(_) => {
             unreachable!("handled above")
         }
     }

@@ -41,6 +41,8 @@ pub struct ControllerApi {
     live: Arc<crate::logs::LiveOutput>,
     /// Which token each agent id connected with (shared with the agent service).
     agent_owners: super::agent::AgentOwners,
+    /// The store's URL (`SnapshotStore` snapshots it).
+    db_url: Arc<str>,
 }
 
 impl ControllerApi {
@@ -66,6 +68,7 @@ impl ControllerApi {
             store_kind,
             tokens: None,
             agent_owners: Default::default(),
+            db_url: Arc::from(db_url),
         }
     }
 
@@ -338,6 +341,15 @@ impl ControllerService for ControllerApi {
         )
         .await?;
         Ok(Response::new(reply))
+    }
+
+    type SnapshotStoreStream = super::snapshot::SnapshotStream;
+
+    async fn snapshot_store(
+        &self,
+        request: Request<pb::SnapshotStoreRequest>,
+    ) -> Result<Response<Self::SnapshotStoreStream>, Status> {
+        super::snapshot::snapshot_store(self.engine.store(), &self.db_url, request).await
     }
 
     async fn delete_job(

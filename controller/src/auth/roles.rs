@@ -115,6 +115,7 @@ pub const MATRIX: &[(&str, &[Role])] = &[
     ("ControllerService/CreateToken", ADMIN),
     ("ControllerService/ListTokens", ADMIN),
     ("ControllerService/RevokeToken", ADMIN),
+    ("ControllerService/SnapshotStore", ADMIN),
     ("AgentService/Connect", AGENT),
     ("ControllerService/SendDigest", AGENT),
     // The job catalog (docs/catalog.md): install applies jobs, so it takes

@@ -749,6 +749,19 @@ impl Store {
     pub async fn catalog_reviews(&self, pack: &str) -> Result<Vec<CatalogReviewRecord>> {
         dispatch!(self.catalog_reviews(pack))
     }
+
+    // --- The `backup` builtin's store snapshot ---
+
+    /// Writes a consistent copy of a SQLite store into the new file `path`
+    /// (`VACUUM INTO`, from a reader: writers go on meanwhile) and returns
+    /// `true`; returns `false` for a PostgreSQL store, whose snapshot is
+    /// `pg_dump`'s (see `api/snapshot.rs`).
+    pub async fn vacuum_into(&self, path: &std::path::Path) -> Result<bool> {
+        match &*self.backend {
+            Backend::Sqlite(store) => store.vacuum_into(path).await.map(|()| true),
+            Backend::Postgres(_) => Ok(false),
+        }
+    }
 }
 
 /// `url` with any password replaced by `***`, for messages and logs: the

@@ -6,7 +6,9 @@
 //!   `duration_ms` number when present; it honours cancel and timeout like any
 //!   other attempt;
 //! * `digest` asks the controller to send the daily or weekly digest email
-//!   its job defines (`digest.rs`, `docs/digest.md`).
+//!   its job defines (`digest.rs`, `docs/digest.md`);
+//! * `backup` ([`backup`]) snapshots the controller's store or a PostgreSQL
+//!   database into a directory and/or S3, keeping the last `keep_days` days.
 //!
 //! An unknown name is a permanent failure: retrying cannot make it exist.
 //!
@@ -15,6 +17,7 @@
 //! `worker_controller::config::builtins` and sends them as the flat `args`
 //! map (nested fields as dotted keys).
 
+pub mod backup;
 mod digest;
 
 use std::time::Duration;
@@ -35,6 +38,7 @@ const MAX_SLEEP: Duration = Duration::from_secs(30 * 86_400);
 pub async fn run(spec: &BuiltinSpec, ctx: &Context, mut stop: StopSignal) -> Report {
     match spec.name.as_str() {
         "noop" => Report::succeeded("noop"),
+        "backup" => backup::run(spec, ctx, stop).await,
         "sleep" => {
             let duration = match sleep_duration(spec, &ctx.payload) {
                 Ok(duration) => duration,
@@ -48,7 +52,10 @@ pub async fn run(spec: &BuiltinSpec, ctx: &Context, mut stop: StopSignal) -> Rep
             }
         }
         "digest" => digest::run(spec, ctx, stop).await,
-        other => Report::failed(format!("unknown builtin `{other}` (known: noop, sleep)"), true),
+        other => Report::failed(
+            format!("unknown builtin `{other}` (known: noop, sleep, backup, digest)"),
+            true,
+        ),
     }
 }
 

@@ -112,8 +112,9 @@ impl HttpSettings {
         })))
     }
 
-    /// The TLS configuration of `http` attempts (built on first use).
-    fn tls(&self) -> &rustls::ClientConfig {
+    /// The TLS configuration of `http` attempts (built on first use); the
+    /// `backup` builtin's S3 client and `workerctl backup` use it too.
+    pub fn tls(&self) -> &rustls::ClientConfig {
         self.0.tls.get_or_init(|| {
             let mut roots = system_roots().clone();
             for cert in &self.0.extra {

@@ -45,7 +45,7 @@
 mod capture;
 mod client;
 mod request;
-mod secrets;
+pub(crate) mod secrets;
 mod status;
 #[cfg(test)]
 mod test_server;

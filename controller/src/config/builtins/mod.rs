@@ -8,6 +8,7 @@
 //! dotted keys, e.g. `s3.bucket`). What an agent does with them lives in
 //! `worker_agent::executor::builtin`.
 
+mod backup;
 mod digest;
 
 use std::collections::BTreeMap;
@@ -30,6 +31,7 @@ pub(crate) fn check(c: &mut Checker<'_>, job: &str, raw: RawBuiltin) -> Option<E
         "noop" => check_noop(c, &at, args),
         "sleep" => check_sleep(c, &at, args),
         "digest" => digest::check(c, &at, args),
+        "backup" => backup::check(c, &at, args),
         _ => {
             c.error(
                 &at,

@@ -264,6 +264,16 @@ impl SqliteStore {
         outcome
     }
 
+    /// `VACUUM INTO path` from a reader connection: a consistent copy of the
+    /// database as of one read transaction, compacted, in a new file.
+    pub(super) async fn vacuum_into(&self, path: &std::path::Path) -> Result<()> {
+        let path = path
+            .to_str()
+            .ok_or_else(|| Error::invalid("db", "the snapshot path is not UTF-8"))?;
+        sqlx::query("VACUUM INTO ?").bind(path).execute(&self.pool).await?;
+        Ok(())
+    }
+
     /// Closes the pool, waiting for connections to finish. The hot path's
     /// cached statements are finalized first, while the handle is locked.
     pub(super) async fn close(&self) {
