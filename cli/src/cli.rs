@@ -115,6 +115,10 @@ pub enum Command {
         #[command(subcommand)]
         command: crate::bench::BenchCmd,
     },
+    /// Scaffold a job: its definition added to scheduler.yaml (comments and
+    /// layout kept), a script or a Rust handler crate, and a test. Never
+    /// overwrites anything; talks to no controller.
+    CreateJob(crate::commands::create_job::CreateJobArgs),
 }
 
 /// `workerctl jobs ...`

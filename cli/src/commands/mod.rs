@@ -4,6 +4,7 @@ pub mod agents;
 pub mod alerts;
 pub mod apply;
 pub mod batch;
+pub mod create_job;
 pub mod dlq;
 pub mod enqueue;
 pub mod jobs;
@@ -37,6 +38,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         }
         Command::Completions { shell } => return packaging::completions(shell),
         Command::Man { dir } => return packaging::man_pages(&dir),
+        Command::CreateJob(args) => return create_job::run(args, cli.output),
         _ => {}
     }
     let mut ctx = Ctx {
@@ -58,7 +60,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Schedules { command } => schedules::run(&mut ctx, command.unwrap_or(SchedulesCmd::List)).await,
         Command::Apply { file } => apply::apply(&mut ctx, &file).await,
         Command::Export => apply::export(&mut ctx).await,
-        Command::Bench { .. } | Command::Completions { .. } | Command::Man { .. } => {
+        Command::Bench { .. } | Command::Completions { .. } | Command::Man { .. } | Command::CreateJob(_) => {
             unreachable!("handled above")
         }
     }
