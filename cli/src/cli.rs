@@ -124,6 +124,10 @@ pub enum Command {
     /// controller is not called.
     #[command(subcommand)]
     Backup(BackupCmd),
+    /// Scaffold a job: its definition added to scheduler.yaml (comments and
+    /// layout kept), a script or a Rust handler crate, and a test. Never
+    /// overwrites anything; talks to no controller.
+    CreateJob(crate::commands::create_job::CreateJobArgs),
 }
 
 /// `workerctl catalog ...`

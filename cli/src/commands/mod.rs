@@ -6,6 +6,7 @@ pub mod apply;
 pub mod backup;
 pub mod batch;
 pub mod catalog;
+pub mod create_job;
 pub mod dlq;
 pub mod enqueue;
 pub mod jobs;
@@ -43,6 +44,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             return catalog::run(cmd, &cli.controller, cli.token.as_deref(), &cli.tls, cli.output).await;
         }
         Command::Backup(cmd) => return backup::run(cmd, cli.output).await,
+        Command::CreateJob(args) => return create_job::run(args, cli.output),
         _ => {}
     }
     let mut ctx = Ctx {
@@ -68,7 +70,8 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         | Command::Completions { .. }
         | Command::Man { .. }
         | Command::Catalog(_)
-        | Command::Backup(_) => {
+        | Command::Backup(_)
+        | Command::CreateJob(_) => {
             unreachable!("handled above")
         }
     }
