@@ -827,7 +827,7 @@ async fn reopening_keeps_everything_and_migrations_run_once(db: TestDb) {
     assert_eq!(active.len(), 1);
     assert_eq!(active[0].payload, "{\"n\":1}");
     store.close().await;
-    assert_eq!(db.migration_versions().await, vec![1, 2, 3, 4, 5, 6, 7, 8, 9]);
+    assert_eq!(db.migration_versions().await, vec![1, 2, 3, 4, 5, 6, 7, 8, 9, 10]);
 }
 
 /// Two controllers starting at once on an empty database: both open, and the
@@ -839,7 +839,7 @@ async fn concurrent_opens_apply_migrations_once(db: TestDb) {
     assert!(!insert(&b, new_run("r2", Some(60_000))).await);
     a.close().await;
     b.close().await;
-    assert_eq!(db.migration_versions().await, vec![1, 2, 3, 4, 5, 6, 7, 8, 9]);
+    assert_eq!(db.migration_versions().await, vec![1, 2, 3, 4, 5, 6, 7, 8, 9, 10]);
 }
 
 /// Recovery reads the dependencies of every blocked run and the attempts of
