@@ -573,11 +573,6 @@ fn check_via(via: &str) -> Result<(), Error> {
 mod tests {
     use super::*;
 
-    /// Shipped packs whose builtins are built on other branches of issue 18:
-    /// their checksums are verified but their job validation is skipped until
-    /// the merge (then this list is emptied).
-    const PACKS_WITH_BUILTINS_FROM_OTHER_BRANCHES: &[&str] = &["postgres-backup-s3"];
-
     /// Values for the variables without a default, per shipped pack.
     fn samples(pack: &str) -> BTreeMap<String, String> {
         let pairs: &[(&str, &str)] = match pack {
@@ -608,16 +603,14 @@ mod tests {
             assert!(pack.files.contains_key("README.md"), "{name} has a README.md");
             let values = install::resolve_variables(&pack, &samples(&name)).unwrap_or_else(|e| panic!("{name}: {e}"));
             let yaml = install::render(&pack, &values).unwrap_or_else(|e| panic!("{name}: {e}"));
-            if !PACKS_WITH_BUILTINS_FROM_OTHER_BRANCHES.contains(&name.as_str()) {
-                let lookup = crate::config::env::from_pairs(&[]);
-                crate::config::parse_document(
-                    std::path::Path::new(&format!("{name}/job.yaml")),
-                    &yaml,
-                    &lookup,
-                    crate::config::Source::Api,
-                )
-                .unwrap_or_else(|e| panic!("{name}:\n{e}\n{yaml}"));
-            }
+            let lookup = crate::config::env::from_pairs(&[]);
+            crate::config::parse_document(
+                std::path::Path::new(&format!("{name}/job.yaml")),
+                &yaml,
+                &lookup,
+                crate::config::Source::Api,
+            )
+            .unwrap_or_else(|e| panic!("{name}:\n{e}\n{yaml}"));
             names.push(name);
         }
         names.sort();
