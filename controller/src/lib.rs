@@ -47,6 +47,7 @@ pub mod config;
 pub mod digest;
 pub mod engine;
 pub mod error;
+pub mod ha;
 pub mod http;
 pub mod job;
 pub mod limits;

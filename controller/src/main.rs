@@ -116,6 +116,24 @@ struct Args {
     /// (repeatable; byte sizes take KiB/MiB/GiB; the list is in docs/configuration.md).
     #[arg(long = "limit", value_name = "NAME=VALUE")]
     limits: Vec<String>,
+    /// High availability: several controllers on one PostgreSQL database,
+    /// one of them leading by a lease in the database (docs/high-availability.md).
+    /// The others serve as standbys that name the leader to clients and agents.
+    #[arg(long)]
+    ha: bool,
+    /// This controller's name in the leadership lease (with --ha); default
+    /// HOST-PID.
+    #[arg(long, value_name = "NAME")]
+    ha_id: Option<String>,
+    /// How long the leadership lease lasts without renewal (with --ha): a
+    /// standby takes over about this long after the leader died.
+    #[arg(long, value_name = "DURATION", default_value = "5s", value_parser = worker_duration::parse)]
+    ha_lease: std::time::Duration,
+    /// The URL agents and clients reach this controller's gRPC at, given to
+    /// them by the standbys while it leads (with --ha); default
+    /// http(s)://ADDRESS of --grpc-listen.
+    #[arg(long, value_name = "URL")]
+    advertise_url: Option<String>,
     /// Print this program's man page (roff) on stdout and exit:
     /// `worker-controller --print-man > /usr/local/share/man/man1/worker-controller.1`.
     #[arg(long, hide = true)]
@@ -207,7 +225,51 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    let config = ControllerConfig {
+    let ha = if args.ha {
+        if !(args.db.starts_with("postgres://") || args.db.starts_with("postgresql://")) {
+            eprintln!(
+                "error: --ha: high availability needs a PostgreSQL store (--db postgres://…); a SQLite store has one controller"
+            );
+            return ExitCode::from(2);
+        }
+        if args.ha_lease < worker_controller::ha::MIN_LEASE {
+            eprintln!(
+                "error: --ha-lease {:?}: at least {:?}",
+                args.ha_lease,
+                worker_controller::ha::MIN_LEASE
+            );
+            return ExitCode::from(2);
+        }
+        if args.dev {
+            eprintln!("error: --ha and --dev cannot be combined (--dev runs one controller with its own agent)");
+            return ExitCode::from(2);
+        }
+        let advertise_url = match &args.advertise_url {
+            Some(url) if url.starts_with("http://") || url.starts_with("https://") => url.clone(),
+            Some(url) => {
+                eprintln!("error: --advertise-url \"{url}\": expected an http:// or https:// URL");
+                return ExitCode::from(2);
+            }
+            None if args.grpc_listen.ip().is_unspecified() => {
+                eprintln!(
+                    "error: --ha with --grpc-listen {}: give --advertise-url, the URL other hosts reach this controller at",
+                    args.grpc_listen
+                );
+                return ExitCode::from(2);
+            }
+            // Filled in with the bound address (port 0 picks one).
+            None => String::new(),
+        };
+        Some(worker_controller::ha::HaSettings {
+            id: args.ha_id.clone().unwrap_or_else(worker_controller::ha::default_id),
+            advertise_url,
+            lease: args.ha_lease,
+        })
+    } else {
+        None
+    };
+    let mut config = ControllerConfig {
+        ha,
         tls,
         config_dir: args.config_dir,
         config: loaded,
@@ -251,13 +313,54 @@ fn main() -> ExitCode {
             return ExitCode::from(1);
         }
     };
-    let result = runtime.block_on(worker_controller::run(config, shutdown_signal(), |listening| {
-        // Test harnesses read the addresses from this line (port 0 picks one).
-        match listening.http {
-            Some(http) => println!("worker-controller ready grpc={} http={http}", listening.grpc),
-            None => println!("worker-controller ready grpc={}", listening.grpc),
+    // One shutdown signal for every term: a controller that loses the
+    // leadership lease starts again as a standby on the same addresses.
+    let shutdown = {
+        use futures::FutureExt;
+        let _guard = runtime.enter();
+        let (tx, rx) = tokio::sync::watch::channel(false);
+        runtime.spawn(async move {
+            shutdown_signal().await;
+            let _ = tx.send(true);
+        });
+        async move {
+            let mut rx = rx;
+            let _ = rx.wait_for(|stop| *stop).await;
         }
-    }));
+        .boxed()
+        .shared()
+    };
+    let result = loop {
+        let bound = std::sync::Arc::new(std::sync::Mutex::new(None));
+        let seen = bound.clone();
+        let result = runtime.block_on(worker_controller::run(
+            config.clone(),
+            shutdown.clone(),
+            move |listening| {
+                *seen.lock().unwrap_or_else(|e| e.into_inner()) = Some(listening);
+                // Test harnesses read the addresses from this line (port 0 picks one).
+                let role = match listening.standby {
+                    Some(true) => " role=standby",
+                    Some(false) => " role=leader",
+                    None => "",
+                };
+                match listening.http {
+                    Some(http) => println!("worker-controller ready grpc={} http={http}{role}", listening.grpc),
+                    None => println!("worker-controller ready grpc={}{role}", listening.grpc),
+                }
+            },
+        ));
+        match result {
+            Err(worker_controller::RunError::LostLeadership(reason)) => {
+                tracing::warn!(%reason, "leadership lost; starting again as a standby");
+                if let Some(listening) = *bound.lock().unwrap_or_else(|e| e.into_inner()) {
+                    config.grpc_listen = listening.grpc;
+                    config.http_listen = listening.http;
+                }
+            }
+            other => break other,
+        }
+    };
     // Tasks still running (a write past the deadline) are abandoned, not awaited.
     runtime.shutdown_timeout(std::time::Duration::from_millis(200));
     match result {

@@ -70,6 +70,9 @@ pub struct ControllerConfig {
     pub limits: crate::limits::Limits,
     /// History retention: the default age and the pass interval.
     pub retention: crate::engine::retention::RetentionSettings,
+    /// High availability on PostgreSQL (`--ha`): take part in the election
+    /// and lead only while holding the lease. `None`: the only controller.
+    pub ha: Option<crate::ha::HaSettings>,
 }
 
 /// Errors that stop the controller.
@@ -111,6 +114,11 @@ pub enum RunError {
     /// controller cannot go on and must be restarted.
     #[error("internal failure, the controller stopped: {0}")]
     Failed(String),
+    /// This controller led and lost the leadership lease (high
+    /// availability): it stopped scheduling and dispatching, and may start
+    /// again as a standby.
+    #[error("leadership lost: {0}")]
+    LostLeadership(String),
 }
 
 /// The addresses the controller serves on, once it serves (passed to
@@ -121,6 +129,9 @@ pub struct Listening {
     pub grpc: SocketAddr,
     /// The bound HTTP address, unless HTTP is off.
     pub http: Option<SocketAddr>,
+    /// With high availability, whether this controller serves as a standby
+    /// (`Some(true)`) or leads (`Some(false)`); `None` without it.
+    pub standby: Option<bool>,
 }
 
 /// Aborts its task when dropped (an early return leaves nothing behind).
@@ -150,6 +161,14 @@ pub async fn run(
     shutdown: impl Future<Output = ()> + Send + 'static,
     ready: impl FnOnce(Listening),
 ) -> Result<(), RunError> {
+    let mut ready = Some(ready);
+    let mut ready = move |listening: Listening| {
+        if let Some(ready) = ready.take() {
+            ready(listening);
+        }
+    };
+    let shutdown = shutdown;
+    tokio::pin!(shutdown);
     if !crate::limits::install(config.limits) {
         let in_force = crate::limits::current();
         tracing::warn!(limits = %in_force, "limits were already installed in this process; keeping them");
@@ -159,18 +178,26 @@ pub async fn run(
         url: crate::store::redact_url(&config.db_url),
         source,
     })?;
-    let jobs = crate::engine::initial_definitions(&store, &config.config.jobs, &config.config.text)
-        .await
-        .map_err(definitions_error(&config.db_url))?;
-    let alerts_config = crate::alerting::definitions::initial_alerts(&store, config.config.alerts.as_ref())
-        .await
-        .map_err(definitions_error(&config.db_url))?;
+    if config.ha.is_some() && !store.supports_leadership() {
+        return Err(RunError::Refused(
+            "--ha: high availability needs a PostgreSQL store (--db postgres://…); a SQLite store has one controller"
+                .into(),
+        ));
+    }
+    // Tokens before the election: a standby checks the listen addresses too.
     let tokens = crate::auth::Tokens::load(store.clone(), config.auth.max_streams_per_token)
         .await
         .map_err(|source| RunError::Store {
             url: crate::store::redact_url(&config.db_url),
             source,
         })?;
+    // A single controller checks the stored definitions before binding any
+    // port; with high availability only the leader applies the files, once
+    // it leads.
+    let mut definitions = match config.ha {
+        None => Some(initial_definitions(&store, &config).await?),
+        Some(_) => None,
+    };
     if let Some(secret) = &config.auth.bootstrap_secret {
         tokens.install_bootstrap(secret).await.map_err(|e| match e {
             crate::auth::tokens::BootstrapError::TooShort(_) => {
@@ -238,6 +265,55 @@ pub async fn run(
         }
         None => (None, None),
     };
+    // High availability: bind gRPC now, serve as a standby until this
+    // controller takes the lease, then lead on the same socket.
+    let mut grpc_socket = None;
+    let mut term = None;
+    if let Some(ha) = &config.ha {
+        let std_listener = bind_std(config.grpc_listen).await?;
+        let addr = std_listener.local_addr().map_err(|source| RunError::Bind {
+            addr: config.grpc_listen,
+            source,
+        })?;
+        let mut ha = ha.clone();
+        if ha.advertise_url.is_empty() {
+            let scheme = if config.tls.is_some() { "https" } else { "http" };
+            ha.advertise_url = format!("{scheme}://{addr}");
+        }
+        ready(Listening {
+            grpc: addr,
+            http: http_addr,
+            standby: Some(true),
+        });
+        let won = match stand_by(
+            &store,
+            &ha,
+            &readiness,
+            config.tls.as_ref(),
+            &std_listener,
+            &mut shutdown,
+        )
+        .await?
+        {
+            Some(won) => won,
+            None => {
+                tracing::info!("stopped (standby)");
+                let _ = http_stop_tx.send(true);
+                if let Some(http) = &mut http_server {
+                    let _ = tokio::time::timeout(config.shutdown_timeout, &mut http.0).await;
+                }
+                store.close().await;
+                return Ok(());
+            }
+        };
+        store.set_fence(won.epoch);
+        tracing::info!(epoch = won.epoch, %addr, advertise = %ha.advertise_url, "leading");
+        definitions = Some(initial_definitions(&store, &config).await?);
+        grpc_socket = Some(std_listener);
+        term = Some((won, ha));
+    }
+    let (jobs, alerts_config) = definitions.expect("definitions are loaded before leading");
+
     // The --dev agent's token lives in memory only.
     let dev_agent_token = config
         .dev_agent_capacity
@@ -250,12 +326,18 @@ pub async fn run(
             source,
         })?;
     readiness.set_engine(engine.clone());
-    let listener = TcpListener::bind(config.grpc_listen)
-        .await
-        .map_err(|source| RunError::Bind {
+    let listener = match grpc_socket {
+        Some(socket) => TcpListener::from_std(socket).map_err(|source| RunError::Bind {
             addr: config.grpc_listen,
             source,
-        })?;
+        })?,
+        None => TcpListener::bind(config.grpc_listen)
+            .await
+            .map_err(|source| RunError::Bind {
+                addr: config.grpc_listen,
+                source,
+            })?,
+    };
     let addr = listener.local_addr().map_err(|source| RunError::Bind {
         addr: config.grpc_listen,
         source,
@@ -369,9 +451,17 @@ pub async fn run(
     let mut server = tokio::spawn(server);
     tracing::info!(%addr, tls = config.tls.is_some(), jobs = job_count, config = %config.config_dir.display(), "controller serving");
     readiness.set_phase(crate::http::Phase::Running);
-    ready(Listening {
-        grpc: addr,
-        http: http_addr,
+    if term.is_none() {
+        ready(Listening {
+            grpc: addr,
+            http: http_addr,
+            standby: None,
+        });
+    }
+    // The leader renews its lease; a lease it cannot keep ends its term.
+    let mut keeper = term.as_ref().map(|(won, ha)| {
+        let (store, won, ha) = (store.clone(), won.clone(), ha.clone());
+        AbortOnDrop(tokio::spawn(async move { crate::ha::keep(&store, &ha, &won).await }))
     });
 
     let dev_agent = config.dev_agent_capacity.map(|capacity| {
@@ -389,13 +479,29 @@ pub async fn run(
         }))
     });
 
+    let lost_leadership = async {
+        match &mut keeper {
+            Some(keeper) => match (&mut keeper.0).await {
+                Ok(reason) => reason,
+                Err(e) => format!("the lease keeper {}", why(e)),
+            },
+            None => std::future::pending().await,
+        }
+    };
     let stopped = tokio::select! {
         result = &mut server => Stop::Server(result),
-        _ = shutdown => Stop::Signal,
+        _ = &mut shutdown => Stop::Signal,
         reason = loops.supervise(&engine) => Stop::Failed(reason),
+        reason = lost_leadership => Stop::LostLeadership(reason),
     };
-    if let Stop::Failed(reason) = stopped {
-        tracing::error!(%reason, "internal failure: the controller stops (a supervisor should restart it)");
+    if let Stop::Failed(reason) | Stop::LostLeadership(reason) = &stopped {
+        let reason = reason.clone();
+        if matches!(stopped, Stop::LostLeadership(_)) {
+            tracing::error!(%reason, "leadership lost: the controller stops leading at once");
+            readiness.set_leadership(crate::http::Leadership::Unknown);
+        } else {
+            tracing::error!(%reason, "internal failure: the controller stops (a supervisor should restart it)");
+        }
         readiness.set_phase(crate::http::Phase::Failed(reason.clone()));
         for service in ["", "worker.v1.ControllerService", "worker.v1.AgentService"] {
             health_reporter
@@ -416,6 +522,10 @@ pub async fn run(
         loops.abort();
         if let Some(agent) = dev_agent {
             agent.abort();
+        }
+        if matches!(stopped, Stop::LostLeadership(_)) {
+            store.close().await;
+            return Err(RunError::LostLeadership(reason));
         }
         return Err(RunError::Failed(reason));
     }
@@ -445,6 +555,14 @@ pub async fn run(
         }
         loops.join_all().await;
         tracing::debug!("loops stopped");
+        if let Some((won, _)) = &term {
+            // A graceful end hands the lease on at once.
+            keeper.take();
+            match store.release_lease(won.epoch).await {
+                Ok(_) => tracing::info!(epoch = won.epoch, "released the leadership lease"),
+                Err(e) => tracing::warn!(error = %e, "cannot release the leadership lease; it expires by itself"),
+            }
+        }
         store.close().await;
         result
     };
@@ -472,6 +590,8 @@ enum Stop {
     Signal,
     /// An internal loop failed or the engine stopped.
     Failed(String),
+    /// The leadership lease could not be kept.
+    LostLeadership(String),
 }
 
 /// The controller's internal loops, by name, and alerting's tasks.
@@ -542,4 +662,71 @@ fn why(e: tokio::task::JoinError) -> String {
     } else {
         "was cancelled".to_string()
     }
+}
+
+/// The job and alert definitions to start with: the configuration files,
+/// applied to the store when their text changed.
+async fn initial_definitions(
+    store: &Store,
+    config: &ControllerConfig,
+) -> Result<(crate::config::JobSet, crate::alerting::config::AlertsConfig), RunError> {
+    let jobs = crate::engine::initial_definitions(store, &config.config.jobs, &config.config.text)
+        .await
+        .map_err(definitions_error(&config.db_url))?;
+    let alerts = crate::alerting::definitions::initial_alerts(store, config.config.alerts.as_ref())
+        .await
+        .map_err(definitions_error(&config.db_url))?;
+    Ok((jobs, alerts))
+}
+
+/// Binds `addr` and hands back the standard listener, kept open across the
+/// standby's server and the leader's.
+async fn bind_std(addr: SocketAddr) -> Result<std::net::TcpListener, RunError> {
+    let listener = TcpListener::bind(addr)
+        .await
+        .map_err(|source| RunError::Bind { addr, source })?;
+    listener.into_std().map_err(|source| RunError::Bind { addr, source })
+}
+
+/// Serves as a standby on a clone of `socket` and campaigns until this
+/// controller takes the lease (`Some`) or `shutdown` completes (`None`).
+async fn stand_by(
+    store: &Store,
+    ha: &crate::ha::HaSettings,
+    readiness: &crate::http::Readiness,
+    tls: Option<&crate::tls::ServerTls>,
+    socket: &std::net::TcpListener,
+    shutdown: &mut std::pin::Pin<&mut impl Future<Output = ()>>,
+) -> Result<Option<crate::ha::Term>, RunError> {
+    let addr = socket.local_addr().map_err(|source| RunError::Bind {
+        addr: ([0, 0, 0, 0], 0).into(),
+        source,
+    })?;
+    let clone = socket
+        .try_clone()
+        .and_then(TcpListener::from_std)
+        .map_err(|source| RunError::Bind { addr, source })?;
+    readiness.set_leadership(crate::http::Leadership::Unknown);
+    let (seen_tx, seen_rx) = tokio::sync::watch::channel(None);
+    let (stop_tx, mut stop_rx) = tokio::sync::watch::channel(false);
+    let stop = async move {
+        let _ = stop_rx.wait_for(|s| *s).await;
+    };
+    let tls = tls.cloned();
+    let mut server = AbortOnDrop(tokio::spawn(async move {
+        crate::ha::serve_standby(clone, tls.as_ref(), seen_rx, stop).await
+    }));
+    tracing::info!(%addr, id = %ha.id, "standby: serving, waiting for the leadership lease");
+    let won = tokio::select! {
+        won = crate::ha::campaign(store, ha, &seen_tx, readiness) => Some(won),
+        _ = shutdown.as_mut() => None,
+        ended = &mut server.0 => {
+            return Err(RunError::Failed(format!("the standby's gRPC server ended: {ended:?}")));
+        }
+    };
+    // Standby connections are closed (clients and agents come back to the
+    // leader on the same socket); a slow one is cut after a second.
+    let _ = stop_tx.send(true);
+    let _ = tokio::time::timeout(Duration::from_secs(1), &mut server.0).await;
+    Ok(won)
 }

@@ -762,6 +762,7 @@ async fn start_controller() -> Running {
         insecure_no_auth: false,
         limits: Default::default(),
         retention: Default::default(),
+        ha: None,
     };
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
     let (ready_tx, ready_rx) = tokio::sync::oneshot::channel();

@@ -827,7 +827,7 @@ async fn reopening_keeps_everything_and_migrations_run_once(db: TestDb) {
     assert_eq!(active.len(), 1);
     assert_eq!(active[0].payload, "{\"n\":1}");
     store.close().await;
-    assert_eq!(db.migration_versions().await, vec![1, 2, 3, 4, 5, 6, 7, 8, 9, 10]);
+    assert_eq!(db.migration_versions().await, vec![1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11]);
 }
 
 /// Two controllers starting at once on an empty database: both open, and the
@@ -839,7 +839,7 @@ async fn concurrent_opens_apply_migrations_once(db: TestDb) {
     assert!(!insert(&b, new_run("r2", Some(60_000))).await);
     a.close().await;
     b.close().await;
-    assert_eq!(db.migration_versions().await, vec![1, 2, 3, 4, 5, 6, 7, 8, 9, 10]);
+    assert_eq!(db.migration_versions().await, vec![1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11]);
 }
 
 /// Recovery reads the dependencies of every blocked run and the attempts of
@@ -2358,4 +2358,153 @@ async fn catalog_packs_are_immutable_and_ratings_one_per_token_and_via(db: TestD
             ("ops", "", Some(4), Some("Great"), 120),
         ]
     );
+}
+
+// ---------------------------------------------------------------------------
+// High availability: the leadership lease and the fence (PostgreSQL only).
+
+/// Reads `SELECT epoch FROM events` behind the store's back, in order.
+async fn event_epochs(db: &TestDb) -> Vec<i64> {
+    let mut conn = sqlx::PgConnection::connect(&db.url).await.unwrap();
+    sqlx::query_scalar("SELECT epoch FROM events ORDER BY seq")
+        .fetch_all(&mut conn)
+        .await
+        .unwrap()
+}
+
+/// One controller takes the lease, a second cannot while it holds; once it
+/// expires the second takes it with the next epoch, and from then on every
+/// leader-only write of the first (runs, commit rounds, cursors, renewals)
+/// is refused as fenced and writes nothing, while the new leader's writes
+/// carry its epoch. A released lease is taken at once.
+async fn the_lease_has_one_holder_and_fences_the_previous_one(db: TestDb) {
+    let a = db.open().await;
+    let b = db.open().await;
+    assert_eq!(a.acquire_lease("a", "http://a:7070", 60_000).await.unwrap(), Some(1));
+    assert_eq!(b.acquire_lease("b", "http://b:7070", 60_000).await.unwrap(), None);
+    let lease = b.lease().await.unwrap();
+    assert_eq!(
+        (lease.epoch, lease.holder.as_str(), lease.address.as_str()),
+        (1, "a", "http://a:7070")
+    );
+    assert!(lease.is_held());
+    assert!(a.renew_lease(1, 60_000).await.unwrap());
+
+    a.set_fence(1);
+    assert!(insert(&a, new_run("r1", None)).await);
+    assert_eq!(event_epochs(&db).await, vec![1]);
+
+    // The lease runs out (its holder stopped renewing); b takes over.
+    db.execute("UPDATE leader_lease SET expires_at = 0").await;
+    assert_eq!(b.acquire_lease("b", "http://b:7070", 60_000).await.unwrap(), Some(2));
+    b.set_fence(2);
+
+    let fenced = a
+        .insert_runs(&InsertPlan {
+            runs: vec![new_run("stale", None)],
+            dependencies: Vec::new(),
+        })
+        .await;
+    assert!(matches!(fenced, Err(WriteError::Fenced(_))), "{fenced:?}");
+    let (running, start) = first_attempt("r1");
+    let fenced = a
+        .commit(&InsertPlan::default(), &[running.clone()], &[start.clone()], &[])
+        .await;
+    assert!(
+        matches!(fenced, Err(WriteError::Fenced(ref e)) if e.message.contains("epoch 2 leads now")),
+        "{fenced:?}"
+    );
+    assert!(a.advance_cursor("job.a", 60_000, 0, 0).await.is_err());
+    assert!(!a.renew_lease(1, 60_000).await.unwrap(), "a stale leader cannot renew");
+    assert!(a.run("stale").await.unwrap().is_none());
+    assert_eq!(a.run("r1").await.unwrap().unwrap().state, RunState::Queued);
+    assert!(a.cursors().await.unwrap().is_empty());
+
+    // The new leader's writes go through, with its epoch.
+    b.commit(&InsertPlan::default(), &[running], &[start], &[])
+        .await
+        .unwrap();
+    assert_eq!(b.run("r1").await.unwrap().unwrap().state, RunState::Running);
+    assert_eq!(event_epochs(&db).await, vec![1, 2]);
+
+    // A released lease is free at once; every term is recorded.
+    assert!(b.release_lease(2).await.unwrap());
+    assert!(!b.lease().await.unwrap().is_held());
+    assert_eq!(a.acquire_lease("a", "http://a:7070", 60_000).await.unwrap(), Some(3));
+    let mut conn = sqlx::PgConnection::connect(&db.url).await.unwrap();
+    let terms: Vec<(i64, String)> = sqlx::query_as("SELECT epoch, holder FROM leader_terms ORDER BY epoch")
+        .fetch_all(&mut conn)
+        .await
+        .unwrap();
+    assert_eq!(terms, vec![(1, "a".into()), (2, "b".into()), (3, "a".into())]);
+    a.close().await;
+    b.close().await;
+}
+
+/// A takeover waits for a fenced write in flight: the old leader's
+/// transaction holds the lease row for share, so the new epoch exists only
+/// after that write committed (it is not lost, and nothing of the old epoch
+/// commits after the new one began).
+async fn a_takeover_waits_for_the_fenced_write_in_flight(db: TestDb) {
+    let a = db.open().await;
+    let b = db.open().await;
+    assert_eq!(a.acquire_lease("a", "http://a:7070", 60_000).await.unwrap(), Some(1));
+    let mut conn = sqlx::PgConnection::connect(&db.url).await.unwrap();
+    let mut tx = conn.begin().await.unwrap();
+    let epoch: i64 = sqlx::query_scalar("SELECT epoch FROM leader_lease WHERE id = 1 FOR SHARE")
+        .fetch_one(&mut *tx)
+        .await
+        .unwrap();
+    assert_eq!(epoch, 1);
+    let takeover = tokio::spawn(async move {
+        // Expire and take in one go, as a standby would after the TTL.
+        let mut conn = sqlx::PgConnection::connect(&db.url).await.unwrap();
+        sqlx::raw_sql("UPDATE leader_lease SET expires_at = 0")
+            .execute(&mut conn)
+            .await
+            .unwrap();
+        b.acquire_lease("b", "http://b:7070", 60_000).await.unwrap()
+    });
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    assert!(
+        !takeover.is_finished(),
+        "the takeover waits for the write holding the lease row"
+    );
+    tx.commit().await.unwrap();
+    assert_eq!(
+        tokio::time::timeout(std::time::Duration::from_secs(10), takeover)
+            .await
+            .unwrap()
+            .unwrap(),
+        Some(2)
+    );
+    a.close().await;
+}
+
+mod leadership {
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    async fn the_lease_has_one_holder_and_fences_the_previous_one() {
+        super::with_postgres(super::the_lease_has_one_holder_and_fences_the_previous_one).await;
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    async fn a_takeover_waits_for_the_fenced_write_in_flight() {
+        super::with_postgres(super::a_takeover_waits_for_the_fenced_write_in_flight).await;
+    }
+
+    /// SQLite has one controller: taking part in an election is refused by
+    /// name, and nothing is fenced.
+    #[tokio::test]
+    async fn sqlite_refuses_leadership() {
+        super::with_sqlite(|db| async move {
+            let store = db.open().await;
+            assert!(!store.supports_leadership());
+            let err = store.acquire_lease("a", "http://a", 1_000).await.unwrap_err();
+            assert!(err.message.contains("needs a PostgreSQL store"), "{err}");
+            store.set_fence(7);
+            assert!(super::insert(&store, super::new_run("r1", None)).await);
+            store.close().await;
+        })
+        .await;
+    }
 }

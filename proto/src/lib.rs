@@ -23,3 +23,8 @@ pub mod v1 {
 
 /// Encoded `FileDescriptorSet` of all Worker protos, for gRPC server reflection.
 pub const FILE_DESCRIPTOR_SET: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/worker_descriptor.bin"));
+
+/// Response header with which a standby controller (PostgreSQL high
+/// availability) names the leader's URL when it refuses a call with
+/// `UNAVAILABLE`; agents and `workerctl` follow it.
+pub const LEADER_HEADER: &str = "worker-leader";

@@ -114,6 +114,10 @@ impl Engine {
                 self.fail(format!("a write was refused by the store: {e}"));
                 Err(WriteError::Conflict(e))
             }
+            Err(WriteError::Fenced(e)) => {
+                self.fail(format!("this controller no longer leads: {e}"));
+                Err(WriteError::Fenced(e))
+            }
             Err(WriteError::InDoubt(e)) => {
                 let mut last = String::from("no answer");
                 for wait in READ_BACK_WAITS_MS {

@@ -37,18 +37,56 @@ pub enum Phase {
     Failed(String),
 }
 
-/// Whether this controller may act on the store: the hook for PostgreSQL
-/// high availability (a later issue), where a standby waits for leadership.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// Whether this controller may act on the store (PostgreSQL high
+/// availability, `crate::ha`): a standby waits for leadership.
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Leadership {
     /// One controller, no election: always ready as far as leadership goes.
     Single,
-    /// An election is under way: not ready.
+    /// An election is under way (or the store cannot be reached to take
+    /// part): not ready.
     Unknown,
     /// This controller leads.
-    Leader,
+    Leader {
+        /// The lease's epoch of this term.
+        epoch: i64,
+        /// When it took the lease (Unix ms, the database's clock).
+        since: i64,
+    },
     /// Another controller leads: not ready (it must not take traffic).
-    Follower,
+    Follower {
+        /// The leader's epoch.
+        epoch: i64,
+        /// The leader's id.
+        leader: String,
+        /// The leader's advertised URL.
+        address: String,
+        /// When the leader took the lease (Unix ms, the database's clock).
+        since: i64,
+    },
+}
+
+impl std::fmt::Display for Leadership {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let time = |ms: i64| crate::time::rfc3339(ms);
+        match self {
+            Leadership::Single => f.write_str("single controller"),
+            Leadership::Unknown => f.write_str("leadership unknown: an election is under way"),
+            Leadership::Leader { epoch, since } => {
+                write!(f, "leader: this controller (epoch {epoch}, since {})", time(*since))
+            }
+            Leadership::Follower {
+                epoch,
+                leader,
+                address,
+                since,
+            } => write!(
+                f,
+                "standby: {leader} at {address} leads (epoch {epoch}, since {})",
+                time(*since)
+            ),
+        }
+    }
 }
 
 /// Shared by `server::run` (which moves the phase on) and the handlers.
@@ -98,6 +136,11 @@ impl Readiness {
         *self.leadership.write().unwrap_or_else(|e| e.into_inner()) = leadership;
     }
 
+    /// What the election says.
+    pub fn leadership(&self) -> Leadership {
+        self.leadership.read().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
     /// The recovered engine (set once).
     pub fn set_engine(&self, engine: Arc<Engine>) {
         let _ = self.engine.set(engine);
@@ -110,6 +153,11 @@ impl Readiness {
 
     /// `Ok` when ready, otherwise why not.
     pub async fn check(&self) -> Result<(), String> {
+        let leadership = self.leadership();
+        match leadership {
+            Leadership::Single | Leadership::Leader { .. } => {}
+            Leadership::Unknown | Leadership::Follower { .. } => return Err(leadership.to_string()),
+        }
         match self.phase() {
             Phase::Running => {}
             Phase::Recovering => return Err("recovering: rebuilding the queue from the store".into()),
@@ -121,11 +169,6 @@ impl Readiness {
         };
         if let Some(reason) = engine.failure() {
             return Err(format!("the engine stopped: {reason}"));
-        }
-        match *self.leadership.read().unwrap_or_else(|e| e.into_inner()) {
-            Leadership::Single | Leadership::Leader => {}
-            Leadership::Unknown => return Err("leadership unknown: an election is under way".into()),
-            Leadership::Follower => return Err("standby: another controller leads".into()),
         }
         // A primary-key look-up of a run that cannot exist: one indexed read
         // on either backend.
@@ -148,7 +191,10 @@ pub async fn healthz() -> &'static str {
 /// `GET /readyz`: 200 `ready`, or 503 and the reason.
 pub async fn readyz(State(state): State<HttpState>) -> (StatusCode, String) {
     match state.readiness.check().await {
-        Ok(()) => (StatusCode::OK, "ready\n".to_string()),
+        Ok(()) => match state.readiness.leadership() {
+            Leadership::Single => (StatusCode::OK, "ready\n".to_string()),
+            leader => (StatusCode::OK, format!("ready\n{leader}\n")),
+        },
         Err(reason) => (StatusCode::SERVICE_UNAVAILABLE, format!("not ready: {reason}\n")),
     }
 }
@@ -191,9 +237,17 @@ mod tests {
 
         readiness.set_leadership(Leadership::Unknown);
         assert!(readiness.check().await.unwrap_err().starts_with("leadership unknown"));
-        readiness.set_leadership(Leadership::Follower);
-        assert!(readiness.check().await.unwrap_err().starts_with("standby"));
-        readiness.set_leadership(Leadership::Leader);
+        readiness.set_leadership(Leadership::Follower {
+            epoch: 4,
+            leader: "b-7".into(),
+            address: "http://10.0.0.2:7070".into(),
+            since: 0,
+        });
+        assert_eq!(
+            readiness.check().await.unwrap_err(),
+            "standby: b-7 at http://10.0.0.2:7070 leads (epoch 4, since 1970-01-01T00:00:00.000Z)"
+        );
+        readiness.set_leadership(Leadership::Leader { epoch: 5, since: 0 });
         assert_eq!(readiness.check().await, Ok(()));
 
         // The store closed: unreachable.

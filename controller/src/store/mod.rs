@@ -33,8 +33,8 @@ pub use events::{Committed, EventFilter, EventHub, EventKind, EventRecord};
 pub use records::{
     AlertQuery, AlertRecord, AttemptEnd, AttemptRecord, AttemptStart, CatalogFileRecord, CatalogPackRecord,
     CatalogPublish, CatalogRatingRecord, CatalogReviewRecord, FireFailureRecord, HourCount, InsertPlan, JobDayRecord,
-    JobListRows, JobStatsRecord, MetricRecord, NewRun, RunRecord, ScheduleCursor, SpanRecord, StateChange, TokenRecord,
-    TransitionRecord,
+    JobListRows, JobStatsRecord, LeaseRecord, MetricRecord, NewRun, RunRecord, ScheduleCursor, SpanRecord, StateChange,
+    TokenRecord, TransitionRecord,
 };
 pub use retention::{PruneBatch, PruneCounts, PruneRule};
 pub use write::WriteError;
@@ -762,6 +762,67 @@ impl Store {
             Backend::Postgres(_) => Ok(false),
         }
     }
+
+    // --- High availability (PostgreSQL only; see `crate::ha`) ---
+
+    /// Whether several controllers may share this store (PostgreSQL).
+    pub fn supports_leadership(&self) -> bool {
+        matches!(&*self.backend, Backend::Postgres(_))
+    }
+
+    /// Takes the leadership lease for `ttl_ms` (database clock) if it has
+    /// expired or was released, as `holder` reachable at `address`; returns
+    /// the new epoch, or `None` while another controller holds it.
+    pub async fn acquire_lease(&self, holder: &str, address: &str, ttl_ms: i64) -> Result<Option<i64>> {
+        match &*self.backend {
+            Backend::Postgres(store) => store.acquire_lease(holder, address, ttl_ms).await,
+            Backend::Sqlite(_) => Err(leadership_needs_postgres()),
+        }
+    }
+
+    /// Extends the lease of `epoch` by `ttl_ms` from now (database clock);
+    /// `false` when another epoch holds it.
+    pub async fn renew_lease(&self, epoch: i64, ttl_ms: i64) -> Result<bool> {
+        match &*self.backend {
+            Backend::Postgres(store) => store.renew_lease(epoch, ttl_ms).await,
+            Backend::Sqlite(_) => Err(leadership_needs_postgres()),
+        }
+    }
+
+    /// Ends the lease of `epoch` at once (a graceful shutdown), so that a
+    /// standby takes over without waiting for it to expire.
+    pub async fn release_lease(&self, epoch: i64) -> Result<bool> {
+        match &*self.backend {
+            Backend::Postgres(store) => store.release_lease(epoch).await,
+            Backend::Sqlite(_) => Err(leadership_needs_postgres()),
+        }
+    }
+
+    /// The lease as stored, with the database's clock.
+    pub async fn lease(&self) -> Result<LeaseRecord> {
+        match &*self.backend {
+            Backend::Postgres(store) => store.lease().await,
+            Backend::Sqlite(_) => Err(leadership_needs_postgres()),
+        }
+    }
+
+    /// From now on, every write only the leader may make (new runs, state
+    /// changes, schedule cursors, retention) checks in its transaction that
+    /// the lease's epoch is still `epoch`, and is refused with
+    /// [`WriteError::Fenced`] otherwise. Without a call (or on SQLite), writes
+    /// are not fenced.
+    pub fn set_fence(&self, epoch: i64) {
+        if let Backend::Postgres(store) = &*self.backend {
+            store.set_fence(epoch);
+        }
+    }
+}
+
+fn leadership_needs_postgres() -> Error {
+    Error::invalid(
+        "db",
+        "high availability needs a PostgreSQL store; a SQLite store has one controller",
+    )
 }
 
 /// `url` with any password replaced by `***`, for messages and logs: the

@@ -384,6 +384,33 @@ pub struct AlertQuery {
     pub status: Option<AlertStatus>,
 }
 
+/// The leadership lease as stored (PostgreSQL high availability). Times are
+/// Unix milliseconds on the database's clock.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LeaseRecord {
+    /// The current term's number; 0 before anyone led.
+    pub epoch: i64,
+    /// The controller holding it (its `--ha-id`).
+    pub holder: String,
+    /// Where clients and agents reach the holder (its advertised gRPC URL).
+    pub address: String,
+    /// When the holder took it.
+    pub acquired_at: i64,
+    /// When the holder last renewed it.
+    pub renewed_at: i64,
+    /// When it ends unless renewed (0: released).
+    pub expires_at: i64,
+    /// The database's clock when this was read.
+    pub database_now: i64,
+}
+
+impl LeaseRecord {
+    /// Whether a controller holds it now (by the database's clock).
+    pub fn is_held(&self) -> bool {
+        self.epoch > 0 && self.expires_at > self.database_now
+    }
+}
+
 /// An API token as stored: its name, role and the SHA-256 hash of its secret
 /// (never the secret itself). Timestamps are Unix milliseconds.
 #[derive(Debug, Clone, PartialEq, Eq)]

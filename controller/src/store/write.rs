@@ -12,7 +12,10 @@
 //!   found its attempt already ended: the engine's memory disagrees with the
 //!   store;
 //! * [`WriteError::InDoubt`]: the commit itself failed, so the data may or may
-//!   not be written; [`super::Store::written`] tells which.
+//!   not be written; [`super::Store::written`] tells which;
+//! * [`WriteError::Fenced`]: nothing was written because another controller
+//!   leads now (PostgreSQL high availability: the write's epoch is not the
+//!   lease's any more).
 //!
 //! ## Fail points
 //!
@@ -45,13 +48,17 @@ pub enum WriteError {
     /// The commit failed after it was sent: the data may or may not be written.
     #[error("{0}")]
     InDoubt(Error),
+    /// Nothing was written: this controller's leadership epoch is no longer
+    /// the lease's (another controller took over).
+    #[error("{0}")]
+    Fenced(Error),
 }
 
 impl WriteError {
     /// The underlying error.
     pub fn error(&self) -> &Error {
         match self {
-            WriteError::Refused(e) | WriteError::Conflict(e) | WriteError::InDoubt(e) => e,
+            WriteError::Refused(e) | WriteError::Conflict(e) | WriteError::InDoubt(e) | WriteError::Fenced(e) => e,
         }
     }
 
@@ -87,7 +94,7 @@ pub(super) fn in_doubt(e: sqlx::Error) -> WriteError {
 impl From<WriteError> for Error {
     fn from(e: WriteError) -> Self {
         match e {
-            WriteError::Refused(e) | WriteError::Conflict(e) => e,
+            WriteError::Refused(e) | WriteError::Conflict(e) | WriteError::Fenced(e) => e,
             WriteError::InDoubt(e) => Error {
                 code: e.code,
                 message: format!("the store may not have recorded it: {}", e.message),

@@ -99,7 +99,7 @@ impl PgStore {
         } else {
             Vec::new()
         };
-        let events = write_events(&mut tx, pending).await?;
+        let events = write_events(&mut tx, self.epoch(), pending).await?;
         tx.commit().await?;
         Ok(events)
     }
@@ -113,7 +113,7 @@ impl PgStore {
         missed: u64,
         skipped: u64,
     ) -> Result<Vec<EventRecord>> {
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.begin_fenced().await?;
         sqlx::query(
             "INSERT INTO schedule_cursors (job, last_fired, missed, skipped) VALUES ($1, $2, $3, $4)
              ON CONFLICT (job) DO UPDATE SET last_fired = GREATEST(schedule_cursors.last_fired, excluded.last_fired),
@@ -126,7 +126,7 @@ impl PgStore {
         .execute(&mut *tx)
         .await?;
         let now = chrono::Utc::now().timestamp_millis();
-        let events = write_events(&mut tx, events::cursor_events(job, now, missed, skipped)).await?;
+        let events = write_events(&mut tx, self.epoch(), events::cursor_events(job, now, missed, skipped)).await?;
         tx.commit().await?;
         Ok(events)
     }

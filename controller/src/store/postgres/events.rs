@@ -49,9 +49,11 @@ impl PgStore {
 
 /// Writes `pending` inside the caller's transaction: looks up the job and
 /// attempt of changed runs, takes sequence numbers from the counter (locking
-/// its row until the commit) and inserts the rows. Returns the events as written.
+/// its row until the commit) and inserts the rows with the leadership `epoch`
+/// of the writer (0 without high availability). Returns the events as written.
 pub(super) async fn write_events(
     conn: &mut PgConnection,
+    epoch: i64,
     pending: Vec<PendingEvent>,
 ) -> sqlx::Result<Vec<EventRecord>> {
     if pending.is_empty() {
@@ -91,8 +93,8 @@ pub(super) async fn write_events(
         events.push(event);
     }
     sqlx::query(
-        "INSERT INTO events (seq, kind, job, run_id, from_state, to_state, attempt, at, reason, count)
-             SELECT * FROM UNNEST($1::bigint[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[],
+        "INSERT INTO events (seq, kind, job, run_id, from_state, to_state, attempt, at, reason, count, epoch)
+             SELECT *, $11 FROM UNNEST($1::bigint[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[],
                                   $7::bigint[], $8::bigint[], $9::text[], $10::bigint[])",
     )
     .bind(events.iter().map(|e| e.seq).collect::<Vec<_>>())
@@ -105,6 +107,7 @@ pub(super) async fn write_events(
     .bind(events.iter().map(|e| e.at).collect::<Vec<_>>())
     .bind(events.iter().map(|e| e.reason.clone()).collect::<Vec<_>>())
     .bind(events.iter().map(|e| e.count as i64).collect::<Vec<_>>())
+    .bind(epoch)
     .execute(&mut *conn)
     .await?;
     Ok(events)

@@ -23,6 +23,8 @@
 //!   pauses, cursors and fire failures;
 //! * `alerts.rs`: alert channels, rules and history;
 //! * `tokens.rs`: API tokens (hashes only);
+//! * `lease.rs`: the leadership lease of high availability, and the fence
+//!   (`begin_fenced`) that the leader-only writes begin with;
 //! * `nodelay.rs`: `TCP_NODELAY` on the connections (sqlx 0.9.0 no longer
 //!   sets it; without it each commit round waited ~40 ms for a delayed ACK).
 
@@ -31,6 +33,7 @@ mod catalog;
 mod definitions;
 mod digest;
 mod events;
+mod lease;
 mod nodelay;
 mod retention;
 mod runs;
@@ -93,6 +96,11 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
         "catalog",
         include_str!("../../../../migrations/postgres/0010_catalog.sql"),
     ),
+    (
+        11,
+        "leadership",
+        include_str!("../../../../migrations/postgres/0011_leadership.sql"),
+    ),
 ];
 
 /// Key of the advisory lock serializing migrations ("worker" + 1).
@@ -107,6 +115,9 @@ const ACQUIRE_TIMEOUT: Duration = Duration::from_secs(10);
 /// Handle to a PostgreSQL database.
 pub(super) struct PgStore {
     pool: PgPool,
+    /// The leadership epoch this controller's leader-only writes carry and
+    /// check (0: none, a single controller; see `lease.rs`).
+    fence: std::sync::atomic::AtomicI64,
 }
 
 impl PgStore {
@@ -146,7 +157,10 @@ impl PgStore {
             .connect_with(options)
             .await
             .map_err(|e| super::open_error("cannot connect to PostgreSQL at", &shown, e.into()))?;
-        let store = PgStore { pool };
+        let store = PgStore {
+            pool,
+            fence: std::sync::atomic::AtomicI64::new(0),
+        };
         store
             .migrate()
             .await

@@ -16,7 +16,7 @@ impl PgStore {
         if rule.is_empty() || limit == 0 {
             return Ok(batch);
         }
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.begin_fenced().await?;
         let mut q = QueryBuilder::<Postgres>::new("SELECT r.id, r.state FROM runs r WHERE ");
         push_condition(&mut q, rule);
         // Lock the chosen rows: a concurrent change of one of them waits.

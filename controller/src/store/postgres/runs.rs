@@ -39,7 +39,7 @@ impl PgStore {
         &self,
         plan: &InsertPlan,
     ) -> Result<Option<Vec<EventRecord>>, WriteError> {
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.begin_fenced().await?;
         match insert_runs_in(&mut tx, plan).await {
             Ok(true) => {}
             Ok(false) => {
@@ -52,7 +52,7 @@ impl PgStore {
             }
             Err(e) => return Err(e.into()),
         }
-        let events = write_events(&mut tx, events::run_events(plan, &[])).await?;
+        let events = write_events(&mut tx, self.epoch(), events::run_events(plan, &[])).await?;
         tx.commit().await.map_err(write::in_doubt)?;
         Ok(Some(events))
     }
@@ -66,7 +66,7 @@ impl PgStore {
         starts: &[AttemptStart],
         ends: &[AttemptEnd],
     ) -> Result<Vec<EventRecord>, WriteError> {
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.begin_fenced().await?;
         if !insert_runs_in(&mut tx, plan).await? {
             tx.rollback().await?;
             return Err(WriteError::Refused(Error::internal(
@@ -74,7 +74,7 @@ impl PgStore {
             )));
         }
         apply_in(&mut tx, changes, starts, ends).await?;
-        let events = write_events(&mut tx, events::run_events(plan, changes)).await?;
+        let events = write_events(&mut tx, self.epoch(), events::run_events(plan, changes)).await?;
         tx.commit().await.map_err(write::in_doubt)?;
         Ok(events)
     }
@@ -86,7 +86,7 @@ impl PgStore {
         ids: &[String],
         changes: &[StateChange],
     ) -> Result<Vec<EventRecord>, WriteError> {
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.begin_fenced().await?;
         let deleted: Vec<String> =
             sqlx::query_scalar("DELETE FROM runs WHERE id = ANY($1) AND state = 'dead' RETURNING id")
                 .bind(ids)
@@ -100,7 +100,12 @@ impl PgStore {
             )));
         }
         apply_in(&mut tx, changes, &[], &[]).await?;
-        let events = write_events(&mut tx, events::run_events(&InsertPlan::default(), changes)).await?;
+        let events = write_events(
+            &mut tx,
+            self.epoch(),
+            events::run_events(&InsertPlan::default(), changes),
+        )
+        .await?;
         tx.commit().await.map_err(write::in_doubt)?;
         Ok(events)
     }

@@ -104,6 +104,11 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
         "catalog",
         include_str!("../../../../migrations/sqlite/0010_catalog.sql"),
     ),
+    (
+        11,
+        "leadership",
+        include_str!("../../../../migrations/sqlite/0011_leadership.sql"),
+    ),
 ];
 
 /// Handle to a SQLite database.

@@ -1,0 +1,115 @@
+//! The gRPC server of a standby: health, reflection, and one answer for every
+//! call of the Worker services: `UNAVAILABLE`, naming the leader.
+
+use std::future::Future;
+use std::time::Duration;
+
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+use tonic::transport::server::TcpIncoming;
+
+use crate::store::LeaseRecord;
+
+/// The status a standby answers every Worker call with: `UNAVAILABLE`, the
+/// leader's address in the message and, when a controller leads, in the
+/// [`worker_proto::LEADER_HEADER`] header.
+pub fn standby_status(lease: Option<&LeaseRecord>) -> tonic::Status {
+    match lease.filter(|l| l.is_held() && !l.address.is_empty()) {
+        Some(lease) => {
+            let mut metadata = tonic::metadata::MetadataMap::new();
+            if let Ok(value) = lease.address.parse() {
+                metadata.insert(worker_proto::LEADER_HEADER, value);
+            }
+            tonic::Status::with_metadata(
+                tonic::Code::Unavailable,
+                format!(
+                    "standby: this controller does not lead; the leader is at {} (epoch {})",
+                    lease.address, lease.epoch
+                ),
+                metadata,
+            )
+        }
+        None => tonic::Status::unavailable("standby: this controller does not lead; no leader is known yet"),
+    }
+}
+
+/// Serves the standby's gRPC on `listener` until `stop` completes: gRPC
+/// health (`NOT_SERVING` for the Worker services, `SERVING` for the process)
+/// and the [`standby_status`] answer for everything else, from what `seen`
+/// holds at the time of the call.
+pub async fn serve_standby(
+    listener: TcpListener,
+    tls: Option<&crate::tls::ServerTls>,
+    seen: watch::Receiver<Option<LeaseRecord>>,
+    stop: impl Future<Output = ()> + Send + 'static,
+) -> Result<(), tonic::transport::Error> {
+    let (health_reporter, health_service) = tonic_health::server::health_reporter();
+    for service in [
+        "worker.v1.ControllerService",
+        "worker.v1.AgentService",
+        "worker.v1.CatalogService",
+    ] {
+        health_reporter
+            .set_service_status(service, tonic_health::ServingStatus::NotServing)
+            .await;
+    }
+    let router = tonic::service::Routes::new(health_service)
+        .into_axum_router()
+        .fallback(move || {
+            let status = standby_status(seen.borrow().as_ref());
+            async move {
+                let (parts, ()) = status.into_http::<()>().into_parts();
+                axum::response::Response::from_parts(parts, axum::body::Body::empty())
+            }
+        });
+    let mut server = tonic::transport::Server::builder();
+    if let Some(tls) = tls {
+        server = server.tls_config(tls.server_config())?;
+    }
+    server
+        .add_routes(router.into())
+        .serve_with_incoming_shutdown(
+            TcpIncoming::from(listener)
+                .with_nodelay(Some(true))
+                .with_keepalive(Some(Duration::from_secs(30))),
+            stop,
+        )
+        .await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn lease(expires_at: i64) -> LeaseRecord {
+        LeaseRecord {
+            epoch: 3,
+            holder: "b-12".into(),
+            address: "http://10.0.0.2:7070".into(),
+            acquired_at: 1_000,
+            renewed_at: 2_000,
+            expires_at,
+            database_now: 2_500,
+        }
+    }
+
+    #[test]
+    fn a_standby_names_the_leader_while_its_lease_holds() {
+        let status = standby_status(Some(&lease(7_000)));
+        assert_eq!(status.code(), tonic::Code::Unavailable);
+        assert!(
+            status
+                .message()
+                .contains("the leader is at http://10.0.0.2:7070 (epoch 3)")
+        );
+        assert_eq!(
+            status.metadata().get(worker_proto::LEADER_HEADER).unwrap(),
+            "http://10.0.0.2:7070"
+        );
+        // An expired lease names nobody.
+        let status = standby_status(Some(&lease(2_000)));
+        assert!(status.message().ends_with("no leader is known yet"));
+        assert!(status.metadata().get(worker_proto::LEADER_HEADER).is_none());
+        assert!(standby_status(None).message().ends_with("no leader is known yet"));
+    }
+}
