@@ -2408,7 +2408,12 @@ async fn the_lease_has_one_holder_and_fences_the_previous_one(db: TestDb) {
     assert!(matches!(fenced, Err(WriteError::Fenced(_))), "{fenced:?}");
     let (running, start) = first_attempt("r1");
     let fenced = a
-        .commit(&InsertPlan::default(), &[running.clone()], &[start.clone()], &[])
+        .commit(
+            &InsertPlan::default(),
+            std::slice::from_ref(&running),
+            std::slice::from_ref(&start),
+            &[],
+        )
         .await;
     assert!(
         matches!(fenced, Err(WriteError::Fenced(ref e)) if e.message.contains("epoch 2 leads now")),
