@@ -210,9 +210,12 @@ impl Agent {
                     link = Link::Connecting(Box::pin(connector.clone().open(agent.hello())));
                 }
                 Event::Link(LinkEvent::Connected(session)) => {
+                    for (controller, why) in &session.skipped {
+                        tracing::warn!(%controller, error = %why, "skipped a controller");
+                    }
                     let welcome = &session.welcome;
                     tracing::info!(
-                        controller = %agent.config.controller,
+                        controller = %session.controller,
                         heartbeat_ms = welcome.heartbeat_interval_ms,
                         lease_timeout_ms = welcome.lease_timeout_ms,
                         running = agent.running.len(),

@@ -28,7 +28,10 @@ const MAX_LABEL_VALUE: usize = 255;
 /// Configuration of one agent process.
 #[derive(Debug, Clone)]
 pub struct AgentConfig {
-    /// Controller gRPC address, e.g. `http://127.0.0.1:7070`.
+    /// Controller gRPC address, e.g. `http://127.0.0.1:7070`, or a
+    /// comma-separated list of them (several controllers on one database):
+    /// the agent finds the leader among them (see [`crate::controllers`]).
+    /// A bare `host:port` gets `http://`.
     pub controller: String,
     /// Display name shown in `workerctl agents list`; defaults to the host name.
     pub name: String,
@@ -107,6 +110,7 @@ impl AgentConfig {
         if self.controller.trim().is_empty() {
             return bad("controller: address is empty".into());
         }
+        let urls = self.controllers()?;
         if self.name.trim().is_empty() {
             return bad("name: must not be empty".into());
         }
@@ -131,7 +135,13 @@ impl AgentConfig {
         {
             return bad("token: must be non-empty printable ASCII without spaces".into());
         }
-        crate::tls::validate(self)
+        crate::tls::validate(self, &urls)
+    }
+
+    /// The controller addresses of [`AgentConfig::controller`], normalized
+    /// (a bad one is a configuration error naming it).
+    pub fn controllers(&self) -> Result<Vec<String>, AgentError> {
+        crate::controllers::parse_list(&self.controller).map_err(AgentError::Config)
     }
 }
 
@@ -391,8 +401,18 @@ mod tests {
         let mut bad = config.clone();
         bad.executors = vec!["ftp".into()];
         assert!(bad.validate().unwrap_err().to_string().contains("ftp"));
-        let mut bad = config;
+        let mut bad = config.clone();
         bad.token = Some("has space".into());
         assert!(bad.validate().unwrap_err().to_string().contains("token"));
+        let mut list = config;
+        list.controller = "http://a:7070, b:7070".into();
+        assert!(list.validate().is_ok());
+        assert_eq!(list.controllers().unwrap(), ["http://a:7070", "http://b:7070"]);
+        list.controller = "http://a:7070,http://b c:7070".into();
+        let text = list.validate().unwrap_err().to_string();
+        assert!(
+            text.contains("controller") && text.contains("`http://b c:7070`"),
+            "{text}"
+        );
     }
 }

@@ -3,7 +3,10 @@
 //! [`Connector::open`] performs the opening handshake of the agent protocol
 //! (`docs/architecture.md#the-agent-protocol`): connect, start
 //! `AgentService.Connect` with `Hello` already queued as the first message,
-//! and wait for `Welcome`. The resulting [`Session`] is then driven by
+//! and wait for `Welcome`. With several controller addresses it makes one
+//! pass over them ([`crate::controllers::Pass`]): a standby refuses with
+//! `UNAVAILABLE` and names the leader, which is tried next; the address that
+//! gave the session is tried first next time. The resulting [`Session`] is then driven by
 //! the agent loop (`agent.rs`), which owns all state that must survive a
 //! reconnect — running attempts and unacknowledged results. A session is
 //! disposable: when it fails, the loop drops it and opens a new one.
@@ -15,8 +18,8 @@
 //! the stream counts output bytes out as tonic takes them, and the flushers
 //! hold back while [`crate::live::MAX_IN_FLIGHT`] bytes are queued.
 
-use std::sync::Arc;
 use std::sync::atomic::AtomicUsize;
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
 use tokio::sync::mpsc;
@@ -28,7 +31,9 @@ use tonic::transport::Endpoint;
 use worker_proto::v1::agent_service_client::AgentServiceClient;
 use worker_proto::v1::{AgentMessage, ControllerMessage, Hello, Welcome, agent_message, controller_message};
 
+use crate::controllers::{self, Pass};
 use crate::live::OutputLink;
+use crate::tls::ClientTls;
 use crate::{AgentConfig, AgentError};
 
 /// How long the controller may take to answer `Hello` with `Welcome`.
@@ -44,32 +49,59 @@ const BACKOFF_MIN: Duration = Duration::from_millis(100);
 /// Largest reconnect delay.
 const BACKOFF_MAX: Duration = Duration::from_secs(5);
 
-/// Opens sessions to one controller.
+/// One controller address and the endpoint that reaches it.
+#[derive(Clone)]
+struct Target {
+    url: String,
+    endpoint: Endpoint,
+}
+
+/// The addresses a connector knows: the configured list first, then the
+/// leaders standbys named that were not in it; and the one that worked last.
+struct Targets {
+    all: Vec<Target>,
+    /// How many of `all` were configured.
+    listed: usize,
+    /// Index in `all` of the address that worked last (the first before any did).
+    current: usize,
+}
+
+/// Shared between a connector, its clones and its [`ControllerLink`]s.
+type SharedTargets = Arc<Mutex<Targets>>;
+
+fn lock(targets: &SharedTargets) -> MutexGuard<'_, Targets> {
+    targets.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// Opens sessions to the leading controller of a list of addresses.
 #[derive(Clone)]
 pub(crate) struct Connector {
-    endpoint: Endpoint,
+    targets: SharedTargets,
+    tls: ClientTls,
     auth: Option<AsciiMetadataValue>,
 }
 
+/// Why one address did not give a session.
+struct Failure {
+    why: String,
+    /// The leader a standby named.
+    leader: Option<String>,
+}
+
 impl Connector {
-    /// Checks the controller address and token once, up front.
+    /// Checks the controller addresses, TLS files and token once, up front.
     pub(crate) fn new(config: &AgentConfig) -> Result<Self, AgentError> {
-        let url = if config.controller.contains("://") {
-            config.controller.clone()
-        } else {
-            format!("http://{}", config.controller)
-        };
-        let endpoint = Endpoint::from_shared(url)
-            .map_err(|source| AgentError::InvalidController {
-                url: config.controller.clone(),
-                source,
-            })?
-            .connect_timeout(CONNECT_TIMEOUT)
-            .tcp_nodelay(true)
-            .http2_keep_alive_interval(KEEP_ALIVE)
-            .keep_alive_timeout(KEEP_ALIVE)
-            .keep_alive_while_idle(true);
-        let endpoint = crate::tls::configure(endpoint, config)?;
+        let tls = ClientTls::load(config)?;
+        let all = config
+            .controllers()?
+            .into_iter()
+            .map(|url| {
+                Ok(Target {
+                    endpoint: endpoint_for(&url, &tls)?,
+                    url,
+                })
+            })
+            .collect::<Result<Vec<_>, AgentError>>()?;
         let auth = match &config.token {
             Some(token) => Some(
                 AsciiMetadataValue::try_from(format!("Bearer {token}"))
@@ -77,12 +109,72 @@ impl Connector {
             ),
             None => None,
         };
-        Ok(Self { endpoint, auth })
+        Ok(Self {
+            targets: Arc::new(Mutex::new(Targets {
+                listed: all.len(),
+                all,
+                current: 0,
+            })),
+            tls,
+            auth,
+        })
     }
 
-    /// Connects, sends `hello` and waits for `Welcome`.
+    /// One pass over the addresses (see [`Pass`]): the first that answers
+    /// `hello` with `Welcome` gives the session, and becomes the first one
+    /// the next pass tries. A standby's leader hint is tried next, with the
+    /// same TLS settings and token. The error lists why each address failed.
     pub(crate) async fn open(self, hello: Hello) -> Result<Box<Session>, String> {
-        let channel = self.endpoint.connect().await.map_err(|e| error_chain(&e))?;
+        let (listed, start) = {
+            let targets = lock(&self.targets);
+            (targets.listed, targets.current)
+        };
+        let mut pass = Pass::new(listed, start);
+        let mut skipped = Vec::new();
+        while let Some(index) = pass.next() {
+            let target = lock(&self.targets).all[index].clone();
+            match self.open_at(&target.endpoint, hello.clone()).await {
+                Ok(mut session) => {
+                    lock(&self.targets).current = index;
+                    session.controller = target.url;
+                    session.skipped = skipped;
+                    return Ok(session);
+                }
+                Err(Failure { mut why, leader }) => {
+                    if let Some(leader) = leader {
+                        match self.target_index(&leader) {
+                            Ok(index) if pass.hint(index) => why.push_str(&format!("; trying the leader at {leader}")),
+                            Ok(_) => {}
+                            Err(error) => why.push_str(&format!("; cannot use the leader it names: {error}")),
+                        }
+                    }
+                    skipped.push((target.url, why));
+                }
+            }
+        }
+        Err(skipped
+            .iter()
+            .map(|(url, why)| format!("{url}: {why}"))
+            .collect::<Vec<_>>()
+            .join("; "))
+    }
+
+    /// The index of `url` among the known addresses, added when new.
+    fn target_index(&self, url: &str) -> Result<usize, String> {
+        let url = controllers::check_url(url)?;
+        let mut targets = lock(&self.targets);
+        if let Some(index) = targets.all.iter().position(|t| t.url == url) {
+            return Ok(index);
+        }
+        let endpoint = endpoint_for(&url, &self.tls).map_err(|e| e.to_string())?;
+        targets.all.push(Target { url, endpoint });
+        Ok(targets.all.len() - 1)
+    }
+
+    /// Connects to `endpoint`, sends `hello` and waits for `Welcome`.
+    async fn open_at(&self, endpoint: &Endpoint, hello: Hello) -> Result<Box<Session>, Failure> {
+        let fail = |why: String| Failure { why, leader: None };
+        let channel = endpoint.connect().await.map_err(|e| fail(error_chain(&e)))?;
         let mut client = AgentServiceClient::new(channel);
         let (tx, rx) = mpsc::unbounded_channel();
         let _ = tx.send(AgentMessage {
@@ -100,17 +192,25 @@ impl Connector {
         }
         let response = tokio::time::timeout(WELCOME_TIMEOUT, client.connect(request))
             .await
-            .map_err(|_| "no answer to Hello".to_string())?
-            .map_err(|status| describe_status(&status))?;
+            .map_err(|_| fail("no answer to Hello".to_string()))?
+            .map_err(|status| Failure {
+                why: describe_status(&status),
+                leader: controllers::leader_hint(status.metadata()),
+            })?;
         let mut inbound = response.into_inner();
         let welcome = match tokio::time::timeout(WELCOME_TIMEOUT, inbound.message()).await {
-            Err(_) => return Err("no Welcome in time".into()),
-            Ok(Err(status)) => return Err(describe_status(&status)),
-            Ok(Ok(None)) => return Err("controller closed the stream before Welcome".into()),
+            Err(_) => return Err(fail("no Welcome in time".into())),
+            Ok(Err(status)) => {
+                return Err(Failure {
+                    why: describe_status(&status),
+                    leader: controllers::leader_hint(status.metadata()),
+                });
+            }
+            Ok(Ok(None)) => return Err(fail("controller closed the stream before Welcome".into())),
             Ok(Ok(Some(ControllerMessage {
                 msg: Some(controller_message::Msg::Welcome(w)),
             }))) => w,
-            Ok(Ok(Some(other))) => return Err(format!("expected Welcome, got {other:?}")),
+            Ok(Ok(Some(other))) => return Err(fail(format!("expected Welcome, got {other:?}"))),
         };
         let period = match welcome.heartbeat_interval_ms {
             0 => DEFAULT_HEARTBEAT,
@@ -124,17 +224,44 @@ impl Connector {
             inbound,
             heartbeat,
             welcome,
+            controller: String::new(),
+            skipped: Vec::new(),
         }))
+    }
+
+    /// The controller's client API, reached at the address of the current
+    /// session (the leader), with this connector's TLS settings and token.
+    pub(crate) fn controller_link(&self) -> ControllerLink {
+        ControllerLink {
+            targets: self.targets.clone(),
+            auth: self.auth.clone(),
+        }
     }
 }
 
+/// The endpoint of `url` with the agent's connection settings and TLS.
+fn endpoint_for(url: &str, tls: &ClientTls) -> Result<Endpoint, AgentError> {
+    let endpoint = Endpoint::from_shared(url.to_string())
+        .map_err(|source| AgentError::InvalidController {
+            url: url.to_string(),
+            source,
+        })?
+        .connect_timeout(CONNECT_TIMEOUT)
+        .tcp_nodelay(true)
+        .http2_keep_alive_interval(KEEP_ALIVE)
+        .keep_alive_timeout(KEEP_ALIVE)
+        .keep_alive_while_idle(true);
+    tls.apply(endpoint, url)
+}
+
 /// The controller's client API (`ControllerService`) as this agent reaches
-/// it: the same address, TLS settings and token as its `Connect` stream. Used
-/// by builtins that ask the controller for something (`digest`). Cheap to
-/// clone; each call opens its connection lazily.
+/// it: the address its `Connect` stream is open to (the leader; the first
+/// address before any session), with the same TLS settings and token. Used
+/// by builtins that ask the controller for something (`digest`, `backup`).
+/// Cheap to clone; each call opens its connection lazily.
 #[derive(Clone)]
 pub struct ControllerLink {
-    endpoint: Endpoint,
+    targets: SharedTargets,
     auth: Option<AsciiMetadataValue>,
 }
 
@@ -142,15 +269,17 @@ impl std::fmt::Debug for ControllerLink {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         // Never the token.
         f.debug_struct("ControllerLink")
-            .field("uri", self.endpoint.uri())
+            .field("uri", self.endpoint().uri())
             .finish_non_exhaustive()
     }
 }
 
 impl ControllerLink {
-    /// The controller's endpoint, with the agent's TLS settings.
-    pub(crate) fn endpoint(&self) -> &Endpoint {
-        &self.endpoint
+    /// The endpoint of the controller the agent's session is open to, with
+    /// the agent's TLS settings.
+    pub(crate) fn endpoint(&self) -> Endpoint {
+        let targets = lock(&self.targets);
+        targets.all[targets.current].endpoint.clone()
     }
 
     /// The agent's `authorization` header value, when it has a token.
@@ -165,7 +294,7 @@ impl ControllerLink {
         attempt: u32,
         timeout: Duration,
     ) -> Result<worker_proto::v1::SendDigestResponse, tonic::Status> {
-        let channel = self.endpoint.clone().timeout(timeout).connect_lazy();
+        let channel = self.endpoint().timeout(timeout).connect_lazy();
         let mut client = worker_proto::v1::controller_service_client::ControllerServiceClient::new(channel);
         let mut request = tonic::Request::new(worker_proto::v1::SendDigestRequest {
             run_id: run_id.to_string(),
@@ -176,17 +305,6 @@ impl ControllerLink {
             request.metadata_mut().insert("authorization", auth.clone());
         }
         client.send_digest(request).await.map(tonic::Response::into_inner)
-    }
-}
-
-impl Connector {
-    /// The controller's client API, reached like this connector reaches the
-    /// agent protocol.
-    pub(crate) fn controller_link(&self) -> ControllerLink {
-        ControllerLink {
-            endpoint: self.endpoint.clone(),
-            auth: self.auth.clone(),
-        }
     }
 }
 
@@ -209,6 +327,10 @@ pub(crate) struct Session {
     heartbeat: Interval,
     /// The controller's `Welcome`.
     pub(crate) welcome: Welcome,
+    /// The address of the controller the session is open to.
+    pub(crate) controller: String,
+    /// The addresses tried before it in the same pass, and why each failed.
+    pub(crate) skipped: Vec<(String, String)>,
 }
 
 impl Session {
@@ -307,5 +429,55 @@ mod tests {
         assert!(Connector::new(&AgentConfig::new("127.0.0.1:7070")).is_ok());
         assert!(Connector::new(&AgentConfig::new("http://127.0.0.1:7070")).is_ok());
         assert!(Connector::new(&AgentConfig::new("http://bad host:1")).is_err());
+        assert!(Connector::new(&AgentConfig::new("http://a:1,b:2")).is_ok());
+        let err = Connector::new(&AgentConfig::new("http://a:1,http://bad host:1"))
+            .err()
+            .unwrap();
+        assert!(err.to_string().contains("`http://bad host:1`"), "{err}");
+    }
+
+    /// A loopback address where nothing listens (connections are refused).
+    fn refused() -> String {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        format!("http://{}", listener.local_addr().unwrap())
+    }
+
+    #[tokio::test]
+    async fn a_pass_tries_each_address_in_order_and_says_why_each_failed() {
+        let (a, b) = (refused(), refused());
+        let connector = Connector::new(&AgentConfig::new(format!("{a},{b}"))).unwrap();
+        let err = connector.clone().open(Hello::default()).await.err().unwrap();
+        let (at_a, at_b) = (
+            err.find(&format!("{a}: ")).unwrap(),
+            err.find(&format!("{b}: ")).unwrap(),
+        );
+        assert!(at_a < at_b, "{err}");
+        assert!(err.contains("onnection refused"), "{err}");
+        // The next pass starts where the last session was opened.
+        lock(&connector.targets).current = 1;
+        let err = connector.open(Hello::default()).await.err().unwrap();
+        assert!(
+            err.find(&format!("{b}: ")).unwrap() < err.find(&format!("{a}: ")).unwrap(),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn a_leader_outside_the_list_gets_the_same_settings() {
+        let mut config = AgentConfig::new("https://a:7070");
+        config.tls_pinned_cert = Some(vec![1, 2, 3]);
+        config.token = Some("s3cret".into());
+        let connector = Connector::new(&config).unwrap();
+        let err = connector.target_index("http://b:7070").unwrap_err();
+        assert!(err.contains("need an https://"), "{err}");
+        assert_eq!(connector.target_index("https://b:7070"), Ok(1));
+        assert_eq!(connector.target_index("https://b:7070"), Ok(1));
+        assert_eq!(connector.target_index("https://a:7070"), Ok(0));
+        // The builtins' link follows the session: to b once b gave one.
+        let link = connector.controller_link();
+        assert_eq!(link.endpoint().uri(), "https://a:7070/");
+        lock(&connector.targets).current = 1;
+        assert_eq!(link.endpoint().uri(), "https://b:7070/");
+        assert_eq!(link.authorization().unwrap(), "Bearer s3cret");
     }
 }

@@ -14,6 +14,8 @@
 //! * [`config`] — [`AgentConfig`] and the parsers for its command-line form.
 //! * `connection` — opening a session (`Hello` → `Welcome`) and reconnect
 //!   backoff. A session is disposable.
+//! * [`controllers`] — the list of controller addresses and the order a pass
+//!   over them takes to find the leader (a standby names it).
 //! * `agent` — the event loop that owns everything that outlives a session:
 //!   running attempts, unacknowledged results, credits, drain.
 //! * [`executor`] — running one attempt: [`executor::shell`] (a process
@@ -84,6 +86,7 @@
 mod agent;
 pub mod config;
 mod connection;
+pub mod controllers;
 mod error;
 pub mod executor;
 pub mod live;

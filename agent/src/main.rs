@@ -21,8 +21,15 @@ use worker_agent::{AgentConfig, AgentError, EnvPattern, parse_allow_env, parse_e
 #[derive(Debug, Parser)]
 #[command(name = "worker-agent", version, about)]
 struct Args {
-    /// Controller gRPC address.
-    #[arg(long, env = "WORKER_CONTROLLER", default_value = "http://127.0.0.1:7070")]
+    /// Controller gRPC address, or a comma-separated list of the addresses of
+    /// several controllers on one database: the agent connects to the one that
+    /// leads (a standby names it).
+    #[arg(
+        long,
+        env = "WORKER_CONTROLLER",
+        default_value = "http://127.0.0.1:7070",
+        value_name = "URL[,URL...]"
+    )]
     controller: String,
 
     /// Display name of this agent [default: host name].

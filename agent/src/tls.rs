@@ -138,19 +138,13 @@ pub fn is_https(url: &str) -> bool {
     url.trim().get(..8).is_some_and(|s| s.eq_ignore_ascii_case("https://"))
 }
 
-/// Checks the TLS fields against each other and the controller URL (files are
-/// read later, by [`configure`]).
-pub(crate) fn validate(config: &AgentConfig) -> Result<(), AgentError> {
+/// Checks the TLS fields against each other and the controller addresses
+/// (files are read later, by [`ClientTls::load`]): TLS options need every
+/// address to be `https://`.
+pub(crate) fn validate(config: &AgentConfig, urls: &[String]) -> Result<(), AgentError> {
     let bad = |msg: String| Err(AgentError::Config(msg));
-    let any = config.tls_ca.is_some()
-        || config.tls_cert.is_some()
-        || config.tls_key.is_some()
-        || config.tls_pinned_cert.is_some();
-    if any && !is_https(&config.controller) {
-        return bad(format!(
-            "--tls-ca, --tls-cert and --tls-key need an https:// controller address (got `{}`)",
-            config.controller
-        ));
+    if let Some(plain) = urls.iter().find(|url| tls_options_given(config) && !is_https(url)) {
+        return bad(need_https(plain));
     }
     if config.tls_cert.is_some() != config.tls_key.is_some() {
         return bad("--tls-cert and --tls-key: give both or neither".into());
@@ -158,42 +152,77 @@ pub(crate) fn validate(config: &AgentConfig) -> Result<(), AgentError> {
     Ok(())
 }
 
-/// Turns on TLS for `endpoint` when the controller address is `https://`,
-/// reading every file named in `config`.
-pub(crate) fn configure(endpoint: Endpoint, config: &AgentConfig) -> Result<Endpoint, AgentError> {
-    if !is_https(&config.controller) {
-        return Ok(endpoint);
-    }
-    let file_error = |e: TlsFileError| AgentError::Config(e.to_string());
-    let mut tls = ClientTlsConfig::new();
-    if let (Some(cert), Some(key)) = (&config.tls_cert, &config.tls_key) {
-        tls = tls.identity(
-            load_key_pair("--tls-cert", cert, "--tls-key", key)
-                .map_err(file_error)?
-                .identity(),
-        );
-    }
-    let invalid = |source: tonic::transport::Error| AgentError::InvalidController {
-        url: config.controller.clone(),
-        source,
-    };
-    if let Some(pinned) = &config.tls_pinned_cert {
-        let verifier = PinnedServerCert {
-            cert: CertificateDer::from(pinned.clone()),
-            provider: Arc::new(rustls::crypto::ring::default_provider()),
-        };
-        return endpoint
-            .tls_config_with_verifier(tls, Arc::new(verifier))
-            .map_err(invalid);
-    }
-    tls = match &config.tls_ca {
-        Some(ca) => {
-            let ca = load_certs("--tls-ca", ca).map_err(file_error)?;
-            tls.ca_certificate(Certificate::from_pem(ca.pem))
+fn tls_options_given(config: &AgentConfig) -> bool {
+    config.tls_ca.is_some() || config.tls_cert.is_some() || config.tls_key.is_some() || config.tls_pinned_cert.is_some()
+}
+
+fn need_https(url: &str) -> String {
+    format!("--tls-ca, --tls-cert and --tls-key need an https:// controller address (got `{url}`)")
+}
+
+/// The TLS settings of the agent's connections, every file read once, so
+/// that an endpoint for any address (one of the list, or a leader a standby
+/// names) gets the same settings without reading them again.
+#[derive(Clone)]
+pub(crate) struct ClientTls {
+    tls: ClientTlsConfig,
+    pinned: Option<Arc<PinnedServerCert>>,
+    /// TLS options were given: a plain `http://` address is refused.
+    required: bool,
+}
+
+impl ClientTls {
+    /// Reads every file named in `config`.
+    pub(crate) fn load(config: &AgentConfig) -> Result<Self, AgentError> {
+        let file_error = |e: TlsFileError| AgentError::Config(e.to_string());
+        let mut tls = ClientTlsConfig::new();
+        if let (Some(cert), Some(key)) = (&config.tls_cert, &config.tls_key) {
+            tls = tls.identity(
+                load_key_pair("--tls-cert", cert, "--tls-key", key)
+                    .map_err(file_error)?
+                    .identity(),
+            );
         }
-        None => tls.with_webpki_roots(),
-    };
-    endpoint.tls_config(tls).map_err(invalid)
+        let pinned = config.tls_pinned_cert.as_ref().map(|pinned| {
+            Arc::new(PinnedServerCert {
+                cert: CertificateDer::from(pinned.clone()),
+                provider: Arc::new(rustls::crypto::ring::default_provider()),
+            })
+        });
+        if pinned.is_none() {
+            tls = match &config.tls_ca {
+                Some(ca) => {
+                    let ca = load_certs("--tls-ca", ca).map_err(file_error)?;
+                    tls.ca_certificate(Certificate::from_pem(ca.pem))
+                }
+                None => tls.with_webpki_roots(),
+            };
+        }
+        Ok(Self {
+            tls,
+            pinned,
+            required: tls_options_given(config),
+        })
+    }
+
+    /// Turns on TLS for `endpoint` when `url` is `https://`; a plain `url`
+    /// when TLS options were given is refused, as in the configuration.
+    pub(crate) fn apply(&self, endpoint: Endpoint, url: &str) -> Result<Endpoint, AgentError> {
+        if !is_https(url) {
+            if self.required {
+                return Err(AgentError::Config(need_https(url)));
+            }
+            return Ok(endpoint);
+        }
+        let result = match &self.pinned {
+            Some(verifier) => endpoint.tls_config_with_verifier(self.tls.clone(), verifier.clone()),
+            None => endpoint.tls_config(self.tls.clone()),
+        };
+        result.map_err(|source| AgentError::InvalidController {
+            url: url.to_string(),
+            source,
+        })
+    }
 }
 
 /// Accepts exactly one server certificate, whatever names it carries (the
@@ -279,6 +308,11 @@ mod tests {
         config.tls_ca = Some("ca.pem".into());
         let text = config.validate().unwrap_err().to_string();
         assert!(text.contains("https://"), "{text}");
+        // Every address of a list.
+        let mut config = AgentConfig::new("https://a:7070,http://b:7070");
+        config.tls_ca = Some("ca.pem".into());
+        let text = config.validate().unwrap_err().to_string();
+        assert!(text.contains("`http://b:7070`"), "{text}");
         let mut config = AgentConfig::new("https://127.0.0.1:7070");
         config.tls_cert = Some("agent.pem".into());
         let text = config.validate().unwrap_err().to_string();

@@ -5,6 +5,7 @@
 //! plays the controller's side message by message.
 
 use std::pin::Pin;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use tokio::sync::{mpsc, oneshot};
@@ -54,6 +55,8 @@ impl Peer {
 
 struct FakeController {
     peers: mpsc::Sender<Peer>,
+    /// Once set, the controller is a standby that names this leader.
+    standby_for: Arc<Mutex<Option<String>>>,
 }
 
 #[tonic::async_trait]
@@ -64,6 +67,15 @@ impl AgentService for FakeController {
         &self,
         request: Request<Streaming<AgentMessage>>,
     ) -> Result<Response<Self::ConnectStream>, Status> {
+        if let Some(leader) = self.standby_for.lock().unwrap().clone() {
+            let mut status = Status::unavailable(format!(
+                "standby: this controller does not lead; the leader is at {leader}"
+            ));
+            status
+                .metadata_mut()
+                .insert(worker_proto::LEADER_HEADER, leader.parse().unwrap());
+            return Err(status);
+        }
         let authorization = request
             .metadata()
             .get("authorization")
@@ -84,15 +96,26 @@ impl AgentService for FakeController {
 
 /// Starts a fake controller; returns its URL and the stream of accepted peers.
 async fn fake_controller() -> (String, mpsc::Receiver<Peer>) {
+    let (url, peers, _) = fake_controller_with_role().await;
+    (url, peers)
+}
+
+/// [`fake_controller`], and the switch that turns it into a standby naming
+/// a leader.
+async fn fake_controller_with_role() -> (String, mpsc::Receiver<Peer>, Arc<Mutex<Option<String>>>) {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let url = format!("http://{}", listener.local_addr().unwrap());
     let (tx, rx) = mpsc::channel(4);
+    let standby_for = Arc::new(Mutex::new(None));
     tokio::spawn(
         tonic::transport::Server::builder()
-            .add_service(AgentServiceServer::new(FakeController { peers: tx }))
+            .add_service(AgentServiceServer::new(FakeController {
+                peers: tx,
+                standby_for: standby_for.clone(),
+            }))
             .serve_with_incoming(TcpListenerStream::new(listener)),
     );
-    (url, rx)
+    (url, rx, standby_for)
 }
 
 async fn next_peer(peers: &mut mpsc::Receiver<Peer>) -> Peer {
@@ -253,6 +276,69 @@ async fn unacked_results_are_resent_after_reconnect() {
     peer.send(ack("r1")).await;
 
     // Shutdown: r2 is cancelled after the drain grace and reported; no more Pulls.
+    stop_tx.send(()).unwrap();
+    let Out::Finished(f) = peer.recv().await else {
+        panic!("expected Finished")
+    };
+    assert_eq!((f.run_id.as_str(), f.outcome.as_str()), ("r2", "cancelled"));
+    peer.send(ack("r2")).await;
+    let result = tokio::time::timeout(Duration::from_secs(2), agent)
+        .await
+        .expect("agent stops");
+    result.unwrap().unwrap();
+}
+
+/// The controller the agent is connected to loses the lead: its stream
+/// breaks and it now answers as a standby naming another controller (outside
+/// the agent's list). The agent goes there with the same Hello a reconnect to
+/// the same address sends (same id, the running attempt in flight) and
+/// re-sends the unacknowledged result there.
+#[tokio::test]
+async fn attempts_and_results_move_to_the_leader_a_standby_names() {
+    let (old_url, mut old_peers, standby_for) = fake_controller_with_role().await;
+    let (new_url, mut new_peers) = fake_controller().await;
+    let dead = {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        format!("http://{}", listener.local_addr().unwrap())
+    };
+    let (stop_tx, stop_rx) = oneshot::channel::<()>();
+    // Nothing listens at the first address: the agent goes on to the second.
+    let agent = tokio::spawn(worker_agent::run(config(&format!("{dead},{old_url}")), async move {
+        let _ = stop_rx.await;
+    }));
+
+    let mut peer = next_peer(&mut old_peers).await;
+    let first = handshake(&mut peer).await;
+    assert!(matches!(peer.recv().await, Out::Pull(p) if p.credits == 2));
+    peer.send(builtin("r1", "noop", "")).await;
+    assert!(matches!(peer.recv().await, Out::Started(_)));
+    assert!(matches!(peer.recv().await, Out::Finished(f) if f.run_id == "r1"));
+    assert!(matches!(peer.recv().await, Out::Pull(_)));
+    peer.send(builtin("r2", "sleep", "1h")).await;
+    assert!(matches!(peer.recv().await, Out::Started(_)));
+    *standby_for.lock().unwrap() = Some(new_url.clone());
+    drop(peer); // the stream breaks without an Ack
+
+    let mut peer = next_peer(&mut new_peers).await;
+    assert_eq!(peer.authorization.as_deref(), Some("Bearer secret"), "same token");
+    let second = handshake(&mut peer).await;
+    assert_eq!(second.agent_id, first.agent_id, "same process, same id");
+    assert_eq!(
+        (second.name.as_str(), second.capacity, &second.labels, &second.executors),
+        (first.name.as_str(), first.capacity, &first.labels, &first.executors)
+    );
+    assert_eq!(second.in_flight.len(), 1);
+    assert_eq!(
+        (second.in_flight[0].run_id.as_str(), second.in_flight[0].attempt),
+        ("r2", 1)
+    );
+    assert!(matches!(peer.recv().await, Out::Finished(f) if f.run_id == "r1" && f.outcome == "succeeded"));
+    assert!(
+        matches!(peer.recv().await, Out::Pull(p) if p.credits == 1),
+        "one slot is busy"
+    );
+    peer.send(ack("r1")).await;
+
     stop_tx.send(()).unwrap();
     let Out::Finished(f) = peer.recv().await else {
         panic!("expected Finished")

@@ -23,8 +23,10 @@ pub const DEFAULT_CONTROLLER: &str = "http://127.0.0.1:7070";
 #[derive(Debug, Parser)]
 #[command(name = "workerctl", version, about, propagate_version = true)]
 pub struct Cli {
-    /// gRPC address of the controller.
-    #[arg(long, global = true, env = "WORKER_CONTROLLER", default_value = DEFAULT_CONTROLLER)]
+    /// gRPC address of the controller, or a comma-separated list of the
+    /// addresses of several controllers on one database: every call goes to
+    /// the one that leads (a standby names it).
+    #[arg(long, global = true, env = "WORKER_CONTROLLER", default_value = DEFAULT_CONTROLLER, value_name = "URL[,URL...]")]
     pub controller: String,
 
     /// API token, sent as `authorization: Bearer <token>` on every call.

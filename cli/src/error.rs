@@ -93,6 +93,14 @@ pub fn describe(err: &anyhow::Error, controller: &str) -> (u8, String) {
 /// The message of a gRPC status, as printed after `error: `.
 fn status_message(status: &tonic::Status, controller: &str) -> String {
     let mut message = status.message().to_string();
+    if status.code() == Code::Unavailable && message.starts_with(worker_agent::controllers::STANDBY_PREFIX) {
+        // "standby: this controller does not lead; the leader is at URL".
+        return format!("{controller}: {message}");
+    }
+    if status.code() == Code::Unavailable && message.starts_with(crate::leader::NO_LEADER) {
+        // Says for each address why it did not take the call.
+        return message;
+    }
     if status.code() == Code::Unavailable {
         // Connection errors keep their cause (e.g. "Connection refused") in the
         // source chain; the status message alone is often just "tcp connect error".
@@ -176,6 +184,22 @@ mod tests {
         let (code, message) = describe(&err, "http://127.0.0.1:1");
         assert_eq!(code, 4);
         assert!(message.contains("http://127.0.0.1:1"), "{message}");
+    }
+
+    #[test]
+    fn a_standby_names_the_leader() {
+        let err = anyhow::Error::new(tonic::Status::unavailable(
+            "standby: this controller does not lead; the leader is at http://10.0.0.5:7070",
+        ));
+        let (code, message) = describe(&err, "http://10.0.0.4:7070");
+        assert_eq!(code, 4);
+        assert_eq!(
+            message,
+            "http://10.0.0.4:7070: standby: this controller does not lead; the leader is at http://10.0.0.5:7070"
+        );
+        let summary = format!("{}: http://a:1: tcp connect error", crate::leader::NO_LEADER);
+        let err = anyhow::Error::new(tonic::Status::unavailable(summary.clone()));
+        assert_eq!(describe(&err, "http://a:1, http://b:2"), (4, summary));
     }
 
     #[test]

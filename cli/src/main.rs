@@ -8,6 +8,7 @@ mod cli;
 mod client;
 mod commands;
 mod error;
+mod leader;
 mod model;
 mod output;
 mod tls;
@@ -19,7 +20,7 @@ use clap::Parser;
 #[tokio::main(flavor = "current_thread")]
 async fn main() -> ExitCode {
     let cli = cli::Cli::parse();
-    let controller = client::normalize_url(&cli.controller);
+    let controller = client::describe_controllers(&cli.controller);
     match commands::run(cli).await {
         Ok(()) => ExitCode::SUCCESS,
         Err(err) => {

@@ -24,7 +24,9 @@ pub mod v1 {
 /// Encoded `FileDescriptorSet` of all Worker protos, for gRPC server reflection.
 pub const FILE_DESCRIPTOR_SET: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/worker_descriptor.bin"));
 
-/// Response header with which a standby controller (PostgreSQL high
-/// availability) names the leader's URL when it refuses a call with
-/// `UNAVAILABLE`; agents and `workerctl` follow it.
+/// Response metadata (a header of a trailers-only response) with which a
+/// controller that does not lead (a standby) names the leader's advertised
+/// URL, e.g. `worker-leader: http://10.0.0.5:7070`. It comes with status
+/// `UNAVAILABLE` and a message starting `standby:`; agents and `workerctl`
+/// try that URL next.
 pub const LEADER_HEADER: &str = "worker-leader";

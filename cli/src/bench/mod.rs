@@ -612,16 +612,37 @@ pub fn secs(d: Duration) -> f64 {
 
 /// Runs `workerctl bench ...` on a multi-threaded runtime of its own (the CLI's
 /// runtime is single-threaded, too slow to drive a load).
+/// With several controller addresses the leader is found once, and the
+/// scenario runs against it alone.
 pub async fn run(cmd: BenchCmd, controller: &str, token: Option<String>, format: Format) -> anyhow::Result<()> {
-    let target = Target {
-        url: client::normalize_url(controller),
-        token,
-    };
+    let controller = controller.to_string();
     tokio::task::spawn_blocking(move || {
         let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
-        runtime.block_on(run_scenario(cmd, target, format))
+        runtime.block_on(async move {
+            let target = Target {
+                url: leader_of(&controller, token.as_deref()).await?,
+                token,
+            };
+            run_scenario(cmd, target, format).await
+        })
     })
     .await?
+}
+
+/// The address of `controllers` that leads: the only one, or the one that
+/// takes a `ServerInfo` call.
+async fn leader_of(controllers: &str, token: Option<&str>) -> anyhow::Result<String> {
+    let urls = client::parse_controllers(controllers)?;
+    if let [url] = urls.as_slice() {
+        return Ok(url.clone());
+    }
+    let channel = client::channel(controllers, &crate::tls::TlsArgs::default())?;
+    let mut client = worker_proto::v1::controller_service_client::ControllerServiceClient::with_interceptor(
+        channel.clone(),
+        Auth::new(token)?,
+    );
+    client.server_info(pb::ServerInfoRequest {}).await?;
+    Ok(channel.current())
 }
 
 async fn run_scenario(cmd: BenchCmd, target: Target, format: Format) -> anyhow::Result<()> {

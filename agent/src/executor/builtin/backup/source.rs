@@ -64,7 +64,6 @@ pub async fn store_snapshot(link: Option<&ControllerLink>, out: &Path) -> Result
     };
     let channel = link
         .endpoint()
-        .clone()
         .connect()
         .await
         .map_err(|e| SourceError::transient(format!("cannot reach the controller for a snapshot: {e}")))?;
