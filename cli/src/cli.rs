@@ -88,6 +88,9 @@ pub enum Command {
         #[arg(short = 'f', long = "file", value_name = "FILE")]
         file: String,
     },
+    /// The controller's version, store, agents and who leads (with several
+    /// --controller addresses, the leader answers).
+    Status,
     /// Print the current job definitions as a document `apply` accepts (YAML,
     /// whatever `-o` says).
     Export,

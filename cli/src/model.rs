@@ -976,3 +976,57 @@ mod tests {
         );
     }
 }
+
+/// `workerctl status`: the controller that answered and who leads.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Status {
+    pub version: String,
+    pub pid: u32,
+    pub store: String,
+    pub started_at: Option<String>,
+    pub rss_bytes: u64,
+    pub connected_agents: u64,
+    pub live_runs: u64,
+    pub leadership: Leadership,
+}
+
+/// Who leads, as the answering controller sees it (`docs/high-availability.md`).
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Leadership {
+    /// `single` (no --ha) or `leader`.
+    pub role: String,
+    /// The lease's epoch of the leader's term (0 when single).
+    pub epoch: i64,
+    /// The leader's --ha-id.
+    pub id: Option<String>,
+    /// The leader's advertised URL.
+    pub address: Option<String>,
+    /// When it took the lease.
+    pub since: Option<String>,
+}
+
+impl From<pb::ServerInfoResponse> for Status {
+    fn from(s: pb::ServerInfoResponse) -> Self {
+        let leadership = s.leadership.unwrap_or_default();
+        Self {
+            version: s.version,
+            pid: s.pid,
+            store: s.store,
+            started_at: opt(s.started_at),
+            rss_bytes: s.rss_bytes,
+            connected_agents: s.connected_agents,
+            live_runs: s.live_runs,
+            leadership: Leadership {
+                role: if leadership.role.is_empty() {
+                    "single".into()
+                } else {
+                    leadership.role
+                },
+                epoch: leadership.epoch,
+                id: opt(leadership.id),
+                address: opt(leadership.address),
+                since: opt(leadership.since),
+            },
+        }
+    }
+}

@@ -405,7 +405,20 @@ pub async fn run(
         ControllerApi::new(engine.clone(), alerts, stop_rx.clone(), &config.db_url)
             .with_tokens(tokens.clone())
             .with_agent_owners(agent_owners.clone())
-            .with_live_output(live_output.clone()),
+            .with_live_output(live_output.clone())
+            .with_leadership(match &term {
+                Some((won, ha)) => worker_proto::v1::Leadership {
+                    role: "leader".into(),
+                    epoch: won.epoch,
+                    id: ha.id.clone(),
+                    address: ha.advertise_url.clone(),
+                    since: crate::time::rfc3339(won.acquired_at),
+                },
+                None => worker_proto::v1::Leadership {
+                    role: "single".into(),
+                    ..Default::default()
+                },
+            }),
     );
     web.set_api(controller_api.clone());
     // The job catalog: published packs, `DIR/catalog/`, `DIR/catalogs.yaml`'s remotes.

@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use sqlx::Connection as _;
 use worker_proto::v1 as pb;
-use worker_tests::{Controller, TestEnv, http, pg, wait_for};
+use worker_tests::{Controller, TestEnv, http, pg, run_cli, wait_for};
 
 /// A schedule firing every second (every fire missed during a failover is
 /// run: `catch_up: all`), and short jobs to queue by the thousand.
@@ -22,6 +22,8 @@ jobs:
   work:
     shell: "sleep 0.02"
     retry: { max_attempts: 3 }
+  spare:
+    shell: "true"
 "#;
 
 /// The lease of the tests: a standby takes over ~2 s after the leader died.
@@ -139,9 +141,48 @@ async fn a_killed_leader_is_replaced_without_lost_or_doubled_work() {
     })
     .await;
     let took_over = killed.elapsed();
+    eprintln!("a standby led {took_over:?} after the leader was killed");
     assert!(took_over < Duration::from_secs(10), "took over after {took_over:?}");
     let (_, body) = readyz(standbys[leader]).await;
     assert!(body.contains("epoch 2"), "{body}");
+    let (new_leader, standby) = if leader == 0 {
+        (&second, &third)
+    } else {
+        (&third, &second)
+    };
+    let new_id = if leader == 0 { "c2" } else { "c3" };
+
+    // workerctl with the addresses in any order reaches the new leader for
+    // reads, enqueues and management; a standby alone names the leader.
+    let list = format!("{},{},{}", first.url, standby.url, new_leader.url);
+    let status = run_cli(&["--controller", &list, "-o", "json", "status"])
+        .await
+        .expect_code(0)
+        .json();
+    assert_eq!(status["leadership"]["role"], "leader", "{status}");
+    assert_eq!(status["leadership"]["epoch"], 2, "{status}");
+    assert_eq!(status["leadership"]["id"], new_id, "{status}");
+    let enqueued = run_cli(&["--controller", &list, "-o", "json", "enqueue", "work"])
+        .await
+        .expect_code(0)
+        .json();
+    assert!(enqueued["id"].as_str().is_some_and(|id| !id.is_empty()), "{enqueued}");
+    run_cli(&["--controller", &list, "jobs", "disable", "spare"])
+        .await
+        .expect_code(0);
+    let spare = run_cli(&["--controller", &list, "-o", "json", "jobs", "get", "spare"])
+        .await
+        .expect_code(0)
+        .json();
+    assert_eq!(spare["enabled"], false, "{spare}");
+    let refused = run_cli(&["--controller", &standby.url, "jobs", "list"])
+        .await
+        .expect_code(4);
+    assert!(
+        refused.stderr.contains(&format!("the leader is at {}", new_leader.url)),
+        "{}",
+        refused.stderr
+    );
 
     let url = db.url.clone();
     wait_for("every run to succeed and 3 more fires", Duration::from_secs(90), || {
@@ -157,7 +198,7 @@ async fn a_killed_leader_is_replaced_without_lost_or_doubled_work() {
                 "SELECT count(*) FROM events WHERE epoch = 2 AND kind = 'run' AND from_state IS NULL AND job = 'tick'",
             )
             .await;
-            if done == 1000 && new_fires >= 3 {
+            if done == 1001 && new_fires >= 3 {
                 Ok(())
             } else {
                 Err(format!("{done} runs, {new_fires} fires of epoch 2"))

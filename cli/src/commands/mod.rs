@@ -15,6 +15,7 @@ pub mod packaging;
 pub mod queue;
 pub mod runs;
 pub mod schedules;
+pub mod status;
 pub mod tokens;
 
 use std::io::Read as _;
@@ -66,6 +67,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Schedules { command } => schedules::run(&mut ctx, command.unwrap_or(SchedulesCmd::List)).await,
         Command::Apply { file } => apply::apply(&mut ctx, &file).await,
         Command::Export => apply::export(&mut ctx).await,
+        Command::Status => status::run(&mut ctx).await,
         Command::Bench { .. }
         | Command::Completions { .. }
         | Command::Man { .. }

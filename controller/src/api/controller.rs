@@ -43,6 +43,8 @@ pub struct ControllerApi {
     agent_owners: super::agent::AgentOwners,
     /// The store's URL (`SnapshotStore` snapshots it).
     db_url: Arc<str>,
+    /// Who leads, for `ServerInfo` (fixed for a term).
+    leadership: pb::Leadership,
 }
 
 impl ControllerApi {
@@ -69,7 +71,17 @@ impl ControllerApi {
             tokens: None,
             agent_owners: Default::default(),
             db_url: Arc::from(db_url),
+            leadership: pb::Leadership {
+                role: "single".into(),
+                ..Default::default()
+            },
         }
+    }
+
+    /// Answers `ServerInfo` with `leadership` (a leader's term).
+    pub fn with_leadership(mut self, leadership: pb::Leadership) -> Self {
+        self.leadership = leadership;
+        self
     }
 
     /// Reads agent ids' owners from `owners`, the map the agent service keeps
@@ -507,6 +519,7 @@ impl ControllerService for ControllerApi {
             live_runs,
             live_output_bytes: self.live.buffered_bytes(),
             ignored_output_chunks: self.live.ignored_chunks(),
+            leadership: Some(self.leadership.clone()),
         }))
     }
 
