@@ -330,6 +330,7 @@ fn main() -> ExitCode {
         .boxed()
         .shared()
     };
+    let mut rejoining = false;
     let result = loop {
         let bound = std::sync::Arc::new(std::sync::Mutex::new(None));
         let seen = bound.clone();
@@ -353,9 +354,24 @@ fn main() -> ExitCode {
         match result {
             Err(worker_controller::RunError::LostLeadership(reason)) => {
                 tracing::warn!(%reason, "leadership lost; starting again as a standby");
+                rejoining = true;
                 if let Some(listening) = *bound.lock().unwrap_or_else(|e| e.into_inner()) {
                     config.grpc_listen = listening.grpc;
                     config.http_listen = listening.http;
+                }
+            }
+            // After a lost lease the database may still be out of reach (a
+            // partition): keep trying to rejoin as a standby until it answers.
+            Err(worker_controller::RunError::Store { source, .. }) if rejoining => {
+                tracing::warn!(error = %source, "cannot reach the store to rejoin as a standby; trying again in 1 s");
+                let stopped = runtime.block_on(async {
+                    tokio::select! {
+                        _ = shutdown.clone() => true,
+                        _ = tokio::time::sleep(std::time::Duration::from_secs(1)) => false,
+                    }
+                });
+                if stopped {
+                    break Ok(());
                 }
             }
             other => break other,

@@ -537,7 +537,9 @@ pub async fn run(
             agent.abort();
         }
         if matches!(stopped, Stop::LostLeadership(_)) {
-            store.close().await;
+            // Cut off from the database, closing the pool could wait on
+            // connections that never answer.
+            let _ = tokio::time::timeout(FAILED_EXIT_DEADLINE, store.close()).await;
             return Err(RunError::LostLeadership(reason));
         }
         return Err(RunError::Failed(reason));

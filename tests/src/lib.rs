@@ -267,12 +267,33 @@ impl TestEnv {
     }
 
     fn controller_command_timed(&self, grpc_listen: &str, heartbeat: &str, lease: &str, extra: &[&str]) -> Command {
+        self.controller_command_full(&[], &self.db_url(), grpc_listen, heartbeat, lease, extra)
+    }
+
+    /// The controller's command line, run through `wrapper` when given (e.g.
+    /// `ip netns exec NS`), on the store at `db`.
+    fn controller_command_full(
+        &self,
+        wrapper: &[&str],
+        db: &str,
+        grpc_listen: &str,
+        heartbeat: &str,
+        lease: &str,
+        extra: &[&str],
+    ) -> Command {
         let b = bins();
-        let mut cmd = Command::new(&b.controller);
+        let mut cmd = match wrapper.split_first() {
+            Some((program, args)) => {
+                let mut cmd = Command::new(program);
+                cmd.args(args).arg(&b.controller);
+                cmd
+            }
+            None => Command::new(&b.controller),
+        };
         cmd.arg("--config")
             .arg(self.config_dir())
             .arg("--db")
-            .arg(self.db_url())
+            .arg(db)
             .args(["--grpc-listen", grpc_listen])
             .args(["--heartbeat-interval", heartbeat])
             .args(["--lease-timeout", lease]);
@@ -284,6 +305,25 @@ impl TestEnv {
             .env_remove("WORKER_DB_URL")
             .env(ENV_TAG, &self.path);
         cmd
+    }
+
+    /// Starts `worker-controller` through `wrapper` (e.g. `["ip", "netns",
+    /// "exec", NS]`, empty for none) on the store at `db`, listening on
+    /// `grpc_listen` (and HTTP on the same host, port 0), and waits for its
+    /// ready line.
+    pub async fn start_controller_wrapped(
+        &self,
+        wrapper: &[&str],
+        db: &str,
+        grpc_listen: &str,
+        extra: &[&str],
+    ) -> Controller {
+        let host = grpc_listen.rsplit_once(':').map_or("127.0.0.1", |(host, _)| host);
+        let http = format!("{host}:0");
+        let mut all = vec!["--http-listen", http.as_str()];
+        all.extend_from_slice(extra);
+        let cmd = self.controller_command_full(wrapper, db, grpc_listen, HEARTBEAT, LEASE_TIMEOUT, &all);
+        self.spawn_controller(cmd).await
     }
 
     /// Starts `worker-controller` and waits for its ready line.

@@ -3,6 +3,8 @@
 //! others standing by. Needs the PostgreSQL test server (skipped with a
 //! notice without one, a failure under CI).
 
+mod fault_common;
+
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
@@ -82,9 +84,14 @@ async fn a_killed_leader_is_replaced_without_lost_or_doubled_work() {
     let second = start_ha(&env, "c2").await;
     let third = start_ha(&env, "c3").await;
     for standby in [&second, &third] {
-        let (status, body) = readyz(standby.http_addr.unwrap()).await;
-        assert_eq!(status, 503, "{body}");
-        assert!(body.contains("standby: c1 at"), "{body}");
+        let addr = standby.http_addr.unwrap();
+        wait_for("the standby to see c1 lead", Duration::from_secs(10), || async move {
+            match readyz(addr).await {
+                (503, body) if body.contains("standby: c1 at") => Ok(()),
+                (status, body) => Err(format!("{status} {body}")),
+            }
+        })
+        .await;
     }
     let all = format!("{},{},{}", second.url, first.url, third.url);
     let agents = [env.spawn_agent(&all, "a1", 8, &[]), env.spawn_agent(&all, "a2", 8, &[])];
@@ -285,4 +292,142 @@ async fn ha_on_sqlite_is_refused() {
         "{}",
         exited.stderr
     );
+}
+
+/// A TCP relay from `listen` to PostgreSQL on loopback: the test server
+/// listens on 127.0.0.1 only, and a controller inside a network namespace
+/// reaches it through this relay on the host's side of the veth pair.
+async fn relay_to_postgres(listen: &str) -> SocketAddr {
+    let listener = tokio::net::TcpListener::bind(listen).await.expect("bind the relay");
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        while let Ok((mut inbound, _)) = listener.accept().await {
+            tokio::spawn(async move {
+                if let Ok(mut outbound) = tokio::net::TcpStream::connect("127.0.0.1:5432").await {
+                    let _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound).await;
+                }
+            });
+        }
+    });
+    addr
+}
+
+/// A leader cut off from PostgreSQL (it runs in its own network namespace
+/// and the link goes down) stops leading by its own clock before its lease
+/// ends in the database; a standby takes over; none of the old epoch's
+/// writes lands after the new epoch began; when the link is back, the old
+/// leader rejoins as a standby naming the new leader.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_leader_cut_off_from_the_database_steps_down_and_rejoins_as_a_standby() {
+    let net = match fault_common::Netns::create() {
+        Ok(net) => net,
+        Err(fault_common::NetnsError::Unavailable(e)) => {
+            worker_tests::skip::skip_or_fail(format_args!(
+                "no network namespace for the partitioned controller (needs root, or CAP_SYS_ADMIN and \
+                 CAP_NET_ADMIN, and iproute2's `ip`): {e}"
+            ));
+            return;
+        }
+        Err(fault_common::NetnsError::Other(e)) => panic!("setting up the network namespace failed: {e}"),
+    };
+    let Some(db) = pg::fresh_database().await else {
+        return;
+    };
+    let relay = relay_to_postgres(&format!("{}:0", net.host_ip)).await;
+    let database = db.url.rsplit('/').next().unwrap().to_string();
+    let relayed_url = format!("postgres://postgres@{relay}/{database}");
+    let env = TestEnv::new().with_db(&db.url);
+    env.write_config(CONFIG);
+    let listen = format!("{}:0", net.ns_ip);
+    let flags = ["--ha", "--ha-id", "cut", "--ha-lease", LEASE, "--insecure-no-auth"];
+    let cut = env
+        .start_controller_wrapped(&["ip", "netns", "exec", &net.name], &relayed_url, &listen, &flags)
+        .await;
+    wait_leading(&cut, Duration::from_secs(15)).await;
+    let other = start_ha(&env, "other").await;
+    let all = format!("{},{}", cut.url, other.url);
+    let agent = env.spawn_agent(&all, "a1", 4, &[]);
+    let mut agent = cut.connected(agent).await;
+    let url = db.url.clone();
+    wait_for("3 fires of epoch 1", Duration::from_secs(30), || {
+        let url = url.clone();
+        async move {
+            match count(
+                &url,
+                "SELECT count(*) FROM runs WHERE job = 'tick' AND state = 'succeeded'",
+            )
+            .await
+            {
+                n if n >= 3 => Ok(()),
+                n => Err(format!("{n} fires")),
+            }
+        }
+    })
+    .await;
+
+    net.link_down();
+    let other_http = other.http_addr.unwrap();
+    wait_for("the standby to lead", Duration::from_secs(15), || async move {
+        match readyz(other_http).await {
+            (200, body) => Ok(body),
+            (status, body) => Err(format!("{status} {body}")),
+        }
+    })
+    .await;
+    // The cut-off leader stopped leading before the new epoch began: its
+    // log says so, and the database records when the new term started.
+    let log = cut.proc.stderr_all();
+    assert!(log.contains("leadership lost"), "{log}");
+    assert!(log.contains("could not be renewed in time"), "{log}");
+    let url = db.url.clone();
+    wait_for("fires of epoch 2", Duration::from_secs(30), || {
+        let url = url.clone();
+        async move {
+            match count(
+                &url,
+                "SELECT count(*) FROM events WHERE epoch = 2 AND job = 'tick' AND from_state IS NULL",
+            )
+            .await
+            {
+                n if n >= 2 => Ok(()),
+                n => Err(format!("{n} fires")),
+            }
+        }
+    })
+    .await;
+
+    net.link_up();
+    let cut_http = cut.http_addr.unwrap();
+    let body = wait_for(
+        "the old leader to rejoin as a standby",
+        Duration::from_secs(30),
+        || async move {
+            // Between its terms the controller does not listen: only ask once it does.
+            let listening =
+                tokio::time::timeout(Duration::from_secs(1), tokio::net::TcpStream::connect(cut_http)).await;
+            if !matches!(listening, Ok(Ok(_))) {
+                return Err("not listening".to_string());
+            }
+            match readyz(cut_http).await {
+                (503, body) if body.contains("standby: other at") => Ok(body),
+                (status, body) => Err(format!("{status} {body}")),
+            }
+        },
+    )
+    .await;
+    assert!(body.contains("epoch 2"), "{body}");
+    // No write of epoch 1 landed after epoch 2's first; every fire once.
+    let last_of_first = count(&db.url, "SELECT max(seq) FROM events WHERE epoch = 1").await;
+    let first_of_second = count(&db.url, "SELECT min(seq) FROM events WHERE epoch = 2").await;
+    assert!(
+        last_of_first < first_of_second,
+        "epoch 1 wrote event {last_of_first} after epoch 2's {first_of_second}"
+    );
+    assert_eq!(
+        count(&db.url, "SELECT count(*) FROM (SELECT scheduled_for FROM runs WHERE job = 'tick' GROUP BY scheduled_for HAVING count(*) > 1) d").await,
+        0
+    );
+    agent.stop(Duration::from_secs(15));
+    drop((cut, other));
+    db.drop_now().await;
 }

@@ -106,6 +106,10 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
 /// Key of the advisory lock serializing migrations ("worker" + 1).
 const MIGRATION_LOCK: i64 = 0x776f_726b_6572_0001;
 
+/// How long the server lets one of the controller's transactions sit idle
+/// (its client gone) before ending it and releasing its locks.
+const IDLE_IN_TRANSACTION_TIMEOUT: &str = "3s";
+
 /// Connections per controller.
 const MAX_CONNECTIONS: u32 = 8;
 
@@ -126,7 +130,14 @@ impl PgStore {
         let shown = redact_url(url);
         let options = PgConnectOptions::from_str(url)
             .map_err(|e| Error::invalid("db", format!("invalid database URL \"{shown}\": {e}")))?
-            .application_name("worker-controller");
+            .application_name("worker-controller")
+            // A controller that vanishes mid-transaction (killed, or cut off
+            // from the database) must not hold its row locks until TCP gives
+            // up: the server ends such a transaction after this long. The
+            // controller's transactions never wait between statements, and a
+            // standby's takeover waits for the fenced writes in flight
+            // (`lease.rs`), so this also bounds how long a takeover can wait.
+            .options([("idle_in_transaction_session_timeout", IDLE_IN_TRANSACTION_TIMEOUT)]);
         // One direct connection first: the pool retries until its timeout and
         // then reports only that, while this reports the cause (refused,
         // authentication failed, no such database...).
