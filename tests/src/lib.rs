@@ -188,6 +188,9 @@ pub struct TestEnv {
     /// The store its controllers use, when not `sqlite://DIR/worker.db`
     /// (see [`TestEnv::with_db`]).
     db: Option<String>,
+    /// The PostgreSQL database made for this world under
+    /// `WORKER_TEST_STORE=postgres`, dropped with it.
+    pg: Option<pg::PgDatabase>,
 }
 
 impl Default for TestEnv {
@@ -206,11 +209,22 @@ impl TestEnv {
             .expect("tempdir");
         let path = dir.path().to_path_buf();
         std::fs::create_dir_all(path.join("config")).expect("config dir");
+        // The end-to-end tests run on PostgreSQL too: with
+        // WORKER_TEST_STORE=postgres every world gets a fresh database
+        // (`.ci/run` runs the store-independent suites so).
+        let pg = match std::env::var("WORKER_TEST_STORE").as_deref() {
+            Ok("postgres") => Some(
+                pg::fresh_database_blocking()
+                    .expect("WORKER_TEST_STORE=postgres: no PostgreSQL test server (see WORKER_TEST_PG_URL)"),
+            ),
+            _ => None,
+        };
         Self {
             dir: Some(dir),
             path,
             seq: Default::default(),
-            db: None,
+            db: pg.as_ref().map(|db| db.url.clone()),
+            pg,
         }
     }
 
@@ -607,6 +621,9 @@ impl TestEnv {
 impl Drop for TestEnv {
     fn drop(&mut self) {
         self.sweep();
+        if let Some(db) = self.pg.take() {
+            db.drop_blocking();
+        }
         if std::thread::panicking()
             && let Some(dir) = self.dir.take()
         {

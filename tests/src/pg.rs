@@ -75,3 +75,30 @@ impl PgDatabase {
         }
     }
 }
+
+/// [`fresh_database`] from synchronous code (`TestEnv::new` under
+/// `WORKER_TEST_STORE=postgres`): runs on a thread of its own with its own
+/// runtime, so it may be called inside a test's runtime too.
+pub fn fresh_database_blocking() -> Option<PgDatabase> {
+    std::thread::spawn(|| {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("a runtime for the test database")
+            .block_on(fresh_database())
+    })
+    .join()
+    .expect("creating the test database")
+}
+
+impl PgDatabase {
+    /// [`PgDatabase::drop_now`] from synchronous code (a `Drop`).
+    pub fn drop_blocking(self) {
+        let _ = std::thread::spawn(|| {
+            if let Ok(runtime) = tokio::runtime::Builder::new_current_thread().enable_all().build() {
+                runtime.block_on(self.drop_now());
+            }
+        })
+        .join();
+    }
+}
