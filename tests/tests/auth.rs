@@ -188,13 +188,17 @@ async fn an_agent_cannot_impersonate_another_or_report_its_attempts() {
     })
     .await
     .unwrap();
-    let ack = loop {
-        match inbound.message().await.expect("impostor stream").and_then(|m| m.msg) {
-            Some(pb::controller_message::Msg::Ack(ack)) => break ack,
-            Some(_) => continue,
-            None => panic!("the impostor's stream ended without an Ack"),
+    let ack = tokio::time::timeout(Duration::from_secs(20), async {
+        loop {
+            match inbound.message().await.expect("impostor stream").and_then(|m| m.msg) {
+                Some(pb::controller_message::Msg::Ack(ack)) => break ack,
+                Some(_) => continue,
+                None => panic!("the impostor's stream ended without an Ack"),
+            }
         }
-    };
+    })
+    .await
+    .expect("timed out after 20 s waiting for the Ack of the impostor's Finished");
     assert!(!ack.accepted, "a forged result was accepted: {ack:?}");
 
     // The real agent keeps working: its run finishes with its own output.
