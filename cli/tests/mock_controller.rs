@@ -86,6 +86,12 @@ impl ControllerService for Mock {
     ) -> Result<Response<pb::DeleteAlertChannelResponse>, Status> {
         unimplemented()
     }
+    async fn set_alert_channel_enabled(
+        &self,
+        _: Request<pb::SetAlertChannelEnabledRequest>,
+    ) -> Result<Response<pb::AlertChannel>, Status> {
+        unimplemented()
+    }
     async fn list_alert_rules(
         &self,
         _: Request<pb::ListAlertRulesRequest>,

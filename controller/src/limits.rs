@@ -35,7 +35,7 @@ pub struct Limits {
     pub job_name_bytes: usize,
     /// Longest alert channel or rule name, in bytes.
     pub alert_name_bytes: usize,
-    /// Longest token name, in bytes (enforced by the token commands).
+    /// Longest token name, in bytes (checked when a token is created).
     pub token_name_bytes: usize,
     /// Longest agent id, name or host, in bytes.
     pub agent_text_bytes: usize,
@@ -69,8 +69,11 @@ pub struct Limits {
     /// Largest configuration file (`scheduler.yaml`, `alerts.yaml`) and
     /// largest YAML document sent to `apply`, `alerts set-channel|set-rule`.
     pub config_file_bytes: usize,
-    /// Most streams (agent connections, event watches) open at once per token
-    /// (enforced by the authentication layer).
+    /// Most streams (agent connections, event watches, output follows) open
+    /// at once per token: the same setting as `--max-streams-per-token`,
+    /// which wins when both are given (see
+    /// [`crate::auth::max_streams_per_token`]); enforced by the
+    /// authentication layer.
     pub streams_per_token: usize,
 }
 
@@ -82,7 +85,7 @@ impl Default for Limits {
             yaml_depth: 32,
             job_name_bytes: 128,
             alert_name_bytes: 64,
-            token_name_bytes: 64,
+            token_name_bytes: crate::auth::tokens::MAX_TOKEN_NAME,
             agent_text_bytes: 256,
             labels: 64,
             label_bytes: 256,
@@ -97,7 +100,7 @@ impl Default for Limits {
             preview_fires: 1000,
             definitions_per_apply: 1000,
             config_file_bytes: 4 * 1024 * 1024,
-            streams_per_token: 256,
+            streams_per_token: crate::auth::DEFAULT_MAX_STREAMS_PER_TOKEN,
         }
     }
 }
@@ -419,6 +422,30 @@ mod tests {
             l.set(&format!("{name}={value}")).unwrap();
             assert_eq!(l, Limits::default(), "{name}");
         }
+    }
+
+    /// Every limit that `--limit` accepts is read by the code it bounds: a
+    /// field only this file mentions would be a knob that does nothing (as
+    /// `streams_per_token` and `token_name_bytes` once were). The sources
+    /// outside this file must read each as `limits.NAME` or `current().NAME`.
+    #[test]
+    fn every_accepted_limit_is_read_somewhere() {
+        fn sources(dir: &std::path::Path, out: &mut String) {
+            for entry in std::fs::read_dir(dir).unwrap() {
+                let path = entry.unwrap().path();
+                if path.is_dir() {
+                    sources(&path, out);
+                } else if path.extension().is_some_and(|e| e == "rs") && !path.ends_with("src/limits.rs") {
+                    out.push_str(&std::fs::read_to_string(&path).unwrap());
+                }
+            }
+        }
+        let mut text = String::new();
+        sources(&std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("src"), &mut text);
+        let unread: Vec<&str> = Limits::names()
+            .filter(|name| !text.contains(&format!("limits.{name}")) && !text.contains(&format!("current().{name}")))
+            .collect();
+        assert!(unread.is_empty(), "limits accepted but read nowhere: {unread:?}");
     }
 
     #[test]

@@ -64,9 +64,10 @@ struct Args {
     /// at least 16 characters); created or updated at start-up.
     #[arg(long, value_name = "FILE")]
     bootstrap_token_file: Option<PathBuf>,
-    /// Open streams (agent connections, event watches) per token.
-    #[arg(long, default_value_t = worker_controller::auth::DEFAULT_MAX_STREAMS_PER_TOKEN)]
-    max_streams_per_token: usize,
+    /// Open streams (agent connections, event watches) per token [default: 256,
+    /// or `--limit streams_per_token=N`; this flag wins when both are given].
+    #[arg(long)]
+    max_streams_per_token: Option<usize>,
     /// Base URL of the web UI as people reach it, for links in alerts.
     #[arg(long, env = "WORKER_WEB_URL", default_value = "http://127.0.0.1:7080")]
     web_url: String,
@@ -209,7 +210,7 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    if args.max_streams_per_token == 0 {
+    if args.max_streams_per_token == Some(0) {
         eprintln!("error: --max-streams-per-token must be at least 1");
         return ExitCode::from(2);
     }
@@ -296,7 +297,7 @@ fn main() -> ExitCode {
         shutdown_timeout: args.shutdown_timeout,
         auth: AuthSettings {
             bootstrap_secret,
-            max_streams_per_token: args.max_streams_per_token,
+            max_streams_per_token: worker_controller::auth::max_streams_per_token(args.max_streams_per_token, &limits),
         },
         insecure_no_auth: args.insecure_no_auth,
         limits,

@@ -188,13 +188,17 @@ async fn an_agent_cannot_impersonate_another_or_report_its_attempts() {
     })
     .await
     .unwrap();
-    let ack = loop {
-        match inbound.message().await.expect("impostor stream").and_then(|m| m.msg) {
-            Some(pb::controller_message::Msg::Ack(ack)) => break ack,
-            Some(_) => continue,
-            None => panic!("the impostor's stream ended without an Ack"),
+    let ack = tokio::time::timeout(Duration::from_secs(20), async {
+        loop {
+            match inbound.message().await.expect("impostor stream").and_then(|m| m.msg) {
+                Some(pb::controller_message::Msg::Ack(ack)) => break ack,
+                Some(_) => continue,
+                None => panic!("the impostor's stream ended without an Ack"),
+            }
         }
-    };
+    })
+    .await
+    .expect("timed out after 20 s waiting for the Ack of the impostor's Finished");
     assert!(!ack.accepted, "a forged result was accepted: {ack:?}");
 
     // The real agent keeps working: its run finishes with its own output.
@@ -386,4 +390,44 @@ async fn a_bootstrap_token_allows_a_non_loopback_address() {
         exited.stderr.contains("--bootstrap-token-file") && exited.stderr.contains("at least 16"),
         "{exited:?}"
     );
+}
+
+/// `--limit streams_per_token=N` and `--max-streams-per-token N` set the same
+/// limit (docs/configuration.md), the flag winning when both are given: the
+/// stream one past the limit in force is refused with `ResourceExhausted`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn both_spellings_of_the_stream_limit_act() {
+    for (flags, limit) in [
+        (&["--limit", "streams_per_token=1"][..], 1),
+        (
+            &["--limit", "streams_per_token=1", "--max-streams-per-token", "2"][..],
+            2,
+        ),
+    ] {
+        let env = TestEnv::new();
+        env.write_config(CONFIG);
+        let ctl = env.start_controller_with_bootstrap("127.0.0.1:0", flags).await;
+        let watcher = ctl.create_token(ADMIN, "watcher", "viewer", &[]).await;
+        let mut open = Vec::new();
+        for _ in 0..limit {
+            let stream = ctl
+                .client_with_token(Some(&watcher))
+                .await
+                .watch_events(pb::WatchEventsRequest::default())
+                .await
+                .unwrap_or_else(|e| panic!("{flags:?}: a watch within the limit of {limit} was refused: {e:?}"));
+            open.push(stream.into_inner());
+        }
+        let refused = ctl
+            .client_with_token(Some(&watcher))
+            .await
+            .watch_events(pb::WatchEventsRequest::default())
+            .await
+            .expect_err("a watch past the limit");
+        assert_eq!(refused.code(), Code::ResourceExhausted, "{flags:?}: {refused:?}");
+        assert!(
+            refused.message().contains(&format!("the limit is {limit}")),
+            "{flags:?}: {refused:?}"
+        );
+    }
 }

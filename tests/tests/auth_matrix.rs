@@ -171,6 +171,13 @@ async fn call(client: &mut AuthedClient, agent: &mut AuthedAgentClient, method: 
             })
             .await
             .map(drop),
+        "ControllerService/SetAlertChannelEnabled" => client
+            .set_alert_channel_enabled(pb::SetAlertChannelEnabledRequest {
+                name: none(),
+                enabled: true,
+            })
+            .await
+            .map(drop),
         "ControllerService/DeleteAlertChannel" => client
             .delete_alert_channel(pb::DeleteAlertChannelRequest { name: none() })
             .await

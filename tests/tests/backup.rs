@@ -2,8 +2,9 @@
 //! a real controller and agent, a real S3-compatible server (moto, on
 //! loopback) and a directory; the store backed up, deleted and restored;
 //! a tampered backup refused; retention deleting exactly what is older than
-//! `keep_days`; a PostgreSQL database backed up and restored; and the
-//! snapshot RPC refused to a non-admin token.
+//! `keep_days`; a PostgreSQL database backed up and restored; the store of
+//! a controller on PostgreSQL backed up (a `pg_dump` snapshot) and restored
+//! into a new database; and the snapshot RPC refused to a non-admin token.
 
 use std::path::Path;
 use std::time::Duration;
@@ -318,6 +319,106 @@ jobs:
 
     drop(ctl);
     source.drop_now().await;
+    target.drop_now().await;
+}
+
+/// Whether `program --version` runs (it is on `PATH`); else a skip notice.
+fn on_path(program: &str, why: &str) -> bool {
+    let found = std::process::Command::new(program)
+        .arg("--version")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success());
+    if !found {
+        worker_tests::skip::skip_or_fail(format_args!(
+            "`{program}` is not on PATH ({why}); install the PostgreSQL client tools"
+        ));
+    }
+    found
+}
+
+/// The ids of `job`'s runs, sorted.
+async fn run_ids(ctl: &Controller, job: &str) -> Vec<String> {
+    let runs = ctl.cli_json(&["runs", "list", "--job", job]).await;
+    let mut ids: Vec<String> = runs
+        .as_array()
+        .unwrap()
+        .iter()
+        .inspect(|r| assert_eq!(r["state"], "succeeded", "{r}"))
+        .map(|r| r["id"].as_str().unwrap().to_string())
+        .collect();
+    ids.sort();
+    ids
+}
+
+/// `source: store` on a controller whose store is PostgreSQL: the controller
+/// streams a `pg_dump` custom-format snapshot, the agent writes it to a
+/// directory, and `workerctl backup restore` puts it into a new database,
+/// on which a controller finds the history again.
+#[tokio::test]
+async fn store_backup_of_a_postgres_controller_restores_the_history() {
+    if !on_path("pg_dump", "the controller dumps its PostgreSQL store with it")
+        || !on_path("pg_restore", "workerctl restores a pg_dump archive with it")
+        || !on_path("psql", "workerctl checks the target database is empty with it")
+    {
+        return;
+    }
+    let Some(store) = pg::fresh_database().await else {
+        return;
+    };
+    let Some(target) = pg::fresh_database().await else {
+        return;
+    };
+    let env = TestEnv::new().with_db(&store.url);
+    let dir = env.path().join("store-backups");
+    let config = format!(
+        r#"
+jobs:
+  hello:
+    shell: echo hello
+  backup:
+    builtin: {{ name: backup, dir: {}, keep_days: 7 }}
+"#,
+        dir.display()
+    );
+    env.write_config(&config);
+    let mut ctl = env.start_controller().await;
+    let mut agent = env.start_agent(&ctl, "pg-store-agent", 2).await;
+    let mut history = Vec::new();
+    for _ in 0..3 {
+        history.push(run_ok(&ctl, "hello").await.id);
+    }
+    history.sort();
+    let run = run_ok(&ctl, "backup").await;
+    let id = backup_id_of(&run);
+
+    let dir_arg = dir.display().to_string();
+    let listed = workerctl(&["-o", "json", "backup", "list", "--from", &dir_arg])
+        .await
+        .expect_code(0)
+        .json();
+    assert_eq!(listed_ids(&listed), vec![id.clone()]);
+    assert_eq!(listed[0]["source"], "store");
+    assert_eq!(listed[0]["format"], "pg_dump-custom");
+    agent.stop(Duration::from_secs(10));
+    ctl.proc.terminate(Duration::from_secs(10));
+
+    // Into a new, empty database.
+    let restored = workerctl(&["backup", "restore", &id, "--from", &dir_arg, "--to", &target.url]).await;
+    assert_eq!(restored.code, 0, "{restored:?}");
+    assert!(restored.stdout.contains("sha256 verified"), "{}", restored.stdout);
+
+    // A controller on the restored database has the history (the backup run
+    // itself was still running when the snapshot was taken).
+    let restored_env = TestEnv::new().with_db(&target.url);
+    restored_env.write_config(&config);
+    let again = restored_env.start_controller().await;
+    assert_eq!(run_ids(&again, "hello").await, history);
+
+    drop(again);
+    drop(ctl);
+    store.drop_now().await;
     target.drop_now().await;
 }
 

@@ -127,30 +127,46 @@ async fn burn_down(env: TestEnv) {
         enqueued.store(true, std::sync::atomic::Ordering::SeqCst);
         ids
     };
+    // Prunes back to back until the burn-down is over, within a deadline
+    // (what was last seen is kept outside the loop for the panic message).
+    let last_seen = std::sync::Mutex::new(String::from("no prune answered yet"));
     let prune_loop = async {
-        let mut deleted = 0u64;
-        let mut calls = 0;
-        loop {
-            let out = ctl.cli_json(&["runs", "prune", "--job", "quick"]).await;
-            calls += 1;
-            deleted += out["jobs"]
-                .as_array()
-                .expect("jobs")
-                .iter()
-                .map(|j| j["total"].as_u64().expect("total"))
-                .sum::<u64>();
-            let stats = ctl
-                .client()
-                .await
-                .queue_stats(pb::QueueStatsRequest {})
-                .await
-                .expect("QueueStats")
-                .into_inner();
-            let all_in = enqueued.load(std::sync::atomic::Ordering::SeqCst);
-            if all_in && stats.running == 0 && stats.queued == held.len() as u64 {
-                return (calls, deleted);
+        let (mut deleted, mut calls) = (0u64, 0u32);
+        let burned_down = async {
+            loop {
+                let out = ctl.cli_json(&["runs", "prune", "--job", "quick"]).await;
+                calls += 1;
+                deleted += out["jobs"]
+                    .as_array()
+                    .expect("jobs")
+                    .iter()
+                    .map(|j| j["total"].as_u64().expect("total"))
+                    .sum::<u64>();
+                let stats = ctl
+                    .client()
+                    .await
+                    .queue_stats(pb::QueueStatsRequest {})
+                    .await
+                    .expect("QueueStats")
+                    .into_inner();
+                let all_in = enqueued.load(std::sync::atomic::Ordering::SeqCst);
+                *last_seen.lock().unwrap() = format!(
+                    "{calls} prunes, all enqueued {all_in}, running {}, queued {}",
+                    stats.running, stats.queued
+                );
+                if all_in && stats.running == 0 && stats.queued == held.len() as u64 {
+                    return;
+                }
             }
+        };
+        let deadline = Duration::from_secs(180);
+        if tokio::time::timeout(deadline, burned_down).await.is_err() {
+            panic!(
+                "timed out after {deadline:?} pruning while waiting for the burn-down to finish; last seen: {}",
+                last_seen.lock().unwrap()
+            );
         }
+        (calls, deleted)
     };
     let (ids, (calls, deleted_by_cli)) = tokio::join!(burn, prune_loop);
     assert_eq!(ids.len(), 4000);

@@ -8,6 +8,9 @@
 //! * a rule created, its threshold edited through the form (checked through
 //!   the API), disabled and enabled, deleted; an invalid throttle shows the
 //!   API's error next to the throttle field; `<script>` is escaped;
+//! * a channel disabled through the page gets no alert of a rule that routes
+//!   to it (another channel of the rule does), can still be tested, keeps
+//!   its secret, and gets the next alert once enabled again;
 //! * history filters (channel, status);
 //! * channel and rule deletion;
 //! * the agents page lists a started agent with its labels and capacity;
@@ -18,6 +21,7 @@
 
 use std::time::Duration;
 
+use hmac::{KeyInit, Mac};
 use worker_proto::v1 as pb;
 use worker_tests::auth::BOOTSTRAP_SECRET;
 use worker_tests::receiver::Receiver;
@@ -110,6 +114,7 @@ async fn channels_rules_tests_and_history_through_the_pages() {
                 ("type", "webhook"),
                 ("webhook_url", &hook_url),
                 ("webhook_secret", "s3cret-key"),
+                ("enabled", "on"),
             ],
         )
         .await;
@@ -123,6 +128,7 @@ async fn channels_rules_tests_and_history_through_the_pages() {
                 ("type", "webhook"),
                 ("webhook_url", &broken_url),
                 ("webhook_secret", "k"),
+                ("enabled", "on"),
             ],
         )
         .await;
@@ -143,6 +149,7 @@ async fn channels_rules_tests_and_history_through_the_pages() {
                 ("type", "webhook"),
                 ("webhook_url", &hook_url),
                 ("webhook_secret", ""),
+                ("enabled", "on"),
             ],
         )
         .await;
@@ -169,6 +176,7 @@ async fn channels_rules_tests_and_history_through_the_pages() {
                 ("type", "webhook"),
                 ("webhook_url", &hook_url),
                 ("webhook_secret", "<redacted>"),
+                ("enabled", "on"),
             ],
         )
         .await;
@@ -274,6 +282,167 @@ async fn channels_rules_tests_and_history_through_the_pages() {
     assert_eq!(channels(&ctl).await.len(), 1);
 }
 
+/// A job that fails at once, with no retry: every run is `dead`.
+const FAILING: &str = r#"
+defaults:
+  retry: { max_attempts: 1 }
+jobs:
+  fails:
+    shell: "exit 3"
+"#;
+
+const HOOK_SECRET: &str = "hook-secret-toggle";
+
+/// Whether `r` carries a valid signature of its body with [`HOOK_SECRET`].
+fn signed_with_the_secret(r: &worker_tests::receiver::Received) -> bool {
+    let (Some(ts), Some(sig)) = (r.header("x-worker-timestamp"), r.header("x-worker-signature")) else {
+        return false;
+    };
+    let mut mac = hmac::Hmac::<sha2::Sha256>::new_from_slice(HOOK_SECRET.as_bytes()).unwrap();
+    mac.update(format!("{ts}.{}", r.body).as_bytes());
+    sig == format!("sha256={}", hex::encode(mac.finalize().into_bytes()))
+}
+
+/// The alerts (not tests) `path` received, as the runs they are about.
+fn alerted_runs(recv: &Receiver, path: &str) -> Vec<String> {
+    recv.received(path)
+        .iter()
+        .filter(|r| r.json["kind"] == "alert")
+        .map(|r| r.json["run_id"].as_str().unwrap_or_default().to_string())
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_disabled_channel_gets_no_alerts_until_enabled_again() {
+    let env = TestEnv::new();
+    env.write_config(FAILING);
+    let ctl = env.start_controller_with_bootstrap("127.0.0.1:0", &[]).await;
+    let agent_token = ctl.create_token(BOOTSTRAP_SECRET, "agent-1", "agent", &[]).await;
+    let _agent = env
+        .start_agent_with_token(&ctl, "a1", &agent_token, BOOTSTRAP_SECRET, &[])
+        .await;
+    let recv = Receiver::start().await;
+    let addr = ctl.http_addr.expect("the controller serves HTTP");
+    let mut admin = WebSession::sign_in(addr, Some(BOOTSTRAP_SECRET)).await;
+
+    // Two webhook channels through the form; one rule sends to both.
+    for (name, path) in [("hook", "/hook"), ("witness", "/witness")] {
+        let url = recv.url(path);
+        let created = admin
+            .post(
+                "/alerts/channels/new",
+                &[
+                    ("name", name),
+                    ("type", "webhook"),
+                    ("webhook_url", &url),
+                    ("webhook_secret", HOOK_SECRET),
+                    ("enabled", "on"),
+                ],
+            )
+            .await;
+        assert_eq!(created.status, 303, "{}", created.body);
+    }
+    let mut client = ctl.client_with_token(Some(BOOTSTRAP_SECRET)).await;
+    client
+        .put_alert_rule(pb::PutAlertRuleRequest {
+            spec_yaml: "name: dead\nevent: run_dead\nchannels: [hook, witness]\n".into(),
+        })
+        .await
+        .expect("PutAlertRule");
+    assert!(channels(&ctl).await.iter().all(|c| c.enabled == Some(true)));
+
+    // Disable `hook` through the page.
+    let page = admin.get("/alerts").await;
+    assert!(page.body.contains("id=\"toggle-channel-hook\""), "{}", page.body);
+    assert_eq!(admin.post("/alerts/channels/hook/toggle", &[]).await.status, 303);
+    let hook = channels(&ctl).await.into_iter().find(|c| c.name == "hook").unwrap();
+    assert_eq!(hook.enabled, Some(false));
+    assert!(hook.spec_yaml.contains("enabled: false"), "{}", hook.spec_yaml);
+    let page = admin.get("/alerts").await;
+    let row = page
+        .body
+        .split("id=\"channel-hook\"")
+        .nth(1)
+        .expect("the channel's row");
+    let row = &row[..row.find("</tr>").expect("the row's end")];
+    assert!(row.contains(">disabled<") && row.contains("Enable"), "{row}");
+    let listed = ctl
+        .cli_with_token(BOOTSTRAP_SECRET, &["alerts", "channels"])
+        .await
+        .expect_code(0)
+        .json();
+    let states: Vec<(String, bool)> = listed
+        .as_array()
+        .expect("an array")
+        .iter()
+        .map(|c| (c["name"].as_str().unwrap().to_string(), c["enabled"].as_bool().unwrap()))
+        .collect();
+    assert_eq!(states, [("hook".to_string(), false), ("witness".to_string(), true)]);
+
+    // A disabled channel can still be tested (before enabling it).
+    let test = admin.post("/alerts/channels/hook/test", &[]).await;
+    assert_eq!(test.status, 200, "{}", test.body);
+    let got = recv.wait("/hook", "the test message", WAIT, |g| !g.is_empty()).await;
+    assert_eq!(got[0].json["kind"], "test");
+
+    // A dead run: the rule alerts `witness` only.
+    let first = ctl
+        .cli_with_token(BOOTSTRAP_SECRET, &["enqueue", "fails"])
+        .await
+        .expect_code(0)
+        .json()["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    recv.wait("/witness", "the first run's alert on the enabled channel", WAIT, |g| {
+        g.iter().any(|r| r.json["run_id"] == first.as_str())
+    })
+    .await;
+
+    // Enabled again: the next dead run reaches it, signed with the secret it kept.
+    assert_eq!(admin.post("/alerts/channels/hook/toggle", &[]).await.status, 303);
+    let hook = channels(&ctl).await.into_iter().find(|c| c.name == "hook").unwrap();
+    assert_eq!(hook.enabled, Some(true));
+    assert!(!hook.spec_yaml.contains("enabled"), "{}", hook.spec_yaml);
+    let second = ctl
+        .cli_with_token(BOOTSTRAP_SECRET, &["enqueue", "fails"])
+        .await
+        .expect_code(0)
+        .json()["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let got = recv
+        .wait("/hook", "the second run's alert once enabled", WAIT, |g| {
+            g.iter().any(|r| r.json["run_id"] == second.as_str())
+        })
+        .await;
+    let alert = got.iter().find(|r| r.json["run_id"] == second.as_str()).unwrap();
+    assert!(
+        signed_with_the_secret(alert),
+        "the secret was lost by the toggle: {alert:?}"
+    );
+    recv.wait("/witness", "the second run's alert on the other channel", WAIT, |g| {
+        g.iter().any(|r| r.json["run_id"] == second.as_str())
+    })
+    .await;
+    // The first run's alert was routed (to `witness`) long before the second
+    // one: had it gone to `hook` too, it would be there by now.
+    assert_eq!(alerted_runs(&recv, "/hook"), std::slice::from_ref(&second));
+    assert_eq!(alerted_runs(&recv, "/witness"), [first.clone(), second]);
+    // The history records nothing for the disabled channel (not even `suppressed`).
+    let history = client
+        .list_alert_history(pb::ListAlertHistoryRequest {
+            channel: "hook".into(),
+            ..Default::default()
+        })
+        .await
+        .expect("ListAlertHistory")
+        .into_inner()
+        .alerts;
+    assert!(!history.iter().any(|a| a.run_id == first), "{history:?}");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn agents_drain_and_what_each_role_is_offered() {
     let (env, ctl) = start().await;
@@ -335,6 +504,7 @@ async fn agents_drain_and_what_each_role_is_offered() {
         "id=\"test-hook\"",
         "id=\"edit-rule-dead\"",
         "id=\"toggle-rule-dead\"",
+        "id=\"toggle-channel-hook\"",
         "id=\"new-rule\"",
         "id=\"new-channel\"",
         "/delete",
@@ -350,6 +520,11 @@ async fn agents_drain_and_what_each_role_is_offered() {
     let alerts = operator.get("/alerts").await;
     assert!(alerts.body.contains("id=\"edit-rule-dead\"") && alerts.body.contains("id=\"test-hook\""));
     assert!(!alerts.body.contains("id=\"new-channel\"") && !alerts.body.contains("id=\"edit-channel-hook\""));
+    assert!(
+        !alerts.body.contains("id=\"toggle-channel-hook\""),
+        "channels are for admins"
+    );
+    assert_eq!(operator.post("/alerts/channels/hook/toggle", &[]).await.status, 403);
     assert_eq!(operator.get("/alerts/channels/hook/edit").await.status, 403);
     let edited = operator
         .post(

@@ -32,6 +32,7 @@ const POST_ROUTES: &[&str] = &[
     "/alerts/channels/hook/edit",
     "/alerts/channels/hook/delete",
     "/alerts/channels/hook/test",
+    "/alerts/channels/hook/toggle",
     "/alerts/rules/new",
     "/alerts/rules/slow/edit",
     "/alerts/rules/slow/delete",

@@ -14,7 +14,7 @@ use crate::cli::AlertsCmd;
 use crate::error::CliError;
 use crate::output::{Table, dash, emit, joined, pairs, time, truncate};
 
-/// A channel (`-o json`: `{name, type, target, spec}`).
+/// A channel (`-o json`: `{name, type, target, spec, enabled}`).
 #[derive(Debug, Clone, Serialize)]
 pub struct AlertChannel {
     pub name: String,
@@ -22,6 +22,9 @@ pub struct AlertChannel {
     pub kind: String,
     pub target: String,
     pub spec: serde_yaml_ng::Value,
+    /// Rules deliver nothing to a disabled channel; a controller that does
+    /// not send the field has no disabled channels.
+    pub enabled: bool,
 }
 
 impl From<pb::AlertChannel> for AlertChannel {
@@ -31,6 +34,7 @@ impl From<pb::AlertChannel> for AlertChannel {
             kind: c.r#type,
             target: c.target,
             spec: serde_yaml_ng::from_str(&c.spec_yaml).unwrap_or(serde_yaml_ng::Value::Null),
+            enabled: c.enabled.unwrap_or(true),
         }
     }
 }
@@ -212,9 +216,10 @@ pub async fn run(ctx: &mut Ctx, cmd: AlertsCmd) -> anyhow::Result<()> {
 }
 
 fn channels_table(channels: &[AlertChannel]) -> String {
-    let mut table = Table::new(["NAME", "TYPE", "TARGET"]);
+    let mut table = Table::new(["NAME", "TYPE", "TARGET", "STATE"]);
     for c in channels {
-        table.row([c.name.clone(), c.kind.clone(), c.target.clone()]);
+        let state = if c.enabled { "enabled" } else { "disabled" };
+        table.row([c.name.clone(), c.kind.clone(), c.target.clone(), state.to_string()]);
     }
     table.render()
 }
@@ -257,4 +262,32 @@ fn history_table(entries: &[AlertEntry]) -> String {
         ]);
     }
     table.render()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_channel_shows_its_state_and_absent_means_enabled() {
+        let proto = |enabled: Option<bool>| pb::AlertChannel {
+            name: "hook".into(),
+            r#type: "webhook".into(),
+            target: "hook (webhook http://127.0.0.1/x)".into(),
+            spec_yaml: "type: webhook\n".into(),
+            enabled,
+        };
+        let old = AlertChannel::from(proto(None));
+        assert!(old.enabled, "a controller without the field has no disabled channels");
+        let off = AlertChannel::from(proto(Some(false)));
+        let json = serde_json::to_value(&off).unwrap();
+        assert_eq!(json["enabled"], serde_json::json!(false));
+        let table = channels_table(&[old, off]);
+        let lines: Vec<&str> = table.lines().collect();
+        assert!(lines[0].contains("STATE"), "{table}");
+        assert!(
+            lines[1].ends_with("enabled") && lines[2].ends_with("disabled"),
+            "{table}"
+        );
+    }
 }

@@ -167,6 +167,30 @@ impl AlertService {
         self.replace((channels, rules)).await
     }
 
+    /// Enables or disables channel `name`, keeping the rest of its spec as
+    /// stored (its secrets too, which the API never shows): `enabled: false`
+    /// is written into the spec to disable it, and removed to enable it (the
+    /// default). Changing nothing is fine.
+    pub async fn set_channel_enabled(&self, name: &str, enabled: bool) -> Result<()> {
+        let _edit = self.inner.edit_lock.lock().await;
+        let (mut channels, rules) = self.inner.store.alert_specs().await?;
+        let Some(existing) = channels.iter_mut().find(|(n, _)| n == name) else {
+            return Err(Error::not_found(format!(
+                "alert channel \"{}\" is not defined (defined: {})",
+                crate::limits::echo(name),
+                names(channels.iter().map(|(n, _)| n))
+            )));
+        };
+        let mut spec = parse_spec("channel", &existing.1)?;
+        if enabled {
+            spec.remove("enabled");
+        } else {
+            spec.insert(Value::String("enabled".into()), Value::Bool(false));
+        }
+        existing.1 = to_yaml(&spec);
+        self.replace((channels, rules)).await
+    }
+
     /// Deletes channel `name` (refused while a rule sends to it).
     pub async fn delete_channel(&self, name: &str) -> Result<()> {
         let _edit = self.inner.edit_lock.lock().await;

@@ -183,7 +183,9 @@ impl AlertService {
     }
 
     /// Sends a test message to channel `name` (one attempt, no retries: the
-    /// answer is what an operator wants to see) and records it.
+    /// answer is what an operator wants to see) and records it. A disabled
+    /// channel is tested too: that is how an operator checks it before
+    /// enabling it.
     pub async fn test_channel(&self, name: &str) -> crate::error::Result<AlertRecord> {
         let config = self.config();
         let channel = config.channels.get(name).ok_or_else(|| {
@@ -204,6 +206,12 @@ impl AlertService {
             at,
         );
         alert.details.push(("Channel".into(), channel.to_string()));
+        if !channel.enabled {
+            alert.details.push((
+                "State".into(),
+                "disabled: rules send it nothing until it is enabled".into(),
+            ));
+        }
         let (status, answer) = match self.inner.deliverer.attempt(channel, &alert).await {
             Ok(answer) => (AlertStatus::Sent, answer),
             Err(e) => (AlertStatus::Failed, e.message),
@@ -328,7 +336,7 @@ impl AlertLoop {
     }
 
     /// Throttles each alert and delivers it (or records it suppressed) on its
-    /// rule's channels.
+    /// rule's enabled channels ([`AlertsConfig::delivering_channels`]).
     fn route(&mut self, config: &AlertsConfig, alerts: Vec<Alert>) {
         let now = now_ms();
         for alert in alerts {
@@ -339,9 +347,15 @@ impl AlertLoop {
             else {
                 continue;
             };
+            // Disabled channels get nothing, not even a `suppressed` row; a
+            // rule whose channels are all disabled does not touch its throttle.
+            let channels: Vec<&Channel> = config.delivering_channels(rule).collect();
+            if channels.is_empty() {
+                continue;
+            }
             match self.throttle.offer(rule, alert.job.as_deref(), now) {
                 Decision::Send => {
-                    for channel in rule.channels.iter().filter_map(|c| config.channels.get(c)) {
+                    for channel in channels {
                         self.deliver(channel.clone(), alert.clone());
                     }
                 }
@@ -351,8 +365,8 @@ impl AlertLoop {
                         rule.name,
                         worker_duration::format(rule.throttle)
                     );
-                    for channel in &rule.channels {
-                        let record = record_of(&alert, channel, AlertStatus::Suppressed, 0, answer.clone());
+                    for channel in channels {
+                        let record = record_of(&alert, &channel.name, AlertStatus::Suppressed, 0, answer.clone());
                         let _ = self.service.inner.records.send(record);
                     }
                 }
@@ -390,7 +404,7 @@ impl AlertLoop {
         alert.suppressed = Some(s.suppressed);
         alert.window_start = Some(s.window_start);
         alert.window_end = Some(s.window_end);
-        for channel in rule.channels.iter().filter_map(|c| config.channels.get(c)) {
+        for channel in config.delivering_channels(rule) {
             self.deliver(channel.clone(), alert.clone());
         }
     }

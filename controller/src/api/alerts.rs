@@ -19,6 +19,7 @@ pub fn channel_to_proto(channel: &Channel) -> pb::AlertChannel {
         r#type: channel.kind.channel_type().to_string(),
         target: channel.to_string(),
         spec_yaml: serde_yaml_ng::to_string(&channel.redacted_spec()).unwrap_or_default(),
+        enabled: Some(channel.enabled),
     }
 }
 
@@ -119,6 +120,20 @@ pub async fn put_channel(
         .get(&request.name)
         .map(channel_to_proto)
         .ok_or_else(|| Error::internal("the channel saved is not in force").into())
+}
+
+/// `SetAlertChannelEnabled`.
+pub async fn set_channel_enabled(
+    alerts: &AlertService,
+    request: pb::SetAlertChannelEnabledRequest,
+) -> Result<pb::AlertChannel, Status> {
+    alerts.set_channel_enabled(&request.name, request.enabled).await?;
+    alerts
+        .config()
+        .channels
+        .get(&request.name)
+        .map(channel_to_proto)
+        .ok_or_else(|| Error::internal("the channel changed is not in force").into())
 }
 
 /// `PutAlertRule`.

@@ -276,6 +276,15 @@ impl ControllerService for ControllerApi {
         Ok(Response::new(pb::DeleteAlertChannelResponse {}))
     }
 
+    async fn set_alert_channel_enabled(
+        &self,
+        request: Request<pb::SetAlertChannelEnabledRequest>,
+    ) -> Result<Response<pb::AlertChannel>, Status> {
+        Ok(Response::new(
+            alerts::set_channel_enabled(&self.alerts, request.into_inner()).await?,
+        ))
+    }
+
     async fn list_alert_rules(
         &self,
         _request: Request<pb::ListAlertRulesRequest>,

@@ -25,8 +25,17 @@ pub use roles::{Role, allowed_roles};
 pub use tokens::Tokens;
 
 /// Open streams (agent connections and event watches) one token may hold
-/// at once, unless `--max-streams-per-token` says otherwise.
+/// at once, unless `--max-streams-per-token` or `--limit streams_per_token=N`
+/// says otherwise.
 pub const DEFAULT_MAX_STREAMS_PER_TOKEN: usize = 256;
+
+/// The per-token stream limit in force: `--max-streams-per-token` when it is
+/// given (`flag`), else the `streams_per_token` limit (`--limit
+/// streams_per_token=N`, default [`DEFAULT_MAX_STREAMS_PER_TOKEN`]). Both
+/// spellings set the one value [`AuthSettings::max_streams_per_token`].
+pub fn max_streams_per_token(flag: Option<usize>, limits: &crate::limits::Limits) -> usize {
+    flag.unwrap_or(limits.streams_per_token)
+}
 
 /// Authentication settings chosen at start-up. Its `Debug` hides the secret.
 #[derive(Clone)]
@@ -63,5 +72,22 @@ impl std::fmt::Debug for AuthSettings {
             )
             .field("max_streams_per_token", &self.max_streams_per_token)
             .finish()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::limits::Limits;
+
+    #[test]
+    fn both_spellings_set_the_stream_limit_and_the_flag_wins() {
+        let default = Limits::default();
+        assert_eq!(max_streams_per_token(None, &default), DEFAULT_MAX_STREAMS_PER_TOKEN);
+        assert_eq!(AuthSettings::new().max_streams_per_token, DEFAULT_MAX_STREAMS_PER_TOKEN);
+        let limited = Limits::from_assignments(["streams_per_token=3"]).unwrap();
+        assert_eq!(max_streams_per_token(None, &limited), 3);
+        assert_eq!(max_streams_per_token(Some(7), &limited), 7);
+        assert_eq!(max_streams_per_token(Some(7), &default), 7);
     }
 }

@@ -103,7 +103,7 @@ impl Principal {
         let guard = StreamGuard(token.clone());
         if open >= self.max_streams {
             return Err(Status::resource_exhausted(format!(
-                "token \"{}\" has {open} open streams, the limit is {} (--max-streams-per-token)",
+                "token \"{}\" has {open} open streams, the limit is {} (--max-streams-per-token or --limit streams_per_token=...)",
                 self.name, self.max_streams
             )));
         }

@@ -107,6 +107,7 @@ pub const MATRIX: &[(&str, &[Role])] = &[
     ("ControllerService/ListAlertChannels", READ),
     ("ControllerService/PutAlertChannel", ADMIN),
     ("ControllerService/DeleteAlertChannel", ADMIN),
+    ("ControllerService/SetAlertChannelEnabled", ADMIN),
     ("ControllerService/ListAlertRules", READ),
     ("ControllerService/PutAlertRule", MANAGE),
     ("ControllerService/DeleteAlertRule", MANAGE),

@@ -27,7 +27,8 @@ pub const BOOTSTRAP_NAME: &str = "bootstrap";
 pub const MIN_BOOTSTRAP_SECRET: usize = 16;
 /// Prefix of generated secrets.
 pub const SECRET_PREFIX: &str = "wkr_";
-/// Longest token name, in bytes.
+/// Longest token name by default, in bytes (the `token_name_bytes` limit,
+/// `--limit token_name_bytes=N`).
 pub const MAX_TOKEN_NAME: usize = 128;
 
 /// What the "no token" answer says.
@@ -165,17 +166,18 @@ pub fn generate_secret() -> String {
 }
 
 /// Checks a token name: the rules of job names (`[a-z0-9][a-z0-9._-]*`, at
-/// most [`MAX_TOKEN_NAME`] bytes).
+/// most `token_name_bytes` bytes, a limit: [`MAX_TOKEN_NAME`] by default).
 pub fn validate_name(name: &str) -> Result<(), String> {
+    let max = crate::limits::current().token_name_bytes;
     let mut chars = name.chars();
     let first_ok = chars
         .next()
         .is_some_and(|c| c.is_ascii_lowercase() || c.is_ascii_digit());
     let rest_ok = chars.all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || matches!(c, '.' | '_' | '-'));
-    if name.len() > MAX_TOKEN_NAME {
+    if name.len() > max {
         Err(format!(
-            "token name is {} bytes, the limit is {MAX_TOKEN_NAME}",
-            name.len()
+            "token name is {}",
+            crate::limits::exceeds(format!("{} bytes", name.len()), "token_name_bytes", max)
         ))
     } else if !first_ok || !rest_ok {
         let shown: String = name.chars().take(64).flat_map(char::escape_default).collect();
@@ -581,7 +583,7 @@ mod tests {
         assert!(
             validate_name(&"a".repeat(129))
                 .unwrap_err()
-                .contains("the limit is 128")
+                .contains("129 bytes exceeds the limit token_name_bytes=128")
         );
     }
 }

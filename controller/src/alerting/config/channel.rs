@@ -66,6 +66,12 @@ pub struct Channel {
     /// Where and how it delivers (secrets interpolated).
     #[serde(flatten)]
     pub kind: ChannelKind,
+    /// `enabled` (default `true`): a disabled channel is kept (and shown,
+    /// and may be tested) but rules deliver nothing to it; see
+    /// [`super::AlertsConfig::delivering_channels`]. Not serialized (the
+    /// spec shows it as written).
+    #[serde(skip)]
+    pub enabled: bool,
     /// Its mapping as written, `${VARS}` not interpolated. Use
     /// [`Channel::redacted_spec`] to show it.
     #[serde(skip)]
@@ -161,6 +167,7 @@ impl fmt::Debug for Channel {
         f.debug_struct("Channel")
             .field("name", &self.name)
             .field("kind", &self.kind)
+            .field("enabled", &self.enabled)
             .field("spec", &self.redacted_spec())
             .finish()
     }
@@ -240,6 +247,14 @@ pub(super) fn check_channel(c: &mut Checker<'_>, name: &str, value: Value) -> Op
             return None;
         }
     };
+    let enabled = match fields.remove("enabled") {
+        None => true,
+        Some(Value::Bool(enabled)) => enabled,
+        Some(_) => {
+            c.error(&["channels", name, "enabled"], "expected a boolean");
+            true
+        }
+    };
     let fields = Value::Mapping(fields);
     let raw = match channel_type {
         ChannelType::Slack => RawChannel::Slack(c.deserialize(&base, fields)?),
@@ -262,6 +277,7 @@ pub(super) fn check_channel(c: &mut Checker<'_>, name: &str, value: Value) -> Op
     Some(Channel {
         name: name.to_string(),
         kind,
+        enabled,
         spec,
     })
 }

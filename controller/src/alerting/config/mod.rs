@@ -97,6 +97,17 @@ impl AlertsConfig {
     pub fn matching(&self, event: Event, job: Option<&str>, priority: Option<Priority>) -> impl Iterator<Item = &Rule> {
         self.rules.iter().filter(move |r| r.matches(event, job, priority))
     }
+
+    /// The channels `rule` delivers to: those it names that are enabled, in
+    /// its order. A disabled channel is skipped (nothing is sent to it and
+    /// nothing is recorded for it); a rule whose channels are all disabled
+    /// delivers nothing.
+    pub fn delivering_channels<'a>(&'a self, rule: &'a Rule) -> impl Iterator<Item = &'a Channel> + 'a {
+        rule.channels
+            .iter()
+            .filter_map(|name| self.channels.get(name))
+            .filter(|channel| channel.enabled)
+    }
 }
 
 /// Parses and validates an `alerts.yaml` document (`path` is used in messages;

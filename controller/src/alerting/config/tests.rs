@@ -866,3 +866,43 @@ fn rules_may_be_disabled_and_the_flag_round_trips_through_the_spec() {
         &[(4, "rules[0].enabled", "expected a boolean")],
     );
 }
+
+#[test]
+fn channels_may_be_disabled_and_rules_skip_them() {
+    let text = "channels:\n  on: { type: discord, webhook_url: \"https://d.example.com/x\" }\n  off: { type: discord, webhook_url: \"https://d.example.com/y\", enabled: false }\nrules:\n  - { name: both, event: run_dead, channels: [off, on] }\n  - { name: only-off, event: run_dead, channels: [off] }\n";
+    let config = parse(text).unwrap();
+    assert!(config.channels["on"].enabled, "enabled by default");
+    assert!(!config.channels["off"].enabled);
+    let delivering = |rule: &str| -> Vec<&str> {
+        let rule = config.rules.iter().find(|r| r.name == rule).unwrap();
+        config.delivering_channels(rule).map(|c| c.name.as_str()).collect()
+    };
+    assert_eq!(delivering("both"), ["on"], "the disabled channel is skipped");
+    assert!(
+        delivering("only-off").is_empty(),
+        "a rule with only disabled channels delivers nothing"
+    );
+    // The rules still match (they are enabled): only the channel is off.
+    assert_eq!(
+        config.matching(Event::RunDead, Some("j"), Some(Priority::Low)).count(),
+        2
+    );
+    // The flag is kept in the spec as stored and shown, and survives a parse.
+    let shown = serde_yaml_ng::to_string(&config.channels["off"].redacted_spec()).unwrap();
+    assert!(shown.contains("enabled: false"), "{shown}");
+    let mut enabled_again = config.clone();
+    enabled_again.channels.get_mut("off").unwrap().enabled = true;
+    let rule = enabled_again.rules.iter().find(|r| r.name == "both").unwrap();
+    assert_eq!(
+        enabled_again
+            .delivering_channels(rule)
+            .map(|c| c.name.as_str())
+            .collect::<Vec<_>>(),
+        ["off", "on"],
+        "in the rule's order once enabled"
+    );
+    assert_errors(
+        "channels:\n  c: { type: discord, webhook_url: \"https://d.example.com/x\", enabled: maybe }\n",
+        &[(2, "channels.c.enabled", "expected a boolean")],
+    );
+}

@@ -147,14 +147,30 @@ fn inputs_of(kind: &str) -> &'static [Input] {
     INPUTS.iter().find(|(t, _)| *t == kind).map(|(_, i)| *i).unwrap_or(&[])
 }
 
-/// What the form shows: name, type and every field's text.
-#[derive(Debug, Default)]
+/// What the form shows: name, type, every field's text and whether the
+/// channel is enabled.
+#[derive(Debug)]
 struct ChannelFields {
     name: String,
     kind: String,
     values: Vec<(String, String)>,
     /// Fields left empty because the API showed them redacted (editing).
     withheld: Vec<String>,
+    /// The `enabled` checkbox (`#channel-enabled`): unchecked writes
+    /// `enabled: false` into the spec.
+    enabled: bool,
+}
+
+impl Default for ChannelFields {
+    fn default() -> Self {
+        ChannelFields {
+            name: String::new(),
+            kind: String::new(),
+            values: Vec::new(),
+            withheld: Vec::new(),
+            enabled: true,
+        }
+    }
 }
 
 impl ChannelFields {
@@ -171,6 +187,7 @@ impl ChannelFields {
         let mut fields = ChannelFields {
             name: channel.name.clone(),
             kind: channel.r#type.clone(),
+            enabled: channel.enabled.unwrap_or(true),
             ..Default::default()
         };
         for input in inputs_of(&channel.r#type) {
@@ -204,6 +221,7 @@ impl ChannelFields {
                 .collect(),
             kind,
             withheld: Vec::new(),
+            enabled: form.checked("enabled"),
         }
     }
 
@@ -271,6 +289,9 @@ impl ChannelFields {
                 smtp.insert(key("tls"), key(tls));
             }
             spec.insert(key("smtp"), Value::Mapping(smtp));
+        }
+        if !self.enabled {
+            spec.insert(key("enabled"), Value::Bool(false));
         }
         Ok(serde_yaml_ng::to_string(&spec).unwrap_or_default())
     }
@@ -384,6 +405,13 @@ fn form_page(caller: &Caller, fields: &ChannelFields, errors: &[(String, String)
                     }
                 }
             }
+            div {
+                label for="channel-enabled" {
+                    input #channel-enabled type="checkbox" name="enabled" value="on" checked[fields.enabled];
+                    " Enabled"
+                }
+                p.hint { "a disabled channel is kept and may be tested, but rules send it nothing" }
+            }
             div.actions {
                 button #save-channel type="submit" { "Save channel" }
                 a.button.secondary href="/alerts" { "Cancel" }
@@ -494,6 +522,41 @@ pub async fn update(
     save(state, caller, form, Some(name)).await
 }
 
+/// `POST /alerts/channels/{name}/toggle`: `SetAlertChannelEnabled` with the
+/// channel's state flipped. Unlike a rule's toggle, the spec is not sent
+/// back (the API shows its secrets redacted): the controller flips the flag
+/// in the spec it stores.
+pub async fn toggle(State(state): State<HttpState>, caller: Caller, Path(name): Path<String>) -> WebResult {
+    caller.request("ControllerService/SetAlertChannelEnabled", ())?;
+    let channel = list_channels(&state, &caller)
+        .await?
+        .into_iter()
+        .find(|c| c.name == name)
+        .ok_or_else(|| {
+            WebError::not_found(format!(
+                "alert channel \"{}\" is not defined",
+                crate::limits::echo(&name)
+            ))
+        })?;
+    let enable = !channel.enabled.unwrap_or(true);
+    let request = caller.request(
+        "ControllerService/SetAlertChannelEnabled",
+        pb::SetAlertChannelEnabledRequest {
+            name: name.clone(),
+            enabled: enable,
+        },
+    )?;
+    let verb = if enable { "enabled" } else { "disabled" };
+    Ok(match state.web.api()?.set_alert_channel_enabled(request).await {
+        Ok(_) => layout::done(&caller, "/alerts", format!("Channel {name} {verb}.")),
+        Err(e) => layout::failed(
+            &caller,
+            "/alerts",
+            format!("Channel {name} not {verb}: {}", e.message()),
+        ),
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -504,6 +567,7 @@ mod tests {
             r#type: kind.into(),
             target: String::new(),
             spec_yaml: spec.into(),
+            enabled: None,
         }
     }
 
@@ -531,7 +595,7 @@ mod tests {
                 ("slack_token".into(), "<redacted>".into()),
                 ("slack_channel".into(), "#ops".into()),
             ],
-            withheld: vec![],
+            ..Default::default()
         };
         let errors = sent.spec().unwrap_err();
         assert_eq!(errors[0].0, "slack_token");
@@ -550,9 +614,10 @@ mod tests {
                 ("email_to".into(), "a@example.com, b@example.com".into()),
                 ("webhook_secret".into(), "ignored".into()),
             ],
-            withheld: vec![],
+            ..Default::default()
         };
         let spec: Value = serde_yaml_ng::from_str(&fields.spec().unwrap()).unwrap();
+        assert!(spec.get("enabled").is_none(), "enabled is the default: not written");
         assert_eq!(spec["smtp"]["port"], Value::from(2525u16));
         assert_eq!(spec["smtp"]["tls"], Value::from("none"));
         assert_eq!(spec["to"][1], Value::from("b@example.com"));
@@ -564,5 +629,19 @@ mod tests {
             field_of("channels.web.hook.secret", "web.hook", "webhook"),
             "webhook_secret"
         );
+    }
+
+    #[test]
+    fn the_enabled_checkbox_follows_the_channel_and_writes_the_flag() {
+        let mut shown = channel(
+            "webhook",
+            "type: webhook\nurl: http://127.0.0.1:9/x\nsecret: \"${S}\"\n",
+        );
+        assert!(ChannelFields::of_channel(&shown).enabled, "absent means enabled");
+        shown.enabled = Some(false);
+        let fields = ChannelFields::of_channel(&shown);
+        assert!(!fields.enabled);
+        let spec: Value = serde_yaml_ng::from_str(&fields.spec().unwrap()).unwrap();
+        assert_eq!(spec["enabled"], Value::Bool(false));
     }
 }

@@ -3,7 +3,7 @@
 //! history with filters (docs/alerting.md, docs/web-ui/alerts.md).
 //!
 //! Everything goes through the gRPC service: `ListAlertChannels`,
-//! `PutAlertChannel`, `DeleteAlertChannel`, `ListAlertRules`,
+//! `PutAlertChannel`, `SetAlertChannelEnabled`, `DeleteAlertChannel`, `ListAlertRules`,
 //! `PutAlertRule`, `DeleteAlertRule`, `ListAlertHistory` and
 //! `TestAlertChannel`. The forms build the spec YAML on the server and the
 //! API validates it (the whole alert configuration, as `alerts.yaml`); its
@@ -11,7 +11,8 @@
 //! `channels.ops.smtp.host`), are shown next to the field they concern.
 //!
 //! * [`mod@self`]: the overview (channels, rules, recent history) and the
-//!   one-button actions (test, enable/disable, delete);
+//!   one-button actions (test, enable/disable, delete; a channel's
+//!   enable/disable is `SetAlertChannelEnabled`, in [`channels`]);
 //! * [`channels`]: the channel form (and why secrets must be entered again);
 //! * [`rules`]: the rule form;
 //! * [`history`][]: `/alerts/history`.
@@ -51,6 +52,7 @@ pub fn routes() -> Router<HttpState> {
             get(channels::edit_form).post(channels::update),
         )
         .route("/alerts/channels/{name}/test", post(test_channel))
+        .route("/alerts/channels/{name}/toggle", post(channels::toggle))
         .route("/alerts/channels/{name}/delete", post(delete_channel))
         .route("/alerts/rules/new", get(rules::new_form).post(rules::create))
         .route("/alerts/rules/{name}/edit", get(rules::edit_form).post(rules::update))
@@ -105,6 +107,7 @@ async fn overview(State(state): State<HttpState>, caller: Caller) -> WebResult {
     )
     .await?;
     let may_channel = caller.may("ControllerService/PutAlertChannel");
+    let may_toggle_channel = caller.may("ControllerService/SetAlertChannelEnabled");
     let may_delete_channel = caller.may("ControllerService/DeleteAlertChannel");
     let may_test = caller.may("ControllerService/TestAlertChannel");
     let may_rule = caller.may("ControllerService/PutAlertRule");
@@ -119,13 +122,15 @@ async fn overview(State(state): State<HttpState>, caller: Caller) -> WebResult {
         } @else {
             div.table-wrap {
                 table #channels-table {
-                    tr { th { "name" } th { "type" } th { "target" } th { "actions" } }
+                    tr { th { "name" } th { "type" } th { "target" } th { "state" } th { "actions" } }
                     @for c in &channels {
                         @let base = format!("/alerts/channels/{}", segment(&c.name));
-                        tr {
+                        @let enabled = c.enabled.unwrap_or(true);
+                        tr id={ "channel-" (c.name) } {
                             td.mono { (c.name) }
                             td { (c.r#type) }
                             td { (c.target) }
+                            td { (layout::badge(if enabled { "enabled" } else { "disabled" })) }
                             td {
                                 div.actions {
                                     @if may_test {
@@ -136,6 +141,14 @@ async fn overview(State(state): State<HttpState>, caller: Caller) -> WebResult {
                                     }
                                     @if may_channel {
                                         a.button.secondary id={ "edit-channel-" (c.name) } href={ (base) "/edit" } { "Edit" }
+                                    }
+                                    @if may_toggle_channel {
+                                        form.inline method="post" action={ (base) "/toggle" } {
+                                            (layout::csrf_field(&caller))
+                                            button.secondary id={ "toggle-channel-" (c.name) } type="submit" {
+                                                @if enabled { "Disable" } @else { "Enable" }
+                                            }
+                                        }
                                     }
                                     @if may_delete_channel {
                                         (layout::action_button(&caller, &format!("{base}/delete"), None, "Delete", "danger", &[],
