@@ -375,6 +375,9 @@ pub async fn run(
         &mut loops.alerting,
     )
     .map_err(RunError::Alerting)?;
+    if let Some((won, ha)) = &term {
+        crate::ha::announce(&store, &engine, ha, won).await;
+    }
     loops.spawn("timer loop", engine.clone().timer_loop(stop_rx.clone()));
     loops.spawn("scheduler", crate::scheduler::run(engine.clone(), stop_rx.clone()));
     engine.set_retention(config.retention);

@@ -320,7 +320,7 @@ fn check_webhook(secret: &str, headers: &HeaderMap, body: &[u8]) -> Result<(), S
     if header("x-worker-event")? != event {
         return Err("X-Worker-Event is not the event".into());
     }
-    const FIELDS: [&str; 20] = [
+    const FIELDS: [&str; 21] = [
         "id",
         "kind",
         "event",
@@ -340,6 +340,7 @@ fn check_webhook(secret: &str, headers: &HeaderMap, body: &[u8]) -> Result<(), S
         "suppressed",
         "window_start",
         "window_end",
+        "leader",
         "at",
     ];
     let object = json.as_object().ok_or("the body is not an object")?;

@@ -2442,6 +2442,13 @@ async fn the_lease_has_one_holder_and_fences_the_previous_one(db: TestDb) {
         .await
         .unwrap();
     assert_eq!(terms, vec![(1, "a".into()), (2, "b".into()), (3, "a".into())]);
+    let second = a.leader_term(2).await.unwrap().expect("the term of epoch 2");
+    assert_eq!(
+        (second.epoch, second.holder.as_str(), second.address.as_str()),
+        (2, "b", "http://b:7070")
+    );
+    assert!(second.acquired_at > 0);
+    assert_eq!(a.leader_term(4).await.unwrap(), None, "no such term yet");
     a.close().await;
     b.close().await;
 }

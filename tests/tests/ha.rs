@@ -10,6 +10,7 @@ use std::time::{Duration, Instant};
 
 use sqlx::Connection as _;
 use worker_proto::v1 as pb;
+use worker_tests::receiver::Receiver;
 use worker_tests::{Controller, TestEnv, http, pg, run_cli, wait_for};
 
 /// A schedule firing every second (every fire missed during a failover is
@@ -274,6 +275,116 @@ async fn a_graceful_stop_hands_the_lease_on_at_once() {
     );
     let (_, body) = readyz(second.http_addr.unwrap()).await;
     assert!(body.contains("epoch 2"), "{body}");
+    drop(second);
+    db.drop_now().await;
+}
+
+/// `/metrics` of `addr`: (status, body).
+async fn metrics(addr: SocketAddr) -> (u16, String) {
+    let answer = http::get(addr, "/metrics", None).await;
+    (answer.status, answer.body)
+}
+
+/// Whether the metrics text `body` has every line of `lines`, exactly.
+fn has_lines(body: &str, lines: &[&str]) -> Result<(), String> {
+    match lines.iter().find(|line| !body.lines().any(|l| l == **line)) {
+        None => Ok(()),
+        Some(missing) => Err(format!("{missing} missing from:\n{body}")),
+    }
+}
+
+/// After a failover the new leader raises `leader_changed` once, delivered
+/// to a real webhook receiver, naming itself and the previous leader with
+/// the new epoch; its `/metrics` counts the term it began and shows the
+/// epoch. A standby's `/metrics` answers with the leadership series only.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_failover_raises_leader_changed_and_is_counted() {
+    let Some(db) = pg::fresh_database().await else {
+        return;
+    };
+    let env = TestEnv::new().with_db(&db.url);
+    env.write_config("jobs:\n  work:\n    shell: \"true\"\n");
+    let recv = Receiver::start().await;
+    env.write_alerts(&format!(
+        "channels:\n  hook: {{ type: webhook, url: \"{}\", secret: hook-secret-4711 }}\n\
+         rules:\n  - {{ name: leader, event: leader_changed, channels: [hook] }}\n",
+        recv.url("/hook")
+    ));
+    let mut first = start_ha(&env, "c1").await;
+    wait_leading(&first, Duration::from_secs(15)).await;
+    let second = start_ha(&env, "c2").await;
+    let (first_http, second_http) = (first.http_addr.unwrap(), second.http_addr.unwrap());
+
+    // The first term: counted, but nobody led before it, so no alert.
+    let (status, body) = metrics(first_http).await;
+    assert_eq!(status, 200, "{body}");
+    has_lines(
+        &body,
+        &[
+            "worker_leader 1",
+            "worker_leader_epoch 1",
+            "worker_leadership_changes_total 1",
+        ],
+    )
+    .unwrap();
+    // The standby: no engine, the leadership series only.
+    wait_for("the standby's metrics", Duration::from_secs(10), || async move {
+        let (status, body) = metrics(second_http).await;
+        if status != 200 {
+            return Err(format!("{status} {body}"));
+        }
+        has_lines(
+            &body,
+            &[
+                "worker_leader 0",
+                "worker_leader_epoch 0",
+                "worker_leadership_changes_total 0",
+            ],
+        )?;
+        if body.contains("worker_queue_depth") {
+            return Err(format!("a standby shows engine metrics:\n{body}"));
+        }
+        Ok(())
+    })
+    .await;
+
+    first.proc.kill();
+    wait_leading(&second, Duration::from_secs(15)).await;
+    let got = recv
+        .wait("/hook", "leader_changed", Duration::from_secs(15), |g| {
+            g.iter().any(|r| r.json["event"] == "leader_changed")
+        })
+        .await;
+    let alerts: Vec<_> = got.iter().filter(|r| r.json["event"] == "leader_changed").collect();
+    assert_eq!(alerts.len(), 1, "one alert per change: {got:#?}");
+    let alert = &alerts[0];
+    assert_eq!(alert.header("x-worker-event"), Some("leader_changed"));
+    assert!(alert.header("x-worker-signature").is_some(), "signed");
+    let body = &alert.json;
+    assert_eq!(body["kind"], "alert");
+    assert_eq!(body["rule"], "leader");
+    assert_eq!(body["title"], "leader_changed: c2 leads now (epoch 2); c1 led before");
+    assert!(body["job"].is_null() && body["priority"].is_null(), "{body}");
+    let leader = &body["leader"];
+    assert_eq!(leader["id"], "c2", "{body}");
+    assert_eq!(leader["address"], second.url.as_str(), "{body}");
+    assert_eq!(leader["epoch"], 2, "{body}");
+    assert_eq!(leader["previous"]["id"], "c1", "{body}");
+    assert_eq!(leader["previous"]["address"], first.url.as_str(), "{body}");
+    assert_eq!(leader["previous"]["epoch"], 1, "{body}");
+    assert_eq!(body["details"]["Previous leader"], "c1", "{body}");
+
+    let (status, body) = metrics(second_http).await;
+    assert_eq!(status, 200, "{body}");
+    has_lines(
+        &body,
+        &[
+            "worker_leader 1",
+            "worker_leader_epoch 2",
+            "worker_leadership_changes_total 1",
+        ],
+    )
+    .unwrap();
     drop(second);
     db.drop_now().await;
 }

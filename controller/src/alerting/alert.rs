@@ -77,6 +77,8 @@ pub struct Alert {
     pub window_start: Option<i64>,
     /// For a summary: when the window closed (Unix ms).
     pub window_end: Option<i64>,
+    /// For `leader_changed`: who leads now and who led before.
+    pub leader: Option<super::facts::LeaderChange>,
     /// When it happened (Unix ms).
     pub at: i64,
 }
@@ -105,6 +107,7 @@ impl Alert {
             suppressed: None,
             window_start: None,
             window_end: None,
+            leader: None,
             at,
         }
     }

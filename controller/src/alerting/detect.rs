@@ -24,7 +24,9 @@
 //!   run waited longer than `max_wait`, once until it is back under both;
 //! * `schedule_missed`, `agent_lost`: reported by the scheduler and the engine;
 //! * `schedule_failed`: a fire the scheduler could not create (its run was not
-//!   enqueued), once per failed try; the scheduler retries it with backoff.
+//!   enqueued), once per failed try; the scheduler retries it with backoff;
+//! * `leader_changed`: reported once by a controller that begins a term of
+//!   leadership after an earlier term (`crate::ha::announce`).
 //!
 //! Counters live in memory: after a restart a streak starts again at zero
 //! (the day sums of `metric_high` are seeded from the store instead).
@@ -34,7 +36,7 @@ use std::time::Duration;
 
 use super::alert::{Alert, AlertKind};
 use super::config::AlertsConfig;
-use super::facts::{AgentFact, AttemptFact, Fact, FailedFireFact, MissedFact};
+use super::facts::{AgentFact, AttemptFact, Fact, FailedFireFact, LeaderFact, MissedFact};
 use super::message::{CUT, truncate};
 use super::rules::{Event, EventParams, MetricWindow, Rule};
 use crate::engine::RunningAttempt;
@@ -127,6 +129,7 @@ impl Detector {
             Fact::ScheduleMissed(missed) => on_missed(config, links, missed),
             Fact::ScheduleFailed(failed) => on_failed_fire(config, links, failed),
             Fact::AgentLost(agent) => on_agent(config, links, agent),
+            Fact::LeaderChanged(leader) => on_leader(config, leader),
         }
     }
 
@@ -652,6 +655,54 @@ fn on_agent(config: &AlertsConfig, links: &Links, g: &AgentFact) -> Vec<Alert> {
             alert.details.push(("Last seen".into(), rfc3339(g.last_seen)));
             alert.details.push(("Attempts held".into(), g.running.to_string()));
             for_rule(alert, Event::AgentLost, rule)
+        })
+        .collect()
+}
+
+/// `leader_changed`: one alert per matching rule, not about a job.
+fn on_leader(config: &AlertsConfig, l: &LeaderFact) -> Vec<Alert> {
+    let change = &l.change;
+    let before = match &change.previous {
+        Some(previous) => format!("{} led before", previous.id),
+        None => "the previous leader is not on record".to_string(),
+    };
+    let title = format!(
+        "leader_changed: {} leads now (epoch {}); {before}",
+        change.id, change.epoch
+    );
+    let mut text = format!(
+        "Controller {} ({}) took the leadership lease at {} and leads in epoch {}.",
+        change.id,
+        change.address,
+        rfc3339(change.since),
+        change.epoch
+    );
+    if let Some(previous) = &change.previous {
+        text.push_str(&format!(
+            " {} ({}) led before, in epoch {} since {}.",
+            previous.id,
+            previous.address,
+            previous.epoch,
+            rfc3339(previous.since)
+        ));
+    }
+    text.push_str(" Agents and workerctl find the new leader by themselves.");
+    config
+        .matching(Event::LeaderChanged, None, None)
+        .map(|rule| {
+            let mut alert = Alert::new(AlertKind::Alert, title.clone(), text.clone(), l.at);
+            alert.details.push(("Leader".into(), change.id.clone()));
+            alert.details.push(("Leader address".into(), change.address.clone()));
+            alert.details.push(("Epoch".into(), change.epoch.to_string()));
+            alert.details.push(("Leading since".into(), rfc3339(change.since)));
+            if let Some(previous) = &change.previous {
+                alert.details.push(("Previous leader".into(), previous.id.clone()));
+                alert
+                    .details
+                    .push(("Previous address".into(), previous.address.clone()));
+            }
+            alert.leader = Some(change.clone());
+            for_rule(alert, Event::LeaderChanged, rule)
         })
         .collect()
 }

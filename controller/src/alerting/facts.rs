@@ -3,8 +3,8 @@
 //!
 //! The engine never decides whether something is worth an alert; it reports
 //! what happened (an attempt ended, fires were missed or could not be created,
-//! an agent went silent) and the alerting service derives the alert events
-//! (`docs/alerting.md`) from it (see [`super::detect`]). Sending is one push
+//! an agent went silent, this controller began leading after another) and the
+//! alerting service derives the alert events (`docs/alerting.md`) from it (see [`super::detect`]). Sending is one push
 //! onto an unbounded channel, so a slow or dead alert channel can never hold
 //! the engine lock or delay dispatch. The sink also carries which events any rule wants, so that
 //! the hot path builds no fact nobody would read (a burn-down of successes with
@@ -118,6 +118,44 @@ pub struct AgentFact {
     pub at: i64,
 }
 
+/// A controller that led before (for [`LeaderChange`]).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct PreviousLeader {
+    /// Its `--ha-id`.
+    pub id: String,
+    /// Its advertised gRPC URL.
+    pub address: String,
+    /// The epoch it led in.
+    pub epoch: i64,
+    /// When it took the lease (Unix ms, the database's clock).
+    pub since: i64,
+}
+
+/// A change of leader (PostgreSQL high availability; see [`crate::ha`]):
+/// this controller began a term after an earlier one.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct LeaderChange {
+    /// The new leader's `--ha-id` (this controller's).
+    pub id: String,
+    /// Its advertised gRPC URL.
+    pub address: String,
+    /// The epoch of its term.
+    pub epoch: i64,
+    /// When it took the lease (Unix ms, the database's clock).
+    pub since: i64,
+    /// Who led in the term before (`None` when its record cannot be read).
+    pub previous: Option<PreviousLeader>,
+}
+
+/// This controller began leading after another term.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LeaderFact {
+    /// Who leads now and who led before.
+    pub change: LeaderChange,
+    /// When it was reported (Unix ms).
+    pub at: i64,
+}
+
 /// Something that happened, for alerting to judge.
 #[derive(Debug, Clone)]
 pub enum Fact {
@@ -129,6 +167,8 @@ pub enum Fact {
     ScheduleFailed(FailedFireFact),
     /// An agent was lost.
     AgentLost(AgentFact),
+    /// This controller took over the leadership from another term.
+    LeaderChanged(LeaderFact),
 }
 
 /// Where the engine and the scheduler send [`Fact`]s. Cheap to clone; sending

@@ -41,20 +41,25 @@ named_enum!(
         /// A value a job reports (`metric`) went above the rule's `above`,
         /// in one attempt or summed over a UTC day (`per`).
         MetricHigh => "metric_high",
+        /// Another controller took the leadership lease (high availability
+        /// on PostgreSQL): raised once by the new leader as its term begins,
+        /// when an earlier term existed. Not about one job.
+        LeaderChanged => "leader_changed",
     }
 );
 
 impl Event {
     /// Whether events of this kind concern one job (and so carry its name). Rules
-    /// for the others (`agent_lost`, `queue_backlog`) cannot select jobs.
+    /// for the others (`agent_lost`, `queue_backlog`, `leader_changed`) cannot
+    /// select jobs.
     pub fn is_about_a_job(self) -> bool {
-        !matches!(self, Event::AgentLost | Event::QueueBacklog)
+        !matches!(self, Event::AgentLost | Event::QueueBacklog | Event::LeaderChanged)
     }
 
     /// Whether events of this kind carry a priority (the job's, or the queue's
     /// for `queue_backlog`); `min_priority` applies only to those.
     pub fn has_priority(self) -> bool {
-        self != Event::AgentLost
+        !matches!(self, Event::AgentLost | Event::LeaderChanged)
     }
 }
 
@@ -294,6 +299,8 @@ mod tests {
             serde_json::json!("schedule_failed")
         );
         assert!(Event::ScheduleFailed.is_about_a_job() && Event::ScheduleFailed.has_priority());
+        assert_eq!("leader_changed".parse::<Event>().unwrap(), Event::LeaderChanged);
+        assert!(!Event::LeaderChanged.is_about_a_job() && !Event::LeaderChanged.has_priority());
     }
 
     #[test]
@@ -384,6 +391,9 @@ mod tests {
 
         let all = rule(Event::AgentLost, "*", Priority::Low, EventParams::None);
         assert!(all.matches(Event::AgentLost, None, None));
+        let leader = rule(Event::LeaderChanged, "*", Priority::Low, EventParams::None);
+        assert!(leader.matches(Event::LeaderChanged, None, None));
+        assert!(!leader.matches(Event::AgentLost, None, None));
 
         let backlog = rule(
             Event::QueueBacklog,

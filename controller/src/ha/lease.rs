@@ -42,6 +42,7 @@ pub async fn campaign(
                     _ => chrono::Utc::now().timestamp_millis(),
                 };
                 tracing::info!(epoch, id = %settings.id, "took the leadership lease: this controller leads");
+                super::count_term();
                 readiness.set_leadership(Leadership::Leader {
                     epoch,
                     since: acquired_at,

@@ -22,6 +22,10 @@
 //! waits for it) or writes nothing. The timing only keeps a stale leader from
 //! trying: it stops scheduling and dispatching before its lease ends.
 //!
+//! Every term this process begins is counted ([`terms_begun`], the metric
+//! `worker_leadership_changes_total`), and a term that follows an earlier
+//! one raises the alert event `leader_changed` ([`announce`]).
+//!
 //! A controller that loses the lease stops like after an internal failure
 //! and `run` returns [`crate::RunError::LostLeadership`]; the binary then
 //! starts again as a standby on the same addresses, with a fresh engine
@@ -30,10 +34,81 @@
 mod lease;
 mod standby;
 
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 pub use lease::{Term, campaign, keep};
 pub use standby::serve_standby;
+
+use crate::alerting::Event;
+use crate::alerting::facts::{Fact, LeaderChange, LeaderFact, PreviousLeader};
+use crate::engine::Engine;
+use crate::store::Store;
+
+/// Terms of leadership this process has begun (see [`terms_begun`]).
+static TERMS_BEGUN: AtomicU64 = AtomicU64::new(0);
+
+/// How many terms of leadership this process has begun (taken the lease),
+/// over all its runs as leader and standby; `worker_leadership_changes_total`.
+pub fn terms_begun() -> u64 {
+    TERMS_BEGUN.load(Ordering::Relaxed)
+}
+
+/// Counts a term begun (called by [`campaign`] when it takes the lease).
+fn count_term() {
+    TERMS_BEGUN.fetch_add(1, Ordering::Relaxed);
+}
+
+/// How long [`announce`] waits for the previous term's record.
+const PREVIOUS_TERM_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// Tells alerting that this controller leads now, when `term` follows an
+/// earlier one (epoch above 1) and some rule is about `leader_changed`: the
+/// previous term's holder is read from the store's record of terms (left out
+/// when it cannot be read within [`PREVIOUS_TERM_TIMEOUT`]). Called once at
+/// the start of the term, after alerting started.
+pub async fn announce(store: &Store, engine: &Engine, settings: &HaSettings, term: &Term) {
+    if term.epoch <= 1 {
+        return;
+    }
+    let Some(sink) = engine.alert_sink().filter(|s| s.wants(Event::LeaderChanged)) else {
+        return;
+    };
+    let previous = match tokio::time::timeout(PREVIOUS_TERM_TIMEOUT, store.leader_term(term.epoch - 1)).await {
+        Ok(Ok(record)) => record.map(|r| PreviousLeader {
+            id: r.holder,
+            address: r.address,
+            epoch: r.epoch,
+            since: r.acquired_at,
+        }),
+        Ok(Err(e)) => {
+            tracing::warn!(error = %e, epoch = term.epoch - 1, "cannot read the previous term of leadership");
+            None
+        }
+        Err(_) => {
+            tracing::warn!(
+                epoch = term.epoch - 1,
+                "the previous term of leadership could not be read in time"
+            );
+            None
+        }
+    };
+    sink.send(Fact::LeaderChanged(leader_fact(settings, term, previous, engine.now())));
+}
+
+/// The fact [`announce`] sends.
+fn leader_fact(settings: &HaSettings, term: &Term, previous: Option<PreviousLeader>, at: i64) -> LeaderFact {
+    LeaderFact {
+        change: LeaderChange {
+            id: settings.id.clone(),
+            address: settings.advertise_url.clone(),
+            epoch: term.epoch,
+            since: term.acquired_at,
+            previous,
+        },
+        at,
+    }
+}
 
 /// The shortest lease `--ha-lease` accepts.
 pub const MIN_LEASE: Duration = Duration::from_secs(1);

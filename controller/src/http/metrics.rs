@@ -12,7 +12,11 @@
 //!   no allocation.
 //! * **read at scrape time** ([`Metrics::encode`]): queue depths, live runs
 //!   by state, agents by state, from one short look at the engine's indexes;
-//!   lost attempts and stale results, mirrored from the engine's counters.
+//!   lost attempts and stale results, mirrored from the engine's counters;
+//!   leadership ([`LeadershipGauges`]: whether this controller leads, its
+//!   epoch, the terms this process began), from `/readyz`'s state and
+//!   [`crate::ha::terms_begun`]. A standby has no engine: its `/metrics`
+//!   holds only the leadership series ([`encode_leadership`]).
 //!
 //! Label cardinality is bounded: the `job` label takes the name of a job
 //! that is defined now ([`Metrics::define_jobs`], called whenever the
@@ -129,6 +133,87 @@ struct JobInstruments {
     skipped: Counter,
 }
 
+/// Leadership at scrape time (PostgreSQL high availability, `crate::ha`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct LeadershipGauges {
+    /// Whether this controller leads (a single controller always does).
+    pub leading: bool,
+    /// The epoch it leads in; 0 when it does not lead, and for a single
+    /// controller (no election).
+    pub epoch: i64,
+    /// Terms of leadership this process has begun (taken the lease).
+    pub terms_begun: u64,
+}
+
+impl LeadershipGauges {
+    /// The gauges of `leadership`, with `terms_begun` terms begun.
+    pub fn of(leadership: &crate::http::Leadership, terms_begun: u64) -> LeadershipGauges {
+        use crate::http::Leadership;
+        let (leading, epoch) = match leadership {
+            Leadership::Single => (true, 0),
+            Leadership::Leader { epoch, .. } => (true, *epoch),
+            Leadership::Unknown | Leadership::Follower { .. } => (false, 0),
+        };
+        LeadershipGauges {
+            leading,
+            epoch,
+            terms_begun,
+        }
+    }
+}
+
+/// The instruments of [`LeadershipGauges`].
+struct LeadershipInstruments {
+    leader: Gauge,
+    epoch: Gauge,
+    changes: Counter,
+}
+
+impl LeadershipInstruments {
+    /// The instruments, registered in `registry`.
+    fn register(registry: &mut Registry) -> LeadershipInstruments {
+        let instruments = LeadershipInstruments {
+            leader: Gauge::default(),
+            epoch: Gauge::default(),
+            changes: Counter::default(),
+        };
+        registry.register(
+            "leader",
+            "1 while this controller leads (a single controller always does), 0 otherwise",
+            instruments.leader.clone(),
+        );
+        registry.register(
+            "leader_epoch",
+            "The lease epoch this controller leads in (0 when it does not lead, and for a single controller)",
+            instruments.epoch.clone(),
+        );
+        registry.register(
+            "leadership_changes",
+            "Terms of leadership this process has begun (times it took the leadership lease)",
+            instruments.changes.clone(),
+        );
+        instruments
+    }
+
+    /// Sets the values of `gauges`.
+    fn set(&self, gauges: &LeadershipGauges) {
+        self.leader.set(i64::from(gauges.leading));
+        self.epoch.set(gauges.epoch);
+        mirror(&self.changes, gauges.terms_begun);
+    }
+}
+
+/// The text of `/metrics` on a controller without an engine (a standby):
+/// the leadership series only.
+pub fn encode_leadership(gauges: &LeadershipGauges) -> String {
+    let mut registry = Registry::with_prefix("worker");
+    LeadershipInstruments::register(&mut registry).set(gauges);
+    let mut text = String::new();
+    prometheus_client::encoding::prometheus_text::encode(&mut text, &registry)
+        .expect("writing to a String cannot fail");
+    text
+}
+
 /// What the engine holds in memory at scrape time (see
 /// [`crate::engine::Engine::gauges`]).
 #[derive(Debug, Clone, Default)]
@@ -145,6 +230,9 @@ pub struct Gauges {
     pub lost_attempts: u64,
     /// Results refused as stale since start (engine counter).
     pub stale_results: u64,
+    /// Leadership (set by the scrape from `/readyz`'s state; the engine
+    /// leaves it at its default).
+    pub leadership: LeadershipGauges,
 }
 
 /// The controller's metrics: the registry and its instruments.
@@ -175,6 +263,7 @@ pub struct Metrics {
     job_metric: Family<JobMetricLabels, Counter<f64, std::sync::atomic::AtomicU64>>,
     job_span: HistogramFamily<JobSpanLabels>,
     reported_dropped: Counter,
+    leadership: LeadershipInstruments,
     /// Names with series, per defined job (bounded, see [`MAX_REPORTED_NAMES_PER_JOB`]).
     reported: std::sync::Mutex<HashMap<Arc<str>, ReportedNames>>,
     /// Serializes scrapes (the mirrored counters are brought up to date
@@ -328,6 +417,8 @@ impl Metrics {
             commit_round_size.clone(),
         );
 
+        let leadership = LeadershipInstruments::register(&mut registry);
+
         let mut metrics = Metrics {
             registry,
             jobs: Default::default(),
@@ -360,6 +451,7 @@ impl Metrics {
             job_metric,
             job_span,
             reported_dropped,
+            leadership,
             reported: Default::default(),
             scrape: Default::default(),
         };
@@ -595,6 +687,7 @@ impl Metrics {
         // The engine's counters only grow: the mirrors catch up.
         mirror(&self.lost_attempts, gauges.lost_attempts);
         mirror(&self.stale_results, gauges.stale_results);
+        self.leadership.set(&gauges.leadership);
         let mut text = String::with_capacity(16 * 1024);
         prometheus_client::encoding::prometheus_text::encode(&mut text, &self.registry)
             .expect("writing to a String cannot fail");
@@ -749,6 +842,7 @@ mod tests {
             agents_disconnected: 0,
             lost_attempts: 4,
             stale_results: 0,
+            leadership: LeadershipGauges::default(),
         };
         let text = metrics.encode(&gauges);
         for expected in [
@@ -763,5 +857,66 @@ mod tests {
         gauges.lost_attempts = 6;
         let text = metrics.encode(&gauges);
         assert!(text.lines().any(|l| l == "worker_lost_attempts_total 6"), "{text}");
+    }
+
+    /// Leadership: a single controller leads in epoch 0; a leader shows its
+    /// epoch and the terms this process began; a standby's text holds only
+    /// the leadership series, at 0 but for the terms it led before.
+    #[test]
+    fn leadership_is_encoded_for_leaders_and_standbys() {
+        use crate::http::Leadership;
+        let has = |text: &str, line: &str| text.lines().any(|l| l == line);
+        let metrics = Metrics::new();
+        let mut gauges = Gauges {
+            leadership: LeadershipGauges::of(&Leadership::Single, 0),
+            ..Default::default()
+        };
+        let text = metrics.encode(&gauges);
+        for line in [
+            "worker_leader 1",
+            "worker_leader_epoch 0",
+            "worker_leadership_changes_total 0",
+        ] {
+            assert!(has(&text, line), "{line} missing:\n{text}");
+        }
+        assert!(
+            text.contains("# TYPE worker_leadership_changes_total counter"),
+            "{text}"
+        );
+
+        gauges.leadership = LeadershipGauges::of(&Leadership::Leader { epoch: 7, since: 0 }, 2);
+        let text = metrics.encode(&gauges);
+        for line in [
+            "worker_leader 1",
+            "worker_leader_epoch 7",
+            "worker_leadership_changes_total 2",
+        ] {
+            assert!(has(&text, line), "{line} missing:\n{text}");
+        }
+        // The lease lost: not leading any more, the count stays.
+        gauges.leadership = LeadershipGauges::of(&Leadership::Unknown, 2);
+        let text = metrics.encode(&gauges);
+        assert!(
+            has(&text, "worker_leader 0") && has(&text, "worker_leader_epoch 0"),
+            "{text}"
+        );
+        assert!(has(&text, "worker_leadership_changes_total 2"), "{text}");
+
+        let follower = Leadership::Follower {
+            epoch: 8,
+            leader: "c2".into(),
+            address: "http://10.0.0.2:7070".into(),
+            since: 0,
+        };
+        let text = encode_leadership(&LeadershipGauges::of(&follower, 2));
+        for line in [
+            "worker_leader 0",
+            "worker_leader_epoch 0",
+            "worker_leadership_changes_total 2",
+        ] {
+            assert!(has(&text, line), "{line} missing:\n{text}");
+        }
+        assert!(!text.contains("worker_queue_depth"), "a standby has no engine: {text}");
+        assert!(text.contains("# TYPE worker_leader gauge"), "{text}");
     }
 }

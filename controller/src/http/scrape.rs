@@ -8,13 +8,21 @@
 //!
 //! A scrape holds the engine's core lock only to read index sizes (see
 //! [`crate::engine::Engine::gauges`]); encoding happens after it is released.
+//!
+//! A controller without an engine answers by its leadership: a standby (high
+//! availability: another controller leads, or an election is under way)
+//! answers 200 with the leadership series only (`worker_leader 0`,
+//! `worker_leader_epoch 0`, `worker_leadership_changes_total`); a controller
+//! recovering its queue answers 503.
 
 use axum::extract::State;
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 
 use super::HttpState;
+use super::metrics::{LeadershipGauges, encode_leadership};
 use crate::auth::roles::METRICS;
+use crate::http::Leadership;
 
 /// `GET /metrics`.
 pub async fn metrics(State(state): State<HttpState>, headers: HeaderMap) -> Response {
@@ -33,15 +41,27 @@ pub async fn metrics(State(state): State<HttpState>, headers: HeaderMap) -> Resp
     if let Err(status) = principal.authorize(METRICS) {
         return (StatusCode::FORBIDDEN, format!("{}\n", status.message())).into_response();
     }
-    let Some(engine) = state.readiness.engine() else {
-        return (
-            StatusCode::SERVICE_UNAVAILABLE,
-            "recovering: metrics are served once the queue is rebuilt\n",
-        )
-            .into_response();
+    let leadership = state.readiness.leadership();
+    let leadership_gauges = LeadershipGauges::of(&leadership, crate::ha::terms_begun());
+    let text = match state.readiness.engine() {
+        Some(engine) => {
+            let mut gauges = engine.gauges().await;
+            gauges.leadership = leadership_gauges;
+            engine.metrics().encode(&gauges)
+        }
+        // A standby (or a controller between terms) has no engine: the
+        // leadership series only.
+        None if matches!(leadership, Leadership::Unknown | Leadership::Follower { .. }) => {
+            encode_leadership(&leadership_gauges)
+        }
+        None => {
+            return (
+                StatusCode::SERVICE_UNAVAILABLE,
+                "recovering: metrics are served once the queue is rebuilt\n",
+            )
+                .into_response();
+        }
     };
-    let gauges = engine.gauges().await;
-    let text = engine.metrics().encode(&gauges);
     (
         [(
             header::CONTENT_TYPE,

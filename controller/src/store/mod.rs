@@ -33,8 +33,8 @@ pub use events::{Committed, EventFilter, EventHub, EventKind, EventRecord};
 pub use records::{
     AlertQuery, AlertRecord, AttemptEnd, AttemptRecord, AttemptStart, CatalogFileRecord, CatalogPackRecord,
     CatalogPublish, CatalogRatingRecord, CatalogReviewRecord, FireFailureRecord, HourCount, InsertPlan, JobDayRecord,
-    JobListRows, JobStatsRecord, LeaseRecord, MetricRecord, NewRun, RunRecord, ScheduleCursor, SpanRecord, StateChange,
-    TokenRecord, TransitionRecord,
+    JobListRows, JobStatsRecord, LeaderTermRecord, LeaseRecord, MetricRecord, NewRun, RunRecord, ScheduleCursor,
+    SpanRecord, StateChange, TokenRecord, TransitionRecord,
 };
 pub use retention::{PruneBatch, PruneCounts, PruneRule};
 pub use write::WriteError;
@@ -803,6 +803,15 @@ impl Store {
         match &*self.backend {
             Backend::Postgres(store) => store.lease().await,
             Backend::Sqlite(_) => Err(leadership_needs_postgres()),
+        }
+    }
+
+    /// The recorded term of `epoch` (who led in it, from when), or `None`
+    /// when there is none. A SQLite store has no terms: always `None`.
+    pub async fn leader_term(&self, epoch: i64) -> Result<Option<LeaderTermRecord>> {
+        match &*self.backend {
+            Backend::Postgres(store) => store.leader_term(epoch).await,
+            Backend::Sqlite(_) => Ok(None),
         }
     }
 

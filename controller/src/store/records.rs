@@ -411,6 +411,20 @@ impl LeaseRecord {
     }
 }
 
+/// One term of leadership as recorded in `leader_terms` (PostgreSQL high
+/// availability): who took the lease in which epoch, from when.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LeaderTermRecord {
+    /// The term's epoch.
+    pub epoch: i64,
+    /// The controller that led (its `--ha-id`).
+    pub holder: String,
+    /// Where it was reached (its advertised gRPC URL).
+    pub address: String,
+    /// When it took the lease (Unix ms, the database's clock).
+    pub acquired_at: i64,
+}
+
 /// An API token as stored: its name, role and the SHA-256 hash of its secret
 /// (never the secret itself). Timestamps are Unix milliseconds.
 #[derive(Debug, Clone, PartialEq, Eq)]

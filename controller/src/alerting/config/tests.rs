@@ -592,6 +592,56 @@ fn schedule_failed_rules_parse_and_take_no_parameters() {
 }
 
 #[test]
+fn leader_changed_rules_take_no_jobs_priority_or_parameters() {
+    let rules = |body: &str| {
+        format!("channels:\n  c: {{ type: discord, webhook_url: \"https://d.example.com/x\" }}\nrules:\n{body}")
+    };
+    let config = parse(&rules(
+        "  - { name: leader, event: leader_changed, channels: [c], throttle: 10m }\n",
+    ))
+    .unwrap();
+    let rule = &config.rules[0];
+    assert_eq!(rule.event, Event::LeaderChanged);
+    assert_eq!(rule.params, EventParams::None);
+    assert_eq!(rule.throttle, Duration::from_secs(600));
+    assert!(rule.matches(Event::LeaderChanged, None, None));
+    assert_errors(
+        &rules(
+            "  - name: a\n    event: leader_changed\n    jobs: \"db.*\"\n    min_priority: high\n    threshold: 5m\n    max_depth: 3\n    channels: [c]\n",
+        ),
+        &[
+            (
+                6,
+                "rules[0].jobs",
+                "`leader_changed` is not about a job: leave `jobs` out",
+            ),
+            (7, "rules[0].min_priority", "`leader_changed` has no priority"),
+            (
+                8,
+                "rules[0].threshold",
+                "`threshold` only applies to `run_slow` rules, not `leader_changed`",
+            ),
+            (
+                9,
+                "rules[0].max_depth",
+                "`max_depth` only applies to `queue_backlog` rules, not `leader_changed`",
+            ),
+        ],
+    );
+    let err = parse(&rules("  - { name: a, event: leader_change, channels: [c] }\n")).unwrap_err();
+    assert!(err.to_string().contains("unknown event \"leader_change\""), "{err}");
+    assert!(
+        parse(&rules(
+            "  - { name: a, event: leader_changed, epoch: 2, channels: [c] }\n"
+        ))
+        .unwrap_err()
+        .to_string()
+        .contains("epoch"),
+        "an unknown key is refused"
+    );
+}
+
+#[test]
 fn names_channels_and_durations_are_checked() {
     let text = "\
 channels:

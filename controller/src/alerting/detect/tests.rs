@@ -444,3 +444,88 @@ fn metric_high_per_day_goes_on_from_the_stored_sum() {
     let a = d.on_fact(&c, &links, &reporting("enrich", 1, DAY + 10, 0.2, 1));
     assert_eq!(titles(&a), ["metric_high: enrich api_cost_usd reached today (UTC) 1.1"]);
 }
+
+fn leader_changed(previous: bool, at: i64) -> Fact {
+    use crate::alerting::facts::{LeaderChange, LeaderFact, PreviousLeader};
+    Fact::LeaderChanged(LeaderFact {
+        change: LeaderChange {
+            id: "c2".into(),
+            address: "http://10.0.0.2:7070".into(),
+            epoch: 3,
+            since: 1_714_564_800_000,
+            previous: previous.then(|| PreviousLeader {
+                id: "c1".into(),
+                address: "http://10.0.0.1:7070".into(),
+                epoch: 2,
+                since: 1_714_561_200_000,
+            }),
+        },
+        at,
+    })
+}
+
+/// `leader_changed` names both leaders and the epoch, is not about a job
+/// (no job, priority or run), and goes through the rule's throttle, one
+/// window per rule.
+#[test]
+fn a_change_of_leader_alerts_with_both_leaders_once_per_window() {
+    use crate::alerting::throttle::{Decision, Throttle};
+    let c = config(
+        "  - { name: leader, event: leader_changed, channels: [hook], throttle: 1h }\n\
+         \x20 - { name: agents, event: agent_lost, channels: [hook] }\n",
+    );
+    let links = Links::new(Some("http://ui".into()));
+    let mut d = Detector::new();
+    let a = d.on_fact(&c, &links, &leader_changed(true, 1_714_564_800_500));
+    assert_eq!(titles(&a), ["leader_changed: c2 leads now (epoch 3); c1 led before"]);
+    let alert = &a[0];
+    assert_eq!(alert.rule.as_deref(), Some("leader"));
+    assert_eq!(alert.event, Some(Event::LeaderChanged));
+    assert_eq!(alert.kind, AlertKind::Alert);
+    assert_eq!(alert.at, 1_714_564_800_500);
+    assert!(alert.job.is_none() && alert.priority.is_none() && alert.run_id.is_none() && alert.link.is_none());
+    assert_eq!(
+        alert.text,
+        "Controller c2 (http://10.0.0.2:7070) took the leadership lease at 2024-05-01T12:00:00.000Z and leads \
+         in epoch 3. c1 (http://10.0.0.1:7070) led before, in epoch 2 since 2024-05-01T11:00:00.000Z. \
+         Agents and workerctl find the new leader by themselves."
+    );
+    let details: Vec<(&str, &str)> = alert.details.iter().map(|(l, v)| (l.as_str(), v.as_str())).collect();
+    assert_eq!(
+        details,
+        [
+            ("Leader", "c2"),
+            ("Leader address", "http://10.0.0.2:7070"),
+            ("Epoch", "3"),
+            ("Leading since", "2024-05-01T12:00:00.000Z"),
+            ("Previous leader", "c1"),
+            ("Previous address", "http://10.0.0.1:7070"),
+        ]
+    );
+    let leader = alert.leader.as_ref().expect("the change is carried");
+    assert_eq!((leader.id.as_str(), leader.epoch), ("c2", 3));
+    assert_eq!(leader.previous.as_ref().map(|p| p.id.as_str()), Some("c1"));
+
+    // The previous term not on record: said so, no previous details.
+    let a = d.on_fact(&c, &links, &leader_changed(false, 1_714_564_800_500));
+    assert_eq!(
+        titles(&a),
+        ["leader_changed: c2 leads now (epoch 3); the previous leader is not on record"]
+    );
+    assert!(!a[0].details.iter().any(|(l, _)| l.starts_with("Previous")));
+    assert!(a[0].leader.as_ref().unwrap().previous.is_none());
+
+    // Throttled like the others: one window for the rule (no job).
+    let rule = &c.rules[0];
+    let mut throttle = Throttle::new();
+    let decisions: Vec<Decision> = [0, 60_000, 3_600_000]
+        .into_iter()
+        .flat_map(|at| d.on_fact(&c, &links, &leader_changed(true, at)))
+        .map(|alert| throttle.offer(rule, alert.job.as_deref(), alert.at))
+        .collect();
+    assert_eq!(decisions, [Decision::Send, Decision::Suppress, Decision::Send]);
+
+    // Without a rule for it, nothing.
+    let none = config("  - { name: agents, event: agent_lost, channels: [hook] }\n");
+    assert!(d.on_fact(&none, &links, &leader_changed(true, 0)).is_empty());
+}

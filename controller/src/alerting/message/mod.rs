@@ -70,7 +70,8 @@ pub enum Tone {
     /// a schedule fire that could not be created, a lost agent (red).
     Failure,
     /// Something needs a look: a slow run, a backlog, a missed schedule, a
-    /// throttle summary (orange).
+    /// metric above its limit, a change of leader, a throttle summary
+    /// (orange).
     Warning,
     /// Back to normal: `recovered` (green).
     Recovery,
@@ -93,7 +94,13 @@ impl Tone {
                     | Event::ScheduleFailed
                     | Event::AgentLost,
                 ) => Tone::Failure,
-                Some(Event::RunSlow | Event::QueueBacklog | Event::ScheduleMissed | Event::MetricHigh) => Tone::Warning,
+                Some(
+                    Event::RunSlow
+                    | Event::QueueBacklog
+                    | Event::ScheduleMissed
+                    | Event::MetricHigh
+                    | Event::LeaderChanged,
+                ) => Tone::Warning,
                 Some(Event::Recovered) => Tone::Recovery,
                 None => Tone::Info,
             },

@@ -165,6 +165,7 @@ fn tones_pick_the_colours() {
         (Event::QueueBacklog, Tone::Warning),
         (Event::ScheduleMissed, Tone::Warning),
         (Event::Recovered, Tone::Recovery),
+        (Event::LeaderChanged, Tone::Warning),
     ] {
         alert.event = Some(event);
         assert_eq!(Tone::of(&alert), tone, "{event}");
@@ -312,6 +313,127 @@ fn a_failed_fire_renders_its_error_and_details_on_every_channel() {
         })
     );
     assert!(body["run_id"].is_null() && body["output_tail"].is_null());
+}
+
+/// A `leader_changed` alert as the detector builds it: no job, the leaders
+/// in the details and in `leader`.
+fn leader_changed() -> Alert {
+    use crate::alerting::facts::{LeaderChange, PreviousLeader};
+    let mut alert = Alert::new(
+        AlertKind::Alert,
+        "leader_changed: c2 leads now (epoch 3); c1 led before",
+        "Controller c2 (http://10.0.0.2:7070) took the leadership lease at 2024-05-01T12:00:00.000Z and leads \
+         in epoch 3. c1 (http://10.0.0.1:7070) led before, in epoch 2 since 2024-05-01T11:00:00.000Z.",
+        1_714_564_800_123,
+    );
+    alert.id = "01HLEADER0000000000000000".into();
+    alert.event = Some(Event::LeaderChanged);
+    alert.rule = Some("leader".into());
+    alert.details = vec![
+        ("Leader".into(), "c2".into()),
+        ("Leader address".into(), "http://10.0.0.2:7070".into()),
+        ("Epoch".into(), "3".into()),
+        ("Leading since".into(), "2024-05-01T12:00:00.000Z".into()),
+        ("Previous leader".into(), "c1".into()),
+        ("Previous address".into(), "http://10.0.0.1:7070".into()),
+    ];
+    alert.leader = Some(LeaderChange {
+        id: "c2".into(),
+        address: "http://10.0.0.2:7070".into(),
+        epoch: 3,
+        since: 1_714_564_800_000,
+        previous: Some(PreviousLeader {
+            id: "c1".into(),
+            address: "http://10.0.0.1:7070".into(),
+            epoch: 2,
+            since: 1_714_561_200_000,
+        }),
+    });
+    alert
+}
+
+#[test]
+fn a_change_of_leader_renders_both_leaders_on_every_channel() {
+    let alert = leader_changed();
+    assert_eq!(Tone::of(&alert), Tone::Warning);
+    assert_eq!(event_name(&alert), "leader_changed");
+
+    let slack = slack_payload(&alert, None);
+    assert_slack_limits(&slack);
+    let blocks = slack["blocks"].as_array().unwrap();
+    assert_eq!(
+        blocks[0]["text"]["text"],
+        "leader_changed: c2 leads now (epoch 3); c1 led before"
+    );
+    let fields: Vec<&str> = blocks
+        .iter()
+        .find_map(|b| b["fields"].as_array())
+        .unwrap()
+        .iter()
+        .map(|f| f["text"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        fields,
+        [
+            "*Rule*\nleader",
+            "*Event*\nleader_changed",
+            "*Leader*\nc2",
+            "*Leader address*\nhttp://10.0.0.2:7070",
+            "*Epoch*\n3",
+            "*Leading since*\n2024-05-01T12:00:00.000Z",
+            "*Previous leader*\nc1",
+            "*Previous address*\nhttp://10.0.0.1:7070",
+        ]
+    );
+    assert!(!slack.to_string().contains("Open in Worker"), "no link");
+
+    let discord = discord_payload(&alert);
+    assert_discord_limits(&discord);
+    let embed = &discord["embeds"][0];
+    assert_eq!(embed["title"], "leader_changed: c2 leads now (epoch 3); c1 led before");
+    assert_eq!(embed["color"], Tone::Warning.rgb());
+    let fields = embed["fields"].as_array().unwrap();
+    let value = |name: &str| fields.iter().find(|f| f["name"] == name).map(|f| f["value"].clone());
+    assert_eq!(value("Previous leader"), Some(json!("c1")));
+    assert_eq!(value("Epoch"), Some(json!("3")));
+    assert!(embed.get("url").is_none());
+
+    let mail = email(&alert);
+    assert_eq!(
+        mail.subject,
+        "[Worker] leader_changed: c2 leads now (epoch 3); c1 led before"
+    );
+    assert!(
+        mail.text.contains("Previous leader:") && mail.text.contains("c1"),
+        "{}",
+        mail.text
+    );
+    assert!(mail.html.contains("http://10.0.0.1:7070"), "{}", mail.html);
+
+    let body = webhook_body(&alert);
+    assert_eq!(body["event"], "leader_changed");
+    assert!(body["job"].is_null() && body["priority"].is_null() && body["run_id"].is_null());
+    assert_eq!(
+        body["leader"],
+        json!({
+            "id": "c2",
+            "address": "http://10.0.0.2:7070",
+            "epoch": 3,
+            "since": "2024-05-01T12:00:00.000Z",
+            "previous": {
+                "id": "c1",
+                "address": "http://10.0.0.1:7070",
+                "epoch": 2,
+                "since": "2024-05-01T11:00:00.000Z",
+            },
+        })
+    );
+    assert_eq!(body["details"]["Previous leader"], "c1");
+    assert_eq!(
+        webhook_body(&ordinary())["leader"],
+        Value::Null,
+        "null for other events"
+    );
 }
 
 #[test]

@@ -5,6 +5,7 @@ use serde_json::{Map, Value, json};
 
 use super::{rfc3339, truncate, truncate_start};
 use crate::alerting::alert::Alert;
+use crate::alerting::facts::LeaderChange;
 
 /// Generic webhook: longest `error`.
 pub const WEBHOOK_ERROR_MAX: usize = 16_384;
@@ -25,7 +26,7 @@ pub fn event_name(alert: &Alert) -> &'static str {
 /// |---|---|---|
 /// | `id` | string | the alert's id (a ULID); also the `X-Worker-Delivery` header, the same on every retry |
 /// | `kind` | string | `alert`, `summary` (a throttle window's count) or `test` |
-/// | `event` | string or null | `run_failed`, `run_dead`, `run_timed_out`, `run_slow`, `consecutive_failures`, `schedule_missed`, `schedule_failed`, `agent_lost`, `queue_backlog`, `recovered` |
+/// | `event` | string or null | `run_failed`, `run_dead`, `run_timed_out`, `run_slow`, `consecutive_failures`, `schedule_missed`, `schedule_failed`, `agent_lost`, `queue_backlog`, `recovered`, `metric_high`, `leader_changed` |
 /// | `rule` | string or null | the rule that routed it |
 /// | `job` | string or null | the job |
 /// | `priority` | string or null | `low`, `normal`, `high`, `critical` |
@@ -40,6 +41,7 @@ pub fn event_name(alert: &Alert) -> &'static str {
 /// | `details` | object | further facts, label → string value (a repeated label keeps its last value) |
 /// | `suppressed` | number or null | for a summary, how many alerts the window held back |
 /// | `window_start`, `window_end` | string or null | for a summary, the window (RFC 3339 UTC) |
+/// | `leader` | object or null | for `leader_changed`: `{"id", "address", "epoch", "since", "previous"}`, the new leader's `--ha-id`, advertised URL, epoch and when it took the lease (RFC 3339 UTC); `previous` is the same object without itself for the term before (`id`, `address`, `epoch`, `since`), or null when it is not on record |
 /// | `at` | string | when it happened (RFC 3339 UTC, milliseconds) |
 ///
 /// Cut texts are marked with [`CUT`](super::CUT). New fields may be added;
@@ -70,7 +72,27 @@ pub fn webhook_body(alert: &Alert) -> Value {
         "suppressed": alert.suppressed,
         "window_start": alert.window_start.map(rfc3339),
         "window_end": alert.window_end.map(rfc3339),
+        "leader": alert.leader.as_ref().map(leader_json),
         "at": rfc3339(alert.at),
+    })
+}
+
+/// The `leader` object of a `leader_changed` alert.
+fn leader_json(change: &LeaderChange) -> Value {
+    let previous = change.previous.as_ref().map(|p| {
+        json!({
+            "id": p.id,
+            "address": p.address,
+            "epoch": p.epoch,
+            "since": rfc3339(p.since),
+        })
+    });
+    json!({
+        "id": change.id,
+        "address": change.address,
+        "epoch": change.epoch,
+        "since": rfc3339(change.since),
+        "previous": previous,
     })
 }
 
@@ -93,7 +115,7 @@ mod tests {
                 "agent": null, "title": "test: channel pager works", "text": "Hello.",
                 "error": null, "output_tail": null, "link": null, "details": {},
                 "suppressed": null, "window_start": null, "window_end": null,
-                "at": "1970-01-01T00:00:00.000Z",
+                "leader": null, "at": "1970-01-01T00:00:00.000Z",
             })
         );
         assert_eq!(event_name(&test), "test");

@@ -15,7 +15,7 @@ use sqlx::{Postgres, Row, Transaction};
 
 use super::PgStore;
 use crate::error::{Error, ErrorCode, Result};
-use crate::store::{LeaseRecord, WriteError};
+use crate::store::{LeaderTermRecord, LeaseRecord, WriteError};
 
 /// The database's clock in Unix milliseconds, as SQL.
 const DB_NOW_MS: &str = "(extract(epoch from clock_timestamp()) * 1000)::bigint";
@@ -93,6 +93,20 @@ impl PgStore {
             expires_at: row.get(5),
             database_now: row.get(6),
         })
+    }
+
+    /// See [`crate::store::Store::leader_term`].
+    pub(in crate::store) async fn leader_term(&self, epoch: i64) -> Result<Option<LeaderTermRecord>> {
+        let row = sqlx::query("SELECT epoch, holder, address, acquired_at FROM leader_terms WHERE epoch = $1")
+            .bind(epoch)
+            .fetch_optional(&self.pool)
+            .await?;
+        Ok(row.map(|row| LeaderTermRecord {
+            epoch: row.get(0),
+            holder: row.get(1),
+            address: row.get(2),
+            acquired_at: row.get(3),
+        }))
     }
 
     /// From now on every leader-only write checks that the lease's epoch is

@@ -210,12 +210,12 @@ fn form_page(
                             option value=(p.as_str()) selected[fields.min_priority == p.as_str()] { (p.as_str()) }
                         }
                     }
-                    p.hint { "not for agent_lost" }
+                    p.hint { "not for agent_lost, leader_changed" }
                     (layout::field_error(errors, "min_priority"))
                 }
             }
             div.row {
-                (field("jobs", "rule-jobs", "Jobs (glob)", &fields.jobs, "`*` matches any text, `?` one character; leave `*` for agent_lost and queue_backlog"))
+                (field("jobs", "rule-jobs", "Jobs (glob)", &fields.jobs, "`*` matches any text, `?` one character; leave `*` for agent_lost, queue_backlog and leader_changed"))
                 (field("throttle", "throttle", "Throttle", &fields.throttle, "one alert per rule and job per window, e.g. 15m; 0s sends every alert"))
             }
             fieldset {
