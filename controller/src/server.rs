@@ -130,7 +130,8 @@ pub struct Listening {
     /// The bound HTTP address, unless HTTP is off.
     pub http: Option<SocketAddr>,
     /// With high availability, whether this controller serves as a standby
-    /// (`Some(true)`) or leads (`Some(false)`); `None` without it.
+    /// (`Some(true)`, how every term with `--ha` begins) or leads
+    /// (`Some(false)`); `None` without it.
     pub standby: Option<bool>,
 }
 
@@ -269,6 +270,7 @@ pub async fn run(
     // controller takes the lease, then lead on the same socket.
     let mut grpc_socket = None;
     let mut term = None;
+    let mut keeper = None;
     if let Some(ha) = &config.ha {
         let std_listener = bind_std(config.grpc_listen).await?;
         let addr = std_listener.local_addr().map_err(|source| RunError::Bind {
@@ -307,6 +309,12 @@ pub async fn run(
             }
         };
         store.set_fence(won.epoch);
+        // Renewals start at once: recovering a big queue may take longer
+        // than the lease.
+        keeper = Some({
+            let (store, won, ha) = (store.clone(), won.clone(), ha.clone());
+            AbortOnDrop(tokio::spawn(async move { crate::ha::keep(&store, &ha, &won).await }))
+        });
         tracing::info!(epoch = won.epoch, %addr, advertise = %ha.advertise_url, "leading");
         definitions = Some(initial_definitions(&store, &config).await?);
         grpc_socket = Some(std_listener);
@@ -474,11 +482,6 @@ pub async fn run(
             standby: None,
         });
     }
-    // The leader renews its lease; a lease it cannot keep ends its term.
-    let mut keeper = term.as_ref().map(|(won, ha)| {
-        let (store, won, ha) = (store.clone(), won.clone(), ha.clone());
-        AbortOnDrop(tokio::spawn(async move { crate::ha::keep(&store, &ha, &won).await }))
-    });
 
     let dev_agent = config.dev_agent_capacity.map(|capacity| {
         // With TLS the in-process agent goes through it too, trusting exactly
@@ -495,6 +498,7 @@ pub async fn run(
         }))
     });
 
+    // The leader renews its lease (`keeper`); a lease it cannot keep ends its term.
     let lost_leadership = async {
         match &mut keeper {
             Some(keeper) => match (&mut keeper.0).await {
