@@ -183,14 +183,27 @@ async fn a_killed_leader_is_replaced_without_lost_or_doubled_work() {
         .expect_code(0)
         .json();
     assert_eq!(spare["enabled"], false, "{spare}");
-    let refused = run_cli(&["--controller", &standby.url, "jobs", "list"])
-        .await
-        .expect_code(4);
-    assert!(
-        refused.stderr.contains(&format!("the leader is at {}", new_leader.url)),
-        "{}",
-        refused.stderr
-    );
+    // The other standby names the new leader once it has looked at the lease
+    // again (every lease/5).
+    let (standby_url, leader_url) = (standby.url.clone(), new_leader.url.clone());
+    wait_for(
+        "the other standby to name the new leader",
+        Duration::from_secs(10),
+        || {
+            let (standby_url, leader_url) = (standby_url.clone(), leader_url.clone());
+            async move {
+                let refused = run_cli(&["--controller", &standby_url, "jobs", "list"])
+                    .await
+                    .expect_code(4);
+                if refused.stderr.contains(&format!("the leader is at {leader_url}")) {
+                    Ok(())
+                } else {
+                    Err(refused.stderr)
+                }
+            }
+        },
+    )
+    .await;
 
     let url = db.url.clone();
     wait_for("every run to succeed and 3 more fires", Duration::from_secs(90), || {

@@ -5,7 +5,7 @@ use tokio::time::Instant;
 
 use super::HaSettings;
 use crate::http::{Leadership, Readiness};
-use crate::store::{LeaseRecord, Store};
+use crate::store::Store;
 
 /// A term of leadership won by [`campaign`].
 #[derive(Debug, Clone)]
@@ -26,7 +26,7 @@ pub struct Term {
 pub async fn campaign(
     store: &Store,
     settings: &HaSettings,
-    seen: &watch::Sender<Option<LeaseRecord>>,
+    seen: &watch::Sender<Option<super::standby::SeenLease>>,
     readiness: &Readiness,
 ) -> Term {
     let mut logged: Option<i64> = None;
@@ -65,7 +65,10 @@ pub async fn campaign(
                         address: lease.address.clone(),
                         since: lease.acquired_at,
                     });
-                    seen.send_replace(Some(lease));
+                    seen.send_replace(Some(super::standby::SeenLease {
+                        lease,
+                        read_at: std::time::Instant::now(),
+                    }));
                 }
                 Err(e) => tracing::warn!(error = %e, "standby: cannot read the leadership lease"),
             },

@@ -10,11 +10,33 @@ use tonic::transport::server::TcpIncoming;
 
 use crate::store::LeaseRecord;
 
+/// The lease as a standby last read it, and when.
+#[derive(Debug, Clone)]
+pub struct SeenLease {
+    /// The lease row.
+    pub lease: LeaseRecord,
+    /// When it was read (by this process's clock).
+    pub read_at: std::time::Instant,
+}
+
+impl SeenLease {
+    /// Whether the lease still holds now: it held when read, for longer than
+    /// the time since (a dead leader is not named once its lease ran out,
+    /// even before the next read).
+    pub fn holds(&self) -> bool {
+        let left_ms = self.lease.expires_at - self.lease.database_now;
+        self.lease.is_held() && u128::try_from(left_ms).unwrap_or(0) > self.read_at.elapsed().as_millis()
+    }
+}
+
 /// The status a standby answers every Worker call with: `UNAVAILABLE`, the
 /// leader's address in the message and, when a controller leads, in the
 /// [`worker_proto::LEADER_HEADER`] header.
-pub fn standby_status(lease: Option<&LeaseRecord>) -> tonic::Status {
-    match lease.filter(|l| l.is_held() && !l.address.is_empty()) {
+pub fn standby_status(seen: Option<&SeenLease>) -> tonic::Status {
+    match seen
+        .filter(|s| s.holds() && !s.lease.address.is_empty())
+        .map(|s| &s.lease)
+    {
         Some(lease) => {
             let mut metadata = tonic::metadata::MetadataMap::new();
             if let Ok(value) = lease.address.parse() {
@@ -40,7 +62,7 @@ pub fn standby_status(lease: Option<&LeaseRecord>) -> tonic::Status {
 pub async fn serve_standby(
     listener: TcpListener,
     tls: Option<&crate::tls::ServerTls>,
-    seen: watch::Receiver<Option<LeaseRecord>>,
+    seen: watch::Receiver<Option<SeenLease>>,
     stop: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), tonic::transport::Error> {
     let (health_reporter, health_service) = tonic_health::server::health_reporter();
@@ -81,15 +103,18 @@ pub async fn serve_standby(
 mod tests {
     use super::*;
 
-    fn lease(expires_at: i64) -> LeaseRecord {
-        LeaseRecord {
-            epoch: 3,
-            holder: "b-12".into(),
-            address: "http://10.0.0.2:7070".into(),
-            acquired_at: 1_000,
-            renewed_at: 2_000,
-            expires_at,
-            database_now: 2_500,
+    fn lease(expires_at: i64) -> SeenLease {
+        SeenLease {
+            read_at: std::time::Instant::now(),
+            lease: LeaseRecord {
+                epoch: 3,
+                holder: "b-12".into(),
+                address: "http://10.0.0.2:7070".into(),
+                acquired_at: 1_000,
+                renewed_at: 2_000,
+                expires_at,
+                database_now: 2_500,
+            },
         }
     }
 
@@ -111,5 +136,9 @@ mod tests {
         assert!(status.message().ends_with("no leader is known yet"));
         assert!(status.metadata().get(worker_proto::LEADER_HEADER).is_none());
         assert!(standby_status(None).message().ends_with("no leader is known yet"));
+        // Read 3 s ago with 2 s left: run out since.
+        let mut old = lease(4_500);
+        old.read_at = std::time::Instant::now() - std::time::Duration::from_secs(3);
+        assert!(standby_status(Some(&old)).message().ends_with("no leader is known yet"));
     }
 }
