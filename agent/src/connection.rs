@@ -31,7 +31,7 @@ use tonic::transport::Endpoint;
 use worker_proto::v1::agent_service_client::AgentServiceClient;
 use worker_proto::v1::{AgentMessage, ControllerMessage, Hello, Welcome, agent_message, controller_message};
 
-use crate::controllers::{self, Pass};
+use crate::controllers::{self, Pass, error_chain};
 use crate::live::OutputLink;
 use crate::tls::ClientTls;
 use crate::{AgentConfig, AgentError};
@@ -389,21 +389,6 @@ fn describe_status(status: &tonic::Status) -> String {
     let mut text = format!("{:?}: {}", status.code(), status.message());
     if let Some(source) = std::error::Error::source(status) {
         text.push_str(&format!(" ({})", error_chain(source)));
-    }
-    text
-}
-
-/// `error: cause: cause ...` — tonic's transport errors say little on their own.
-fn error_chain(error: &dyn std::error::Error) -> String {
-    let mut text = error.to_string();
-    let mut source = error.source();
-    while let Some(cause) = source {
-        let cause_text = cause.to_string();
-        if !text.contains(&cause_text) {
-            text.push_str(": ");
-            text.push_str(&cause_text);
-        }
-        source = cause.source();
     }
     text
 }

@@ -13,6 +13,22 @@
 
 use std::collections::VecDeque;
 
+/// `error: cause: cause ...`, each cause once: tonic's transport errors say
+/// little on their own. Used by the agent's connector and `workerctl`.
+pub fn error_chain(error: &dyn std::error::Error) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        let cause_text = cause.to_string();
+        if !text.contains(&cause_text) {
+            text.push_str(": ");
+            text.push_str(&cause_text);
+        }
+        source = cause.source();
+    }
+    text
+}
+
 /// How a standby's status message starts.
 pub const STANDBY_PREFIX: &str = "standby:";
 

@@ -18,7 +18,7 @@ use tonic::body::Body;
 use tonic::codegen::http::{Request, Response};
 use tonic::codegen::{Context, Poll, Service, StdError};
 use tonic::transport::Channel;
-use worker_agent::controllers::{self, Pass};
+use worker_agent::controllers::{self, Pass, error_chain};
 
 use crate::error::CliError;
 
@@ -199,21 +199,6 @@ fn is_connect_error(error: &(dyn std::error::Error + 'static)) -> bool {
         source = error.source();
     }
     false
-}
-
-/// `error: cause: cause ...`.
-fn error_chain(error: &(dyn std::error::Error + 'static)) -> String {
-    let mut text = error.to_string();
-    let mut source = error.source();
-    while let Some(cause) = source {
-        let cause_text = cause.to_string();
-        if !text.contains(&cause_text) {
-            text.push_str(": ");
-            text.push_str(&cause_text);
-        }
-        source = cause.source();
-    }
-    text
 }
 
 #[cfg(test)]

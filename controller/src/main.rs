@@ -341,11 +341,7 @@ fn main() -> ExitCode {
             move |listening| {
                 *seen.lock().unwrap_or_else(|e| e.into_inner()) = Some(listening);
                 // Test harnesses read the addresses from this line (port 0 picks one).
-                let role = match listening.standby {
-                    Some(true) => " role=standby",
-                    Some(false) => " role=leader",
-                    None => "",
-                };
+                let role = if listening.standby { " role=standby" } else { "" };
                 match listening.http {
                     Some(http) => println!("worker-controller ready grpc={} http={http}{role}", listening.grpc),
                     None => println!("worker-controller ready grpc={}{role}", listening.grpc),

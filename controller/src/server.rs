@@ -129,10 +129,9 @@ pub struct Listening {
     pub grpc: SocketAddr,
     /// The bound HTTP address, unless HTTP is off.
     pub http: Option<SocketAddr>,
-    /// With high availability, whether this controller serves as a standby
-    /// (`Some(true)`, how every term with `--ha` begins) or leads
-    /// (`Some(false)`); `None` without it.
-    pub standby: Option<bool>,
+    /// Whether it serves as a standby (with `--ha` every term begins so;
+    /// the controller leads later on the same addresses).
+    pub standby: bool,
 }
 
 /// Aborts its task when dropped (an early return leaves nothing behind).
@@ -168,7 +167,6 @@ pub async fn run(
             ready(listening);
         }
     };
-    let shutdown = shutdown;
     tokio::pin!(shutdown);
     if !crate::limits::install(config.limits) {
         let in_force = crate::limits::current();
@@ -285,7 +283,7 @@ pub async fn run(
         ready(Listening {
             grpc: addr,
             http: http_addr,
-            standby: Some(true),
+            standby: true,
         });
         let won = match stand_by(
             &store,
@@ -479,7 +477,7 @@ pub async fn run(
         ready(Listening {
             grpc: addr,
             http: http_addr,
-            standby: None,
+            standby: false,
         });
     }
 

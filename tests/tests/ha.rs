@@ -68,6 +68,35 @@ async fn count(url: &str, sql: &str) -> i64 {
     n
 }
 
+/// Waits until `sql` counts at least `min`.
+async fn wait_count(url: &str, what: &str, within: Duration, sql: &str, min: i64) {
+    wait_for(what, within, || async move {
+        match count(url, sql).await {
+            n if n >= min => Ok(()),
+            n => Err(format!("{n} of {min}")),
+        }
+    })
+    .await
+}
+
+/// Every fire instant of `tick` exists once.
+async fn assert_each_fire_once(url: &str) {
+    assert_eq!(
+        count(url, "SELECT count(*) FROM (SELECT scheduled_for FROM runs WHERE job = 'tick' GROUP BY scheduled_for HAVING count(*) > 1) d").await,
+        0
+    );
+}
+
+/// The fence held: no event of epoch 1 was written after epoch 2's first.
+async fn assert_epoch_one_ended_before_epoch_two(url: &str) {
+    let last_of_first = count(url, "SELECT max(seq) FROM events WHERE epoch = 1").await;
+    let first_of_second = count(url, "SELECT min(seq) FROM events WHERE epoch = 2").await;
+    assert!(
+        last_of_first < first_of_second,
+        "epoch 1 wrote event {last_of_first} after epoch 2's {first_of_second}"
+    );
+}
+
 /// Three controllers, a schedule every second and 1,000 queued runs: the
 /// leader is killed; a standby leads within 10 s, every run succeeds, every
 /// fire instant exists exactly once with none missing, only attempts in
@@ -229,10 +258,7 @@ async fn a_killed_leader_is_replaced_without_lost_or_doubled_work() {
     .await;
 
     // Each fire instant once, none missing between the first and the last.
-    assert_eq!(
-        count(&db.url, "SELECT count(*) FROM (SELECT scheduled_for FROM runs WHERE job = 'tick' GROUP BY scheduled_for HAVING count(*) > 1) d").await,
-        0
-    );
+    assert_each_fire_once(&db.url).await;
     // One statement: the schedule goes on firing meanwhile.
     let gaps = count(
         &db.url,
@@ -247,12 +273,7 @@ async fn a_killed_leader_is_replaced_without_lost_or_doubled_work() {
     // Fencing: every event was written by a leader, and epoch 1 wrote
     // nothing after epoch 2 began.
     assert_eq!(count(&db.url, "SELECT count(*) FROM events WHERE epoch = 0").await, 0);
-    let last_of_first = count(&db.url, "SELECT max(seq) FROM events WHERE epoch = 1").await;
-    let first_of_second = count(&db.url, "SELECT min(seq) FROM events WHERE epoch = 2").await;
-    assert!(
-        last_of_first < first_of_second,
-        "epoch 1 wrote event {last_of_first} after epoch 2's {first_of_second}"
-    );
+    assert_epoch_one_ended_before_epoch_two(&db.url).await;
 
     for mut agent in connected {
         agent.stop(Duration::from_secs(15));
@@ -472,21 +493,13 @@ async fn a_leader_cut_off_from_the_database_steps_down_and_rejoins_as_a_standby(
     let all = format!("{},{}", cut.url, other.url);
     let agent = env.spawn_agent(&all, "a1", 4, &[]);
     let mut agent = cut.connected(agent).await;
-    let url = db.url.clone();
-    wait_for("3 fires of epoch 1", Duration::from_secs(30), || {
-        let url = url.clone();
-        async move {
-            match count(
-                &url,
-                "SELECT count(*) FROM runs WHERE job = 'tick' AND state = 'succeeded'",
-            )
-            .await
-            {
-                n if n >= 3 => Ok(()),
-                n => Err(format!("{n} fires")),
-            }
-        }
-    })
+    wait_count(
+        &db.url,
+        "3 fires of epoch 1",
+        Duration::from_secs(30),
+        "SELECT count(*) FROM runs WHERE job = 'tick' AND state = 'succeeded'",
+        3,
+    )
     .await;
 
     net.link_down();
@@ -503,21 +516,13 @@ async fn a_leader_cut_off_from_the_database_steps_down_and_rejoins_as_a_standby(
     let log = cut.proc.stderr_all();
     assert!(log.contains("leadership lost"), "{log}");
     assert!(log.contains("could not be renewed in time"), "{log}");
-    let url = db.url.clone();
-    wait_for("fires of epoch 2", Duration::from_secs(30), || {
-        let url = url.clone();
-        async move {
-            match count(
-                &url,
-                "SELECT count(*) FROM events WHERE epoch = 2 AND job = 'tick' AND from_state IS NULL",
-            )
-            .await
-            {
-                n if n >= 2 => Ok(()),
-                n => Err(format!("{n} fires")),
-            }
-        }
-    })
+    wait_count(
+        &db.url,
+        "fires of epoch 2",
+        Duration::from_secs(30),
+        "SELECT count(*) FROM events WHERE epoch = 2 AND job = 'tick' AND from_state IS NULL",
+        2,
+    )
     .await;
 
     net.link_up();
@@ -541,16 +546,8 @@ async fn a_leader_cut_off_from_the_database_steps_down_and_rejoins_as_a_standby(
     .await;
     assert!(body.contains("epoch 2"), "{body}");
     // No write of epoch 1 landed after epoch 2's first; every fire once.
-    let last_of_first = count(&db.url, "SELECT max(seq) FROM events WHERE epoch = 1").await;
-    let first_of_second = count(&db.url, "SELECT min(seq) FROM events WHERE epoch = 2").await;
-    assert!(
-        last_of_first < first_of_second,
-        "epoch 1 wrote event {last_of_first} after epoch 2's {first_of_second}"
-    );
-    assert_eq!(
-        count(&db.url, "SELECT count(*) FROM (SELECT scheduled_for FROM runs WHERE job = 'tick' GROUP BY scheduled_for HAVING count(*) > 1) d").await,
-        0
-    );
+    assert_epoch_one_ended_before_epoch_two(&db.url).await;
+    assert_each_fire_once(&db.url).await;
     agent.stop(Duration::from_secs(15));
     drop((cut, other));
     db.drop_now().await;
