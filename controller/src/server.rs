@@ -290,6 +290,7 @@ pub async fn run(
             &ha,
             &readiness,
             config.tls.as_ref(),
+            &tokens,
             &std_listener,
             &mut shutdown,
         )
@@ -307,6 +308,10 @@ pub async fn run(
             }
         };
         store.set_fence(won.epoch);
+        // Tokens created or revoked under earlier leaders.
+        if let Err(e) = tokens.refresh().await {
+            tracing::warn!(error = %e, "cannot read the stored tokens again; using those read before");
+        }
         // Renewals start at once: recovering a big queue may take longer
         // than the lease.
         keeper = Some({
@@ -438,6 +443,25 @@ pub async fn run(
         catalog_remotes,
         controller_api.clone(),
     ));
+    // With high availability the leader answers the calls standbys relay
+    // through the store, with the same services (no auth layer: each runs as
+    // the token its standby authenticated).
+    if term.is_some() {
+        let relayed = tonic::service::Routes::new(
+            ControllerServiceServer::from_arc(controller_api.clone()).max_decoding_message_size(grpc_message_bytes),
+        )
+        .add_service(
+            worker_proto::v1::catalog_service_server::CatalogServiceServer::new(
+                crate::catalog::service::CatalogApi::new(catalog.clone()),
+            )
+            .max_decoding_message_size(grpc_message_bytes),
+        )
+        .into_axum_router();
+        loops.spawn(
+            "relay loop",
+            crate::ha::relay::serve_relayed(store.clone(), relayed, tokens.clone(), stop_rx.clone()),
+        );
+    }
     let mut server = tonic::transport::Server::builder();
     if let Some(tls) = &config.tls {
         server = server.tls_config(tls.server_config())?;
@@ -710,11 +734,14 @@ async fn bind_std(addr: SocketAddr) -> Result<std::net::TcpListener, RunError> {
 
 /// Serves as a standby on a clone of `socket` and campaigns until this
 /// controller takes the lease (`Some`) or `shutdown` completes (`None`).
+/// Meanwhile the standby relays calls to the leader and reads the tokens
+/// again every lease poll.
 async fn stand_by(
     store: &Store,
     ha: &crate::ha::HaSettings,
     readiness: &crate::http::Readiness,
     tls: Option<&crate::tls::ServerTls>,
+    tokens: &std::sync::Arc<crate::auth::Tokens>,
     socket: &std::net::TcpListener,
     shutdown: &mut std::pin::Pin<&mut impl Future<Output = ()>>,
 ) -> Result<Option<crate::ha::Term>, RunError> {
@@ -729,12 +756,26 @@ async fn stand_by(
     readiness.set_leadership(crate::http::Leadership::Unknown);
     let (seen_tx, seen_rx) = tokio::sync::watch::channel(None);
     let (stop_tx, mut stop_rx) = tokio::sync::watch::channel(false);
+    let (relay_stop_tx, relay_stop_rx) = tokio::sync::watch::channel(false);
     let stop = async move {
         let _ = stop_rx.wait_for(|s| *s).await;
     };
+    let relayer = crate::ha::relay::Relayer::start(store.clone(), &ha.id, seen_rx.clone(), relay_stop_rx.clone());
+    let _refresh = AbortOnDrop(tokio::spawn({
+        let (tokens, every) = (tokens.clone(), ha.poll_every());
+        async move {
+            loop {
+                tokio::time::sleep(every).await;
+                if let Err(e) = tokens.refresh().await {
+                    tracing::debug!(error = %e, "standby: cannot read the stored tokens again");
+                }
+            }
+        }
+    }));
     let tls = tls.cloned();
+    let tokens = tokens.clone();
     let mut server = AbortOnDrop(tokio::spawn(async move {
-        crate::ha::serve_standby(clone, tls.as_ref(), seen_rx, stop).await
+        crate::ha::serve_standby(clone, tls.as_ref(), tokens, relayer, seen_rx, stop).await
     }));
     tracing::info!(%addr, id = %ha.id, "standby: serving, waiting for the leadership lease");
     let won = tokio::select! {
@@ -744,9 +785,19 @@ async fn stand_by(
             return Err(RunError::Failed(format!("the standby's gRPC server ended: {ended:?}")));
         }
     };
-    // Standby connections are closed (clients and agents come back to the
-    // leader on the same socket); a slow one is cut after a second.
+    // The standby server stops taking connections (clients and agents come
+    // back to the leader on the same socket). Calls it relayed finish in the
+    // background: when this controller took the lease, its own leader
+    // answers them once it serves.
     let _ = stop_tx.send(true);
-    let _ = tokio::time::timeout(Duration::from_secs(1), &mut server.0).await;
+    let drain = match won {
+        Some(_) => crate::ha::relay::PENDING_LIMIT + Duration::from_secs(5),
+        None => Duration::from_secs(1),
+    };
+    tokio::spawn(async move {
+        let _ = tokio::time::timeout(drain, &mut server.0).await;
+        drop(server);
+        let _ = relay_stop_tx.send(true);
+    });
     Ok(won)
 }

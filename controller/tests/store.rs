@@ -2493,7 +2493,93 @@ async fn a_takeover_waits_for_the_fenced_write_in_flight(db: TestDb) {
     a.close().await;
 }
 
+/// A relayed call runs once or not at all: a standby writes it pending; the
+/// leader claims it in a fenced write (a stale leader claims nothing) and
+/// answers; a pending call can be withdrawn, a claimed one cannot, and a
+/// withdrawn one is never claimed. Notifications name the call.
+async fn a_relayed_call_is_claimed_once_or_withdrawn(db: TestDb) {
+    use worker_controller::store::{RELAY_CHANNEL, RELAY_DONE_CHANNEL, RelayAnswer, RelayState, RelayedCall};
+    let a = db.open().await;
+    let b = db.open().await;
+    assert_eq!(a.acquire_lease("a", "http://a:7070", 60_000).await.unwrap(), Some(1));
+    a.set_fence(1);
+    let mut submitted = a.listen(RELAY_CHANNEL).await.unwrap();
+    let mut answered = b.listen(RELAY_DONE_CHANNEL).await.unwrap();
+    let call = |method: &str| RelayedCall {
+        id: 0,
+        method: method.to_string(),
+        caller: "ops".into(),
+        headers: vec![("content-type".into(), "application/grpc".into())],
+        body: vec![0, 0, 0, 0, 2, 10, 0],
+    };
+    // b, a standby, writes two calls; the leader hears of them.
+    let first = b
+        .relay_submit("b", &call("/worker.v1.ControllerService/Enqueue"))
+        .await
+        .unwrap();
+    let second = b
+        .relay_submit("b", &call("/worker.v1.ControllerService/ListJobs"))
+        .await
+        .unwrap();
+    let heard = tokio::time::timeout(std::time::Duration::from_secs(5), submitted.recv())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(heard.payload(), first.to_string());
+    assert_eq!(b.relay_state(first).await.unwrap(), RelayState::Pending);
+    // The second is withdrawn while pending: never claimed.
+    assert!(b.relay_withdraw(second).await.unwrap());
+    assert_eq!(b.relay_state(second).await.unwrap(), RelayState::Withdrawn);
+    let claimed = a.relay_claim(10).await.unwrap();
+    assert_eq!(claimed.len(), 1);
+    assert_eq!(claimed[0].id, first);
+    assert_eq!(claimed[0].caller, "ops");
+    assert_eq!(claimed[0].headers, call("x").headers);
+    assert_eq!(claimed[0].body, call("x").body);
+    assert!(a.relay_claim(10).await.unwrap().is_empty(), "claimed once");
+    assert_eq!(b.relay_state(first).await.unwrap(), RelayState::Running { epoch: 1 });
+    assert!(!b.relay_withdraw(first).await.unwrap(), "a claimed call stays");
+    let answer = RelayAnswer {
+        headers: vec![("content-type".into(), "application/grpc".into())],
+        body: vec![0, 0, 0, 0, 0],
+        trailers: vec![("grpc-status".into(), "0".into())],
+    };
+    assert!(a.relay_finish(first, &answer).await.unwrap());
+    let heard = tokio::time::timeout(std::time::Duration::from_secs(5), answered.recv())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(heard.payload(), first.to_string());
+    assert_eq!(b.relay_state(first).await.unwrap(), RelayState::Done(answer.clone()));
+    assert!(!a.relay_finish(first, &answer).await.unwrap(), "answered once");
+
+    // After a takeover the old leader claims nothing.
+    let third = b
+        .relay_submit("b", &call("/worker.v1.ControllerService/PauseSchedule"))
+        .await
+        .unwrap();
+    db.execute("UPDATE leader_lease SET expires_at = 0").await;
+    assert_eq!(b.acquire_lease("b", "http://b:7070", 60_000).await.unwrap(), Some(2));
+    b.set_fence(2);
+    let fenced = a.relay_claim(10).await;
+    assert!(matches!(fenced, Err(WriteError::Fenced(_))), "{fenced:?}");
+    assert_eq!(b.relay_state(third).await.unwrap(), RelayState::Pending);
+    assert_eq!(b.relay_claim(10).await.unwrap()[0].id, third);
+    // Old calls that are not pending are deleted.
+    assert_eq!(b.relay_prune(0).await.unwrap(), 3);
+    assert_eq!(b.relay_state(first).await.unwrap(), RelayState::Missing);
+    // A listener holds a pooled connection until dropped.
+    drop((submitted, answered));
+    a.close().await;
+    b.close().await;
+}
+
 mod leadership {
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    async fn a_relayed_call_is_claimed_once_or_withdrawn() {
+        super::with_postgres(super::a_relayed_call_is_claimed_once_or_withdrawn).await;
+    }
+
     #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
     async fn the_lease_has_one_holder_and_fences_the_previous_one() {
         super::with_postgres(super::the_lease_has_one_holder_and_fences_the_previous_one).await;

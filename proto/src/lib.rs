@@ -26,7 +26,8 @@ pub const FILE_DESCRIPTOR_SET: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "
 
 /// Response metadata (a header of a trailers-only response) with which a
 /// controller that does not lead (a standby) names the leader's advertised
-/// URL, e.g. `worker-leader: http://10.0.0.5:7070`. It comes with status
+/// URL, e.g. `worker-leader: http://10.0.0.5:7070`, on the calls it does not
+/// relay to the leader (streams and the agents' `Connect`). It comes with status
 /// `UNAVAILABLE` and a message starting `standby:`; agents and `workerctl`
 /// try that URL next.
 pub const LEADER_HEADER: &str = "worker-leader";

@@ -190,7 +190,7 @@ async fn a_killed_leader_is_replaced_without_lost_or_doubled_work() {
     let new_id = if leader == 0 { "c2" } else { "c3" };
 
     // workerctl with the addresses in any order reaches the new leader for
-    // reads, enqueues and management; a standby alone names the leader.
+    // reads, enqueues and management.
     let list = format!("{},{},{}", first.url, standby.url, new_leader.url);
     let status = run_cli(&["--controller", &list, "-o", "json", "status"])
         .await
@@ -212,27 +212,13 @@ async fn a_killed_leader_is_replaced_without_lost_or_doubled_work() {
         .expect_code(0)
         .json();
     assert_eq!(spare["enabled"], false, "{spare}");
-    // The other standby names the new leader once it has looked at the lease
-    // again (every lease/5).
-    let (standby_url, leader_url) = (standby.url.clone(), new_leader.url.clone());
-    wait_for(
-        "the other standby to name the new leader",
-        Duration::from_secs(10),
-        || {
-            let (standby_url, leader_url) = (standby_url.clone(), leader_url.clone());
-            async move {
-                let refused = run_cli(&["--controller", &standby_url, "jobs", "list"])
-                    .await
-                    .expect_code(4);
-                if refused.stderr.contains(&format!("the leader is at {leader_url}")) {
-                    Ok(())
-                } else {
-                    Err(refused.stderr)
-                }
-            }
-        },
-    )
-    .await;
+    // The other standby alone answers too, through the store: the new
+    // leader's view.
+    let spare = run_cli(&["--controller", &standby.url, "-o", "json", "jobs", "get", "spare"])
+        .await
+        .expect_code(0)
+        .json();
+    assert_eq!(spare["enabled"], false, "{spare}");
 
     let url = db.url.clone();
     wait_for("every run to succeed and 3 more fires", Duration::from_secs(90), || {
@@ -279,6 +265,155 @@ async fn a_killed_leader_is_replaced_without_lost_or_doubled_work() {
         agent.stop(Duration::from_secs(15));
     }
     drop((second, third));
+    db.drop_now().await;
+}
+
+/// How many calls the standby `id` relayed to `method` (its last path
+/// segment) were answered.
+async fn relayed(url: &str, id: &str, method: &str) -> i64 {
+    count(
+        url,
+        &format!(
+            "SELECT count(*) FROM relayed_calls WHERE standby = '{id}' AND state = 'done' \
+             AND method LIKE '%/{method}'"
+        ),
+    )
+    .await
+}
+
+/// `workerctl` given only a standby's address works for reads, enqueues and
+/// management: the standby relays each call through the store and the
+/// leader answers (checked in `relayed_calls`). Errors come back as the
+/// leader gave them, tokens created on the leader are known to the standby,
+/// and an agent given the standby's address is redirected to the leader. A
+/// call made while the leader is dead waits in the store and is answered by
+/// the next leader: here the standby itself, once it took the lease.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_standby_serves_workerctl_through_the_store() {
+    let Some(db) = pg::fresh_database().await else {
+        return;
+    };
+    let env = TestEnv::new().with_db(&db.url);
+    env.write_config(CONFIG);
+    let mut leader = start_ha(&env, "l1").await;
+    wait_leading(&leader, Duration::from_secs(15)).await;
+    let standby = start_ha(&env, "s1").await;
+    let addr = standby.http_addr.unwrap();
+    wait_for("the standby to see l1 lead", Duration::from_secs(10), || async move {
+        match readyz(addr).await {
+            (503, body) if body.contains("standby: l1 at") => Ok(()),
+            (status, body) => Err(format!("{status} {body}")),
+        }
+    })
+    .await;
+    // The agent knows only the standby: it is redirected to the leader.
+    let agent = leader.connected(env.spawn_agent(&standby.url, "a1", 4, &[])).await;
+
+    let at_standby = |args: &[&str]| {
+        let mut all = vec!["--controller", standby.url.as_str(), "-o", "json"];
+        all.extend_from_slice(args);
+        all.into_iter().map(String::from).collect::<Vec<_>>()
+    };
+    let cli = |args: Vec<String>| async move {
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        run_cli(&args).await
+    };
+    // Reads.
+    let status = cli(at_standby(&["status"])).await.expect_code(0).json();
+    assert_eq!(status["leadership"]["role"], "leader", "{status}");
+    assert_eq!(status["leadership"]["id"], "l1", "{status}");
+    let jobs = cli(at_standby(&["jobs", "list"])).await.expect_code(0).stdout;
+    assert!(jobs.contains("\"spare\""), "{jobs}");
+    // An enqueue, waited for (WaitRun, relayed too): the agent ran it.
+    let run = cli(at_standby(&["enqueue", "work", "--wait"]))
+        .await
+        .expect_code(0)
+        .json();
+    assert_eq!(run["state"], "succeeded", "{run}");
+    // Management, and the leader's errors as they are.
+    cli(at_standby(&["jobs", "disable", "spare"])).await.expect_code(0);
+    let spare = cli(at_standby(&["jobs", "get", "spare"])).await.expect_code(0).json();
+    assert_eq!(spare["enabled"], false, "{spare}");
+    cli(at_standby(&["schedules", "pause", "tick"])).await.expect_code(0);
+    let missing = cli(at_standby(&["enqueue", "no-such-job"])).await.expect_code(3);
+    assert!(missing.stderr.contains("no-such-job"), "{missing:?}");
+    for method in [
+        "ServerInfo",
+        "ListJobs",
+        "Enqueue",
+        "WaitRun",
+        "SetJobEnabled",
+        "GetJob",
+        "PauseSchedule",
+    ] {
+        assert!(relayed(&db.url, "s1", method).await >= 1, "{method} was not relayed");
+    }
+
+    // A token created through the standby turns authentication on; the
+    // standby reads it from the store and relays the caller's name.
+    let created = cli(at_standby(&["tokens", "create", "ops", "--role", "operator"]))
+        .await
+        .expect_code(0)
+        .json();
+    let secret = created["token"].as_str().unwrap().to_string();
+    let (standby_url, token) = (standby.url.clone(), secret.clone());
+    wait_for("the standby to accept the new token", Duration::from_secs(10), || {
+        let (standby_url, token) = (standby_url.clone(), token.clone());
+        async move {
+            let out = run_cli(&["--controller", &standby_url, "--token", &token, "jobs", "list"]).await;
+            if out.code == 0 { Ok(()) } else { Err(out.stderr) }
+        }
+    })
+    .await;
+    let refused = cli(at_standby(&["jobs", "list"])).await.expect_code(4);
+    assert!(refused.stderr.contains("token"), "{refused:?}");
+    let refused = run_cli(&["--controller", &standby.url, "--token", &secret, "tokens", "list"])
+        .await
+        .expect_code(4);
+    assert!(
+        refused.stderr.contains("operator"),
+        "the role matrix holds: {refused:?}"
+    );
+
+    // The leader dies; a call to the standby waits in the store until the
+    // standby leads and answers it, once.
+    leader.proc.kill();
+    let enqueued = run_cli(&[
+        "--controller",
+        &standby.url,
+        "--token",
+        &secret,
+        "-o",
+        "json",
+        "enqueue",
+        "work",
+        "--key",
+        "after-the-kill",
+    ])
+    .await
+    .expect_code(0)
+    .json();
+    assert!(enqueued["id"].as_str().is_some_and(|id| !id.is_empty()), "{enqueued}");
+    wait_leading(&standby, Duration::from_secs(15)).await;
+    assert_eq!(
+        count(
+            &db.url,
+            "SELECT count(*) FROM runs WHERE idempotency_key = 'after-the-kill'"
+        )
+        .await,
+        1
+    );
+    assert_eq!(
+        count(
+            &db.url,
+            "SELECT count(*) FROM relayed_calls WHERE state = 'done' AND claimed_epoch = 2 AND method LIKE '%/Enqueue'"
+        )
+        .await,
+        1,
+        "the enqueue was answered by epoch 2"
+    );
+    drop(agent);
+    drop(standby);
     db.drop_now().await;
 }
 

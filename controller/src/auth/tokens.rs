@@ -194,22 +194,31 @@ fn parse_hash(hex_text: &str) -> Option<[u8; 32]> {
     bytes.try_into().ok()
 }
 
+/// Every stored token as an entry; one with an unknown role or a bad hash is
+/// never accepted but still counts (authentication stays on).
+async fn stored_entries(store: &Store) -> crate::error::Result<Vec<Arc<TokenEntry>>> {
+    let mut entries = Vec::new();
+    for record in store.tokens().await? {
+        let (Ok(role), Some(hash)) = (record.role.parse::<Role>(), parse_hash(&record.hash)) else {
+            tracing::warn!(token = %record.name, "stored token with an unknown role or a bad hash is ignored");
+            let entry = TokenEntry::new(&record, Role::Viewer, [0; 32], false);
+            let _ = entry
+                .revoked
+                .send_replace(Some(record.revoked_at.unwrap_or(record.created_at)));
+            entries.push(Arc::new(entry));
+            continue;
+        };
+        entries.push(Arc::new(TokenEntry::new(&record, role, hash, false)));
+    }
+    Ok(entries)
+}
+
 impl Tokens {
     /// Loads every stored token.
     pub async fn load(store: Store, max_streams: usize) -> crate::error::Result<Tokens> {
         let mut inner = Inner::default();
-        for record in store.tokens().await? {
-            let (Ok(role), Some(hash)) = (record.role.parse::<Role>(), parse_hash(&record.hash)) else {
-                // Never accepted, but it still counts: authentication stays on.
-                tracing::warn!(token = %record.name, "stored token with an unknown role or a bad hash is ignored");
-                let entry = TokenEntry::new(&record, Role::Viewer, [0; 32], false);
-                let _ = entry
-                    .revoked
-                    .send_replace(Some(record.revoked_at.unwrap_or(record.created_at)));
-                inner.by_name.insert(record.name.clone(), Arc::new(entry));
-                continue;
-            };
-            inner.insert(Arc::new(TokenEntry::new(&record, role, hash, false)));
+        for entry in stored_entries(&store).await? {
+            inner.insert(entry);
         }
         Ok(Tokens {
             store,
@@ -217,6 +226,60 @@ impl Tokens {
             writes: tokio::sync::Mutex::new(()),
             max_streams,
         })
+    }
+
+    /// Reads the stored tokens again: with high availability another
+    /// controller of the same database creates and revokes them. New tokens
+    /// are added, revocations reach the entries in memory (ending their
+    /// streams); the in-memory `--dev` token stays.
+    pub async fn refresh(&self) -> crate::error::Result<()> {
+        let _writes = self.writes.lock().await;
+        let stored = stored_entries(&self.store).await?;
+        let mut inner = self.inner.write().expect("token cache poisoned");
+        for entry in stored {
+            match inner.by_name.get(&entry.name) {
+                Some(known) if known.hash == entry.hash && known.role == entry.role => {
+                    if let (None, Some(at)) = (known.revoked_at(), entry.revoked_at()) {
+                        known.revoked.send_replace(Some(at));
+                    }
+                }
+                _ => inner.insert(entry),
+            }
+        }
+        Ok(())
+    }
+
+    /// The caller a standby authenticated as `name` ("": the anonymous admin
+    /// of a controller without tokens), checked again here: a call relayed
+    /// through the store (`crate::ha::relay`) runs as this principal.
+    pub fn principal_named(&self, name: &str, now: i64) -> Result<Principal, Status> {
+        let inner = self.inner.read().expect("token cache poisoned");
+        if name.is_empty() {
+            return if inner.enabled() {
+                Err(Status::unauthenticated(NO_TOKEN))
+            } else {
+                Ok(Principal::anonymous())
+            };
+        }
+        let Some(entry) = inner.by_name.get(name).filter(|e| !e.ephemeral).cloned() else {
+            return Err(Status::unauthenticated(format!(
+                "token refused: unknown token \"{name}\""
+            )));
+        };
+        drop(inner);
+        if let Some(at) = entry.revoked_at() {
+            return Err(Status::unauthenticated(format!(
+                "token refused: token \"{name}\" was revoked at {}",
+                rfc3339(at)
+            )));
+        }
+        if let Some(at) = entry.expires_at.filter(|at| *at <= now) {
+            return Err(Status::unauthenticated(format!(
+                "token refused: token \"{name}\" expired at {}",
+                rfc3339(at)
+            )));
+        }
+        Ok(Principal::token(entry, self.max_streams))
     }
 
     /// Whether every call needs a token.

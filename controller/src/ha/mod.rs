@@ -9,10 +9,14 @@
 //! * `lease.rs`: [`campaign`] (a standby tries to take the lease until it
 //!   does) and [`keep`] (the leader renews it, and gives up by its own clock,
 //!   a margin before the lease would end in the database);
-//! * `standby.rs`: the gRPC server of a standby, which answers every call of
-//!   the Worker services `UNAVAILABLE` with the leader's address in the
-//!   [`worker_proto::LEADER_HEADER`] header, so that agents and `workerctl`
-//!   find the leader.
+//! * `standby.rs`: the gRPC server of a standby. It relays every unary call
+//!   of the controller and catalog services to the leader through the store
+//!   ([`relay`]: reads, enqueues and management work against any
+//!   controller), and answers the rest (streams, the agents' `Connect`)
+//!   `UNAVAILABLE` with the leader's address in the
+//!   [`worker_proto::LEADER_HEADER`] header, so that agents find the leader;
+//! * [`relay`]: the store-mediated relay, both its standby side and the
+//!   leader's loop that claims and answers relayed calls.
 //!
 //! What makes it safe is the fence, not the timing: once leading, the
 //! controller sets its epoch on the store (`Store::set_fence`), and every
@@ -32,13 +36,14 @@
 //! rebuilt from the store when it leads again.
 
 mod lease;
+pub mod relay;
 mod standby;
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 pub use lease::{Term, campaign, keep};
-pub use standby::serve_standby;
+pub use standby::{SeenLease, serve_standby};
 
 use crate::alerting::Event;
 use crate::alerting::facts::{Fact, LeaderChange, LeaderFact, PreviousLeader};

@@ -1,13 +1,18 @@
-//! The gRPC server of a standby: health, reflection, and one answer for every
-//! call of the Worker services: `UNAVAILABLE`, naming the leader.
+//! The gRPC server of a standby: health, the unary calls of the controller
+//! and catalog services relayed to the leader through the store
+//! (`relay.rs`), and one answer for the rest (streams and the agents'
+//! `Connect`): `UNAVAILABLE`, naming the leader.
 
 use std::future::Future;
+use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tonic::transport::server::TcpIncoming;
 
+use super::relay::{Relayer, relayable, status_response};
+use crate::auth::Tokens;
 use crate::store::LeaseRecord;
 
 /// The lease as a standby last read it, and when.
@@ -56,39 +61,44 @@ pub fn standby_status(seen: Option<&SeenLease>) -> tonic::Status {
 }
 
 /// Serves the standby's gRPC on `listener` until `stop` completes: gRPC
-/// health (`NOT_SERVING` for the Worker services, `SERVING` for the process)
-/// and the [`standby_status`] answer for everything else, from what `seen`
-/// holds at the time of the call.
+/// health (`SERVING` for the controller and catalog services, which
+/// `relayer` relays, `NOT_SERVING` for the agent service), every call
+/// authenticated against `tokens`, and the [`standby_status`] answer, from
+/// what `seen` holds at the time of the call, for what is not relayed.
 pub async fn serve_standby(
     listener: TcpListener,
     tls: Option<&crate::tls::ServerTls>,
+    tokens: Arc<Tokens>,
+    relayer: Relayer,
     seen: watch::Receiver<Option<SeenLease>>,
     stop: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), tonic::transport::Error> {
     let (health_reporter, health_service) = tonic_health::server::health_reporter();
-    for service in [
-        "worker.v1.ControllerService",
-        "worker.v1.AgentService",
-        "worker.v1.CatalogService",
+    for (service, status) in [
+        ("worker.v1.ControllerService", tonic_health::ServingStatus::Serving),
+        ("worker.v1.CatalogService", tonic_health::ServingStatus::Serving),
+        ("worker.v1.AgentService", tonic_health::ServingStatus::NotServing),
     ] {
-        health_reporter
-            .set_service_status(service, tonic_health::ServingStatus::NotServing)
-            .await;
+        health_reporter.set_service_status(service, status).await;
     }
-    let router = tonic::service::Routes::new(health_service)
-        .into_axum_router()
-        .fallback(move || {
-            let status = standby_status(seen.borrow().as_ref());
+    let router = tonic::service::Routes::new(health_service).into_axum_router().fallback(
+        move |request: axum::extract::Request| {
+            let (relayer, seen) = (relayer.clone(), seen.clone());
             async move {
-                let (parts, ()) = status.into_http::<()>().into_parts();
-                axum::response::Response::from_parts(parts, axum::body::Body::empty())
+                if relayable(request.uri().path()) {
+                    relayer.relay(request).await
+                } else {
+                    status_response(standby_status(seen.borrow().as_ref()))
+                }
             }
-        });
+        },
+    );
     let mut server = tonic::transport::Server::builder();
     if let Some(tls) = tls {
         server = server.tls_config(tls.server_config())?;
     }
     server
+        .layer(crate::auth::AuthLayer::new(tokens))
         .add_routes(router.into())
         .serve_with_incoming_shutdown(
             TcpIncoming::from(listener)

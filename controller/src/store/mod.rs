@@ -30,11 +30,12 @@ use std::str::FromStr;
 use std::sync::Arc;
 
 pub use events::{Committed, EventFilter, EventHub, EventKind, EventRecord};
+pub use postgres::{RELAY_CHANNEL, RELAY_DONE_CHANNEL};
 pub use records::{
     AlertQuery, AlertRecord, AttemptEnd, AttemptRecord, AttemptStart, CatalogFileRecord, CatalogPackRecord,
     CatalogPublish, CatalogRatingRecord, CatalogReviewRecord, FireFailureRecord, HourCount, InsertPlan, JobDayRecord,
-    JobListRows, JobStatsRecord, LeaderTermRecord, LeaseRecord, MetricRecord, NewRun, RunRecord, ScheduleCursor,
-    SpanRecord, StateChange, TokenRecord, TransitionRecord,
+    JobListRows, JobStatsRecord, LeaderTermRecord, LeaseRecord, MetricRecord, NewRun, RelayAnswer, RelayState,
+    RelayedCall, RunRecord, ScheduleCursor, SpanRecord, StateChange, TokenRecord, TransitionRecord,
 };
 pub use retention::{PruneBatch, PruneCounts, PruneRule};
 pub use write::WriteError;
@@ -823,6 +824,70 @@ impl Store {
     pub fn set_fence(&self, epoch: i64) {
         if let Backend::Postgres(store) = &*self.backend {
             store.set_fence(epoch);
+        }
+    }
+
+    // --- Relayed calls (PostgreSQL high availability; see `crate::ha::relay`) ---
+
+    /// Writes `call` (its id is ignored) as pending, accepted by the standby
+    /// `standby`, and notifies the leader; returns its id.
+    pub async fn relay_submit(&self, standby: &str, call: &RelayedCall) -> Result<i64> {
+        match &*self.backend {
+            Backend::Postgres(store) => store.relay_submit(standby, call).await,
+            Backend::Sqlite(_) => Err(leadership_needs_postgres()),
+        }
+    }
+
+    /// Claims up to `limit` pending calls, oldest first, for the fenced
+    /// epoch: refused with [`WriteError::Fenced`] when another epoch leads.
+    pub async fn relay_claim(&self, limit: i64) -> std::result::Result<Vec<RelayedCall>, WriteError> {
+        match &*self.backend {
+            Backend::Postgres(store) => store.relay_claim(limit).await,
+            Backend::Sqlite(_) => Err(WriteError::Refused(leadership_needs_postgres())),
+        }
+    }
+
+    /// Records the answer to the running call `id` and notifies the
+    /// standbys; `false` when it was not running.
+    pub async fn relay_finish(&self, id: i64, answer: &RelayAnswer) -> Result<bool> {
+        match &*self.backend {
+            Backend::Postgres(store) => store.relay_finish(id, answer).await,
+            Backend::Sqlite(_) => Err(leadership_needs_postgres()),
+        }
+    }
+
+    /// Where the call `id` stands.
+    pub async fn relay_state(&self, id: i64) -> Result<RelayState> {
+        match &*self.backend {
+            Backend::Postgres(store) => store.relay_state(id).await,
+            Backend::Sqlite(_) => Err(leadership_needs_postgres()),
+        }
+    }
+
+    /// Withdraws the call `id` if no leader has claimed it; `true` when it
+    /// was withdrawn (it will never run).
+    pub async fn relay_withdraw(&self, id: i64) -> Result<bool> {
+        match &*self.backend {
+            Backend::Postgres(store) => store.relay_withdraw(id).await,
+            Backend::Sqlite(_) => Err(leadership_needs_postgres()),
+        }
+    }
+
+    /// Deletes calls that are no longer pending, written more than
+    /// `older_than_ms` ago; returns how many.
+    pub async fn relay_prune(&self, older_than_ms: i64) -> Result<u64> {
+        match &*self.backend {
+            Backend::Postgres(store) => store.relay_prune(older_than_ms).await,
+            Backend::Sqlite(_) => Err(leadership_needs_postgres()),
+        }
+    }
+
+    /// A connection listening on the notification `channel` (PostgreSQL
+    /// only): `RELAY_CHANNEL` or `RELAY_DONE_CHANNEL`.
+    pub async fn listen(&self, channel: &str) -> Result<sqlx::postgres::PgListener> {
+        match &*self.backend {
+            Backend::Postgres(store) => store.listen(channel).await,
+            Backend::Sqlite(_) => Err(leadership_needs_postgres()),
         }
     }
 }

@@ -425,6 +425,53 @@ pub struct LeaderTermRecord {
     pub acquired_at: i64,
 }
 
+/// A gRPC call a standby accepted for the leader (`crate::ha::relay`), as
+/// the leader claims it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RelayedCall {
+    /// Its id (also the payload of the `worker_relay_done` notification).
+    pub id: i64,
+    /// The gRPC path, `/worker.v1.ControllerService/Enqueue`.
+    pub method: String,
+    /// The name of the token the standby authenticated; "" for the
+    /// anonymous admin of a controller without tokens.
+    pub caller: String,
+    /// The request's headers, without the token.
+    pub headers: Vec<(String, String)>,
+    /// The gRPC-framed request body.
+    pub body: Vec<u8>,
+}
+
+/// The leader's gRPC answer to a [`RelayedCall`], as it went out.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct RelayAnswer {
+    /// The response's headers.
+    pub headers: Vec<(String, String)>,
+    /// The gRPC-framed response body.
+    pub body: Vec<u8>,
+    /// The trailers (`grpc-status`, `grpc-message`, metadata).
+    pub trailers: Vec<(String, String)>,
+}
+
+/// Where a relayed call stands.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RelayState {
+    /// Written by a standby; no leader has claimed it yet. The standby may
+    /// withdraw it; the leader claims it.
+    Pending,
+    /// Claimed by the leader of `epoch`, which runs it and answers.
+    Running {
+        /// The claiming leader's epoch.
+        epoch: i64,
+    },
+    /// Answered (the leader wrote it).
+    Done(RelayAnswer),
+    /// Withdrawn by the standby before any leader claimed it: never run.
+    Withdrawn,
+    /// No such call (pruned).
+    Missing,
+}
+
 /// An API token as stored: its name, role and the SHA-256 hash of its secret
 /// (never the secret itself). Timestamps are Unix milliseconds.
 #[derive(Debug, Clone, PartialEq, Eq)]

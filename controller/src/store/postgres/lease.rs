@@ -18,7 +18,7 @@ use crate::error::{Error, ErrorCode, Result};
 use crate::store::{LeaderTermRecord, LeaseRecord, WriteError};
 
 /// The database's clock in Unix milliseconds, as SQL.
-const DB_NOW_MS: &str = "(extract(epoch from clock_timestamp()) * 1000)::bigint";
+pub(super) const DB_NOW_MS: &str = "(extract(epoch from clock_timestamp()) * 1000)::bigint";
 
 impl PgStore {
     /// See [`crate::store::Store::acquire_lease`].

@@ -34,6 +34,9 @@ mod definitions;
 mod digest;
 mod events;
 mod lease;
+mod relay;
+
+pub use relay::{RELAY_CHANNEL, RELAY_DONE_CHANNEL};
 mod nodelay;
 mod retention;
 mod runs;
@@ -100,6 +103,11 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
         11,
         "leadership",
         include_str!("../../../../migrations/postgres/0011_leadership.sql"),
+    ),
+    (
+        12,
+        "relayed calls",
+        include_str!("../../../../migrations/postgres/0012_relayed_calls.sql"),
     ),
 ];
 
