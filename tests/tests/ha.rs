@@ -55,6 +55,24 @@ async fn wait_leading(ctl: &Controller, within: Duration) {
     .await
 }
 
+/// Waits until the standby `ctl` sees `leader` lead (its `/readyz`).
+async fn wait_sees_leader(ctl: &Controller, leader: &str) {
+    let addr = ctl.http_addr.expect("the controller serves HTTP");
+    let expected = format!("standby: {leader} at");
+    let expected = expected.as_str();
+    wait_for(
+        "the standby to see the leader",
+        Duration::from_secs(10),
+        || async move {
+            match readyz(addr).await {
+                (503, body) if body.contains(expected) => Ok(()),
+                (status, body) => Err(format!("{status} {body}")),
+            }
+        },
+    )
+    .await
+}
+
 /// One number from the test's database.
 async fn count(url: &str, sql: &str) -> i64 {
     let mut conn = sqlx::PgConnection::connect(url)
@@ -114,14 +132,7 @@ async fn a_killed_leader_is_replaced_without_lost_or_doubled_work() {
     let second = start_ha(&env, "c2").await;
     let third = start_ha(&env, "c3").await;
     for standby in [&second, &third] {
-        let addr = standby.http_addr.unwrap();
-        wait_for("the standby to see c1 lead", Duration::from_secs(10), || async move {
-            match readyz(addr).await {
-                (503, body) if body.contains("standby: c1 at") => Ok(()),
-                (status, body) => Err(format!("{status} {body}")),
-            }
-        })
-        .await;
+        wait_sees_leader(standby, "c1").await;
     }
     let all = format!("{},{},{}", second.url, first.url, third.url);
     let agents = [env.spawn_agent(&all, "a1", 8, &[]), env.spawn_agent(&all, "a2", 8, &[])];
@@ -298,14 +309,7 @@ async fn a_standby_serves_workerctl_through_the_store() {
     let mut leader = start_ha(&env, "l1").await;
     wait_leading(&leader, Duration::from_secs(15)).await;
     let standby = start_ha(&env, "s1").await;
-    let addr = standby.http_addr.unwrap();
-    wait_for("the standby to see l1 lead", Duration::from_secs(10), || async move {
-        match readyz(addr).await {
-            (503, body) if body.contains("standby: l1 at") => Ok(()),
-            (status, body) => Err(format!("{status} {body}")),
-        }
-    })
-    .await;
+    wait_sees_leader(&standby, "l1").await;
     // The agent knows only the standby: it is redirected to the leader.
     let agent = leader.connected(env.spawn_agent(&standby.url, "a1", 4, &[])).await;
 
